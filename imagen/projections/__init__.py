@@ -1,0 +1,1 @@
+"""Pure projections of the ledger: read models derived from events alone."""
