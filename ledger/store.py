@@ -1,0 +1,394 @@
+"""The event store: one SQLAlchemy implementation for SQLite and PostgreSQL.
+
+Appends take the database's write lock first (SQLite `BEGIN IMMEDIATE`, PostgreSQL a table lock),
+then read the chain head, so positions are gapless and every event's `prev_hash` is the hash of
+the event before it. Readers never block writers (WAL / MVCC).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from ledger.errors import ConcurrencyError, LedgerError, SchemaTooNewError
+from ledger.events import GENESIS_HASH, NewEvent, RecordedEvent, canonical_json, event_hash
+from ledger.schema import (
+    LEDGER_HEAD,
+    LEDGER_REVISIONS,
+    LEDGER_VERSION_TABLE,
+    events,
+    projection_checkpoints,
+)
+
+Clock = Callable[[], datetime]
+Durability = Literal["full", "normal"]
+
+_WRITE = "ledger_write"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Fixed-width UTC text, so timestamps sort and hash the same on every engine."""
+    if moment.tzinfo is None:
+        raise ValueError("the ledger clock must return timezone-aware datetimes")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    position: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    checked: int
+    head: Head
+    first_broken: int | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_broken is None
+
+
+_COLUMNS = (
+    "position, event_id, stream_id, stream_version, type, schema_version, data, recorded_at, "
+    "prev_hash, hash"
+)
+
+
+class EventStore:
+    def __init__(self, engine: Engine, *, clock: Clock = utc_now) -> None:
+        self.engine = engine
+        self._clock = clock
+        self.dialect = engine.dialect.name
+
+    # -- writing -----------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction holding the ledger's write lock (for appends and checkpoints)."""
+        with self.engine.connect().execution_options(**{_WRITE: True}) as conn:
+            with conn.begin():
+                if self.dialect == "postgresql":
+                    # Serialises chain heads; plain reads (ACCESS SHARE) are not blocked.
+                    conn.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
+                yield conn
+
+    def append(
+        self,
+        stream_id: str,
+        new_events: Sequence[NewEvent],
+        expected_version: int | None,
+        *,
+        conn: Connection | None = None,
+    ) -> list[RecordedEvent]:
+        """Append atomically; `expected_version` is the stream version the caller decided on
+        (0 for a new stream), or None to append whatever the stream holds."""
+        if not new_events:
+            return []
+        if conn is None:
+            with self.transaction() as own:
+                return self._append(own, stream_id, new_events, expected_version)
+        return self._append(conn, stream_id, new_events, expected_version)
+
+    def _append(
+        self,
+        conn: Connection,
+        stream_id: str,
+        new_events: Sequence[NewEvent],
+        expected_version: int | None,
+    ) -> list[RecordedEvent]:
+        current = conn.execute(
+            select(func.coalesce(func.max(events.c.stream_version), 0)).where(
+                events.c.stream_id == stream_id
+            )
+        ).scalar_one()
+        if expected_version is not None and current != expected_version:
+            raise ConcurrencyError(stream_id, expected_version, current)
+        head = self._head(conn)
+        recorded_at = format_timestamp(self._clock())
+        position, prev = head.position, head.hash
+        recorded: list[RecordedEvent] = []
+        for offset, new in enumerate(new_events, start=1):
+            position += 1
+            data_json = canonical_json(new.data)
+            version = current + offset
+            digest = event_hash(
+                prev,
+                position,
+                new.event_id,
+                stream_id,
+                version,
+                new.type,
+                new.schema_version,
+                data_json,
+                recorded_at,
+            )
+            recorded.append(
+                RecordedEvent(
+                    position,
+                    new.event_id,
+                    stream_id,
+                    version,
+                    new.type,
+                    new.schema_version,
+                    data_json,
+                    recorded_at,
+                    prev,
+                    digest,
+                )
+            )
+            prev = digest
+        try:
+            conn.execute(insert(events), [_row(r) for r in recorded])
+        except IntegrityError as exc:  # only reachable if a writer bypassed the lock
+            raise ConcurrencyError(stream_id, expected_version, current) from exc
+        return recorded
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _head(self, conn: Connection) -> Head:
+        row = conn.execute(
+            select(events.c.position, events.c.hash).order_by(events.c.position.desc()).limit(1)
+        ).first()
+        return Head(row[0], row[1]) if row else Head(0, GENESIS_HASH)
+
+    def head(self) -> Head:
+        with self.engine.connect() as conn:
+            return self._head(conn)
+
+    def stream_version(self, stream_id: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.coalesce(func.max(events.c.stream_version), 0)).where(
+                    events.c.stream_id == stream_id
+                )
+            ).scalar_one()
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                f"SELECT {_COLUMNS} FROM events WHERE stream_id = {self._param(1)} "
+                f"AND stream_version > {self._param(2)} ORDER BY stream_version",
+                self._params(stream_id, after_version),
+            ).fetchall()
+        return [RecordedEvent(*row) for row in rows]
+
+    def read_all(self, after: int = 0, *, batch: int = 5000) -> Iterator[RecordedEvent]:
+        """Every event after `after` in position order, fetched in batches (for projections)."""
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.exec_driver_sql(
+                    f"SELECT {_COLUMNS} FROM events WHERE position > {self._param(1)} "
+                    f"ORDER BY position LIMIT {int(batch)}",
+                    self._params(after),
+                ).fetchall()
+            for row in rows:
+                yield RecordedEvent(*row)
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    def streams_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
+        """Stream ids starting with `prefix` (an index range scan, on both engines)."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\uffff"
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(events.c.stream_id)
+                .where(events.c.stream_id >= prefix, events.c.stream_id < upper)
+                .group_by(events.c.stream_id)
+                .limit(limit)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def verify(self, *, batch: int = 20000) -> VerifyReport:
+        """Walk the chain in position order; name the first position that does not hold."""
+        prev_hash, expected_pos, checked = GENESIS_HASH, 1, 0
+        versions: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(
+                f"SELECT {_COLUMNS} FROM events ORDER BY position"
+            )
+            for rows in result.partitions(batch):
+                for row in rows:
+                    pos, eid, sid, ver, typ, sv, data, at, prev, digest = row
+                    problem = None
+                    if pos != expected_pos:
+                        problem = f"position {expected_pos} is missing"
+                        pos = expected_pos
+                    elif prev != prev_hash:
+                        problem = "prev_hash does not match the previous event's hash"
+                    elif ver != versions.get(sid, 0) + 1:
+                        problem = f"stream {sid} jumps to version {ver}"
+                    elif event_hash(prev, pos, eid, sid, ver, typ, sv, data, at) != digest:
+                        problem = "hash does not match the event's contents"
+                    if problem:
+                        return VerifyReport(checked, Head(pos - 1, prev_hash), pos, problem)
+                    versions[sid] = ver
+                    prev_hash, expected_pos = digest, pos + 1
+                    checked += 1
+        return VerifyReport(checked, Head(expected_pos - 1, prev_hash))
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def get_checkpoint(self, name: str, conn: Connection | None = None) -> int:
+        stmt = select(projection_checkpoints.c.position).where(
+            projection_checkpoints.c.name == name
+        )
+        if conn is not None:
+            return conn.execute(stmt).scalar() or 0
+        with self.engine.connect() as own:
+            return own.execute(stmt).scalar() or 0
+
+    def set_checkpoint(self, name: str, position: int, conn: Connection | None = None) -> None:
+        if conn is None:
+            with self.transaction() as own:
+                return self.set_checkpoint(name, position, own)
+        updated = conn.execute(
+            projection_checkpoints.update()
+            .where(projection_checkpoints.c.name == name)
+            .values(position=position)
+        ).rowcount
+        if not updated:
+            conn.execute(insert(projection_checkpoints).values(name=name, position=position))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _param(self, n: int) -> str:
+        return "?" if self.dialect == "sqlite" else "%s"
+
+    @staticmethod
+    def _params(*values: object) -> tuple[object, ...]:
+        return values
+
+
+def _row(r: RecordedEvent) -> dict[str, object]:
+    return {
+        "position": r.position,
+        "event_id": r.event_id,
+        "stream_id": r.stream_id,
+        "stream_version": r.stream_version,
+        "type": r.type,
+        "schema_version": r.schema_version,
+        "data": r.data_json,
+        "recorded_at": r.recorded_at,
+        "prev_hash": r.prev_hash,
+        "hash": r.hash,
+    }
+
+
+# -- opening ---------------------------------------------------------------------------------
+
+
+def open_store(
+    url: str,
+    *,
+    clock: Clock = utc_now,
+    durability: Durability = "full",
+    busy_timeout: float = 60.0,
+) -> EventStore:
+    """Open (creating and migrating if needed) the ledger at a SQLAlchemy URL.
+
+    durability="full" fsyncs every commit (a paid prediction id survives power loss);
+    "normal" survives a crash of the process but may lose the last commits on power loss.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = _sqlite_engine(url, durability, busy_timeout)
+    elif parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    else:
+        raise LedgerError(
+            f"ledger URL {parsed.render_as_string()!r}: use sqlite:/// or postgresql://"
+        )
+    try:
+        _ensure_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return EventStore(engine, clock=clock)
+
+
+def _sqlite_engine(url: str, durability: Durability, busy_timeout: float) -> Engine:
+    parsed = make_url(url)
+    db = parsed.database
+    if db and db != ":memory:" and not db.startswith("file:"):
+        path = Path(db).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Prompts are private: create the file owner-only before SQLite opens it; SQLite gives
+        # its -wal and -shm files the same mode as the database file.
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        parsed = parsed.set(database=str(path))
+    engine = create_engine(
+        parsed,
+        connect_args={"timeout": busy_timeout, "isolation_level": None, "check_same_thread": False},
+    )
+    synchronous = "FULL" if durability == "full" else "NORMAL"
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # A deferred transaction that reads and then writes gets SQLITE_BUSY at once under WAL,
+        # whatever the busy timeout; taking the write lock up front makes writers queue instead.
+        immediate = conn.get_execution_options().get(_WRITE)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The ledger branch's alembic revision, or None for an empty database.
+
+    Runs in a savepoint so that, on PostgreSQL, a missing table does not abort the caller's
+    transaction."""
+    try:
+        with conn.begin_nested():
+            return conn.exec_driver_sql(f"SELECT version_num FROM {LEDGER_VERSION_TABLE}").scalar()
+    except DBAPIError:
+        return None
+
+
+def _ensure_schema(engine: Engine) -> None:
+    with engine.connect() as conn, conn.begin():
+        revision = current_revision(conn)
+    if revision == LEDGER_HEAD:
+        return  # the common case: no alembic import at all
+    _refuse_newer(engine, revision)
+    from ledger import migrate
+
+    migrate.upgrade_ledger(engine)
+
+
+def _refuse_newer(engine: Engine, revision: str | None) -> None:
+    if revision is not None and revision not in LEDGER_REVISIONS:
+        where = engine.url.render_as_string(hide_password=True)
+        raise SchemaTooNewError(
+            f"the ledger at {where} has schema revision {revision!r}, newer than this imagen "
+            f"knows ({LEDGER_HEAD!r}); upgrade imagen. The ledger was left untouched."
+        )

@@ -1,0 +1,207 @@
+"""The ledger suite: every test runs against SQLite and a real PostgreSQL (see `ledger_url`)."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+from ledger import ConcurrencyError, NewEvent, SchemaTooNewError, open_store
+from ledger.schema import LEDGER_HEAD, LEDGER_REVISIONS, LEDGER_VERSION_TABLE
+from tests.ledger_writer import append_many
+
+
+def fixed_clock() -> datetime:
+    return datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+
+
+def test_append_and_read_round_trip(ledger_url: str) -> None:
+    store = open_store(ledger_url, clock=fixed_clock)
+    first = store.append("job-a", [NewEvent("Requested", {"prompt": "a café ☕", "n": 1})], 0)
+    store.append("job-b", [NewEvent("Requested", {"prompt": "b"})], 0)
+    store.append("job-a", [NewEvent("Done", {"ok": True}), NewEvent("Closed", {})], 1)
+
+    events = store.read_stream("job-a")
+    assert [e.type for e in events] == ["Requested", "Done", "Closed"]
+    assert [e.stream_version for e in events] == [1, 2, 3]
+    assert events[0].data == {"prompt": "a café ☕", "n": 1}
+    assert events[0] == first[0]
+    assert events[0].recorded_at == "2026-11-24T12:00:00.000000Z"
+    assert [e.position for e in store.read_all(after=1)] == [2, 3, 4]
+    assert store.head().position == 4 and store.head().hash == events[-1].hash
+    assert events[1].prev_hash == store.read_stream("job-b")[0].hash
+    assert store.read_stream("job-a", after_version=2)[0].type == "Closed"
+    assert store.streams_with_prefix("job-") == ["job-a", "job-b"]
+    assert store.verify().ok and store.verify().checked == 4
+
+
+def test_stale_expected_version_raises(ledger_url: str) -> None:
+    store = open_store(ledger_url)
+    store.append("s", [NewEvent("A", {})], 0)
+    with pytest.raises(ConcurrencyError, match="version 1, not 0"):
+        store.append("s", [NewEvent("B", {}), NewEvent("C", {})], 0)
+    assert [e.type for e in store.read_stream("s")] == ["A"]
+    assert store.head().position == 1
+
+
+def test_update_and_delete_are_rejected_by_the_database(ledger_url: str) -> None:
+    store = open_store(ledger_url)
+    store.append("s", [NewEvent("A", {"v": 1})], 0)
+    for statement in ("UPDATE events SET stream_version = 9", "DELETE FROM events"):
+        with pytest.raises(DBAPIError, match="immutable"):
+            with store.engine.begin() as conn:
+                conn.execute(text(statement))
+    assert store.read_stream("s")[0].data == {"v": 1}
+
+
+def _tamper(store, position: int, data: str) -> None:  # type: ignore[no-untyped-def]
+    """Edit a row the way an attacker with file access would: around the triggers."""
+    with store.engine.begin() as conn:
+        if store.dialect == "sqlite":
+            conn.execute(text("DROP TRIGGER events_no_update"))
+            conn.execute(
+                text("UPDATE events SET data = :d WHERE position = :p"), {"d": data, "p": position}
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
+                    "BEGIN SELECT RAISE(ABORT, 'immutable'); END"
+                )
+            )
+        else:
+            conn.execute(text("ALTER TABLE events DISABLE TRIGGER events_no_update_delete"))
+            conn.execute(
+                text("UPDATE events SET data = :d WHERE position = :p"), {"d": data, "p": position}
+            )
+            conn.execute(text("ALTER TABLE events ENABLE TRIGGER events_no_update_delete"))
+
+
+def test_verify_names_the_first_tampered_position(ledger_url: str) -> None:
+    store = open_store(ledger_url)
+    for i in range(5):
+        store.append(f"s{i % 2}", [NewEvent("A", {"i": i})], None)
+    _tamper(store, 3, '{"i":99}')
+    report = store.verify()
+    assert not report.ok
+    assert report.first_broken == 3
+    assert report.checked == 2
+    assert "hash" in (report.reason or "")
+
+
+def test_checkpoints(ledger_url: str) -> None:
+    store = open_store(ledger_url)
+    assert store.get_checkpoint("usage") == 0
+    store.set_checkpoint("usage", 7)
+    store.set_checkpoint("usage", 9)
+    assert store.get_checkpoint("usage") == 9
+
+
+def test_concurrent_processes_lose_nothing(ledger_url: str) -> None:
+    open_store(ledger_url).close()  # migrate once, so the race is about appends
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    procs = [
+        ctx.Process(target=append_many, args=(ledger_url, f"p{i}", 500, start)) for i in range(4)
+    ]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(240)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    store = open_store(ledger_url)
+    report = store.verify()
+    assert report.ok, report
+    assert report.checked == 2000
+    for i in range(4):
+        assert [e.data["n"] for e in store.read_stream(f"p{i}")] == list(range(500))
+
+
+def _snapshot(url: str) -> object:
+    store = open_store(url)
+    store.append("s", [NewEvent("A", {})], 0)
+    store.close()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE {LEDGER_VERSION_TABLE} SET version_num = 'ledger_9999'"))
+    engine.dispose()
+    return url
+
+
+def _state(url: str) -> object:
+    if url.startswith("sqlite"):
+        return hashlib.sha256(Path(url.removeprefix("sqlite:///")).read_bytes()).hexdigest()
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        state = (
+            conn.execute(text(f"SELECT version_num FROM {LEDGER_VERSION_TABLE}")).all(),
+            conn.execute(text("SELECT * FROM events")).all(),
+        )
+    engine.dispose()
+    return state
+
+
+def test_newer_schema_refuses_to_open_and_is_left_untouched(ledger_url: str) -> None:
+    _snapshot(ledger_url)
+    before = _state(ledger_url)
+    with pytest.raises(SchemaTooNewError, match="ledger_9999.*upgrade imagen"):
+        open_store(ledger_url)
+    assert _state(ledger_url) == before
+
+
+def test_ledger_at_head_opens_without_importing_alembic(ledger_url: str) -> None:
+    open_store(ledger_url).close()
+    code = (
+        "import sys, ledger; ledger.open_store(sys.argv[1]).close(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, ledger_url],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_migrations_run_down_and_up(ledger_url: str) -> None:
+    from ledger import migrate
+
+    store = open_store(ledger_url)
+    migrate.downgrade(store.engine, "ledger@base")
+    with store.engine.connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {LEDGER_VERSION_TABLE}")).scalar() == 0
+    migrate.upgrade_ledger(store.engine)
+    store.append("s", [NewEvent("A", {})], 0)
+    with pytest.raises(DBAPIError, match="immutable"), store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM events"))
+
+
+def test_revision_constants_match_the_migration_scripts() -> None:
+    from alembic.script import ScriptDirectory
+
+    from ledger.migrate import script_location
+
+    scripts = ScriptDirectory(script_location())
+    chain = [s.revision for s in scripts.walk_revisions("ledger@base", "ledger@head")]
+    assert tuple(reversed(chain)) == LEDGER_REVISIONS
+    assert LEDGER_HEAD == chain[0]
+
+
+def test_sqlite_ledger_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "ledger.db"
+    store = open_store(f"sqlite:///{path}")
+    store.append("s", [NewEvent("A", {})], 0)
+    for name in ("ledger.db", "ledger.db-wal"):
+        assert (path.parent / name).stat().st_mode & 0o777 == 0o600
+    store.close()
+    assert os.stat(path).st_mode & 0o077 == 0
