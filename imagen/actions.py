@@ -1,0 +1,80 @@
+"""What an adapter can ask the runner to do. Actions are data; only the runner performs them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from imagen.events import Event
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """Send one request, not before `not_before` (ISO UTC; used for polls and retries).
+
+    `auth_env` names the environment variable whose value the runner sends as a bearer token:
+    the token itself never passes through an action or an event.
+    """
+
+    request_id: str
+    purpose: str
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    json_body: Any = None
+    timeout_s: float = 30.0
+    auth_env: str | None = None
+    not_before: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreImage:
+    """Fetch an image (http(s) URL or data: URI), check it is a real image of the expected
+    format and size, and write it atomically to `dest`."""
+
+    request_id: str
+    url: str
+    dest: str
+    expected_format: str | None = None
+    max_bytes: int = 64 * 1024 * 1024
+    overwrite: bool = False
+    timeout_s: float = 60.0
+    auth_env: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class OpenStream:
+    """Open a websocket for progress before the job is submitted."""
+
+    url: str
+    client_id: str
+    timeout_s: float = 5.0
+    auth_env: str | None = None
+
+
+@dataclass(frozen=True)
+class FollowStream:
+    """Read the open stream until a message of a terminal kind for `match` arrives.
+
+    Messages are JSON objects `{type, data}`; only those whose data[match_key] == match_value
+    count. `progress_kind` messages update the progress display (recorded sparsely);
+    `terminal_kinds` end the action and are recorded as StreamMessage.
+    """
+
+    match_key: str
+    match_value: str
+    progress_kind: str
+    terminal_kinds: tuple[str, ...]
+    notable_kinds: tuple[str, ...] = ()
+    deadline: str | None = None
+
+
+@dataclass(frozen=True)
+class Record:
+    """Record decisions the adapter reached from what it saw (retries, results, failures)."""
+
+    events: tuple[Event, ...] = field(default_factory=tuple)
+
+
+Action = HttpRequest | StoreImage | OpenStream | FollowStream | Record

@@ -1,0 +1,76 @@
+"""Pure helpers shared by adapters: reading outcomes of requests out of a job's history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from imagen.events import RequestFailed, RequestSent, ResponseReceived, RetryScheduled, RunnerClaimed
+from imagen.job import JobState, Recorded, iso
+
+Outcome = ResponseReceived | RequestFailed
+
+
+@dataclass(frozen=True)
+class Exchange:
+    sent: RequestSent
+    sent_at: Recorded
+    outcome: Outcome | None
+    outcome_at: Recorded | None
+
+
+def exchanges(state: JobState, purpose: str) -> list[Exchange]:
+    """Every request of a purpose in order, each with its outcome (None while unanswered)."""
+    out: dict[str, Exchange] = {}
+    for rec in state.history:
+        e = rec.event
+        if isinstance(e, RequestSent) and e.purpose == purpose:
+            out[e.request_id] = Exchange(e, rec, None, None)
+        elif isinstance(e, ResponseReceived | RequestFailed) and e.request_id in out:
+            ex = out[e.request_id]
+            out[e.request_id] = Exchange(ex.sent, ex.sent_at, e, rec)
+    return list(out.values())
+
+
+def last_exchange(state: JobState, purpose: str) -> Exchange | None:
+    found = exchanges(state, purpose)
+    return found[-1] if found else None
+
+
+def retries(state: JobState, purpose: str, reason: str | None = None) -> int:
+    return sum(
+        1
+        for r in state.events_of(RetryScheduled)
+        if r.event.purpose == purpose and (reason is None or r.event.reason.startswith(reason))  # type: ignore[attr-defined]
+    )
+
+
+def pending_retry(state: JobState, purpose: str) -> RetryScheduled | None:
+    """A retry scheduled after the last request of this purpose, not yet acted on."""
+    last_sent = max((r.version for r in state.events_of(RequestSent) if r.event.purpose == purpose), default=0)  # type: ignore[attr-defined]
+    for r in reversed(state.history):
+        if r.version <= last_sent:
+            return None
+        if isinstance(r.event, RetryScheduled) and r.event.purpose == purpose:
+            return r.event
+    return None
+
+
+def retry_time(state: JobState, purpose: str) -> str | None:
+    """When a pending retry may go: its delay after the moment it was scheduled."""
+    for r in reversed(state.history):
+        if isinstance(r.event, RetryScheduled) and r.event.purpose == purpose:
+            return iso(r.at + timedelta(seconds=r.event.delay_s))
+    return None
+
+
+def request_id(state: JobState, purpose: str) -> str:
+    """Deterministic and unique within the job: the stream version the request will take."""
+    return f"{purpose}-{state.version + 1}"
+
+
+def since_claim(state: JobState, kind: type) -> list[Recorded]:
+    """Events of a kind recorded since the current process claimed the job."""
+    last_claim = state.last(RunnerClaimed)
+    floor = last_claim.version if last_claim else 0
+    return [r for r in state.history if r.version > floor and isinstance(r.event, kind)]

@@ -1,0 +1,55 @@
+"""A trivial adapter that proves the job contract end to end (used only by tests).
+
+One GET to `url` whose JSON answer is `{"image": <URL or data: URI>}`; one retry on a
+network error or 5xx; then the image is stored and the job succeeds.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from imagen.actions import Action, HttpRequest, Record, StoreImage
+from imagen.backends.common import exchanges, last_exchange, pending_retry, request_id, retries
+from imagen.backends.spec import Option
+from imagen.events import JobCancelled, JobFailed, JobSucceeded, ResponseReceived, RetryScheduled
+from imagen.job import JobState
+
+CONFIG: dict[str, Option] = {"url": Option((str,), help="the echo server's render URL")}
+DEFAULT_MODEL = "echo"
+
+
+def decide(state: JobState) -> Action:
+    req = state.request
+    assert req is not None
+    if state.cancel is not None:
+        return Record((JobCancelled(state.cancel.reason),))
+    if state.image is not None:
+        return Record((JobSucceeded({"path": state.image.path, "sha256": state.image.sha256}),))
+    query = urlencode({"seed": req.params["seed"], "w": req.params["width"], "h": req.params["height"]})
+    send = HttpRequest(request_id(state, "render"), "render", "GET",
+                       f"{req.backend_config['url']}?{query}", timeout_s=5)
+    renders = exchanges(state, "render")
+    if not renders or pending_retry(state, "render") is not None:
+        return send
+    last = renders[-1]
+    if last.outcome is None:
+        return send  # sent, never answered (the process died): rendering is free, ask again
+    if isinstance(last.outcome, ResponseReceived) and last.outcome.status == 200:
+        download = last_exchange(state, "download")
+        if download is not None and download.outcome is not None:
+            return Record((JobFailed("download", f"download failed: {_describe(download.outcome)}"),))
+        return StoreImage(request_id(state, "download"), last.outcome.body["image"],
+                          req.output_path, overwrite=req.overwrite)
+    if _retryable(last.outcome) and retries(state, "render") == 0:
+        return Record((RetryScheduled("render", 1, 0.0, "transient"),))
+    return Record((JobFailed("render", f"render failed: {_describe(last.outcome)}"),))
+
+
+def _retryable(outcome: object) -> bool:
+    return not isinstance(outcome, ResponseReceived) or outcome.status >= 500
+
+
+def _describe(outcome: object) -> str:
+    if isinstance(outcome, ResponseReceived):
+        return f"HTTP {outcome.status}"
+    return f"{outcome.error}: {outcome.message}"  # type: ignore[attr-defined]

@@ -1,0 +1,70 @@
+"""What commands share: the environment, the config, the ledger; and error-to-exit mapping."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from imagen.environment import Environment
+from imagen.errors import UserError
+from imagen.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from ledger import EventStore
+
+    from imagen.config import Config
+
+CONFIG_PATH: str | None = None
+ENV = Environment()
+_config: Config | None = None
+_store: EventStore | None = None
+
+
+def config() -> Config:
+    global _config
+    if _config is None:
+        from imagen.config import ConfigError, load_config
+
+        try:
+            _config = load_config(CONFIG_PATH, ENV.env)
+        except ConfigError as exc:
+            raise UserError(str(exc), ExitCode.BAD_INPUT) from None
+    return _config
+
+
+def store() -> EventStore:
+    global _store
+    if _store is None:
+        from ledger import LedgerError, open_store
+        from sqlalchemy.exc import OperationalError
+
+        from imagen.config import ledger_url
+
+        url = ledger_url(config())
+        try:
+            _store = open_store(url, clock=ENV.clock)
+        except (LedgerError, OperationalError) as exc:
+            raise UserError(f"cannot open the ledger: {str(exc).splitlines()[0]}",
+                            ExitCode.LEDGER_ERROR) from None
+    return _store
+
+
+def err(message: str) -> None:
+    print(message, file=ENV.stderr)
+
+
+def run_guarded(call: Callable[[], Any]) -> int:
+    try:
+        result = call()
+    except UserError as exc:
+        err(f"imagen: error: {exc}")
+        return int(exc.code)
+    except KeyboardInterrupt:
+        err("imagen: interrupted")
+        return int(ExitCode.INTERRUPTED)
+    finally:
+        sys.stdout.flush()
+    if isinstance(result, int):
+        return result
+    return 0

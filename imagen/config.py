@@ -1,0 +1,277 @@
+"""TOML configuration: where it lives, the sample, and validation with errors that name the fix."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imagen.backends.spec import COMMON, Option
+
+APP = "imagen"
+
+SAMPLE = """\
+# imagen configuration. `imagen config show` prints the effective values.
+default_backend = "flux-schnell-local"
+
+[backends.flux-schnell-local]
+type = "comfyui"
+url = "http://127.0.0.1:8188"
+unet = "flux1-schnell-fp8.safetensors"
+clip_l = "clip_l.safetensors"
+t5xxl = "t5xxl_fp8_e4m3fn.safetensors"
+vae = "ae.safetensors"
+sampler = "euler"
+scheduler = "simple"
+default_steps = 4
+timeout_s = 300
+unreachable_hint = "start ComfyUI: python main.py --listen 127.0.0.1 --port 8188"
+# token_env = "COMFYUI_TOKEN"      # bearer token for an auth proxy in front of ComfyUI
+# workflow = "~/my-flux-workflow.json"  # your own API-format graph with {{prompt}} {{seed}} ...
+
+[backends.flux-schnell-replicate]
+type = "replicate"
+model = "black-forest-labs/flux-schnell"
+api_token_env = "REPLICATE_API_TOKEN"
+
+[backends.flux-dev-replicate]
+type = "replicate"
+model = "black-forest-labs/flux-dev"
+api_token_env = "REPLICATE_API_TOKEN"
+default_steps = 28
+
+[output]
+directory = "~/Pictures/imagen"
+preview = "auto"                   # auto | on | off
+preview_command = ["tmux-img", "--hold", "{path}"]
+
+[ledger]
+url = ""                           # empty: a SQLite file in the user data directory
+
+[usage]
+supabase_url = ""                  # or env SUPABASE_URL; empty: usage stays local
+key_env = "SUPABASE_SERVICE_ROLE_KEY"
+database_url = ""                  # for `imagen db upgrade usage`; or env IMAGEN_USAGE_DATABASE_URL
+"""
+
+
+class ConfigError(ValueError):
+    """One line naming the file, the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    name: str
+    type: str
+    options: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        return str(self.options.get("model") or "")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    directory: str = "~/Pictures/imagen"
+    preview: str = "auto"
+    preview_command: tuple[str, ...] = ("tmux-img", "--hold", "{path}")
+
+
+@dataclass(frozen=True)
+class UsageConfig:
+    supabase_url: str = ""
+    key_env: str = "SUPABASE_SERVICE_ROLE_KEY"
+    database_url: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    default_backend: str
+    backends: dict[str, BackendConfig]
+    output: OutputConfig = field(default_factory=OutputConfig)
+    ledger_url: str = ""
+    usage: UsageConfig = field(default_factory=UsageConfig)
+
+    def backend(self, name: str | None) -> BackendConfig:
+        chosen = name or self.default_backend
+        if chosen not in self.backends:
+            raise ConfigError(
+                f"unknown backend {chosen!r}; configured: {', '.join(self.backends)} "
+                f"(see `imagen backends`)"
+            )
+        return self.backends[chosen]
+
+
+def config_path(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit).expanduser()
+    if env.get("IMAGEN_CONFIG"):
+        return Path(env["IMAGEN_CONFIG"]).expanduser()
+    from platformdirs import user_config_path
+
+    return user_config_path(APP) / "config.toml"
+
+
+def default_ledger_url() -> str:
+    from platformdirs import user_data_path
+
+    return f"sqlite:///{user_data_path(APP) / 'ledger.db'}"
+
+
+def load_config(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """The config file if it exists, else the sample's defaults; env overrides on top."""
+    env = os.environ if env is None else env
+    path = config_path(explicit, env)
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        source = str(path)
+    elif explicit or env.get("IMAGEN_CONFIG"):
+        raise ConfigError(f"{path}: no such config file (create one with `imagen config init`)")
+    else:
+        raw, source = tomllib.loads(SAMPLE), "built-in defaults"
+    return parse_config(raw, source, env)
+
+
+def _check(source: str, key: str, value: Any, option: Option) -> Any:
+    if option.choices and value not in option.choices:
+        raise ConfigError(f"{source}: {key} = {value!r} is not allowed; use {option.describe()}")
+    if not isinstance(value, option.types) or (isinstance(value, bool) and bool not in option.types):
+        raise ConfigError(f"{source}: {key} must be {option.describe()}, not {type(value).__name__}")
+    return value
+
+
+_TOP = {"default_backend", "backends", "output", "ledger", "usage"}
+_OUTPUT = {
+    "directory": Option((str,)),
+    "preview": Option((str,), choices=("auto", "on", "off")),
+    "preview_command": Option((list,)),
+}
+_LEDGER = {"url": Option((str,)), "durability": Option((str,), choices=("full", "normal"))}
+_USAGE = {"supabase_url": Option((str,)), "key_env": Option((str,)), "database_url": Option((str,))}
+
+
+def _section(source: str, name: str, raw: Any, spec: dict[str, Option]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    for key, value in raw.items():
+        if key not in spec:
+            raise ConfigError(
+                f"{source}: unknown key {name}.{key}; allowed: {', '.join(sorted(spec))}"
+            )
+        _check(source, f"{name}.{key}", value, spec[key])
+    return raw
+
+
+def parse_config(raw: dict[str, Any], source: str, env: Mapping[str, str]) -> Config:
+    from imagen import backends
+
+    for key in raw:
+        if key not in _TOP:
+            raise ConfigError(f"{source}: unknown key {key!r}; allowed: {', '.join(sorted(_TOP))}")
+    parsed: dict[str, BackendConfig] = {}
+    for name, table in _section(source, "backends", raw.get("backends", {}), {
+        k: Option((dict,)) for k in raw.get("backends", {})
+    }).items():
+        type_name = table.get("type")
+        if type_name not in backends.BACKEND_TYPES:
+            raise ConfigError(
+                f"{source}: backends.{name}.type = {type_name!r}; allowed: "
+                f"{', '.join(sorted(backends.BACKEND_TYPES))}"
+            )
+        module = backends.load(type_name)
+        spec = {**COMMON, **module.CONFIG}
+        options = {k: v.default for k, v in spec.items() if v.default is not None}
+        options["model"] = getattr(module, "DEFAULT_MODEL", "")
+        for key, value in _section(source, f"backends.{name}", table, spec).items():
+            options[key] = float(value) if spec[key].types == (float, int) else value
+        parsed[name] = BackendConfig(name, type_name, options)
+    default = raw.get("default_backend", next(iter(parsed), ""))
+    if default not in parsed:
+        raise ConfigError(
+            f"{source}: default_backend = {default!r} is not a configured backend; "
+            f"allowed: {', '.join(parsed) or '(none configured)'}"
+        )
+    out = _section(source, "output", raw.get("output", {}), _OUTPUT)
+    ledger = _section(source, "ledger", raw.get("ledger", {}), _LEDGER)
+    usage = _section(source, "usage", raw.get("usage", {}), _USAGE)
+    if "preview_command" in out and not all(isinstance(a, str) for a in out["preview_command"]):
+        raise ConfigError(f"{source}: output.preview_command must be a list of strings")
+    return Config(
+        source=source,
+        default_backend=default,
+        backends=parsed,
+        output=OutputConfig(
+            directory=out.get("directory", OutputConfig.directory),
+            preview=out.get("preview", OutputConfig.preview),
+            preview_command=tuple(out.get("preview_command", OutputConfig.preview_command)),
+        ),
+        ledger_url=env.get("IMAGEN_LEDGER_URL") or ledger.get("url") or "",
+        usage=UsageConfig(
+            supabase_url=env.get("SUPABASE_URL") or usage.get("supabase_url", ""),
+            key_env=usage.get("key_env", UsageConfig.key_env),
+            database_url=env.get("IMAGEN_USAGE_DATABASE_URL") or usage.get("database_url", ""),
+        ),
+    )
+
+
+def ledger_url(config: Config) -> str:
+    return config.ledger_url or default_ledger_url()
+
+
+def migration_url(branch: str) -> str:
+    """The database URL `alembic upgrade <branch>@head` works on (from env or config)."""
+    config = load_config()
+    if branch == "ledger":
+        return ledger_url(config)
+    if not config.usage.database_url:
+        raise ConfigError(
+            "no usage database: set IMAGEN_USAGE_DATABASE_URL or [usage] database_url"
+        )
+    return config.usage.database_url
+
+
+def masked(config: Config, env: Mapping[str, str]) -> dict[str, Any]:
+    """The effective config for display: env-var names shown with whether they are set, URLs
+    stripped of passwords."""
+
+    def env_state(name: str) -> str:
+        return f"{name} ({'set' if env.get(name) else 'not set'})"
+
+    def strip_password(url: str) -> str:
+        if "@" in url and "://" in url:
+            scheme, rest = url.split("://", 1)
+            creds, host = rest.rsplit("@", 1)
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+        return url
+
+    backends_out = {}
+    for name, b in config.backends.items():
+        opts = dict(b.options)
+        for key in ("api_token_env", "token_env"):
+            if opts.get(key):
+                opts[key] = env_state(opts[key])
+        backends_out[name] = {"type": b.type, **opts}
+    return {
+        "source": config.source,
+        "default_backend": config.default_backend,
+        "backends": backends_out,
+        "output": {
+            "directory": config.output.directory,
+            "preview": config.output.preview,
+            "preview_command": list(config.output.preview_command),
+        },
+        "ledger": {"url": strip_password(ledger_url(config))},
+        "usage": {
+            "supabase_url": config.usage.supabase_url,
+            "key_env": env_state(config.usage.key_env),
+            "database_url": strip_password(config.usage.database_url),
+        },
+    }

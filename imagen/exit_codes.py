@@ -1,0 +1,16 @@
+"""Process exit codes, one meaning each (documented in docs/usage.md)."""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    JOB_FAILED = 1  # the backend ran and the job failed (or was cancelled on timeout)
+    BAD_INPUT = 2  # bad arguments or configuration: nothing was recorded or written
+    BACKEND_UNAVAILABLE = 3  # unreachable, unauthorised, out of credit, models missing
+    AUDIT_FAILED = 4  # audit or rebuild found a problem
+    CONFLICT = 5  # the job is driven by a live process, or a resume needs --force-new
+    NOT_FOUND = 6  # no job matches the id
+    LEDGER_ERROR = 7  # the ledger cannot be opened (schema too new, unreachable database)
+    INTERRUPTED = 130  # Ctrl-C: the job was cancelled
+    TERMINATED = 143  # SIGTERM/SIGHUP: the job is interrupted and can be resumed

@@ -1,0 +1,125 @@
+"""A job's state is a fold of its events: `evolve(state, recorded) -> state`.
+
+Time enters only here, from the ledger's `recorded_at`: `state.now` is the time of the latest
+event, so adapters can compute deadlines and poll times without reading a clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from imagen.events import (
+    TERMINAL_TYPES,
+    CancelRequested,
+    Event,
+    ImageStored,
+    JobInterrupted,
+    JobRequested,
+    RemoteJobAccepted,
+    RequestFailed,
+    RequestSent,
+    ResponseReceived,
+    RunnerClaimed,
+)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An event as the ledger holds it: with its stream version and time."""
+
+    event: Event
+    version: int
+    at: datetime
+    position: int = 0
+
+
+@dataclass(frozen=True)
+class JobState:
+    job_id: str
+    version: int = 0
+    request: JobRequested | None = None
+    history: tuple[Recorded, ...] = ()
+    started_at: datetime | None = None
+    now: datetime | None = None
+    remote_id: str | None = None
+    image: ImageStored | None = None
+    cancel: CancelRequested | None = None
+    terminal: Event | None = None
+    claim: RunnerClaimed | None = None
+    claim_at: datetime | None = None
+    interrupted: JobInterrupted | None = None
+    in_flight: dict[str, RequestSent] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.terminal is not None
+
+    @property
+    def status(self) -> str:
+        """succeeded | failed | cancelled | interrupted | running | requested (liveness of the
+        owning process is decided by the shell, which can see processes)."""
+        if self.terminal is not None:
+            return {"JobSucceeded": "succeeded", "JobFailed": "failed"}.get(
+                type(self.terminal).__name__, "cancelled"
+            )
+        if self.interrupted is not None:
+            return "interrupted"
+        return "running" if self.claim else "requested"
+
+    def events_of(self, kind: type[Event]) -> list[Recorded]:
+        return [r for r in self.history if isinstance(r.event, kind)]
+
+    def last(self, kind: type[Event]) -> Recorded | None:
+        for r in reversed(self.history):
+            if isinstance(r.event, kind):
+                return r
+        return None
+
+    def after(self, seconds: float) -> str:
+        """The ISO time `seconds` after the latest event (for not_before fields)."""
+        assert self.now is not None
+        return iso(self.now + timedelta(seconds=seconds))
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def evolve(state: JobState, rec: Recorded) -> JobState:
+    e = rec.event
+    changes: dict[str, object] = {
+        "version": rec.version,
+        "history": (*state.history, rec),
+        "now": rec.at,
+    }
+    if isinstance(e, JobRequested):
+        changes.update(request=e, started_at=rec.at)
+    elif isinstance(e, RunnerClaimed):
+        changes.update(claim=e, claim_at=rec.at, interrupted=None)
+    elif isinstance(e, RequestSent):
+        changes["in_flight"] = {**state.in_flight, e.request_id: e}
+    elif isinstance(e, ResponseReceived | RequestFailed):
+        changes["in_flight"] = {k: v for k, v in state.in_flight.items() if k != e.request_id}
+    elif isinstance(e, RemoteJobAccepted):
+        changes["remote_id"] = e.remote_id
+    elif isinstance(e, ImageStored):
+        changes["image"] = e
+    elif isinstance(e, CancelRequested):
+        changes["cancel"] = e
+    elif isinstance(e, JobInterrupted):
+        changes["interrupted"] = e
+    if type(e).__name__ in TERMINAL_TYPES:
+        changes["terminal"] = e
+    return replace(state, **changes)  # type: ignore[arg-type]
+
+
+def fold(job_id: str, recorded: list[Recorded]) -> JobState:
+    state = JobState(job_id)
+    for rec in recorded:
+        state = evolve(state, rec)
+    return state

@@ -1,0 +1,444 @@
+"""The one loop that does I/O: load the job's events, fold, ask the adapter, perform, record.
+
+Because the ledger is the only state, the same loop starts a job (`generate`) and finishes an
+interrupted one (`resume`). The correctness argument, in four lines:
+  1. A request is recorded (committed, fsynced) before it is sent.
+  2. What came back (or that nothing did) is recorded before anything acts on it.
+  3. Decisions are a pure function of the recorded events.
+  4. So after a crash at any point, replaying the events yields the same decisions, and an
+     unanswered request is visible: the adapter looks it up instead of paying twice.
+Crash points are named by event type (IMAGEN_CRASH_AFTER=<type>[:n], tests only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from ledger import ConcurrencyError, EventStore, NewEvent, RecordedEvent
+
+from imagen import backends
+from imagen.actions import Action, FollowStream, HttpRequest, OpenStream, Record, StoreImage
+from imagen.environment import Environment
+from imagen.events import (
+    SECRET_HEADERS,
+    Event,
+    ImageStored,
+    JobFailed,
+    JobInterrupted,
+    JobRequested,
+    ProgressObserved,
+    RequestFailed,
+    RequestSent,
+    ResponseReceived,
+    RunnerClaimed,
+    StreamClosed,
+    StreamMessage,
+    StreamOpened,
+    from_data,
+    redact_headers,
+)
+from imagen.job import JobState, Recorded, evolve, fold, parse_time
+
+LEASE_SECONDS = 120.0
+MAX_STEPS = 5000
+_KEEP_HEADERS = ("content-type", "retry-after", "location", "preference-applied",
+                 "ratelimit-remaining", "ratelimit-reset", "content-length")
+
+
+class Reporter(Protocol):
+    def event(self, state: JobState, rec: Recorded) -> None: ...
+    def progress(self, step: int, total: int) -> None: ...
+
+
+class NullReporter:
+    def event(self, state: JobState, rec: Recorded) -> None:
+        pass
+
+    def progress(self, step: int, total: int) -> None:
+        pass
+
+
+class RunnerError(Exception):
+    pass
+
+
+class JobTakenOver(RunnerError):
+    """Another process appended to the job: it is being driven elsewhere, so we stop."""
+
+
+class MissingCredential(RunnerError):
+    def __init__(self, env_name: str) -> None:
+        super().__init__(f"set {env_name} (the backend's token is read from it)")
+        self.env_name = env_name
+
+
+class Terminated(BaseException):
+    """SIGTERM/SIGHUP: stop driving, leave the job resumable."""
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+def to_recorded(e: RecordedEvent) -> Recorded:
+    return Recorded(from_data(e.type, e.schema_version, e.data), e.stream_version,
+                    parse_time(e.recorded_at), e.position)
+
+
+def load(store: EventStore, job_id: str) -> JobState:
+    return fold(job_id, [to_recorded(e) for e in store.read_stream(job_id)])
+
+
+def proc_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot: tells a live pid from a reused one."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_alive(state: JobState, env: Environment) -> bool:
+    """Is the process that last claimed this unfinished job still driving it?"""
+    claim = state.claim
+    if claim is None or state.finished or state.interrupted is not None:
+        return False
+    if claim.host == env.host:
+        try:
+            os.kill(claim.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return not claim.proc_start or proc_start(claim.pid) == claim.proc_start
+    assert state.claim_at is not None
+    return (env.clock() - state.claim_at).total_seconds() < claim.lease_seconds
+
+
+class Runner:
+    def __init__(
+        self,
+        store: EventStore,
+        environment: Environment | None = None,
+        reporter: Reporter | None = None,
+    ) -> None:
+        from imagen.http import Http
+
+        self.store = store
+        self.envt = environment or Environment()
+        self.reporter = reporter or NullReporter()
+        self.http = Http()
+        self._stream: Any = None
+        self._secrets: set[str] = set()
+        self._crash = self._crash_spec()
+        self._appended: dict[str, int] = {}
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def submit(self, job_id: str, request: JobRequested) -> JobState:
+        """Record a new job and claim it in one atomic append."""
+        state = JobState(job_id)
+        return self._append(state, [request, self._claim(resumed=False)])
+
+    def run(self, job_id: str, state: JobState | None = None, *, resumed: bool = False,
+            extra: list[Event] | None = None) -> JobState:
+        state = state or load(self.store, job_id)
+        if state.request is None:
+            raise RunnerError(f"job {job_id} has no request")
+        if resumed:
+            state = self._append(state, [self._claim(resumed=True), *(extra or [])])
+        decide: Callable[[JobState], Action] = backends.load(state.request.backend_type).decide
+        with self._signals():
+            try:
+                for _ in range(MAX_STEPS):
+                    if state.finished:
+                        break
+                    try:
+                        state = self._renew_lease(state)
+                        state = self._perform(state, decide(state))
+                    except KeyboardInterrupt:
+                        state = load(self.store, job_id)
+                        if state.cancel is not None or state.finished:
+                            raise
+                        from imagen.events import CancelRequested
+
+                        state = self._append(state, [CancelRequested("user")])
+                else:
+                    state = self._append(state, [JobFailed("internal", "the adapter did not finish")])
+            except Terminated as t:
+                state = load(self.store, job_id)
+                if not state.finished:
+                    state = self._append(state, [JobInterrupted(t.signame)])
+            finally:
+                self._close_stream()
+        return state
+
+    # -- performing actions ------------------------------------------------------------------
+
+    def _perform(self, state: JobState, action: Action) -> JobState:
+        if isinstance(action, Record):
+            return self._append(state, list(action.events))
+        if isinstance(action, HttpRequest):
+            return self._http(state, action)
+        if isinstance(action, StoreImage):
+            return self._store_image(state, action)
+        if isinstance(action, OpenStream):
+            return self._open_stream(state, action)
+        if isinstance(action, FollowStream):
+            return self._follow_stream(state, action)
+        raise RunnerError(f"unknown action {action!r}")
+
+    def _auth(self, auth_env: str | None) -> dict[str, str]:
+        if not auth_env:
+            return {}
+        token = self.envt.env.get(auth_env, "")
+        if not token:
+            raise MissingCredential(auth_env)
+        self._secrets.add(token)
+        return {"Authorization": f"Bearer {token}"}
+
+    def _wait_until(self, when: str | None) -> None:
+        if not when:
+            return
+        delay = (parse_time(when) - self.envt.clock()).total_seconds()
+        if delay > 0:
+            self.envt.sleep(delay)
+
+    def _http(self, state: JobState, a: HttpRequest) -> JobState:
+        from imagen.http import TransportFailure
+
+        self._wait_until(a.not_before)
+        headers = {**dict(a.headers), **self._auth(a.auth_env)}
+        state = self._append(state, [RequestSent(a.request_id, a.purpose, a.method, a.url,
+                                                 redact_headers(headers), a.json_body)])
+        started = time.perf_counter()
+        try:
+            reply = self.http.send(a.method, a.url, headers=headers, json_body=a.json_body,
+                                   timeout_s=a.timeout_s)
+        except TransportFailure as f:
+            return self._append(state, [RequestFailed(a.request_id, a.purpose, f.kind, str(f),
+                                                      _ms(started))])
+        kept = {k: v for k, v in reply.headers.items() if k in _KEEP_HEADERS}
+        return self._append(state, [ResponseReceived(a.request_id, a.purpose, reply.status, kept,
+                                                     reply.body(), _ms(started))])
+
+    def _store_image(self, state: JobState, a: StoreImage) -> JobState:
+        from imagen.files import FileExists, atomic_write
+        from imagen.http import TransportFailure
+        from imagen.images import InvalidImage, check, decode_data_uri
+
+        is_data = a.url.startswith("data:")
+        shown = f"{a.url.split(',', 1)[0]},…({len(a.url)} chars)" if is_data else a.url
+        headers = {**dict(a.headers), **self._auth(a.auth_env)}
+        state = self._append(state, [RequestSent(a.request_id, "download", "GET", shown,
+                                                 redact_headers(headers))])
+        started = time.perf_counter()
+
+        def failed(kind: str, message: str) -> JobState:
+            return self._append(state, [RequestFailed(a.request_id, "download", kind, message,
+                                                      _ms(started))])
+
+        try:
+            if is_data:
+                data = decode_data_uri(a.url)
+            else:
+                reply = self.http.send("GET", a.url, headers=headers, timeout_s=a.timeout_s,
+                                       max_bytes=a.max_bytes)
+                if reply.status != 200:
+                    body = reply.data[:500].decode("utf-8", "replace")
+                    return self._append(state, [ResponseReceived(
+                        a.request_id, "download", reply.status, {}, body, _ms(started))])
+                data = reply.data
+            info = check(data, a.expected_format)
+        except TransportFailure as f:
+            return failed(f.kind, str(f))
+        except InvalidImage as exc:
+            return failed("invalid_image", str(exc))
+        import hashlib
+
+        dest = Path(a.dest)
+        try:
+            atomic_write(dest, data, overwrite=a.overwrite)
+        except FileExists as exc:
+            return failed("exists", str(exc))
+        except OSError as exc:
+            return failed("write", f"cannot write {dest}: {exc.strerror}")
+        return self._append(state, [
+            ResponseReceived(a.request_id, "download", 200, {}, {"bytes": len(data)}, _ms(started)),
+            ImageStored(str(dest), hashlib.sha256(data).hexdigest(), len(data), info.format,
+                        info.width, info.height, shown),
+        ])
+
+    def _open_stream(self, state: JobState, a: OpenStream) -> JobState:
+        from websockets.sync.client import connect
+
+        self._close_stream()
+        rid = f"stream-{state.version + 1}"
+        headers = self._auth(a.auth_env)
+        state = self._append(state, [RequestSent(rid, "stream", "GET", a.url, redact_headers(headers))])
+        started = time.perf_counter()
+        try:
+            self._stream = connect(a.url, open_timeout=a.timeout_s, close_timeout=1,
+                                   additional_headers=headers or None, max_size=2**24)
+        except Exception as exc:  # refused, handshake rejected, timeout: all mean "no stream"
+            return self._append(state, [RequestFailed(rid, "stream", "stream", _short(exc), _ms(started))])
+        return self._append(state, [ResponseReceived(rid, "stream", 101, {}, None, _ms(started)),
+                                    StreamOpened(a.url, a.client_id)])
+
+    def _follow_stream(self, state: JobState, a: FollowStream) -> JobState:
+        from websockets.exceptions import ConnectionClosed
+
+        if self._stream is None:
+            return self._append(state, [StreamClosed("not open", "no stream in this process")])
+        deadline = parse_time(a.deadline) if a.deadline else None
+        recorded_step = 0
+        while True:
+            if deadline is not None and self.envt.clock() >= deadline:
+                return self._append(state, [StreamClosed("deadline", "no result before the deadline")])
+            try:
+                raw = self._stream.recv(timeout=1.0)
+            except TimeoutError:
+                state = self._renew_lease(state)
+                continue
+            except ConnectionClosed as exc:
+                self._stream = None
+                return self._append(state, [StreamClosed("dropped", _short(exc))])
+            if not isinstance(raw, str):
+                continue  # binary preview frames
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            kind, data = msg.get("type"), msg.get("data") or {}
+            if not isinstance(data, dict) or data.get(a.match_key) != a.match_value:
+                continue
+            if kind == a.progress_kind:
+                step, total = int(data.get("value", 0)), int(data.get("max", 0))
+                self.reporter.progress(step, total)
+                # Sparse: first step, each quarter, last step; not one event per frame.
+                if total and (step == total or step == 1 or step * 4 // total > recorded_step * 4 // total):
+                    recorded_step = step
+                    state = self._append(state, [ProgressObserved("running", step, total)])
+            elif kind in a.terminal_kinds:
+                return self._append(state, [StreamMessage(kind, _trim(data))])
+            elif kind in a.notable_kinds:
+                state = self._append(state, [StreamMessage(kind, _trim(data))])
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            except Exception:
+                pass
+            self._stream = None
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def _claim(self, *, resumed: bool) -> RunnerClaimed:
+        return RunnerClaimed(self.envt.pid, self.envt.host, LEASE_SECONDS,
+                             proc_start(self.envt.pid), resumed)
+
+    def _renew_lease(self, state: JobState) -> JobState:
+        if state.claim_at is None or state.claim is None:
+            return state
+        if (self.envt.clock() - state.claim_at).total_seconds() > LEASE_SECONDS / 3:
+            return self._append(state, [self._claim(resumed=state.claim.resumed)])
+        return state
+
+    def _to_new(self, event: Event) -> NewEvent:
+        data = event.to_data()
+        if self._secrets:
+            text = json.dumps(data)
+            if any(s in text for s in self._secrets):
+                for s in self._secrets:
+                    text = text.replace(s, "[redacted]")
+                data = json.loads(text)
+        return NewEvent(event.type_name(), data, event.SCHEMA_VERSION)
+
+    def _append(self, state: JobState, events: list[Event]) -> JobState:
+        if not events:
+            return state
+        new = [self._to_new(e) for e in events]
+        with _signals_deferred():
+            try:
+                recorded = self.store.append(state.job_id, new, expected_version=state.version)
+            except ConcurrencyError as exc:
+                raise JobTakenOver(
+                    f"job {state.job_id} was changed by another process; it is driven elsewhere"
+                ) from exc
+            for rec in recorded:
+                state = evolve(state, to_recorded(rec))
+        for rec in state.history[-len(recorded):]:
+            self.reporter.event(state, rec)
+            self._maybe_crash(rec)
+        return state
+
+    # -- crash injection (tests only) --------------------------------------------------------
+
+    def _crash_spec(self) -> tuple[str, int] | None:
+        if not self.envt.testing or not self.envt.env.get("IMAGEN_CRASH_AFTER"):
+            return None
+        name, _, n = self.envt.env["IMAGEN_CRASH_AFTER"].partition(":")
+        return name, int(n or 1)
+
+    def _maybe_crash(self, rec: Recorded) -> None:
+        if self._crash is None:
+            return
+        name = type(rec.event).__name__
+        self._appended[name] = self._appended.get(name, 0) + 1
+        if name == self._crash[0] and self._appended[name] == self._crash[1]:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum: int, _frame: object) -> None:
+            raise Terminated(signal.Signals(signum).name)
+
+        old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+        try:
+            yield
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP while an append commits and the state catches up, so an
+    interruption never lands between the database and our view of it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _trim(data: dict[str, Any]) -> dict[str, Any]:
+    """Stream payloads can carry whole graphs; keep what an audit needs."""
+    return {k: v for k, v in data.items() if k not in {"current_inputs", "current_outputs"}}
+
+
+__all__ = ["Runner", "load", "owner_alive", "SECRET_HEADERS"]
