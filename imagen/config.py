@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from imagen.backends.spec import COMMON, Option
+from imagen.errors import UserError
 
 APP = "imagen"
 
@@ -58,7 +59,7 @@ database_url = ""                  # for `imagen db upgrade usage`; or env IMAGE
 """
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """One line naming the file, the key and what is allowed."""
 
 
@@ -143,8 +144,12 @@ def load_config(explicit: str | None = None, env: Mapping[str, str] | None = Non
 def _check(source: str, key: str, value: Any, option: Option) -> Any:
     if option.choices and value not in option.choices:
         raise ConfigError(f"{source}: {key} = {value!r} is not allowed; use {option.describe()}")
-    if not isinstance(value, option.types) or (isinstance(value, bool) and bool not in option.types):
-        raise ConfigError(f"{source}: {key} must be {option.describe()}, not {type(value).__name__}")
+    if not isinstance(value, option.types) or (
+        isinstance(value, bool) and bool not in option.types
+    ):
+        raise ConfigError(
+            f"{source}: {key} must be {option.describe()}, not {type(value).__name__}"
+        )
     return value
 
 
@@ -177,9 +182,12 @@ def parse_config(raw: dict[str, Any], source: str, env: Mapping[str, str]) -> Co
         if key not in _TOP:
             raise ConfigError(f"{source}: unknown key {key!r}; allowed: {', '.join(sorted(_TOP))}")
     parsed: dict[str, BackendConfig] = {}
-    for name, table in _section(source, "backends", raw.get("backends", {}), {
-        k: Option((dict,)) for k in raw.get("backends", {})
-    }).items():
+    for name, table in _section(
+        source,
+        "backends",
+        raw.get("backends", {}),
+        {k: Option((dict,)) for k in raw.get("backends", {})},
+    ).items():
         type_name = table.get("type")
         if type_name not in backends.BACKEND_TYPES:
             raise ConfigError(

@@ -17,7 +17,9 @@ from typing import Any, ClassVar
 JSON = dict[str, Any]
 
 REDACTED = "[redacted]"
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "apikey", "x-api-key", "cookie"})
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "apikey", "x-api-key", "cookie"}
+)
 
 
 def redact_headers(headers: dict[str, str] | tuple[tuple[str, str], ...]) -> dict[str, str]:
@@ -220,10 +222,25 @@ TERMINAL_TYPES = frozenset({"JobSucceeded", "JobFailed", "JobCancelled"})
 CATALOGUE: dict[str, type[Event]] = {
     cls.type_name(): cls
     for cls in (
-        JobRequested, RunnerClaimed, ForceNewRequested, RequestSent, ResponseReceived,
-        RequestFailed, RetryScheduled, RemoteJobAccepted, LookupConcluded, StreamOpened,
-        StreamClosed, StreamMessage, ProgressObserved, ImageStored, CancelRequested,
-        JobSucceeded, JobFailed, JobCancelled, JobInterrupted,
+        JobRequested,
+        RunnerClaimed,
+        ForceNewRequested,
+        RequestSent,
+        ResponseReceived,
+        RequestFailed,
+        RetryScheduled,
+        RemoteJobAccepted,
+        LookupConcluded,
+        StreamOpened,
+        StreamClosed,
+        StreamMessage,
+        ProgressObserved,
+        ImageStored,
+        CancelRequested,
+        JobSucceeded,
+        JobFailed,
+        JobCancelled,
+        JobInterrupted,
     )
 }
 

@@ -64,8 +64,15 @@ class Http:
             headers["Content-Type"] = "application/json"
         timeout = urllib3.Timeout(connect=min(5.0, timeout_s), read=timeout_s)
         try:
-            resp = self.pool.request(method, url, body=body, headers=headers, timeout=timeout,
-                                     preload_content=False, redirect=False)
+            resp = self.pool.request(
+                method,
+                url,
+                body=body,
+                headers=headers,
+                timeout=timeout,
+                preload_content=False,
+                redirect=False,
+            )
             try:
                 data = resp.read(amt=max_bytes + 1) if max_bytes else resp.read()
                 if max_bytes and len(data) > max_bytes:
@@ -79,8 +86,13 @@ class Http:
             raise TransportFailure("timeout", _short(exc)) from None
         except MaxRetryError as exc:
             reason = exc.reason
-            kind = "refused" if isinstance(reason, NewConnectionError) else "timeout" if isinstance(
-                reason, ConnectTimeoutError | ReadTimeoutError) else "network"
+            kind = (
+                "refused"
+                if isinstance(reason, NewConnectionError)
+                else "timeout"
+                if isinstance(reason, ConnectTimeoutError | ReadTimeoutError)
+                else "network"
+            )
             raise TransportFailure(kind, _short(reason or exc)) from None
         except (ProtocolError, HTTPError, OSError) as exc:
             raise TransportFailure("network", _short(exc)) from None

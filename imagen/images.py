@@ -57,6 +57,10 @@ def decode_data_uri(uri: str) -> bytes:
     if not header.startswith("data:") or not payload:
         raise InvalidImage("malformed data: URI")
     try:
-        return base64.b64decode(payload, validate=True) if header.endswith(";base64") else payload.encode()
+        return (
+            base64.b64decode(payload, validate=True)
+            if header.endswith(";base64")
+            else payload.encode()
+        )
     except binascii.Error as exc:
         raise InvalidImage(f"malformed base64 in data: URI: {exc}") from None

@@ -22,8 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from ledger import ConcurrencyError, EventStore, NewEvent, RecordedEvent
-
 from imagen import backends
 from imagen.actions import Action, FollowStream, HttpRequest, OpenStream, Record, StoreImage
 from imagen.environment import Environment
@@ -46,11 +44,19 @@ from imagen.events import (
     redact_headers,
 )
 from imagen.job import JobState, Recorded, evolve, fold, parse_time
+from ledger import ConcurrencyError, EventStore, NewEvent, RecordedEvent
 
 LEASE_SECONDS = 120.0
 MAX_STEPS = 5000
-_KEEP_HEADERS = ("content-type", "retry-after", "location", "preference-applied",
-                 "ratelimit-remaining", "ratelimit-reset", "content-length")
+_KEEP_HEADERS = (
+    "content-type",
+    "retry-after",
+    "location",
+    "preference-applied",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "content-length",
+)
 
 
 class Reporter(Protocol):
@@ -89,8 +95,12 @@ class Terminated(BaseException):
 
 
 def to_recorded(e: RecordedEvent) -> Recorded:
-    return Recorded(from_data(e.type, e.schema_version, e.data), e.stream_version,
-                    parse_time(e.recorded_at), e.position)
+    return Recorded(
+        from_data(e.type, e.schema_version, e.data),
+        e.stream_version,
+        parse_time(e.recorded_at),
+        e.position,
+    )
 
 
 def load(store: EventStore, job_id: str) -> JobState:
@@ -147,8 +157,14 @@ class Runner:
         state = JobState(job_id)
         return self._append(state, [request, self._claim(resumed=False)])
 
-    def run(self, job_id: str, state: JobState | None = None, *, resumed: bool = False,
-            extra: list[Event] | None = None) -> JobState:
+    def run(
+        self,
+        job_id: str,
+        state: JobState | None = None,
+        *,
+        resumed: bool = False,
+        extra: list[Event] | None = None,
+    ) -> JobState:
         state = state or load(self.store, job_id)
         if state.request is None:
             raise RunnerError(f"job {job_id} has no request")
@@ -171,7 +187,9 @@ class Runner:
 
                         state = self._append(state, [CancelRequested("user")])
                 else:
-                    state = self._append(state, [JobFailed("internal", "the adapter did not finish")])
+                    state = self._append(
+                        state, [JobFailed("internal", "the adapter did not finish")]
+                    )
             except Terminated as t:
                 state = load(self.store, job_id)
                 if not state.finished:
@@ -216,18 +234,32 @@ class Runner:
 
         self._wait_until(a.not_before)
         headers = {**dict(a.headers), **self._auth(a.auth_env)}
-        state = self._append(state, [RequestSent(a.request_id, a.purpose, a.method, a.url,
-                                                 redact_headers(headers), a.json_body)])
+        state = self._append(
+            state,
+            [
+                RequestSent(
+                    a.request_id, a.purpose, a.method, a.url, redact_headers(headers), a.json_body
+                )
+            ],
+        )
         started = time.perf_counter()
         try:
-            reply = self.http.send(a.method, a.url, headers=headers, json_body=a.json_body,
-                                   timeout_s=a.timeout_s)
+            reply = self.http.send(
+                a.method, a.url, headers=headers, json_body=a.json_body, timeout_s=a.timeout_s
+            )
         except TransportFailure as f:
-            return self._append(state, [RequestFailed(a.request_id, a.purpose, f.kind, str(f),
-                                                      _ms(started))])
+            return self._append(
+                state, [RequestFailed(a.request_id, a.purpose, f.kind, str(f), _ms(started))]
+            )
         kept = {k: v for k, v in reply.headers.items() if k in _KEEP_HEADERS}
-        return self._append(state, [ResponseReceived(a.request_id, a.purpose, reply.status, kept,
-                                                     reply.body(), _ms(started))])
+        return self._append(
+            state,
+            [
+                ResponseReceived(
+                    a.request_id, a.purpose, reply.status, kept, reply.body(), _ms(started)
+                )
+            ],
+        )
 
     def _store_image(self, state: JobState, a: StoreImage) -> JobState:
         from imagen.files import FileExists, atomic_write
@@ -237,24 +269,33 @@ class Runner:
         is_data = a.url.startswith("data:")
         shown = f"{a.url.split(',', 1)[0]},…({len(a.url)} chars)" if is_data else a.url
         headers = {**dict(a.headers), **self._auth(a.auth_env)}
-        state = self._append(state, [RequestSent(a.request_id, "download", "GET", shown,
-                                                 redact_headers(headers))])
+        state = self._append(
+            state, [RequestSent(a.request_id, "download", "GET", shown, redact_headers(headers))]
+        )
         started = time.perf_counter()
 
         def failed(kind: str, message: str) -> JobState:
-            return self._append(state, [RequestFailed(a.request_id, "download", kind, message,
-                                                      _ms(started))])
+            return self._append(
+                state, [RequestFailed(a.request_id, "download", kind, message, _ms(started))]
+            )
 
         try:
             if is_data:
                 data = decode_data_uri(a.url)
             else:
-                reply = self.http.send("GET", a.url, headers=headers, timeout_s=a.timeout_s,
-                                       max_bytes=a.max_bytes)
+                reply = self.http.send(
+                    "GET", a.url, headers=headers, timeout_s=a.timeout_s, max_bytes=a.max_bytes
+                )
                 if reply.status != 200:
                     body = reply.data[:500].decode("utf-8", "replace")
-                    return self._append(state, [ResponseReceived(
-                        a.request_id, "download", reply.status, {}, body, _ms(started))])
+                    return self._append(
+                        state,
+                        [
+                            ResponseReceived(
+                                a.request_id, "download", reply.status, {}, body, _ms(started)
+                            )
+                        ],
+                    )
                 data = reply.data
             info = check(data, a.expected_format)
         except TransportFailure as f:
@@ -270,11 +311,23 @@ class Runner:
             return failed("exists", str(exc))
         except OSError as exc:
             return failed("write", f"cannot write {dest}: {exc.strerror}")
-        return self._append(state, [
-            ResponseReceived(a.request_id, "download", 200, {}, {"bytes": len(data)}, _ms(started)),
-            ImageStored(str(dest), hashlib.sha256(data).hexdigest(), len(data), info.format,
-                        info.width, info.height, shown),
-        ])
+        return self._append(
+            state,
+            [
+                ResponseReceived(
+                    a.request_id, "download", 200, {}, {"bytes": len(data)}, _ms(started)
+                ),
+                ImageStored(
+                    str(dest),
+                    hashlib.sha256(data).hexdigest(),
+                    len(data),
+                    info.format,
+                    info.width,
+                    info.height,
+                    shown,
+                ),
+            ],
+        )
 
     def _open_stream(self, state: JobState, a: OpenStream) -> JobState:
         from websockets.sync.client import connect
@@ -282,15 +335,29 @@ class Runner:
         self._close_stream()
         rid = f"stream-{state.version + 1}"
         headers = self._auth(a.auth_env)
-        state = self._append(state, [RequestSent(rid, "stream", "GET", a.url, redact_headers(headers))])
+        state = self._append(
+            state, [RequestSent(rid, "stream", "GET", a.url, redact_headers(headers))]
+        )
         started = time.perf_counter()
         try:
-            self._stream = connect(a.url, open_timeout=a.timeout_s, close_timeout=1,
-                                   additional_headers=headers or None, max_size=2**24)
+            self._stream = connect(
+                a.url,
+                open_timeout=a.timeout_s,
+                close_timeout=1,
+                additional_headers=headers or None,
+                max_size=2**24,
+            )
         except Exception as exc:  # refused, handshake rejected, timeout: all mean "no stream"
-            return self._append(state, [RequestFailed(rid, "stream", "stream", _short(exc), _ms(started))])
-        return self._append(state, [ResponseReceived(rid, "stream", 101, {}, None, _ms(started)),
-                                    StreamOpened(a.url, a.client_id)])
+            return self._append(
+                state, [RequestFailed(rid, "stream", "stream", _short(exc), _ms(started))]
+            )
+        return self._append(
+            state,
+            [
+                ResponseReceived(rid, "stream", 101, {}, None, _ms(started)),
+                StreamOpened(a.url, a.client_id),
+            ],
+        )
 
     def _follow_stream(self, state: JobState, a: FollowStream) -> JobState:
         from websockets.exceptions import ConnectionClosed
@@ -301,7 +368,9 @@ class Runner:
         recorded_step = 0
         while True:
             if deadline is not None and self.envt.clock() >= deadline:
-                return self._append(state, [StreamClosed("deadline", "no result before the deadline")])
+                return self._append(
+                    state, [StreamClosed("deadline", "no result before the deadline")]
+                )
             try:
                 raw = self._stream.recv(timeout=1.0)
             except TimeoutError:
@@ -323,7 +392,9 @@ class Runner:
                 step, total = int(data.get("value", 0)), int(data.get("max", 0))
                 self.reporter.progress(step, total)
                 # Sparse: first step, each quarter, last step; not one event per frame.
-                if total and (step == total or step == 1 or step * 4 // total > recorded_step * 4 // total):
+                if total and (
+                    step == total or step == 1 or step * 4 // total > recorded_step * 4 // total
+                ):
                     recorded_step = step
                     state = self._append(state, [ProgressObserved("running", step, total)])
             elif kind in a.terminal_kinds:
@@ -342,8 +413,9 @@ class Runner:
     # -- recording ---------------------------------------------------------------------------
 
     def _claim(self, *, resumed: bool) -> RunnerClaimed:
-        return RunnerClaimed(self.envt.pid, self.envt.host, LEASE_SECONDS,
-                             proc_start(self.envt.pid), resumed)
+        return RunnerClaimed(
+            self.envt.pid, self.envt.host, LEASE_SECONDS, proc_start(self.envt.pid), resumed
+        )
 
     def _renew_lease(self, state: JobState) -> JobState:
         if state.claim_at is None or state.claim is None:
@@ -375,7 +447,7 @@ class Runner:
                 ) from exc
             for rec in recorded:
                 state = evolve(state, to_recorded(rec))
-        for rec in state.history[-len(recorded):]:
+        for rec in state.history[-len(recorded) :]:
             self.reporter.event(state, rec)
             self._maybe_crash(rec)
         return state

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from imagen.events import RequestFailed, RequestSent, ResponseReceived, RetryScheduled, RunnerClaimed
+from imagen.events import (
+    RequestFailed,
+    RequestSent,
+    ResponseReceived,
+    RetryScheduled,
+    RunnerClaimed,
+)
 from imagen.job import JobState, Recorded, iso
 
 Outcome = ResponseReceived | RequestFailed
@@ -47,7 +53,9 @@ def retries(state: JobState, purpose: str, reason: str | None = None) -> int:
 
 def pending_retry(state: JobState, purpose: str) -> RetryScheduled | None:
     """A retry scheduled after the last request of this purpose, not yet acted on."""
-    last_sent = max((r.version for r in state.events_of(RequestSent) if r.event.purpose == purpose), default=0)  # type: ignore[attr-defined]
+    last_sent = max(
+        (r.version for r in state.events_of(RequestSent) if r.event.purpose == purpose), default=0
+    )  # type: ignore[attr-defined]
     for r in reversed(state.history):
         if r.version <= last_sent:
             return None

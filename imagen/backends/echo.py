@@ -6,6 +6,8 @@ network error or 5xx; then the image is stored and the job succeeds.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 from imagen.actions import Action, HttpRequest, Record, StoreImage
@@ -13,8 +15,12 @@ from imagen.backends.common import exchanges, last_exchange, pending_retry, requ
 from imagen.backends.spec import Option
 from imagen.events import JobCancelled, JobFailed, JobSucceeded, ResponseReceived, RetryScheduled
 from imagen.job import JobState
+from imagen.request import GenerateInputs
 
-CONFIG: dict[str, Option] = {"url": Option((str,), help="the echo server's render URL")}
+CONFIG: dict[str, Option] = {
+    "url": Option((str,), help="the echo server's render URL"),
+    "token_env": Option((str,), help="env var with a bearer token to send"),
+}
 DEFAULT_MODEL = "echo"
 
 
@@ -25,9 +31,17 @@ def decide(state: JobState) -> Action:
         return Record((JobCancelled(state.cancel.reason),))
     if state.image is not None:
         return Record((JobSucceeded({"path": state.image.path, "sha256": state.image.sha256}),))
-    query = urlencode({"seed": req.params["seed"], "w": req.params["width"], "h": req.params["height"]})
-    send = HttpRequest(request_id(state, "render"), "render", "GET",
-                       f"{req.backend_config['url']}?{query}", timeout_s=5)
+    query = urlencode(
+        {"seed": req.params["seed"], "w": req.params["width"], "h": req.params["height"]}
+    )
+    send = HttpRequest(
+        request_id(state, "render"),
+        "render",
+        "GET",
+        f"{req.backend_config['url']}?{query}",
+        timeout_s=5,
+        auth_env=req.backend_config.get("token_env"),
+    )
     renders = exchanges(state, "render")
     if not renders or pending_retry(state, "render") is not None:
         return send
@@ -37,9 +51,15 @@ def decide(state: JobState) -> Action:
     if isinstance(last.outcome, ResponseReceived) and last.outcome.status == 200:
         download = last_exchange(state, "download")
         if download is not None and download.outcome is not None:
-            return Record((JobFailed("download", f"download failed: {_describe(download.outcome)}"),))
-        return StoreImage(request_id(state, "download"), last.outcome.body["image"],
-                          req.output_path, overwrite=req.overwrite)
+            return Record(
+                (JobFailed("download", f"download failed: {_describe(download.outcome)}"),)
+            )
+        return StoreImage(
+            request_id(state, "download"),
+            last.outcome.body["image"],
+            req.output_path,
+            overwrite=req.overwrite,
+        )
     if _retryable(last.outcome) and retries(state, "render") == 0:
         return Record((RetryScheduled("render", 1, 0.0, "transient"),))
     return Record((JobFailed("render", f"render failed: {_describe(last.outcome)}"),))
@@ -53,3 +73,20 @@ def _describe(outcome: object) -> str:
     if isinstance(outcome, ResponseReceived):
         return f"HTTP {outcome.status}"
     return f"{outcome.error}: {outcome.message}"  # type: ignore[attr-defined]
+
+
+def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, Any]:
+    width, height = inputs.size or (64, 64)
+    return {
+        "seed": inputs.seed,
+        "width": width,
+        "height": height,
+        "steps": inputs.steps,
+        "output_format": "png",
+        "extra": dict(inputs.extra),
+    }
+
+
+def status(options: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    token_env = options.get("token_env")
+    return f"not configured (set {token_env})" if token_env and not env.get(token_env) else "ok"

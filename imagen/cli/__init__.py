@@ -22,27 +22,41 @@ app = App(
 
 _COMMANDS = {
     "generate": ("imagen.cli.generate:generate", "Generate an image from a prompt."),
-    "demo": ("imagen.cli.demo:demo", "Run a real generation against the built-in ComfyUI simulator."),
+    "demo": (
+        "imagen.cli.demo:demo",
+        "Run a real generation against the built-in ComfyUI simulator.",
+    ),
     "backends": ("imagen.cli.backends:backends", "List configured backends and their status."),
     "jobs": ("imagen.cli.jobs:jobs", "List jobs from the ledger."),
     "show": ("imagen.cli.jobs:show", "Show one job's whole timeline."),
     "resume": ("imagen.cli.jobs:resume", "Finish interrupted jobs without paying twice."),
     "audit": ("imagen.cli.audit:audit", "Verify the ledger's chain, invariants and image files."),
-    "rebuild": ("imagen.cli.audit:rebuild", "Re-derive projections from the ledger and report differences."),
+    "rebuild": (
+        "imagen.cli.audit:rebuild",
+        "Re-derive projections from the ledger and report differences.",
+    ),
     "preview": ("imagen.cli.preview:preview", "Open a job's image in a tmux window."),
 }
 for _name, (_path, _help) in _COMMANDS.items():
     app.command(_path, name=_name, help=_help)
 
-app.command("imagen.cli.config:config_app", name="config", help="Write, show or locate the config file.")
-app.command("imagen.cli.usage:usage_app", name="usage", help="Usage per backend, model and caller; sync to Supabase.")
+app.command(
+    "imagen.cli.config:config_app", name="config", help="Write, show or locate the config file."
+)
+app.command(
+    "imagen.cli.usage:usage_app",
+    name="usage",
+    help="Usage per backend, model and caller; sync to Supabase.",
+)
 app.command("imagen.cli.db:db_app", name="db", help="Database schema migrations (alembic).")
 
 
 @app.meta.default
 def _meta(
     *tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],
-    config: Annotated[str | None, Parameter(help="Config file (else $IMAGEN_CONFIG, else the user config dir).")] = None,
+    config: Annotated[
+        str | None, Parameter(help="Config file (else $IMAGEN_CONFIG, else the user config dir).")
+    ] = None,
 ) -> int | None:
     from imagen.cli import context
 

@@ -26,8 +26,15 @@ def backends(check: bool = False, json_output: bool = False) -> None:
         status = module.status(b.options, context.ENV.env)
         if check and status == "ok":
             status = _probe(module, b.options)
-        rows.append({"name": name, "type": b.type, "model": b.model, "status": status,
-                     "default": name == cfg.default_backend})
+        rows.append(
+            {
+                "name": name,
+                "type": b.type,
+                "model": b.model,
+                "status": status,
+                "default": name == cfg.default_backend,
+            }
+        )
     if json_output:
         print(json.dumps(rows, indent=2))
         return

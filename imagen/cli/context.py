@@ -11,9 +11,8 @@ from imagen.errors import UserError
 from imagen.exit_codes import ExitCode
 
 if TYPE_CHECKING:
-    from ledger import EventStore
-
     from imagen.config import Config
+    from ledger import EventStore
 
 CONFIG_PATH: str | None = None
 ENV = Environment()
@@ -36,17 +35,18 @@ def config() -> Config:
 def store() -> EventStore:
     global _store
     if _store is None:
-        from ledger import LedgerError, open_store
         from sqlalchemy.exc import OperationalError
 
         from imagen.config import ledger_url
+        from ledger import LedgerError, open_store
 
         url = ledger_url(config())
         try:
             _store = open_store(url, clock=ENV.clock)
         except (LedgerError, OperationalError) as exc:
-            raise UserError(f"cannot open the ledger: {str(exc).splitlines()[0]}",
-                            ExitCode.LEDGER_ERROR) from None
+            raise UserError(
+                f"cannot open the ledger: {str(exc).splitlines()[0]}", ExitCode.LEDGER_ERROR
+            ) from None
     return _store
 
 

@@ -1,0 +1,3 @@
+from imagen.cli import main
+
+main()

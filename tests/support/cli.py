@@ -1,0 +1,91 @@
+"""Running the real CLI in a subprocess with an isolated config, ledger and output dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ledger import open_store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Sandbox:
+    root: Path
+    ledger_url: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ledger_url = self.ledger_url or f"sqlite:///{self.root / 'ledger.db'}"
+        self.out = self.root / "out"
+        self.env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("IMAGEN_", "REPLICATE_", "TMUX", "MAI_"))
+            },
+            "IMAGEN_CONFIG": str(self.root / "config.toml"),
+            "IMAGEN_LEDGER_URL": self.ledger_url,
+            "IMAGEN_TESTING": "1",
+            "IMAGEN_PREVIEW": "off",
+            "PYTHONPATH": str(ROOT),
+            **self.env,
+        }
+
+    def write_config(self, text: str) -> None:
+        (self.root / "config.toml").write_text(text)
+
+    def cmd(self, *args: str, env: dict[str, str] | None = None) -> list[str]:
+        return [sys.executable, "-m", "imagen", *args]
+
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.cmd(*args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**self.env, **(env or {})},
+            cwd=self.root,
+        )
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.cmd(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**self.env, **(env or {})},
+            cwd=self.root,
+        )
+
+    def store(self):  # type: ignore[no-untyped-def]
+        return open_store(self.ledger_url)
+
+    def events(self, job_id: str | None = None) -> list[Any]:
+        store = self.store()
+        try:
+            if job_id is None:
+                return list(store.read_all())
+            return store.read_stream(job_id)
+        finally:
+            store.close()
+
+    def job_ids(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for e in self.events():
+            seen.setdefault(e.stream_id, None)
+        return list(seen)
+
+    def types(self, job_id: str) -> list[str]:
+        return [e.type for e in self.events(job_id)]
+
+    def ledger_text(self) -> str:
+        return "\n".join(json.dumps([e.type, e.data_json]) for e in self.events())

@@ -1,0 +1,210 @@
+"""The job contract end to end: a trivial adapter, the real runner, the real CLI and ledger."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from imagen.actions import HttpRequest, Record, StoreImage
+from imagen.backends import echo
+from imagen.events import (
+    JobRequested,
+    JobSucceeded,
+    RequestFailed,
+    RequestSent,
+    ResponseReceived,
+    RetryScheduled,
+)
+from imagen.job import JobState, Recorded, evolve
+from tests.support.cli import Sandbox
+
+TOKEN = "echo-secret-token-123"
+
+
+class EchoServer:
+    """Answers GET with {"image": data:URI of a PNG}; can fail the first N requests."""
+
+    def __init__(self) -> None:
+        self.fail = 0
+        self.auth: list[str | None] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                outer.auth.append(self.headers.get("Authorization"))
+                if outer.fail:
+                    outer.fail -= 1
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                buf = io.BytesIO()
+                Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, "PNG")
+                body = json.dumps(
+                    {"image": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()}
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/render"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def echo_server() -> Iterator[EchoServer]:
+    server = EchoServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, echo_server: EchoServer) -> Sandbox:
+    box = Sandbox(tmp_path, env={"ECHO_TOKEN": TOKEN})
+    box.write_config(f"""
+default_backend = "echo"
+[backends.echo]
+type = "echo"
+url = "{echo_server.url}"
+token_env = "ECHO_TOKEN"
+[output]
+directory = "{tmp_path / "out"}"
+""")
+    return box
+
+
+def test_generate_runs_the_contract_end_to_end(sandbox: Sandbox, echo_server: EchoServer) -> None:
+    result = sandbox.run("generate", "a red square", "--seed", "7")
+    assert result.returncode == 0, result.stderr
+    image = Path(result.stdout.strip())
+    assert image.exists() and image.name.endswith("-a-red-square-7.png")
+    [job_id] = sandbox.job_ids()
+    assert sandbox.types(job_id) == [
+        "JobRequested",
+        "RunnerClaimed",
+        "RequestSent",
+        "ResponseReceived",
+        "RequestSent",
+        "ResponseReceived",
+        "ImageStored",
+        "JobSucceeded",
+    ]
+    sidecar = json.loads(Path(f"{image}.json").read_text())
+    assert (
+        sidecar["job_id"] == job_id and sidecar["seed"] == 7 and sidecar["prompt"] == "a red square"
+    )
+    assert echo_server.auth == [f"Bearer {TOKEN}"]
+    assert TOKEN not in sandbox.ledger_text() and TOKEN not in Path(f"{image}.json").read_text()
+    assert sandbox.store().verify().ok
+
+
+def test_a_transient_failure_is_retried_as_an_event(
+    sandbox: Sandbox, echo_server: EchoServer
+) -> None:
+    echo_server.fail = 1
+    result = sandbox.run("generate", "retry me", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    [job_id] = sandbox.job_ids()
+    types = sandbox.types(job_id)
+    assert types.count("RetryScheduled") == 1 and types.count("JobSucceeded") == 1
+
+
+def test_two_failures_fail_the_job_with_exit_1(sandbox: Sandbox, echo_server: EchoServer) -> None:
+    echo_server.fail = 2
+    result = sandbox.run("generate", "fail me")
+    assert result.returncode == 1
+    assert "render failed: HTTP 503" in result.stderr
+    assert (
+        not list((sandbox.root / "out").glob("*.png")) if (sandbox.root / "out").exists() else True
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", ""], "prompt is empty"),
+        (["generate", "x", "--size", "big"], "WIDTHxHEIGHT"),
+        (["generate", "x", "--backend", "nope"], "unknown backend 'nope'"),
+        (["generate", "x", "-o", "=3"], "key=value"),
+    ],
+)
+def test_bad_input_exits_2_and_records_nothing(
+    sandbox: Sandbox, args: list[str], message: str
+) -> None:
+    result = sandbox.run(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sandbox.job_ids() == []
+
+
+def test_missing_token_is_bad_input(sandbox: Sandbox) -> None:
+    result = sandbox.run("generate", "x", env={"ECHO_TOKEN": ""})
+    assert result.returncode == 2 and "set ECHO_TOKEN" in result.stderr
+
+
+def test_existing_output_is_refused_without_force(sandbox: Sandbox, tmp_path: Path) -> None:
+    target = tmp_path / "keep.png"
+    target.write_bytes(b"precious")
+    assert sandbox.run("generate", "x", "--output", str(target)).returncode == 2
+    assert target.read_bytes() == b"precious"
+    assert sandbox.run("generate", "x", "--output", str(target), "--force").returncode == 0
+    assert target.read_bytes().startswith(b"\x89PNG")
+
+
+# -- the adapter is a pure function of the events ---------------------------------------------
+
+T0 = datetime(2026, 11, 24, 12, tzinfo=UTC)
+
+
+def _state(*events: object) -> JobState:
+    state = JobState("j")
+    for i, e in enumerate(events, start=1):
+        state = evolve(state, Recorded(e, i, T0 + timedelta(seconds=i)))  # type: ignore[arg-type]
+    return state
+
+
+REQ = JobRequested(
+    "echo",
+    "echo",
+    "echo",
+    "p",
+    {"seed": 1, "width": 64, "height": 64},
+    {"url": "http://x/render"},
+    "/tmp/o.png",
+)
+
+
+def test_decide_is_pure_and_follows_the_events() -> None:
+    first = echo.decide(_state(REQ))
+    assert isinstance(first, HttpRequest) and first.url == "http://x/render?seed=1&w=64&h=64"
+    assert echo.decide(_state(REQ)) == first  # same events, same decision
+    sent = RequestSent(first.request_id, "render", "GET", first.url)
+    failed = RequestFailed(first.request_id, "render", "refused", "nope")
+    retry = echo.decide(_state(REQ, sent, failed))
+    assert isinstance(retry, Record) and isinstance(retry.events[0], RetryScheduled)
+    ok = ResponseReceived(first.request_id, "render", 200, body={"image": "data:,x"})
+    store = echo.decide(_state(REQ, sent, ok))
+    assert isinstance(store, StoreImage) and store.dest == "/tmp/o.png"
+    # A request recorded as sent but never answered: the process died; rendering is free.
+    assert isinstance(echo.decide(_state(REQ, sent)), HttpRequest)
+    assert not isinstance(echo.decide(_state(REQ, sent, ok)), JobSucceeded)
