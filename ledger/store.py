@@ -75,6 +75,13 @@ class EventStore:
         self.engine = engine
         self._clock = clock
         self.dialect = engine.dialect.name
+        p = self._param(0)
+        self._sql_tip = (
+            f"SELECT coalesce((SELECT max(stream_version) FROM events WHERE stream_id = {p}), 0),"
+            " coalesce((SELECT max(position) FROM events), 0),"
+            " (SELECT hash FROM events ORDER BY position DESC LIMIT 1)"
+        )
+        self._sql_insert = f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join([p] * 10)})"
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -112,14 +119,11 @@ class EventStore:
         new_events: Sequence[NewEvent],
         expected_version: int | None,
     ) -> list[RecordedEvent]:
-        current = conn.execute(
-            select(func.coalesce(func.max(events.c.stream_version), 0)).where(
-                events.c.stream_id == stream_id
-            )
-        ).scalar_one()
+        # One round trip for the stream's version and the chain head (this is the hot path).
+        current, head_pos, head_hash = conn.exec_driver_sql(self._sql_tip, (stream_id,)).one()
         if expected_version is not None and current != expected_version:
             raise ConcurrencyError(stream_id, expected_version, current)
-        head = self._head(conn)
+        head = Head(head_pos, head_hash or GENESIS_HASH)
         recorded_at = format_timestamp(self._clock())
         position, prev = head.position, head.hash
         recorded: list[RecordedEvent] = []
@@ -154,7 +158,7 @@ class EventStore:
             )
             prev = digest
         try:
-            conn.execute(insert(events), [_row(r) for r in recorded])
+            conn.exec_driver_sql(self._sql_insert, [_row(r) for r in recorded])
         except IntegrityError as exc:  # only reachable if a writer bypassed the lock
             raise ConcurrencyError(stream_id, expected_version, current) from exc
         return recorded
@@ -279,19 +283,19 @@ class EventStore:
         return values
 
 
-def _row(r: RecordedEvent) -> dict[str, object]:
-    return {
-        "position": r.position,
-        "event_id": r.event_id,
-        "stream_id": r.stream_id,
-        "stream_version": r.stream_version,
-        "type": r.type,
-        "schema_version": r.schema_version,
-        "data": r.data_json,
-        "recorded_at": r.recorded_at,
-        "prev_hash": r.prev_hash,
-        "hash": r.hash,
-    }
+def _row(r: RecordedEvent) -> tuple[object, ...]:
+    return (
+        r.position,
+        r.event_id,
+        r.stream_id,
+        r.stream_version,
+        r.type,
+        r.schema_version,
+        r.data_json,
+        r.recorded_at,
+        r.prev_hash,
+        r.hash,
+    )
 
 
 # -- opening ---------------------------------------------------------------------------------

@@ -1,0 +1,85 @@
+"""Ledger appends: durable single-event and batched appends per second, beside raw sqlite3
+doing the same commits with the same pragmas (WAL, synchronous=FULL, BEGIN IMMEDIATE)."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+import uuid
+from pathlib import Path
+
+from ledger import NewEvent, open_store
+from tests.benchmarks.report import line, timed
+
+SINGLE = 500
+BATCHES, BATCH = 40, 100
+DATA = {"request_id": "create-3", "purpose": "create", "status": 201, "elapsed_ms": 312.5}
+
+
+def _raw(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(
+        "CREATE TABLE events (position INTEGER PRIMARY KEY, event_id TEXT UNIQUE, stream_id TEXT,"
+        " stream_version INT, type TEXT, schema_version INT, data TEXT, recorded_at TEXT,"
+        " prev_hash TEXT, hash TEXT, UNIQUE (stream_id, stream_version))"
+    )
+    return conn
+
+
+def _raw_commits(conn: sqlite3.Connection, commits: int, per_commit: int) -> None:
+    pos = 0
+    for _ in range(commits):
+        conn.execute("BEGIN IMMEDIATE")
+        rows = []
+        for _ in range(per_commit):
+            pos += 1
+            rows.append(
+                (
+                    pos,
+                    str(uuid.uuid4()),
+                    "job",
+                    pos,
+                    "ResponseReceived",
+                    1,
+                    '{"elapsed_ms":312.5}',
+                    "2026-11-24T12:00:00.000000Z",
+                    "0" * 64,
+                    "f" * 64,
+                )
+            )
+        conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        conn.execute("COMMIT")
+
+
+def run() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        store = open_store(f"sqlite:///{root / 'ledger.db'}")
+        raw = _raw(root / "raw.db")
+
+        ours = timed(
+            lambda: [
+                store.append("job", [NewEvent("ResponseReceived", DATA)], v) for v in range(SINGLE)
+            ]
+        )
+        base = timed(lambda: _raw_commits(raw, SINGLE, 1))
+        line("single durable appends/s", SINGLE / ours, SINGLE / base, "events/s", target=">= 0.5x")
+
+        def batched() -> None:
+            for b in range(BATCHES):
+                store.append(
+                    f"b{b}",
+                    [NewEvent("ResponseReceived", DATA)] * 0
+                    + [NewEvent("ResponseReceived", DATA) for _ in range(BATCH)],
+                    0,
+                )
+
+        raw.execute("DELETE FROM events")
+        ours_b = timed(batched)
+        base_b = timed(lambda: _raw_commits(raw, BATCHES, BATCH))
+        n = BATCHES * BATCH
+        line(f"batched appends/s ({BATCH} per commit)", n / ours_b, n / base_b, "events/s")
+        store.close()
+        raw.close()
