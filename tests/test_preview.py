@@ -1,0 +1,418 @@
+"""imagen.preview against a real, throwaway tmux server (own socket, no user config)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from imagen import preview as pv
+from imagen.preview import (
+    DEFAULT_COMMAND,
+    Mode,
+    NotInTmux,
+    PreviewConfigError,
+    PreviewError,
+    SpawnFailed,
+    TmuxNotInstalled,
+    TmuxTooOld,
+    ViewerNotInstalled,
+    build_argv,
+    resolve_mode,
+    should_preview,
+    spawn,
+)
+
+TMUX = shutil.which("tmux")
+WAIT_S = 10.0  # upper bound for a viewer to report back; normally milliseconds
+
+needs_tmux = pytest.mark.skipif(
+    TMUX is None and os.environ.get("CI") != "true", reason="tmux is not installed"
+)
+
+
+# --- resolution ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "env", "flag", "expected"),
+    [
+        (None, {}, None, Mode.AUTO),
+        ("off", {}, None, Mode.OFF),
+        ("on", {}, None, Mode.ON),
+        ("off", {"IMAGEN_PREVIEW": "on"}, None, Mode.ON),
+        ("on", {"IMAGEN_PREVIEW": "auto"}, None, Mode.AUTO),
+        ("on", {"IMAGEN_PREVIEW": "0"}, None, Mode.OFF),
+        (None, {"IMAGEN_PREVIEW": " Yes "}, None, Mode.ON),
+        (None, {"IMAGEN_PREVIEW": "false"}, None, Mode.OFF),
+        ("off", {"IMAGEN_PREVIEW": ""}, None, Mode.OFF),  # empty env var counts as unset
+        ("off", {"IMAGEN_PREVIEW": "off"}, True, Mode.ON),
+        ("on", {"IMAGEN_PREVIEW": "on"}, False, Mode.OFF),
+        (None, {}, True, Mode.ON),
+    ],
+)
+def test_resolution_chain(
+    config: str | None, env: dict[str, str], flag: bool | None, expected: Mode
+) -> None:
+    assert resolve_mode(config, env, flag) is expected
+
+
+def test_invalid_env_value_names_variable_and_choices() -> None:
+    with pytest.raises(PreviewConfigError) as info:
+        resolve_mode("auto", {"IMAGEN_PREVIEW": "maybe"}, None)
+    message = str(info.value)
+    assert "IMAGEN_PREVIEW" in message and "auto, on, off" in message
+    # A flag does not excuse a broken env var: the user should hear about it.
+    with pytest.raises(PreviewConfigError):
+        resolve_mode(None, {"IMAGEN_PREVIEW": "maybe"}, True)
+
+
+def test_invalid_config_value_names_key() -> None:
+    with pytest.raises(PreviewConfigError, match="output.preview"):
+        resolve_mode("sometimes", {}, None)
+
+
+def test_mode_parse() -> None:
+    assert Mode.parse("ON") is Mode.ON
+    assert Mode.parse("no") is Mode.OFF
+    with pytest.raises(ValueError, match="auto, on, off"):
+        Mode.parse("bogus")
+
+
+@pytest.mark.parametrize(
+    ("mode", "isatty", "env", "expected"),
+    [
+        (Mode.AUTO, True, {"TMUX": "/s,1,0"}, True),
+        (Mode.AUTO, False, {"TMUX": "/s,1,0"}, False),
+        (Mode.AUTO, True, {}, False),
+        (Mode.AUTO, True, {"TMUX": ""}, False),
+        (Mode.ON, False, {}, True),  # spawn() then explains NotInTmux
+        (Mode.OFF, True, {"TMUX": "/s,1,0"}, False),
+    ],
+)
+def test_should_preview(mode: Mode, isatty: bool, env: dict[str, str], expected: bool) -> None:
+    assert should_preview(mode, stdout_isatty=isatty, env=env) is expected
+
+
+# --- argv construction (pure) ----------------------------------------------------------------
+
+
+def test_build_argv_direct_exec() -> None:
+    argv = build_argv(DEFAULT_COMMAND, Path("/img/a b.png"), window_name="w")
+    assert argv == ["tmux", "new-window", "-a", "-d", "-n", "w", "--"] + [
+        "tmux-img",
+        "--hold",
+        "/img/a b.png",
+    ]
+
+
+def test_build_argv_substitutes_inside_elements_and_appends_when_missing() -> None:
+    argv = build_argv(["v", "--file={path}", "{path}"], Path("/x/{path}.png"), window_name="w")
+    assert argv[-3:] == ["v", "--file=/x/{path}.png", "/x/{path}.png"]
+    assert build_argv(["v", "-f"], Path("/x.png"), window_name="w")[-3:] == ["v", "-f", "/x.png"]
+
+
+def test_build_argv_relative_path_made_absolute() -> None:
+    argv = build_argv(["v"], Path("rel.png"), window_name="w")
+    assert argv[-1] == os.path.join(os.getcwd(), "rel.png")
+
+
+def test_build_argv_trailing_semicolon_falls_back_to_posix_sh() -> None:
+    # tmux's client splits argv words ending in ';' into separate commands.
+    argv = build_argv(["v"], Path("/x/shot;"), window_name="w")
+    assert argv[-3:] == ["/bin/sh", "-c", "exec v '/x/shot;'"]
+
+
+def test_build_argv_window_name_is_not_a_format() -> None:
+    argv = build_argv(["v"], Path("/x"), window_name="#(touch /tmp/x) #{pane_id};\n")
+    name = argv[argv.index("-n") + 1]
+    assert name == "##(touch /tmp/x) ##{pane_id},?"
+    assert build_argv(["v"], Path("/x"), window_name="w", focus=True).count("-d") == 0
+
+
+@pytest.mark.parametrize("command", [[], ["", "{path}"], ["{path}"], "tmux-img {path}"])
+def test_build_argv_rejects_bad_commands(command: list[str] | str) -> None:
+    with pytest.raises(PreviewConfigError, match="preview_command"):
+        build_argv(command, Path("/x"), window_name="w")
+
+
+def test_tmux_version_parsing() -> None:
+    assert pv._tmux_version("tmux 3.3a\n") == (3, 3)
+    assert pv._tmux_version("tmux next-3.5") == (3, 5)
+    assert pv._tmux_version("tmux master") is None
+
+
+# --- errors that need no server ---------------------------------------------------------------
+
+
+def _viewer_stub(tmp_path: Path) -> Path:
+    stub = tmp_path / "viewer"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    return stub
+
+
+def test_not_in_tmux(tmp_path: Path) -> None:
+    with pytest.raises(NotInTmux, match="TMUX") as info:
+        spawn(tmp_path / "a.png", [str(_viewer_stub(tmp_path))], env={"PATH": os.defpath})
+    assert "--no-preview" in str(info.value)
+
+
+def test_tmux_not_installed(tmp_path: Path) -> None:
+    env = {"TMUX": "/nonexistent/sock,1,0", "PATH": str(tmp_path)}
+    with pytest.raises(TmuxNotInstalled, match="install tmux"):
+        spawn(tmp_path / "a.png", [str(_viewer_stub(tmp_path))], env=env, tmux="/nonexistent/tmux")
+    with pytest.raises(TmuxNotInstalled):  # bare name, PATH without tmux
+        spawn(tmp_path / "a.png", [str(_viewer_stub(tmp_path))], env=env)
+
+
+def test_tmux_too_old(tmp_path: Path) -> None:
+    old = tmp_path / "tmux"
+    old.write_text("#!/bin/sh\necho 'tmux 2.9a'\n")
+    old.chmod(0o755)
+    env = {"TMUX": "/nonexistent/sock,1,0", "PATH": os.defpath}
+    with pytest.raises(TmuxTooOld, match="tmux 2.9a is too old"):
+        spawn(tmp_path / "a.png", [str(_viewer_stub(tmp_path))], env=env, tmux=str(old))
+
+
+@needs_tmux
+def test_viewer_not_installed(tmp_path: Path) -> None:
+    env = {"TMUX": "/nonexistent/sock,1,0", "PATH": f"{tmp_path}:{os.path.dirname(TMUX or '')}"}
+    with pytest.raises(ViewerNotInstalled, match="'no-such-viewer' not found on PATH"):
+        spawn(tmp_path / "a.png", ["no-such-viewer", "{path}"], env=env)
+    with pytest.raises(ViewerNotInstalled, match="preview_command"):
+        spawn(tmp_path / "a.png", [str(tmp_path / "missing")], env=env)
+
+
+def test_errors_are_one_line() -> None:
+    assert "\n" not in str(ViewerNotInstalled("viewer 'a\nb' missing"))
+    assert issubclass(PreviewConfigError, PreviewError)
+
+
+def test_preview_turns_errors_into_one_warning(tmp_path: Path) -> None:
+    lines: list[str] = []
+    opened = pv.preview(
+        tmp_path / "a.png",
+        Mode.ON,
+        command=DEFAULT_COMMAND,
+        env={"PATH": os.defpath},
+        stdout_isatty=True,
+        warn=lines.append,
+    )
+    assert opened is False
+    assert len(lines) == 1 and "\n" not in lines[0] and "TMUX" in lines[0]
+
+
+def test_preview_off_and_auto_outside_tmux_are_silent(tmp_path: Path) -> None:
+    lines: list[str] = []
+    for mode in (Mode.OFF, Mode.AUTO):
+        opened = pv.preview(
+            tmp_path / "a.png",
+            mode,
+            command=DEFAULT_COMMAND,
+            env={},
+            stdout_isatty=True,
+            warn=lines.append,
+        )
+        assert opened is False
+    assert lines == []
+
+
+def test_preview_swallows_unexpected_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug\nhere")
+
+    monkeypatch.setattr(pv, "spawn", boom)
+    lines: list[str] = []
+    assert not pv.preview(
+        tmp_path / "a", Mode.ON, command=["v"], env={}, stdout_isatty=True, warn=lines.append
+    )
+    assert lines == ["preview: unexpected RuntimeError: bug\\nhere"]
+
+
+# --- real tmux --------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    socket: str
+    pane: str
+    pid: str
+
+    def tmux(self, *args: str, timeout: float = WAIT_S) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [TMUX or "tmux", "-S", self.socket, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
+
+    def env(self, **extra: str) -> dict[str, str]:
+        # What a process inside a pane of this server sees; tmux finds the socket via $TMUX.
+        env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+        env.update(TMUX=f"{self.socket},{self.pid},0", TMUX_PANE=self.pane, **extra)
+        return env
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    if TMUX is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("tmux is required under CI")
+        pytest.skip("tmux is not installed")
+    # A short /tmp path: unix socket paths are limited to ~100 bytes.
+    home = tempfile.mkdtemp(prefix="imagen-tmux-")
+    socket = os.path.join(home, "sock")
+    base = [TMUX, "-S", socket]
+    # -f /dev/null: the user's tmux.conf (default-command, hooks) must not affect the test.
+    subprocess.run(
+        [*base, "-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", "80", "-y", "24"],
+        check=True,
+        timeout=WAIT_S,
+    )
+    info = subprocess.run(
+        [*base, "display-message", "-p", "-t", "t", "#{pid} #{pane_id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=WAIT_S,
+    )
+    pid, pane = info.stdout.split()
+    try:
+        yield Server(socket=socket, pane=pane, pid=pid)
+    finally:
+        subprocess.run([*base, "kill-server"], capture_output=True, timeout=WAIT_S)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@dataclass
+class Viewer:
+    program: Path
+    out: Path
+    channel: str
+
+
+def make_viewer(directory: Path, server: Server, name: str = "fake-viewer") -> Viewer:
+    """A viewer that records its argv as JSON (atomically), then signals a tmux channel."""
+    channel = f"imagen-{uuid.uuid4().hex}"
+    out = directory / f"{channel}.json"
+    program = directory / name
+    program.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, subprocess, sys\n"
+        f"out = {str(out)!r}\n"
+        "with open(out + '.tmp', 'w', encoding='utf-8') as f:\n"
+        "    json.dump(sys.argv[1:], f)\n"
+        "os.replace(out + '.tmp', out)\n"
+        f"subprocess.run([{TMUX!r}, '-S', {server.socket!r}, 'wait-for', '-S', {channel!r}])\n"
+    )
+    program.chmod(0o755)
+    return Viewer(program=program, out=out, channel=channel)
+
+
+def received(server: Server, viewer: Viewer) -> list[str]:
+    # wait-for blocks until the viewer signals (or returns at once if it already did).
+    server.tmux("wait-for", viewer.channel)
+    return json.loads(viewer.out.read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    # Short path without spaces of its own, so the only odd characters are the ones under test.
+    path = Path(tempfile.mkdtemp(prefix="imagen-pv-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def hostile_names(marker: Path) -> list[str]:
+    return [
+        "plain.png",
+        "with space.png",
+        "it's.png",
+        'say "cheese".png',
+        "$HOME.png",
+        f"`touch {marker}`.png",
+        f"$(touch {marker}).png",
+        f"x; touch {marker}.png",
+        f"x & touch {marker} #.png",
+        "line\nbreak.png",
+        "café 🎨.png",
+        "#(touch MARK) #{pane_id}.png".replace("MARK", str(marker)),
+        "ends with;",
+        "ends with\\;",
+        "-dash.png",
+        "~tilde.png",
+        "{path}.png",
+    ]
+
+
+@needs_tmux
+def test_hostile_paths_reach_viewer_unchanged(server: Server, workdir: Path) -> None:
+    marker = workdir / "pwned"
+    for name in hostile_names(marker):
+        viewer = make_viewer(workdir, server)
+        image = workdir / name  # names with '/' just nest: spawn never needs the file itself
+        spawn(image, [str(viewer.program), "{path}"], env=server.env(), window_name=name)
+        assert received(server, viewer) == [str(image)], name
+    assert not marker.exists() and not list(workdir.glob("pwned*"))
+
+
+@needs_tmux
+def test_default_style_command_with_flags_and_viewer_from_path(
+    server: Server, workdir: Path
+) -> None:
+    viewer = make_viewer(workdir, server, name="tmux-img-fake")
+    image = workdir / "café 🎨.png"
+    env = server.env(PATH=f"{workdir}{os.pathsep}{os.environ.get('PATH', os.defpath)}")
+    spawn(image, ["tmux-img-fake", "--hold", "{path}"], env=env)
+    assert received(server, viewer) == ["--hold", str(image)]
+
+
+@needs_tmux
+def test_window_opens_in_background_next_to_current(server: Server, workdir: Path) -> None:
+    active_before = server.tmux("display-message", "-p", "-t", "t", "#{window_id}").stdout
+    viewer = make_viewer(workdir, server)
+    spawn(workdir / "a.png", [str(viewer.program)], env=server.env(), window_name="#{x}")
+    assert received(server, viewer) == [str(workdir / "a.png")]
+    # -d: focus stays where the user is.
+    assert server.tmux("display-message", "-p", "-t", "t", "#{window_id}").stdout == active_before
+
+
+@needs_tmux
+def test_preview_opens_window_and_returns_true(server: Server, workdir: Path) -> None:
+    viewer = make_viewer(workdir, server)
+    lines: list[str] = []
+    opened = pv.preview(
+        str(workdir / "it's $x.png"),
+        Mode.AUTO,
+        command=[str(viewer.program), "{path}"],
+        env=server.env(),
+        stdout_isatty=True,
+        warn=lines.append,
+    )
+    assert opened is True and lines == []
+    assert received(server, viewer) == [str(workdir / "it's $x.png")]
+
+
+@needs_tmux
+def test_dead_server_is_spawn_failed(workdir: Path) -> None:
+    viewer = workdir / "v"
+    viewer.write_text("#!/bin/sh\n")
+    viewer.chmod(0o755)
+    env = {"TMUX": f"{workdir}/no-server,1,0", "PATH": os.environ.get("PATH", os.defpath)}
+    with pytest.raises(SpawnFailed, match="tmux new-window failed"):
+        spawn(workdir / "a.png", [str(viewer)], env=env)
