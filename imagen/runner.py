@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from imagen import backends
+from imagen import backends, liveness
 from imagen.actions import Action, FollowStream, HttpRequest, OpenStream, Record, StoreImage
 from imagen.environment import Environment
 from imagen.events import (
@@ -107,29 +107,20 @@ def load(store: EventStore, job_id: str) -> JobState:
     return fold(job_id, [to_recorded(e) for e in store.read_stream(job_id)])
 
 
-def proc_start(pid: int) -> str:
-    """The process's start time in clock ticks since boot: tells a live pid from a reused one."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
 def owner_alive(state: JobState, env: Environment) -> bool:
     """Is the process that last claimed this unfinished job still driving it?"""
     claim = state.claim
     if claim is None or state.finished or state.interrupted is not None:
         return False
-    if claim.host == env.host:
-        try:
-            os.kill(claim.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return not claim.proc_start or proc_start(claim.pid) == claim.proc_start
-    assert state.claim_at is not None
-    return (env.clock() - state.claim_at).total_seconds() < claim.lease_seconds
+    return liveness.owner_alive(
+        pid=claim.pid,
+        host=claim.host,
+        started=claim.proc_start,
+        claimed_at=state.claim_at,
+        lease_seconds=claim.lease_seconds,
+        my_host=env.host,
+        now=env.clock(),
+    )
 
 
 class Runner:
@@ -414,7 +405,11 @@ class Runner:
 
     def _claim(self, *, resumed: bool) -> RunnerClaimed:
         return RunnerClaimed(
-            self.envt.pid, self.envt.host, LEASE_SECONDS, proc_start(self.envt.pid), resumed
+            self.envt.pid,
+            self.envt.host,
+            LEASE_SECONDS,
+            liveness.proc_start(self.envt.pid),
+            resumed,
         )
 
     def _renew_lease(self, state: JobState) -> JobState:

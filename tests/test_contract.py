@@ -36,11 +36,16 @@ class EchoServer:
     def __init__(self) -> None:
         self.fail = 0
         self.auth: list[str | None] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.arrived = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 outer.auth.append(self.headers.get("Authorization"))
+                outer.arrived.set()
+                outer.hold.wait(30)
                 if outer.fail:
                     outer.fail -= 1
                     self.send_response(503)

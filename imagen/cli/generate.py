@@ -56,6 +56,7 @@ def generate(
         Open (or not) a tmux preview window; default from config/IMAGEN_PREVIEW.
     """
     from imagen.caller import resolve_caller
+    from imagen.cli.jobs import mention_interrupted
     from imagen.cli.progress import RichReporter
     from imagen.errors import UserError
     from imagen.exit_codes import ExitCode
@@ -90,7 +91,7 @@ def generate(
         caller=resolve_caller(env.env),
     )
     store = context.store()
-    _mention_interrupted(store)
+    mention_interrupted(store)
     reporter = RichReporter(env.stderr)
     runner = Runner(store, env, reporter)
     try:
@@ -112,19 +113,6 @@ def generate(
     if code == ExitCode.OK and state.image:
         _after_success(state, cfg, preview)
     return int(code)
-
-
-def _mention_interrupted(store) -> None:  # type: ignore[no-untyped-def]
-    try:
-        from imagen.projections_shell import interrupted_jobs
-    except ImportError:
-        return
-    jobs = interrupted_jobs(store, context.ENV)
-    if jobs:
-        context.err(
-            f"imagen: {len(jobs)} interrupted job(s): imagen resume --all "
-            f"(or imagen jobs --status interrupted)"
-        )
 
 
 def _after_success(state, cfg, flag: bool | None) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,184 @@
+"""`imagen audit` and `imagen rebuild`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from cyclopts import Parameter
+
+from imagen.cli import context
+from imagen.exit_codes import ExitCode
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def audit(
+    *, json_output: Annotated[bool, Parameter(name="--json")] = False, remote: bool = False
+) -> int:
+    """Verify the hash chain, each job's invariants, and every stored image's sha256.
+
+    Parameters
+    ----------
+    json_output
+        Print one JSON report.
+    remote
+        Also compare the chain head with the one last reported to the usage table.
+    """
+    from imagen import jobs_index
+    from imagen.jobs_index import jobs
+
+    store = context.store()
+    problems: list[dict[str, Any]] = []
+    report = store.verify()
+    if not report.ok:
+        problems.append(
+            {
+                "kind": "chain",
+                "position": report.first_broken,
+                "message": f"ledger chain broken at position {report.first_broken}: {report.reason}",
+            }
+        )
+    jobs_index.catch_up(store)
+    checked_images = 0
+    with store.engine.connect() as conn:
+        for row in conn.execute(jobs.select()).mappings():
+            jid = row["job_id"]
+            if row["terminal_events"] > 1:
+                problems.append(
+                    {
+                        "kind": "invariant",
+                        "job_id": jid,
+                        "message": f"job {jid} has {row['terminal_events']} terminal events",
+                    }
+                )
+            if row["events_after_terminal"]:
+                problems.append(
+                    {
+                        "kind": "invariant",
+                        "job_id": jid,
+                        "message": f"job {jid} has {row['events_after_terminal']} event(s) after it ended",
+                    }
+                )
+            if row["status"] == "succeeded":
+                path = Path(row["image_path"] or "")
+                checked_images += 1
+                if not row["image_path"] or not path.exists():
+                    problems.append(
+                        {
+                            "kind": "image_missing",
+                            "job_id": jid,
+                            "path": str(path),
+                            "message": f"job {jid}: image missing: {path}",
+                        }
+                    )
+                elif _file_sha256(path) != row["sha256"]:
+                    problems.append(
+                        {
+                            "kind": "image_modified",
+                            "job_id": jid,
+                            "path": str(path),
+                            "message": f"job {jid}: image modified since it was stored: {path}",
+                        }
+                    )
+    if remote:
+        from imagen.usage_remote import compare_head
+
+        problems.extend(compare_head(store, context.config(), context.ENV))
+    summary = {
+        "ok": not problems,
+        "events_verified": report.checked,
+        "head": {"position": report.head.position, "hash": report.head.hash},
+        "images_checked": checked_images,
+        "problems": problems,
+    }
+    if json_output:
+        print(json.dumps(summary))
+    else:
+        for p in problems:
+            print(p["message"])
+        print(
+            f"{'ok' if not problems else 'PROBLEMS'}: {report.checked} events verified, "
+            f"{checked_images} images checked, {len(problems)} problem(s); "
+            f"head {report.head.position} {report.head.hash[:16]}"
+        )
+    return int(ExitCode.OK if not problems else ExitCode.AUDIT_FAILED)
+
+
+def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> int:
+    """Re-derive every projection (job list, sidecars, usage) from the ledger alone and
+    report what differed from what was there.
+
+    Parameters
+    ----------
+    json_output
+        Print one JSON report.
+    """
+    from imagen import jobs_index
+    from imagen.jobs_index import jobs
+    from imagen.outputs import render_sidecar, sidecar_path
+    from imagen.projections.sidecar import sidecar
+    from imagen.runner import load
+
+    store = context.store()
+    differences: list[str] = []
+    jobs_index.catch_up(store)
+    with store.engine.connect() as conn:
+        before = {r["job_id"]: dict(r) for r in conn.execute(jobs.select()).mappings()}
+    jobs_index.reset(store)
+    jobs_index.catch_up(store)
+    with store.engine.connect() as conn:
+        after = {r["job_id"]: dict(r) for r in conn.execute(jobs.select()).mappings()}
+    for jid in sorted(before.keys() | after.keys()):
+        if before.get(jid) != after.get(jid):
+            differences.append(f"job list: row for {jid} differed and was rebuilt")
+    sidecars = 0
+    from imagen.files import atomic_write
+
+    for jid, row in after.items():
+        if row["status"] != "succeeded":
+            continue
+        data = sidecar(load(store, jid))
+        if data is None:
+            continue
+        path = sidecar_path(data["image"]["path"])
+        wanted = render_sidecar(data)
+        current = path.read_bytes() if path.exists() else None
+        if current != wanted:
+            if current is not None and _same_json(current, wanted):
+                continue
+            differences.append(f"sidecar {'missing' if current is None else 'differed'}: {path}")
+            if Path(data["image"]["path"]).parent.exists():
+                atomic_write(path, wanted)
+        sidecars += 1
+    try:
+        from imagen.usage_local import rebuild as rebuild_usage
+    except ImportError:
+        pass
+    else:
+        differences.extend(rebuild_usage(store))
+    if json_output:
+        print(json.dumps({"jobs": len(after), "sidecars": sidecars, "differences": differences}))
+    else:
+        for d in differences:
+            print(d)
+        print(
+            f"rebuilt {len(after)} job rows, checked {sidecars} sidecars: "
+            f"{len(differences)} difference(s)"
+        )
+    return 0
+
+
+def _same_json(a: bytes, b: bytes) -> bool:
+    try:
+        return json.loads(a) == json.loads(b)
+    except ValueError:
+        return False

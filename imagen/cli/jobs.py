@@ -1,0 +1,217 @@
+"""`imagen jobs`, `imagen show`, `imagen resume`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from cyclopts import Parameter
+
+from imagen.cli import context
+from imagen.errors import UserError
+from imagen.exit_codes import ExitCode
+
+STATUSES = ("running", "interrupted", "succeeded", "failed", "cancelled")
+
+
+def jobs(
+    *,
+    since: str | None = None,
+    status: str | None = None,
+    backend: str | None = None,
+    caller: str | None = None,
+    limit: int = 20,
+    json_output: Annotated[bool, Parameter(name="--json")] = False,
+) -> None:
+    """List jobs, newest first: short id, time, status, backend, model, cost, prompt.
+
+    Parameters
+    ----------
+    since
+        Only jobs since this date (2026-11-01) or age (7d, 24h).
+    status
+        running, interrupted, succeeded, failed or cancelled.
+    backend
+        Only this backend instance.
+    caller
+        Only this caller.
+    limit
+        At most this many rows.
+    json_output
+        One JSON object per line.
+    """
+    from imagen import jobs_index
+    from imagen.dates import parse_since
+
+    if status and status not in STATUSES:
+        raise UserError(f"--status {status!r}: use one of {', '.join(STATUSES)}")
+    store = context.store()
+    jobs_index.catch_up(store)
+    rows = list(
+        jobs_index.query(
+            store,
+            context.ENV,
+            since=parse_since(since, context.ENV.clock()) if since else None,
+            status=status,
+            backend=backend,
+            caller=caller,
+            limit=limit,
+        )
+    )
+    if not json_output and status != "interrupted":
+        mention_interrupted(store)
+    for r in rows:
+        if json_output:
+            print(
+                json.dumps(
+                    {
+                        k: r[k]
+                        for k in (
+                            "job_id",
+                            "created_at",
+                            "status",
+                            "backend",
+                            "model",
+                            "caller",
+                            "cost_usd",
+                            "prompt",
+                            "image_path",
+                            "error",
+                        )
+                    }
+                )
+            )
+        else:
+            cost = f"${r['cost_usd']:.3f}" if r["cost_usd"] is not None else "-"
+            prompt = (r["prompt"] or "").replace("\n", " ")
+            prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
+            print(
+                f"{r['job_id'][:8]}  {r['created_at'][:19].replace('T', ' ')}  {r['status']:<11} "
+                f"{r['backend'] or '-':<22} {(r['model'] or '-')[-30:]:<30} {cost:>7}  {prompt}"
+            )
+
+
+def mention_interrupted(store) -> None:  # type: ignore[no-untyped-def]
+    from imagen import jobs_index
+
+    n = jobs_index.count_interrupted(store, context.ENV)
+    if n:
+        context.err(f"imagen: {n} interrupted job(s); finish them with `imagen resume --all`")
+
+
+def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json")] = False) -> None:
+    """Show a job's whole timeline: requests, responses, polls, retries, progress, result.
+
+    Parameters
+    ----------
+    job_id
+        The job id or any unique prefix of it.
+    json_output
+        Print JSON.
+    """
+    from imagen.projections.timeline import timeline
+    from imagen.runner import load
+    from imagen.service import resolve_job_id
+
+    store = context.store()
+    state = load(store, resolve_job_id(store, job_id))
+    rows = timeline(state)
+    if json_output:
+        print(json.dumps({"job_id": state.job_id, "status": _status(state), "events": rows}))
+        return
+    req = state.request
+    print(f"job {state.job_id}  {_status(state)}")
+    if req:
+        print(f"prompt: {req.prompt}")
+    for r in rows:
+        print(f"  +{r['t']:8.3f}s  {r['text']}")
+
+
+def _status(state) -> str:  # type: ignore[no-untyped-def]
+    from imagen.runner import owner_alive
+
+    if state.status == "running" and not owner_alive(state, context.ENV):
+        return "interrupted"
+    return state.status
+
+
+def resume(
+    job_id: str | None = None,
+    /,
+    *,
+    all_: Annotated[bool, Parameter(name="--all")] = False,
+    force_new: bool = False,
+    json_output: Annotated[bool, Parameter(name="--json")] = False,
+) -> int:
+    """Finish interrupted jobs from their last event, without paying twice.
+
+    Parameters
+    ----------
+    job_id
+        The job id or a unique prefix.
+    all_
+        Resume every interrupted job.
+    force_new
+        When imagen cannot tell whether an earlier request created a remote job, create a new one.
+    json_output
+        One JSON object per job.
+    """
+    from imagen import jobs_index
+    from imagen.cli.progress import RichReporter
+    from imagen.events import ForceNewRequested
+    from imagen.outputs import write_sidecar
+    from imagen.runner import JobTakenOver, MissingCredential, Runner, load, owner_alive
+    from imagen.service import exit_code, failure_message, resolve_job_id, summary
+
+    if bool(job_id) == all_:
+        raise UserError("give a job id or --all")
+    store = context.store()
+    if all_:
+        jobs_index.catch_up(store)
+        ids = [
+            r["job_id"]
+            for r in jobs_index.query(store, context.ENV, status="interrupted", limit=None)
+        ]
+    else:
+        ids = [resolve_job_id(store, job_id or "")]
+    worst = ExitCode.OK
+    for jid in ids:
+        state = load(store, jid)
+        if state.finished:
+            write_sidecar(state)
+            context.err(f"imagen: job {jid} already {state.status}")
+            code = exit_code(state)
+        elif owner_alive(state, context.ENV):
+            claim = state.claim
+            assert claim is not None
+            context.err(
+                f"imagen: error: job {jid} is being driven by pid {claim.pid} on {claim.host}; "
+                "not resuming it twice"
+            )
+            code = ExitCode.CONFLICT
+        else:
+            reporter = RichReporter(context.ENV.stderr)
+            try:
+                extra = [ForceNewRequested("--force-new")] if force_new else []
+                state = Runner(store, context.ENV, reporter).run(
+                    jid, state, resumed=True, extra=extra
+                )
+            except JobTakenOver as exc:
+                raise UserError(str(exc), ExitCode.CONFLICT) from None
+            except MissingCredential as exc:
+                raise UserError(str(exc), ExitCode.BAD_INPUT) from None
+            finally:
+                reporter.close()
+            write_sidecar(state)
+            code = exit_code(state)
+            message = failure_message(state)
+            if message and code != ExitCode.OK:
+                context.err(f"imagen: error: {message}")
+        if json_output:
+            print(json.dumps(summary(state)))
+        elif state.image and code == ExitCode.OK:
+            print(state.image.path)
+        worst = code if worst == ExitCode.OK else worst
+    if all_ and not ids:
+        context.err("imagen: no interrupted jobs")
+    return int(worst)

@@ -1,0 +1,42 @@
+"""Is the process that claimed a job still driving it?
+
+Same host: the pid must exist and have the start time recorded with the claim (pids are
+reused). Another host (a shared PostgreSQL ledger): only the lease tells.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+
+def proc_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot ('' where /proc is absent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_alive(
+    *,
+    pid: int | None,
+    host: str | None,
+    started: str | None,
+    claimed_at: datetime | None,
+    lease_seconds: float | None,
+    my_host: str,
+    now: datetime,
+) -> bool:
+    if host == my_host and pid:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return not started or proc_start(pid) == started
+    if claimed_at is None:
+        return False
+    return (now - claimed_at).total_seconds() < (lease_seconds or 0)

@@ -1,0 +1,96 @@
+"""A job's timeline for `imagen show`: each event as one line, times relative to the start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imagen.events import (
+    CancelRequested,
+    Event,
+    ForceNewRequested,
+    ImageStored,
+    JobCancelled,
+    JobFailed,
+    JobInterrupted,
+    JobRequested,
+    JobSucceeded,
+    LookupConcluded,
+    ProgressObserved,
+    RemoteJobAccepted,
+    RequestFailed,
+    RequestSent,
+    ResponseReceived,
+    RetryScheduled,
+    RunnerClaimed,
+    StreamClosed,
+    StreamMessage,
+    StreamOpened,
+)
+from imagen.job import JobState
+
+
+def describe(e: Event) -> str:
+    match e:
+        case JobRequested():
+            p = e.params
+            return (
+                f"requested {e.backend} ({e.model}) seed={p.get('seed')} "
+                f"{p.get('width')}x{p.get('height')} steps={p.get('steps')} → {e.output_path}"
+            )
+        case RunnerClaimed():
+            return f"{'resumed' if e.resumed else 'claimed'} by pid {e.pid} on {e.host}"
+        case RequestSent():
+            return f"→ {e.method} {e.url} [{e.purpose}]"
+        case ResponseReceived():
+            status = e.body.get("status") if isinstance(e.body, dict) else None
+            extra = f" status={status}" if isinstance(status, str) else ""
+            return f"← HTTP {e.status} in {e.elapsed_ms:.0f} ms [{e.purpose}]{extra}"
+        case RequestFailed():
+            return f"✗ {e.purpose} failed: {e.error}: {e.message}"
+        case RetryScheduled():
+            return f"retry {e.purpose} #{e.attempt} in {e.delay_s:g}s: {e.reason}"
+        case RemoteJobAccepted():
+            return f"remote job {e.remote_id} (via {e.via})"
+        case LookupConcluded():
+            return f"lookup of earlier remote jobs: {e.decision} {e.matches}"
+        case ForceNewRequested():
+            return f"user forced a new remote job: {e.reason}"
+        case StreamOpened():
+            return f"progress stream open ({e.client_id})"
+        case StreamClosed():
+            return f"progress stream closed: {e.reason} {e.message}".rstrip()
+        case StreamMessage():
+            return f"stream: {e.kind}"
+        case ProgressObserved():
+            steps = f" step {e.step}/{e.total}" if e.total else ""
+            return f"progress: {e.status}{steps}"
+        case ImageStored():
+            return f"image stored {e.path} ({e.width}x{e.height} {e.format}, {e.bytes} bytes, sha256 {e.sha256[:12]}…)"
+        case CancelRequested():
+            return f"cancel requested ({e.reason})"
+        case JobSucceeded():
+            return "succeeded"
+        case JobFailed():
+            return f"failed ({e.reason}): {e.message}"
+        case JobCancelled():
+            return f"cancelled ({e.reason}){'; remote job cancelled' if e.remote_cancelled else ''}"
+        case JobInterrupted():
+            return f"interrupted by {e.signal}"
+    return type(e).__name__
+
+
+def timeline(state: JobState) -> list[dict[str, Any]]:
+    start = state.started_at
+    rows = []
+    for rec in state.history:
+        offset = (rec.at - start).total_seconds() if start else 0.0
+        rows.append(
+            {
+                "t": round(offset, 3),
+                "at": rec.at.isoformat(),
+                "type": type(rec.event).__name__,
+                "text": describe(rec.event),
+                "data": rec.event.to_data(),
+            }
+        )
+    return rows

@@ -1,0 +1,139 @@
+"""jobs, show, resume, audit and rebuild over the echo contract backend, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import Sandbox
+from tests.test_contract import EchoServer, echo_server, sandbox  # noqa: F401  (fixtures)
+
+
+def _generate(box: Sandbox, prompt: str = "a fox", **env: str) -> str:
+    result = box.run("generate", prompt, "--seed", "3", env=env or None)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_jobs_show_and_audit_of_a_good_ledger(sandbox: Sandbox) -> None:
+    image = _generate(sandbox)
+    [job_id] = sandbox.job_ids()
+    listing = sandbox.run("jobs")
+    assert listing.returncode == 0
+    assert (
+        job_id[:8] in listing.stdout and "succeeded" in listing.stdout and "a fox" in listing.stdout
+    )
+    as_json = json.loads(sandbox.run("jobs", "--json").stdout.splitlines()[0])
+    assert as_json["job_id"] == job_id and as_json["image_path"] == image
+    shown = sandbox.run("show", job_id[:5])
+    assert (
+        shown.returncode == 0 and "requested echo" in shown.stdout and "succeeded" in shown.stdout
+    )
+    shown_json = json.loads(sandbox.run("show", job_id, "--json").stdout)
+    assert [e["type"] for e in shown_json["events"]][-1] == "JobSucceeded"
+    audit = sandbox.run("audit")
+    assert audit.returncode == 0, audit.stdout
+    assert "ok: 8 events verified, 1 images checked" in audit.stdout
+
+
+def test_unknown_and_ambiguous_ids(sandbox: Sandbox) -> None:
+    _generate(sandbox)
+    assert sandbox.run("show", "zzzz").returncode == 6
+
+
+def test_audit_names_a_deleted_image_and_a_tampered_event(sandbox: Sandbox) -> None:
+    image = _generate(sandbox)
+    [job_id] = sandbox.job_ids()
+    Path(image).unlink()
+    audit = sandbox.run("audit")
+    assert audit.returncode == 4
+    assert f"job {job_id}: image missing" in audit.stdout
+
+    db = sqlite3.connect(sandbox.ledger_url.removeprefix("sqlite:///"))
+    db.execute("DROP TRIGGER events_no_update")
+    db.execute("UPDATE events SET data = replace(data, 'a fox', 'a cat') WHERE position = 1")
+    db.execute(
+        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'x'); END"
+    )
+    db.commit()
+    db.close()
+    audit = sandbox.run("audit", "--json")
+    report = json.loads(audit.stdout)
+    assert audit.returncode == 4
+    assert {"kind": "chain", "position": 1} in [
+        {k: p.get(k) for k in ("kind", "position")} for p in report["problems"]
+    ]
+
+
+def test_crash_then_resume_finishes_the_job(sandbox: Sandbox) -> None:
+    crashed = sandbox.run("generate", "crash", env={"IMAGEN_CRASH_AFTER": "RequestSent"})
+    assert crashed.returncode == -signal.SIGKILL
+    [job_id] = sandbox.job_ids()
+    assert sandbox.types(job_id)[-1] == "RequestSent"
+    listing = sandbox.run("jobs", "--status", "interrupted")
+    assert job_id[:8] in listing.stdout
+    assert "interrupted job" in sandbox.run("jobs").stderr
+    resumed = sandbox.run("resume", job_id[:6])
+    assert resumed.returncode == 0, resumed.stderr
+    assert Path(resumed.stdout.strip()).exists()
+    assert sandbox.types(job_id)[-1] == "JobSucceeded"
+    assert sandbox.run("audit").returncode == 0
+    again = sandbox.run("resume", job_id)
+    assert again.returncode == 0 and "already succeeded" in again.stderr
+
+
+def test_resume_refuses_a_job_driven_by_a_live_process(
+    sandbox: Sandbox, echo_server: EchoServer
+) -> None:
+    echo_server.hold.clear()
+    proc = sandbox.popen("generate", "held")
+    try:
+        assert echo_server.arrived.wait(30)
+        [job_id] = sandbox.job_ids()
+        refused = sandbox.run("resume", job_id)
+        assert refused.returncode == 5
+        assert "being driven by pid" in refused.stderr
+        assert sandbox.run("jobs", "--status", "running").stdout.count(job_id[:8]) == 1
+    finally:
+        echo_server.hold.set()
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "last"),
+    [
+        (signal.SIGTERM, 143, "JobInterrupted"),
+        (signal.SIGHUP, 143, "JobInterrupted"),
+        (signal.SIGINT, 130, "JobCancelled"),
+    ],
+)
+def test_signals(sandbox: Sandbox, echo_server: EchoServer, sig: int, code: int, last: str) -> None:
+    echo_server.hold.clear()
+    proc = sandbox.popen("generate", "signalled")
+    try:
+        assert echo_server.arrived.wait(30)
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:
+        echo_server.hold.set()
+    assert proc.returncode == code
+    [job_id] = sandbox.job_ids()
+    assert sandbox.types(job_id)[-1] == last
+    if last == "JobInterrupted":
+        assert sandbox.run("resume", "--all").returncode == 0
+        assert sandbox.types(job_id)[-1] == "JobSucceeded"
+
+
+def test_rebuild_restores_a_deleted_sidecar(sandbox: Sandbox) -> None:
+    image = _generate(sandbox)
+    Path(f"{image}.json").unlink()
+    result = sandbox.run("rebuild")
+    assert result.returncode == 0
+    assert "sidecar missing" in result.stdout
+    assert json.loads(Path(f"{image}.json").read_text())["prompt"] == "a fox"
+    assert "0 difference(s)" in sandbox.run("rebuild").stdout
