@@ -9,6 +9,8 @@ import pytest
 
 from imagen.testing.postgres import PostgresCluster, PostgresUnavailable, create_database
 
+pytest_plugins = ["tests.support.echo"]
+
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:

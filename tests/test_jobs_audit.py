@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import Sandbox
-from tests.test_contract import EchoServer, echo_server, sandbox  # noqa: F401  (fixtures)
+from tests.support.echo import EchoServer
 
 
 def _generate(box: Sandbox, prompt: str = "a fox", **env: str) -> str:
