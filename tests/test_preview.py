@@ -416,3 +416,30 @@ def test_dead_server_is_spawn_failed(workdir: Path) -> None:
     env = {"TMUX": f"{workdir}/no-server,1,0", "PATH": os.environ.get("PATH", os.defpath)}
     with pytest.raises(SpawnFailed, match="tmux new-window failed"):
         spawn(workdir / "a.png", [str(viewer)], env=env)
+
+
+# --- through the CLI ----------------------------------------------------------------------------
+
+
+def test_generate_previews_the_image_in_tmux(server: Server, workdir: Path, sandbox) -> None:  # type: ignore[no-untyped-def]
+    viewer = make_viewer(workdir, server)
+    config = (sandbox.root / "config.toml").read_text()
+    sandbox.write_config(config + f'preview_command = ["{viewer.program}", "{{path}}"]\n')
+    env = {**server.env(), "IMAGEN_PREVIEW": ""}
+    result = sandbox.run("generate", "a previewed fox", "--preview", env=env)
+    assert result.returncode == 0, result.stderr
+    assert received(server, viewer) == [result.stdout.strip()]
+    [job_id] = sandbox.job_ids()
+    viewer2 = make_viewer(workdir, server, name="viewer-two")
+    sandbox.write_config(config + f'preview_command = ["{viewer2.program}", "{{path}}"]\n')
+    again = sandbox.run("preview", job_id[:6], env=env)
+    assert again.returncode == 0, again.stderr
+    assert received(server, viewer2) == [result.stdout.strip()]
+
+
+def test_preview_failure_is_a_warning_and_exit_0(sandbox) -> None:  # type: ignore[no-untyped-def]
+    result = sandbox.run("generate", "no tmux here", "--preview", env={"IMAGEN_PREVIEW": ""})
+    assert result.returncode == 0
+    assert Path(result.stdout.strip()).exists()
+    [warning] = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert "tmux" in warning
