@@ -77,4 +77,12 @@ class Record:
     events: tuple[Event, ...] = field(default_factory=tuple)
 
 
-Action = HttpRequest | StoreImage | OpenStream | FollowStream | Record
+@dataclass(frozen=True)
+class Halt:
+    """Stop driving the job without ending it: a person must decide (e.g. --force-new)."""
+
+    message: str
+    exit_code: int = 5
+
+
+Action = HttpRequest | StoreImage | OpenStream | FollowStream | Record | Halt

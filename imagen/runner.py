@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from imagen import backends, liveness
-from imagen.actions import Action, FollowStream, HttpRequest, OpenStream, Record, StoreImage
+from imagen.actions import Action, FollowStream, Halt, HttpRequest, OpenStream, Record, StoreImage
 from imagen.environment import Environment
 from imagen.events import (
     SECRET_HEADERS,
@@ -84,6 +84,14 @@ class MissingCredential(RunnerError):
     def __init__(self, env_name: str) -> None:
         super().__init__(f"set {env_name} (the backend's token is read from it)")
         self.env_name = env_name
+
+
+class Halted(RunnerError):
+    """The adapter needs a person to decide; the job stays resumable."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Terminated(BaseException):
@@ -194,6 +202,8 @@ class Runner:
     def _perform(self, state: JobState, action: Action) -> JobState:
         if isinstance(action, Record):
             return self._append(state, list(action.events))
+        if isinstance(action, Halt):
+            raise Halted(action.message, action.exit_code)
         if isinstance(action, HttpRequest):
             return self._http(state, action)
         if isinstance(action, StoreImage):

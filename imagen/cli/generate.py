@@ -62,7 +62,7 @@ def generate(
     from imagen.exit_codes import ExitCode
     from imagen.outputs import write_sidecar
     from imagen.request import BadInput, GenerateInputs, check_prompt, parse_options, parse_size
-    from imagen.runner import MissingCredential, Runner
+    from imagen.runner import Halted, MissingCredential, Runner
     from imagen.service import exit_code, failure_message, new_seed, prepare, summary
 
     env = context.ENV
@@ -99,6 +99,8 @@ def generate(
         state = runner.run(prepared.job_id, state)
     except MissingCredential as exc:
         raise UserError(str(exc), ExitCode.BAD_INPUT) from None
+    except Halted as exc:
+        raise UserError(f"job {prepared.job_id}: {exc}", ExitCode(exc.exit_code)) from None
     finally:
         reporter.close()
     write_sidecar(state)

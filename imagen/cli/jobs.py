@@ -160,7 +160,7 @@ def resume(
     from imagen.cli.progress import RichReporter
     from imagen.events import ForceNewRequested
     from imagen.outputs import write_sidecar
-    from imagen.runner import JobTakenOver, MissingCredential, Runner, load, owner_alive
+    from imagen.runner import Halted, JobTakenOver, MissingCredential, Runner, load, owner_alive
     from imagen.service import exit_code, failure_message, resolve_job_id, summary
 
     if bool(job_id) == all_:
@@ -200,6 +200,8 @@ def resume(
                 raise UserError(str(exc), ExitCode.CONFLICT) from None
             except MissingCredential as exc:
                 raise UserError(str(exc), ExitCode.BAD_INPUT) from None
+            except Halted as exc:
+                raise UserError(f"job {jid}: {exc}", ExitCode(exc.exit_code)) from None
             finally:
                 reporter.close()
             write_sidecar(state)

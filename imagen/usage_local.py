@@ -1,0 +1,127 @@
+"""The local usage table: follows the ledger from a checkpoint; the outbox for Supabase sync.
+
+`seq` orders rows as they were projected; the remote sync confirms rows up to a seq
+(checkpoint `imagen.usage.synced`), so anything not confirmed is sent again next time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    insert,
+    select,
+)
+
+from imagen.events import TERMINAL_TYPES
+from imagen.projections.usage import COLUMNS, usage_row
+from ledger import EventStore
+
+CHECKPOINT = "imagen.usage.v1"
+SYNCED = "imagen.usage.synced"
+
+metadata = MetaData()
+usage = Table(
+    "imagen_usage_v1",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(200), nullable=False, unique=True),
+    Column("created_at", String(32), nullable=False, index=True),
+    Column("backend", String(100)),
+    Column("model", String(200)),
+    Column("seed", Integer),
+    Column("prompt_hash", String(64)),
+    Column("latency_ms", Integer),
+    Column("cost_usd_estimate", Float),
+    Column("caller", String(200), index=True),
+)
+
+
+def catch_up(store: EventStore, *, batch: int = 20000) -> int:
+    from imagen.runner import load
+
+    metadata.create_all(store.engine, checkfirst=True)
+    added = 0
+    while True:
+        after = store.get_checkpoint(CHECKPOINT)
+        ended: list[str] = []
+        last = after
+        for e in store.read_all(after, batch=batch):
+            last = e.position
+            if e.type in TERMINAL_TYPES:
+                ended.append(e.stream_id)
+            if last - after >= batch:
+                break
+        if last == after:
+            return added
+        rows = [r for r in (usage_row(load(store, jid)) for jid in ended) if r]
+        with store.transaction() as conn:
+            if store.get_checkpoint(CHECKPOINT, conn) != after:
+                continue
+            if rows:
+                known = {r[0] for r in conn.execute(select(usage.c.id).where(usage.c.id.in_([r["id"] for r in rows])))}
+                fresh = [r for r in rows if r["id"] not in known]
+                if fresh:
+                    conn.execute(insert(usage), fresh)
+                    added += len(fresh)
+            store.set_checkpoint(CHECKPOINT, last, conn)
+
+
+def rows(store: EventStore, *, since: str | None = None, until: str | None = None) -> list[dict[str, Any]]:
+    catch_up(store)
+    stmt = select(*[usage.c[c] for c in COLUMNS]).order_by(usage.c.created_at.desc())
+    if since:
+        stmt = stmt.where(usage.c.created_at >= since)
+    if until:
+        stmt = stmt.where(usage.c.created_at < until)
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def grouped(store: EventStore, by: list[str], *, since: str | None = None,
+            until: str | None = None) -> list[dict[str, Any]]:
+    """Counts, total cost and mean latency per group, computed by the database."""
+    from sqlalchemy import func
+
+    catch_up(store)
+    keys = [usage.c[k] for k in by]
+    stmt = select(*keys, func.count().label("images"),
+                  func.sum(usage.c.cost_usd_estimate).label("cost_usd"),
+                  func.avg(usage.c.latency_ms).label("mean_latency_ms")).group_by(*keys).order_by(*keys)
+    if since:
+        stmt = stmt.where(usage.c.created_at >= since)
+    if until:
+        stmt = stmt.where(usage.c.created_at < until)
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def unsynced(store: EventStore, limit: int) -> list[dict[str, Any]]:
+    after = store.get_checkpoint(SYNCED)
+    stmt = select(usage).where(usage.c.seq > after).order_by(usage.c.seq).limit(limit)
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def rebuild(store: EventStore) -> list[str]:
+    """Re-derive the table from the ledger alone; report rows that differed."""
+    metadata.create_all(store.engine, checkfirst=True)
+    catch_up(store)
+    with store.engine.connect() as conn:
+        before = {r.id: tuple(r._mapping[c] for c in COLUMNS) for r in conn.execute(select(usage))}
+    with store.transaction() as conn:
+        conn.execute(delete(usage))
+        store.set_checkpoint(CHECKPOINT, 0, conn)
+        store.set_checkpoint(SYNCED, 0, conn)  # re-sending is harmless: upserts ignore duplicates
+    catch_up(store)
+    with store.engine.connect() as conn:
+        after = {r.id: tuple(r._mapping[c] for c in COLUMNS) for r in conn.execute(select(usage))}
+    return [f"usage: row {k} differed and was rebuilt" for k in sorted(before.keys() | after.keys())
+            if before.get(k) != after.get(k)]
