@@ -142,7 +142,7 @@ def _verify_jwt(token: str, secret: str, now: float) -> dict[str, Any]:
 
 
 def _jwt_error(code: str, message: str) -> _ApiError:
-    header = f"Bearer error=\"invalid_token\", error_description={json.dumps(message)}"
+    header = f'Bearer error="invalid_token", error_description={json.dumps(message)}'
     return _ApiError(401, code, message, headers=[("WWW-Authenticate", header)])
 
 
@@ -170,7 +170,12 @@ class _ApiError(Exception):
         if self.gateway:  # Supabase's API gateway answers before PostgREST, in its own shape
             body: dict[str, Any] = {"message": self.message, "hint": self.hint}
             return _Response(self.status, self.headers, _dumps(body), _JSON)
-        body = {"code": self.code, "details": self.details, "hint": self.hint, "message": self.message}
+        body = {
+            "code": self.code,
+            "details": self.details,
+            "hint": self.hint,
+            "message": self.message,
+        }
         headers = [*self.headers, ("Proxy-Status", f"PostgREST; error={self.code}")]
         return _Response(self.status, headers, _dumps(body), _JSON)
 
@@ -412,7 +417,9 @@ class _Prefs:
     def applied(self, *, write: bool, resolution_applies: bool) -> str | None:
         """Preference-Applied: resolution, missing, return, count, timezone; `, ` separated."""
         values = [
-            f"resolution={self.resolution}" if write and resolution_applies and self.resolution else None,
+            f"resolution={self.resolution}"
+            if write and resolution_applies and self.resolution
+            else None,
             f"missing={self.missing}" if write and self.missing else None,
             f"return={self.representation}" if write and self.representation else None,
             f"count={self.count}" if self.count else None,
@@ -530,23 +537,20 @@ class _Api:
 
     # ---- query parameter → SQL pieces
 
-    def _select_list(self, table: _Table, select: str, source: sql.Composable | None) -> sql.Composed:
+    def _select_list(
+        self, table: _Table, select: str, source: sql.Composable | None
+    ) -> sql.Composed:
         """`*`, `col`, `alias:col`, `col::type`, no embedding. `source` qualifies the columns."""
         items: list[sql.Composable] = []
         for raw in _split_names(select or "*"):
             if raw == "*":
-                names = list(table.columns)
-                items.extend(self._col(table, n, source) for n in names)
+                items.extend(self._col(table, name, source) for name in table.columns)
                 continue
-            alias, _, expr = raw.rpartition(":") if "::" not in raw else ("", "", raw)
-            if "::" in raw:
-                head, _, cast = raw.partition("::")
-                alias, _, column = head.rpartition(":")
-                if not _CAST_RE.match(cast):
-                    raise _query_error(f'"failed to parse select parameter ({select})"')
-            else:
-                column, cast = expr, ""
-            column = column.strip('"')
+            head, _, cast = raw.partition("::")
+            alias, _, column = head.rpartition(":")
+            column, alias = column.strip().strip('"'), alias.strip().strip('"')
+            if cast and not _CAST_RE.match(cast):
+                raise _query_error(f'"failed to parse select parameter ({select})"')
             piece: sql.Composable = self._col(table, column, source)
             if cast:  # validated above; types cannot be parameters
                 piece = sql.SQL("CAST({} AS {})").format(piece, sql.SQL(cast))
@@ -556,9 +560,13 @@ class _Api:
     @staticmethod
     def _col(table: _Table, name: str, source: sql.Composable | None) -> sql.Composable:
         # Table-qualified so Postgres says `column items.x does not exist`, as under PostgREST.
-        return sql.SQL("{}.{}").format(source, sql.Identifier(name)) if source else table.ident(name)
+        return (
+            sql.SQL("{}.{}").format(source, sql.Identifier(name)) if source else table.ident(name)
+        )
 
-    def _where(self, table: _Table, query: list[tuple[str, str]]) -> tuple[sql.Composable, list[Any]]:
+    def _where(
+        self, table: _Table, query: list[tuple[str, str]]
+    ) -> tuple[sql.Composable, list[Any]]:
         clauses: list[sql.Composable] = []
         params: list[Any] = []
         for key, value in query:
@@ -609,7 +617,9 @@ class _Api:
             terms.append(sql.SQL(" ").join(pieces))
         return sql.SQL(" ORDER BY ") + sql.SQL(", ").join(terms)
 
-    def _range(self, query: list[tuple[str, str]], headers: Any, method: str) -> tuple[int, int | None]:
+    def _range(
+        self, query: list[tuple[str, str]], headers: Any, method: str
+    ) -> tuple[int, int | None]:
         """[lower, upper] from the Range header (GET only), offset/limit and db-max-rows."""
         lower, upper = 0, None
         header = headers.get("Range") if method == "GET" else None
@@ -679,7 +689,9 @@ class _Api:
                                   details=f"An offset of {lower} was requested, but there are "
                                   f"only {total} rows.")  # fmt: skip
                 response = error.response()
-                response.headers.insert(0, ("Content-Range", _content_range(lower, upper_seen, total)))
+                response.headers.insert(
+                    0, ("Content-Range", _content_range(lower, upper_seen, total))
+                )
                 return response
             if page_total < total:
                 status = 206
@@ -703,7 +715,9 @@ class _Api:
                             details=f"The result contains {rows} rows")  # fmt: skip
         return json.dumps(json.loads(body)[0], ensure_ascii=False, separators=(",", ":"))
 
-    def _payload(self, table: _Table, body: bytes, columns_param: str | None) -> tuple[str, list[str]]:
+    def _payload(
+        self, table: _Table, body: bytes, columns_param: str | None
+    ) -> tuple[str, list[str]]:
         """The body as a JSON array text plus the columns to insert (Payload.hs rules)."""
         try:
             payload = json.loads(body) if body.strip() else None
@@ -759,7 +773,9 @@ class _Api:
     ) -> _Response:
         params = dict(query)
         text, columns = self._payload(table, body, params.get("columns"))
-        conflict = _split_names(params["on_conflict"]) if "on_conflict" in params else list(table.pk)
+        conflict = (
+            _split_names(params["on_conflict"]) if "on_conflict" in params else list(table.pk)
+        )
         resolution = prefs.resolution if conflict else None
         merge = resolution == "merge-duplicates"
         idents = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
@@ -793,7 +809,9 @@ class _Api:
             sql.SQL("{}.*").format(sql.Identifier("pgrst_t")) if representation else sql.SQL("1")
         )
         body_sql = (
-            sql.SQL("(SELECT coalesce(json_agg(_postgrest_t), '[]')::text FROM (SELECT {} FROM pgrst_source) _postgrest_t)").format(
+            sql.SQL(
+                "(SELECT coalesce(json_agg(_postgrest_t), '[]')::text FROM (SELECT {} FROM pgrst_source) _postgrest_t)"
+            ).format(
                 self._select_list(table, params.get("select", "*"), sql.Identifier("pgrst_source"))
             )
             if representation
@@ -814,8 +832,6 @@ class _Api:
             inserted = int(inserted_row[0] or 0) if inserted_row else 0
             status = 200 if inserted <= 0 else 201
         headers = [("Content-Range", _content_range(1, 0, returned if prefs.count else None))]
-        if prefs.representation == "headers-only" and returned == 1 and table.pk and len(columns) and False:
-            pass  # Location needs the row's PK values, which RETURNING 1 does not give; omitted
         applied = prefs.applied(write=True, resolution_applies=bool(conflict))
         if applied:
             headers.append(("Preference-Applied", applied))
@@ -848,7 +864,9 @@ class _Api:
         statement = sql.SQL("UPDATE {} SET {} FROM (SELECT * {} LIMIT 1) pgrst_body{}").format(
             table.ident(), sets, source, where
         )
-        return self._mutation_result(conn, table, statement, [text, *where_params], params, prefs, True)
+        return self._mutation_result(
+            conn, table, statement, [text, *where_params], params, prefs, True
+        )
 
     def _delete(
         self,
@@ -859,7 +877,9 @@ class _Api:
     ) -> _Response:
         where, where_params = self._where(table, query)
         statement = sql.SQL("DELETE FROM {}{}").format(table.ident(), where)
-        return self._mutation_result(conn, table, statement, where_params, dict(query), prefs, False)
+        return self._mutation_result(
+            conn, table, statement, where_params, dict(query), prefs, False
+        )
 
     def _mutation_result(
         self,
@@ -874,21 +894,25 @@ class _Api:
         representation = prefs.representation == "representation"
         returning = sql.SQL("{}.*").format(table.ident()) if representation else sql.SQL("1")
         body_sql = (
-            sql.SQL("(SELECT coalesce(json_agg(_postgrest_t), '[]')::text FROM (SELECT {} FROM pgrst_source) _postgrest_t)").format(
+            sql.SQL(
+                "(SELECT coalesce(json_agg(_postgrest_t), '[]')::text FROM (SELECT {} FROM pgrst_source) _postgrest_t)"
+            ).format(
                 self._select_list(table, query.get("select", "*"), sql.Identifier("pgrst_source"))
             )
             if representation
             else sql.SQL("NULL")
         )
-        full = sql.SQL("WITH pgrst_source AS ({} RETURNING {}) SELECT (SELECT count(*) FROM pgrst_source), {}").format(
-            statement, returning, body_sql
-        )
+        full = sql.SQL(
+            "WITH pgrst_source AS ({} RETURNING {}) SELECT (SELECT count(*) FROM pgrst_source), {}"
+        ).format(statement, returning, body_sql)
         row = conn.execute(full, params).fetchone()
         assert row is not None
         returned = int(row[0])
         total = returned if prefs.count else None
         # Response.hs: PATCH reports 0-(n-1), DELETE reports */n
-        content_range = _content_range(0, returned - 1, total) if is_update else _content_range(1, 0, total)
+        content_range = (
+            _content_range(0, returned - 1, total) if is_update else _content_range(1, 0, total)
+        )
         headers = [("Content-Range", content_range)]
         applied = prefs.applied(write=True, resolution_applies=False)
         if applied:
@@ -945,7 +969,9 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch
 
 
-def _injected_response(status: int, body: str | bytes | dict[str, Any] | list[Any] | None) -> _Response:
+def _injected_response(
+    status: int, body: str | bytes | dict[str, Any] | list[Any] | None
+) -> _Response:
     if body is None:
         try:
             phrase = HTTPStatus(status).phrase
@@ -1062,7 +1088,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Serve a PostgREST-compatible /rest/v1 over a PostgreSQL database.",
     )
     parser.add_argument("--db", required=True, help="database URL (SQLAlchemy or libpq form)")
-    parser.add_argument("--jwt-secret", required=True, help="HS256 secret the API keys are signed with")
+    parser.add_argument(
+        "--jwt-secret", required=True, help="HS256 secret the API keys are signed with"
+    )
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--schemas", default="public,mai", help="exposed schemas, comma separated")
