@@ -409,3 +409,24 @@ def test_module_runs_as_a_program(db_url: str) -> None:
         assert response.status_code == 200 and isinstance(response.json(), list)
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_patch_and_delete(
+    api: PostgrestDouble, db: psycopg.Connection[Any], raw: httpx.Client
+) -> None:
+    raw.post("/items", json=rows(3))
+    full = {"Prefer": "return=representation"}
+    patched = raw.patch("/items", params={"id": "in.(r00000,r00001)"}, json={"n": 9}, headers=full)
+    assert patched.status_code == 200 and {r["n"] for r in patched.json()} == {9}
+    assert patched.headers["Content-Range"] == "0-1/*"
+    gone = raw.delete("/items", params={"n": "eq.9"}, headers={"Prefer": "count=exact"})
+    assert (gone.status_code, gone.headers["Content-Range"]) == (204, "*/2")
+    assert db.execute("SELECT id FROM mai.items").fetchall() == [("r00002",)]
+
+
+def test_database_down_is_503(server_url: str) -> None:
+    dead = "postgresql://postgres@127.0.0.1:1/none"
+    with PostgrestDouble(dead, SECRET, ensure_roles=False) as double:
+        headers = {"apikey": SERVICE, "Authorization": f"Bearer {SERVICE}"}
+        response = httpx.get(f"{double.url}/rest/v1/items", headers=headers, timeout=10)
+    assert (response.status_code, response.json()["code"]) == (503, "PGRST000")

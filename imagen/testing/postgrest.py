@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -63,8 +64,13 @@ _OPERATORS = {
     "match": "~",
     "imatch": "~*",
 }
-_IS_VALUES = {"null": "NULL", "not_null": "NOT NULL", "true": "TRUE", "false": "FALSE"}
-_IS_VALUES["unknown"] = "UNKNOWN"
+_IS_VALUES = {
+    "null": "NULL",
+    "not_null": "NOT NULL",
+    "true": "TRUE",
+    "false": "FALSE",
+    "unknown": "UNKNOWN",
+}
 _CAST_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]*(\[\])?$")
 
 
@@ -215,8 +221,11 @@ def _pg_status(sqlstate: str, message: str, authed: bool) -> int:
 
 
 def _from_pg_error(exc: psycopg.Error, authed: bool) -> _ApiError:
+    if exc.sqlstate is None:  # the connection broke mid-request, not a server-side error
+        message = "Database client error. Retrying the connection."
+        return _ApiError(503, "PGRST001", message, str(exc))
     diag = exc.diag
-    sqlstate = exc.sqlstate or "XX000"
+    sqlstate = exc.sqlstate
     message = diag.message_primary or str(exc)
     status = _pg_status(sqlstate, message, authed)
     headers = [("WWW-Authenticate", "Bearer")] if status == 401 else []
@@ -284,8 +293,17 @@ class _Pool:
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
-            # UTC like a Supabase database, so timestamps render as `...+00:00`.
-            conn = psycopg.connect(self._conninfo, autocommit=True, options="-c TimeZone=UTC")
+            try:
+                # UTC like a Supabase database; no server-side prepares, so DDL run by tests
+                # between requests never meets a stale cached plan.
+                conn = psycopg.connect(
+                    self._conninfo,
+                    autocommit=True,
+                    options="-c TimeZone=UTC",
+                    prepare_threshold=None,
+                )
+            except psycopg.OperationalError as exc:
+                raise _ApiError(503, "PGRST000", "Database connection error.", str(exc)) from None
         reusable = False
         try:
             yield conn
@@ -452,13 +470,13 @@ class _Api:
 
     # ---- request context
 
-    def handle(self, method: str, target: str, headers: Any, body: bytes) -> _Response:
+    def handle(self, method: str, target: str, headers: Message, body: bytes) -> _Response:
         try:
             return self._handle(method, target, headers, body)
         except _ApiError as exc:
             return exc.response()
 
-    def _handle(self, method: str, target: str, headers: Any, body: bytes) -> _Response:
+    def _handle(self, method: str, target: str, headers: Message, body: bytes) -> _Response:
         parts = urlsplit(target)
         if not parts.path.startswith(REST_PREFIX):
             raise _ApiError(404, "PGRST125", "Invalid path specified in request URL")
@@ -511,7 +529,7 @@ class _Api:
             response.headers.append(("Content-Profile", schema))
         return response
 
-    def _authenticate(self, headers: Any, query: list[tuple[str, str]]) -> dict[str, Any]:
+    def _authenticate(self, headers: Message, query: list[tuple[str, str]]) -> dict[str, Any]:
         """The gateway checks `apikey`; PostgREST then checks the Bearer token (anon without one)."""
         apikey = headers.get("apikey") or next((v for k, v in query if k == "apikey"), None)
         if not apikey:
@@ -618,7 +636,7 @@ class _Api:
         return sql.SQL(" ORDER BY ") + sql.SQL(", ").join(terms)
 
     def _range(
-        self, query: list[tuple[str, str]], headers: Any, method: str
+        self, query: list[tuple[str, str]], headers: Message, method: str
     ) -> tuple[int, int | None]:
         """[lower, upper] from the Range header (GET only), offset/limit and db-max-rows."""
         lower, upper = 0, None
@@ -652,7 +670,7 @@ class _Api:
         conn: psycopg.Connection[Any],
         table: _Table,
         query: list[tuple[str, str]],
-        headers: Any,
+        headers: Message,
         prefs: _Prefs,
         method: str,
         singular: bool,
