@@ -178,6 +178,10 @@ def _section(source: str, name: str, raw: Any, spec: dict[str, Option]) -> dict[
 def parse_config(raw: dict[str, Any], source: str, env: Mapping[str, str]) -> Config:
     from imagen import backends
 
+    if "backends" not in raw:
+        # A config that only sets, say, [output] keeps the sample's three backends.
+        sample = tomllib.loads(SAMPLE)
+        raw = {"backends": sample["backends"], "default_backend": sample["default_backend"], **raw}
     for key in raw:
         if key not in _TOP:
             raise ConfigError(f"{source}: unknown key {key!r}; allowed: {', '.join(sorted(_TOP))}")

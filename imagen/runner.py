@@ -432,11 +432,7 @@ class Runner:
     def _to_new(self, event: Event) -> NewEvent:
         data = event.to_data()
         if self._secrets:
-            text = json.dumps(data)
-            if any(s in text for s in self._secrets):
-                for s in self._secrets:
-                    text = text.replace(s, "[redacted]")
-                data = json.loads(text)
+            data = _scrub(data, [t for t in self._secrets if len(t) >= 8])
         return NewEvent(event.type_name(), data, event.SCHEMA_VERSION)
 
     def _append(self, state: JobState, events: list[Event]) -> JobState:
@@ -503,6 +499,19 @@ def _signals_deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    """Defence in depth: a token echoed back in a body or an error never reaches the ledger."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "[redacted]")
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, secrets) for v in value]
+    return value
 
 
 def _ms(started: float) -> float:

@@ -66,7 +66,12 @@ def catch_up(store: EventStore, *, batch: int = 20000) -> int:
             if store.get_checkpoint(CHECKPOINT, conn) != after:
                 continue
             if rows:
-                known = {r[0] for r in conn.execute(select(usage.c.id).where(usage.c.id.in_([r["id"] for r in rows])))}
+                known = {
+                    r[0]
+                    for r in conn.execute(
+                        select(usage.c.id).where(usage.c.id.in_([r["id"] for r in rows]))
+                    )
+                }
                 fresh = [r for r in rows if r["id"] not in known]
                 if fresh:
                     conn.execute(insert(usage), fresh)
@@ -74,7 +79,9 @@ def catch_up(store: EventStore, *, batch: int = 20000) -> int:
             store.set_checkpoint(CHECKPOINT, last, conn)
 
 
-def rows(store: EventStore, *, since: str | None = None, until: str | None = None) -> list[dict[str, Any]]:
+def rows(
+    store: EventStore, *, since: str | None = None, until: str | None = None
+) -> list[dict[str, Any]]:
     catch_up(store)
     stmt = select(*[usage.c[c] for c in COLUMNS]).order_by(usage.c.created_at.desc())
     if since:
@@ -85,16 +92,24 @@ def rows(store: EventStore, *, since: str | None = None, until: str | None = Non
         return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
-def grouped(store: EventStore, by: list[str], *, since: str | None = None,
-            until: str | None = None) -> list[dict[str, Any]]:
+def grouped(
+    store: EventStore, by: list[str], *, since: str | None = None, until: str | None = None
+) -> list[dict[str, Any]]:
     """Counts, total cost and mean latency per group, computed by the database."""
     from sqlalchemy import func
 
     catch_up(store)
     keys = [usage.c[k] for k in by]
-    stmt = select(*keys, func.count().label("images"),
-                  func.sum(usage.c.cost_usd_estimate).label("cost_usd"),
-                  func.avg(usage.c.latency_ms).label("mean_latency_ms")).group_by(*keys).order_by(*keys)
+    stmt = (
+        select(
+            *keys,
+            func.count().label("images"),
+            func.sum(usage.c.cost_usd_estimate).label("cost_usd"),
+            func.avg(usage.c.latency_ms).label("mean_latency_ms"),
+        )
+        .group_by(*keys)
+        .order_by(*keys)
+    )
     if since:
         stmt = stmt.where(usage.c.created_at >= since)
     if until:
@@ -123,5 +138,8 @@ def rebuild(store: EventStore) -> list[str]:
     catch_up(store)
     with store.engine.connect() as conn:
         after = {r.id: tuple(r._mapping[c] for c in COLUMNS) for r in conn.execute(select(usage))}
-    return [f"usage: row {k} differed and was rebuilt" for k in sorted(before.keys() | after.keys())
-            if before.get(k) != after.get(k)]
+    return [
+        f"usage: row {k} differed and was rebuilt"
+        for k in sorted(before.keys() | after.keys())
+        if before.get(k) != after.get(k)
+    ]

@@ -59,7 +59,9 @@ def _client(cfg: Config, env: Environment, timeout_s: float) -> Any:
     try:
         return create_client(url, key, options).schema("mai")
     except Exception as exc:  # bad URL shapes are reported by the library as generic errors
-        raise SyncError(f"Supabase client: {exc} (check [usage] supabase_url / SUPABASE_URL)") from None
+        raise SyncError(
+            f"Supabase client: {exc} (check [usage] supabase_url / SUPABASE_URL)"
+        ) from None
 
 
 def explain(exc: BaseException, cfg: Config) -> str:
@@ -68,11 +70,17 @@ def explain(exc: BaseException, cfg: Config) -> str:
 
     if isinstance(exc, APIError):
         code, message = str(exc.code or ""), str(exc.message or "")
-        if code in ("PGRST301", "PGRST302", "PGRST303") or code == "401" or "Invalid API key" in message:
+        if (
+            code in ("PGRST301", "PGRST302", "PGRST303")
+            or code == "401"
+            or "Invalid API key" in message
+        ):
             return f"Supabase rejected the key in {cfg.usage.key_env} ({message}); use the project's service_role key"
         if code == "PGRST106":
-            return ("Supabase does not expose schema mai: add it under Project Settings > Data API > "
-                    "Exposed schemas")
+            return (
+                "Supabase does not expose schema mai: add it under Project Settings > Data API > "
+                "Exposed schemas"
+            )
         if code in ("PGRST205", "42P01"):
             return "table mai.imagen_usage is missing: run `imagen db upgrade usage`"
         if code == "42501":
@@ -109,7 +117,9 @@ def ledger_id(store: EventStore) -> str | None:
     return first.hash if first else None
 
 
-def sync(store: EventStore, cfg: Config, env: Environment, *, timeout_s: float = 10.0) -> SyncResult:
+def sync(
+    store: EventStore, cfg: Config, env: Environment, *, timeout_s: float = 10.0
+) -> SyncResult:
     usage_local.catch_up(store)
     client = _client(cfg, env, timeout_s)
     sent = batches = 0
@@ -118,35 +128,62 @@ def sync(store: EventStore, cfg: Config, env: Environment, *, timeout_s: float =
         if not rows:
             break
         payload = [{c: r[c] for c in COLUMNS} for r in rows]
-        _with_retries(lambda p=payload: client.table(USAGE_TABLE).upsert(
-            p, on_conflict="id", ignore_duplicates=True, returning="minimal").execute(), cfg, env.sleep)
+        _with_retries(
+            lambda p=payload: (
+                client.table(USAGE_TABLE)
+                .upsert(p, on_conflict="id", ignore_duplicates=True, returning="minimal")
+                .execute()
+            ),
+            cfg,
+            env.sleep,
+        )
         store.set_checkpoint(usage_local.SYNCED, rows[-1]["seq"])
         sent += len(rows)
         batches += 1
     head = store.head()
     lid = ledger_id(store)
     if lid:
-        report = {"ledger_id": lid, "machine": socket.gethostname(), "position": head.position,
-                  "hash": head.hash, "reported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        _with_retries(lambda: client.table(HEADS_TABLE).upsert(
-            report, on_conflict="ledger_id", returning="minimal").execute(), cfg, env.sleep)
+        report = {
+            "ledger_id": lid,
+            "machine": socket.gethostname(),
+            "position": head.position,
+            "hash": head.hash,
+            "reported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _with_retries(
+            lambda: (
+                client.table(HEADS_TABLE)
+                .upsert(report, on_conflict="ledger_id", returning="minimal")
+                .execute()
+            ),
+            cfg,
+            env.sleep,
+        )
     return SyncResult(sent, batches, len(usage_local.unsynced(store, 10**9)), head.position)
 
 
-def fetch(cfg: Config, env: Environment, *, since: str | None, until: str | None) -> list[dict[str, Any]]:
+def fetch(
+    cfg: Config, env: Environment, *, since: str | None, until: str | None
+) -> list[dict[str, Any]]:
     """Every remote row in range, paged (reads are capped at 1000 rows)."""
     if not cfg.usage.supabase_url:
         raise UserError("no Supabase configured: set [usage] supabase_url or SUPABASE_URL")
     client = _client(cfg, env, 30.0)
     out: list[dict[str, Any]] = []
     while True:
+
         def page(offset: int = len(out)) -> Any:
             q = client.table(USAGE_TABLE).select(",".join(COLUMNS))
             if since:
                 q = q.gte("created_at", since)
             if until:
                 q = q.lt("created_at", until)
-            return q.order("created_at", desc=True).order("id").range(offset, offset + PAGE - 1).execute()
+            return (
+                q.order("created_at", desc=True)
+                .order("id")
+                .range(offset, offset + PAGE - 1)
+                .execute()
+            )
 
         rows = _with_retries(page, cfg, env.sleep).data
         out.extend(rows)
@@ -158,8 +195,10 @@ def group(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in rows:
         k = tuple(r.get(key) for key in keys)
-        g = groups.setdefault(k, {**dict(zip(keys, k, strict=True)), "images": 0, "cost_usd": 0.0,
-                                  "_lat": 0.0, "_n": 0})
+        g = groups.setdefault(
+            k,
+            {**dict(zip(keys, k, strict=True)), "images": 0, "cost_usd": 0.0, "_lat": 0.0, "_n": 0},
+        )
         g["images"] += 1
         g["cost_usd"] += float(r.get("cost_usd_estimate") or 0)
         if r.get("latency_ms") is not None:
@@ -180,14 +219,29 @@ def compare_head(store: EventStore, cfg: Config, env: Environment) -> list[dict[
     if not lid:
         return []
     client = _client(cfg, env, 10.0)
-    rows = _with_retries(lambda: client.table(HEADS_TABLE).select("*").eq("ledger_id", lid).execute(),
-                         cfg, env.sleep).data
+    rows = _with_retries(
+        lambda: client.table(HEADS_TABLE).select("*").eq("ledger_id", lid).execute(), cfg, env.sleep
+    ).data
     if not rows:
-        return [{"kind": "remote", "message": "no chain head reported for this ledger yet (run `imagen usage sync`)"}]
+        return [
+            {
+                "kind": "remote",
+                "message": "no chain head reported for this ledger yet (run `imagen usage sync`)",
+            }
+        ]
     reported = rows[0]
     local = next(iter(store.read_all(int(reported["position"]) - 1, batch=1)), None)
-    if local is None or local.position != int(reported["position"]) or local.hash != reported["hash"]:
-        return [{"kind": "remote", "position": reported["position"],
-                 "message": f"the chain head reported to Supabase (position {reported['position']}, "
-                            f"{reported['hash'][:16]}) is not in the local ledger: history was rewritten"}]
+    if (
+        local is None
+        or local.position != int(reported["position"])
+        or local.hash != reported["hash"]
+    ):
+        return [
+            {
+                "kind": "remote",
+                "position": reported["position"],
+                "message": f"the chain head reported to Supabase (position {reported['position']}, "
+                f"{reported['hash'][:16]}) is not in the local ledger: history was rewritten",
+            }
+        ]
     return []

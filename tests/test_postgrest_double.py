@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 from postgrest import APIError
 from supabase import Client, ClientOptions, create_client
 
-from imagen.testing.postgres import PostgresCluster, PostgresUnavailable, create_database
+from imagen.testing.postgres import create_database
 from imagen.testing.postgrest import PostgrestDouble, ensure_supabase_roles, make_jwt
 
 pytestmark = pytest.mark.postgres
@@ -29,22 +28,9 @@ T0 = datetime(2025, 1, 2, 3, 4, 5, 123000, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    """IMAGEN_TEST_DATABASE_URL, else a throwaway cluster for this module."""
-    given = os.environ.get("IMAGEN_TEST_DATABASE_URL")
-    if given:
-        yield given
-        return
-    try:
-        cluster = PostgresCluster().start()
-    except PostgresUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required under CI: {exc}")
-        pytest.skip(str(exc))
-    try:
-        yield cluster.url
-    finally:
-        cluster.stop()
+def server_url(pg_server_url: str) -> str:
+    """The session's PostgreSQL (conftest: IMAGEN_TEST_DATABASE_URL or a throwaway cluster)."""
+    return pg_server_url
 
 
 def _libpq(url: str) -> str:

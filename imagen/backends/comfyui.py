@@ -125,44 +125,93 @@ def probe_verdict(status_code: int, body: Any) -> str:
 
 # -- the graph -------------------------------------------------------------------------------
 
-MISSING_MODEL_NODES = {"UNETLoader", "DualCLIPLoader", "VAELoader", "CheckpointLoaderSimple",
-                       "CLIPLoader", "UnetLoaderGGUF"}
+MISSING_MODEL_NODES = {
+    "UNETLoader",
+    "DualCLIPLoader",
+    "VAELoader",
+    "CheckpointLoaderSimple",
+    "CLIPLoader",
+    "UnetLoaderGGUF",
+}
 SETUP_DOC = "docs/setup-comfyui.md"
 
 
-def flux_schnell_graph(prompt: str, params: Mapping[str, Any], cfg: Mapping[str, Any],
-                       prefix: str) -> dict[str, Any]:
+def flux_schnell_graph(
+    prompt: str, params: Mapping[str, Any], cfg: Mapping[str, Any], prefix: str
+) -> dict[str, Any]:
     """The canonical FLUX.1 schnell API-format workflow (separate UNET, CLIP and VAE files)."""
     w, h = params["width"], params["height"]
     return {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": cfg.get("unet") or DEFAULT_MODEL,
-                                                     "weight_dtype": "default"}},
-        "2": {"class_type": "DualCLIPLoader", "inputs": {
-            "clip_name1": cfg.get("t5xxl") or "t5xxl_fp8_e4m3fn.safetensors",
-            "clip_name2": cfg.get("clip_l") or "clip_l.safetensors", "type": "flux"}},
-        "3": {"class_type": "VAELoader", "inputs": {"vae_name": cfg.get("vae") or "ae.safetensors"}},
+        "1": {
+            "class_type": "UNETLoader",
+            "inputs": {"unet_name": cfg.get("unet") or DEFAULT_MODEL, "weight_dtype": "default"},
+        },
+        "2": {
+            "class_type": "DualCLIPLoader",
+            "inputs": {
+                "clip_name1": cfg.get("t5xxl") or "t5xxl_fp8_e4m3fn.safetensors",
+                "clip_name2": cfg.get("clip_l") or "clip_l.safetensors",
+                "type": "flux",
+            },
+        },
+        "3": {
+            "class_type": "VAELoader",
+            "inputs": {"vae_name": cfg.get("vae") or "ae.safetensors"},
+        },
         "4": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["2", 0]}},
         "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 0]}},
-        "6": {"class_type": "EmptySD3LatentImage", "inputs": {"width": w, "height": h, "batch_size": 1}},
-        "7": {"class_type": "ModelSamplingFlux", "inputs": {
-            "model": ["1", 0], "max_shift": 1.15, "base_shift": 0.5, "width": w, "height": h}},
-        "8": {"class_type": "KSampler", "inputs": {
-            "model": ["7", 0], "seed": params["seed"], "steps": params["steps"], "cfg": 1.0,
-            "sampler_name": cfg.get("sampler") or "euler", "scheduler": cfg.get("scheduler") or "simple",
-            "positive": ["4", 0], "negative": ["5", 0], "latent_image": ["6", 0], "denoise": 1.0}},
+        "6": {
+            "class_type": "EmptySD3LatentImage",
+            "inputs": {"width": w, "height": h, "batch_size": 1},
+        },
+        "7": {
+            "class_type": "ModelSamplingFlux",
+            "inputs": {
+                "model": ["1", 0],
+                "max_shift": 1.15,
+                "base_shift": 0.5,
+                "width": w,
+                "height": h,
+            },
+        },
+        "8": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["7", 0],
+                "seed": params["seed"],
+                "steps": params["steps"],
+                "cfg": 1.0,
+                "sampler_name": cfg.get("sampler") or "euler",
+                "scheduler": cfg.get("scheduler") or "simple",
+                "positive": ["4", 0],
+                "negative": ["5", 0],
+                "latent_image": ["6", 0],
+                "denoise": 1.0,
+            },
+        },
         "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["3", 0]}},
-        "10": {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": prefix}},
+        "10": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["9", 0], "filename_prefix": prefix},
+        },
     }
 
 
-def custom_graph(text: str, prompt: str, params: Mapping[str, Any], cfg: Mapping[str, Any],
-                 prefix: str) -> dict[str, Any]:
+def custom_graph(
+    text: str, prompt: str, params: Mapping[str, Any], cfg: Mapping[str, Any], prefix: str
+) -> dict[str, Any]:
     """A user's API-format workflow with {{prompt}} {{seed}} {{steps}} {{width}} {{height}}
     {{sampler}} {{scheduler}} placeholders. A string that is exactly one placeholder takes the
     value's own type (numbers stay numbers); SaveImage nodes get the job's filename_prefix."""
-    values = {"prompt": prompt, "seed": params["seed"], "steps": params["steps"],
-              "width": params["width"], "height": params["height"],
-              "sampler": cfg.get("sampler") or "euler", "scheduler": cfg.get("scheduler") or "simple"}
+    values = {
+        "prompt": prompt,
+        "seed": params["seed"],
+        "steps": params["steps"],
+        "width": params["width"],
+        "height": params["height"],
+        "sampler": cfg.get("sampler") or "euler",
+        "scheduler": cfg.get("scheduler") or "simple",
+    }
 
     def fill(v: Any) -> Any:
         if isinstance(v, str):
@@ -195,8 +244,10 @@ def validate_request(params: Mapping[str, Any], options: Mapping[str, Any]) -> N
     if not isinstance(graph, dict) or not any(
         isinstance(n, dict) and n.get("class_type") == "SaveImage" for n in graph.values()
     ):
-        raise BadInput(f"workflow {options.get('workflow')}: an API-format graph with a SaveImage node "
-                       "is needed (ComfyUI: Workflow > Export (API))")
+        raise BadInput(
+            f"workflow {options.get('workflow')}: an API-format graph with a SaveImage node "
+            "is needed (ComfyUI: Workflow > Export (API))"
+        )
 
 
 # -- the state machine -----------------------------------------------------------------------
@@ -248,17 +299,39 @@ def _graph(state: JobState) -> dict[str, Any]:
     return flux_schnell_graph(req.prompt, req.params, cfg, _prefix(state))
 
 
-def _req(state: JobState, purpose: str, method: str, path: str, body: Any = None,
-         not_before: str | None = None, timeout_s: float = 10) -> HttpRequest:
-    return HttpRequest(request_id(state, purpose), purpose, method, f"{_url(state)}{path}",
-                       json_body=body, timeout_s=timeout_s, auth_env=_cfg(state).get("token_env"),
-                       not_before=not_before)
+def _req(
+    state: JobState,
+    purpose: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    not_before: str | None = None,
+    timeout_s: float = 10,
+) -> HttpRequest:
+    return HttpRequest(
+        request_id(state, purpose),
+        purpose,
+        method,
+        f"{_url(state)}{path}",
+        json_body=body,
+        timeout_s=timeout_s,
+        auth_env=_cfg(state).get("token_env"),
+        not_before=not_before,
+    )
 
 
 def _unreachable(state: JobState, outcome: RequestFailed) -> Record:
     hint = _cfg(state).get("unreachable_hint") or "is ComfyUI running?"
-    return Record((JobFailed("unreachable", f"cannot reach ComfyUI at {_url(state)} ({outcome.error}: "
-                             f"{outcome.message}); {hint}", 3),))
+    return Record(
+        (
+            JobFailed(
+                "unreachable",
+                f"cannot reach ComfyUI at {_url(state)} ({outcome.error}: "
+                f"{outcome.message}); {hint}",
+                3,
+            ),
+        )
+    )
 
 
 def _validation_failure(body: Any) -> Record:
@@ -269,23 +342,41 @@ def _validation_failure(body: Any) -> Record:
     for node in node_errors.values():
         for err in node.get("errors", []):
             line = f"{node.get('class_type')}: {err.get('message')}: {err.get('details')}"
-            if err.get("type") == "value_not_in_list" and node.get("class_type") in MISSING_MODEL_NODES:
+            if (
+                err.get("type") == "value_not_in_list"
+                and node.get("class_type") in MISSING_MODEL_NODES
+            ):
                 info = err.get("extra_info") or {}
-                missing.append(f"{info.get('received_value') or err.get('details')} "
-                               f"({node.get('class_type')}.{info.get('input_name')})")
+                missing.append(
+                    f"{info.get('received_value') or err.get('details')} "
+                    f"({node.get('class_type')}.{info.get('input_name')})"
+                )
             else:
                 other.append(line)
     if missing:
-        return Record((JobFailed("models_missing", "ComfyUI is missing model files: " + ", ".join(missing)
-                                 + f"; see {SETUP_DOC} for what to download and where it goes", 3),))
+        return Record(
+            (
+                JobFailed(
+                    "models_missing",
+                    "ComfyUI is missing model files: "
+                    + ", ".join(missing)
+                    + f"; see {SETUP_DOC} for what to download and where it goes",
+                    3,
+                ),
+            )
+        )
     error = body.get("error") or {}
-    detail = "; ".join(other) or (error.get("message") if isinstance(error, dict) else str(error)) or str(body)[:300]
+    detail = (
+        "; ".join(other)
+        or (error.get("message") if isinstance(error, dict) else str(error))
+        or str(body)[:300]
+    )
     return Record((JobFailed("invalid_workflow", f"ComfyUI rejected the workflow: {detail}", 2),))
 
 
 def _stream_state(state: JobState) -> str:
     """'open' | 'failed' | 'closed' | 'none' for this process's websocket."""
-    floor = (state.last(RunnerClaimed).version if state.last(RunnerClaimed) else 0)  # type: ignore[union-attr]
+    floor = state.last(RunnerClaimed).version if state.last(RunnerClaimed) else 0  # type: ignore[union-attr]
     result = "none"
     for rec in state.history:
         if rec.version <= floor:
@@ -303,7 +394,11 @@ def _stream_state(state: JobState) -> str:
 def _stream_end(state: JobState, pid: str) -> Recorded | None:
     for rec in reversed(state.history):
         e = rec.event
-        if isinstance(e, StreamMessage) and e.data.get("prompt_id") == pid and e.kind in TERMINAL_KINDS:
+        if (
+            isinstance(e, StreamMessage)
+            and e.data.get("prompt_id") == pid
+            and e.kind in TERMINAL_KINDS
+        ):
             return rec
     return None
 
@@ -322,8 +417,11 @@ def decide(state: JobState) -> Action:
     if state.remote_id is None:
         stream = _stream_state(state)
         if stream == "none" and not exchanges(state, "prompt"):
-            return OpenStream(f"{_url(state).replace('http', 'ws', 1)}/ws?clientId={client_id(state)}",
-                              client_id(state), auth_env=_cfg(state).get("token_env"))
+            return OpenStream(
+                f"{_url(state).replace('http', 'ws', 1)}/ws?clientId={client_id(state)}",
+                client_id(state),
+                auth_env=_cfg(state).get("token_env"),
+            )
         return _submit(state)
 
     pid = state.remote_id
@@ -335,18 +433,40 @@ def decide(state: JobState) -> Action:
     if end_rec is not None:
         end: StreamMessage = end_rec.event  # type: ignore[assignment]
         if end.kind == "execution_error":
-            return Record((JobFailed("execution_error", f"ComfyUI: {end.data.get('node_type')} failed: "
-                                     f"{str(end.data.get('exception_message', '')).strip()}"),))
+            return Record(
+                (
+                    JobFailed(
+                        "execution_error",
+                        f"ComfyUI: {end.data.get('node_type')} failed: "
+                        f"{str(end.data.get('exception_message', '')).strip()}",
+                    ),
+                )
+            )
         if end.kind == "execution_interrupted":
-            return Record((JobFailed("interrupted", "ComfyUI interrupted the prompt (another client "
-                                     "or the server's interrupt button)"),))
-        polled_since = any(ex.sent_at.version > end_rec.version for ex in exchanges(state, "history"))
+            return Record(
+                (
+                    JobFailed(
+                        "interrupted",
+                        "ComfyUI interrupted the prompt (another client "
+                        "or the server's interrupt button)",
+                    ),
+                )
+            )
+        polled_since = any(
+            ex.sent_at.version > end_rec.version for ex in exchanges(state, "history")
+        )
         return _poll_history(state, pid, immediate=not polled_since, deadline=deadline)
     if not exchanges(state, "system_stats"):
         return _req(state, "system_stats", "GET", "/system_stats", timeout_s=3)
     if _stream_state(state) == "open":
-        return FollowStream("prompt_id", pid, "progress", TERMINAL_KINDS,
-                            notable_kinds=("execution_start", "execution_cached"), deadline=iso(deadline))
+        return FollowStream(
+            "prompt_id",
+            pid,
+            "progress",
+            TERMINAL_KINDS,
+            notable_kinds=("execution_start", "execution_cached"),
+            deadline=iso(deadline),
+        )
     return _poll_history(state, pid, immediate=False, deadline=deadline)
 
 
@@ -360,12 +480,19 @@ def _submit(state: JobState) -> Action:
     if pending_retry(state, "prompt") is not None:
         return _req(state, "prompt", "POST", "/prompt", body, retry_time(state, "prompt"), 30)
     sent_id = _submitted_id(state)
-    if last.outcome is None or (isinstance(last.outcome, RequestFailed) and last.outcome.error != "refused"):
+    if last.outcome is None or (
+        isinstance(last.outcome, RequestFailed) and last.outcome.error != "refused"
+    ):
         # It may have been queued: look the id up instead of submitting again.
         found = _lookup(state, sent_id)
         if found is not None:
             return found
-        return Record((LookupConcluded([], "create"), RetryScheduled("prompt", 1, 0.0, "not found on the server")))
+        return Record(
+            (
+                LookupConcluded([], "create"),
+                RetryScheduled("prompt", 1, 0.0, "not found on the server"),
+            )
+        )
     o = last.outcome
     if isinstance(o, ResponseReceived):
         if o.status == 200 and isinstance(o.body, dict) and not o.body.get("node_errors"):
@@ -373,13 +500,47 @@ def _submit(state: JobState) -> Action:
         if o.status in (200, 400):
             return _validation_failure(o.body)
         if o.status >= 500 and retries(state, "prompt", "5xx") < 1:
-            return Record((RetryScheduled("prompt", 1, float(_cfg(state).get("retry_base_s") or 0.5), f"5xx HTTP {o.status}"),))
+            return Record(
+                (
+                    RetryScheduled(
+                        "prompt",
+                        1,
+                        float(_cfg(state).get("retry_base_s") or 0.5),
+                        f"5xx HTTP {o.status}",
+                    ),
+                )
+            )
         if o.status in (401, 403):
-            return Record((JobFailed("unauthorized", f"ComfyUI (or its proxy) refused the request: HTTP {o.status}; "
-                                     "check the backend's token_env", 3),))
-        return Record((JobFailed("server_error", f"ComfyUI answered HTTP {o.status} to /prompt: {str(o.body)[:300]}", 3),))
+            return Record(
+                (
+                    JobFailed(
+                        "unauthorized",
+                        f"ComfyUI (or its proxy) refused the request: HTTP {o.status}; "
+                        "check the backend's token_env",
+                        3,
+                    ),
+                )
+            )
+        return Record(
+            (
+                JobFailed(
+                    "server_error",
+                    f"ComfyUI answered HTTP {o.status} to /prompt: {str(o.body)[:300]}",
+                    3,
+                ),
+            )
+        )
     if retries(state, "prompt", "network") < 1:
-        return Record((RetryScheduled("prompt", 1, float(_cfg(state).get("retry_base_s") or 0.5), f"network: {o.error}"),))
+        return Record(
+            (
+                RetryScheduled(
+                    "prompt",
+                    1,
+                    float(_cfg(state).get("retry_base_s") or 0.5),
+                    f"network: {o.error}",
+                ),
+            )
+        )
     return _unreachable(state, o)
 
 
@@ -393,13 +554,22 @@ def _lookup(state: JobState, pid: str | None) -> Action | None:
         return _req(state, "lookup", "GET", f"/history/{pid}")
     if len(looked) == 1:
         o = looked[0].outcome
-        if isinstance(o, ResponseReceived) and o.status == 200 and isinstance(o.body, dict) and pid in o.body:
+        if (
+            isinstance(o, ResponseReceived)
+            and o.status == 200
+            and isinstance(o.body, dict)
+            and pid in o.body
+        ):
             return Record((LookupConcluded([pid], "adopt"), RemoteJobAccepted(pid, via="lookup")))
         return _req(state, "lookup", "GET", "/queue")
     o = looked[-1].outcome
     if isinstance(o, ResponseReceived) and o.status == 200 and isinstance(o.body, dict):
-        queued = [item[1] for key in ("queue_running", "queue_pending") for item in o.body.get(key, [])
-                  if isinstance(item, list) and len(item) > 1]
+        queued = [
+            item[1]
+            for key in ("queue_running", "queue_pending")
+            for item in o.body.get(key, [])
+            if isinstance(item, list) and len(item) > 1
+        ]
         if pid in queued:
             return Record((LookupConcluded([pid], "adopt"), RemoteJobAccepted(pid, via="lookup")))
         return None
@@ -416,7 +586,9 @@ def _history_result(state: JobState, pid: str) -> Action | None:
     o = polls[-1].outcome
     if isinstance(o, RequestFailed):
         if pending_retry(state, "history") is not None:
-            return _req(state, "history", "GET", f"/history/{pid}", not_before=retry_time(state, "history"))
+            return _req(
+                state, "history", "GET", f"/history/{pid}", not_before=retry_time(state, "history")
+            )
         if retries(state, "history") < 1:
             return Record((RetryScheduled("history", 1, 0.5, f"network: {o.error}"),))
         return _unreachable(state, o)
@@ -427,37 +599,76 @@ def _history_result(state: JobState, pid: str) -> Action | None:
     if status.get("status_str") == "error":
         for name, data in status.get("messages") or []:
             if name == "execution_error":
-                return Record((JobFailed("execution_error", f"ComfyUI: {data.get('node_type')} failed: "
-                                         f"{str(data.get('exception_message', '')).strip()}"),))
+                return Record(
+                    (
+                        JobFailed(
+                            "execution_error",
+                            f"ComfyUI: {data.get('node_type')} failed: "
+                            f"{str(data.get('exception_message', '')).strip()}",
+                        ),
+                    )
+                )
             if name == "execution_interrupted":
                 return Record((JobFailed("interrupted", "ComfyUI interrupted the prompt"),))
         return Record((JobFailed("execution_error", "ComfyUI reported an error without details"),))
-    images = [img for node in (entry.get("outputs") or {}).values() for img in node.get("images", [])]
+    images = [
+        img for node in (entry.get("outputs") or {}).values() for img in node.get("images", [])
+    ]
     if not images:
-        return Record((JobFailed("no_output", "ComfyUI finished without an image (was the output cached or "
-                                 "dropped? see `imagen show`)"),))
+        return Record(
+            (
+                JobFailed(
+                    "no_output",
+                    "ComfyUI finished without an image (was the output cached or "
+                    "dropped? see `imagen show`)",
+                ),
+            )
+        )
     img = images[0]
     req = state.request
     assert req is not None
-    query = urlencode({"filename": img["filename"], "subfolder": img.get("subfolder", ""),
-                       "type": img.get("type", "output")})
+    query = urlencode(
+        {
+            "filename": img["filename"],
+            "subfolder": img.get("subfolder", ""),
+            "type": img.get("type", "output"),
+        }
+    )
     downloads = exchanges(state, "download")
-    store = StoreImage(request_id(state, "download"), f"{_url(state)}/view?{query}", req.output_path,
-                       expected_format="png", overwrite=req.overwrite, timeout_s=60,
-                       auth_env=_cfg(state).get("token_env"))
-    if not downloads or downloads[-1].outcome is None or pending_retry(state, "download") is not None:
+    store = StoreImage(
+        request_id(state, "download"),
+        f"{_url(state)}/view?{query}",
+        req.output_path,
+        expected_format="png",
+        overwrite=req.overwrite,
+        timeout_s=60,
+        auth_env=_cfg(state).get("token_env"),
+    )
+    if (
+        not downloads
+        or downloads[-1].outcome is None
+        or pending_retry(state, "download") is not None
+    ):
         return store
     last = downloads[-1].outcome
     if isinstance(last, RequestFailed) and last.error == "exists":
         return Record((JobFailed("output_exists", last.message, 2),))
     if retries(state, "download") < 1:
         return Record((RetryScheduled("download", 1, 0.2, "download failed"),))
-    return Record((JobFailed("download_failed", f"could not fetch the image from ComfyUI: "
-                             f"{getattr(last, 'message', None) or f'HTTP {last.status}'}"),))  # type: ignore[union-attr]
+    return Record(
+        (
+            JobFailed(
+                "download_failed",
+                f"could not fetch the image from ComfyUI: "
+                f"{getattr(last, 'message', None) or f'HTTP {last.status}'}",
+            ),
+        )
+    )  # type: ignore[union-attr]
 
 
-def _poll_history(state: JobState, pid: str, *, immediate: bool,
-                  deadline: datetime | None = None) -> Action:
+def _poll_history(
+    state: JobState, pid: str, *, immediate: bool, deadline: datetime | None = None
+) -> Action:
     assert state.now is not None
     polls = exchanges(state, "history")
     interval = float(_cfg(state).get("poll_interval_s") or 0.5)
@@ -475,8 +686,11 @@ def _cancel(state: JobState) -> Action:
     interrupts = exchanges(state, "interrupt")
     if pid and not interrupts:
         return _req(state, "interrupt", "POST", "/interrupt", {"prompt_id": pid}, timeout_s=5)
-    done = bool(interrupts) and isinstance(interrupts[-1].outcome, ResponseReceived) and \
-        interrupts[-1].outcome.status == 200  # type: ignore[union-attr]
+    done = (
+        bool(interrupts)
+        and isinstance(interrupts[-1].outcome, ResponseReceived)
+        and interrupts[-1].outcome.status == 200
+    )  # type: ignore[union-attr]
     return Record((JobCancelled(state.cancel.reason, remote_cancelled=done),))
 
 
@@ -486,15 +700,32 @@ def _result(state: JobState) -> dict[str, Any]:
     cfg = _cfg(state)
     vram = None
     stats = exchanges(state, "system_stats")
-    if stats and isinstance(stats[-1].outcome, ResponseReceived) and isinstance(stats[-1].outcome.body, dict):
+    if (
+        stats
+        and isinstance(stats[-1].outcome, ResponseReceived)
+        and isinstance(stats[-1].outcome.body, dict)
+    ):
         devices = stats[-1].outcome.body.get("devices") or []
         if devices and devices[0].get("vram_total") is not None:
             vram = round((devices[0]["vram_total"] - devices[0].get("vram_free", 0)) / 2**20)
-    latency = round((state.now - state.started_at).total_seconds() * 1000) if state.now and state.started_at else None
+    latency = (
+        round((state.now - state.started_at).total_seconds() * 1000)
+        if state.now and state.started_at
+        else None
+    )
     return {
-        "model": cfg.get("unet") or DEFAULT_MODEL, "seed_used": req.params["seed"], "latency_ms": latency,
-        "steps": req.params["steps"], "sampler": cfg.get("sampler"), "scheduler": cfg.get("scheduler"),
-        "width": state.image.width, "height": state.image.height, "prompt_id": state.remote_id,
-        "client_id": client_id(state), "vram_used_mib": vram, "workflow": cfg.get("workflow") or "flux-schnell",
-        "path": state.image.path, "sha256": state.image.sha256,
+        "model": cfg.get("unet") or DEFAULT_MODEL,
+        "seed_used": req.params["seed"],
+        "latency_ms": latency,
+        "steps": req.params["steps"],
+        "sampler": cfg.get("sampler"),
+        "scheduler": cfg.get("scheduler"),
+        "width": state.image.width,
+        "height": state.image.height,
+        "prompt_id": state.remote_id,
+        "client_id": client_id(state),
+        "vram_used_mib": vram,
+        "workflow": cfg.get("workflow") or "flux-schnell",
+        "path": state.image.path,
+        "sha256": state.image.sha256,
     }

@@ -157,8 +157,12 @@ def model_input(state: JobState) -> dict[str, Any]:
     req = state.request
     assert req is not None
     p = req.params
-    inp: dict[str, Any] = {"prompt": req.prompt, "seed": p["seed"], "aspect_ratio": p["aspect_ratio"],
-                           "output_format": p["output_format"]}
+    inp: dict[str, Any] = {
+        "prompt": req.prompt,
+        "seed": p["seed"],
+        "aspect_ratio": p["aspect_ratio"],
+        "output_format": p["output_format"],
+    }
     if model_name(req.model) in MAX_STEPS:
         inp["num_outputs"] = 1
         if p.get("steps"):
@@ -176,17 +180,36 @@ def _create(state: JobState, not_before: str | None = None) -> HttpRequest:
     wait = max(1, min(int(_cfg(state).get("wait_s") or 60), 60, int(timeout)))
     ref, _, version = req.model.partition(":")
     if version:
-        url, body = f"{_base(state)}/v1/predictions", {"version": version, "input": model_input(state)}
+        url, body = (
+            f"{_base(state)}/v1/predictions",
+            {"version": version, "input": model_input(state)},
+        )
     else:
         url, body = f"{_base(state)}/v1/models/{ref}/predictions", {"input": model_input(state)}
     headers = (("Prefer", f"wait={wait}"), ("Cancel-After", f"{max(5, int(timeout))}s"))
-    return HttpRequest(request_id(state, "create"), "create", "POST", url, headers, body,
-                       timeout_s=wait + 10, auth_env=_token_env(state), not_before=not_before)
+    return HttpRequest(
+        request_id(state, "create"),
+        "create",
+        "POST",
+        url,
+        headers,
+        body,
+        timeout_s=wait + 10,
+        auth_env=_token_env(state),
+        not_before=not_before,
+    )
 
 
 def _get(state: JobState, purpose: str, url: str, not_before: str | None = None) -> HttpRequest:
-    return HttpRequest(request_id(state, purpose), purpose, "GET", url, timeout_s=15,
-                       auth_env=_token_env(state), not_before=not_before)
+    return HttpRequest(
+        request_id(state, purpose),
+        purpose,
+        "GET",
+        url,
+        timeout_s=15,
+        auth_env=_token_env(state),
+        not_before=not_before,
+    )
 
 
 def _retry_after(outcome: ResponseReceived, attempt: int, base: float) -> float:
@@ -210,39 +233,94 @@ def _detail(outcome: ResponseReceived) -> str:
     return f"HTTP {outcome.status}"
 
 
-def _http_failure(state: JobState, purpose: str, outcome: ResponseReceived, retry: Action | None) -> Action:
+def _http_failure(
+    state: JobState, purpose: str, outcome: ResponseReceived, retry: Action | None
+) -> Action:
     """Answers that are not a prediction: what they mean and whether to try again."""
     status = outcome.status
     base = float(_cfg(state).get("retry_base_s") or 1.0)
     if status == 401:
-        return Record((JobFailed("unauthorized", f"Replicate rejected the API token: set "
-                                 f"{_token_env(state)} to a valid token", 3),))
+        return Record(
+            (
+                JobFailed(
+                    "unauthorized",
+                    f"Replicate rejected the API token: set {_token_env(state)} to a valid token",
+                    3,
+                ),
+            )
+        )
     if status == 402:
-        return Record((JobFailed("out_of_credit", f"Replicate: out of credit ({_detail(outcome)})", 3),))
+        return Record(
+            (JobFailed("out_of_credit", f"Replicate: out of credit ({_detail(outcome)})", 3),)
+        )
     if status == 422:
         body = outcome.body if isinstance(outcome.body, dict) else {}
-        fields = "; ".join(f"{f.get('field')}: {f.get('description')}" for f in body.get("invalid_fields") or [])
-        return Record((JobFailed("invalid_input", f"Replicate rejected the input: {fields or _detail(outcome)}", 2),))
+        fields = "; ".join(
+            f"{f.get('field')}: {f.get('description')}" for f in body.get("invalid_fields") or []
+        )
+        return Record(
+            (
+                JobFailed(
+                    "invalid_input",
+                    f"Replicate rejected the input: {fields or _detail(outcome)}",
+                    2,
+                ),
+            )
+        )
     if status == 429:
         n = retries(state, purpose, "429")
         if n < MAX_429_RETRIES and retry is not None:
-            return Record((RetryScheduled(purpose, n + 1, _retry_after(outcome, n, base), "429 rate limited"),))
-        return Record((JobFailed("rate_limited", f"Replicate kept rate-limiting after {n} retries: {_detail(outcome)}", 3),))
+            return Record(
+                (
+                    RetryScheduled(
+                        purpose, n + 1, _retry_after(outcome, n, base), "429 rate limited"
+                    ),
+                )
+            )
+        return Record(
+            (
+                JobFailed(
+                    "rate_limited",
+                    f"Replicate kept rate-limiting after {n} retries: {_detail(outcome)}",
+                    3,
+                ),
+            )
+        )
     if status >= 500:
         if retries(state, purpose, "5xx") < 1 and retry is not None:
             return Record((RetryScheduled(purpose, 1, base, f"5xx HTTP {status}"),))
-        return Record((JobFailed("server_error", f"Replicate answered HTTP {status} twice: {_detail(outcome)}", 3),))
+        return Record(
+            (
+                JobFailed(
+                    "server_error", f"Replicate answered HTTP {status} twice: {_detail(outcome)}", 3
+                ),
+            )
+        )
     if status == 404:
-        return Record((JobFailed("not_found", f"Replicate: not found ({_detail(outcome)}); check the model name", 2),))
-    return Record((JobFailed("unexpected", f"Replicate answered HTTP {status}: {_detail(outcome)}"),))
+        return Record(
+            (
+                JobFailed(
+                    "not_found",
+                    f"Replicate: not found ({_detail(outcome)}); check the model name",
+                    2,
+                ),
+            )
+        )
+    return Record(
+        (JobFailed("unexpected", f"Replicate answered HTTP {status}: {_detail(outcome)}"),)
+    )
 
 
 def _snapshot(state: JobState) -> dict[str, Any] | None:
     """The latest prediction object we received for our remote id."""
     for rec in reversed(state.history):
         e = rec.event
-        if isinstance(e, ResponseReceived) and isinstance(e.body, dict) and e.body.get("id") == state.remote_id \
-                and "status" in e.body:
+        if (
+            isinstance(e, ResponseReceived)
+            and isinstance(e.body, dict)
+            and e.body.get("id") == state.remote_id
+            and "status" in e.body
+        ):
             return e.body
     return None
 
@@ -262,7 +340,11 @@ def _lookup_url(state: JobState, sent_at: datetime) -> str:
 def _matches(state: JobState) -> list[str]:
     """Predictions in the lookup pages whose input is the input this job sent."""
     creates = exchanges(state, "create")
-    sent = creates[-1].sent.body.get("input", {}) if creates and isinstance(creates[-1].sent.body, dict) else {}
+    sent = (
+        creates[-1].sent.body.get("input", {})
+        if creates and isinstance(creates[-1].sent.body, dict)
+        else {}
+    )
     found: list[str] = []
     for ex in _lookups_since_create(state):
         body = ex.outcome.body if isinstance(ex.outcome, ResponseReceived) else None
@@ -295,8 +377,14 @@ def _cancel(state: JobState) -> Action:
         cancels = exchanges(state, "cancel")
         if not cancels or (pending_retry(state, "cancel") and len(cancels) < 2):
             url = f"{_base(state)}/v1/predictions/{state.remote_id}/cancel"
-            return HttpRequest(request_id(state, "cancel"), "cancel", "POST", url, timeout_s=15,
-                               auth_env=_token_env(state))
+            return HttpRequest(
+                request_id(state, "cancel"),
+                "cancel",
+                "POST",
+                url,
+                timeout_s=15,
+                auth_env=_token_env(state),
+            )
         last = cancels[-1].outcome
         if isinstance(last, ResponseReceived) and last.status == 200:
             return Record((JobCancelled(reason, remote_cancelled=True),))
@@ -327,17 +415,27 @@ def _decide_lookup(state: JobState, create: Any) -> Action | None:
             return _get(state, "lookup", str(body["next"]))
         matches = _matches(state)
         if len(matches) == 1:
-            return Record((LookupConcluded(matches, "adopt"), RemoteJobAccepted(matches[0], via="lookup")))
+            return Record(
+                (LookupConcluded(matches, "adopt"), RemoteJobAccepted(matches[0], via="lookup"))
+            )
         if not matches:
             if isinstance(_after(state, LookupConcluded, create.sent_at.version), LookupConcluded):
                 return None
             return Record((LookupConcluded([], "create"),))
         return Record((LookupConcluded(matches, "ambiguous"),))
     if retries(state, "lookup") < 1:
-        return Record((RetryScheduled("lookup", 1, float(_cfg(state).get("retry_base_s") or 1.0), "lookup failed"),))
-    return Halt(f"the create request may have reached Replicate but the lookup failed "
-                f"({_describe(last.outcome)}); resume later, or `imagen resume {state.job_id} --force-new` "
-                "to create a new prediction (possibly paying twice)")
+        return Record(
+            (
+                RetryScheduled(
+                    "lookup", 1, float(_cfg(state).get("retry_base_s") or 1.0), "lookup failed"
+                ),
+            )
+        )
+    return Halt(
+        f"the create request may have reached Replicate but the lookup failed "
+        f"({_describe(last.outcome)}); resume later, or `imagen resume {state.job_id} --force-new` "
+        "to create a new prediction (possibly paying twice)"
+    )
 
 
 def _describe(outcome: Any) -> str:
@@ -351,11 +449,19 @@ def decide(state: JobState) -> Action:
     assert req is not None
     if state.image is not None:
         snap = _snapshot(state) or {}
-        return Record((JobSucceeded({
-            "prediction_id": state.remote_id, "metrics": snap.get("metrics"),
-            "seed_used": _seed_from_logs(snap.get("logs")) or req.params.get("seed"),
-            "path": state.image.path, "sha256": state.image.sha256,
-        }),))
+        return Record(
+            (
+                JobSucceeded(
+                    {
+                        "prediction_id": state.remote_id,
+                        "metrics": snap.get("metrics"),
+                        "seed_used": _seed_from_logs(snap.get("logs")) or req.params.get("seed"),
+                        "path": state.image.path,
+                        "sha256": state.image.sha256,
+                    }
+                ),
+            )
+        )
     if state.cancel is not None:
         return _cancel(state)
 
@@ -369,9 +475,11 @@ def decide(state: JobState) -> Action:
         if forced is not None or (concluded is not None and concluded.decision == "create"):
             return _create(state)
         if concluded is not None and concluded.decision == "ambiguous":
-            return Halt(f"{len(concluded.matches)} predictions match this job's input "
-                        f"({', '.join(concluded.matches)}); imagen will not guess which one is "
-                        f"yours: `imagen resume {state.job_id} --force-new` creates a new one")
+            return Halt(
+                f"{len(concluded.matches)} predictions match this job's input "
+                f"({', '.join(concluded.matches)}); imagen will not guess which one is "
+                f"yours: `imagen resume {state.job_id} --force-new` creates a new one"
+            )
         if pending_retry(state, "create") is not None:
             return _create(state, retry_time(state, "create"))
         outcome = last.outcome
@@ -380,13 +488,39 @@ def decide(state: JobState) -> Action:
         if isinstance(outcome, RequestFailed):
             if outcome.error == "refused":
                 if retries(state, "create", "refused") < 1:
-                    return Record((RetryScheduled("create", 1, float(_cfg(state).get("retry_base_s") or 1.0),
-                                                  "refused: connection refused"),))
-                return Record((JobFailed("unreachable", f"cannot reach Replicate at {_base(state)}: {outcome.message}", 3),))
+                    return Record(
+                        (
+                            RetryScheduled(
+                                "create",
+                                1,
+                                float(_cfg(state).get("retry_base_s") or 1.0),
+                                "refused: connection refused",
+                            ),
+                        )
+                    )
+                return Record(
+                    (
+                        JobFailed(
+                            "unreachable",
+                            f"cannot reach Replicate at {_base(state)}: {outcome.message}",
+                            3,
+                        ),
+                    )
+                )
             # Reset or timed out after sending: the prediction may exist. Look before paying again.
             return _decide_lookup(state, last) or _create(state)
-        if outcome.status in (200, 201, 202) and isinstance(outcome.body, dict) and outcome.body.get("id"):
-            return Record((RemoteJobAccepted(outcome.body["id"], url=str((outcome.body.get("urls") or {}).get("get", ""))),))
+        if (
+            outcome.status in (200, 201, 202)
+            and isinstance(outcome.body, dict)
+            and outcome.body.get("id")
+        ):
+            return Record(
+                (
+                    RemoteJobAccepted(
+                        outcome.body["id"], url=str((outcome.body.get("urls") or {}).get("get", ""))
+                    ),
+                )
+            )
         return _http_failure(state, "create", outcome, retry=_create(state))
 
     snap = _snapshot(state)
@@ -394,10 +528,23 @@ def decide(state: JobState) -> Action:
     if snap is not None and status == "succeeded":
         return _download(state, snap)
     if status == "failed":
-        return Record((JobFailed("prediction_failed", f"Replicate: the prediction failed: {snap.get('error')}"),))  # type: ignore[union-attr]
+        return Record(
+            (
+                JobFailed(
+                    "prediction_failed", f"Replicate: the prediction failed: {snap.get('error')}"
+                ),
+            )
+        )  # type: ignore[union-attr]
     if status in ("canceled", "aborted"):
-        return Record((JobFailed("prediction_canceled", f"Replicate: the prediction was {status} "
-                                 f"{'(deadline reached)' if snap.get('deadline') else ''}".rstrip()),))  # type: ignore[union-attr]
+        return Record(
+            (
+                JobFailed(
+                    "prediction_canceled",
+                    f"Replicate: the prediction was {status} "
+                    f"{'(deadline reached)' if snap.get('deadline') else ''}".rstrip(),
+                ),
+            )
+        )  # type: ignore[union-attr]
     return _poll(state)
 
 
@@ -407,8 +554,10 @@ def _poll(state: JobState) -> Action:
     url = f"{_base(state)}/v1/predictions/{state.remote_id}"
     polls = exchanges(state, "poll")
     last = polls[-1] if polls else None
-    if last is not None and last.outcome is not None and not (
-        isinstance(last.outcome, ResponseReceived) and last.outcome.status == 200
+    if (
+        last is not None
+        and last.outcome is not None
+        and not (isinstance(last.outcome, ResponseReceived) and last.outcome.status == 200)
     ):
         if pending_retry(state, "poll") is None:
             o = last.outcome
@@ -416,8 +565,12 @@ def _poll(state: JobState) -> Action:
                 return _http_failure(state, "poll", o, retry=_get(state, "poll", url))
             failed_in_a_row = sum(1 for _ in _trailing_failures(polls))
             if failed_in_a_row < 2:
-                return Record((RetryScheduled("poll", failed_in_a_row, 0.5, f"network: {o.error}"),))
-            return Record((JobFailed("unreachable", f"lost Replicate while polling: {o.message}", 3),))
+                return Record(
+                    (RetryScheduled("poll", failed_in_a_row, 0.5, f"network: {o.error}"),)
+                )
+            return Record(
+                (JobFailed("unreachable", f"lost Replicate while polling: {o.message}", 3),)
+            )
         return _get(state, "poll", url, retry_time(state, "poll"))
     deadline = state.started_at + timedelta(seconds=float(req.params.get("timeout_s") or 60))
     interval = float(_cfg(state).get("poll_interval_s") or 0.5)
@@ -442,27 +595,50 @@ def _download(state: JobState, snap: dict[str, Any]) -> Action:
     assert req is not None
     url = _first_output(snap)
     if url is None or snap.get("data_removed"):
-        return Record((JobFailed("output_deleted", "Replicate no longer has this prediction's output "
-                                 "(API outputs are kept about an hour); the prediction was still paid for"),))
+        return Record(
+            (
+                JobFailed(
+                    "output_deleted",
+                    "Replicate no longer has this prediction's output "
+                    "(API outputs are kept about an hour); the prediction was still paid for",
+                ),
+            )
+        )
     downloads = exchanges(state, "download")
     auth = _token_env(state) if url.startswith(_base(state)) else None
     max_bytes = int(float(_cfg(state).get("max_image_mb") or 64) * 1024 * 1024)
-    store = StoreImage(request_id(state, "download"), url, req.output_path,
-                       expected_format=req.params.get("output_format"), max_bytes=max_bytes,
-                       overwrite=req.overwrite, timeout_s=60, auth_env=auth)
+    store = StoreImage(
+        request_id(state, "download"),
+        url,
+        req.output_path,
+        expected_format=req.params.get("output_format"),
+        max_bytes=max_bytes,
+        overwrite=req.overwrite,
+        timeout_s=60,
+        auth_env=auth,
+    )
     if not downloads or pending_retry(state, "download") is not None:
         return store
     last = downloads[-1].outcome
     if last is None:
         return store  # the process died mid-download: downloading again is free
     if isinstance(last, ResponseReceived) and last.status in (404, 410):
-        return Record((JobFailed("output_deleted", f"Replicate no longer serves the output (HTTP {last.status}); "
-                                 "API outputs are kept about an hour; the prediction was still paid for"),))
+        return Record(
+            (
+                JobFailed(
+                    "output_deleted",
+                    f"Replicate no longer serves the output (HTTP {last.status}); "
+                    "API outputs are kept about an hour; the prediction was still paid for",
+                ),
+            )
+        )
     if isinstance(last, RequestFailed) and last.error == "exists":
         return Record((JobFailed("output_exists", last.message, 2),))
     if retries(state, "download") < 1:
         return Record((RetryScheduled("download", 1, 0.2, f"download: {_describe(last)}"),))
-    return Record((JobFailed("download_failed", f"could not download the image: {_describe(last)}"),))
+    return Record(
+        (JobFailed("download_failed", f"could not download the image: {_describe(last)}"),)
+    )
 
 
 def _seed_from_logs(logs: Any) -> int | None:

@@ -42,7 +42,9 @@ def upgrade(branch: Literal["ledger", "usage"] = "ledger", /, *, url: str | None
     else:
         target = url or cfg.usage.database_url
         if not target:
-            raise UserError("no usage database: set [usage] database_url or IMAGEN_USAGE_DATABASE_URL")
+            raise UserError(
+                "no usage database: set [usage] database_url or IMAGEN_USAGE_DATABASE_URL"
+            )
     if target.startswith("postgresql://"):
         target = "postgresql+psycopg://" + target.removeprefix("postgresql://")
     engine = create_engine(target)
@@ -50,7 +52,9 @@ def upgrade(branch: Literal["ledger", "usage"] = "ledger", /, *, url: str | None
         with engine.connect() as conn, conn.begin():
             command.upgrade(alembic_config(conn, branch), f"{branch}@head")
     except OperationalError as exc:
-        raise UserError(f"cannot connect to the {branch} database: {str(exc.orig).strip().splitlines()[0]}") from None
+        raise UserError(
+            f"cannot connect to the {branch} database: {str(exc.orig).strip().splitlines()[0]}"
+        ) from None
     finally:
         engine.dispose()
     print(f"{branch} at head")

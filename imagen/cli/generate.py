@@ -114,7 +114,22 @@ def generate(
         context.err(f"imagen: error: {message}")
     if code == ExitCode.OK and state.image:
         _after_success(state, cfg, preview)
+    sync_usage_best_effort(store, cfg)
     return int(code)
+
+
+def sync_usage_best_effort(store, cfg) -> None:  # type: ignore[no-untyped-def]
+    """After a job: send usage with a short timeout; a failure is one warning, never a failed image."""
+    if not cfg.usage.supabase_url:
+        return
+    from imagen.usage_remote import SyncError, sync
+
+    try:
+        sync(store, cfg, context.ENV, timeout_s=3.0)
+    except SyncError as exc:
+        context.err(
+            f"imagen: warning: usage not synced ({exc}); it stays queued for `imagen usage sync`"
+        )
 
 
 def _after_success(state, cfg, flag: bool | None) -> None:  # type: ignore[no-untyped-def]

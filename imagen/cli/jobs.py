@@ -216,4 +216,8 @@ def resume(
         worst = code if worst == ExitCode.OK else worst
     if all_ and not ids:
         context.err("imagen: no interrupted jobs")
+    if ids:
+        from imagen.cli.generate import sync_usage_best_effort
+
+        sync_usage_best_effort(store, context.config())
     return int(worst)

@@ -57,8 +57,11 @@ def usage(
         from imagen import usage_local
 
         store = context.store()
-        data = (usage_local.rows(store, since=since_t, until=until_t) if raw
-                else usage_local.grouped(store, keys, since=since_t, until=until_t))
+        data = (
+            usage_local.rows(store, since=since_t, until=until_t)
+            if raw
+            else usage_local.grouped(store, keys, since=since_t, until=until_t)
+        )
     if json_output:
         print(json.dumps(data, default=str))
         return
@@ -71,7 +74,15 @@ def _table(data: list[dict], raw: bool, keys: list[str]) -> None:
 
     table = Table(show_footer=not raw)
     if raw:
-        cols = ["created_at", "backend", "model", "seed", "latency_ms", "cost_usd_estimate", "caller"]
+        cols = [
+            "created_at",
+            "backend",
+            "model",
+            "seed",
+            "latency_ms",
+            "cost_usd_estimate",
+            "caller",
+        ]
         for c in cols:
             table.add_column(c)
         for r in data:
@@ -87,8 +98,12 @@ def _table(data: list[dict], raw: bool, keys: list[str]) -> None:
         table.add_column("cost_usd", footer=f"{total_cost:.3f}", justify="right")
         table.add_column("mean_latency_ms", footer=_fmt(mean), justify="right")
         for r in data:
-            table.add_row(*[_fmt(r[k]) for k in keys], str(r["images"]),
-                          f"{r['cost_usd'] or 0:.3f}", _fmt(r["mean_latency_ms"]))
+            table.add_row(
+                *[_fmt(r[k]) for k in keys],
+                str(r["images"]),
+                f"{r['cost_usd'] or 0:.3f}",
+                _fmt(r["mean_latency_ms"]),
+            )
     Console().print(table)
 
 
@@ -118,6 +133,8 @@ def sync(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> i
     if json_output:
         print(json.dumps(result.as_dict()))
     else:
-        print(f"sent {result.sent} row(s) in {result.batches} batch(es); "
-              f"{result.pending} pending; ledger head {result.head_position} reported")
+        print(
+            f"sent {result.sent} row(s) in {result.batches} batch(es); "
+            f"{result.pending} pending; ledger head {result.head_position} reported"
+        )
     return 0

@@ -11,8 +11,17 @@ from typing import Any
 from imagen.events import JobFailed, JobSucceeded, RemoteJobAccepted
 from imagen.job import JobState, iso
 
-COLUMNS = ("id", "created_at", "backend", "model", "seed", "prompt_hash", "latency_ms",
-           "cost_usd_estimate", "caller")
+COLUMNS = (
+    "id",
+    "created_at",
+    "backend",
+    "model",
+    "seed",
+    "prompt_hash",
+    "latency_ms",
+    "cost_usd_estimate",
+    "caller",
+)
 
 
 def prompt_hash(prompt: str) -> str:
@@ -25,7 +34,11 @@ def usage_row(state: JobState) -> dict[str, Any] | None:
     req, end = state.request, state.terminal
     if req is None or end is None:
         return None
-    paid_and_failed = isinstance(end, JobFailed) and state.last(RemoteJobAccepted) is not None and bool(req.price_usd)
+    paid_and_failed = (
+        isinstance(end, JobFailed)
+        and state.last(RemoteJobAccepted) is not None
+        and bool(req.price_usd)
+    )
     if not (isinstance(end, JobSucceeded) or paid_and_failed):
         return None
     ended = state.history[-1].at

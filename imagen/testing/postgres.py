@@ -71,18 +71,43 @@ class PostgresCluster:
             cmd = ["runuser", "-u", self._user, "--", *cmd]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
-            raise RuntimeError(f"{argv[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
+            raise RuntimeError(
+                f"{argv[0]} failed: {result.stderr.strip() or result.stdout.strip()}"
+            )
 
     def start(self) -> PostgresCluster:
         if self._user:
             shutil.chown(self._tmp, self._user, self._user)
-        self._run(self._initdb, "-D", str(self._data), "-A", "trust", "-U", self.superuser,
-                  "-E", "UTF8", "--no-sync")
-        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self._tmp} -c fsync=off "
-                "-c max_connections=200")
+        self._run(
+            self._initdb,
+            "-D",
+            str(self._data),
+            "-A",
+            "trust",
+            "-U",
+            self.superuser,
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+        opts = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self._tmp} -c fsync=off "
+            "-c max_connections=200"
+        )
         # pg_ctl -w returns only once the server accepts connections: our readiness check.
-        self._run(self._pg_ctl, "-D", str(self._data), "-o", opts, "-l", str(self._tmp / "log"),
-                  "-w", "-t", "60", "start")
+        self._run(
+            self._pg_ctl,
+            "-D",
+            str(self._data),
+            "-o",
+            opts,
+            "-l",
+            str(self._tmp / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         return self
 
     def stop(self) -> None:
