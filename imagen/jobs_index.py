@@ -5,8 +5,6 @@ It is derived data: dropped and rebuilt whenever its version changes (or `imagen
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -24,17 +22,13 @@ from sqlalchemy import (
     update,
 )
 
-from imagen.environment import Environment
-from imagen.job import parse_time
-from imagen.liveness import owner_alive
+from imagen.jobs_query import CHECKPOINT, TABLE  # noqa: E402
 from imagen.projections import jobs as projection
 from ledger import EventStore
 
-CHECKPOINT = "imagen.jobs.v1"
-
 metadata = MetaData()
 jobs = Table(
-    "imagen_jobs_v1",
+    TABLE,
     metadata,
     Column("job_id", String(200), primary_key=True),
     Column("created_at", String(32), index=True),
@@ -102,64 +96,3 @@ def reset(store: EventStore) -> None:
     with store.transaction() as conn:
         conn.execute(delete(jobs))
         store.set_checkpoint(CHECKPOINT, 0, conn)
-
-
-def query(
-    store: EventStore,
-    env: Environment,
-    *,
-    since: str | None = None,
-    status: str | None = None,
-    backend: str | None = None,
-    caller: str | None = None,
-    limit: int | None = 50,
-) -> Iterator[dict[str, Any]]:
-    """Newest first; each row carries `status` with process liveness applied."""
-    stmt = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.job_id)
-    if since:
-        stmt = stmt.where(jobs.c.created_at >= since)
-    if backend:
-        stmt = stmt.where(jobs.c.backend == backend)
-    if caller:
-        stmt = stmt.where(jobs.c.caller == caller)
-    unfinished = ("running", "requested", "interrupted")
-    if status in ("running", "interrupted"):
-        stmt = stmt.where(jobs.c.status.in_(unfinished))  # liveness is decided per row below
-    elif status:
-        stmt = stmt.where(jobs.c.status == status)
-    count = 0
-    with store.engine.connect() as conn:
-        for row in conn.execution_options(yield_per=200).execute(stmt):
-            r = dict(row._mapping)
-            r["status"] = effective_status(r, env)
-            if status and r["status"] != status:
-                continue
-            yield r
-            count += 1
-            if limit and count >= limit:
-                return
-
-
-def effective_status(row: dict[str, Any], env: Environment) -> str:
-    """running only while the owning process is alive (same host) or its lease holds."""
-    if row["status"] not in ("running", "requested"):
-        return row["status"]
-    alive = owner_alive(
-        pid=row["pid"],
-        host=row["host"],
-        started=row["proc_start"],
-        claimed_at=parse_time(row["claimed_at"]) if row["claimed_at"] else None,
-        lease_seconds=row["lease_seconds"],
-        my_host=env.host,
-        now=env.clock(),
-    )
-    return "running" if alive else "interrupted"
-
-
-def since_text(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def count_interrupted(store: EventStore, env: Environment) -> int:
-    catch_up(store)
-    return sum(1 for _ in query(store, env, status="interrupted", limit=None))

@@ -9,6 +9,11 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imagen.environment import Environment
+    from imagen.job import JobState
 
 
 def proc_start(pid: int) -> str:
@@ -40,3 +45,19 @@ def owner_alive(
     if claimed_at is None:
         return False
     return (now - claimed_at).total_seconds() < (lease_seconds or 0)
+
+
+def job_owner_alive(state: JobState, env: Environment) -> bool:
+    """Is the process that last claimed this unfinished job still driving it?"""
+    claim = state.claim
+    if claim is None or state.finished or state.interrupted is not None:
+        return False
+    return owner_alive(
+        pid=claim.pid,
+        host=claim.host,
+        started=claim.proc_start,
+        claimed_at=state.claim_at,
+        lease_seconds=claim.lease_seconds,
+        my_host=env.host,
+        now=env.clock(),
+    )

@@ -40,11 +40,12 @@ from imagen.events import (
     StreamClosed,
     StreamMessage,
     StreamOpened,
-    from_data,
     redact_headers,
 )
-from imagen.job import JobState, Recorded, evolve, fold, parse_time
-from ledger import ConcurrencyError, EventStore, NewEvent, RecordedEvent
+from imagen.job import JobState, Recorded, evolve, parse_time
+from imagen.liveness import job_owner_alive as owner_alive  # noqa: F401  (re-export)
+from imagen.replay import load, to_recorded
+from ledger import ConcurrencyError, EventStore, NewEvent
 
 LEASE_SECONDS = 120.0
 MAX_STEPS = 5000
@@ -100,35 +101,6 @@ class Terminated(BaseException):
     def __init__(self, signame: str) -> None:
         super().__init__(signame)
         self.signame = signame
-
-
-def to_recorded(e: RecordedEvent) -> Recorded:
-    return Recorded(
-        from_data(e.type, e.schema_version, e.data),
-        e.stream_version,
-        parse_time(e.recorded_at),
-        e.position,
-    )
-
-
-def load(store: EventStore, job_id: str) -> JobState:
-    return fold(job_id, [to_recorded(e) for e in store.read_stream(job_id)])
-
-
-def owner_alive(state: JobState, env: Environment) -> bool:
-    """Is the process that last claimed this unfinished job still driving it?"""
-    claim = state.claim
-    if claim is None or state.finished or state.interrupted is not None:
-        return False
-    return liveness.owner_alive(
-        pid=claim.pid,
-        host=claim.host,
-        started=claim.proc_start,
-        claimed_at=state.claim_at,
-        lease_seconds=claim.lease_seconds,
-        my_host=env.host,
-        now=env.clock(),
-    )
 
 
 class Runner:

@@ -16,7 +16,6 @@ from imagen.exit_codes import ExitCode
 from imagen.job import JobState
 from imagen.pricing import price_for
 from imagen.request import BadInput, GenerateInputs, file_name
-from ledger import EventStore
 
 
 def new_job_id() -> str:
@@ -125,7 +124,7 @@ def failure_message(state: JobState) -> str | None:
     return None
 
 
-def resolve_job_id(store: EventStore, prefix: str) -> str:
+def resolve_job_id(store: Any, prefix: str) -> str:
     found = store.streams_with_prefix(prefix, limit=2) if prefix else []
     if not found:
         raise UserError(f"no job matches {prefix!r} (see `imagen jobs`)", ExitCode.NOT_FOUND)

@@ -2,11 +2,30 @@
 
 It knows nothing about images: streams of typed JSON events, a global order, optimistic
 concurrency per stream, checkpoints for projections, and `verify` for the chain.
+
+`open_reader` gives read-only access; on SQLite it uses the standard library alone, so
+read-only commands start without importing SQLAlchemy.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from ledger.errors import ConcurrencyError, LedgerError, SchemaTooNewError
 from ledger.events import NewEvent, RecordedEvent
-from ledger.store import EventStore, Head, VerifyReport, open_store
+from ledger.reader import SqliteReader, open_reader
+
+if TYPE_CHECKING:
+    from ledger.store import EventStore, Head, VerifyReport, open_store
+
+_LAZY = {"EventStore", "Head", "VerifyReport", "open_store"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from ledger import store
+
+        return getattr(store, name)
+    raise AttributeError(name)
+
 
 __all__ = [
     "ConcurrencyError",
@@ -16,6 +35,8 @@ __all__ = [
     "NewEvent",
     "RecordedEvent",
     "SchemaTooNewError",
+    "SqliteReader",
     "VerifyReport",
+    "open_reader",
     "open_store",
 ]

@@ -33,9 +33,4 @@ projection_checkpoints = Table(
     Column("position", BigInteger, nullable=False),
 )
 
-# Revisions of the `ledger` branch, oldest first. The last is the head this code expects: a
-# ledger at head opens without importing alembic. tests/test_migrations.py keeps this in step
-# with alembic/versions.
-LEDGER_REVISIONS: tuple[str, ...] = ("ledger_0001",)
-LEDGER_HEAD = LEDGER_REVISIONS[-1]
-LEDGER_VERSION_TABLE = "ledger_alembic_version"
+from ledger.schema_names import LEDGER_HEAD, LEDGER_REVISIONS, LEDGER_VERSION_TABLE  # noqa: E402,F401

@@ -64,10 +64,7 @@ class VerifyReport:
         return self.first_broken is None
 
 
-_COLUMNS = (
-    "position, event_id, stream_id, stream_version, type, schema_version, data, recorded_at, "
-    "prev_hash, hash"
-)
+from ledger.schema_names import COLUMNS as _COLUMNS  # noqa: E402
 
 
 class EventStore:
@@ -248,6 +245,16 @@ class EventStore:
         return VerifyReport(checked, Head(expected_pos - 1, prev_hash))
 
     # -- checkpoints -------------------------------------------------------------------------
+
+    param = property(lambda self: self._param(0))
+
+    def fetch(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """Raw read-only SQL in the driver's paramstyle (`param`), for projection queries."""
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(sql, params).fetchall()]
+
+    def head_position(self) -> int:
+        return self.head().position
 
     def get_checkpoint(self, name: str, conn: Connection | None = None) -> int:
         stmt = select(projection_checkpoints.c.position).where(

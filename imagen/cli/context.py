@@ -50,6 +50,27 @@ def store() -> EventStore:
     return _store
 
 
+def reader() -> Any:
+    """Read-only access: stdlib sqlite3 when possible (fast start), else the full store."""
+    from imagen.config import ledger_url
+    from ledger import open_reader
+
+    return open_reader(ledger_url(config())) or store()
+
+
+def jobs_reader() -> Any:
+    """A reader whose jobs table is current, catching the projection up if it is behind."""
+    from imagen import jobs_query
+
+    r = reader()
+    if jobs_query.is_current(r):
+        return r
+    from imagen import jobs_index
+
+    jobs_index.catch_up(store())
+    return store()
+
+
 def err(message: str) -> None:
     print(message, file=ENV.stderr)
 

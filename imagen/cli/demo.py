@@ -10,7 +10,9 @@ from pathlib import Path
 from imagen.cli import context
 
 
-def demo(prompt: str = "a lighthouse on a cliff at dusk, oil painting", /, *, steps: int = 4) -> int:
+def demo(
+    prompt: str = "a lighthouse on a cliff at dusk, oil painting", /, *, steps: int = 4
+) -> int:
     """Generate one image end to end with no GPU and no account: the ComfyUI adapter talks to
     imagen's built-in ComfyUI simulator over HTTP and websocket, in a temp dir with its own
     config and ledger (never yours). The image is synthetic: it comes from the simulator.
@@ -41,11 +43,21 @@ def demo(prompt: str = "a lighthouse on a cliff at dusk, oil painting", /, *, st
         raw["output"]["directory"] = str(tmp / "images")
         cfg = parse_config(raw, "demo", {})
         store = open_store(f"sqlite:///{tmp / 'ledger.db'}", clock=env.clock)
-        print("imagen demo: the image comes from a ComfyUI simulator (imagen.testing.comfyui), "
-              "not a real model.", file=out)
+        print(
+            "imagen demo: the image comes from a ComfyUI simulator (imagen.testing.comfyui), "
+            "not a real model.",
+            file=out,
+        )
         print(f"  simulator {comfy.url} · ledger {tmp / 'ledger.db'}", file=out)
-        prepared = prepare(cfg, None, GenerateInputs(prompt, new_seed(), steps=steps), output=None,
-                           overwrite=False, env=env, caller="demo")
+        prepared = prepare(
+            cfg,
+            None,
+            GenerateInputs(prompt, new_seed(), steps=steps),
+            output=None,
+            overwrite=False,
+            env=env,
+            caller="demo",
+        )
         reporter = RichReporter(env.stderr)
         runner = Runner(store, env, reporter)
         try:
@@ -60,8 +72,11 @@ def demo(prompt: str = "a lighthouse on a cliff at dusk, oil painting", /, *, st
             print(f"\nimage   {state.image.path}", file=out)  # type: ignore[union-attr]
             print(f"sidecar {sidecar}", file=out)
             data = json.loads(Path(str(sidecar)).read_text())
-            print(f"        seed {data['seed']} · {data['size']} · {data['steps']} steps · "
-                  f"{data['latency_ms']} ms · prompt_id {data['prediction_id']}", file=out)
+            print(
+                f"        seed {data['seed']} · {data['size']} · {data['steps']} steps · "
+                f"{data['latency_ms']} ms · prompt_id {data['prediction_id']}",
+                file=out,
+            )
         print(f"\ntimeline of job {state.job_id}:", file=out)
         for row in timeline(state):
             print(f"  +{row['t']:7.3f}s  {row['text']}", file=out)

@@ -91,6 +91,9 @@ def generate(
         caller=resolve_caller(env.env),
     )
     store = context.store()
+    from imagen import jobs_index
+
+    jobs_index.catch_up(store)
     mention_interrupted(store)
     reporter = RichReporter(env.stderr)
     runner = Runner(store, env, reporter)

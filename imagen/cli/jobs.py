@@ -40,16 +40,15 @@ def jobs(
     json_output
         One JSON object per line.
     """
-    from imagen import jobs_index
+    from imagen import jobs_query
     from imagen.dates import parse_since
 
     if status and status not in STATUSES:
         raise UserError(f"--status {status!r}: use one of {', '.join(STATUSES)}")
-    store = context.store()
-    jobs_index.catch_up(store)
+    reader = context.jobs_reader()
     rows = list(
-        jobs_index.query(
-            store,
+        jobs_query.query(
+            reader,
             context.ENV,
             since=parse_since(since, context.ENV.clock()) if since else None,
             status=status,
@@ -59,7 +58,7 @@ def jobs(
         )
     )
     if not json_output and status != "interrupted":
-        mention_interrupted(store)
+        mention_interrupted(reader)
     for r in rows:
         if json_output:
             print(
@@ -91,10 +90,10 @@ def jobs(
             )
 
 
-def mention_interrupted(store) -> None:  # type: ignore[no-untyped-def]
-    from imagen import jobs_index
+def mention_interrupted(reader) -> None:  # type: ignore[no-untyped-def]
+    from imagen import jobs_query
 
-    n = jobs_index.count_interrupted(store, context.ENV)
+    n = jobs_query.count_interrupted(reader, context.ENV)
     if n:
         context.err(f"imagen: {n} interrupted job(s); finish them with `imagen resume --all`")
 
@@ -110,11 +109,11 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
         Print JSON.
     """
     from imagen.projections.timeline import timeline
-    from imagen.runner import load
+    from imagen.replay import load
     from imagen.service import resolve_job_id
 
-    store = context.store()
-    state = load(store, resolve_job_id(store, job_id))
+    reader = context.reader()
+    state = load(reader, resolve_job_id(reader, job_id))
     rows = timeline(state)
     if json_output:
         print(json.dumps({"job_id": state.job_id, "status": _status(state), "events": rows}))
@@ -128,7 +127,7 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
 
 
 def _status(state) -> str:  # type: ignore[no-untyped-def]
-    from imagen.runner import owner_alive
+    from imagen.liveness import job_owner_alive as owner_alive
 
     if state.status == "running" and not owner_alive(state, context.ENV):
         return "interrupted"
@@ -156,7 +155,7 @@ def resume(
     json_output
         One JSON object per job.
     """
-    from imagen import jobs_index
+    from imagen import jobs_index, jobs_query
     from imagen.cli.progress import RichReporter
     from imagen.events import ForceNewRequested
     from imagen.outputs import write_sidecar
@@ -170,7 +169,7 @@ def resume(
         jobs_index.catch_up(store)
         ids = [
             r["job_id"]
-            for r in jobs_index.query(store, context.ENV, status="interrupted", limit=None)
+            for r in jobs_query.query(store, context.ENV, status="interrupted", limit=None)
         ]
     else:
         ids = [resolve_job_id(store, job_id or "")]

@@ -18,10 +18,10 @@ def preview(job_id: str, /) -> int:
         The job id or any unique prefix of it.
     """
     from imagen import preview as pv
-    from imagen.runner import load
+    from imagen.replay import load
     from imagen.service import resolve_job_id
 
-    store = context.store()
+    store = context.reader()
     state = load(store, resolve_job_id(store, job_id))
     if state.image is None:
         raise UserError(f"job {state.job_id} has no image ({state.status})", ExitCode.NOT_FOUND)

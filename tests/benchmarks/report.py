@@ -23,7 +23,7 @@ def line(
     ratio = ours / baseline if baseline else float("nan")
     better = "x of baseline" if higher_is_better else "x baseline time"
     print(
-        f"{label:<48} {ours:>12,.1f} {unit:<10} baseline {baseline:>12,.1f} {unit:<10} "
+        f"{label:<48} {ours:>12,.3f} {unit:<10} baseline {baseline:>12,.3f} {unit:<10} "
         f"ratio {ratio:5.2f}{better[1:] if False else ' ' + better}"
         + (f"  (target {target})" if target else ""),
         flush=True,

@@ -1,0 +1,87 @@
+"""Reading the jobs table with plain SQL through any ledger reader (no SQLAlchemy needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from imagen.environment import Environment
+from imagen.job import parse_time
+from imagen.liveness import owner_alive
+from imagen.projections.jobs import COLUMNS
+
+TABLE = "imagen_jobs_v1"
+CHECKPOINT = "imagen.jobs.v1"
+
+
+def is_current(reader: Any) -> bool:
+    """Has the projection seen every event? (Then a reader can answer without catching up.)"""
+    try:
+        return reader.get_checkpoint(CHECKPOINT) == reader.head_position()
+    except Exception:  # the table does not exist yet on a fresh ledger
+        return False
+
+
+def effective_status(row: dict[str, Any], env: Environment) -> str:
+    """running only while the owning process is alive (same host) or its lease holds."""
+    if row["status"] not in ("running", "requested"):
+        return row["status"]
+    alive = owner_alive(
+        pid=row["pid"],
+        host=row["host"],
+        started=row["proc_start"],
+        claimed_at=parse_time(row["claimed_at"]) if row["claimed_at"] else None,
+        lease_seconds=row["lease_seconds"],
+        my_host=env.host,
+        now=env.clock(),
+    )
+    return "running" if alive else "interrupted"
+
+
+def query(
+    reader: Any,
+    env: Environment,
+    *,
+    since: str | None = None,
+    status: str | None = None,
+    backend: str | None = None,
+    caller: str | None = None,
+    limit: int | None = 50,
+) -> Iterator[dict[str, Any]]:
+    """Newest first; each row's `status` has process liveness applied."""
+    p = reader.param
+    where, params = [], []
+    for column, value in (("backend", backend), ("caller", caller)):
+        if value:
+            where.append(f"{column} = {p}")
+            params.append(value)
+    if since:
+        where.append(f"created_at >= {p}")
+        params.append(since)
+    live_filter = status in ("running", "interrupted")
+    if live_filter:
+        # Liveness is decided per row below; finished jobs are excluded by the index.
+        where.append("status IN ('running', 'requested', 'interrupted')")
+    elif status:
+        where.append(f"status = {p}")
+        params.append(status)
+    sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, job_id"
+    if limit and not live_filter:
+        sql += f" LIMIT {int(limit)}"
+    count = 0
+    for values in reader.fetch(sql, tuple(params)):
+        row = dict(zip(COLUMNS, values, strict=True))
+        row["status"] = effective_status(row, env)
+        if status and row["status"] != status:
+            continue
+        yield row
+        count += 1
+        if limit and count >= limit:
+            return
+
+
+def count_interrupted(reader: Any, env: Environment) -> int:
+    return sum(1 for _ in query(reader, env, status="interrupted", limit=None))

@@ -1,0 +1,23 @@
+"""Loading a job's state from the ledger: read its stream, upcast, fold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imagen.events import from_data
+from imagen.job import JobState, Recorded, fold, parse_time
+from ledger.events import RecordedEvent
+
+
+def to_recorded(e: RecordedEvent) -> Recorded:
+    return Recorded(
+        from_data(e.type, e.schema_version, e.data),
+        e.stream_version,
+        parse_time(e.recorded_at),
+        e.position,
+    )
+
+
+def load(reader: Any, job_id: str) -> JobState:
+    """`reader` is an EventStore or a read-only ledger reader."""
+    return fold(job_id, [to_recorded(e) for e in reader.read_stream(job_id)])

@@ -1,0 +1,79 @@
+"""Read-only access to a ledger. On SQLite it needs only the standard library's sqlite3, so
+commands that only read (listing jobs, showing one) skip SQLAlchemy's import time."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any, Protocol
+
+from ledger.events import RecordedEvent
+from ledger.schema_names import COLUMNS, LEDGER_HEAD, LEDGER_VERSION_TABLE
+
+
+class Reader(Protocol):
+    param: str
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]: ...
+    def streams_with_prefix(self, prefix: str, limit: int = 10) -> list[str]: ...
+    def get_checkpoint(self, name: str) -> int: ...
+    def head_position(self) -> int: ...
+    def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
+
+
+class SqliteReader:
+    param = "?"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # Read-only: this connection can never change the ledger.
+        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+
+    def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        rows = self.fetch(
+            f"SELECT {COLUMNS} FROM events WHERE stream_id = ? AND stream_version > ? "
+            "ORDER BY stream_version",
+            (stream_id, after_version),
+        )
+        return [RecordedEvent(*r) for r in rows]
+
+    def streams_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\uffff"
+        rows = self.fetch(
+            "SELECT DISTINCT stream_id FROM events WHERE stream_id >= ? AND stream_id < ? "
+            "ORDER BY stream_id LIMIT ?",
+            (prefix, upper, limit),
+        )
+        return [r[0] for r in rows]
+
+    def get_checkpoint(self, name: str) -> int:
+        row = self.fetch("SELECT position FROM projection_checkpoints WHERE name = ?", (name,))
+        return row[0][0] if row else 0
+
+    def head_position(self) -> int:
+        return self.fetch("SELECT coalesce(max(position), 0) FROM events")[0][0]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def open_reader(url: str) -> Reader | None:
+    """A stdlib reader for a SQLite ledger that exists and is at this code's schema head, else
+    None (the caller opens the full store, which creates or migrates it)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///")).expanduser()
+    if not path.exists():
+        return None
+    try:
+        reader = SqliteReader(path)
+        rev = reader.fetch(f"SELECT version_num FROM {LEDGER_VERSION_TABLE}")
+    except sqlite3.Error:
+        return None
+    if rev != [(LEDGER_HEAD,)]:
+        reader.close()
+        return None
+    return reader
