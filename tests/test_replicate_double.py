@@ -267,6 +267,8 @@ def test_429_with_retry_after_does_not_create(rep: ReplicateDouble) -> None:
     }
     assert rep.billed == 0 and not rep.predictions
     assert api.request("POST", SCHNELL_CREATE, {"input": {"prompt": "x"}}).status == 201
+    rep.fail_next("cancel", status=500, body={"detail": "custom"})
+    assert _json(api.request("POST", "/v1/predictions/x/cancel")) == {"detail": "custom"}
     rep.fail_next("create", status=402)
     assert (
         "insufficient credit" in _json(api.request("POST", SCHNELL_CREATE, {"input": {}}))["detail"]

@@ -15,6 +15,16 @@ Progress is computed lazily from timestamps (and GET counts for `polls=`), so a 
 inject `clock=` to drive deadlines and output expiry; only `Prefer: wait` blocks, on a
 Condition. Run standalone: `python -m imagen.testing.replicate [--port N] [--token T]`
 (prints the base URL as its first line).
+
+Choices where the real API is unverified or the double simplifies:
+- images are rendered at the exact FLUX size (fast encoder settings, ~30 ms per 1 MP image);
+- `rep.requests` holds the raw request target, query string included;
+- a `Prefer` value outside `wait[=1..60]` is ignored (no hold, no Preference-Applied);
+- `Cancel-After` that is malformed or outside 5 s..24 h answers 400 (problem JSON);
+- a null optional input field counts as absent; every created prediction is billed, aborted too;
+- without Prefer the create answer is the fresh `starting` state, even when `duration=0`;
+- output file URLs are http://127.0.0.1 (the official client wraps only https:/data: outputs in
+  FileOutput, so `run()` returns plain URL strings unless `output_as="data"`).
 """
 
 from __future__ import annotations
@@ -477,6 +487,7 @@ class ReplicateDouble:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._page_size = page_size
         self._ttl = timedelta(seconds=output_ttl)
+        self._output_as: OutputAs = output_as
         self._behaviour = Behaviour(output_as=output_as)
         self._cond = threading.Condition(threading.RLock())
         self._preds: dict[str, _Prediction] = {}
@@ -578,9 +589,16 @@ class ReplicateDouble:
         fail_with: str | None = None,
         never_finish: bool = False,
         nsfw: bool | int = False,
-        output_as: OutputAs = "url",
+        output_as: OutputAs | None = None,
     ) -> None:
-        """How predictions created from now on run (see Behaviour)."""
+        """How predictions created from now on run (see Behaviour).
+
+        duration: seconds from created to done (the first 10 % in `starting`); polls: finish on
+        the Nth GET instead; fail_with: end `failed` with this error; never_finish: stay
+        `processing` until canceled or past the deadline; nsfw: True drops every image (→
+        failed), k drops the first k; output_as: "url" | "data" (None: the constructor's).
+        """
+        output_as = output_as or self._output_as
         if output_as not in ("url", "data"):
             raise ValueError(f"output_as must be 'url' or 'data', not {output_as!r}")
         with self._cond:
@@ -940,6 +958,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out in two writes: without NODELAY, Nagle + delayed ACK adds ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.server.double._cond:
             self.server.double._conns.add(self.connection)
 
@@ -957,7 +977,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._handle()
 
-    do_PUT = do_DELETE = do_PATCH = do_POST  # noqa: N815 - answered 404 like unknown routes
+    do_PUT = do_DELETE = do_PATCH = do_POST  # no such routes: answered 404
 
     # -- plumbing ---------------------------------------------------------------------------
 
