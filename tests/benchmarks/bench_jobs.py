@@ -29,23 +29,116 @@ ROOT = Path(__file__).resolve().parents[2]
 def _job_events(i: int) -> list[tuple[str, dict]]:
     rid = f"p{i:07d}"
     ev: list[tuple[str, dict]] = [
-        ("JobRequested", {"backend": "flux-schnell-replicate", "backend_type": "replicate",
-                          "model": "black-forest-labs/flux-schnell", "prompt": f"prompt number {i}",
-                          "params": {"seed": i, "width": 1024, "height": 1024, "steps": 4},
-                          "backend_config": {}, "output_path": f"/tmp/img{i}.png", "overwrite": False,
-                          "caller": f"agent-{i % 8}", "price_usd": 0.003, "imagen_version": "0.1.0"}),
-        ("RunnerClaimed", {"pid": 1, "host": "bench", "lease_seconds": 120.0, "proc_start": "", "resumed": False}),
-        ("RequestSent", {"request_id": "create-3", "purpose": "create", "method": "POST", "url": "http://x/v1/predictions", "headers": {}, "body": {"input": {"seed": i}}}),
-        ("ResponseReceived", {"request_id": "create-3", "purpose": "create", "status": 201, "headers": {}, "body": {"id": rid, "status": "starting"}, "elapsed_ms": 50.0}),
+        (
+            "JobRequested",
+            {
+                "backend": "flux-schnell-replicate",
+                "backend_type": "replicate",
+                "model": "black-forest-labs/flux-schnell",
+                "prompt": f"prompt number {i}",
+                "params": {"seed": i, "width": 1024, "height": 1024, "steps": 4},
+                "backend_config": {},
+                "output_path": f"/tmp/img{i}.png",
+                "overwrite": False,
+                "caller": f"agent-{i % 8}",
+                "price_usd": 0.003,
+                "imagen_version": "0.1.0",
+            },
+        ),
+        (
+            "RunnerClaimed",
+            {"pid": 1, "host": "bench", "lease_seconds": 120.0, "proc_start": "", "resumed": False},
+        ),
+        (
+            "RequestSent",
+            {
+                "request_id": "create-3",
+                "purpose": "create",
+                "method": "POST",
+                "url": "http://x/v1/predictions",
+                "headers": {},
+                "body": {"input": {"seed": i}},
+            },
+        ),
+        (
+            "ResponseReceived",
+            {
+                "request_id": "create-3",
+                "purpose": "create",
+                "status": 201,
+                "headers": {},
+                "body": {"id": rid, "status": "starting"},
+                "elapsed_ms": 50.0,
+            },
+        ),
         ("RemoteJobAccepted", {"remote_id": rid, "via": "create", "url": ""}),
     ]
     for p in range(6):
-        ev.append(("RequestSent", {"request_id": f"poll-{6 + 2 * p}", "purpose": "poll", "method": "GET", "url": f"http://x/v1/predictions/{rid}", "headers": {}, "body": None}))
-        ev.append(("ResponseReceived", {"request_id": f"poll-{6 + 2 * p}", "purpose": "poll", "status": 200, "headers": {}, "body": {"id": rid, "status": "processing" if p < 5 else "succeeded", "output": ["http://x/o.png"]}, "elapsed_ms": 20.0}))
+        ev.append(
+            (
+                "RequestSent",
+                {
+                    "request_id": f"poll-{6 + 2 * p}",
+                    "purpose": "poll",
+                    "method": "GET",
+                    "url": f"http://x/v1/predictions/{rid}",
+                    "headers": {},
+                    "body": None,
+                },
+            )
+        )
+        ev.append(
+            (
+                "ResponseReceived",
+                {
+                    "request_id": f"poll-{6 + 2 * p}",
+                    "purpose": "poll",
+                    "status": 200,
+                    "headers": {},
+                    "body": {
+                        "id": rid,
+                        "status": "processing" if p < 5 else "succeeded",
+                        "output": ["http://x/o.png"],
+                    },
+                    "elapsed_ms": 20.0,
+                },
+            )
+        )
     ev += [
-        ("RequestSent", {"request_id": "download-18", "purpose": "download", "method": "GET", "url": "http://x/o.png", "headers": {}, "body": None}),
-        ("ResponseReceived", {"request_id": "download-18", "purpose": "download", "status": 200, "headers": {}, "body": {"bytes": 1000}, "elapsed_ms": 9.0}),
-        ("ImageStored", {"path": f"/tmp/img{i}.png", "sha256": "0" * 64, "bytes": 1000, "format": "png", "width": 1024, "height": 1024, "source": ""}),
+        (
+            "RequestSent",
+            {
+                "request_id": "download-18",
+                "purpose": "download",
+                "method": "GET",
+                "url": "http://x/o.png",
+                "headers": {},
+                "body": None,
+            },
+        ),
+        (
+            "ResponseReceived",
+            {
+                "request_id": "download-18",
+                "purpose": "download",
+                "status": 200,
+                "headers": {},
+                "body": {"bytes": 1000},
+                "elapsed_ms": 9.0,
+            },
+        ),
+        (
+            "ImageStored",
+            {
+                "path": f"/tmp/img{i}.png",
+                "sha256": "0" * 64,
+                "bytes": 1000,
+                "format": "png",
+                "width": 1024,
+                "height": 1024,
+                "source": "",
+            },
+        ),
         ("JobSucceeded", {"result": {"prediction_id": rid}}),
     ]
     return ev
@@ -91,27 +184,60 @@ def run() -> None:
         db = Path(tmp) / "ledger.db"
         t = time.perf_counter()
         events = build(db, JOBS)
-        print(f"built {JOBS:,} jobs / {events:,} events in {time.perf_counter() - t:.1f}s", flush=True)
-        env = {**os.environ, "IMAGEN_LEDGER_URL": f"sqlite:///{db}", "IMAGEN_CONFIG": "",
-               "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": tmp}
+        print(
+            f"built {JOBS:,} jobs / {events:,} events in {time.perf_counter() - t:.1f}s", flush=True
+        )
+        env = {
+            **os.environ,
+            "IMAGEN_LEDGER_URL": f"sqlite:///{db}",
+            "IMAGEN_CONFIG": "",
+            "PYTHONPATH": str(ROOT),
+            "XDG_CONFIG_HOME": tmp,
+        }
         imagen = [sys.executable, "-m", "imagen"]
         t = time.perf_counter()
         subprocess.run([*imagen, "jobs", "--limit", "1"], env=env, check=True, capture_output=True)
-        print(f"first `imagen jobs` (projection catch-up over the whole ledger): {time.perf_counter() - t:.1f}s")
+        print(
+            f"first `imagen jobs` (projection catch-up over the whole ledger): {time.perf_counter() - t:.1f}s"
+        )
 
         ours = _wall([*imagen, "jobs", "--limit", "20"], env)
-        raw = _wall([sys.executable, "-c",
-                     "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
-                     "print(c.execute('SELECT * FROM imagen_jobs_v1 ORDER BY created_at DESC LIMIT 20').fetchall())",
-                     str(db)], env)
-        line("imagen jobs --limit 20 (wall, s)", ours, raw, "s", higher_is_better=False, target="<= 0.3 s")
+        raw = _wall(
+            [
+                sys.executable,
+                "-c",
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
+                "print(c.execute('SELECT * FROM imagen_jobs_v1 ORDER BY created_at DESC LIMIT 20').fetchall())",
+                str(db),
+            ],
+            env,
+        )
+        line(
+            "imagen jobs --limit 20 (wall, s)",
+            ours,
+            raw,
+            "s",
+            higher_is_better=False,
+            target="<= 0.3 s",
+        )
 
-        some = sqlite3.connect(db).execute("SELECT stream_id FROM events WHERE position = ?", (events // 2,)).fetchone()[0]
+        some = (
+            sqlite3.connect(db)
+            .execute("SELECT stream_id FROM events WHERE position = ?", (events // 2,))
+            .fetchone()[0]
+        )
         ours = _wall([*imagen, "show", some[:10]], env)
-        raw = _wall([sys.executable, "-c",
-                     "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
-                     "print(c.execute('SELECT * FROM events WHERE stream_id = ? ORDER BY stream_version', (sys.argv[2],)).fetchall())",
-                     str(db), some], env)
+        raw = _wall(
+            [
+                sys.executable,
+                "-c",
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
+                "print(c.execute('SELECT * FROM events WHERE stream_id = ? ORDER BY stream_version', (sys.argv[2],)).fetchall())",
+                str(db),
+                some,
+            ],
+            env,
+        )
         line("imagen show ID (wall, s)", ours, raw, "s", higher_is_better=False, target="<= 0.3 s")
 
         store = open_store(f"sqlite:///{db}")
@@ -123,4 +249,10 @@ def run() -> None:
         t = time.perf_counter()
         n = sum(1 for _ in conn.execute("SELECT * FROM events ORDER BY position"))
         raw_rate = n / (time.perf_counter() - t)
-        line("audit chain verification (events/s)", verify_rate, raw_rate, "events/s", target=">= 100,000/s")
+        line(
+            "audit chain verification (events/s)",
+            verify_rate,
+            raw_rate,
+            "events/s",
+            target=">= 100,000/s",
+        )
