@@ -1,0 +1,596 @@
+"""The ComfyUI double over real sockets: urllib3 for HTTP, the websockets sync client for /ws."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import urllib3
+from PIL import Image
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from imagen.testing.comfyui import ComfyUIDouble, free_port
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+RECV_TIMEOUT = 5.0
+
+
+def flux_graph(
+    seed: int = 42,
+    width: int = 512,
+    height: int = 384,
+    steps: int = 4,
+    prefix: str = "imagen/test",
+    unet: str = "flux1-schnell-fp8.safetensors",
+    clip_l: str = "clip_l.safetensors",
+    t5: str = "t5xxl_fp8_e4m3fn.safetensors",
+    vae: str = "ae.safetensors",
+) -> dict[str, Any]:
+    """The canonical FLUX.1 schnell API-format graph imagen submits."""
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
+        "2": {
+            "class_type": "DualCLIPLoader",
+            "inputs": {"clip_name1": clip_l, "clip_name2": t5, "type": "flux"},
+        },
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": vae}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox", "clip": ["2", 0]}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 0]}},
+        "6": {
+            "class_type": "EmptySD3LatentImage",
+            "inputs": {"width": width, "height": height, "batch_size": 1},
+        },
+        "7": {
+            "class_type": "ModelSamplingFlux",
+            "inputs": {
+                "model": ["1", 0],
+                "max_shift": 1.15,
+                "base_shift": 0.5,
+                "width": width,
+                "height": height,
+            },
+        },
+        "8": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["7", 0],
+                "seed": seed,
+                "steps": steps,
+                "cfg": 1.0,
+                "sampler_name": "euler",
+                "scheduler": "simple",
+                "positive": ["4", 0],
+                "negative": ["5", 0],
+                "latent_image": ["6", 0],
+                "denoise": 1.0,
+            },
+        },
+        "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["3", 0]}},
+        "10": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["9", 0], "filename_prefix": prefix},
+        },
+    }
+
+
+@pytest.fixture
+def comfy() -> Iterator[ComfyUIDouble]:
+    with ComfyUIDouble(step_time=0.0) as double:
+        yield double
+
+
+@pytest.fixture
+def http() -> urllib3.PoolManager:
+    return urllib3.PoolManager(timeout=urllib3.Timeout(total=5.0), retries=False)
+
+
+def post_json(
+    http: urllib3.PoolManager, url: str, body: Any, headers: dict[str, str] | None = None
+) -> urllib3.BaseHTTPResponse:
+    return http.request(
+        "POST",
+        url,
+        body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+def get_json(http: urllib3.PoolManager, url: str) -> Any:
+    response = http.request("GET", url)
+    assert response.status == 200, response.data
+    return json.loads(response.data)
+
+
+def open_ws(comfy: ComfyUIDouble, client_id: str, **kwargs: Any) -> ClientConnection:
+    ws = connect(f"ws://127.0.0.1:{comfy.port}/ws?clientId={client_id}", open_timeout=5, **kwargs)
+    first = json.loads(ws.recv(timeout=RECV_TIMEOUT))
+    assert first["type"] == "status" and first["data"]["sid"] == client_id
+    return ws
+
+
+def recv_until_done(ws: ClientConnection, prompt_id: str) -> list[dict[str, Any]]:
+    """Messages until `executing {node: null}` for this prompt (ComfyUI's canonical end)."""
+    got: list[dict[str, Any]] = []
+    while True:
+        msg = json.loads(ws.recv(timeout=RECV_TIMEOUT))
+        got.append(msg)
+        data = msg["data"]
+        if msg["type"] == "executing" and data.get("node") is None:
+            if data.get("prompt_id") == prompt_id:
+                return got
+
+
+def submit(
+    http: urllib3.PoolManager, comfy: ComfyUIDouble, graph: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    response = post_json(http, f"{comfy.url}/prompt", {"prompt": graph, **extra})
+    assert response.status == 200, response.data
+    return json.loads(response.data)
+
+
+def finished(prompt_id: str) -> Any:
+    return lambda c: c.history(prompt_id) is not None
+
+
+def test_happy_path_ws_sequence_history_and_png(
+    comfy: ComfyUIDouble, http: urllib3.PoolManager
+) -> None:
+    client_id = uuid.uuid4().hex
+    with open_ws(comfy, client_id) as ws:
+        reply = submit(http, comfy, flux_graph(), client_id=client_id)
+        prompt_id = reply["prompt_id"]
+        assert reply["node_errors"] == {} and reply["number"] == 0
+        messages = recv_until_done(ws, prompt_id)
+
+    ours = [(m["type"], m["data"]) for m in messages if m["data"].get("prompt_id") == prompt_id]
+    kinds = [t for t, _ in ours if t != "progress_state"]
+    executing = [d["node"] for t, d in ours if t == "executing"]
+    assert kinds[:2] == ["execution_start", "execution_cached"]
+    assert kinds[-3:] == ["executed", "execution_success", "executing"]
+    assert executing == ["1", "7", "2", "4", "5", "6", "8", "3", "9", "10", None]
+    progress = [d for t, d in ours if t == "progress"]
+    assert [(p["value"], p["max"], p["node"]) for p in progress] == [
+        (i, 4, "8") for i in (1, 2, 3, 4)
+    ]
+    # Progress comes between `executing 8` and `executing 3`.
+    i8 = kinds.index("executing", kinds.index("execution_cached"))
+    assert kinds.index("progress") > i8
+    assert ours[0][1]["timestamp"] > 0 and ours[1][1]["nodes"] == []
+    # A status broadcast (no prompt_id) precedes the final executing-null.
+    types = [m["type"] for m in messages]
+    assert types[-2] == "status" and "sid" not in messages[-2]["data"]
+
+    executed = next(d for t, d in ours if t == "executed")
+    image = executed["output"]["images"][0]
+    assert executed["node"] == executed["display_node"] == "10"
+    assert image == {"filename": "test_00001_.png", "subfolder": "imagen", "type": "output"}
+
+    history = get_json(http, f"{comfy.url}/history/{prompt_id}")[prompt_id]
+    assert history["status"]["status_str"] == "success" and history["status"]["completed"]
+    assert [m[0] for m in history["status"]["messages"]] == [
+        "execution_start",
+        "execution_cached",
+        "execution_success",
+    ]
+    number, pid, graph, extra_data, outputs = history["prompt"]
+    assert (number, pid, graph, extra_data, outputs) == (
+        0,
+        prompt_id,
+        flux_graph(),
+        {"client_id": client_id},
+        ["10"],
+    )
+    assert history["outputs"] == {"10": {"images": [image]}}
+    assert history["meta"]["10"]["node_id"] == "10"
+
+    view = http.request("GET", f"{comfy.url}/view", fields=image)
+    assert view.status == 200 and view.headers["Content-Type"] == "image/png"
+    assert view.data.startswith(PNG_MAGIC)
+    assert Image.open(io.BytesIO(view.data)).size == (512, 384)
+    assert comfy.executed == 1 and comfy.submitted == 1
+    assert comfy.events_for(prompt_id)[0][0] == "execution_start"
+
+
+def test_same_seed_same_bytes_and_cached_rerun(
+    comfy: ComfyUIDouble, http: urllib3.PoolManager, tmp_path: Path
+) -> None:
+    first = submit(http, comfy, flux_graph(seed=7))["prompt_id"]
+    comfy.wait_until(finished(first))
+    # An identical graph is fully cached: nothing runs, no new file, the old output is listed.
+    again = submit(http, comfy, flux_graph(seed=7), client_id="c")["prompt_id"]
+    comfy.wait_until(finished(again))
+    assert comfy.executed == 1 and comfy.submitted == 2
+    kinds = [t for t, _ in comfy.events_for(again)]
+    assert "progress" not in kinds and "executing" in kinds  # only the final executing-null
+    cached = dict(comfy.events_for(again))["execution_cached"]["nodes"]
+    assert sorted(cached, key=int) == [str(i) for i in range(1, 11)]
+    assert comfy.history(again)["outputs"] == comfy.history(first)["outputs"]
+    image = comfy.history(first)["outputs"]["10"]["images"][0]
+    data = http.request("GET", f"{comfy.url}/view", fields=image).data
+
+    with ComfyUIDouble(output_dir=tmp_path) as other:
+        pid = submit(http, other, flux_graph(seed=7))["prompt_id"]
+        other.wait_until(finished(pid))
+        assert (tmp_path / "imagen" / "test_00001_.png").read_bytes() == data
+        pid = submit(http, other, flux_graph(seed=8))["prompt_id"]
+        other.wait_until(finished(pid))
+        assert other.history(pid)["outputs"]["10"]["images"][0]["filename"] == "test_00002_.png"
+        changed = (tmp_path / "imagen" / "test_00002_.png").read_bytes()
+        assert Image.open(io.BytesIO(changed)).tobytes() != Image.open(io.BytesIO(data)).tobytes()
+
+
+def test_client_chosen_prompt_id_is_echoed(comfy: ComfyUIDouble, http: urllib3.PoolManager) -> None:
+    prompt_id = "imagen-" + uuid.uuid4().hex
+    reply = submit(http, comfy, flux_graph(), client_id="x", prompt_id=prompt_id)
+    assert reply["prompt_id"] == prompt_id
+    comfy.wait_until(finished(prompt_id))
+    assert list(get_json(http, f"{comfy.url}/api/history/{prompt_id}")) == [prompt_id]
+    assert get_json(http, f"{comfy.url}/history/unknown") == {}
+
+
+def test_missing_models_are_value_not_in_list(http: urllib3.PoolManager) -> None:
+    with ComfyUIDouble(
+        models={"unet": ["a.safetensors", "b.safetensors"], "clip": [], "vae": []}
+    ) as comfy:
+        response = post_json(
+            http, f"{comfy.url}/prompt", {"prompt": flux_graph(), "client_id": "c"}
+        )
+        assert response.status == 400
+        body = json.loads(response.data)
+        assert body["error"]["type"] == "prompt_outputs_failed_validation"
+        assert body["error"]["message"] == "Prompt outputs failed validation"
+        errors = body["node_errors"]
+        assert set(errors) == {"1", "2", "3"}
+        assert errors["1"]["class_type"] == "UNETLoader"
+        assert errors["1"]["dependent_outputs"] == ["10"]
+        unet = errors["1"]["errors"][0]
+        assert unet == {
+            "type": "value_not_in_list",
+            "message": "Value not in list",
+            "details": "unet_name: 'flux1-schnell-fp8.safetensors' not in ['a.safetensors', 'b.safetensors']",
+            "extra_info": {
+                "input_name": "unet_name",
+                "input_config": [["a.safetensors", "b.safetensors"], {}],
+                "received_value": "flux1-schnell-fp8.safetensors",
+            },
+        }
+        assert [e["details"] for e in errors["2"]["errors"]] == [
+            "clip_name1: 'clip_l.safetensors' not in []",
+            "clip_name2: 't5xxl_fp8_e4m3fn.safetensors' not in []",
+        ]
+        assert (
+            errors["3"]["errors"][0]["details"]
+            == "vae_name: 'ae.safetensors' not in ['pixel_space']"
+        )
+        # Never queued, never in history.
+        assert comfy.submitted == 0 and get_json(http, f"{comfy.url}/history") == {}
+
+
+def test_models_dir_lists_files(http: urllib3.PoolManager, tmp_path: Path) -> None:
+    for sub, name in [
+        ("unet", "flux1-schnell-fp8.safetensors"),
+        ("diffusion_models", "other.sft"),
+        ("text_encoders", "clip_l.safetensors"),
+        ("clip", "t5xxl_fp8_e4m3fn.safetensors"),
+        ("vae", "ae.safetensors"),
+        ("vae", "notes.txt"),
+    ]:
+        (tmp_path / sub).mkdir(exist_ok=True)
+        (tmp_path / sub / name).write_bytes(b"")
+    with ComfyUIDouble(models_dir=tmp_path) as comfy:
+        assert get_json(http, f"{comfy.url}/models/vae") == ["ae.safetensors"]
+        info = get_json(http, f"{comfy.url}/object_info/UNETLoader")["UNETLoader"]
+        assert info["input"]["required"]["unet_name"][0] == [
+            "flux1-schnell-fp8.safetensors",
+            "other.sft",
+        ]
+        pid = submit(http, comfy, flux_graph())["prompt_id"]
+        comfy.wait_until(finished(pid))
+        assert comfy.history(pid)["status"]["status_str"] == "success"
+        (tmp_path / "vae" / "ae.safetensors").unlink()
+        response = post_json(http, f"{comfy.url}/prompt", {"prompt": flux_graph()})
+        assert json.loads(response.data)["node_errors"]["3"]["errors"][0]["details"] == (
+            "vae_name: 'ae.safetensors' not in ['pixel_space']"
+        )
+
+
+def test_other_validation_errors(comfy: ComfyUIDouble, http: urllib3.PoolManager) -> None:
+    def post(graph: Any) -> tuple[int, dict[str, Any]]:
+        response = post_json(http, f"{comfy.url}/prompt", {"prompt": graph})
+        return response.status, json.loads(response.data)
+
+    graph = flux_graph()
+    graph["11"] = {"class_type": "NoSuchNode", "inputs": {}}
+    status, body = post(graph)
+    assert status == 400 and body["error"]["type"] == "invalid_prompt"
+    assert body["error"]["message"] == "Cannot execute because node NoSuchNode does not exist."
+    assert body["error"]["details"] == "Node ID '#11'" and body["node_errors"] == {}
+
+    graph = flux_graph()
+    del graph["10"]
+    assert post(graph)[1]["error"]["type"] == "prompt_no_outputs"
+
+    graph = flux_graph()
+    del graph["8"]["inputs"]["seed"]
+    graph["9"]["inputs"]["vae"] = ["3", 0, 1]
+    status, body = post(graph)
+    assert status == 400
+    assert body["node_errors"]["8"]["errors"][0]["type"] == "required_input_missing"
+    assert body["node_errors"]["8"]["errors"][0]["details"] == "seed"
+    assert body["node_errors"]["9"]["errors"][0]["type"] == "bad_linked_input"
+
+    graph = flux_graph()
+    graph["8"]["inputs"]["latent_image"] = ["4", 0]
+    graph["8"]["inputs"]["steps"] = 0
+    body = post(graph)[1]
+    assert [e["type"] for e in body["node_errors"]["8"]["errors"]] == [
+        "value_smaller_than_min",
+        "return_type_mismatch",
+    ]
+
+    graph = flux_graph()
+    graph["9"]["inputs"]["samples"] = ["99", 0]
+    body = post(graph)[1]
+    assert body["node_errors"]["9"]["errors"][0]["type"] == "exception_during_inner_validation"
+
+    response = post_json(http, f"{comfy.url}/prompt", {"client_id": "x"})
+    assert response.status == 400 and json.loads(response.data)["error"]["type"] == "no_prompt"
+    bad = http.request("POST", f"{comfy.url}/prompt", body=b"{not json")
+    assert bad.status == 500 and bad.data.startswith(b"500 Internal Server Error")
+    assert comfy.submitted == 0
+
+
+def test_node_errors_with_200(comfy: ComfyUIDouble, http: urllib3.PoolManager) -> None:
+    comfy.node_errors_with_200 = True
+    graph = flux_graph(unet="missing.safetensors")
+    reply = submit(http, comfy, graph)
+    assert set(reply["node_errors"]) == {"1"} and reply["prompt_id"]
+    comfy.wait_until(finished(reply["prompt_id"]))
+    # Queued with its failed outputs dropped: "success" with nothing produced.
+    entry = comfy.history(reply["prompt_id"])
+    assert entry["prompt"][4] == [] and entry["outputs"] == {}
+    assert comfy.executed == 0
+
+
+def test_scripted_5xx_and_slow(comfy: ComfyUIDouble, http: urllib3.PoolManager) -> None:
+    comfy.fail_next("prompt", status=500)
+    response = post_json(http, f"{comfy.url}/prompt", {"prompt": flux_graph()})
+    assert response.status == 500
+    assert response.data == b"500 Internal Server Error\n\nServer got itself in trouble"
+    assert comfy.submitted == 0
+    comfy.fail_next("prompt", status=502, after=True)
+    response = post_json(http, f"{comfy.url}/prompt", {"prompt": flux_graph(), "prompt_id": "lost"})
+    assert response.status == 502 and response.data == b"502: Bad Gateway"
+    comfy.wait_until(finished("lost"))  # the reply was lost, the prompt was not
+    comfy.fail_next("history", status=503, body={"error": "busy"})
+    response = http.request("GET", f"{comfy.url}/history/lost")
+    assert response.status == 503 and json.loads(response.data) == {"error": "busy"}
+    assert http.request("GET", f"{comfy.url}/history/lost").status == 200
+    comfy.slow_next("system_stats", 1.0)
+    with pytest.raises(urllib3.exceptions.TimeoutError):
+        http.request("GET", f"{comfy.url}/system_stats", timeout=0.2)
+    assert ("POST", "/prompt") in comfy.requests
+
+
+def test_execution_error_shape(comfy: ComfyUIDouble, http: urllib3.PoolManager) -> None:
+    comfy.execution_error(node_type="KSampler", message="boom", exception_type="RuntimeError")
+    with open_ws(comfy, "err") as ws:
+        pid = submit(http, comfy, flux_graph(), client_id="err")["prompt_id"]
+        messages = recv_until_done(ws, pid)
+    error = next(m["data"] for m in messages if m["type"] == "execution_error")
+    assert set(error) == {
+        "prompt_id",
+        "node_id",
+        "node_type",
+        "executed",
+        "exception_message",
+        "exception_type",
+        "traceback",
+        "current_inputs",
+        "current_outputs",
+        "timestamp",
+    }
+    assert (error["node_id"], error["node_type"]) == ("8", "KSampler")
+    assert error["exception_message"] == "boom\n" and error["exception_type"] == "RuntimeError"
+    assert error["current_inputs"]["seed"] == [42]
+    assert set(error["executed"]) == {"1", "2", "4", "5", "6", "7"}
+    assert isinstance(error["traceback"], list)
+    assert "execution_success" not in [m["type"] for m in messages]
+    entry = comfy.history(pid)
+    assert entry["status"]["status_str"] == "error" and not entry["status"]["completed"]
+    assert entry["status"]["messages"][-1][0] == "execution_error"
+    assert entry["outputs"] == {} and comfy.executed == 0
+
+    # OOM mid-sampling carries ComfyUI's tips text.
+    comfy.execution_error(
+        message="Allocation on device", exception_type="torch.OutOfMemoryError", after_steps=2
+    )
+    pid = submit(http, comfy, flux_graph(seed=2), client_id="nobody")["prompt_id"]
+    comfy.wait_until(finished(pid))
+    events = comfy.events_for(pid)
+    assert [d["value"] for t, d in events if t == "progress"] == [1, 2]
+    error = dict(events)["execution_error"]
+    assert error["exception_message"].startswith(
+        "Allocation on device\nThis error means you ran out"
+    )
+
+
+def test_ws_dropped_mid_run_history_completes(
+    comfy: ComfyUIDouble, http: urllib3.PoolManager
+) -> None:
+    comfy.drop_ws_after_progress(2)
+    with open_ws(comfy, "drop") as ws:
+        pid = submit(http, comfy, flux_graph(steps=6), client_id="drop")["prompt_id"]
+        got: list[dict[str, Any]] = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                got.append(json.loads(ws.recv(timeout=RECV_TIMEOUT)))
+    assert [m["data"]["value"] for m in got if m["type"] == "progress"] == [1, 2]
+    comfy.wait_until(finished(pid))
+    assert comfy.history(pid)["status"]["status_str"] == "success"
+    # Later messages were dropped, not buffered: a reconnect only gets a fresh status.
+    with open_ws(comfy, "drop") as ws:
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.2)
+
+
+def test_hold_interrupt_queue_and_vram(comfy: ComfyUIDouble, http: urllib3.PoolManager) -> None:
+    idle = get_json(http, f"{comfy.url}/system_stats")["devices"][0]
+    comfy.hold_next()
+    with open_ws(comfy, "held") as ws:
+        pid = submit(http, comfy, flux_graph(), client_id="held", prompt_id="p1")["prompt_id"]
+        other = submit(http, comfy, flux_graph(seed=9), client_id="held")["prompt_id"]
+        comfy.wait_until(lambda c: c.held == pid)
+        queue = get_json(http, f"{comfy.url}/queue")
+        assert [item[1] for item in queue["queue_running"]] == [pid]
+        assert [item[1] for item in queue["queue_pending"]] == [other]
+        assert queue["queue_running"][0][3] == {"client_id": "held"}
+        busy = get_json(http, f"{comfy.url}/system_stats")["devices"][0]
+        assert busy["vram_free"] < idle["vram_free"] and busy["vram_total"] == idle["vram_total"]
+
+        # An interrupt naming another prompt is a no-op; naming the running one stops it.
+        assert post_json(http, f"{comfy.url}/interrupt", {"prompt_id": other}).status == 200
+        assert comfy.held == pid
+        assert post_json(http, f"{comfy.url}/interrupt", {"prompt_id": pid}).status == 200
+        messages = recv_until_done(ws, pid)
+    stop = next(m["data"] for m in messages if m["type"] == "execution_interrupted")
+    assert (stop["prompt_id"], stop["node_id"], stop["node_type"]) == (pid, "8", "KSampler")
+    assert set(stop) == {"prompt_id", "node_id", "node_type", "executed", "timestamp"}
+    entry = comfy.history(pid)
+    assert entry["status"]["status_str"] == "error" and entry["status"]["completed"] is False
+    assert entry["status"]["messages"][-1][0] == "execution_interrupted"
+    comfy.wait_until(finished(other))
+    assert comfy.history(other)["status"]["status_str"] == "success"
+    assert get_json(http, f"{comfy.url}/queue") == {"queue_running": [], "queue_pending": []}
+
+
+def test_hold_release_and_global_interrupt(comfy: ComfyUIDouble, http: urllib3.PoolManager) -> None:
+    comfy.hold_next()
+    pid = submit(http, comfy, flux_graph())["prompt_id"]
+    comfy.wait_until(lambda c: c.held == pid)
+    comfy.release()
+    comfy.wait_until(finished(pid))
+    assert comfy.history(pid)["status"]["status_str"] == "success"
+    comfy.hold_next()
+    pid = submit(http, comfy, flux_graph(seed=3))["prompt_id"]
+    comfy.wait_until(lambda c: c.held == pid)
+    assert http.request("POST", f"{comfy.url}/interrupt").status == 200  # no body: global
+    comfy.wait_until(finished(pid))
+    assert comfy.history(pid)["status"]["status_str"] == "error"
+    # Without a client_id the interrupt is broadcast, the rest is not sent at all.
+    assert [t for t, _ in comfy.events_for(pid) if t != "progress_state"] == [
+        "execution_interrupted"
+    ]
+
+
+def test_view_path_checks(comfy: ComfyUIDouble, http: urllib3.PoolManager) -> None:
+    pid = submit(http, comfy, flux_graph())["prompt_id"]
+    comfy.wait_until(finished(pid))
+
+    def status(**fields: str) -> int:
+        return http.request("GET", f"{comfy.url}/view", fields=fields).status
+
+    assert status(filename="test_00001_.png", subfolder="imagen", type="output") == 200
+    assert status(filename="x/test_00001_.png", subfolder="imagen") == 200  # basename only
+    assert status(filename="test_00001_.png [output]", subfolder="imagen") == 200
+    assert status(filename="../secret.png") == 400
+    assert status(filename="/etc/passwd") == 400
+    assert status(filename="") == 400
+    assert status(filename="x.png", type="models") == 400
+    assert status(filename="passwd", subfolder="../../../../etc") == 403
+    assert status(filename="nope.png") == 404
+    assert status(subfolder="imagen") == 404
+
+
+def test_system_stats_object_info_and_features(
+    comfy: ComfyUIDouble, http: urllib3.PoolManager
+) -> None:
+    stats = get_json(http, f"{comfy.url}/system_stats")
+    assert {
+        "os",
+        "ram_total",
+        "ram_free",
+        "comfyui_version",
+        "python_version",
+        "pytorch_version",
+    } <= set(stats["system"])
+    (device,) = stats["devices"]
+    assert set(device) == {
+        "name",
+        "type",
+        "index",
+        "vram_total",
+        "vram_free",
+        "torch_vram_total",
+        "torch_vram_free",
+    }
+    assert all(isinstance(device[k], int) for k in ("vram_total", "vram_free"))
+    info = get_json(http, f"{comfy.url}/object_info")
+    assert {"UNETLoader", "DualCLIPLoader", "VAELoader", "KSampler", "SaveImage"} <= set(info)
+    assert info["SaveImage"]["output_node"] is True
+    assert info["VAELoader"]["input"]["required"]["vae_name"][0] == [
+        "ae.safetensors",
+        "pixel_space",
+    ]
+    assert get_json(http, f"{comfy.url}/object_info/Nope") == {}
+    assert get_json(http, f"{comfy.url}/api/prompt") == {"exec_info": {"queue_remaining": 0}}
+    assert http.request("GET", f"{comfy.url}/models/unet").status == 404
+
+
+def test_bearer_token(http: urllib3.PoolManager) -> None:
+    with ComfyUIDouble(token="s3cret") as comfy:
+        assert http.request("GET", f"{comfy.url}/system_stats").status == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        assert http.request("GET", f"{comfy.url}/system_stats", headers=auth).status == 200
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{comfy.port}/ws?clientId=a", open_timeout=5)
+        assert refused.value.response.status_code == 401
+        with open_ws(comfy, "a", additional_headers=auth) as ws:
+            reply = post_json(
+                http, f"{comfy.url}/prompt", {"prompt": flux_graph(), "client_id": "a"}, auth
+            )
+            assert reply.status == 200
+            recv_until_done(ws, json.loads(reply.data)["prompt_id"])
+
+
+def test_refused_connection_after_close(http: urllib3.PoolManager) -> None:
+    comfy = ComfyUIDouble()
+    comfy.hold_next()
+    pid = submit(http, comfy, flux_graph())["prompt_id"]
+    ws = open_ws(comfy, "w")
+    comfy.wait_until(lambda c: c.held == pid)
+    comfy.close()  # quick even with a held run and an open websocket
+    with pytest.raises(urllib3.exceptions.NewConnectionError):
+        http.request("GET", f"{comfy.url}/queue")
+    with pytest.raises(ConnectionClosed):
+        while True:
+            ws.recv(timeout=RECV_TIMEOUT)
+    with pytest.raises(urllib3.exceptions.NewConnectionError):
+        http.request("GET", f"http://127.0.0.1:{free_port()}/queue")
+
+
+def test_standalone_prints_url_first(http: urllib3.PoolManager) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imagen.testing.comfyui"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert json.loads(http.request("GET", f"{url}/queue").data) == {
+            "queue_running": [],
+            "queue_pending": [],
+        }
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
