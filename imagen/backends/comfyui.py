@@ -499,6 +499,11 @@ def _submit(state: JobState) -> Action:
             return Record((RemoteJobAccepted(str(o.body.get("prompt_id") or sent_id)),))
         if o.status in (200, 400):
             return _validation_failure(o.body)
+        if o.status >= 500:
+            # A proxy may answer 5xx after ComfyUI queued the prompt: look before posting again.
+            found = _lookup(state, sent_id)
+            if found is not None:
+                return found
         if o.status >= 500 and retries(state, "prompt", "5xx") < 1:
             return Record(
                 (
