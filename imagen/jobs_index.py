@@ -57,6 +57,10 @@ jobs = Table(
 def catch_up(store: EventStore, *, batch: int = 20000) -> int:
     """Fold events after the checkpoint into the table; returns how many were applied."""
     metadata.create_all(store.engine, checkfirst=True)
+    if not store.fetch(
+        f"SELECT 1 FROM projection_checkpoints WHERE name = {store.param}", (CHECKPOINT,)
+    ):
+        store.set_checkpoint(CHECKPOINT, 0)  # marks the table as created
     applied = 0
     while True:
         after = store.get_checkpoint(CHECKPOINT)

@@ -17,9 +17,14 @@ CHECKPOINT = "imagen.jobs.v1"
 def is_current(reader: Any) -> bool:
     """Has the projection seen every event? (Then a reader can answer without catching up.)"""
     try:
-        return reader.get_checkpoint(CHECKPOINT) == reader.head_position()
-    except Exception:  # the table does not exist yet on a fresh ledger
+        row = reader.fetch(
+            f"SELECT position FROM projection_checkpoints WHERE name = {reader.param}",
+            (CHECKPOINT,),
+        )
+    except Exception:  # a ledger too new to have the table
         return False
+    # No row yet: the projection's table was never created, so it cannot be current.
+    return bool(row) and row[0][0] == reader.head_position()
 
 
 def effective_status(row: dict[str, Any], env: Environment) -> str:

@@ -306,3 +306,22 @@ def test_crash_anywhere_then_resume_pays_once(
     assert box.types(job_id)[-1] == "JobSucceeded"
     assert rep.billed == 1
     assert_clean(box, result.stdout.strip())
+
+
+def test_resume_after_the_output_was_deleted_fails_and_still_counts(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = {"t": datetime(2026, 11, 24, 12, tzinfo=UTC)}
+    with ReplicateDouble(token=TOKEN, clock=lambda: now["t"]) as rep:
+        box = make_box(tmp_path, rep)
+        crashed = box.run("generate", "late", env={"IMAGEN_CRASH_AFTER": "RemoteJobAccepted"})
+        assert crashed.returncode == -signal.SIGKILL
+        now["t"] += timedelta(hours=2)  # Replicate keeps API outputs for about an hour
+        job_id = only_job(box)
+        result = box.run("resume", job_id)
+        assert result.returncode == 1
+        assert "no longer" in result.stderr and "still paid for" in result.stderr
+        assert box.events(job_id)[-1].data["reason"] == "output_deleted"
+        assert rep.billed == 1
+    [row] = json.loads(box.run("usage", "--raw", "--json").stdout)
+    assert row["id"] == job_id and row["cost_usd_estimate"] == 0.003

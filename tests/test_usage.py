@@ -216,3 +216,32 @@ def test_since_and_until_boundaries(tmp_path: Path) -> None:
     assert [r["id"] for r in rows] == ["j1"]  # since is inclusive, until exclusive
     rows = usage_local.rows(store, since="2026-11-20T00:00:00.000000Z")
     assert sorted(r["id"] for r in rows) == ["j1", "j2"]
+
+
+def test_plain_alembic_upgrade_uses_the_url_from_the_environment(pg_server_url: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.cli import ROOT
+
+    url = create_database(pg_server_url)
+    ensure_supabase_roles(url)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "IMAGEN_USAGE_DATABASE_URL": url,
+        "IMAGEN_CONFIG": "",
+        "HOME": str(ROOT),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "usage@head"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    with psycopg.connect(_libpq(url)) as conn:
+        assert conn.execute("SELECT version_num FROM imagen_usage_alembic_version").fetchone() == (
+            "usage_0001",
+        )
