@@ -319,6 +319,9 @@ class Runner:
                 close_timeout=1,
                 additional_headers=headers or None,
                 max_size=2**24,
+                # Unbounded: with the default queue a paused reader makes close() wait out
+                # its timeout when unread messages (status, executing null) are pending.
+                max_queue=None,
             )
         except Exception as exc:  # refused, handshake rejected, timeout: all mean "no stream"
             return self._append(

@@ -443,3 +443,16 @@ def test_preview_failure_is_a_warning_and_exit_0(sandbox) -> None:  # type: igno
     assert Path(result.stdout.strip()).exists()
     [warning] = [line for line in result.stderr.splitlines() if "warning" in line]
     assert "tmux" in warning
+
+
+def test_caller_is_the_tmux_panes_mai_name(server: Server) -> None:
+    from imagen.caller import resolve_caller
+
+    server.tmux("set-option", "-p", "-t", server.pane, "@mai-name", "agent-blue")
+    env = server.env()
+    assert resolve_caller(env) == "agent-blue"
+    assert resolve_caller({**env, "MAI_FROM_ID": "explicit"}) == "explicit"
+    assert resolve_caller({k: v for k, v in env.items() if not k.startswith("TMUX")}) not in (
+        "",
+        "agent-blue",
+    )

@@ -28,8 +28,24 @@ def rep() -> Iterator[ReplicateDouble]:
         yield double
 
 
+_BOXES: list[Sandbox] = []
+
+
+@pytest.fixture(autouse=True)
+def token_never_recorded() -> Iterator[None]:
+    """After every test: the token is in no ledger event and no sidecar."""
+    _BOXES.clear()
+    yield
+    for box in _BOXES:
+        if (box.root / "ledger.db").exists():
+            assert TOKEN not in box.ledger_text()
+        for sidecar in box.root.rglob("*.json"):
+            assert TOKEN not in sidecar.read_text()
+
+
 def make_box(tmp_path: Path, rep: ReplicateDouble, **options: object) -> Sandbox:
     box = Sandbox(tmp_path, env={"REPLICATE_API_TOKEN": TOKEN})
+    _BOXES.append(box)
     opts = {
         "model": SCHNELL,
         "base_url": rep.url,
@@ -325,3 +341,22 @@ def test_resume_after_the_output_was_deleted_fails_and_still_counts(tmp_path: Pa
         assert rep.billed == 1
     [row] = json.loads(box.run("usage", "--raw", "--json").stdout)
     assert row["id"] == job_id and row["cost_usd_estimate"] == 0.003
+
+
+def test_data_uri_output_is_accepted(box: Sandbox, rep: ReplicateDouble) -> None:
+    rep.behaviour(output_as="data")
+    result = box.run("generate", "inline", "--format", "jpg")
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).read_bytes()[:3] == b"\xff\xd8\xff"
+    sent = [e.data["url"] for e in box.events(only_job(box)) if e.type == "RequestSent"]
+    assert sent[-1].startswith("data:image/") and sent[-1].endswith("chars)")  # not the payload
+    assert rep.billed == 1
+
+
+def test_crash_after_the_lookup_concluded(box: Sandbox, rep: ReplicateDouble) -> None:
+    rep.reset_after_create()
+    crashed = box.run("generate", "lookup crash", env={"IMAGEN_CRASH_AFTER": "LookupConcluded"})
+    assert crashed.returncode == -signal.SIGKILL
+    result = box.run("resume", only_job(box))
+    assert result.returncode == 0, result.stderr
+    assert rep.billed == 1

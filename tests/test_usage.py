@@ -245,3 +245,17 @@ def test_plain_alembic_upgrade_uses_the_url_from_the_environment(pg_server_url: 
         assert conn.execute("SELECT version_num FROM imagen_usage_alembic_version").fetchone() == (
             "usage_0001",
         )
+
+
+def test_missing_table_names_the_migration(
+    pg_server_url: str, tmp_path: Path, echo_server: EchoServer
+) -> None:
+    url = create_database(pg_server_url)
+    ensure_supabase_roles(url)
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA mai")
+    with PostgrestDouble(url, SECRET) as supa:
+        box = _usage_sandbox(tmp_path, echo_server, supa.url)
+        assert box.run("generate", PROMPT).returncode == 0
+        result = box.run("usage", "sync")
+        assert result.returncode == 3 and "imagen db upgrade usage" in result.stderr
