@@ -196,7 +196,7 @@ def test_relative_since_is_measured_from_now() -> None:
 
 
 def test_since_and_until_boundaries(tmp_path: Path) -> None:
-    from imagen import usage_local
+    from imagen import usage_local, usage_query
     from imagen.events import ImageStored, JobRequested, JobSucceeded
     from ledger import NewEvent, open_store
 
@@ -210,11 +210,12 @@ def test_since_and_until_boundaries(tmp_path: Path) -> None:
             JobSucceeded({}),
         ]
         store.append(f"j{i}", [NewEvent(e.type_name(), e.to_data()) for e in events], 0)
-    rows = usage_local.rows(
+    usage_local.catch_up(store)
+    rows = usage_query.rows(
         store, since="2026-11-20T00:00:00.000000Z", until="2026-11-21T00:00:00.000000Z"
     )
     assert [r["id"] for r in rows] == ["j1"]  # since is inclusive, until exclusive
-    rows = usage_local.rows(store, since="2026-11-20T00:00:00.000000Z")
+    rows = usage_query.rows(store, since="2026-11-20T00:00:00.000000Z")
     assert sorted(r["id"] for r in rows) == ["j1", "j2"]
 
 

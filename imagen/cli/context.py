@@ -71,6 +71,19 @@ def jobs_reader() -> Any:
     return store()
 
 
+def usage_reader() -> Any:
+    """A reader whose usage table is current, catching the projection up if it is behind."""
+    from imagen import usage_query
+
+    r = reader()
+    if usage_query.is_current(r):
+        return r
+    from imagen import usage_local
+
+    usage_local.catch_up(store())
+    return store()
+
+
 def err(message: str) -> None:
     print(message, file=ENV.stderr)
 

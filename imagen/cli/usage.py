@@ -54,13 +54,13 @@ def usage(
         rows = usage_remote.fetch(context.config(), context.ENV, since=since_t, until=until_t)
         data = rows if raw else usage_remote.group(rows, keys)
     else:
-        from imagen import usage_local
+        from imagen import usage_query
 
-        store = context.store()
+        reader = context.usage_reader()
         data = (
-            usage_local.rows(store, since=since_t, until=until_t)
+            usage_query.rows(reader, since=since_t, until=until_t)
             if raw
-            else usage_local.grouped(store, keys, since=since_t, until=until_t)
+            else usage_query.grouped(reader, keys, since=since_t, until=until_t)
         )
     if json_output:
         print(json.dumps(data, default=str))

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from imagen import usage_local
+from imagen import usage_local, usage_query
 from imagen.projections.usage import COLUMNS
 from ledger import NewEvent, open_store
 from tests.benchmarks.report import line, timed
@@ -247,11 +247,11 @@ def bench_grouped(tmp: Path) -> None:
     assert sum(r[2] for r in expected) == LOCAL_ROWS
 
     got: list[Any] = []
-    ours = _median(lambda: got.append(usage_local.grouped(store, ["backend", "model"])))
+    ours = _median(lambda: got.append(usage_query.grouped(store, ["backend", "model"])))
     base = _median(lambda: raw.execute(GROUP_SQL).fetchall())
     assert [list(r.values()) for r in got[-1]] == expected
     line(
-        f"usage_local.grouped over {LOCAL_ROWS:,} rows (s)",
+        f"usage_query.grouped over {LOCAL_ROWS:,} rows (s)",
         ours,
         base,
         "s",
