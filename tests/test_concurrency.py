@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from imagen import jobs_index
 from imagen.testing.comfyui import ComfyUIDouble
 from imagen.testing.replicate import ReplicateDouble
 from ledger import open_store
@@ -59,17 +60,16 @@ def doubles() -> Iterator[tuple[ComfyUIDouble, ReplicateDouble]]:
         yield comfy, rep
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
-def test_eight_processes_twenty_five_images_each(
-    engine: str,
-    tmp_path: Path,
+@pytest.fixture(params=["sqlite", "postgres"])
+def box(
     request: pytest.FixtureRequest,
+    tmp_path: Path,
     doubles: tuple[ComfyUIDouble, ReplicateDouble],
-) -> None:
+) -> Sandbox:
     comfy, rep = doubles
     url = (
         f"sqlite:///{tmp_path / 'ledger.db'}"
-        if engine == "sqlite"
+        if request.param == "sqlite"
         else request.getfixturevalue("pg_url")
     )
     box = Sandbox(tmp_path, ledger_url=url, env={"REPLICATE_API_TOKEN": TOKEN})
@@ -89,17 +89,15 @@ retry_base_s = 0.01
 directory = "{box.out}"
 """)
     box.out.mkdir()
-    # Create and migrate the ledger once up front, so the test is about concurrent appends
-    # rather than 8 first-time migrations racing (which is a separate concern).
-    warm = open_store(url)
-    from imagen import jobs_index
-    jobs_index.catch_up(warm)
-    warm.close()
+    return box
 
-    started = time.monotonic()
+
+def run_workers(box: Sandbox, per_worker: int) -> list[str]:
+    """Start WORKERS drivers (half ComfyUI, half Replicate), release them at once, and return
+    the image paths they report; fails on any non-zero exit or any "locked" text."""
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", DRIVER, backend, f"w{k}", str(box.out), str(PER_WORKER)],
+            [sys.executable, "-c", DRIVER, backend, f"w{k}", str(box.out), str(per_worker)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -109,22 +107,20 @@ directory = "{box.out}"
         )
         for k, backend in enumerate(["local", "rep"] * (WORKERS // 2))
     ]
-    # The barrier: every worker is blocked on stdin; release them all at once.
+    # The barrier: every driver is blocked on stdin (after its interpreter started); release
+    # them all at once, so the first generates of all 8 collide.
     for w in workers:
         assert w.stdin is not None
         w.stdin.write("\n")
         w.stdin.flush()
     results = [w.communicate(timeout=600) for w in workers]
-    elapsed = time.monotonic() - started
-    print(f"{engine}: {WORKERS}x{PER_WORKER} generates in {elapsed:.1f} s")
-
     for w, (out, err) in zip(workers, results, strict=True):
         assert "database is locked" not in (out + err).lower(), out + err
         assert w.returncode == 0, out + err
-    outputs = [p for out, _ in results for p in json.loads(out)["outputs"]]
-    assert len(outputs) == WORKERS * PER_WORKER
-    assert all(Path(p).is_file() for p in outputs)
+    return [p for out, _ in results for p in json.loads(out)["outputs"]]
 
+
+def check_ledger(url: str, jobs: int) -> None:
     store = open_store(url)
     try:
         report = store.verify()
@@ -133,12 +129,50 @@ directory = "{box.out}"
         last: dict[str, tuple[int, str]] = {}
         for e in events:
             last[e.stream_id] = (e.stream_version, e.type)
-        assert len(last) == WORKERS * PER_WORKER
+        assert len(last) == jobs
         assert {t for _, t in last.values()} == {"JobSucceeded"}
-        # No gaps, no lost events: positions are 1..N and each stream's versions sum to N.
+        # No gaps, no lost events: positions are 1..N and the streams' versions sum to N.
         assert [e.position for e in events] == list(range(1, len(events) + 1))
         assert sum(v for v, _ in last.values()) == len(events) == report.checked
     finally:
         store.close()
+
+
+def test_eight_processes_twenty_five_images_each(
+    box: Sandbox, doubles: tuple[ComfyUIDouble, ReplicateDouble]
+) -> None:
+    comfy, rep = doubles
+    # An existing ledger with its jobs index, as after a user's first generate: this test is
+    # about concurrent appends. Creating both on first use is the test below.
+    store = open_store(box.ledger_url)
+    jobs_index.catch_up(store)
+    store.close()
+
+    started = time.monotonic()
+    outputs = run_workers(box, PER_WORKER)
+    print(f"{WORKERS}x{PER_WORKER} generates in {time.monotonic() - started:.1f} s")
+
+    assert len(outputs) == WORKERS * PER_WORKER
+    assert all(Path(p).is_file() for p in outputs)
+    check_ledger(box.ledger_url, WORKERS * PER_WORKER)
     assert comfy.executed == WORKERS // 2 * PER_WORKER
     assert rep.billed == WORKERS // 2 * PER_WORKER
+
+
+# A product bug, reproduced through the CLI on both engines, but only in some runs (here about
+# one in three to five), hence not strict. Drop the mark once the index is created under the
+# ledger's write lock.
+@pytest.mark.xfail(
+    strict=False,
+    reason="jobs_index.catch_up runs metadata.create_all(checkfirst=True) outside the ledger's "
+    "write lock: concurrent first uses race (PostgreSQL: DuplicateTable / pg_type "
+    "UniqueViolation; SQLite: 'database is locked' from a deferred read-then-write)",
+)
+def test_first_use_by_eight_processes_at_once(
+    box: Sandbox, doubles: tuple[ComfyUIDouble, ReplicateDouble]
+) -> None:
+    comfy, rep = doubles
+    outputs = run_workers(box, 1)
+    assert len(outputs) == WORKERS and all(Path(p).is_file() for p in outputs)
+    check_ledger(box.ledger_url, WORKERS)
+    assert comfy.executed == rep.billed == WORKERS // 2
