@@ -56,11 +56,7 @@ jobs = Table(
 
 def catch_up(store: EventStore, *, batch: int = 20000) -> int:
     """Fold events after the checkpoint into the table; returns how many were applied."""
-    metadata.create_all(store.engine, checkfirst=True)
-    if not store.fetch(
-        f"SELECT 1 FROM projection_checkpoints WHERE name = {store.param}", (CHECKPOINT,)
-    ):
-        store.set_checkpoint(CHECKPOINT, 0)  # marks the table as created
+    store.ensure_projection(metadata, CHECKPOINT)
     applied = 0
     while True:
         after = store.get_checkpoint(CHECKPOINT)
@@ -96,7 +92,7 @@ def catch_up(store: EventStore, *, batch: int = 20000) -> int:
 
 
 def reset(store: EventStore) -> None:
-    metadata.create_all(store.engine, checkfirst=True)
+    store.ensure_projection(metadata, CHECKPOINT)
     with store.transaction() as conn:
         conn.execute(delete(jobs))
         store.set_checkpoint(CHECKPOINT, 0, conn)

@@ -53,11 +53,7 @@ usage = Table(
 def catch_up(store: EventStore, *, batch: int = 20000) -> int:
     from imagen.runner import load
 
-    metadata.create_all(store.engine, checkfirst=True)
-    if not store.fetch(
-        f"SELECT 1 FROM projection_checkpoints WHERE name = {store.param}", (CHECKPOINT,)
-    ):
-        store.set_checkpoint(CHECKPOINT, 0)  # marks the table as created
+    store.ensure_projection(metadata, CHECKPOINT)
     added = 0
     while True:
         after = store.get_checkpoint(CHECKPOINT)
@@ -98,7 +94,6 @@ def unsynced(store: EventStore, limit: int) -> list[dict[str, Any]]:
 
 def rebuild(store: EventStore) -> list[str]:
     """Re-derive the table from the ledger alone; report rows that differed."""
-    metadata.create_all(store.engine, checkfirst=True)
     catch_up(store)
     with store.engine.connect() as conn:
         before = {r.id: tuple(r._mapping[c] for c in COLUMNS) for r in conn.execute(select(usage))}

@@ -15,7 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    MetaData,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -255,6 +265,19 @@ class EventStore:
 
     def head_position(self) -> int:
         return self.head().position
+
+    def ensure_projection(self, metadata: MetaData, checkpoint: str) -> None:
+        """Create a projection's tables once, under the write lock: processes using a fresh
+        ledger at once would otherwise race on check-then-create ("database is locked" on
+        SQLite, DuplicateTable on PostgreSQL). The checkpoint row marks them as created."""
+        sql = f"SELECT 1 FROM projection_checkpoints WHERE name = {self.param}"
+        if self.fetch(sql, (checkpoint,)):
+            return
+        with self.transaction() as conn:
+            if conn.exec_driver_sql(sql, (checkpoint,)).first():
+                return
+            metadata.create_all(conn, checkfirst=True)
+            self.set_checkpoint(checkpoint, 0, conn)
 
     def get_checkpoint(self, name: str, conn: Connection | None = None) -> int:
         stmt = select(projection_checkpoints.c.position).where(

@@ -159,15 +159,8 @@ def test_eight_processes_twenty_five_images_each(
     assert rep.billed == WORKERS // 2 * PER_WORKER
 
 
-# A product bug, reproduced through the CLI on both engines, but only in some runs (here about
-# one in three to five), hence not strict. Drop the mark once the index is created under the
-# ledger's write lock.
-@pytest.mark.xfail(
-    strict=False,
-    reason="jobs_index.catch_up runs metadata.create_all(checkfirst=True) outside the ledger's "
-    "write lock: concurrent first uses race (PostgreSQL: DuplicateTable / pg_type "
-    "UniqueViolation; SQLite: 'database is locked' from a deferred read-then-write)",
-)
+# Regression: the first use of a fresh ledger by 8 processes at once (projection tables are
+# created under the ledger's write lock).
 def test_first_use_by_eight_processes_at_once(
     box: Sandbox, doubles: tuple[ComfyUIDouble, ReplicateDouble]
 ) -> None:
