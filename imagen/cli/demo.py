@@ -24,12 +24,11 @@ def demo(
     steps
         Sampler steps to simulate (the progress bar follows them).
     """
-    from imagen.cli.progress import RichReporter
+    from imagen.cli.drive import drive
     from imagen.config import SAMPLE, parse_config
-    from imagen.outputs import write_sidecar
+    from imagen.outputs import sidecar_path
     from imagen.projections.timeline import timeline
     from imagen.request import GenerateInputs
-    from imagen.runner import Runner
     from imagen.service import exit_code, failure_message, new_seed, prepare
     from imagen.testing.comfyui import ComfyUIDouble
     from ledger import open_store
@@ -58,13 +57,8 @@ def demo(
             env=env,
             caller="demo",
         )
-        reporter = RichReporter(env.stderr)
-        runner = Runner(store, env, reporter)
-        try:
-            state = runner.run(prepared.job_id, runner.submit(prepared.job_id, prepared.request))
-        finally:
-            reporter.close()
-        sidecar = write_sidecar(state)
+        state = drive(store, prepared.job_id, request=prepared.request)
+        sidecar = sidecar_path(state.image.path) if state.image else None
         code = exit_code(state)
         if code:
             context.err(f"imagen: error: {failure_message(state)}")

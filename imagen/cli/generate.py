@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from cyclopts import Parameter
@@ -56,14 +55,12 @@ def generate(
         Open (or not) a tmux preview window; default from config/IMAGEN_PREVIEW.
     """
     from imagen.caller import resolve_caller
+    from imagen.cli.drive import drive, report, sync_usage_best_effort
     from imagen.cli.jobs import mention_interrupted
-    from imagen.cli.progress import RichReporter
     from imagen.errors import UserError
     from imagen.exit_codes import ExitCode
-    from imagen.outputs import write_sidecar
     from imagen.request import BadInput, GenerateInputs, check_prompt, parse_options, parse_size
-    from imagen.runner import Halted, MissingCredential, Runner
-    from imagen.service import exit_code, failure_message, new_seed, prepare, summary
+    from imagen.service import new_seed, prepare
 
     env = context.ENV
     try:
@@ -95,44 +92,12 @@ def generate(
 
     jobs_index.catch_up(store)
     mention_interrupted(store)
-    reporter = RichReporter(env.stderr)
-    runner = Runner(store, env, reporter)
-    try:
-        state = runner.submit(prepared.job_id, prepared.request)
-        state = runner.run(prepared.job_id, state)
-    except MissingCredential as exc:
-        raise UserError(str(exc), ExitCode.BAD_INPUT) from None
-    except Halted as exc:
-        raise UserError(f"job {prepared.job_id}: {exc}", ExitCode(exc.exit_code)) from None
-    finally:
-        reporter.close()
-    write_sidecar(state)
-    code = exit_code(state)
-    if json_output:
-        print(json.dumps(summary(state)), file=env.stdout)
-    elif state.image and code == ExitCode.OK:
-        print(state.image.path, file=env.stdout)
-    message = failure_message(state)
-    if message and code != ExitCode.OK:
-        context.err(f"imagen: error: {message}")
+    state = drive(store, prepared.job_id, request=prepared.request)
+    code = report(state, json_output=json_output)
     if code == ExitCode.OK and state.image:
         _after_success(state, cfg, preview)
     sync_usage_best_effort(store, cfg)
     return int(code)
-
-
-def sync_usage_best_effort(store, cfg) -> None:  # type: ignore[no-untyped-def]
-    """After a job: send usage with a short timeout; a failure is one warning, never a failed image."""
-    if not cfg.usage.supabase_url:
-        return
-    from imagen.usage_remote import SyncError, sync
-
-    try:
-        sync(store, cfg, context.ENV, timeout_s=3.0)
-    except SyncError as exc:
-        context.err(
-            f"imagen: warning: usage not synced ({exc}); it stays queued for `imagen usage sync`"
-        )
 
 
 def _after_success(state, cfg, flag: bool | None) -> None:  # type: ignore[no-untyped-def]

@@ -156,11 +156,11 @@ def resume(
         One JSON object per job.
     """
     from imagen import jobs_index, jobs_query
-    from imagen.cli.progress import RichReporter
+    from imagen.cli.drive import drive, report, sync_usage_best_effort
     from imagen.events import ForceNewRequested
     from imagen.outputs import write_sidecar
-    from imagen.runner import Halted, JobTakenOver, MissingCredential, Runner, load, owner_alive
-    from imagen.service import exit_code, failure_message, resolve_job_id, summary
+    from imagen.runner import load, owner_alive
+    from imagen.service import resolve_job_id
 
     if bool(job_id) == all_:
         raise UserError("give a job id or --all")
@@ -179,7 +179,7 @@ def resume(
         if state.finished:
             write_sidecar(state)
             context.err(f"imagen: job {jid} already {state.status}")
-            code = exit_code(state)
+            code = report(state, json_output=json_output)
         elif owner_alive(state, context.ENV):
             claim = state.claim
             assert claim is not None
@@ -189,34 +189,12 @@ def resume(
             )
             code = ExitCode.CONFLICT
         else:
-            reporter = RichReporter(context.ENV.stderr)
-            try:
-                extra = [ForceNewRequested("--force-new")] if force_new else []
-                state = Runner(store, context.ENV, reporter).run(
-                    jid, state, resumed=True, extra=extra
-                )
-            except JobTakenOver as exc:
-                raise UserError(str(exc), ExitCode.CONFLICT) from None
-            except MissingCredential as exc:
-                raise UserError(str(exc), ExitCode.BAD_INPUT) from None
-            except Halted as exc:
-                raise UserError(f"job {jid}: {exc}", ExitCode(exc.exit_code)) from None
-            finally:
-                reporter.close()
-            write_sidecar(state)
-            code = exit_code(state)
-            message = failure_message(state)
-            if message and code != ExitCode.OK:
-                context.err(f"imagen: error: {message}")
-        if json_output:
-            print(json.dumps(summary(state)))
-        elif state.image and code == ExitCode.OK:
-            print(state.image.path)
+            extra = [ForceNewRequested("--force-new")] if force_new else []
+            state = drive(store, jid, state=state, resumed=True, extra=extra)
+            code = report(state, json_output=json_output)
         worst = code if worst == ExitCode.OK else worst
     if all_ and not ids:
         context.err("imagen: no interrupted jobs")
     if ids:
-        from imagen.cli.generate import sync_usage_best_effort
-
         sync_usage_best_effort(store, context.config())
     return int(worst)

@@ -1,0 +1,74 @@
+"""Driving a job from a command: progress on stderr, runner errors as one-line user errors, the
+sidecar written, the outcome printed. Shared by generate, resume and demo."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from imagen.cli import context
+from imagen.errors import UserError
+from imagen.events import Event, JobRequested
+from imagen.exit_codes import ExitCode
+from imagen.job import JobState
+
+
+def drive(
+    store: Any,
+    job_id: str,
+    *,
+    request: JobRequested | None = None,
+    state: JobState | None = None,
+    resumed: bool = False,
+    extra: Sequence[Event] = (),
+) -> JobState:
+    from imagen.cli.progress import RichReporter
+    from imagen.outputs import write_sidecar
+    from imagen.runner import Halted, JobTakenOver, MissingCredential, Runner
+
+    reporter = RichReporter(context.ENV.stderr)
+    runner = Runner(store, context.ENV, reporter)
+    try:
+        if request is not None:
+            state = runner.submit(job_id, request)
+        state = runner.run(job_id, state, resumed=resumed, extra=list(extra))
+    except JobTakenOver as exc:
+        raise UserError(str(exc), ExitCode.CONFLICT) from None
+    except MissingCredential as exc:
+        raise UserError(str(exc), ExitCode.BAD_INPUT) from None
+    except Halted as exc:
+        raise UserError(f"job {job_id}: {exc}", ExitCode(exc.exit_code)) from None
+    finally:
+        reporter.close()
+    write_sidecar(state)
+    return state
+
+
+def report(state: JobState, *, json_output: bool) -> ExitCode:
+    """Print the image path (or JSON) on stdout and any failure on stderr; return the exit code."""
+    from imagen.service import exit_code, failure_message, summary
+
+    code = exit_code(state)
+    if json_output:
+        print(json.dumps(summary(state)), file=context.ENV.stdout)
+    elif state.image and code == ExitCode.OK:
+        print(state.image.path, file=context.ENV.stdout)
+    message = failure_message(state)
+    if message and code != ExitCode.OK:
+        context.err(f"imagen: error: {message}")
+    return code
+
+
+def sync_usage_best_effort(store: Any, cfg: Any) -> None:
+    """After a job: send usage with a short timeout; a failure is one warning, never a failed image."""
+    if not cfg.usage.supabase_url:
+        return
+    from imagen.usage_remote import SyncError, sync
+
+    try:
+        sync(store, cfg, context.ENV, timeout_s=3.0)
+    except SyncError as exc:
+        context.err(
+            f"imagen: warning: usage not synced ({exc}); it stays queued for `imagen usage sync`"
+        )
