@@ -11,7 +11,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from imagen.actions import Action, FollowStream, HttpRequest, OpenStream, Record, StoreImage
-from imagen.backends.common import exchanges, pending_retry, request_id, retries, retry_time
+from imagen.backends.common import (
+    config_of,
+    exchanges,
+    pending_retry,
+    request_id,
+    retries,
+    retry_time,
+)
 from imagen.backends.spec import Option
 from imagen.events import (
     CancelRequested,
@@ -255,13 +262,8 @@ def validate_request(params: Mapping[str, Any], options: Mapping[str, Any]) -> N
 _NS = uuid.UUID("6b1f3c52-6a43-4c55-9d1c-3f0c2a7e9a10")
 
 
-def _cfg(state: JobState) -> dict[str, Any]:
-    assert state.request is not None
-    return state.request.backend_config
-
-
 def _url(state: JobState) -> str:
-    return str(_cfg(state).get("url") or DEFAULT_URL).rstrip("/")
+    return str(config_of(state).get("url") or DEFAULT_URL).rstrip("/")
 
 
 def prompt_id(state: JobState) -> str:
@@ -293,7 +295,7 @@ def _prefix(state: JobState) -> str:
 def _graph(state: JobState) -> dict[str, Any]:
     req = state.request
     assert req is not None
-    cfg = _cfg(state)
+    cfg = config_of(state)
     if cfg.get("workflow_content"):
         return custom_graph(cfg["workflow_content"], req.prompt, req.params, cfg, _prefix(state))
     return flux_schnell_graph(req.prompt, req.params, cfg, _prefix(state))
@@ -315,13 +317,13 @@ def _req(
         f"{_url(state)}{path}",
         json_body=body,
         timeout_s=timeout_s,
-        auth_env=_cfg(state).get("token_env"),
+        auth_env=config_of(state).get("token_env"),
         not_before=not_before,
     )
 
 
 def _unreachable(state: JobState, outcome: RequestFailed) -> Record:
-    hint = _cfg(state).get("unreachable_hint") or "is ComfyUI running?"
+    hint = config_of(state).get("unreachable_hint") or "is ComfyUI running?"
     return Record(
         (
             JobFailed(
@@ -420,7 +422,7 @@ def decide(state: JobState) -> Action:
             return OpenStream(
                 f"{_url(state).replace('http', 'ws', 1)}/ws?clientId={client_id(state)}",
                 client_id(state),
-                auth_env=_cfg(state).get("token_env"),
+                auth_env=config_of(state).get("token_env"),
             )
         return _submit(state)
 
@@ -510,7 +512,7 @@ def _submit(state: JobState) -> Action:
                     RetryScheduled(
                         "prompt",
                         1,
-                        float(_cfg(state).get("retry_base_s") or 0.5),
+                        float(config_of(state).get("retry_base_s") or 0.5),
                         f"5xx HTTP {o.status}",
                     ),
                 )
@@ -541,7 +543,7 @@ def _submit(state: JobState) -> Action:
                 RetryScheduled(
                     "prompt",
                     1,
-                    float(_cfg(state).get("retry_base_s") or 0.5),
+                    float(config_of(state).get("retry_base_s") or 0.5),
                     f"network: {o.error}",
                 ),
             )
@@ -647,7 +649,7 @@ def _history_result(state: JobState, pid: str) -> Action | None:
         expected_format="png",
         overwrite=req.overwrite,
         timeout_s=60,
-        auth_env=_cfg(state).get("token_env"),
+        auth_env=config_of(state).get("token_env"),
     )
     if (
         not downloads
@@ -676,7 +678,7 @@ def _poll_history(
 ) -> Action:
     assert state.now is not None
     polls = exchanges(state, "history")
-    interval = float(_cfg(state).get("poll_interval_s") or 0.5)
+    interval = float(config_of(state).get("poll_interval_s") or 0.5)
     if immediate or not polls:
         return _req(state, "history", "GET", f"/history/{pid}")
     next_at = state.now + timedelta(seconds=interval)
@@ -702,7 +704,7 @@ def _cancel(state: JobState) -> Action:
 def _result(state: JobState) -> dict[str, Any]:
     req = state.request
     assert req is not None and state.image is not None
-    cfg = _cfg(state)
+    cfg = config_of(state)
     vram = None
     stats = exchanges(state, "system_stats")
     if (

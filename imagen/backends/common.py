@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from imagen.events import (
     RequestFailed,
@@ -70,6 +71,12 @@ def retry_time(state: JobState, purpose: str) -> str | None:
         if isinstance(r.event, RetryScheduled) and r.event.purpose == purpose:
             return iso(r.at + timedelta(seconds=r.event.delay_s))
     return None
+
+
+def config_of(state: JobState) -> dict[str, Any]:
+    """The backend configuration recorded with the request (not today's config file)."""
+    assert state.request is not None
+    return state.request.backend_config
 
 
 def request_id(state: JobState, purpose: str) -> str:

@@ -14,7 +14,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from imagen.actions import Action, Halt, HttpRequest, Record, StoreImage
-from imagen.backends.common import exchanges, pending_retry, request_id, retries, retry_time
+from imagen.backends.common import (
+    config_of,
+    exchanges,
+    pending_retry,
+    request_id,
+    retries,
+    retry_time,
+)
 from imagen.backends.spec import Option
 from imagen.events import (
     CancelRequested,
@@ -140,17 +147,12 @@ LOOKUP_MARGIN_S = 300  # clock skew allowance when asking for predictions create
 MAX_429_RETRIES = 3
 
 
-def _cfg(state: JobState) -> dict[str, Any]:
-    assert state.request is not None
-    return state.request.backend_config
-
-
 def _base(state: JobState) -> str:
-    return str(_cfg(state).get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+    return str(config_of(state).get("base_url") or DEFAULT_BASE_URL).rstrip("/")
 
 
 def _token_env(state: JobState) -> str:
-    return str(_cfg(state).get("api_token_env") or "REPLICATE_API_TOKEN")
+    return str(config_of(state).get("api_token_env") or "REPLICATE_API_TOKEN")
 
 
 def model_input(state: JobState) -> dict[str, Any]:
@@ -177,7 +179,7 @@ def _create(state: JobState, not_before: str | None = None) -> HttpRequest:
     req = state.request
     assert req is not None
     timeout = float(req.params.get("timeout_s") or 60)
-    wait = max(1, min(int(_cfg(state).get("wait_s") or 60), 60, int(timeout)))
+    wait = max(1, min(int(config_of(state).get("wait_s") or 60), 60, int(timeout)))
     ref, _, version = req.model.partition(":")
     if version:
         url, body = (
@@ -238,7 +240,7 @@ def _http_failure(
 ) -> Action:
     """Answers that are not a prediction: what they mean and whether to try again."""
     status = outcome.status
-    base = float(_cfg(state).get("retry_base_s") or 1.0)
+    base = float(config_of(state).get("retry_base_s") or 1.0)
     if status == 401:
         return Record(
             (
@@ -427,7 +429,7 @@ def _decide_lookup(state: JobState, create: Any) -> Action | None:
         return Record(
             (
                 RetryScheduled(
-                    "lookup", 1, float(_cfg(state).get("retry_base_s") or 1.0), "lookup failed"
+                    "lookup", 1, float(config_of(state).get("retry_base_s") or 1.0), "lookup failed"
                 ),
             )
         )
@@ -493,7 +495,7 @@ def decide(state: JobState) -> Action:
                             RetryScheduled(
                                 "create",
                                 1,
-                                float(_cfg(state).get("retry_base_s") or 1.0),
+                                float(config_of(state).get("retry_base_s") or 1.0),
                                 "refused: connection refused",
                             ),
                         )
@@ -573,7 +575,7 @@ def _poll(state: JobState) -> Action:
             )
         return _get(state, "poll", url, retry_time(state, "poll"))
     deadline = state.started_at + timedelta(seconds=float(req.params.get("timeout_s") or 60))
-    interval = float(_cfg(state).get("poll_interval_s") or 0.5)
+    interval = float(config_of(state).get("poll_interval_s") or 0.5)
     next_at = state.now + timedelta(seconds=interval)
     if next_at >= deadline:
         return Record((CancelRequested("timeout"),))
@@ -606,7 +608,7 @@ def _download(state: JobState, snap: dict[str, Any]) -> Action:
         )
     downloads = exchanges(state, "download")
     auth = _token_env(state) if url.startswith(_base(state)) else None
-    max_bytes = int(float(_cfg(state).get("max_image_mb") or 64) * 1024 * 1024)
+    max_bytes = int(float(config_of(state).get("max_image_mb") or 64) * 1024 * 1024)
     store = StoreImage(
         request_id(state, "download"),
         url,
