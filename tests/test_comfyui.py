@@ -267,3 +267,16 @@ def test_crash_anywhere_then_resume_executes_once(
     assert box.types(job_id)[-1] == "JobSucceeded"
     assert comfy.executed == 1
     check_image(box, result.stdout.strip(), (256, 256))
+
+
+def test_bearer_token_for_a_proxy_is_sent_and_never_recorded(tmp_path: Path) -> None:
+    token = "comfy-proxy-token-0123456789"
+    with ComfyUIDouble(token=token) as comfy:
+        box = make_box(tmp_path, comfy.url, token_env="COMFY_TOKEN")
+        refused = box.run("generate", "x", env={"COMFY_TOKEN": "wrong-token-0123456789"})
+        assert refused.returncode == 3 and "token_env" in refused.stderr
+        result = box.run("generate", "x", env={"COMFY_TOKEN": token})
+        assert result.returncode == 0, result.stderr
+        assert comfy.executed == 1
+        assert token not in box.ledger_text()
+        assert token not in Path(f"{result.stdout.strip()}.json").read_text()

@@ -260,3 +260,19 @@ def test_missing_table_names_the_migration(
         assert box.run("generate", PROMPT).returncode == 0
         result = box.run("usage", "sync")
         assert result.returncode == 3 and "imagen db upgrade usage" in result.stderr
+
+
+def test_remote_usage_reads_page_past_the_1000_row_cap(
+    tmp_path: Path, echo_server: EchoServer, supa: PostgrestDouble, usage_db: str
+) -> None:
+    box = _usage_sandbox(tmp_path, echo_server, supa.url)
+    assert box.run("generate", PROMPT).returncode == 0
+    with psycopg.connect(_libpq(usage_db), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO mai.imagen_usage SELECT 'bulk-' || i, now() - i * interval '1 minute', "
+            "'echo', 'echo', i, repeat('0', 64), 10, 0.001, 'bulk' FROM generate_series(1, 1500) i"
+        )
+    remote = json.loads(box.run("usage", "--source", "remote", "--by", "caller", "--json").stdout)
+    assert {r["caller"]: r["images"] for r in remote} == {"agent-7": 1, "bulk": 1500}
+    raw = json.loads(box.run("usage", "--source", "remote", "--raw", "--json").stdout)
+    assert len(raw) == 1501 and len({r["id"] for r in raw}) == 1501
