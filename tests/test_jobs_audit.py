@@ -29,6 +29,16 @@ def test_jobs_show_and_audit_of_a_good_ledger(sandbox: Sandbox) -> None:
     )
     as_json = json.loads(sandbox.run("jobs", "--json").stdout.splitlines()[0])
     assert as_json["job_id"] == job_id and as_json["image_path"] == image
+    for args, listed in (
+        (["--since", "1d"], True),
+        (["--since", "2099-01-01"], False),
+        (["--backend", "echo"], True),
+        (["--backend", "other"], False),
+        (["--status", "succeeded"], True),
+        (["--status", "failed"], False),
+    ):
+        assert (job_id[:8] in sandbox.run("jobs", *args).stdout) is listed, args
+    assert sandbox.run("jobs", "--since", "yesterday").returncode == 2
     shown = sandbox.run("show", job_id[:5])
     assert (
         shown.returncode == 0 and "requested echo" in shown.stdout and "succeeded" in shown.stdout
@@ -77,7 +87,11 @@ def test_crash_then_resume_finishes_the_job(sandbox: Sandbox) -> None:
     listing = sandbox.run("jobs", "--status", "interrupted")
     assert job_id[:8] in listing.stdout
     assert "interrupted job" in sandbox.run("jobs").stderr
-    resumed = sandbox.run("resume", job_id[:6])
+    next_one = sandbox.run("generate", "meanwhile")
+    assert next_one.returncode == 0
+    [mention] = [line for line in next_one.stderr.splitlines() if "interrupted" in line]
+    assert "imagen resume --all" in mention
+    resumed = sandbox.run("resume", job_id)
     assert resumed.returncode == 0, resumed.stderr
     assert Path(resumed.stdout.strip()).exists()
     assert sandbox.types(job_id)[-1] == "JobSucceeded"
