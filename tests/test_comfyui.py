@@ -24,16 +24,9 @@ def comfy() -> Iterator[ComfyUIDouble]:
 
 def make_box(tmp_path: Path, url: str, **options: object) -> Sandbox:
     box = Sandbox(tmp_path)
-    opts = {"url": url, "poll_interval_s": 0.05, "retry_base_s": 0.01, **options}
-    lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in opts.items())
-    box.write_config(f"""
-default_backend = "local"
-[backends.local]
-type = "comfyui"
-{lines}
-[output]
-directory = "{tmp_path / "out"}"
-""")
+    box.write_backend(
+        "local", "comfyui", url=url, poll_interval_s=0.05, retry_base_s=0.01, **options
+    )
     return box
 
 
@@ -43,8 +36,7 @@ def box(tmp_path: Path, comfy: ComfyUIDouble) -> Sandbox:
 
 
 def only_job(box: Sandbox) -> str:
-    [job_id] = box.job_ids()
-    return job_id
+    return box.only_job()
 
 
 def check_image(box: Sandbox, image: str, size: tuple[int, int]) -> dict:

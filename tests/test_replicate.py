@@ -46,22 +46,8 @@ def token_never_recorded() -> Iterator[None]:
 def make_box(tmp_path: Path, rep: ReplicateDouble, **options: object) -> Sandbox:
     box = Sandbox(tmp_path, env={"REPLICATE_API_TOKEN": TOKEN})
     _BOXES.append(box)
-    opts = {
-        "model": SCHNELL,
-        "base_url": rep.url,
-        "poll_interval_s": 0.05,
-        "retry_base_s": 0.01,
-        **options,
-    }
-    lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in opts.items())
-    box.write_config(f"""
-default_backend = "rep"
-[backends.rep]
-type = "replicate"
-{lines}
-[output]
-directory = "{tmp_path / "out"}"
-""")
+    opts = {"model": SCHNELL, "base_url": rep.url, "poll_interval_s": 0.05, "retry_base_s": 0.01}
+    box.write_backend("rep", "replicate", **{**opts, **options})
     return box
 
 
@@ -71,8 +57,7 @@ def box(tmp_path: Path, rep: ReplicateDouble) -> Sandbox:
 
 
 def only_job(box: Sandbox) -> str:
-    [job_id] = box.job_ids()
-    return job_id
+    return box.only_job()
 
 
 def assert_clean(box: Sandbox, image: str | None = None) -> None:

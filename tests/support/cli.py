@@ -41,6 +41,18 @@ class Sandbox:
     def write_config(self, text: str) -> None:
         (self.root / "config.toml").write_text(text)
 
+    def write_backend(self, name: str, type_: str, **options: object) -> None:
+        """A config with one backend (the default) and the output dir inside the sandbox."""
+        lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in options.items())
+        self.write_config(
+            f'default_backend = "{name}"\n[backends.{name}]\ntype = "{type_}"\n{lines}\n'
+            f'[output]\ndirectory = "{self.root / "out"}"\n'
+        )
+
+    def only_job(self) -> str:
+        [job_id] = self.job_ids()
+        return job_id
+
     def cmd(self, *args: str, env: dict[str, str] | None = None) -> list[str]:
         return [sys.executable, "-m", "imagen", *args]
 
