@@ -38,7 +38,7 @@ def _url(branch: str) -> str:
     url = context.get_x_argument(as_dictionary=True).get("url")
     if url:
         return url
-    from imagen.config import migration_url
+    from imagen.app.config import migration_url
 
     return migration_url(branch)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from imagen import jobs_index
+from imagen.projections.jobs import table as jobs_index
 from imagen.testing.comfyui import ComfyUIDouble
 from imagen.testing.replicate import ReplicateDouble
 from ledger import open_store

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from imagen.actions import HttpRequest, Record, StoreImage
 from imagen.backends import echo
-from imagen.events import (
+from imagen.core.actions import HttpRequest, Record, StoreImage
+from imagen.core.events import (
     JobRequested,
     JobSucceeded,
     RequestFailed,
@@ -18,7 +18,7 @@ from imagen.events import (
     ResponseReceived,
     RetryScheduled,
 )
-from imagen.job import JobState, Recorded, evolve
+from imagen.core.job import JobState, Recorded, evolve
 from tests.support.cli import Sandbox
 from tests.support.echo import TOKEN, EchoServer
 

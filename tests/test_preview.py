@@ -1,4 +1,4 @@
-"""imagen.preview against a real, throwaway tmux server (own socket, no user config)."""
+"""imagen.app.preview against a real, throwaway tmux server (own socket, no user config)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from imagen import preview as pv
-from imagen.preview import (
+from imagen.app import preview as pv
+from imagen.app.preview import (
     DEFAULT_COMMAND,
     Mode,
     NotInTmux,
@@ -446,7 +446,7 @@ def test_preview_failure_is_a_warning_and_exit_0(sandbox) -> None:  # type: igno
 
 
 def test_caller_is_the_tmux_panes_mai_name(server: Server) -> None:
-    from imagen.caller import resolve_caller
+    from imagen.app.caller import resolve_caller
 
     server.tmux("set-option", "-p", "-t", server.pane, "@mai-name", "agent-blue")
     env = server.env()

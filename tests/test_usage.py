@@ -15,7 +15,7 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import create_engine
 
-from imagen.dates import parse_moment
+from imagen.core.times import parse_moment
 from imagen.testing.postgres import create_database
 from imagen.testing.postgrest import PostgrestDouble, ensure_supabase_roles, make_jwt
 from tests.support.cli import Sandbox
@@ -196,8 +196,9 @@ def test_relative_since_is_measured_from_now() -> None:
 
 
 def test_since_and_until_boundaries(tmp_path: Path) -> None:
-    from imagen import usage_local, usage_query
-    from imagen.events import ImageStored, JobRequested, JobSucceeded
+    from imagen.core.events import ImageStored, JobRequested, JobSucceeded
+    from imagen.projections.usage import query as usage_query
+    from imagen.projections.usage import table as usage_local
     from ledger import NewEvent, open_store
 
     now = {"t": datetime(2026, 11, 19, tzinfo=UTC)}

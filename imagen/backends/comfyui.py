@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from imagen.actions import Action, FollowStream, HttpRequest, OpenStream, Record, StoreImage
 from imagen.backends.common import (
     config_of,
     exchanges,
@@ -19,8 +18,9 @@ from imagen.backends.common import (
     retries,
     retry_time,
 )
-from imagen.backends.spec import Option
-from imagen.events import (
+from imagen.backends.contract import Option
+from imagen.core.actions import Action, FollowStream, HttpRequest, OpenStream, Record, StoreImage
+from imagen.core.events import (
     CancelRequested,
     JobCancelled,
     JobFailed,
@@ -35,8 +35,8 @@ from imagen.events import (
     StreamMessage,
     StreamOpened,
 )
-from imagen.job import JobState, Recorded, iso
-from imagen.request import BadInput, GenerateInputs
+from imagen.core.inputs import BadInput, GenerateInputs
+from imagen.core.job import JobState, Recorded, iso
 
 DEFAULT_MODEL = "flux1-schnell-fp8.safetensors"
 DEFAULT_URL = "http://127.0.0.1:8188"

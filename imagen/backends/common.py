@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from imagen.events import (
+from imagen.core.events import (
     RequestFailed,
     RequestSent,
     ResponseReceived,
     RetryScheduled,
     RunnerClaimed,
 )
-from imagen.job import JobState, Recorded, iso
+from imagen.core.job import JobState, Recorded, iso
 
 Outcome = ResponseReceived | RequestFailed
 

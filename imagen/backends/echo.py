@@ -10,12 +10,18 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from imagen.actions import Action, HttpRequest, Record, StoreImage
 from imagen.backends.common import exchanges, last_exchange, pending_retry, request_id, retries
-from imagen.backends.spec import Option
-from imagen.events import JobCancelled, JobFailed, JobSucceeded, ResponseReceived, RetryScheduled
-from imagen.job import JobState
-from imagen.request import GenerateInputs
+from imagen.backends.contract import Option
+from imagen.core.actions import Action, HttpRequest, Record, StoreImage
+from imagen.core.events import (
+    JobCancelled,
+    JobFailed,
+    JobSucceeded,
+    ResponseReceived,
+    RetryScheduled,
+)
+from imagen.core.inputs import GenerateInputs
+from imagen.core.job import JobState
 
 CONFIG: dict[str, Option] = {
     "url": Option((str,), help="the echo server's render URL"),

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from imagen.actions import Action, Halt, HttpRequest, Record, StoreImage
 from imagen.backends.common import (
     config_of,
     exchanges,
@@ -22,8 +21,9 @@ from imagen.backends.common import (
     retries,
     retry_time,
 )
-from imagen.backends.spec import Option
-from imagen.events import (
+from imagen.backends.contract import Option
+from imagen.core.actions import Action, Halt, HttpRequest, Record, StoreImage
+from imagen.core.events import (
     CancelRequested,
     ForceNewRequested,
     JobCancelled,
@@ -35,8 +35,8 @@ from imagen.events import (
     ResponseReceived,
     RetryScheduled,
 )
-from imagen.job import JobState, iso
-from imagen.request import BadInput, GenerateInputs
+from imagen.core.inputs import BadInput, GenerateInputs
+from imagen.core.job import JobState, iso
 
 DEFAULT_MODEL = "black-forest-labs/flux-schnell"
 DEFAULT_BASE_URL = "https://api.replicate.com"

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 from cyclopts import Parameter
 
+from imagen.app.exit_codes import ExitCode
 from imagen.cli import context
-from imagen.exit_codes import ExitCode
 
 
 def _file_sha256(path: Path) -> str:
@@ -33,8 +33,8 @@ def audit(
     remote
         Also compare the chain head with the one last reported to the usage table.
     """
-    from imagen import jobs_index
-    from imagen.jobs_index import jobs
+    from imagen.projections.jobs import table as jobs_index
+    from imagen.projections.jobs.table import jobs
 
     store = context.store()
     problems: list[dict[str, Any]] = []
@@ -90,7 +90,7 @@ def audit(
                         }
                     )
     if remote:
-        from imagen.usage_remote import compare_head
+        from imagen.projections.usage.sync import compare_head
 
         problems.extend(compare_head(store, context.config(), context.ENV))
     summary = {
@@ -122,11 +122,11 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
     json_output
         Print one JSON report.
     """
-    from imagen import jobs_index
-    from imagen.jobs_index import jobs
-    from imagen.outputs import render_sidecar, sidecar_path
+    from imagen.app.sidecars import render_sidecar, sidecar_path
+    from imagen.projections.jobs import table as jobs_index
+    from imagen.projections.jobs.table import jobs
     from imagen.projections.sidecar import sidecar
-    from imagen.runner import load
+    from imagen.runner.load import load
 
     store = context.store()
     differences: list[str] = []
@@ -141,7 +141,7 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
         if before.get(jid) != after.get(jid):
             differences.append(f"job list: row for {jid} differed and was rebuilt")
     sidecars = 0
-    from imagen.files import atomic_write
+    from imagen.runner.files import atomic_write
 
     for jid, row in after.items():
         if row["status"] != "succeeded":
@@ -160,7 +160,7 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
                 atomic_write(path, wanted)
         sidecars += 1
     try:
-        from imagen.usage_local import rebuild as rebuild_usage
+        from imagen.projections.usage.table import rebuild as rebuild_usage
     except ImportError:
         pass
     else:

@@ -45,7 +45,7 @@ def backends(check: bool = False, json_output: bool = False) -> None:
 
 
 def _probe(module, options: dict) -> str:  # type: ignore[no-untyped-def]
-    from imagen.http import Http, TransportFailure
+    from imagen.runner.http import Http, TransportFailure
 
     method, url, auth_env = module.probe_request(options)
     headers = {}

@@ -6,8 +6,8 @@ import json
 
 from cyclopts import App
 
+from imagen.app.errors import UserError
 from imagen.cli import context
-from imagen.errors import UserError
 
 config_app = App(name="config", help="Write, show or locate the configuration file.")
 
@@ -15,7 +15,7 @@ config_app = App(name="config", help="Write, show or locate the configuration fi
 @config_app.command
 def path() -> None:
     """Print the config file path in use."""
-    from imagen.config import config_path
+    from imagen.app.config import config_path
 
     print(config_path(context.CONFIG_PATH, context.ENV.env))
 
@@ -29,8 +29,8 @@ def init(force: bool = False) -> None:
     force
         Overwrite an existing config file.
     """
-    from imagen.config import SAMPLE, config_path
-    from imagen.files import FileExists, atomic_write
+    from imagen.app.config import SAMPLE, config_path
+    from imagen.runner.files import FileExists, atomic_write
 
     target = config_path(context.CONFIG_PATH, context.ENV.env)
     try:
@@ -49,7 +49,7 @@ def show(json_output: bool = False) -> None:
     json_output
         Print JSON.
     """
-    from imagen.config import masked
+    from imagen.app.config import masked
 
     data = masked(context.config(), context.ENV.env)
     if json_output:

@@ -6,12 +6,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from imagen.environment import Environment
-from imagen.errors import UserError
-from imagen.exit_codes import ExitCode
+from imagen.app.errors import UserError
+from imagen.app.exit_codes import ExitCode
+from imagen.runner.environment import Environment
 
 if TYPE_CHECKING:
-    from imagen.config import Config
+    from imagen.app.config import Config
     from ledger import EventStore
 
 CONFIG_PATH: str | None = None
@@ -23,7 +23,7 @@ _store: EventStore | None = None
 def config() -> Config:
     global _config
     if _config is None:
-        from imagen.config import ConfigError, load_config
+        from imagen.app.config import ConfigError, load_config
 
         try:
             _config = load_config(CONFIG_PATH, ENV.env)
@@ -37,7 +37,7 @@ def store() -> EventStore:
     if _store is None:
         from sqlalchemy.exc import OperationalError
 
-        from imagen.config import ledger_url
+        from imagen.app.config import ledger_url
         from ledger import LedgerError, open_store
 
         url = ledger_url(config())
@@ -52,7 +52,7 @@ def store() -> EventStore:
 
 def reader() -> Any:
     """Read-only access: stdlib sqlite3 when possible (fast start), else the full store."""
-    from imagen.config import ledger_url
+    from imagen.app.config import ledger_url
     from ledger import open_reader
 
     return open_reader(ledger_url(config())) or store()
@@ -60,12 +60,12 @@ def reader() -> Any:
 
 def jobs_reader() -> Any:
     """A reader whose jobs table is current, catching the projection up if it is behind."""
-    from imagen import jobs_query
+    from imagen.projections.jobs import query as jobs_query
 
     r = reader()
     if jobs_query.is_current(r):
         return r
-    from imagen import jobs_index
+    from imagen.projections.jobs import table as jobs_index
 
     jobs_index.catch_up(store())
     return store()
@@ -73,12 +73,12 @@ def jobs_reader() -> Any:
 
 def usage_reader() -> Any:
     """A reader whose usage table is current, catching the projection up if it is behind."""
-    from imagen import usage_query
+    from imagen.projections.usage import query as usage_query
 
     r = reader()
     if usage_query.is_current(r):
         return r
-    from imagen import usage_local
+    from imagen.projections.usage import table as usage_local
 
     usage_local.catch_up(store())
     return store()

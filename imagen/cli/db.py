@@ -6,8 +6,8 @@ from typing import Literal
 
 from cyclopts import App
 
+from imagen.app.errors import UserError
 from imagen.cli import context
-from imagen.errors import UserError
 
 db_app = App(name="db", help="Database schema migrations (alembic).")
 
@@ -32,7 +32,7 @@ def upgrade(branch: Literal["ledger", "usage"] = "ledger", /, *, url: str | None
 
     cfg = context.config()
     if branch == "ledger":
-        from imagen.config import ledger_url
+        from imagen.app.config import ledger_url
 
         target = url or ledger_url(cfg)
         if target.startswith("sqlite"):

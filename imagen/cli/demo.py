@@ -24,12 +24,13 @@ def demo(
     steps
         Sampler steps to simulate (the progress bar follows them).
     """
+    from imagen.app.config import SAMPLE, parse_config
+    from imagen.app.outcome import exit_code, failure_message
+    from imagen.app.prepare import new_seed, prepare
+    from imagen.app.sidecars import sidecar_path
     from imagen.cli.drive import drive
-    from imagen.config import SAMPLE, parse_config
-    from imagen.outputs import sidecar_path
+    from imagen.core.inputs import GenerateInputs
     from imagen.projections.timeline import timeline
-    from imagen.request import GenerateInputs
-    from imagen.service import exit_code, failure_message, new_seed, prepare
     from imagen.testing.comfyui import ComfyUIDouble
     from ledger import open_store
 

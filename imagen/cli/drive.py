@@ -7,11 +7,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from imagen.app.errors import UserError
+from imagen.app.exit_codes import ExitCode
 from imagen.cli import context
-from imagen.errors import UserError
-from imagen.events import Event, JobRequested
-from imagen.exit_codes import ExitCode
-from imagen.job import JobState
+from imagen.core.events import Event, JobRequested
+from imagen.core.job import JobState
 
 
 def drive(
@@ -23,9 +23,9 @@ def drive(
     resumed: bool = False,
     extra: Sequence[Event] = (),
 ) -> JobState:
+    from imagen.app.sidecars import write_sidecar
     from imagen.cli.progress import RichReporter
-    from imagen.outputs import write_sidecar
-    from imagen.runner import Halted, JobTakenOver, MissingCredential, Runner
+    from imagen.runner.loop import Halted, JobTakenOver, MissingCredential, Runner
 
     reporter = RichReporter(context.ENV.stderr)
     runner = Runner(store, context.ENV, reporter)
@@ -47,7 +47,7 @@ def drive(
 
 def report(state: JobState, *, json_output: bool) -> ExitCode:
     """Print the image path (or JSON) on stdout and any failure on stderr; return the exit code."""
-    from imagen.service import exit_code, failure_message, summary
+    from imagen.app.outcome import exit_code, failure_message, summary
 
     code = exit_code(state)
     if json_output:
@@ -64,7 +64,7 @@ def sync_usage_best_effort(store: Any, cfg: Any) -> None:
     """After a job: send usage with a short timeout; a failure is one warning, never a failed image."""
     if not cfg.usage.supabase_url:
         return
-    from imagen.usage_remote import SyncError, sync
+    from imagen.projections.usage.sync import SyncError, sync
 
     try:
         sync(store, cfg, context.ENV, timeout_s=3.0)

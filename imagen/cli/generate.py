@@ -54,13 +54,13 @@ def generate(
     preview
         Open (or not) a tmux preview window; default from config/IMAGEN_PREVIEW.
     """
-    from imagen.caller import resolve_caller
+    from imagen.app.caller import resolve_caller
+    from imagen.app.errors import UserError
+    from imagen.app.exit_codes import ExitCode
+    from imagen.app.prepare import new_seed, prepare
     from imagen.cli.drive import drive, report, sync_usage_best_effort
     from imagen.cli.jobs import mention_interrupted
-    from imagen.errors import UserError
-    from imagen.exit_codes import ExitCode
-    from imagen.request import BadInput, GenerateInputs, check_prompt, parse_options, parse_size
-    from imagen.service import new_seed, prepare
+    from imagen.core.inputs import BadInput, GenerateInputs, check_prompt, parse_options, parse_size
 
     env = context.ENV
     try:
@@ -88,7 +88,7 @@ def generate(
         caller=resolve_caller(env.env),
     )
     store = context.store()
-    from imagen import jobs_index
+    from imagen.projections.jobs import table as jobs_index
 
     jobs_index.catch_up(store)
     mention_interrupted(store)
@@ -102,7 +102,7 @@ def generate(
 
 def _after_success(state, cfg, flag: bool | None) -> None:  # type: ignore[no-untyped-def]
     try:
-        from imagen import preview as pv
+        from imagen.app import preview as pv
     except ImportError:
         return
     try:

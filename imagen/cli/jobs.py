@@ -7,9 +7,9 @@ from typing import Annotated
 
 from cyclopts import Parameter
 
+from imagen.app.errors import UserError
+from imagen.app.exit_codes import ExitCode
 from imagen.cli import context
-from imagen.errors import UserError
-from imagen.exit_codes import ExitCode
 
 STATUSES = ("running", "interrupted", "succeeded", "failed", "cancelled")
 
@@ -40,8 +40,8 @@ def jobs(
     json_output
         One JSON object per line.
     """
-    from imagen import jobs_query
-    from imagen.dates import parse_since
+    from imagen.core.times import parse_since
+    from imagen.projections.jobs import query as jobs_query
 
     if status and status not in STATUSES:
         raise UserError(f"--status {status!r}: use one of {', '.join(STATUSES)}")
@@ -91,7 +91,7 @@ def jobs(
 
 
 def mention_interrupted(reader) -> None:  # type: ignore[no-untyped-def]
-    from imagen import jobs_query
+    from imagen.projections.jobs import query as jobs_query
 
     n = jobs_query.count_interrupted(reader, context.ENV)
     if n:
@@ -108,9 +108,9 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
     json_output
         Print JSON.
     """
+    from imagen.app.outcome import resolve_job_id
     from imagen.projections.timeline import timeline
-    from imagen.replay import load
-    from imagen.service import resolve_job_id
+    from imagen.runner.load import load
 
     reader = context.reader()
     state = load(reader, resolve_job_id(reader, job_id))
@@ -127,7 +127,7 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
 
 
 def _status(state) -> str:  # type: ignore[no-untyped-def]
-    from imagen.liveness import job_owner_alive as owner_alive
+    from imagen.runner.liveness import job_owner_alive as owner_alive
 
     if state.status == "running" and not owner_alive(state, context.ENV):
         return "interrupted"
@@ -155,12 +155,14 @@ def resume(
     json_output
         One JSON object per job.
     """
-    from imagen import jobs_index, jobs_query
+    from imagen.app.outcome import resolve_job_id
+    from imagen.app.sidecars import write_sidecar
     from imagen.cli.drive import drive, report, sync_usage_best_effort
-    from imagen.events import ForceNewRequested
-    from imagen.outputs import write_sidecar
-    from imagen.runner import load, owner_alive
-    from imagen.service import resolve_job_id
+    from imagen.core.events import ForceNewRequested
+    from imagen.projections.jobs import query as jobs_query
+    from imagen.projections.jobs import table as jobs_index
+    from imagen.runner.liveness import job_owner_alive as owner_alive
+    from imagen.runner.load import load
 
     if bool(job_id) == all_:
         raise UserError("give a job id or --all")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imagen.app.errors import UserError
+from imagen.app.exit_codes import ExitCode
 from imagen.cli import context
-from imagen.errors import UserError
-from imagen.exit_codes import ExitCode
 
 
 def preview(job_id: str, /) -> int:
@@ -17,9 +17,9 @@ def preview(job_id: str, /) -> int:
     job_id
         The job id or any unique prefix of it.
     """
-    from imagen import preview as pv
-    from imagen.replay import load
-    from imagen.service import resolve_job_id
+    from imagen.app import preview as pv
+    from imagen.app.outcome import resolve_job_id
+    from imagen.runner.load import load
 
     store = context.reader()
     state = load(store, resolve_job_id(store, job_id))

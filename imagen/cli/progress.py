@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagen.events import (
+from imagen.core.events import (
     ImageStored,
     ProgressObserved,
     RemoteJobAccepted,
@@ -13,7 +13,7 @@ from imagen.events import (
     ResponseReceived,
     RetryScheduled,
 )
-from imagen.job import JobState, Recorded
+from imagen.core.job import JobState, Recorded
 
 
 class RichReporter:

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from cyclopts import App, Parameter
 
+from imagen.app.errors import UserError
 from imagen.cli import context
-from imagen.errors import UserError
 
 usage_app = App(name="usage", help="Usage per backend, model and caller; sync to Supabase.")
 
@@ -42,19 +42,19 @@ def usage(
     source
         local (this ledger's projection) or remote (the team's Supabase table).
     """
-    from imagen.dates import parse_moment, to_text
+    from imagen.core.times import parse_moment, to_text
 
     now = context.ENV.clock()
     since_t = to_text(parse_moment(since, now)) if since else None
     until_t = to_text(parse_moment(until, now, "--until")) if until else None
     keys = list(dict.fromkeys(by or ["backend", "model"]))
     if source == "remote":
-        from imagen import usage_remote
+        from imagen.projections.usage import sync as usage_remote
 
         rows = usage_remote.fetch(context.config(), context.ENV, since=since_t, until=until_t)
         data = rows if raw else usage_remote.group(rows, keys)
     else:
-        from imagen import usage_query
+        from imagen.projections.usage import query as usage_query
 
         reader = context.usage_reader()
         data = (
@@ -124,7 +124,7 @@ def sync(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> i
     json_output
         Print JSON.
     """
-    from imagen import usage_remote
+    from imagen.projections.usage import sync as usage_remote
 
     cfg = context.config()
     if not cfg.usage.supabase_url:

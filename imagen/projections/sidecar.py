@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagen.events import ImageStored, JobSucceeded, RemoteJobAccepted, RequestSent
-from imagen.job import JobState, iso
+from imagen.core.events import ImageStored, JobSucceeded, RemoteJobAccepted, RequestSent
+from imagen.core.job import JobState, iso
 
 
 def sidecar(state: JobState) -> dict[str, Any] | None:

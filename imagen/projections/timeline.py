@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagen.events import (
+from imagen.core.events import (
     CancelRequested,
     Event,
     ForceNewRequested,
@@ -26,7 +26,7 @@ from imagen.events import (
     StreamMessage,
     StreamOpened,
 )
-from imagen.job import JobState
+from imagen.core.job import JobState
 
 
 def describe(e: Event) -> str:

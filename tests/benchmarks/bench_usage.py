@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from imagen import usage_local, usage_query
-from imagen.projections.usage import COLUMNS
+from imagen.projections.usage import query as usage_query
+from imagen.projections.usage import table as usage_local
+from imagen.projections.usage.fold import COLUMNS
 from ledger import NewEvent, open_store
 from tests.benchmarks.report import line, timed
 
@@ -152,9 +153,9 @@ def bench_sync(tmp: Path) -> None:
     import alembic.command
     from sqlalchemy import create_engine
 
-    from imagen import usage_remote
-    from imagen.config import parse_config
-    from imagen.environment import Environment
+    from imagen.app.config import parse_config
+    from imagen.projections.usage import sync as usage_remote
+    from imagen.runner.environment import Environment
     from imagen.testing.postgres import PostgresCluster, PostgresUnavailable
     from imagen.testing.postgrest import PostgrestDouble, ensure_supabase_roles, make_jwt
     from ledger.migrate import alembic_config

@@ -1,4 +1,4 @@
-"""How a backend type declares its configuration keys (validated by imagen.config)."""
+"""How a backend type declares its configuration keys (validated by imagen.app.config)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imagen.exit_codes import ExitCode
+from imagen.app.exit_codes import ExitCode
 
 
 class UserError(Exception):

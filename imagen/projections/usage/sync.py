@@ -13,12 +13,12 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from imagen import usage_local
-from imagen.config import Config
-from imagen.environment import Environment
-from imagen.errors import UserError
-from imagen.exit_codes import ExitCode
-from imagen.projections.usage import COLUMNS
+from imagen.app.config import Config
+from imagen.app.errors import UserError
+from imagen.app.exit_codes import ExitCode
+from imagen.projections.usage import table as usage_local
+from imagen.projections.usage.fold import COLUMNS
+from imagen.runner.environment import Environment
 from ledger import EventStore
 
 BATCH = 500

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagen.events import Event
+from imagen.core.events import Event
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagen.events import from_data
-from imagen.job import JobState, Recorded, fold, parse_time
+from imagen.core.events import from_data
+from imagen.core.job import JobState, Recorded, fold, parse_time
 from ledger.events import RecordedEvent
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from imagen.errors import UserError
+from imagen.app.errors import UserError
 
 _AGE = re.compile(r"^(\d+)([dhm])$")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from imagen.environment import Environment
-from imagen.job import parse_time
-from imagen.liveness import owner_alive
-from imagen.projections.jobs import COLUMNS
+from imagen.core.job import parse_time
+from imagen.projections.jobs.fold import COLUMNS
+from imagen.runner.environment import Environment
+from imagen.runner.liveness import owner_alive
 
 TABLE = "imagen_jobs_v1"
 CHECKPOINT = "imagen.jobs.v1"

@@ -22,10 +22,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from imagen import backends, liveness
-from imagen.actions import Action, FollowStream, Halt, HttpRequest, OpenStream, Record, StoreImage
-from imagen.environment import Environment
-from imagen.events import (
+from imagen import backends
+from imagen.core.actions import (
+    Action,
+    FollowStream,
+    Halt,
+    HttpRequest,
+    OpenStream,
+    Record,
+    StoreImage,
+)
+from imagen.core.events import (
     SECRET_HEADERS,
     Event,
     ImageStored,
@@ -42,9 +49,11 @@ from imagen.events import (
     StreamOpened,
     redact_headers,
 )
-from imagen.job import JobState, Recorded, evolve, parse_time
-from imagen.liveness import job_owner_alive as owner_alive  # noqa: F401  (re-export)
-from imagen.replay import load, to_recorded
+from imagen.core.job import JobState, Recorded, evolve, parse_time
+from imagen.runner import liveness
+from imagen.runner.environment import Environment
+from imagen.runner.liveness import job_owner_alive as owner_alive  # noqa: F401  (re-export)
+from imagen.runner.load import load, to_recorded
 from ledger import ConcurrencyError, EventStore, NewEvent
 
 LEASE_SECONDS = 120.0
@@ -110,7 +119,7 @@ class Runner:
         environment: Environment | None = None,
         reporter: Reporter | None = None,
     ) -> None:
-        from imagen.http import Http
+        from imagen.runner.http import Http
 
         self.store = store
         self.envt = environment or Environment()
@@ -154,7 +163,7 @@ class Runner:
                         state = load(self.store, job_id)
                         if state.cancel is not None or state.finished:
                             raise
-                        from imagen.events import CancelRequested
+                        from imagen.core.events import CancelRequested
 
                         state = self._append(state, [CancelRequested("user")])
                 else:
@@ -203,7 +212,7 @@ class Runner:
             self.envt.sleep(delay)
 
     def _http(self, state: JobState, a: HttpRequest) -> JobState:
-        from imagen.http import TransportFailure
+        from imagen.runner.http import TransportFailure
 
         self._wait_until(a.not_before)
         headers = {**dict(a.headers), **self._auth(a.auth_env)}
@@ -235,9 +244,9 @@ class Runner:
         )
 
     def _store_image(self, state: JobState, a: StoreImage) -> JobState:
-        from imagen.files import FileExists, atomic_write
-        from imagen.http import TransportFailure
-        from imagen.images import InvalidImage, check, decode_data_uri
+        from imagen.runner.files import FileExists, atomic_write
+        from imagen.runner.http import TransportFailure
+        from imagen.runner.images import InvalidImage, check, decode_data_uri
 
         is_data = a.url.startswith("data:")
         shown = f"{a.url.split(',', 1)[0]},…({len(a.url)} chars)" if is_data else a.url

@@ -21,9 +21,9 @@ from sqlalchemy import (
     select,
 )
 
-from imagen.events import TERMINAL_TYPES
-from imagen.projections.usage import COLUMNS, usage_row
-from imagen.usage_query import CHECKPOINT, TABLE  # noqa: E402
+from imagen.core.events import TERMINAL_TYPES
+from imagen.projections.usage.fold import COLUMNS, usage_row
+from imagen.projections.usage.query import CHECKPOINT, TABLE  # noqa: E402
 from ledger import EventStore
 
 SYNCED = "imagen.usage.synced"
@@ -51,7 +51,7 @@ usage = Table(
 
 
 def catch_up(store: EventStore, *, batch: int = 20000) -> int:
-    from imagen.runner import load
+    from imagen.runner.load import load
 
     store.ensure_projection(metadata, CHECKPOINT)
     added = 0

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from imagen.environment import Environment
-    from imagen.job import JobState
+    from imagen.core.job import JobState
+    from imagen.runner.environment import Environment
 
 
 def proc_start(pid: int) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagen.events import TERMINAL_TYPES
+from imagen.core.events import TERMINAL_TYPES
 
 COLUMNS = (
     "job_id",

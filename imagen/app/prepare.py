@@ -1,21 +1,19 @@
-"""The library behind the CLI: prepare a job, run it, map its end to an exit code."""
+"""Preparing a job: validate everything the user gave before anything is recorded."""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from imagen import __version__, backends
-from imagen.config import BackendConfig, Config
-from imagen.environment import Environment
-from imagen.errors import UserError
-from imagen.events import JobCancelled, JobFailed, JobRequested, JobSucceeded
-from imagen.exit_codes import ExitCode
-from imagen.job import JobState
-from imagen.pricing import price_for
-from imagen.request import BadInput, GenerateInputs, file_name
+from imagen.app.config import BackendConfig, Config
+from imagen.app.errors import UserError
+from imagen.app.exit_codes import ExitCode
+from imagen.core.events import JobRequested
+from imagen.core.inputs import BadInput, GenerateInputs, file_name
+from imagen.core.pricing import price_for
+from imagen.runner.environment import Environment
 
 
 def new_job_id() -> str:
@@ -94,69 +92,3 @@ def prepare(
         imagen_version=__version__,
     )
     return Prepared(new_job_id(), request)
-
-
-def exit_code(state: JobState) -> ExitCode:
-    t = state.terminal
-    if isinstance(t, JobSucceeded):
-        return ExitCode.OK
-    if isinstance(t, JobCancelled):
-        return ExitCode.INTERRUPTED if t.reason == "user" else ExitCode.JOB_FAILED
-    if isinstance(t, JobFailed):
-        return (
-            ExitCode(t.exit_code)
-            if t.exit_code in ExitCode._value2member_map_
-            else ExitCode.JOB_FAILED
-        )
-    return ExitCode.TERMINATED
-
-
-def failure_message(state: JobState) -> str | None:
-    t = state.terminal
-    if isinstance(t, JobFailed):
-        return t.message
-    if isinstance(t, JobCancelled):
-        return f"job {state.job_id} cancelled ({t.reason})" + (
-            "; the remote job was cancelled" if t.remote_cancelled else ""
-        )
-    if t is None:
-        return f"job {state.job_id} interrupted; finish it with `imagen resume {state.job_id}`"
-    return None
-
-
-def resolve_job_id(store: Any, prefix: str) -> str:
-    found = store.streams_with_prefix(prefix, limit=2) if prefix else []
-    if not found:
-        raise UserError(f"no job matches {prefix!r} (see `imagen jobs`)", ExitCode.NOT_FOUND)
-    if len(found) > 1 and prefix not in found:
-        raise UserError(
-            f"{prefix!r} matches several jobs; give more characters", ExitCode.BAD_INPUT
-        )
-    return prefix if prefix in found else found[0]
-
-
-def summary(state: JobState) -> dict[str, Any]:
-    from imagen.projections.sidecar import sidecar
-
-    data = sidecar(state) or {}
-    return {
-        "job_id": state.job_id,
-        "status": state.status,
-        "image": state.image.path if state.image else None,
-        "sidecar": f"{state.image.path}.json" if state.image else None,
-        **{
-            k: data.get(k)
-            for k in (
-                "backend",
-                "model",
-                "seed",
-                "width",
-                "height",
-                "steps",
-                "latency_ms",
-                "cost_usd_estimate",
-                "prediction_id",
-            )
-        },
-        "error": failure_message(state),
-    }

@@ -22,8 +22,8 @@ from sqlalchemy import (
     update,
 )
 
-from imagen.jobs_query import CHECKPOINT, TABLE  # noqa: E402
-from imagen.projections import jobs as projection
+from imagen.projections.jobs import fold as projection
+from imagen.projections.jobs.query import CHECKPOINT, TABLE  # noqa: E402
 from ledger import EventStore
 
 metadata = MetaData()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from imagen.events import (
+from imagen.core.events import (
     TERMINAL_TYPES,
     CancelRequested,
     Event,

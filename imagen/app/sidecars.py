@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from imagen.files import atomic_write
-from imagen.job import JobState
+from imagen.core.job import JobState
 from imagen.projections.sidecar import sidecar
+from imagen.runner.files import atomic_write
 
 
 def sidecar_path(image_path: str) -> Path:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from imagen.events import JobFailed, JobSucceeded, RemoteJobAccepted
-from imagen.job import JobState, iso
+from imagen.core.events import JobFailed, JobSucceeded, RemoteJobAccepted
+from imagen.core.job import JobState, iso
 
 COLUMNS = (
     "id",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagen.projections.usage import COLUMNS
+from imagen.projections.usage.fold import COLUMNS
 
 TABLE = "imagen_usage_v1"
 CHECKPOINT = "imagen.usage.v1"

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagen.backends.spec import COMMON, Option
-from imagen.errors import UserError
+from imagen.app.errors import UserError
+from imagen.backends.contract import COMMON, Option
 
 APP = "imagen"
 

@@ -1,0 +1,76 @@
+"""A job's outcome as the CLI reports it: exit code, one-line message, JSON summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imagen.app.errors import UserError
+from imagen.app.exit_codes import ExitCode
+from imagen.core.events import JobCancelled, JobFailed, JobSucceeded
+from imagen.core.job import JobState
+
+
+def exit_code(state: JobState) -> ExitCode:
+    t = state.terminal
+    if isinstance(t, JobSucceeded):
+        return ExitCode.OK
+    if isinstance(t, JobCancelled):
+        return ExitCode.INTERRUPTED if t.reason == "user" else ExitCode.JOB_FAILED
+    if isinstance(t, JobFailed):
+        return (
+            ExitCode(t.exit_code)
+            if t.exit_code in ExitCode._value2member_map_
+            else ExitCode.JOB_FAILED
+        )
+    return ExitCode.TERMINATED
+
+
+def failure_message(state: JobState) -> str | None:
+    t = state.terminal
+    if isinstance(t, JobFailed):
+        return t.message
+    if isinstance(t, JobCancelled):
+        return f"job {state.job_id} cancelled ({t.reason})" + (
+            "; the remote job was cancelled" if t.remote_cancelled else ""
+        )
+    if t is None:
+        return f"job {state.job_id} interrupted; finish it with `imagen resume {state.job_id}`"
+    return None
+
+
+def resolve_job_id(store: Any, prefix: str) -> str:
+    found = store.streams_with_prefix(prefix, limit=2) if prefix else []
+    if not found:
+        raise UserError(f"no job matches {prefix!r} (see `imagen jobs`)", ExitCode.NOT_FOUND)
+    if len(found) > 1 and prefix not in found:
+        raise UserError(
+            f"{prefix!r} matches several jobs; give more characters", ExitCode.BAD_INPUT
+        )
+    return prefix if prefix in found else found[0]
+
+
+def summary(state: JobState) -> dict[str, Any]:
+    from imagen.projections.sidecar import sidecar
+
+    data = sidecar(state) or {}
+    return {
+        "job_id": state.job_id,
+        "status": state.status,
+        "image": state.image.path if state.image else None,
+        "sidecar": f"{state.image.path}.json" if state.image else None,
+        **{
+            k: data.get(k)
+            for k in (
+                "backend",
+                "model",
+                "seed",
+                "width",
+                "height",
+                "steps",
+                "latency_ms",
+                "cost_usd_estimate",
+                "prediction_id",
+            )
+        },
+        "error": failure_message(state),
+    }
