@@ -44,6 +44,18 @@ def test_config_init_show_and_path(box: Sandbox) -> None:
     assert "r8_secret_value_123" not in text
 
 
+@pytest.mark.parametrize("args", [("backends", "--check"), ("generate", "x"), ("backends",)])
+def test_echo_is_not_a_backend_users_can_configure(box: Sandbox, args: tuple[str, ...]) -> None:
+    """echo is a test adapter: the product's registry refuses it with a config error (it once
+    died with AttributeError in `backends --check` and KeyError in `generate`)."""
+    box.write_backend("e", "echo", url="http://127.0.0.1:9/render")
+    result = box.run(*args)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "backends.e.type = 'echo'; allowed: comfyui, replicate" in line
+    assert not (box.root / "ledger.db").exists() or box.job_ids() == []
+
+
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
@@ -53,7 +65,7 @@ def test_config_init_show_and_path(box: Sandbox) -> None:
         ("[backends.x]\ntype = 'replicate'\nfoo = 1\n", "unknown key backends.x.foo"),
         (
             "[backends.x]\ntype = 'dalle'\n",
-            "backends.x.type = 'dalle'; allowed: comfyui, echo, replicate",
+            "backends.x.type = 'dalle'; allowed: comfyui, replicate",
         ),
         (
             "default_backend = 'nope'\n[backends.x]\ntype = 'comfyui'\n",

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from imagen.backends import echo
 from imagen.core.actions import HttpRequest, Record, StoreImage
 from imagen.core.events import (
     JobRequested,
@@ -19,6 +18,7 @@ from imagen.core.events import (
     RetryScheduled,
 )
 from imagen.core.job import JobState, Recorded, evolve
+from tests.support import echo_backend as echo
 from tests.support.cli import Sandbox
 from tests.support.echo import TOKEN, EchoServer
 

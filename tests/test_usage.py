@@ -19,7 +19,7 @@ from imagen.core.times import parse_moment
 from imagen.testing.postgres import create_database
 from imagen.testing.postgrest import PostgrestDouble, ensure_supabase_roles, make_jwt
 from tests.support.cli import Sandbox
-from tests.support.echo import EchoServer
+from tests.support.echo import ECHO_CLI, EchoServer
 
 SECRET = "usage-tests-jwt-secret-with-at-least-32-characters"
 SERVICE = make_jwt(SECRET, "service_role")
@@ -58,6 +58,7 @@ def _usage_sandbox(
             "SUPABASE_SERVICE_ROLE_KEY": key,
             "MAI_FROM_ID": "agent-7",
         },
+        entry=ECHO_CLI,
     )
     (tmp_path / "box").mkdir(parents=True)
     box.write_config(f"""

@@ -193,15 +193,15 @@ def parse_config(raw: dict[str, Any], source: str, env: Mapping[str, str]) -> Co
         {k: Option((dict,)) for k in raw.get("backends", {})},
     ).items():
         type_name = table.get("type")
-        if type_name not in backends.BACKEND_TYPES:
+        if type_name not in backends.names():
             raise ConfigError(
                 f"{source}: backends.{name}.type = {type_name!r}; allowed: "
-                f"{', '.join(sorted(backends.BACKEND_TYPES))}"
+                f"{', '.join(backends.names())}"
             )
         module = backends.load(type_name)
         spec = {**COMMON, **module.CONFIG}
         options = {k: v.default for k, v in spec.items() if v.default is not None}
-        options["model"] = getattr(module, "DEFAULT_MODEL", "")
+        options["model"] = module.DEFAULT_MODEL
         for key, value in _section(source, f"backends.{name}", table, spec).items():
             options[key] = float(value) if spec[key].types == (float, int) else value
         parsed[name] = BackendConfig(name, type_name, options)

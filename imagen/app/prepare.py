@@ -51,7 +51,7 @@ def prepare(
     if status != "ok":
         raise UserError(f"backend {backend.name} is {status}", ExitCode.BAD_INPUT)
     options = dict(backend.options)
-    for key in getattr(module, "FILE_OPTIONS", ()):
+    for key in module.FILE_OPTIONS:
         if options.get(key):
             path = Path(options[key]).expanduser()
             try:
@@ -73,11 +73,10 @@ def prepare(
         raise UserError(f"{dest} already exists (use --force to overwrite)", ExitCode.BAD_INPUT)
     if dest.is_dir():
         raise UserError(f"--output {dest} is a directory; give a file path", ExitCode.BAD_INPUT)
-    if hasattr(module, "validate_request"):
-        try:
-            module.validate_request(params, options)
-        except BadInput as exc:
-            raise UserError(str(exc), ExitCode.BAD_INPUT) from None
+    try:
+        module.validate_request(params, options)
+    except BadInput as exc:
+        raise UserError(str(exc), ExitCode.BAD_INPUT) from None
     request = JobRequested(
         backend=backend.name,
         backend_type=backend.type,

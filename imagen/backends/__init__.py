@@ -1,25 +1,39 @@
 """Backend adapters: pure state machines, `decide(state) -> action`, one module per type.
 
-Each module exposes `decide`, `CONFIG` (its configuration keys) and `DEFAULT_MODEL`.
-Modules are imported by name on demand, so adding a backend touches only this table.
+Every adapter module satisfies `imagen.backends.contract.Backend`. The registry maps a type
+name (what a config's `type = ...` says) to its module, imported on demand so start-up stays
+fast; adding a backend touches only this table. Tests register their own adapters (the echo
+adapter in tests/support) with `register`; the production registry holds only real backends.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import cast
 
-BACKEND_TYPES: dict[str, str] = {
+from imagen.backends.contract import Backend
+
+_REGISTRY: dict[str, str] = {
     "replicate": "imagen.backends.replicate",
     "comfyui": "imagen.backends.comfyui",
-    "echo": "imagen.backends.echo",
 }
 
 
-def load(type_name: str) -> ModuleType:
+def register(type_name: str, module: str) -> None:
+    """Make `type = "<type_name>"` load the adapter module `module` (a dotted path)."""
+    _REGISTRY[type_name] = module
+
+
+def names() -> list[str]:
+    """The registered type names, sorted (what a config may name)."""
+    return sorted(_REGISTRY)
+
+
+def load(type_name: str) -> Backend:
     try:
-        return importlib.import_module(BACKEND_TYPES[type_name])
+        path = _REGISTRY[type_name]
     except KeyError:
         raise ValueError(
-            f"unknown backend type {type_name!r}; allowed: {', '.join(sorted(BACKEND_TYPES))}"
+            f"unknown backend type {type_name!r}; allowed: {', '.join(names())}"
         ) from None
+    return cast(Backend, importlib.import_module(path))

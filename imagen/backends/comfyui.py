@@ -61,7 +61,8 @@ CONFIG: dict[str, Option] = {
 }
 # Files named by these options are read by the shell and stored in the job request as
 # `<key>_content`, so a resumed job runs the same graph even if the file changed.
-FILE_OPTIONS = ("workflow",)
+FILE_OPTIONS: tuple[str, ...] = ("workflow",)
+RECORDED_HEADERS = frozenset({"content-type", "content-length"})
 
 ASPECTS = {
     "1:1": (1024, 1024),

@@ -1,9 +1,20 @@
-"""How a backend type declares its configuration keys (validated by imagen.app.config)."""
+"""What a backend adapter is: the `Backend` protocol every adapter module satisfies, and
+`Option`, how it declares its configuration keys (validated by imagen.app.config).
+
+Callers (app/prepare.py, app/config.py, cli/backends.py, runner/loop.py) use only what this
+protocol declares; tests/test_backend_conformance.py checks every registered adapter against it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from imagen.core.actions import Action
+    from imagen.core.inputs import GenerateInputs
+    from imagen.core.job import JobState
 
 
 @dataclass(frozen=True)
@@ -26,3 +37,47 @@ COMMON: dict[str, Option] = {
     "timeout_s": Option((float, int), help="give up (and cancel remotely) after this many seconds"),
     "default_steps": Option((int,), help="inference steps when --steps is not given"),
 }
+
+
+class Backend(Protocol):
+    """A backend type: a module of pure functions and constants (no I/O, clock or randomness).
+
+    A module satisfies this protocol structurally; `imagen.backends.load` returns it typed so.
+    """
+
+    CONFIG: Mapping[str, Option]
+    """Its configuration keys beyond COMMON."""
+    DEFAULT_MODEL: str
+    """The model used when the config names none."""
+    FILE_OPTIONS: tuple[str, ...]
+    """Options naming a file whose content is recorded with the request (as `<key>_content`),
+    so a resume uses what the first run read."""
+    RECORDED_HEADERS: frozenset[str]
+    """Response headers (lower case) the runner records with each response: what decide reads
+    (Retry-After, rate limits) and what an audit wants. Everything else is dropped."""
+
+    def decide(self, state: JobState) -> Action:
+        """The next action for a job, a pure function of its recorded events. Never raises."""
+        ...
+
+    def normalise(self, inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The request's params (seed, width, height, steps, output_format, extra...), or
+        BadInput naming what to fix."""
+        ...
+
+    def validate_request(self, params: Mapping[str, Any], options: Mapping[str, Any]) -> None:
+        """Last checks once files are read (FILE_OPTIONS), before anything is recorded:
+        raises BadInput."""
+        ...
+
+    def status(self, options: Mapping[str, Any], env: Mapping[str, str]) -> str:
+        """'ok', or why the backend cannot be used (e.g. its token variable is not set)."""
+        ...
+
+    def probe_request(self, options: Mapping[str, Any]) -> tuple[str, str, str | None]:
+        """(method, url, token env var) for `imagen backends --check`."""
+        ...
+
+    def probe_verdict(self, status_code: int, body: Any) -> str:
+        """What the probe's answer means, in a few words ('ok (...)' when usable)."""
+        ...

@@ -118,6 +118,25 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
     }
 
 
+FILE_OPTIONS: tuple[str, ...] = ()
+# What decide reads (Retry-After) and what explains a rate limit or a sync wait in an audit.
+RECORDED_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "retry-after",
+        "location",
+        "preference-applied",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+    }
+)
+
+
+def validate_request(params: Mapping[str, Any], options: Mapping[str, Any]) -> None:
+    """Nothing beyond normalise: Replicate reads no files."""
+
+
 def status(options: Mapping[str, Any], env: Mapping[str, str]) -> str:
     name = options.get("api_token_env") or "REPLICATE_API_TOKEN"
     return "ok" if env.get(name) else f"not configured (set {name})"

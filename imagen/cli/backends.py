@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any
 
 from imagen.cli import context
+
+if TYPE_CHECKING:
+    from imagen.backends.contract import Backend
 
 
 def backends(check: bool = False, json_output: bool = False) -> None:
@@ -44,7 +48,7 @@ def backends(check: bool = False, json_output: bool = False) -> None:
         print(f"{mark} {r['name']:<{width}}{r['type']:<11}{r['model']:<40}{r['status']}")
 
 
-def _probe(module, options: dict) -> str:  # type: ignore[no-untyped-def]
+def _probe(module: Backend, options: dict[str, Any]) -> str:
     from imagen.runner.http import Http, TransportFailure
 
     method, url, auth_env = module.probe_request(options)

@@ -58,15 +58,6 @@ from ledger import ConcurrencyError, EventStore, NewEvent
 
 LEASE_SECONDS = 120.0
 MAX_STEPS = 5000
-_KEEP_HEADERS = (
-    "content-type",
-    "retry-after",
-    "location",
-    "preference-applied",
-    "ratelimit-remaining",
-    "ratelimit-reset",
-    "content-length",
-)
 
 
 class Reporter(Protocol):
@@ -150,7 +141,8 @@ class Runner:
             raise RunnerError(f"job {job_id} has no request")
         if resumed:
             state = self._append(state, [self._claim(resumed=True), *(extra or [])])
-        decide: Callable[[JobState], Action] = backends.load(state.request.backend_type).decide
+        self._adapter = backends.load(state.request.backend_type)
+        decide: Callable[[JobState], Action] = self._adapter.decide
         with self._signals():
             try:
                 for _ in range(MAX_STEPS):
@@ -233,7 +225,8 @@ class Runner:
             return self._append(
                 state, [RequestFailed(a.request_id, a.purpose, f.kind, str(f), _ms(started))]
             )
-        kept = {k: v for k, v in reply.headers.items() if k in _KEEP_HEADERS}
+        keep = self._adapter.RECORDED_HEADERS
+        kept = {k: v for k, v in reply.headers.items() if k.lower() in keep}
         return self._append(
             state,
             [

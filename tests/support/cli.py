@@ -20,6 +20,9 @@ class Sandbox:
     root: Path
     ledger_url: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    # The module run as the CLI: "imagen", or "tests.support.imagen_cli" (imagen plus the
+    # test-only echo adapter).
+    entry: str = "imagen"
 
     def __post_init__(self) -> None:
         self.ledger_url = self.ledger_url or f"sqlite:///{self.root / 'ledger.db'}"
@@ -54,7 +57,7 @@ class Sandbox:
         return job_id
 
     def cmd(self, *args: str, env: dict[str, str] | None = None) -> list[str]:
-        return [sys.executable, "-m", "imagen", *args]
+        return [sys.executable, "-m", self.entry, *args]
 
     def run(
         self, *args: str, env: dict[str, str] | None = None, timeout: float = 120

@@ -1,4 +1,8 @@
-"""The echo contract backend's server and a CLI sandbox configured for it (pytest plugin)."""
+"""The echo test adapter's server and a CLI sandbox configured for it (pytest plugin).
+
+The plugin registers the echo adapter (tests/support/echo_backend.py) in this process; CLI
+subprocesses get it by running `tests.support.imagen_cli` (Sandbox.entry).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,14 @@ import pytest
 from PIL import Image
 
 from tests.support.cli import Sandbox
+from tests.support.echo_backend import register
+
+ECHO_CLI = "tests.support.imagen_cli"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register()
+
 
 TOKEN = "echo-secret-token-123"
 
@@ -72,7 +84,7 @@ def echo_server() -> Iterator[EchoServer]:
 
 @pytest.fixture
 def sandbox(tmp_path: Path, echo_server: EchoServer) -> Sandbox:
-    box = Sandbox(tmp_path, env={"ECHO_TOKEN": TOKEN})
+    box = Sandbox(tmp_path, env={"ECHO_TOKEN": TOKEN}, entry=ECHO_CLI)
     box.write_config(f"""
 default_backend = "echo"
 [backends.echo]

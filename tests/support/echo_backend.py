@@ -1,7 +1,9 @@
-"""A trivial adapter that proves the job contract end to end (used only by tests).
+"""A trivial adapter that proves the job contract end to end: a test adapter, not a product.
 
 One GET to `url` whose JSON answer is `{"image": <URL or data: URI>}`; one retry on a
-network error or 5xx; then the image is stored and the job succeeds.
+network error or 5xx; then the image is stored and the job succeeds. It is registered only by
+the tests: in-process by the pytest plugin tests/support/echo.py, in CLI subprocesses by
+`python -m tests.support.imagen_cli` (see `register`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,14 @@ CONFIG: dict[str, Option] = {
     "token_env": Option((str,), help="env var with a bearer token to send"),
 }
 DEFAULT_MODEL = "echo"
+FILE_OPTIONS: tuple[str, ...] = ()
+RECORDED_HEADERS = frozenset({"content-type"})
+
+
+def register() -> None:
+    from imagen import backends
+
+    backends.register("echo", __name__)
 
 
 def decide(state: JobState) -> Action:
@@ -96,3 +106,17 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
 def status(options: Mapping[str, Any], env: Mapping[str, str]) -> str:
     token_env = options.get("token_env")
     return f"not configured (set {token_env})" if token_env and not env.get(token_env) else "ok"
+
+
+def validate_request(params: Mapping[str, Any], options: Mapping[str, Any]) -> None:
+    """Nothing to check beyond normalise."""
+
+
+def probe_request(options: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    return ("GET", str(options.get("url", "")), options.get("token_env"))
+
+
+def probe_verdict(status_code: int, body: Any) -> str:
+    if status_code == 200 and isinstance(body, dict) and "image" in body:
+        return "ok (echo server)"
+    return f"unexpected answer: HTTP {status_code}"
