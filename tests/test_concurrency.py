@@ -23,6 +23,9 @@ from imagen.testing.replicate import ReplicateDouble
 from ledger import open_store
 from tests.support.cli import Sandbox
 
+# CI runs these; `-m "not slow"` leaves them out of a quick local run.
+pytestmark = pytest.mark.slow
+
 TOKEN = "r8_test_secret_token_0123456789"
 WORKERS = 8
 PER_WORKER = 25
