@@ -7,6 +7,7 @@ from typing import Any
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
 from imagen.core.events import JobCancelled, JobFailed, JobSucceeded
+from imagen.core.failures import Failure
 from imagen.core.job import JobState
 
 
@@ -17,12 +18,25 @@ def exit_code(state: JobState) -> ExitCode:
     if isinstance(t, JobCancelled):
         return ExitCode.INTERRUPTED if t.reason == "user" else ExitCode.JOB_FAILED
     if isinstance(t, JobFailed):
-        return (
-            ExitCode(t.exit_code)
-            if t.exit_code in ExitCode._value2member_map_
-            else ExitCode.JOB_FAILED
-        )
+        return FAILURE_EXIT_CODES[t.category]
     return ExitCode.TERMINATED
+
+
+FAILURE_EXIT_CODES: dict[Failure, ExitCode] = {
+    Failure.UNREACHABLE: ExitCode.BACKEND_UNAVAILABLE,
+    Failure.UNAUTHORIZED: ExitCode.BACKEND_UNAVAILABLE,
+    Failure.OUT_OF_CREDIT: ExitCode.BACKEND_UNAVAILABLE,
+    Failure.RATE_LIMITED: ExitCode.BACKEND_UNAVAILABLE,
+    Failure.SERVER_ERROR: ExitCode.BACKEND_UNAVAILABLE,
+    Failure.MODELS_MISSING: ExitCode.BACKEND_UNAVAILABLE,
+    Failure.INVALID_INPUT: ExitCode.BAD_INPUT,
+    Failure.NOT_FOUND: ExitCode.BAD_INPUT,
+    Failure.OUTPUT_EXISTS: ExitCode.BAD_INPUT,
+    Failure.GENERATION_FAILED: ExitCode.JOB_FAILED,
+    Failure.OUTPUT_LOST: ExitCode.JOB_FAILED,
+    Failure.DOWNLOAD_FAILED: ExitCode.JOB_FAILED,
+    Failure.UNEXPECTED: ExitCode.JOB_FAILED,
+}
 
 
 def failure_message(state: JobState) -> str | None:

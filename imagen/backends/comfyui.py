@@ -35,6 +35,7 @@ from imagen.core.events import (
     StreamMessage,
     StreamOpened,
 )
+from imagen.core.failures import Failure
 from imagen.core.inputs import BadInput, GenerateInputs
 from imagen.core.job import JobState, Recorded, iso
 
@@ -331,7 +332,7 @@ def _unreachable(state: JobState, outcome: RequestFailed) -> Record:
                 "unreachable",
                 f"cannot reach ComfyUI at {_url(state)} ({outcome.error}: "
                 f"{outcome.message}); {hint}",
-                3,
+                Failure.UNREACHABLE,
             ),
         )
     )
@@ -364,7 +365,7 @@ def _validation_failure(body: Any) -> Record:
                     "ComfyUI is missing model files: "
                     + ", ".join(missing)
                     + f"; see {SETUP_DOC} for what to download and where it goes",
-                    3,
+                    Failure.MODELS_MISSING,
                 ),
             )
         )
@@ -374,7 +375,15 @@ def _validation_failure(body: Any) -> Record:
         or (error.get("message") if isinstance(error, dict) else str(error))
         or str(body)[:300]
     )
-    return Record((JobFailed("invalid_workflow", f"ComfyUI rejected the workflow: {detail}", 2),))
+    return Record(
+        (
+            JobFailed(
+                "invalid_workflow",
+                f"ComfyUI rejected the workflow: {detail}",
+                Failure.INVALID_INPUT,
+            ),
+        )
+    )
 
 
 def _stream_state(state: JobState) -> str:
@@ -442,6 +451,7 @@ def decide(state: JobState) -> Action:
                         "execution_error",
                         f"ComfyUI: {end.data.get('node_type')} failed: "
                         f"{str(end.data.get('exception_message', '')).strip()}",
+                        Failure.GENERATION_FAILED,
                     ),
                 )
             )
@@ -452,6 +462,7 @@ def decide(state: JobState) -> Action:
                         "interrupted",
                         "ComfyUI interrupted the prompt (another client "
                         "or the server's interrupt button)",
+                        Failure.GENERATION_FAILED,
                     ),
                 )
             )
@@ -525,7 +536,7 @@ def _submit(state: JobState) -> Action:
                         "unauthorized",
                         f"ComfyUI (or its proxy) refused the request: HTTP {o.status}; "
                         "check the backend's token_env",
-                        3,
+                        Failure.UNAUTHORIZED,
                     ),
                 )
             )
@@ -534,7 +545,7 @@ def _submit(state: JobState) -> Action:
                 JobFailed(
                     "server_error",
                     f"ComfyUI answered HTTP {o.status} to /prompt: {str(o.body)[:300]}",
-                    3,
+                    Failure.SERVER_ERROR,
                 ),
             )
         )
@@ -613,12 +624,29 @@ def _history_result(state: JobState, pid: str) -> Action | None:
                             "execution_error",
                             f"ComfyUI: {data.get('node_type')} failed: "
                             f"{str(data.get('exception_message', '')).strip()}",
+                            Failure.GENERATION_FAILED,
                         ),
                     )
                 )
             if name == "execution_interrupted":
-                return Record((JobFailed("interrupted", "ComfyUI interrupted the prompt"),))
-        return Record((JobFailed("execution_error", "ComfyUI reported an error without details"),))
+                return Record(
+                    (
+                        JobFailed(
+                            "interrupted",
+                            "ComfyUI interrupted the prompt",
+                            Failure.GENERATION_FAILED,
+                        ),
+                    )
+                )
+        return Record(
+            (
+                JobFailed(
+                    "execution_error",
+                    "ComfyUI reported an error without details",
+                    Failure.GENERATION_FAILED,
+                ),
+            )
+        )
     images = [
         img for node in (entry.get("outputs") or {}).values() for img in node.get("images", [])
     ]
@@ -629,6 +657,7 @@ def _history_result(state: JobState, pid: str) -> Action | None:
                     "no_output",
                     "ComfyUI finished without an image (was the output cached or "
                     "dropped? see `imagen show`)",
+                    Failure.GENERATION_FAILED,
                 ),
             )
         )
@@ -660,7 +689,7 @@ def _history_result(state: JobState, pid: str) -> Action | None:
         return store
     last = downloads[-1].outcome
     if isinstance(last, RequestFailed) and last.error == "exists":
-        return Record((JobFailed("output_exists", last.message, 2),))
+        return Record((JobFailed("output_exists", last.message, Failure.OUTPUT_EXISTS),))
     if retries(state, "download") < 1:
         return Record((RetryScheduled("download", 1, 0.2, "download failed"),))
     return Record(
@@ -669,6 +698,7 @@ def _history_result(state: JobState, pid: str) -> Action | None:
                 "download_failed",
                 f"could not fetch the image from ComfyUI: "
                 f"{getattr(last, 'message', None) or f'HTTP {last.status}'}",
+                Failure.DOWNLOAD_FAILED,
             ),
         )
     )  # type: ignore[union-attr]

@@ -35,6 +35,7 @@ from imagen.core.events import (
     ResponseReceived,
     RetryScheduled,
 )
+from imagen.core.failures import Failure
 from imagen.core.inputs import BadInput, GenerateInputs
 from imagen.core.job import JobState, iso
 
@@ -266,13 +267,19 @@ def _http_failure(
                 JobFailed(
                     "unauthorized",
                     f"Replicate rejected the API token: set {_token_env(state)} to a valid token",
-                    3,
+                    Failure.UNAUTHORIZED,
                 ),
             )
         )
     if status == 402:
         return Record(
-            (JobFailed("out_of_credit", f"Replicate: out of credit ({_detail(outcome)})", 3),)
+            (
+                JobFailed(
+                    "out_of_credit",
+                    f"Replicate: out of credit ({_detail(outcome)})",
+                    Failure.OUT_OF_CREDIT,
+                ),
+            )
         )
     if status == 422:
         body = outcome.body if isinstance(outcome.body, dict) else {}
@@ -284,7 +291,7 @@ def _http_failure(
                 JobFailed(
                     "invalid_input",
                     f"Replicate rejected the input: {fields or _detail(outcome)}",
-                    2,
+                    Failure.INVALID_INPUT,
                 ),
             )
         )
@@ -303,7 +310,7 @@ def _http_failure(
                 JobFailed(
                     "rate_limited",
                     f"Replicate kept rate-limiting after {n} retries: {_detail(outcome)}",
-                    3,
+                    Failure.RATE_LIMITED,
                 ),
             )
         )
@@ -313,7 +320,9 @@ def _http_failure(
         return Record(
             (
                 JobFailed(
-                    "server_error", f"Replicate answered HTTP {status} twice: {_detail(outcome)}", 3
+                    "server_error",
+                    f"Replicate answered HTTP {status} twice: {_detail(outcome)}",
+                    Failure.SERVER_ERROR,
                 ),
             )
         )
@@ -323,12 +332,18 @@ def _http_failure(
                 JobFailed(
                     "not_found",
                     f"Replicate: not found ({_detail(outcome)}); check the model name",
-                    2,
+                    Failure.NOT_FOUND,
                 ),
             )
         )
     return Record(
-        (JobFailed("unexpected", f"Replicate answered HTTP {status}: {_detail(outcome)}"),)
+        (
+            JobFailed(
+                "unexpected",
+                f"Replicate answered HTTP {status}: {_detail(outcome)}",
+                Failure.UNEXPECTED,
+            ),
+        )
     )
 
 
@@ -524,7 +539,7 @@ def decide(state: JobState) -> Action:
                         JobFailed(
                             "unreachable",
                             f"cannot reach Replicate at {_base(state)}: {outcome.message}",
-                            3,
+                            Failure.UNREACHABLE,
                         ),
                     )
                 )
@@ -552,7 +567,9 @@ def decide(state: JobState) -> Action:
         return Record(
             (
                 JobFailed(
-                    "prediction_failed", f"Replicate: the prediction failed: {snap.get('error')}"
+                    "prediction_failed",
+                    f"Replicate: the prediction failed: {snap.get('error')}",
+                    Failure.GENERATION_FAILED,
                 ),
             )
         )  # type: ignore[union-attr]
@@ -563,6 +580,7 @@ def decide(state: JobState) -> Action:
                     "prediction_canceled",
                     f"Replicate: the prediction was {status} "
                     f"{'(deadline reached)' if snap.get('deadline') else ''}".rstrip(),
+                    Failure.GENERATION_FAILED,
                 ),
             )
         )  # type: ignore[union-attr]
@@ -590,7 +608,13 @@ def _poll(state: JobState) -> Action:
                     (RetryScheduled("poll", failed_in_a_row, 0.5, f"network: {o.error}"),)
                 )
             return Record(
-                (JobFailed("unreachable", f"lost Replicate while polling: {o.message}", 3),)
+                (
+                    JobFailed(
+                        "unreachable",
+                        f"lost Replicate while polling: {o.message}",
+                        Failure.UNREACHABLE,
+                    ),
+                )
             )
         return _get(state, "poll", url, retry_time(state, "poll"))
     deadline = state.started_at + timedelta(seconds=float(req.params.get("timeout_s") or 60))
@@ -622,6 +646,7 @@ def _download(state: JobState, snap: dict[str, Any]) -> Action:
                     "output_deleted",
                     "Replicate no longer has this prediction's output "
                     "(API outputs are kept about an hour); the prediction was still paid for",
+                    Failure.OUTPUT_LOST,
                 ),
             )
         )
@@ -650,15 +675,22 @@ def _download(state: JobState, snap: dict[str, Any]) -> Action:
                     "output_deleted",
                     f"Replicate no longer serves the output (HTTP {last.status}); "
                     "API outputs are kept about an hour; the prediction was still paid for",
+                    Failure.OUTPUT_LOST,
                 ),
             )
         )
     if isinstance(last, RequestFailed) and last.error == "exists":
-        return Record((JobFailed("output_exists", last.message, 2),))
+        return Record((JobFailed("output_exists", last.message, Failure.OUTPUT_EXISTS),))
     if retries(state, "download") < 1:
         return Record((RetryScheduled("download", 1, 0.2, f"download: {_describe(last)}"),))
     return Record(
-        (JobFailed("download_failed", f"could not download the image: {_describe(last)}"),)
+        (
+            JobFailed(
+                "download_failed",
+                f"could not download the image: {_describe(last)}",
+                Failure.DOWNLOAD_FAILED,
+            ),
+        )
     )
 
 

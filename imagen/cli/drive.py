@@ -38,7 +38,7 @@ def drive(
     except MissingCredential as exc:
         raise UserError(str(exc), ExitCode.BAD_INPUT) from None
     except Halted as exc:
-        raise UserError(f"job {job_id}: {exc}", ExitCode(exc.exit_code)) from None
+        raise UserError(f"job {job_id}: {exc}", ExitCode.CONFLICT) from None
     finally:
         reporter.close()
     write_sidecar(state)

@@ -79,10 +79,10 @@ class Record:
 
 @dataclass(frozen=True)
 class Halt:
-    """Stop driving the job without ending it: a person must decide (e.g. --force-new)."""
+    """Stop driving the job without ending it: a person must decide (e.g. --force-new).
+    The CLI exits with CONFLICT; the job stays resumable."""
 
     message: str
-    exit_code: int = 5
 
 
 Action = HttpRequest | StoreImage | OpenStream | FollowStream | Record | Halt

@@ -14,6 +14,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from imagen.core.failures import Failure
+
 JSON = dict[str, Any]
 
 REDACTED = "[redacted]"
@@ -198,9 +200,28 @@ class JobSucceeded(Event):
 
 @dataclass(frozen=True)
 class JobFailed(Event):
+    """`reason` is the adapter's own word for what happened (e.g. prediction_failed);
+    `category` is what kind of failure it is, which decides the exit code (app/outcome.py).
+
+    Schema 2: `category` replaced schema 1's `exit_code` (see `upcast`)."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
+
     reason: str
     message: str
-    exit_code: int = 1
+    category: Failure
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.category, Failure):
+            try:
+                category = Failure(self.category)
+            except ValueError:
+                # A category from a newer imagen: still a failure, reported plainly.
+                category = Failure.UNEXPECTED
+            object.__setattr__(self, "category", category)
+
+    def to_data(self) -> JSON:
+        return {**super().to_data(), "category": self.category.value}
 
 
 @dataclass(frozen=True)
@@ -245,8 +266,30 @@ CATALOGUE: dict[str, type[Event]] = {
 }
 
 
+# JobFailed schema 1 recorded the exit code the adapter chose. Its reasons name the category
+# (or a finer word for one); an unknown reason keeps the exit code it stood for.
+_V1_FAILURE_REASONS: dict[str, Failure] = {
+    **{f.value: f for f in Failure},
+    "invalid_workflow": Failure.INVALID_INPUT,
+    "prediction_failed": Failure.GENERATION_FAILED,
+    "prediction_canceled": Failure.GENERATION_FAILED,
+    "execution_error": Failure.GENERATION_FAILED,
+    "interrupted": Failure.GENERATION_FAILED,
+    "no_output": Failure.GENERATION_FAILED,
+    "output_deleted": Failure.OUTPUT_LOST,
+    "internal": Failure.UNEXPECTED,
+}
+_V1_EXIT_CODES: dict[int, Failure] = {2: Failure.INVALID_INPUT, 3: Failure.UNREACHABLE}
+
+
 def upcast(type_name: str, schema_version: int, data: JSON) -> JSON:
-    """Bring an old payload to the current shape. No event has changed shape yet."""
+    """Bring an old payload to the current shape."""
+    if type_name == "JobFailed" and schema_version < 2:
+        data = dict(data)
+        exit_code = data.pop("exit_code", 1)
+        data["category"] = _V1_FAILURE_REASONS.get(data.get("reason", "")) or _V1_EXIT_CODES.get(
+            exit_code, Failure.UNEXPECTED
+        )
     return data
 
 

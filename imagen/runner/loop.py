@@ -49,6 +49,7 @@ from imagen.core.events import (
     StreamOpened,
     redact_headers,
 )
+from imagen.core.failures import Failure
 from imagen.core.job import JobState, Recorded, evolve, parse_time
 from imagen.runner import liveness
 from imagen.runner.environment import Environment
@@ -89,10 +90,6 @@ class MissingCredential(RunnerError):
 
 class Halted(RunnerError):
     """The adapter needs a person to decide; the job stays resumable."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class Terminated(BaseException):
@@ -160,7 +157,8 @@ class Runner:
                         state = self._append(state, [CancelRequested("user")])
                 else:
                     state = self._append(
-                        state, [JobFailed("internal", "the adapter did not finish")]
+                        state,
+                        [JobFailed("internal", "the adapter did not finish", Failure.UNEXPECTED)],
                     )
             except Terminated as t:
                 state = load(self.store, job_id)
@@ -176,7 +174,7 @@ class Runner:
         if isinstance(action, Record):
             return self._append(state, list(action.events))
         if isinstance(action, Halt):
-            raise Halted(action.message, action.exit_code)
+            raise Halted(action.message)
         if isinstance(action, HttpRequest):
             return self._http(state, action)
         if isinstance(action, StoreImage):

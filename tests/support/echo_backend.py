@@ -22,6 +22,7 @@ from imagen.core.events import (
     ResponseReceived,
     RetryScheduled,
 )
+from imagen.core.failures import Failure
 from imagen.core.inputs import GenerateInputs
 from imagen.core.job import JobState
 
@@ -68,7 +69,13 @@ def decide(state: JobState) -> Action:
         download = last_exchange(state, "download")
         if download is not None and download.outcome is not None:
             return Record(
-                (JobFailed("download", f"download failed: {_describe(download.outcome)}"),)
+                (
+                    JobFailed(
+                        "download",
+                        f"download failed: {_describe(download.outcome)}",
+                        Failure.DOWNLOAD_FAILED,
+                    ),
+                )
             )
         return StoreImage(
             request_id(state, "download"),
@@ -78,7 +85,13 @@ def decide(state: JobState) -> Action:
         )
     if _retryable(last.outcome) and retries(state, "render") == 0:
         return Record((RetryScheduled("render", 1, 0.0, "transient"),))
-    return Record((JobFailed("render", f"render failed: {_describe(last.outcome)}"),))
+    return Record(
+        (
+            JobFailed(
+                "render", f"render failed: {_describe(last.outcome)}", Failure.GENERATION_FAILED
+            ),
+        )
+    )
 
 
 def _retryable(outcome: object) -> bool:
