@@ -55,6 +55,13 @@ from imagen.runner import liveness
 from imagen.runner.environment import Environment
 from imagen.runner.liveness import job_owner_alive as owner_alive  # noqa: F401  (re-export)
 from imagen.runner.load import load, to_recorded
+from imagen.runner.transports import (
+    HttpTransport,
+    Stream,
+    StreamDropped,
+    StreamTransport,
+    Websockets,
+)
 from ledger import ConcurrencyError, EventStore, NewEvent
 
 LEASE_SECONDS = 120.0
@@ -101,19 +108,29 @@ class Terminated(BaseException):
 
 
 class Runner:
+    """Drives jobs. Everything it touches outside the ledger comes in as an argument:
+    `environment` (clock, sleep, env, pid, host), `http` and `streams` (the transports; the
+    real urllib3 client and websocket by default), so a test can run it in-process."""
+
     def __init__(
         self,
         store: EventStore,
         environment: Environment | None = None,
         reporter: Reporter | None = None,
+        *,
+        http: HttpTransport | None = None,
+        streams: StreamTransport | None = None,
     ) -> None:
-        from imagen.runner.http import Http
+        if http is None:
+            from imagen.runner.http import Http
 
+            http = Http()
         self.store = store
         self.envt = environment or Environment()
         self.reporter = reporter or NullReporter()
-        self.http = Http()
-        self._stream: Any = None
+        self.http: HttpTransport = http
+        self.streams: StreamTransport = streams or Websockets()
+        self._stream: Stream | None = None
         self._secrets: set[str] = set()
         self._crash = self._crash_spec()
         self._appended: dict[str, int] = {}
@@ -303,8 +320,6 @@ class Runner:
         )
 
     def _open_stream(self, state: JobState, a: OpenStream) -> JobState:
-        from websockets.sync.client import connect
-
         self._close_stream()
         rid = f"stream-{state.version + 1}"
         headers = self._auth(a.auth_env)
@@ -313,16 +328,7 @@ class Runner:
         )
         started = time.perf_counter()
         try:
-            self._stream = connect(
-                a.url,
-                open_timeout=a.timeout_s,
-                close_timeout=1,
-                additional_headers=headers or None,
-                max_size=2**24,
-                # Unbounded: with the default queue a paused reader makes close() wait out
-                # its timeout when unread messages (status, executing null) are pending.
-                max_queue=None,
-            )
+            self._stream = self.streams.connect(a.url, headers=headers, timeout_s=a.timeout_s)
         except Exception as exc:  # refused, handshake rejected, timeout: all mean "no stream"
             return self._append(
                 state, [RequestFailed(rid, "stream", "stream", _short(exc), _ms(started))]
@@ -336,8 +342,6 @@ class Runner:
         )
 
     def _follow_stream(self, state: JobState, a: FollowStream) -> JobState:
-        from websockets.exceptions import ConnectionClosed
-
         if self._stream is None:
             return self._append(state, [StreamClosed("not open", "no stream in this process")])
         deadline = parse_time(a.deadline) if a.deadline else None
@@ -352,9 +356,9 @@ class Runner:
             except TimeoutError:
                 state = self._renew_lease(state)
                 continue
-            except ConnectionClosed as exc:
+            except StreamDropped as exc:
                 self._stream = None
-                return self._append(state, [StreamClosed("dropped", _short(exc))])
+                return self._append(state, [StreamClosed("dropped", str(exc)[:300])])
             if not isinstance(raw, str):
                 continue  # binary preview frames
             try:

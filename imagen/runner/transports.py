@@ -1,0 +1,80 @@
+"""What the runner needs from the network, as small protocols, and the real websocket
+transport. The runner takes its transports as arguments (defaults: the real ones), so a test
+can drive it in-process and put a recording or faulty transport in between."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from imagen.runner.http import Reply
+
+
+class HttpTransport(Protocol):
+    """Sends one request, returns a Reply or raises runner.http.TransportFailure."""
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        json_body: Any = None,
+        timeout_s: float,
+        max_bytes: int | None = None,
+    ) -> Reply: ...
+
+
+class StreamDropped(Exception):
+    """The stream's connection closed (the server went away or closed it)."""
+
+
+class Stream(Protocol):
+    def recv(self, timeout: float) -> str | bytes:
+        """The next message; TimeoutError when none came in time; StreamDropped when closed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class StreamTransport(Protocol):
+    def connect(self, url: str, *, headers: dict[str, str], timeout_s: float) -> Stream:
+        """An open stream, or any exception when it cannot be opened (refused, rejected
+        handshake, timeout): the runner records that as a failed request."""
+        ...
+
+
+class Websockets:
+    """The real stream transport: a websocket (the `websockets` library's sync client)."""
+
+    def connect(self, url: str, *, headers: dict[str, str], timeout_s: float) -> Stream:
+        from websockets.sync.client import connect
+
+        return _Websocket(
+            connect(
+                url,
+                open_timeout=timeout_s,
+                close_timeout=1,
+                additional_headers=headers or None,
+                max_size=2**24,
+                # Unbounded: with the default queue a paused reader makes close() wait out
+                # its timeout when unread messages (status, executing null) are pending.
+                max_queue=None,
+            )
+        )
+
+
+class _Websocket:
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def recv(self, timeout: float) -> str | bytes:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            return self._connection.recv(timeout=timeout)  # type: ignore[no-any-return]
+        except ConnectionClosed as exc:
+            raise StreamDropped(f"{type(exc).__name__}: {exc}") from None
+
+    def close(self) -> None:
+        self._connection.close()
