@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from imagen.app.errors import UserError
 from imagen.backends.contract import COMMON, Option
@@ -130,9 +132,16 @@ def load_config(explicit: str | None = None, env: Mapping[str, str] | None = Non
     path = config_path(explicit, env)
     if path.exists():
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(path.read_bytes().decode("utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                "save it as UTF-8"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config: {exc.strerror}") from None
         source = str(path)
     elif explicit or env.get("IMAGEN_CONFIG"):
         raise ConfigError(f"{path}: no such config file (create one with `imagen config init`)")
@@ -150,7 +159,48 @@ def _check(source: str, key: str, value: Any, option: Option) -> Any:
         raise ConfigError(
             f"{source}: {key} must be {option.describe()}, not {type(value).__name__}"
         )
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        low, high = option.minimum, option.maximum
+        if (
+            not math.isfinite(value)
+            or (option.positive and value <= 0)
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+        ):
+            raise ConfigError(
+                f"{source}: {key} = {value!r} is out of range; use {option.describe()}"
+            )
+    # An optional URL (no default) may be left empty: empty means not configured.
+    optional = option.default is None and value == ""
+    if option.url and isinstance(value, str) and not optional and not _is_http_url(value):
+        raise ConfigError(f"{source}: {key} = {value!r} is not a URL; use {option.describe()}")
     return value
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and value == value.strip()
+
+
+def check_ledger_url(url: str, where: str) -> str:
+    """sqlite:///path or postgresql://…; anything else is refused before it is opened."""
+    if not url:
+        return url
+    scheme, sep, rest = url.partition("://")
+    ok = sep and (
+        (scheme == "sqlite" and rest.startswith("/") and len(rest) > 1)
+        or (scheme.split("+")[0] in ("postgresql", "postgres") and rest)
+    )
+    if not ok:
+        raise ConfigError(
+            f"{where}: ledger URL {url!r} is not sqlite:////absolute/path.db or "
+            "postgresql://user@host/db"
+        )
+    return url
 
 
 _TOP = {"default_backend", "backends", "output", "ledger", "usage"}
@@ -160,7 +210,11 @@ _OUTPUT = {
     "preview_command": Option((list,)),
 }
 _LEDGER = {"url": Option((str,)), "durability": Option((str,), choices=("full", "normal"))}
-_USAGE = {"supabase_url": Option((str,)), "key_env": Option((str,)), "database_url": Option((str,))}
+_USAGE = {
+    "supabase_url": Option((str,), url=True),
+    "key_env": Option((str,)),
+    "database_url": Option((str,)),
+}
 
 
 def _section(source: str, name: str, raw: Any, spec: dict[str, Option]) -> dict[str, Any]:
@@ -185,6 +239,8 @@ def parse_config(raw: dict[str, Any], source: str, env: Mapping[str, str]) -> Co
     for key in raw:
         if key not in _TOP:
             raise ConfigError(f"{source}: unknown key {key!r}; allowed: {', '.join(sorted(_TOP))}")
+    if not isinstance(raw.get("backends", {}), dict):
+        raise ConfigError(f"{source}: backends must be a table of [backends.NAME] tables")
     parsed: dict[str, BackendConfig] = {}
     for name, table in _section(
         source,
@@ -225,7 +281,9 @@ def parse_config(raw: dict[str, Any], source: str, env: Mapping[str, str]) -> Co
             preview=out.get("preview", OutputConfig.preview),
             preview_command=tuple(out.get("preview_command", OutputConfig.preview_command)),
         ),
-        ledger_url=env.get("IMAGEN_LEDGER_URL") or ledger.get("url") or "",
+        ledger_url=check_ledger_url(env["IMAGEN_LEDGER_URL"], "IMAGEN_LEDGER_URL")
+        if env.get("IMAGEN_LEDGER_URL")
+        else check_ledger_url(ledger.get("url") or "", f"{source}: ledger.url"),
         usage=UsageConfig(
             supabase_url=env.get("SUPABASE_URL") or usage.get("supabase_url", ""),
             key_env=usage.get("key_env", UsageConfig.key_env),

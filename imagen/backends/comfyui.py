@@ -43,7 +43,7 @@ DEFAULT_MODEL = "flux1-schnell-fp8.safetensors"
 DEFAULT_URL = "http://127.0.0.1:8188"
 
 CONFIG: dict[str, Option] = {
-    "url": Option((str,), DEFAULT_URL, "ComfyUI base URL"),
+    "url": Option((str,), DEFAULT_URL, "ComfyUI base URL", url=True),
     "unet": Option((str,), DEFAULT_MODEL, "diffusion model file (models/unet)"),
     "clip_l": Option((str,), "clip_l.safetensors", "CLIP-L text encoder (models/clip)"),
     "t5xxl": Option((str,), "t5xxl_fp8_e4m3fn.safetensors", "T5-XXL text encoder (models/clip)"),
@@ -57,8 +57,12 @@ CONFIG: dict[str, Option] = {
         "is ComfyUI running? see docs/setup-comfyui.md",
         "what to tell the user when the server cannot be reached",
     ),
-    "poll_interval_s": Option((float, int), 0.5, "seconds between /history polls (fallback)"),
-    "retry_base_s": Option((float, int), 0.5, "delay before the one retry on 5xx/network"),
+    "poll_interval_s": Option(
+        (float, int), 0.5, "seconds between /history polls (fallback)", positive=True
+    ),
+    "retry_base_s": Option(
+        (float, int), 0.5, "delay before the one retry on 5xx/network", minimum=0
+    ),
 }
 # Files named by these options are read by the shell and stored in the job request as
 # `<key>_content`, so a resumed job runs the same graph even if the file changed.

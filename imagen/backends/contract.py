@@ -23,19 +23,34 @@ class Option:
     default: Any = None
     help: str = ""
     choices: tuple[Any, ...] = ()
+    url: bool = False  # an http(s) URL with a host
+    minimum: float | None = None  # inclusive
+    maximum: float | None = None  # inclusive
+    positive: bool = False  # strictly above zero
 
     def describe(self) -> str:
         if self.choices:
             return " | ".join(repr(c) for c in self.choices)
-        return " or ".join("number" if t is float else t.__name__ for t in self.types)
+        if self.url:
+            return "an http(s) URL such as http://127.0.0.1:8188"
+        kind = " or ".join("number" if t is float else t.__name__ for t in self.types)
+        if self.positive:
+            kind += " above 0"
+        if self.minimum is not None:
+            kind += f" >= {self.minimum:g}"
+        if self.maximum is not None:
+            kind += f" <= {self.maximum:g}"
+        return kind
 
 
 COMMON: dict[str, Option] = {
     "type": Option((str,), help="backend type"),
     "model": Option((str,), help="model reference"),
-    "price_usd": Option((float, int), help="per-image price override, USD"),
-    "timeout_s": Option((float, int), help="give up (and cancel remotely) after this many seconds"),
-    "default_steps": Option((int,), help="inference steps when --steps is not given"),
+    "price_usd": Option((float, int), help="per-image price override, USD", minimum=0),
+    "timeout_s": Option(
+        (float, int), help="give up (and cancel remotely) after this many seconds", positive=True
+    ),
+    "default_steps": Option((int,), help="inference steps when --steps is not given", minimum=1),
 }
 
 

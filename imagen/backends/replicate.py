@@ -44,12 +44,16 @@ DEFAULT_BASE_URL = "https://api.replicate.com"
 
 CONFIG: dict[str, Option] = {
     "api_token_env": Option((str,), "REPLICATE_API_TOKEN", "env var holding the API token"),
-    "base_url": Option((str,), DEFAULT_BASE_URL, "API base URL (a test double, a proxy)"),
-    "poll_interval_s": Option((float, int), 0.5, "seconds between polls when waiting"),
-    "wait_s": Option((int,), 60, "Prefer: wait=N seconds on create (1-60)"),
+    "base_url": Option((str,), DEFAULT_BASE_URL, "API base URL (a test double, a proxy)", url=True),
+    "poll_interval_s": Option(
+        (float, int), 0.5, "seconds between polls when waiting", positive=True
+    ),
+    "wait_s": Option((int,), 60, "Prefer: wait=N seconds on create (1-60)", minimum=1, maximum=60),
     "inputs": Option((dict,), None, "extra model inputs sent with every request"),
-    "retry_base_s": Option((float, int), 1.0, "first backoff delay for 429 (doubles each time)"),
-    "max_image_mb": Option((float, int), 64, "refuse downloads larger than this"),
+    "retry_base_s": Option(
+        (float, int), 1.0, "first backoff delay for 429 (doubles each time)", minimum=0
+    ),
+    "max_image_mb": Option((float, int), 64, "refuse downloads larger than this", positive=True),
 }
 
 # Output sizes at 1 megapixel (cog-flux); megapixels "0.25" halves both sides.

@@ -27,7 +27,7 @@ from imagen.core.inputs import GenerateInputs
 from imagen.core.job import JobState
 
 CONFIG: dict[str, Option] = {
-    "url": Option((str,), help="the echo server's render URL"),
+    "url": Option((str,), help="the echo server's render URL", url=True),
     "token_env": Option((str,), help="env var with a bearer token to send"),
 }
 DEFAULT_MODEL = "echo"
