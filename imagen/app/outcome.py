@@ -52,8 +52,14 @@ def failure_message(state: JobState) -> str | None:
     return None
 
 
+JOB_ID_CHARS = frozenset("0123456789abcdef")
+
+
 def resolve_job_id(store: Any, prefix: str) -> str:
-    found = store.streams_with_prefix(prefix, limit=2) if prefix else []
+    # Job ids are lowercase hex: anything else matches nothing (and never reaches a range scan
+    # with characters such as U+10FFFF, which has no successor).
+    valid = prefix and len(prefix) <= 64 and set(prefix) <= JOB_ID_CHARS
+    found = store.streams_with_prefix(prefix, limit=2) if valid else []
     if not found:
         raise UserError(f"no job matches {prefix!r} (see `imagen jobs`)", ExitCode.NOT_FOUND)
     if len(found) > 1 and prefix not in found:

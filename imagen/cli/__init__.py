@@ -67,4 +67,21 @@ def _meta(
 def main(argv: list[str] | None = None) -> None:
     from imagen.cli.context import run_guarded
 
-    sys.exit(run_guarded(lambda: app.meta(argv, result_action="return_value")))
+    sys.exit(run_guarded(lambda: app.meta(_utf8_args(argv), result_action="return_value")))
+
+
+def _utf8_args(argv: list[str] | None) -> list[str] | None:
+    """Arguments that are not valid UTF-8 reach Python as lone surrogates; they could never be
+    hashed, recorded or shown, so they are refused before anything runs."""
+    from imagen.app.errors import UserError
+
+    for n, arg in enumerate(sys.argv[1:] if argv is None else argv, start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = arg[exc.start].encode("utf-8", "surrogateescape")
+            raise UserError(
+                f"argument {n} is not valid UTF-8 (byte 0x{bad[0]:02x} at character {exc.start}); "
+                "pass text in UTF-8"
+            ) from None
+    return argv

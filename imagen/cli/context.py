@@ -35,7 +35,7 @@ def config() -> Config:
 def store() -> EventStore:
     global _store
     if _store is None:
-        from sqlalchemy.exc import OperationalError
+        from sqlalchemy.exc import ArgumentError, DBAPIError
 
         from imagen.app.config import ledger_url
         from ledger import LedgerError, open_store
@@ -43,11 +43,51 @@ def store() -> EventStore:
         url = ledger_url(config())
         try:
             _store = open_store(url, clock=ENV.clock)
-        except (LedgerError, OperationalError) as exc:
+        except (LedgerError, DBAPIError, ArgumentError, OSError) as exc:
             raise UserError(
-                f"cannot open the ledger: {str(exc).splitlines()[0]}", ExitCode.LEDGER_ERROR
+                f"cannot open the ledger at {_shown(url)}: {_ledger_reason(exc)}",
+                ExitCode.LEDGER_ERROR,
             ) from None
     return _store
+
+
+def _shown(url: str) -> str:
+    """A ledger URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
+    return url.removeprefix("sqlite:///")
+
+
+def _ledger_reason(exc: BaseException) -> str:
+    """One line saying what is wrong with the ledger and what to do."""
+    if isinstance(exc, OSError) and not type(exc).__module__.startswith("sqlalchemy"):
+        if isinstance(exc, PermissionError):
+            return f"{exc.strerror} (check the file's and its directory's permissions)"
+        return exc.strerror or str(exc)
+    text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else repr(exc)
+    low = text.lower()
+    if "not a database" in low or "malformed" in low:
+        return f"{text} (not an imagen ledger, or damaged: restore it from a backup)"
+    if "readonly" in low or "read-only" in low or "unable to open" in low:
+        return f"{text} (check the file's and its directory's permissions)"
+    if "disk is full" in low or "disk i/o" in low:
+        return f"{text} (free some space; what was recorded is intact: `imagen audit`)"
+    return text
+
+
+def ledger_failure(exc: BaseException) -> UserError | None:
+    """A database error raised while a command ran, as a one-line ledger error (or None)."""
+    import sqlite3
+
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if isinstance(exc, sqlite3.Error) or (
+        sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError)
+    ):
+        where = _shown(_config.ledger_url) if _config and _config.ledger_url else "the ledger"
+        return UserError(f"ledger error ({where}): {_ledger_reason(exc)}", ExitCode.LEDGER_ERROR)
+    return None
 
 
 def reader() -> Any:
@@ -97,6 +137,12 @@ def run_guarded(call: Callable[[], Any]) -> int:
     except KeyboardInterrupt:
         err("imagen: interrupted")
         return int(ExitCode.INTERRUPTED)
+    except Exception as exc:
+        failure = ledger_failure(exc)
+        if failure is None:
+            raise
+        err(f"imagen: error: {failure}")
+        return int(failure.code)
     finally:
         sys.stdout.flush()
     if isinstance(result, int):
