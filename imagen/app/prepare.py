@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,10 +71,7 @@ def prepare(
             date, inputs.prompt, inputs.seed, params["output_format"]
         )
     dest = dest.absolute()
-    if dest.exists() and not overwrite:
-        raise UserError(f"{dest} already exists (use --force to overwrite)", ExitCode.BAD_INPUT)
-    if dest.is_dir():
-        raise UserError(f"--output {dest} is a directory; give a file path", ExitCode.BAD_INPUT)
+    check_destination(dest, overwrite=overwrite)
     try:
         module.validate_request(params, options)
     except BadInput as exc:
@@ -91,3 +90,58 @@ def prepare(
         imagen_version=__version__,
     )
     return Prepared(new_job_id(), request)
+
+
+# The longest name imagen writes beside an image is its sidecar's temp file,
+# ".<name>.json.<8 random>.tmp": 19 bytes more than the image's own name.
+_NAME_OVERHEAD = 19
+
+
+def check_destination(dest: Path, *, overwrite: bool) -> None:
+    """The image and its sidecar can be written: names the file system takes, nothing but
+    regular files replaced, and no sidecar name taken by a file imagen did not write for it."""
+    from imagen.app.sidecars import sidecar_owner, sidecar_path
+
+    limit = _name_max(dest.parent) - _NAME_OVERHEAD
+    size = len(os.fsencode(dest.name))
+    if size > limit:
+        raise UserError(
+            f"--output file name is {size} bytes; at most {limit} here (the file system allows "
+            f"{limit + _NAME_OVERHEAD}, and imagen adds .json and temp suffixes)",
+            ExitCode.BAD_INPUT,
+        )
+    try:
+        st = dest.lstat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise UserError(f"--output {dest}: {exc.strerror}", ExitCode.BAD_INPUT) from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise UserError(f"--output {dest} is a directory; give a file path", ExitCode.BAD_INPUT)
+        if not overwrite:
+            raise UserError(f"{dest} already exists (use --force to overwrite)", ExitCode.BAD_INPUT)
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(
+                f"{dest} is not a regular file (a device, FIFO, socket or link); "
+                "--force only replaces regular files",
+                ExitCode.BAD_INPUT,
+            )
+    side = sidecar_path(str(dest))
+    if side.exists() or side.is_symlink():
+        owner = sidecar_owner(side)
+        if owner != str(dest):
+            raise UserError(
+                f"{side} exists and is not imagen's sidecar for {dest.name}; "
+                "move it or choose another --output",
+                ExitCode.BAD_INPUT,
+            )
+
+
+def _name_max(directory: Path) -> int:
+    for d in (directory, *directory.parents):
+        try:
+            return os.pathconf(d, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            continue
+    return 255

@@ -122,7 +122,7 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
     json_output
         Print one JSON report.
     """
-    from imagen.app.sidecars import render_sidecar, sidecar_path
+    from imagen.app.sidecars import render_sidecar, sidecar_owner, sidecar_path
     from imagen.projections.jobs import table as jobs_index
     from imagen.projections.jobs.table import jobs
     from imagen.projections.sidecar import sidecar
@@ -151,6 +151,9 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
             continue
         path = sidecar_path(data["image"]["path"])
         wanted = render_sidecar(data)
+        if (path.exists() or path.is_symlink()) and sidecar_owner(path) != data["image"]["path"]:
+            differences.append(f"sidecar not written: {path} is a file imagen did not write")
+            continue
         current = path.read_bytes() if path.exists() else None
         if current != wanted:
             if current is not None and _same_json(current, wanted):
@@ -159,6 +162,12 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
             if Path(data["image"]["path"]).parent.exists():
                 atomic_write(path, wanted)
         sidecars += 1
+    from imagen.runner.files import sweep_temp_files
+
+    folders = {Path(r["image_path"]).parent for r in after.values() if r.get("image_path")}
+    for folder in sorted(folders):
+        for gone in sweep_temp_files(folder, context.ENV.clock().timestamp()):
+            differences.append(f"removed a temp file left by an interrupted write: {gone}")
     try:
         from imagen.projections.usage.table import rebuild as rebuild_usage
     except ImportError:

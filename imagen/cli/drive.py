@@ -42,6 +42,12 @@ def drive(
     finally:
         reporter.close()
     write_sidecar(state)
+    if state.request is not None:
+        from pathlib import Path
+
+        from imagen.runner.files import sweep_temp_files
+
+        sweep_temp_files(Path(state.request.output_path).parent, context.ENV.clock().timestamp())
     return state
 
 

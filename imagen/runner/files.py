@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
 
@@ -11,8 +13,24 @@ class FileExists(FileExistsError):
     pass
 
 
+class NotRegular(FileExistsError):
+    pass
+
+
 def atomic_write(path: Path, data: bytes, *, overwrite: bool = True, mode: int = 0o644) -> None:
+    """Write `data` to `path` atomically. Overwriting only ever replaces a regular file: a
+    device, FIFO, socket, link or directory under that name is left alone (NotRegular)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                raise NotRegular(
+                    f"{path} is not a regular file; imagen only replaces regular files"
+                )
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -37,3 +55,31 @@ def atomic_write(path: Path, data: bytes, *, overwrite: bool = True, mode: int =
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# mkstemp(prefix=".<name>.", suffix=".tmp") names: 8 characters from mkstemp's alphabet.
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+STALE_TEMP_S = 15 * 60  # far longer than any write takes: a live writer's temp file is fresh
+
+
+def sweep_temp_files(
+    directory: Path, now: float, *, older_than: float = STALE_TEMP_S
+) -> list[Path]:
+    """Remove temp files a killed imagen left behind: only regular files named the way
+    atomic_write names them, and only old ones (another process may be writing a new one)."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not _TEMP_NAME.match(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime > older_than:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed

@@ -252,7 +252,7 @@ class Runner:
         )
 
     def _store_image(self, state: JobState, a: StoreImage) -> JobState:
-        from imagen.runner.files import FileExists, atomic_write
+        from imagen.runner.files import FileExists, NotRegular, atomic_write
         from imagen.runner.http import TransportFailure
         from imagen.runner.images import InvalidImage, check, decode_data_uri
 
@@ -297,7 +297,7 @@ class Runner:
         dest = Path(a.dest)
         try:
             atomic_write(dest, data, overwrite=a.overwrite)
-        except FileExists as exc:
+        except (FileExists, NotRegular) as exc:
             return failed("exists", str(exc))
         except OSError as exc:
             return failed("write", f"cannot write {dest}: {exc.strerror}")
