@@ -14,6 +14,7 @@ import pytest
 
 from imagen.runner.http import ERROR_BODY_KEEP, Http, TransportFailure
 from tests.support.cli import Sandbox
+from tests.support.echo import ECHO_CLI
 
 Behaviour = Callable[[socket.socket, threading.Event], None]
 
@@ -138,7 +139,7 @@ def test_a_50_mb_error_body_neither_grows_the_ledger_nor_floods_stderr(
     hostile, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     server = hostile(huge_error)
-    box = Sandbox(tmp_path)
+    box = Sandbox(tmp_path, entry=ECHO_CLI)
     box.write_backend("echo", "echo", url=server.url)
     result = box.run("generate", "a cat")
     assert result.returncode != 0
@@ -159,7 +160,7 @@ def test_a_trickling_backend_fails_the_job_at_its_request_deadline(hostile, tmp_
             sock.sendall(b" ")
 
     server = hostile(endless)
-    box = Sandbox(tmp_path)
+    box = Sandbox(tmp_path, entry=ECHO_CLI)
     box.write_backend("echo", "echo", url=server.url)
     result = box.run("generate", "a cat", timeout=60)
     assert result.returncode == 1, result.stderr  # the echo job fails after its one retry
