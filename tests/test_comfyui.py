@@ -172,8 +172,11 @@ def test_ctrl_c_interrupts_this_prompt(box: Sandbox, comfy: ComfyUIDouble) -> No
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
-    assert box.events(only_job(box))[-1].data == {"reason": "user", "remote_cancelled": True}
+    last = box.events(only_job(box))[-1].data
+    assert last["reason"] == "user" and last["remote_cancelled"] is True
+    assert last["detail"] == f"interrupted prompt {held} (verified)"
     assert ("POST", "/interrupt") in comfy.requests
+    assert "(verified)" in err
     comfy.wait_until(lambda c: c.history(held) is not None, timeout=30)
     assert comfy.history(held)["status"]["status_str"] == "error"
     assert comfy.executed == 0

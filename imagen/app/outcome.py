@@ -44,10 +44,19 @@ def failure_message(state: JobState) -> str | None:
     if isinstance(t, JobFailed):
         return t.message
     if isinstance(t, JobCancelled):
+        if t.detail:  # what was done remotely and what was verified
+            return f"job {state.job_id} cancelled ({t.reason}); {t.detail}"
         return f"job {state.job_id} cancelled ({t.reason})" + (
             "; the remote job was cancelled" if t.remote_cancelled else ""
         )
     if t is None:
+        why = state.interrupted.signal if state.interrupted is not None else ""
+        if why.startswith("unreachable"):
+            return (
+                f"job {state.job_id} interrupted: the backend was out of reach until the "
+                f"deadline ({why.split(': ', 1)[-1]}); it may still finish the image: "
+                f"`imagen resume {state.job_id}` fetches it"
+            )
         return f"job {state.job_id} interrupted; finish it with `imagen resume {state.job_id}`"
     return None
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -19,13 +21,25 @@ from imagen.backends.common import (
     retry_time,
 )
 from imagen.backends.contract import Option
-from imagen.core.actions import Action, FollowStream, HttpRequest, OpenStream, Record, StoreImage
+from imagen.core.actions import (
+    Action,
+    FollowStream,
+    FrameOutcome,
+    HttpRequest,
+    OpenStream,
+    Progress,
+    Record,
+    StoreImage,
+)
 from imagen.core.events import (
     CancelRequested,
+    Event,
     JobCancelled,
     JobFailed,
+    JobInterrupted,
     JobSucceeded,
     LookupConcluded,
+    ProgressObserved,
     RemoteJobAccepted,
     RequestFailed,
     ResponseReceived,
@@ -88,7 +102,8 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
         width, height = ASPECTS[inputs.aspect]
     else:
         width, height = inputs.size or (1024, 1024)
-    if width % 16 or height % 16:
+    if not options.get("workflow") and (width % 16 or height % 16):
+        # FLUX's rule (latents are 1/8 size in 2x2 patches); a custom graph sets its own.
         raise BadInput(
             f"--size {width}x{height}: FLUX needs multiples of 16, e.g. "
             f"{round(width / 16) * 16}x{round(height / 16) * 16}"
@@ -134,6 +149,23 @@ def probe_verdict(status_code: int, body: Any) -> str:
     if status_code in (401, 403):
         return "rejected by the proxy (check token_env)"
     return f"unexpected answer: HTTP {status_code}"
+
+
+def workflow_info(options: Mapping[str, Any]) -> dict[str, str] | None:
+    """A custom workflow as recorded: its file name and the sha256 of the text that ran."""
+    text = options.get("workflow_content")
+    if not isinstance(text, str):
+        return None
+    name = str(options.get("workflow") or "workflow").replace("\\", "/").rsplit("/", 1)[-1]
+    return {"file": name, "sha256": hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()}
+
+
+def model_name(options: Mapping[str, Any], configured: str | None = None) -> str:
+    """What ran: the workflow (a custom graph picks its own models), else the FLUX UNet file."""
+    info = workflow_info(options)
+    if info is not None:
+        return f"workflow {info['file']} (sha256 {info['sha256'][:12]})"
+    return configured or str(options.get("unet") or DEFAULT_MODEL)
 
 
 # -- the graph -------------------------------------------------------------------------------
@@ -263,39 +295,268 @@ def validate_request(params: Mapping[str, Any], options: Mapping[str, Any]) -> N
         )
 
 
-# -- the state machine -----------------------------------------------------------------------
+# -- reading what ComfyUI answered (every field checked: a malformed answer never raises) ----
 
 _NS = uuid.UUID("6b1f3c52-6a43-4c55-9d1c-3f0c2a7e9a10")
+TERMINAL_KINDS = ("execution_success", "execution_error", "execution_interrupted")
+NOTABLE_KINDS = ("execution_start", "execution_cached", "executed")
+# Reconnecting after a drop: 0.25 s, doubling, at most this far apart (a blip that ends is
+# noticed within this time; a long outage costs two events per try).
+RECONNECT_BASE_S = 0.25
+RECONNECT_CAP_S = 2.0
+MALFORMED_RETRIES = 2
+CANCEL_CHECKS = 20  # /history checks (0.25 s apart) to see an interrupt take effect
 
 
-def _url(state: JobState) -> str:
-    return str(config_of(state).get("url") or DEFAULT_URL).rstrip("/")
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _num(value: Any) -> float | None:
+    """A finite number from a JSON value, else None ("abc", null, true, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if value == value and abs(value) != float("inf") else None
+
+
+def _text(value: Any, limit: int = 300) -> str:
+    return (value if isinstance(value, str) else json.dumps(value, default=str))[:limit]
+
+
+def queue_ids(body: Any) -> tuple[set[str], set[str]] | None:
+    """(running, pending) prompt ids in a GET /queue answer, None when it is malformed.
+
+    Items are `[number, prompt_id, graph, extra_data, outputs]` (execution.py); a bare id string
+    is also read as the id (a summarised recording shows that shape)."""
+    if not isinstance(body, dict):
+        return None
+    out: list[set[str]] = []
+    for key in ("queue_running", "queue_pending"):
+        items = body.get(key, [])
+        if not isinstance(items, list):
+            return None
+        ids: set[str] = set()
+        for item in items:
+            if isinstance(item, list) and len(item) > 1 and isinstance(item[1], str):
+                ids.add(item[1])
+            elif isinstance(item, str):
+                ids.add(item)
+        out.append(ids)
+    return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """A finished prompt as /history/{id} describes it."""
+
+    ok: bool
+    images: tuple[dict[str, str], ...] = ()
+    failure: JobFailed | None = None
+
+
+def read_history(body: Any, pid: str) -> HistoryEntry | str | None:
+    """None: not finished (or unknown); a str: what is malformed; else the entry."""
+    if not isinstance(body, dict):
+        return f"the answer is {type(body).__name__}, not an object"
+    if pid not in body:
+        return None
+    entry = body[pid]
+    if not isinstance(entry, dict):
+        return f"the entry is {type(entry).__name__}, not an object"
+    status = entry.get("status", {})
+    if not isinstance(status, dict):
+        return f"status is {type(status).__name__}, not an object"
+    if status.get("status_str") == "error":
+        messages = status.get("messages")
+        for item in messages if isinstance(messages, list) else []:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict)):
+                continue
+            name, data = item
+            if name == "execution_error":
+                return HistoryEntry(False, failure=_execution_error(data))
+            if name == "execution_interrupted":
+                return HistoryEntry(
+                    False,
+                    failure=JobFailed(
+                        "interrupted", "ComfyUI interrupted the prompt", Failure.GENERATION_FAILED
+                    ),
+                )
+        return HistoryEntry(
+            False,
+            failure=JobFailed(
+                "execution_error",
+                "ComfyUI reported an error without details",
+                Failure.GENERATION_FAILED,
+            ),
+        )
+    outputs = entry.get("outputs", {})
+    if not isinstance(outputs, dict):
+        return f"outputs is {type(outputs).__name__}, not an object"
+    images: list[dict[str, str]] = []
+    for node in outputs.values():
+        if not isinstance(node, dict):
+            return "an output is not an object"
+        listed = node.get("images", [])
+        if not isinstance(listed, list):
+            return "images is not a list"
+        for img in listed:
+            if not isinstance(img, dict) or not isinstance(img.get("filename"), str):
+                return "an image is not an object with a filename"
+            images.append(
+                {
+                    "filename": img["filename"],
+                    "subfolder": img["subfolder"] if isinstance(img.get("subfolder"), str) else "",
+                    "type": img["type"] if isinstance(img.get("type"), str) else "output",
+                }
+            )
+    return HistoryEntry(True, tuple(images))
+
+
+def _execution_error(data: Mapping[str, Any]) -> JobFailed:
+    return JobFailed(
+        "execution_error",
+        f"ComfyUI: {_text(data.get('node_type'), 80)} failed: "
+        f"{_text(data.get('exception_message', ''), 500).strip()}",
+        Failure.GENERATION_FAILED,
+    )
+
+
+# -- who drives the job, and its connections -----------------------------------------------
+
+
+def _identity(claim: RunnerClaimed) -> tuple[int, str, str]:
+    return (claim.pid, claim.host, claim.proc_start)
+
+
+def session_floor(state: JobState) -> int:
+    """The version of the claim by which the process driving the job now took it.
+
+    "This process" is pid + host + process start time: a lease renewal (RunnerRenewed, or a
+    RunnerClaimed by the same process in older ledgers) does not start a new session, so the
+    websocket it opened is still its own."""
+    claims = state.events_of(RunnerClaimed)
+    if not claims:
+        return 0
+    me = _identity(claims[-1].event)  # type: ignore[arg-type]
+    floor = claims[-1].version
+    for rec in reversed(claims[:-1]):
+        if _identity(rec.event) != me:  # type: ignore[arg-type]
+            break
+        floor = rec.version
+    return floor
+
+
+def _session_start(state: JobState) -> datetime | None:
+    floor = session_floor(state)
+    for rec in state.history:
+        if rec.version == floor:
+            return rec.at
+    return state.started_at
+
+
+def client_id(state: JobState) -> str:
+    """One websocket client id per job: ComfyUI sends a prompt's messages only to the client id
+    it was posted with, so a resumed run must reconnect under the same id."""
+    for ex in reversed(exchanges(state, "prompt")):
+        body = ex.sent.body
+        if isinstance(body, dict) and isinstance(body.get("client_id"), str):
+            return body["client_id"]
+    return str(uuid.uuid5(_NS, f"{state.job_id}:client"))
+
+
+@dataclass(frozen=True)
+class _Stream:
+    state: str  # none | open | closed | failed
+    at: Recorded | None  # the event that set it
+    failures: int  # stream attempts that failed in a row (this session)
+    why: str = ""  # the last failure or close reason
+
+
+def _stream(state: JobState) -> _Stream:
+    """This process's websocket, from the events since it claimed the job."""
+    floor = session_floor(state)
+    result = _Stream("none", None, 0)
+    for rec in state.history:
+        if rec.version <= floor:
+            continue
+        e = rec.event
+        if isinstance(e, StreamOpened):
+            result = _Stream("open", rec, 0)
+        elif isinstance(e, StreamClosed):
+            result = _Stream("closed", rec, result.failures, e.reason)
+        elif isinstance(e, RequestFailed) and e.purpose == "stream":
+            result = _Stream("failed", rec, result.failures + 1, e.error)
+    return result
+
+
+def _open_stream(state: JobState, not_before: str | None = None) -> OpenStream:
+    return OpenStream(
+        f"{_url(state).replace('http', 'ws', 1)}/ws?clientId={client_id(state)}",
+        client_id(state),
+        auth_env=config_of(state).get("token_env"),
+        not_before=not_before,
+    )
+
+
+def _backoff(failures: int) -> float:
+    return min(RECONNECT_BASE_S * 2 ** max(failures - 1, 0), RECONNECT_CAP_S)
+
+
+# -- the prompt: submitted, accepted, lost ---------------------------------------------------
+
+
+def _attempt_floor(state: JobState) -> int:
+    """Version of the latest "ComfyUI lost the prompt" conclusion: a new attempt starts there."""
+    for rec in reversed(state.history):
+        if isinstance(rec.event, LookupConcluded) and rec.event.decision == "resubmit":
+            return rec.version
+    return 0
+
+
+def _prompts(state: JobState) -> list[Any]:
+    floor = _attempt_floor(state)
+    return [ex for ex in exchanges(state, "prompt") if ex.sent_at.version > floor]
+
+
+def current_prompt(state: JobState) -> str | None:
+    """The accepted prompt of the current attempt, if any."""
+    floor = _attempt_floor(state)
+    rec = state.last(RemoteJobAccepted)
+    return rec.event.remote_id if rec and rec.version > floor else None  # type: ignore[attr-defined]
+
+
+def _accepted_at(state: JobState) -> int:
+    rec = state.last(RemoteJobAccepted)
+    return rec.version if rec else 0
+
+
+def _posted_at(state: JobState, pid: str) -> int:
+    """The version at which the POST of this prompt was recorded (0 if not found)."""
+    for ex in reversed(exchanges(state, "prompt")):
+        if isinstance(ex.sent.body, dict) and ex.sent.body.get("prompt_id") == pid:
+            return ex.sent_at.version
+    return 0
 
 
 def prompt_id(state: JobState) -> str:
     """Chosen by imagen, deterministic per job and submission, recorded before POST /prompt."""
-    n = len(exchanges(state, "prompt")) - (1 if _pending_prompt(state) else 0)
+    p = exchanges(state, "prompt")
+    n = len(p) - (1 if p and p[-1].outcome is None else 0)
     return str(uuid.uuid5(_NS, f"{state.job_id}:{max(n, 0)}"))
 
 
-def client_id(state: JobState) -> str:
-    """One websocket client per process driving the job."""
-    claim = state.last(RunnerClaimed)
-    return str(uuid.uuid5(_NS, f"{state.job_id}:client:{claim.version if claim else 0}"))
-
-
-def _pending_prompt(state: JobState) -> bool:
-    p = exchanges(state, "prompt")
-    return bool(p) and p[-1].outcome is None
-
-
 def _submitted_id(state: JobState) -> str | None:
-    p = exchanges(state, "prompt")
-    return p[-1].sent.body.get("prompt_id") if p and isinstance(p[-1].sent.body, dict) else None
+    p = _prompts(state)
+    body = p[-1].sent.body if p else None
+    return body.get("prompt_id") if isinstance(body, dict) else None
 
 
 def _prefix(state: JobState) -> str:
     return f"imagen/{state.job_id}"
+
+
+def _url(state: JobState) -> str:
+    return str(config_of(state).get("url") or DEFAULT_URL).rstrip("/")
 
 
 def _graph(state: JobState) -> dict[str, Any]:
@@ -305,6 +566,18 @@ def _graph(state: JobState) -> dict[str, Any]:
     if cfg.get("workflow_content"):
         return custom_graph(cfg["workflow_content"], req.prompt, req.params, cfg, _prefix(state))
     return flux_schnell_graph(req.prompt, req.params, cfg, _prefix(state))
+
+
+def _classes(state: JobState) -> dict[str, str]:
+    """node id -> class_type of the graph that was posted (for progress labels)."""
+    p = exchanges(state, "prompt")
+    body = p[-1].sent.body if p else None
+    graph = body.get("prompt") if isinstance(body, dict) else None
+    return {
+        str(k): str(v.get("class_type"))
+        for k, v in _dict(graph).items()
+        if isinstance(v, dict) and isinstance(v.get("class_type"), str)
+    }
 
 
 def _req(
@@ -328,6 +601,21 @@ def _req(
     )
 
 
+def _deadline(state: JobState) -> datetime | None:
+    """This run's deadline: timeout_s after the process took the job (a resume gets its own)."""
+    req = state.request
+    start = _session_start(state)
+    if req is None or start is None:
+        return None
+    timeout = _num(req.params.get("timeout_s")) or 300.0
+    return start + timedelta(seconds=timeout)
+
+
+def _past_deadline(state: JobState) -> bool:
+    deadline = _deadline(state)
+    return deadline is not None and state.now is not None and state.now >= deadline
+
+
 def _unreachable(state: JobState, outcome: RequestFailed) -> Record:
     hint = config_of(state).get("unreachable_hint") or "is ComfyUI running?"
     return Record(
@@ -342,22 +630,29 @@ def _unreachable(state: JobState, outcome: RequestFailed) -> Record:
     )
 
 
+def _still_unreachable(state: JobState, why: str) -> Record:
+    """Past the deadline with the server out of reach: ComfyUI may still finish the prompt, so
+    the job stays resumable instead of failing."""
+    return Record((JobInterrupted(f"unreachable: {why}"[:200]),))
+
+
 def _validation_failure(body: Any) -> Record:
-    body = body if isinstance(body, dict) else {}
-    node_errors = body.get("node_errors") or {}
+    body = _dict(body)
+    node_errors = body.get("node_errors")
     missing: list[str] = []
     other: list[str] = []
-    for node in node_errors.values():
-        for err in node.get("errors", []):
-            line = f"{node.get('class_type')}: {err.get('message')}: {err.get('details')}"
-            if (
-                err.get("type") == "value_not_in_list"
-                and node.get("class_type") in MISSING_MODEL_NODES
-            ):
-                info = err.get("extra_info") or {}
+    for node in _dict(node_errors).values():
+        node = _dict(node)
+        errors = node.get("errors")
+        for err in errors if isinstance(errors, list) else []:
+            err = _dict(err)
+            cls = _text(node.get("class_type"), 80)
+            line = f"{cls}: {_text(err.get('message'), 200)}: {_text(err.get('details'), 300)}"
+            if err.get("type") == "value_not_in_list" and cls in MISSING_MODEL_NODES:
+                info = _dict(err.get("extra_info"))
                 missing.append(
-                    f"{info.get('received_value') or err.get('details')} "
-                    f"({node.get('class_type')}.{info.get('input_name')})"
+                    f"{_text(info.get('received_value') or err.get('details'), 200)} "
+                    f"({cls}.{_text(info.get('input_name'), 80)})"
                 )
             else:
                 other.append(line)
@@ -373,11 +668,12 @@ def _validation_failure(body: Any) -> Record:
                 ),
             )
         )
-    error = body.get("error") or {}
+    error = body.get("error")
     detail = (
         "; ".join(other)
-        or (error.get("message") if isinstance(error, dict) else str(error))
-        or str(body)[:300]
+        or (_text(error.get("message"), 300) if isinstance(error, dict) else "")
+        or (_text(error, 300) if error else "")
+        or _text(body, 300)
     )
     return Record(
         (
@@ -390,106 +686,246 @@ def _validation_failure(body: Any) -> Record:
     )
 
 
-def _stream_state(state: JobState) -> str:
-    """'open' | 'failed' | 'closed' | 'none' for this process's websocket."""
-    floor = state.last(RunnerClaimed).version if state.last(RunnerClaimed) else 0  # type: ignore[union-attr]
-    result = "none"
-    for rec in state.history:
-        if rec.version <= floor:
-            continue
-        e = rec.event
-        if isinstance(e, StreamOpened):
-            result = "open"
-        elif isinstance(e, StreamClosed):
-            result = "closed"
-        elif isinstance(e, RequestFailed) and e.purpose == "stream":
-            result = "failed"
-    return result
+# -- decide ----------------------------------------------------------------------------------
+
+
+def decide(state: JobState) -> Action:
+    if state.request is None:
+        return Record((JobFailed("internal", "the job has no request", Failure.UNEXPECTED),))
+    if state.image is not None:
+        return Record((JobSucceeded(_result(state)),))
+    if state.cancel is not None:
+        return _cancel(state)
+    pid = current_prompt(state)
+    if pid is None:
+        if _stream(state).state == "none":
+            return _open_stream(state)  # before POST /prompt, so no message can be missed
+        return _submit(state)
+    return _follow(state, pid)
+
+
+def _follow(state: JobState, pid: str) -> Action:
+    """From acceptance to the image: listen, locate, reconnect, fetch."""
+    # 1. What the latest /history answer says (after the end, a locate, or a poll).
+    polls = [ex for ex in exchanges(state, "history") if ex.sent_at.version > _accepted_at(state)]
+    last = polls[-1] if polls else None
+    if last is not None and last.outcome is not None:
+        o = last.outcome
+        if isinstance(o, ResponseReceived) and o.status == 200:
+            entry = read_history(o.body, pid)
+            if isinstance(entry, HistoryEntry):
+                return _finished(state, entry)
+            if isinstance(entry, str):
+                return _malformed(state, "history", f"/history/{pid}", entry)
+    # 2. The stream said the prompt ended.
+    end = _stream_end(state, pid)
+    if end is not None:
+        e: StreamMessage = end.event  # type: ignore[assignment]
+        if e.kind == "execution_error":
+            return Record((_execution_error(e.data),))
+        if e.kind == "execution_interrupted":
+            return Record(
+                (
+                    JobFailed(
+                        "interrupted",
+                        "ComfyUI interrupted the prompt (another client or the server's "
+                        "interrupt button)",
+                        Failure.GENERATION_FAILED,
+                    ),
+                )
+            )
+        after = [ex for ex in polls if ex.sent_at.version > end.version]
+        if not after:
+            return _req(state, "history", "GET", f"/history/{pid}")
+        # execution_success comes just before ComfyUI writes the history entry: ask again.
+        return _history_again(state, pid, after[-1])
+    # 3. Machine facts, once per job (asked again by a later run when they are missing).
+    stats = _system_stats_request(state)
+    if stats is not None:
+        return stats
+    # 4. Where the prompt is, with this process's websocket.
+    stream = _stream(state)
+    if stream.state == "open":
+        assert stream.at is not None
+        if _posted_at(state, pid) > stream.at.version:
+            return _follow_stream(state, pid)  # posted with this socket open: nothing missed
+        return _locate(state, pid, since=stream.at.version, stream_open=True)
+    if stream.state == "closed" and stream.why == "deadline":
+        return Record((CancelRequested("timeout"),))
+    if stream.state == "failed" and stream.why == "handshake":
+        # The server answers but refuses websockets (a proxy): poll instead.
+        assert stream.at is not None
+        return _locate(state, pid, since=stream.at.version, stream_open=False)
+    if _past_deadline(state) and stream.state != "none":
+        return _still_unreachable(state, f"no connection to {_url(state)} ({stream.why})")
+    not_before = None
+    if stream.state == "failed" and stream.at is not None:
+        not_before = iso(stream.at.at + timedelta(seconds=_backoff(stream.failures)))
+    return _open_stream(state, not_before)
+
+
+def _follow_stream(state: JobState, pid: str) -> FollowStream:
+    deadline = _deadline(state)
+    return FollowStream(
+        {"prompt_id": pid, "classes": _classes(state), "recorded": {}},
+        deadline=iso(deadline) if deadline else None,
+    )
+
+
+def _locate(state: JobState, pid: str, *, since: int, stream_open: bool) -> Action:
+    """After (re)connecting: /queue first, then /history. ComfyUI moves a prompt from the queue
+    to the history under one lock, so a prompt in neither, in that order, is lost."""
+    queue = [ex for ex in exchanges(state, "queue") if ex.sent_at.version > since]
+    if not queue or (pending_retry(state, "queue") is not None and queue[-1].outcome is not None):
+        return _req(state, "queue", "GET", "/queue", not_before=_retry_at(state, "queue"))
+    o = queue[-1].outcome
+    if o is None:
+        return _req(state, "queue", "GET", "/queue")
+    if isinstance(o, RequestFailed) or o.status != 200:
+        if _past_deadline(state):
+            return _still_unreachable(state, f"/queue: {_outcome_text(o)}")
+        n = sum(1 for ex in queue if ex.outcome is not None)
+        return Record((RetryScheduled("queue", n, _backoff(n), _outcome_text(o)),))
+    ids = queue_ids(o.body)
+    if ids is None:
+        return _malformed(state, "queue", "/queue", "queue_running/queue_pending are not lists")
+    if pid in ids[0] or pid in ids[1]:
+        if stream_open:
+            return _follow_stream(state, pid)
+        return _poll(state, pid, since=queue[-1].outcome_at.version)  # type: ignore[union-attr]
+    looked = [
+        ex for ex in exchanges(state, "history") if ex.sent_at.version > queue[-1].sent_at.version
+    ]
+    if not looked or looked[-1].outcome is None:
+        return _req(state, "history", "GET", f"/history/{pid}")
+    h = looked[-1].outcome
+    if isinstance(h, RequestFailed) or h.status != 200:
+        if _past_deadline(state):
+            return _still_unreachable(state, f"/history: {_outcome_text(h)}")
+        n = len(looked)
+        return Record((RetryScheduled("queue", n, _backoff(n), _outcome_text(h)),))
+    # In neither place (a finished entry was handled by _follow): ComfyUI restarted and lost
+    # it. ComfyUI is local and free, so a new attempt (a new prompt_id) finishes the job.
+    return Record(
+        (
+            LookupConcluded([], "resubmit"),
+            RetryScheduled(
+                "prompt",
+                len(exchanges(state, "prompt")) + 1,
+                0.0,
+                f"ComfyUI knows prompt {pid} neither in /queue nor in /history (restarted?)",
+            ),
+        )
+    )
+
+
+def _poll(state: JobState, pid: str, *, since: int) -> Action:
+    """No websocket: ask /history, further apart each time (0.5 s up to 10 s)."""
+    polls = [ex for ex in exchanges(state, "history") if ex.sent_at.version > since]
+    if _past_deadline(state):
+        return Record((CancelRequested("timeout"),))
+    if not polls:
+        return _req(state, "history", "GET", f"/history/{pid}")
+    last = polls[-1]
+    if last.outcome is None:
+        return _req(state, "history", "GET", f"/history/{pid}")
+    if isinstance(last.outcome, RequestFailed) or last.outcome.status != 200:
+        # Unreachable again: back to reconnecting (the stream is the cheap probe).
+        return _open_stream(state, iso(last.outcome_at.at + timedelta(seconds=RECONNECT_BASE_S)))  # type: ignore[union-attr]
+    base = _num(config_of(state).get("poll_interval_s")) or 0.5
+    delay = min(base * 1.5 ** len(polls), 10.0)
+    if len(polls) % 10 == 0:
+        # Every tenth poll, check the prompt is still queued (a restart loses it).
+        return _req(state, "queue", "GET", "/queue", not_before=state.after(delay))
+    return _req(state, "history", "GET", f"/history/{pid}", not_before=state.after(delay))
+
+
+def _history_again(state: JobState, pid: str, last: Any) -> Action:
+    o = last.outcome
+    if o is None:
+        return _req(state, "history", "GET", f"/history/{pid}")
+    n = len([ex for ex in exchanges(state, "history") if ex.sent_at.version > _accepted_at(state)])
+    if isinstance(o, RequestFailed) or o.status != 200:
+        if _past_deadline(state):
+            return _still_unreachable(state, f"/history: {_outcome_text(o)}")
+    elif _past_deadline(state):
+        return Record((CancelRequested("timeout"),))
+    delay = _backoff(n) if isinstance(o, RequestFailed) else min(0.1 * n, 2.0)
+    return _req(state, "history", "GET", f"/history/{pid}", not_before=state.after(delay))
 
 
 def _stream_end(state: JobState, pid: str) -> Recorded | None:
     for rec in reversed(state.history):
         e = rec.event
+        if rec.version <= _accepted_at(state):
+            return None
         if (
             isinstance(e, StreamMessage)
             and e.data.get("prompt_id") == pid
-            and e.kind in TERMINAL_KINDS
+            and (e.kind in TERMINAL_KINDS or (e.kind == "executing" and e.data.get("node") is None))
         ):
             return rec
     return None
 
 
-TERMINAL_KINDS = ("execution_success", "execution_error", "execution_interrupted")
+def _system_stats_request(state: JobState) -> HttpRequest | None:
+    stats = exchanges(state, "system_stats")
+    if any(_stats_body(ex.outcome) for ex in stats):
+        return None
+    floor = session_floor(state)
+    if any(ex.sent_at.version > floor for ex in stats):
+        return None  # one try per run: metadata never delays an image
+    return _req(state, "system_stats", "GET", "/system_stats", timeout_s=3)
 
 
-def decide(state: JobState) -> Action:
-    req = state.request
-    assert req is not None
-    if state.image is not None:
-        return Record((JobSucceeded(_result(state)),))
-    if state.cancel is not None:
-        return _cancel(state)
+def _stats_body(o: Any) -> dict[str, Any] | None:
+    if isinstance(o, ResponseReceived) and o.status == 200 and isinstance(o.body, dict):
+        return o.body
+    return None
 
-    if state.remote_id is None:
-        stream = _stream_state(state)
-        if stream == "none" and not exchanges(state, "prompt"):
-            return OpenStream(
-                f"{_url(state).replace('http', 'ws', 1)}/ws?clientId={client_id(state)}",
-                client_id(state),
-                auth_env=config_of(state).get("token_env"),
-            )
-        return _submit(state)
 
-    pid = state.remote_id
-    history = _history_result(state, pid)
-    if history is not None:
-        return history
-    deadline = state.started_at + timedelta(seconds=float(req.params.get("timeout_s") or 300))  # type: ignore[operator]
-    end_rec = _stream_end(state, pid)
-    if end_rec is not None:
-        end: StreamMessage = end_rec.event  # type: ignore[assignment]
-        if end.kind == "execution_error":
-            return Record(
-                (
-                    JobFailed(
-                        "execution_error",
-                        f"ComfyUI: {end.data.get('node_type')} failed: "
-                        f"{str(end.data.get('exception_message', '')).strip()}",
-                        Failure.GENERATION_FAILED,
-                    ),
-                )
-            )
-        if end.kind == "execution_interrupted":
-            return Record(
-                (
-                    JobFailed(
-                        "interrupted",
-                        "ComfyUI interrupted the prompt (another client "
-                        "or the server's interrupt button)",
-                        Failure.GENERATION_FAILED,
-                    ),
-                )
-            )
-        polled_since = any(
-            ex.sent_at.version > end_rec.version for ex in exchanges(state, "history")
+def _outcome_text(o: Any) -> str:
+    if isinstance(o, RequestFailed):
+        return f"{o.error}: {o.message}"
+    if isinstance(o, ResponseReceived):
+        return f"HTTP {o.status}"
+    return "no answer"
+
+
+def _retry_at(state: JobState, purpose: str) -> str | None:
+    return retry_time(state, purpose) if pending_retry(state, purpose) is not None else None
+
+
+def _malformed(state: JobState, purpose: str, what: str, why: str) -> Action:
+    """A malformed answer is recorded as a protocol error: asked again a few times, then the
+    job fails with what was wrong (never an exception, never a crash loop on resume)."""
+    if pending_retry(state, purpose) is not None:
+        return _reissue(state, purpose)
+    n = retries(state, purpose, "malformed")
+    if n < MALFORMED_RETRIES:
+        return Record((RetryScheduled(purpose, n + 1, 0.5, f"malformed {what}: {why}"),))
+    return Record(
+        (
+            JobFailed(
+                "protocol",
+                f"ComfyUI's answer to {what} is malformed: {why}",
+                Failure.UNEXPECTED,
+            ),
         )
-        return _poll_history(state, pid, immediate=not polled_since, deadline=deadline)
-    if not exchanges(state, "system_stats"):
-        return _req(state, "system_stats", "GET", "/system_stats", timeout_s=3)
-    if _stream_state(state) == "open":
-        return FollowStream(
-            "prompt_id",
-            pid,
-            "progress",
-            TERMINAL_KINDS,
-            notable_kinds=("execution_start", "execution_cached"),
-            deadline=iso(deadline),
-        )
-    return _poll_history(state, pid, immediate=False, deadline=deadline)
+    )
+
+
+def _reissue(state: JobState, purpose: str) -> HttpRequest:
+    last = exchanges(state, purpose)[-1].sent
+    path = last.url[len(_url(state)) :] if last.url.startswith(_url(state)) else last.url
+    return _req(state, purpose, last.method, path, last.body, retry_time(state, purpose))
+
+
+# -- submitting ------------------------------------------------------------------------------
 
 
 def _submit(state: JobState) -> Action:
-    prompts = exchanges(state, "prompt")
+    prompts = _prompts(state)
     body = {"prompt": _graph(state), "client_id": client_id(state), "prompt_id": prompt_id(state)}
     post = _req(state, "prompt", "POST", "/prompt", body, timeout_s=30)
     if not prompts:
@@ -513,9 +949,17 @@ def _submit(state: JobState) -> Action:
         )
     o = last.outcome
     if isinstance(o, ResponseReceived):
-        if o.status == 200 and isinstance(o.body, dict) and not o.body.get("node_errors"):
-            return Record((RemoteJobAccepted(str(o.body.get("prompt_id") or sent_id)),))
-        if o.status in (200, 400):
+        if o.status == 200 and isinstance(o.body, dict):
+            errors = o.body.get("node_errors")
+            if not errors:
+                got = o.body.get("prompt_id")
+                return Record((RemoteJobAccepted(got if isinstance(got, str) else str(sent_id)),))
+            if isinstance(errors, dict):
+                return _validation_failure(o.body)
+            return _malformed(state, "prompt", "/prompt", "node_errors is not an object")
+        if o.status == 200:
+            return _malformed(state, "prompt", "/prompt", "the answer is not an object")
+        if o.status == 400:
             return _validation_failure(o.body)
         if o.status >= 500:
             # A proxy may answer 5xx after ComfyUI queued the prompt: look before posting again.
@@ -528,7 +972,7 @@ def _submit(state: JobState) -> Action:
                     RetryScheduled(
                         "prompt",
                         1,
-                        float(config_of(state).get("retry_base_s") or 0.5),
+                        float(_num(config_of(state).get("retry_base_s")) or 0.5),
                         f"5xx HTTP {o.status}",
                     ),
                 )
@@ -548,7 +992,7 @@ def _submit(state: JobState) -> Action:
             (
                 JobFailed(
                     "server_error",
-                    f"ComfyUI answered HTTP {o.status} to /prompt: {str(o.body)[:300]}",
+                    f"ComfyUI answered HTTP {o.status} to /prompt: {_text(o.body)}",
                     Failure.SERVER_ERROR,
                 ),
             )
@@ -559,7 +1003,7 @@ def _submit(state: JobState) -> Action:
                 RetryScheduled(
                     "prompt",
                     1,
-                    float(config_of(state).get("retry_base_s") or 0.5),
+                    float(_num(config_of(state).get("retry_base_s")) or 0.5),
                     f"network: {o.error}",
                 ),
             )
@@ -571,29 +1015,24 @@ def _lookup(state: JobState, pid: str | None) -> Action | None:
     """Find a prompt we may have queued: /history first (finished), then /queue."""
     if pid is None:
         return None
-    floor = exchanges(state, "prompt")[-1].sent_at.version
+    floor = _prompts(state)[-1].sent_at.version
     looked = [ex for ex in exchanges(state, "lookup") if ex.sent_at.version > floor]
     if not looked:
         return _req(state, "lookup", "GET", f"/history/{pid}")
+    if looked[-1].outcome is None:
+        return _req(state, "lookup", "GET", looked[-1].sent.url[len(_url(state)) :])
     if len(looked) == 1:
         o = looked[0].outcome
-        if (
-            isinstance(o, ResponseReceived)
-            and o.status == 200
-            and isinstance(o.body, dict)
-            and pid in o.body
-        ):
-            return Record((LookupConcluded([pid], "adopt"), RemoteJobAccepted(pid, via="lookup")))
+        if isinstance(o, ResponseReceived) and o.status == 200 and isinstance(o.body, dict):
+            if pid in o.body:
+                return Record(
+                    (LookupConcluded([pid], "adopt"), RemoteJobAccepted(pid, via="lookup"))
+                )
         return _req(state, "lookup", "GET", "/queue")
     o = looked[-1].outcome
-    if isinstance(o, ResponseReceived) and o.status == 200 and isinstance(o.body, dict):
-        queued = [
-            item[1]
-            for key in ("queue_running", "queue_pending")
-            for item in o.body.get(key, [])
-            if isinstance(item, list) and len(item) > 1
-        ]
-        if pid in queued:
+    if isinstance(o, ResponseReceived) and o.status == 200:
+        ids = queue_ids(o.body)
+        if ids is not None and (pid in ids[0] or pid in ids[1]):
             return Record((LookupConcluded([pid], "adopt"), RemoteJobAccepted(pid, via="lookup")))
         return None
     if isinstance(o, RequestFailed):
@@ -601,60 +1040,13 @@ def _lookup(state: JobState, pid: str | None) -> Action | None:
     return None
 
 
-def _history_result(state: JobState, pid: str) -> Action | None:
-    """What the latest /history answer for our prompt says, if it says it is finished."""
-    polls = exchanges(state, "history")
-    if not polls or polls[-1].outcome is None:
-        return None
-    o = polls[-1].outcome
-    if isinstance(o, RequestFailed):
-        if pending_retry(state, "history") is not None:
-            return _req(
-                state, "history", "GET", f"/history/{pid}", not_before=retry_time(state, "history")
-            )
-        if retries(state, "history") < 1:
-            return Record((RetryScheduled("history", 1, 0.5, f"network: {o.error}"),))
-        return _unreachable(state, o)
-    if not isinstance(o.body, dict) or pid not in o.body:
-        return None
-    entry = o.body[pid]
-    status = entry.get("status") or {}
-    if status.get("status_str") == "error":
-        for name, data in status.get("messages") or []:
-            if name == "execution_error":
-                return Record(
-                    (
-                        JobFailed(
-                            "execution_error",
-                            f"ComfyUI: {data.get('node_type')} failed: "
-                            f"{str(data.get('exception_message', '')).strip()}",
-                            Failure.GENERATION_FAILED,
-                        ),
-                    )
-                )
-            if name == "execution_interrupted":
-                return Record(
-                    (
-                        JobFailed(
-                            "interrupted",
-                            "ComfyUI interrupted the prompt",
-                            Failure.GENERATION_FAILED,
-                        ),
-                    )
-                )
-        return Record(
-            (
-                JobFailed(
-                    "execution_error",
-                    "ComfyUI reported an error without details",
-                    Failure.GENERATION_FAILED,
-                ),
-            )
-        )
-    images = [
-        img for node in (entry.get("outputs") or {}).values() for img in node.get("images", [])
-    ]
-    if not images:
+# -- the image -------------------------------------------------------------------------------
+
+
+def _finished(state: JobState, entry: HistoryEntry) -> Action:
+    if entry.failure is not None:
+        return Record((entry.failure,))
+    if not entry.images:
         return Record(
             (
                 JobFailed(
@@ -665,17 +1057,15 @@ def _history_result(state: JobState, pid: str) -> Action | None:
                 ),
             )
         )
-    img = images[0]
+    img = entry.images[0]
     req = state.request
     assert req is not None
     query = urlencode(
-        {
-            "filename": img["filename"],
-            "subfolder": img.get("subfolder", ""),
-            "type": img.get("type", "output"),
-        }
+        {"filename": img["filename"], "subfolder": img["subfolder"], "type": img["type"]}
     )
-    downloads = exchanges(state, "download")
+    downloads = [
+        ex for ex in exchanges(state, "download") if ex.sent_at.version > _accepted_at(state)
+    ]
     store = StoreImage(
         request_id(state, "download"),
         f"{_url(state)}/view?{query}",
@@ -685,89 +1075,296 @@ def _history_result(state: JobState, pid: str) -> Action | None:
         timeout_s=60,
         auth_env=config_of(state).get("token_env"),
     )
-    if (
-        not downloads
-        or downloads[-1].outcome is None
-        or pending_retry(state, "download") is not None
-    ):
+    if not downloads or downloads[-1].outcome is None:
         return store
+    if pending_retry(state, "download") is not None:
+        return replace(store, not_before=retry_time(state, "download"))
     last = downloads[-1].outcome
     if isinstance(last, RequestFailed) and last.error == "exists":
         return Record((JobFailed("output_exists", last.message, Failure.OUTPUT_EXISTS),))
+    if isinstance(last, RequestFailed) and last.error in _NETWORK_ERRORS:
+        # The image is done on the server: a blip must not lose it.
+        if _past_deadline(state):
+            return _still_unreachable(state, f"/view: {_outcome_text(last)}")
+        n = retries(state, "download")
+        return Record((RetryScheduled("download", n + 1, _backoff(n + 1), _outcome_text(last)),))
     if retries(state, "download") < 1:
         return Record((RetryScheduled("download", 1, 0.2, "download failed"),))
     return Record(
         (
             JobFailed(
                 "download_failed",
-                f"could not fetch the image from ComfyUI: "
-                f"{getattr(last, 'message', None) or f'HTTP {last.status}'}",
+                f"could not fetch the image from ComfyUI: {_outcome_text(last)}",
                 Failure.DOWNLOAD_FAILED,
             ),
         )
-    )  # type: ignore[union-attr]
+    )
 
 
-def _poll_history(
-    state: JobState, pid: str, *, immediate: bool, deadline: datetime | None = None
-) -> Action:
-    assert state.now is not None
-    polls = exchanges(state, "history")
-    interval = float(config_of(state).get("poll_interval_s") or 0.5)
-    if immediate or not polls:
-        return _req(state, "history", "GET", f"/history/{pid}")
-    next_at = state.now + timedelta(seconds=interval)
-    if deadline is not None and next_at >= deadline:
-        return Record((CancelRequested("timeout"),))
-    return _req(state, "history", "GET", f"/history/{pid}", not_before=iso(next_at))
+_NETWORK_ERRORS = ("refused", "timeout", "reset", "connection", "network", "dns", "unreachable")
+
+
+# -- cancelling: look where the prompt is, do what stops it there, say what was verified ----
 
 
 def _cancel(state: JobState) -> Action:
     assert state.cancel is not None
-    pid = state.remote_id or (_submitted_id(state) if exchanges(state, "prompt") else None)
-    interrupts = exchanges(state, "interrupt")
-    if pid and not interrupts:
-        return _req(state, "interrupt", "POST", "/interrupt", {"prompt_id": pid}, timeout_s=5)
-    done = (
-        bool(interrupts)
-        and isinstance(interrupts[-1].outcome, ResponseReceived)
-        and interrupts[-1].outcome.status == 200
-    )  # type: ignore[union-attr]
-    return Record((JobCancelled(state.cancel.reason, remote_cancelled=done),))
+    reason = state.cancel.reason
+    rec = state.last(CancelRequested)
+    floor = rec.version if rec else 0
+    pid = current_prompt(state) or _submitted_id(state)
+    if pid is None:
+        return Record((JobCancelled(reason, False, "nothing had been sent to ComfyUI"),))
+
+    def since(purpose: str) -> list[Any]:
+        return [ex for ex in exchanges(state, purpose) if ex.sent_at.version > floor]
+
+    queue = since("cancel_queue")
+    if not queue or queue[-1].outcome is None and len(queue) == 1:
+        return _req(state, "cancel_queue", "GET", "/queue", timeout_s=5)
+    where = _where(queue[0].outcome, pid)
+    if where == "unknown":
+        return Record(
+            (
+                JobCancelled(
+                    reason,
+                    False,
+                    f"could not ask ComfyUI where prompt {pid} is "
+                    f"({_outcome_text(queue[0].outcome)}); it may still run",
+                ),
+            )
+        )
+    if where == "pending":
+        deletes = since("queue_delete")
+        if not deletes:
+            return _req(state, "queue_delete", "POST", "/queue", {"delete": [pid]}, timeout_s=5)
+        if len(queue) < 2:
+            return _req(state, "cancel_queue", "GET", "/queue", timeout_s=5)
+        after = _where(queue[1].outcome, pid)
+        if after == "gone":
+            return Record(
+                (
+                    JobCancelled(
+                        reason, True, f"deleted prompt {pid} from ComfyUI's queue (verified)"
+                    ),
+                )
+            )
+        if after != "running":
+            return Record(
+                (
+                    JobCancelled(
+                        reason,
+                        False,
+                        f"asked ComfyUI to delete queued prompt {pid}; "
+                        f"not verified ({after}): it may still run",
+                    ),
+                )
+            )
+        where = "running"  # it started between the two looks: interrupt it
+    if where == "running":
+        if not since("interrupt"):
+            return _req(state, "interrupt", "POST", "/interrupt", {"prompt_id": pid}, timeout_s=5)
+    looks = since("cancel_history")
+    if looks and looks[-1].outcome is not None:
+        o = looks[-1].outcome
+        entry = read_history(o.body, pid) if isinstance(o, ResponseReceived) else None
+        if isinstance(entry, HistoryEntry):
+            if where == "running" and not entry.ok:
+                return Record((JobCancelled(reason, True, f"interrupted prompt {pid} (verified)"),))
+            return Record(
+                (
+                    JobCancelled(
+                        reason,
+                        False,
+                        f"prompt {pid} had already finished on ComfyUI; the image was not fetched",
+                    ),
+                )
+            )
+        if where == "gone":
+            return Record(
+                (
+                    JobCancelled(
+                        reason,
+                        False,
+                        f"ComfyUI has prompt {pid} neither queued nor finished: nothing runs",
+                    ),
+                )
+            )
+        if len(looks) >= CANCEL_CHECKS:
+            return Record(
+                (
+                    JobCancelled(
+                        reason,
+                        False,
+                        f"asked ComfyUI to interrupt prompt {pid}; it had not stopped after "
+                        f"{CANCEL_CHECKS * 0.25:g} s: it may still finish",
+                    ),
+                )
+            )
+        return _req(
+            state,
+            "cancel_history",
+            "GET",
+            f"/history/{pid}",
+            not_before=state.after(0.25),
+            timeout_s=5,
+        )
+    return _req(state, "cancel_history", "GET", f"/history/{pid}", timeout_s=5)
+
+
+def _where(o: Any, pid: str) -> str:
+    if not isinstance(o, ResponseReceived) or o.status != 200:
+        return "unknown"
+    ids = queue_ids(o.body)
+    if ids is None:
+        return "unknown"
+    if pid in ids[0]:
+        return "running"
+    if pid in ids[1]:
+        return "pending"
+    return "gone"
+
+
+# -- the stream, frame by frame (pure: the runner only reads frames and hands them over) ----
+
+
+def interpret_frame(context: Mapping[str, Any], frame: str | bytes) -> FrameOutcome:
+    """What one websocket frame means for the prompt being followed.
+
+    Text frames are `{"type", "data"}` (server.py send_json); only those whose data.prompt_id is
+    ours count. `progress` (per step) and `progress_state` (every node: value, max, state)
+    drive the display: a node with steps shows them (the sampler), a node without shows its
+    class_type. Sampler progress is recorded sparsely (first, each quarter, last); start,
+    cached, executed and the terminal message are recorded; `executing {node: null}` or a
+    terminal message ends following. Anything malformed is ignored, never raised on.
+    """
+    ctx = dict(context)
+    if not isinstance(frame, str):
+        return FrameOutcome(ctx)  # binary preview images
+    try:
+        msg = json.loads(frame)
+    except ValueError:
+        return FrameOutcome(ctx)
+    if not isinstance(msg, dict) or not isinstance(msg.get("data"), dict):
+        return FrameOutcome(ctx)
+    kind, data = msg.get("type"), msg["data"]
+    if not isinstance(kind, str) or data.get("prompt_id") != ctx.get("prompt_id"):
+        return FrameOutcome(ctx)
+    classes = _dict(ctx.get("classes"))
+
+    def label(node: Any) -> str:
+        known = classes.get(node) if isinstance(node, str) else None
+        return str(known or f"node {_text(node, 40)}")
+
+    if kind in TERMINAL_KINDS:
+        return FrameOutcome(ctx, (StreamMessage(kind, _trim(data)),), Progress("finished"), True)
+    if kind == "executing":
+        node = data.get("node")
+        if node is None:
+            return FrameOutcome(ctx, (StreamMessage(kind, _trim(data)),), None, True)
+        return FrameOutcome(ctx, (), Progress(label(node)))
+    if kind in NOTABLE_KINDS:
+        shown = Progress("started") if kind == "execution_start" else None
+        return FrameOutcome(ctx, (StreamMessage(kind, _trim(data)),), shown)
+    if kind == "progress":
+        value, top = _num(data.get("value")), _num(data.get("max"))
+        if value is None or top is None or top <= 0:
+            return FrameOutcome(ctx)
+        return _stepped(ctx, data.get("node"), label(data.get("node")), value, top)
+    if kind == "progress_state":
+        nodes = data.get("nodes")
+        if not isinstance(nodes, dict):
+            return FrameOutcome(ctx)
+        events: list[Event] = []
+        shown: Progress | None = None
+        for node, info in nodes.items():
+            info = _dict(info)
+            value, top = _num(info.get("value")), _num(info.get("max"))
+            if value is None or top is None:
+                continue
+            if top > 1 and info.get("state") in ("running", "finished"):
+                out = _stepped(ctx, node, label(node), value, top)
+                ctx, events = out.context, [*events, *out.events]
+                if info.get("state") == "running" or shown is None or shown.total is None:
+                    shown = out.progress
+            elif info.get("state") == "running":
+                shown = Progress(label(node))
+        return FrameOutcome(ctx, tuple(events), shown)
+    return FrameOutcome(ctx)
+
+
+def _stepped(ctx: dict[str, Any], node: Any, name: str, value: float, top: float) -> FrameOutcome:
+    step, total = int(min(max(value, 0), top)), int(top)
+    key = _text(node, 40)
+    recorded = _dict(ctx.get("recorded"))
+    last = recorded.get(key)
+    events: tuple[Event, ...] = ()
+    if last is None or (step > last and (step == total or step * 4 // total > last * 4 // total)):
+        events = (ProgressObserved(name, step, total),)
+        ctx = {**ctx, "recorded": {**recorded, key: step}}
+    return FrameOutcome(ctx, events, Progress(name, step, total))
+
+
+def _trim(data: dict[str, Any]) -> dict[str, Any]:
+    """Stream payloads can carry whole graphs; keep what an audit needs."""
+    return {k: v for k, v in data.items() if k not in {"current_inputs", "current_outputs"}}
+
+
+# -- the result ------------------------------------------------------------------------------
 
 
 def _result(state: JobState) -> dict[str, Any]:
     req = state.request
     assert req is not None and state.image is not None
     cfg = config_of(state)
-    vram = None
-    stats = exchanges(state, "system_stats")
-    if (
-        stats
-        and isinstance(stats[-1].outcome, ResponseReceived)
-        and isinstance(stats[-1].outcome.body, dict)
-    ):
-        devices = stats[-1].outcome.body.get("devices") or []
-        if devices and devices[0].get("vram_total") is not None:
-            vram = round((devices[0]["vram_total"] - devices[0].get("vram_free", 0)) / 2**20)
+    stats = next(
+        (b for ex in reversed(exchanges(state, "system_stats")) if (b := _stats_body(ex.outcome))),
+        None,
+    )
     latency = (
         round((state.now - state.started_at).total_seconds() * 1000)
         if state.now and state.started_at
         else None
     )
+    workflow = workflow_info(cfg)
     return {
-        "model": cfg.get("unet") or DEFAULT_MODEL,
-        "seed_used": req.params["seed"],
+        "model": model_name(cfg),
+        "workflow": workflow or "flux-schnell",
+        "seed_used": req.params.get("seed"),
         "latency_ms": latency,
-        "steps": req.params["steps"],
+        "steps": req.params.get("steps"),
         "sampler": cfg.get("sampler"),
         "scheduler": cfg.get("scheduler"),
         "width": state.image.width,
         "height": state.image.height,
-        "prompt_id": state.remote_id,
+        "prompt_id": current_prompt(state),
+        "attempts": len(
+            {
+                ex.sent.body.get("prompt_id")
+                for ex in exchanges(state, "prompt")
+                if isinstance(ex.sent.body, dict)
+            }
+        ),
         "client_id": client_id(state),
-        "vram_used_mib": vram,
-        "workflow": cfg.get("workflow") or "flux-schnell",
+        **machine(stats),
         "path": state.image.path,
         "sha256": state.image.sha256,
+    }
+
+
+def machine(stats: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What /system_stats says about the machine that made the image (None when unknown)."""
+    system = _dict(_dict(stats).get("system"))
+    devices = _dict(stats).get("devices")
+    device = _dict(devices[0]) if isinstance(devices, list) and devices else {}
+    total, free = _num(device.get("vram_total")), _num(device.get("vram_free"))
+    version = system.get("comfyui_version")
+    return {
+        "device": {
+            "name": device["name"] if isinstance(device.get("name"), str) else None,
+            "type": device["type"] if isinstance(device.get("type"), str) else None,
+        },
+        "comfyui_version": version if isinstance(version, str) else None,
+        "vram_total_mib": round(total / 2**20) if total is not None else None,
+        "vram_used_mib": round((total - (free or 0)) / 2**20) if total is not None else None,
     }

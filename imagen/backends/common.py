@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from imagen.core.actions import FrameOutcome
 from imagen.core.events import (
     RequestFailed,
     RequestSent,
@@ -89,3 +90,8 @@ def since_claim(state: JobState, kind: type) -> list[Recorded]:
     last_claim = state.last(RunnerClaimed)
     floor = last_claim.version if last_claim else 0
     return [r for r in state.history if r.version > floor and isinstance(r.event, kind)]
+
+
+def no_stream(context: dict[str, Any], frame: str | bytes) -> FrameOutcome:
+    """interpret_frame for adapters that never ask to follow a stream: stop at once."""
+    return FrameOutcome(dict(context), done=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from imagen.core.actions import Action
+    from imagen.core.actions import Action, FrameOutcome
     from imagen.core.inputs import GenerateInputs
     from imagen.core.job import JobState
 
@@ -73,6 +73,11 @@ class Backend(Protocol):
 
     def decide(self, state: JobState) -> Action:
         """The next action for a job, a pure function of its recorded events. Never raises."""
+        ...
+
+    def interpret_frame(self, context: dict[str, Any], frame: str | bytes) -> FrameOutcome:
+        """What one frame of a followed stream means (FollowStream): events to record,
+        progress to show, whether following is done. Pure; never raises."""
         ...
 
     def normalise(self, inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 from imagen.backends.common import (
     config_of,
     exchanges,
+    no_stream,
     pending_retry,
     request_id,
     retries,
@@ -125,6 +126,7 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
 
 FILE_OPTIONS: tuple[str, ...] = ()
 # What decide reads (Retry-After) and what explains a rate limit or a sync wait in an audit.
+interpret_frame = no_stream  # Replicate is polled, never streamed
 RECORDED_HEADERS = frozenset(
     {
         "content-type",

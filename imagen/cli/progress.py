@@ -76,9 +76,12 @@ class RichReporter:
         elif isinstance(e, ImageStored):
             self._say(f"stored {e.width}x{e.height} {e.format}")
 
-    def progress(self, step: int, total: int) -> None:
+    def progress(self, step: int | None, total: int | None, label: str = "") -> None:
+        """`label` names what runs (e.g. the sampler node); work without steps shows no bar."""
         if self._progress is not None:
-            self._progress.update(self._task, completed=step, total=total, description="sampling")
+            self._progress.update(
+                self._task, completed=step or 0, total=total, description=label or "sampling"
+            )
 
     def close(self) -> None:
         if self._progress is not None:

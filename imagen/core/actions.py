@@ -41,33 +41,50 @@ class StoreImage:
     timeout_s: float = 60.0
     auth_env: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    not_before: str | None = None
 
 
 @dataclass(frozen=True)
 class OpenStream:
-    """Open a websocket for progress before the job is submitted."""
+    """Open a websocket (for progress and the completion push), not before `not_before`."""
 
     url: str
     client_id: str
     timeout_s: float = 5.0
     auth_env: str | None = None
+    not_before: str | None = None
 
 
 @dataclass(frozen=True)
 class FollowStream:
-    """Read the open stream until a message of a terminal kind for `match` arrives.
+    """Read the open stream, handing every frame to the adapter's pure `interpret_frame`
+    together with `context` (adapter-owned, JSON-safe), until it says the stream is done or the
+    deadline passes. The runner interprets nothing: it records the events the adapter returns,
+    shows the progress it returns, and renews its lease while it waits."""
 
-    Messages are JSON objects `{type, data}`; only those whose data[match_key] == match_value
-    count. `progress_kind` messages update the progress display (recorded sparsely);
-    `terminal_kinds` end the action and are recorded as StreamMessage.
-    """
-
-    match_key: str
-    match_value: str
-    progress_kind: str
-    terminal_kinds: tuple[str, ...]
-    notable_kinds: tuple[str, ...] = ()
+    context: dict[str, Any]
     deadline: str | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the progress display shows: `step` of `total` (None when the work has no steps)
+    under `label` (e.g. the node that runs)."""
+
+    label: str
+    step: int | None = None
+    total: int | None = None
+
+
+@dataclass(frozen=True)
+class FrameOutcome:
+    """What one stream frame means: the context for the next frame, events to record, what to
+    show, and whether following is done."""
+
+    context: dict[str, Any]
+    events: tuple[Event, ...] = ()
+    progress: Progress | None = None
+    done: bool = False
 
 
 @dataclass(frozen=True)

@@ -68,13 +68,23 @@ class JobRequested(Event):
 
 @dataclass(frozen=True)
 class RunnerClaimed(Event):
-    """A process took charge of the job (at start, on resume, and to renew its lease)."""
+    """A process took charge of the job (at start and on resume). Older ledgers also recorded
+    lease renewals this way; a renewal is now its own event (RunnerRenewed)."""
 
     pid: int
     host: str
     lease_seconds: float
     proc_start: str = ""
     resumed: bool = False
+
+
+@dataclass(frozen=True)
+class RunnerRenewed(Event):
+    """The claiming process is still driving the job: its lease runs `lease_seconds` from now.
+    Not a new claim: adapters keep treating the claiming process's connections as open."""
+
+    pid: int
+    lease_seconds: float
 
 
 @dataclass(frozen=True)
@@ -226,8 +236,12 @@ class JobFailed(Event):
 
 @dataclass(frozen=True)
 class JobCancelled(Event):
+    """`remote_cancelled` is true only when imagen verified that the remote job will not run
+    (or finish); `detail` says what was done and seen, in words a user can act on."""
+
     reason: str
     remote_cancelled: bool = False
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -245,6 +259,7 @@ CATALOGUE: dict[str, type[Event]] = {
     for cls in (
         JobRequested,
         RunnerClaimed,
+        RunnerRenewed,
         ForceNewRequested,
         RequestSent,
         ResponseReceived,

@@ -21,6 +21,7 @@ from imagen.core.events import (
     RequestSent,
     ResponseReceived,
     RunnerClaimed,
+    RunnerRenewed,
 )
 
 
@@ -101,6 +102,8 @@ def evolve(state: JobState, rec: Recorded) -> JobState:
         changes.update(request=e, started_at=rec.at)
     elif isinstance(e, RunnerClaimed):
         changes.update(claim=e, claim_at=rec.at, interrupted=None)
+    elif isinstance(e, RunnerRenewed):
+        changes["claim_at"] = rec.at
     elif isinstance(e, RequestSent):
         changes["in_flight"] = {**state.in_flight, e.request_id: e}
     elif isinstance(e, ResponseReceived | RequestFailed):

@@ -22,6 +22,7 @@ from imagen.core.events import (
     ResponseReceived,
     RetryScheduled,
     RunnerClaimed,
+    RunnerRenewed,
     StreamClosed,
     StreamMessage,
     StreamOpened,
@@ -39,6 +40,8 @@ def describe(e: Event) -> str:
             )
         case RunnerClaimed():
             return f"{'resumed' if e.resumed else 'claimed'} by pid {e.pid} on {e.host}"
+        case RunnerRenewed():
+            return f"lease renewed by pid {e.pid} ({e.lease_seconds:g} s)"
         case RequestSent():
             return f"→ {e.method} {e.url} [{e.purpose}]"
         case ResponseReceived():
@@ -73,6 +76,8 @@ def describe(e: Event) -> str:
         case JobFailed():
             return f"failed ({e.reason}): {e.message}"
         case JobCancelled():
+            if e.detail:
+                return f"cancelled ({e.reason}): {e.detail}"
             return f"cancelled ({e.reason}){'; remote job cancelled' if e.remote_cancelled else ''}"
         case JobInterrupted():
             return f"interrupted by {e.signal}"

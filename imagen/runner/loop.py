@@ -12,7 +12,6 @@ Crash points are named by event type (IMAGEN_CRASH_AFTER=<type>[:n], tests only)
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -39,13 +38,12 @@ from imagen.core.events import (
     JobFailed,
     JobInterrupted,
     JobRequested,
-    ProgressObserved,
     RequestFailed,
     RequestSent,
     ResponseReceived,
     RunnerClaimed,
+    RunnerRenewed,
     StreamClosed,
-    StreamMessage,
     StreamOpened,
     redact_headers,
 )
@@ -59,6 +57,7 @@ from imagen.runner.transports import (
     HttpTransport,
     Stream,
     StreamDropped,
+    StreamRejected,
     StreamTransport,
     Websockets,
 )
@@ -70,14 +69,14 @@ MAX_STEPS = 5000
 
 class Reporter(Protocol):
     def event(self, state: JobState, rec: Recorded) -> None: ...
-    def progress(self, step: int, total: int) -> None: ...
+    def progress(self, step: int | None, total: int | None, label: str = "") -> None: ...
 
 
 class NullReporter:
     def event(self, state: JobState, rec: Recorded) -> None:
         pass
 
-    def progress(self, step: int, total: int) -> None:
+    def progress(self, step: int | None, total: int | None, label: str = "") -> None:
         pass
 
 
@@ -160,7 +159,7 @@ class Runner:
         with self._signals():
             try:
                 for _ in range(MAX_STEPS):
-                    if state.finished:
+                    if state.finished or state.interrupted is not None:
                         break
                     try:
                         state = self._renew_lease(state)
@@ -256,6 +255,7 @@ class Runner:
         from imagen.runner.http import TransportFailure
         from imagen.runner.images import InvalidImage, check, decode_data_uri
 
+        self._wait_until(a.not_before)
         is_data = a.url.startswith("data:")
         shown = f"{a.url.split(',', 1)[0]},…({len(a.url)} chars)" if is_data else a.url
         headers = {**dict(a.headers), **self._auth(a.auth_env)}
@@ -321,6 +321,7 @@ class Runner:
 
     def _open_stream(self, state: JobState, a: OpenStream) -> JobState:
         self._close_stream()
+        self._wait_until(a.not_before)
         rid = f"stream-{state.version + 1}"
         headers = self._auth(a.auth_env)
         state = self._append(
@@ -329,9 +330,13 @@ class Runner:
         started = time.perf_counter()
         try:
             self._stream = self.streams.connect(a.url, headers=headers, timeout_s=a.timeout_s)
-        except Exception as exc:  # refused, handshake rejected, timeout: all mean "no stream"
+        except StreamRejected as exc:  # the server answered, but not as a websocket
             return self._append(
-                state, [RequestFailed(rid, "stream", "stream", _short(exc), _ms(started))]
+                state, [RequestFailed(rid, "stream", "handshake", str(exc)[:300], _ms(started))]
+            )
+        except Exception as exc:  # refused, reset, timeout: nothing answered
+            return self._append(
+                state, [RequestFailed(rid, "stream", "unreachable", _short(exc), _ms(started))]
             )
         return self._append(
             state,
@@ -342,45 +347,34 @@ class Runner:
         )
 
     def _follow_stream(self, state: JobState, a: FollowStream) -> JobState:
+        """Read frames and hand each to the adapter's pure `interpret_frame`; record the
+        events it returns and show the progress it returns. No protocol knowledge lives here."""
         if self._stream is None:
             return self._append(state, [StreamClosed("not open", "no stream in this process")])
         deadline = parse_time(a.deadline) if a.deadline else None
-        recorded_step = 0
+        context = a.context
         while True:
             if deadline is not None and self.envt.clock() >= deadline:
                 return self._append(
                     state, [StreamClosed("deadline", "no result before the deadline")]
                 )
             try:
-                raw = self._stream.recv(timeout=1.0)
+                frame = self._stream.recv(timeout=1.0)
             except TimeoutError:
                 state = self._renew_lease(state)
                 continue
             except StreamDropped as exc:
                 self._stream = None
                 return self._append(state, [StreamClosed("dropped", str(exc)[:300])])
-            if not isinstance(raw, str):
-                continue  # binary preview frames
-            try:
-                msg = json.loads(raw)
-            except ValueError:
-                continue
-            kind, data = msg.get("type"), msg.get("data") or {}
-            if not isinstance(data, dict) or data.get(a.match_key) != a.match_value:
-                continue
-            if kind == a.progress_kind:
-                step, total = int(data.get("value", 0)), int(data.get("max", 0))
-                self.reporter.progress(step, total)
-                # Sparse: first step, each quarter, last step; not one event per frame.
-                if total and (
-                    step == total or step == 1 or step * 4 // total > recorded_step * 4 // total
-                ):
-                    recorded_step = step
-                    state = self._append(state, [ProgressObserved("running", step, total)])
-            elif kind in a.terminal_kinds:
-                return self._append(state, [StreamMessage(kind, _trim(data))])
-            elif kind in a.notable_kinds:
-                state = self._append(state, [StreamMessage(kind, _trim(data))])
+            out = self._adapter.interpret_frame(context, frame)
+            context = out.context
+            if out.progress is not None:
+                self.reporter.progress(out.progress.step, out.progress.total, out.progress.label)
+            if out.events:
+                state = self._append(state, list(out.events))
+            if out.done:
+                return state
+            state = self._renew_lease(state)
 
     def _close_stream(self) -> None:
         if self._stream is not None:
@@ -405,7 +399,7 @@ class Runner:
         if state.claim_at is None or state.claim is None:
             return state
         if (self.envt.clock() - state.claim_at).total_seconds() > LEASE_SECONDS / 3:
-            return self._append(state, [self._claim(resumed=state.claim.resumed)])
+            return self._append(state, [RunnerRenewed(self.envt.pid, LEASE_SECONDS)])
         return state
 
     def _to_new(self, event: Event) -> NewEvent:
@@ -499,11 +493,6 @@ def _ms(started: float) -> float:
 
 def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
-
-
-def _trim(data: dict[str, Any]) -> dict[str, Any]:
-    """Stream payloads can carry whole graphs; keep what an audit needs."""
-    return {k: v for k, v in data.items() if k not in {"current_inputs", "current_outputs"}}
 
 
 __all__ = ["Runner", "load", "owner_alive", "SECRET_HEADERS"]

@@ -29,6 +29,11 @@ class StreamDropped(Exception):
     """The stream's connection closed (the server went away or closed it)."""
 
 
+class StreamRejected(Exception):
+    """The server answered the upgrade, but not as a websocket (e.g. a proxy without
+    websocket support): polling is the way, not reconnecting."""
+
+
 class Stream(Protocol):
     def recv(self, timeout: float) -> str | bytes:
         """The next message; TimeoutError when none came in time; StreamDropped when closed."""
@@ -48,10 +53,11 @@ class Websockets:
     """The real stream transport: a websocket (the `websockets` library's sync client)."""
 
     def connect(self, url: str, *, headers: dict[str, str], timeout_s: float) -> Stream:
+        from websockets.exceptions import InvalidHandshake
         from websockets.sync.client import connect
 
-        return _Websocket(
-            connect(
+        try:
+            connection = connect(
                 url,
                 open_timeout=timeout_s,
                 close_timeout=1,
@@ -60,8 +66,13 @@ class Websockets:
                 # Unbounded: with the default queue a paused reader makes close() wait out
                 # its timeout when unread messages (status, executing null) are pending.
                 max_queue=None,
+                # A silent network drop is noticed within ~20 s, not the default 40 s.
+                ping_interval=10,
+                ping_timeout=10,
             )
-        )
+        except InvalidHandshake as exc:
+            raise StreamRejected(f"{type(exc).__name__}: {exc}") from None
+        return _Websocket(connection)
 
 
 class _Websocket:

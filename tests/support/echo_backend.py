@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from imagen.backends.common import exchanges, last_exchange, pending_retry, request_id, retries
+from imagen.backends.common import (
+    exchanges,
+    last_exchange,
+    no_stream,
+    pending_retry,
+    request_id,
+    retries,
+)
 from imagen.backends.contract import Option
 from imagen.core.actions import Action, HttpRequest, Record, StoreImage
 from imagen.core.events import (
@@ -33,6 +40,7 @@ CONFIG: dict[str, Option] = {
 DEFAULT_MODEL = "echo"
 FILE_OPTIONS: tuple[str, ...] = ()
 RECORDED_HEADERS = frozenset({"content-type"})
+interpret_frame = no_stream
 
 
 def register() -> None:

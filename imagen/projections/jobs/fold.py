@@ -79,6 +79,8 @@ def apply(
         )
         if not r["terminal_events"]:
             r["status"] = "running"
+    elif type_name == "RunnerRenewed":
+        r["claimed_at"] = recorded_at  # the lease runs from the latest renewal
     elif type_name == "JobInterrupted" and not r["terminal_events"]:
         r["status"] = "interrupted"
     elif type_name == "RemoteJobAccepted":

@@ -1,0 +1,670 @@
+"""comfyui.decide and comfyui.interpret_frame as pure functions: event histories in, actions
+out. No sockets, no ledger: each case is a list of events (as the runner would record them)
+and the action the adapter must choose next. The recorded real session
+(/work/shared/reference/comfyui-real-0.3.64.json) is replayed frame by frame."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagen.backends import comfyui
+from imagen.core.actions import FollowStream, HttpRequest, OpenStream, Record, StoreImage
+from imagen.core.events import (
+    CancelRequested,
+    Event,
+    ImageStored,
+    JobCancelled,
+    JobFailed,
+    JobInterrupted,
+    JobRequested,
+    JobSucceeded,
+    LookupConcluded,
+    ProgressObserved,
+    RemoteJobAccepted,
+    RequestFailed,
+    RequestSent,
+    ResponseReceived,
+    RetryScheduled,
+    RunnerClaimed,
+    RunnerRenewed,
+    StreamClosed,
+    StreamMessage,
+    StreamOpened,
+)
+from imagen.core.inputs import GenerateInputs
+from imagen.core.job import JobState, Recorded, evolve
+
+RECORDING = Path("/work/shared/reference/comfyui-real-0.3.64.json")
+URL = "http://127.0.0.1:8188"
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+JOB = "job0123456789abc"
+
+
+def request(**options: Any) -> JobRequested:
+    cfg = {"url": URL, **options}
+    params = comfyui.normalise(GenerateInputs("a fox", 7, steps=8), cfg)
+    return JobRequested("local", "comfyui", "flux", "a fox", params, cfg, "/tmp/out.png")
+
+
+class Job:
+    """A job's history built event by event, each `step` seconds after the previous one."""
+
+    def __init__(self, *, step: float = 0.1, **options: Any) -> None:
+        self.state = JobState(JOB)
+        self.step = step
+        self.add(request(**options), RunnerClaimed(100, "host", 120.0, "555"))
+
+    def add(self, *events: Event, after: float | None = None) -> Job:
+        for e in events:
+            at = (self.state.now or T0) + timedelta(seconds=self.step if after is None else after)
+            after = None
+            self.state = evolve(self.state, Recorded(e, self.state.version + 1, at))
+        return self
+
+    def do(self, action: Any, outcome: Any = None, status: int = 200) -> Job:
+        """Perform an HttpRequest the way the runner records it."""
+        assert isinstance(action, HttpRequest), action
+        self.add(
+            RequestSent(
+                action.request_id, action.purpose, action.method, action.url, {}, action.json_body
+            )
+        )
+        if isinstance(outcome, RequestFailed):
+            return self.add(outcome)
+        return self.add(ResponseReceived(action.request_id, action.purpose, status, {}, outcome))
+
+    def fail(self, action: HttpRequest, error: str = "refused") -> Job:
+        return self.do(action, RequestFailed(action.request_id, action.purpose, error, "down"))
+
+    def decide(self) -> Any:
+        return comfyui.decide(self.state)
+
+    def open_stream(self) -> Job:
+        action = self.decide()
+        assert isinstance(action, OpenStream), action
+        return self.add(
+            RequestSent(f"stream-{self.state.version + 1}", "stream", "GET", action.url),
+            ResponseReceived(f"stream-{self.state.version + 1}", "stream", 101),
+            StreamOpened(action.url, action.client_id),
+        )
+
+    def accepted(self) -> Job:
+        """Stream open, prompt posted and accepted, system_stats answered."""
+        self.open_stream()
+        post = self.decide()
+        assert isinstance(post, HttpRequest) and post.purpose == "prompt", post
+        self.do(post, {"prompt_id": post.json_body["prompt_id"], "number": 1, "node_errors": {}})
+        self.apply(self.decide())
+        stats = self.decide()
+        assert isinstance(stats, HttpRequest) and stats.purpose == "system_stats", stats
+        return self.do(stats, recording()[0]["body"])
+
+    def apply(self, action: Any) -> Job:
+        assert isinstance(action, Record), action
+        return self.add(*action.events)
+
+    @property
+    def pid(self) -> str:
+        pid = comfyui.current_prompt(self.state)
+        assert pid is not None
+        return pid
+
+
+def recording() -> list[dict[str, Any]]:
+    return json.loads(RECORDING.read_text())["exchanges"]
+
+
+def only(action: Any, kind: type) -> Any:
+    assert isinstance(action, Record), action
+    found = [e for e in action.events if isinstance(e, kind)]
+    assert found, action
+    return found[-1]
+
+
+# -- the happy path, step by step ----------------------------------------------------------
+
+
+def test_socket_first_then_post_with_our_ids_then_follow() -> None:
+    job = Job()
+    first = job.decide()
+    assert isinstance(first, OpenStream) and first.client_id in first.url
+    job.open_stream()
+    post = job.decide()
+    assert isinstance(post, HttpRequest) and (post.method, post.purpose) == ("POST", "prompt")
+    assert post.json_body["client_id"] == first.client_id
+    job.do(post, {"prompt_id": post.json_body["prompt_id"], "number": 3, "node_errors": {}})
+    accepted = only(job.decide(), RemoteJobAccepted)
+    assert accepted.remote_id == post.json_body["prompt_id"]
+    job.apply(job.decide())
+    assert job.decide().purpose == "system_stats"
+    job.do(job.decide(), recording()[0]["body"])
+    follow = job.decide()
+    assert isinstance(follow, FollowStream)
+    assert follow.context["prompt_id"] == job.pid
+    assert follow.context["classes"]["8"] == "KSampler"
+
+
+@pytest.mark.parametrize(
+    "renewal",
+    [RunnerRenewed(100, 120.0), RunnerClaimed(100, "host", 120.0, "555")],
+    ids=["RunnerRenewed", "legacy-renewal-as-RunnerClaimed"],
+)
+def test_a_lease_renewal_mid_stream_keeps_following(renewal: Event) -> None:
+    job = Job().accepted()
+    before = comfyui.client_id(job.state)
+    job.add(ProgressObserved("KSampler", 1, 8), renewal, after=50)
+    follow = job.decide()
+    assert isinstance(follow, FollowStream), follow
+    assert comfyui.client_id(job.state) == before
+
+
+def test_another_process_does_not_inherit_the_socket() -> None:
+    job = Job().accepted()
+    job.add(RunnerClaimed(200, "host", 120.0, "777", resumed=True))
+    reopen = job.decide()
+    assert isinstance(reopen, OpenStream)
+    # The same client id: ComfyUI routes the prompt's messages to the id it was posted with.
+    posted = next(e.body for e in _events(job, RequestSent) if e.purpose == "prompt")
+    assert reopen.client_id == posted["client_id"]
+
+
+def _events(job: Job, kind: type) -> list[Any]:
+    return [r.event for r in job.state.history if isinstance(r.event, kind)]
+
+
+# -- after a drop: reconnect, locate, resubmit when lost --------------------------------------
+
+
+def test_a_drop_reconnects_at_once_then_backs_off() -> None:
+    job = Job().accepted()
+    job.add(StreamClosed("dropped", "ConnectionClosedError"))
+    first = job.decide()
+    assert isinstance(first, OpenStream) and first.not_before is None
+    delays = []
+    for _ in range(6):
+        action = job.decide()
+        assert isinstance(action, OpenStream)
+        if action.not_before:
+            then = datetime.fromisoformat(action.not_before.replace("Z", "+00:00"))
+            delays.append(round((then - job.state.now).total_seconds(), 2))  # type: ignore[operator]
+        rid = f"stream-{job.state.version + 1}"
+        job.add(
+            RequestSent(rid, "stream", "GET", action.url),
+            RequestFailed(rid, "stream", "unreachable", "refused"),
+        )
+    assert delays[:4] == pytest.approx([0.25, 0.5, 1.0, 2.0])  # after each failure
+    assert max(delays) <= comfyui.RECONNECT_CAP_S
+
+
+def test_unreachable_past_the_deadline_is_interrupted_not_failed() -> None:
+    job = Job(timeout_s=5).accepted()
+    job.add(StreamClosed("dropped", "x"))
+    action = job.decide()
+    rid = "stream-x"
+    job.add(RequestSent(rid, "stream", "GET", action.url), after=6)
+    job.add(RequestFailed(rid, "stream", "unreachable", "refused"))
+    interrupted = only(job.decide(), JobInterrupted)
+    assert interrupted.signal.startswith("unreachable")
+    assert not any(isinstance(r.event, JobFailed) for r in job.state.history)
+
+
+@pytest.mark.parametrize(
+    "queue, expect",
+    [
+        ("running", FollowStream),
+        ("pending", FollowStream),
+        ("neither", "history"),
+    ],
+)
+def test_after_reconnecting_the_prompt_is_located(queue: str, expect: Any) -> None:
+    job = Job().accepted()
+    job.add(StreamClosed("dropped", "x"))
+    job.open_stream()
+    look = job.decide()
+    assert isinstance(look, HttpRequest) and (look.method, look.url) == ("GET", f"{URL}/queue")
+    item = [5, job.pid, {}, {}, ["10"]]
+    body = {
+        "running": {"queue_running": [item], "queue_pending": []},
+        "pending": {"queue_running": [[4, "other", {}, {}, []]], "queue_pending": [item]},
+        "neither": {"queue_running": [], "queue_pending": []},
+    }[queue]
+    job.do(look, body)
+    action = job.decide()
+    if expect == "history":
+        assert isinstance(action, HttpRequest) and action.url == f"{URL}/history/{job.pid}"
+    else:
+        assert isinstance(action, expect)
+
+
+def test_a_prompt_the_server_lost_is_submitted_again_with_a_new_id() -> None:
+    job = Job().accepted()
+    lost = job.pid
+    job.add(StreamClosed("dropped", "x"))
+    job.open_stream()
+    job.do(job.decide(), {"queue_running": [], "queue_pending": []})
+    job.do(job.decide(), {})  # /history/{id}: unknown (ComfyUI restarted)
+    decision = job.decide()
+    assert only(decision, LookupConcluded).decision == "resubmit"
+    job.apply(decision)
+    assert comfyui.current_prompt(job.state) is None
+    post = job.decide()
+    assert isinstance(post, HttpRequest) and post.purpose == "prompt"
+    assert post.json_body["prompt_id"] != lost
+    job.do(post, {"prompt_id": post.json_body["prompt_id"], "number": 1, "node_errors": {}})
+    job.apply(job.decide())
+    assert job.pid == post.json_body["prompt_id"]
+    assert isinstance(job.decide(), FollowStream)  # posted with the socket open
+
+
+def test_a_finished_prompt_found_on_reconnect_is_fetched() -> None:
+    job = Job().accepted()
+    job.add(StreamClosed("dropped", "x"))
+    job.open_stream()
+    job.do(job.decide(), {"queue_running": [], "queue_pending": []})
+    history = recording()[89]["body"]
+    body = {job.pid: next(iter(history.values()))}
+    job.do(job.decide(), body)
+    fetch = job.decide()
+    assert isinstance(fetch, StoreImage) and "filename=ignored_00001_.png" in fetch.url
+
+
+def test_execution_success_then_history_then_image_then_result() -> None:
+    job = Job().accepted()
+    job.add(StreamMessage("execution_success", {"prompt_id": job.pid}))
+    hist = job.decide()
+    assert isinstance(hist, HttpRequest) and hist.url.endswith(f"/history/{job.pid}")
+    job.do(hist, {})  # not written yet: asked again shortly
+    again = job.decide()
+    assert isinstance(again, HttpRequest) and again.not_before is not None
+    entry = next(iter(recording()[89]["body"].values()))
+    job.do(again, {job.pid: entry})
+    fetch = job.decide()
+    assert isinstance(fetch, StoreImage)
+    job.add(ImageStored("/tmp/out.png", "ab" * 32, 10, "png", 256, 256, fetch.url))
+    result = only(job.decide(), JobSucceeded).result
+    assert result["device"] == {"name": "cpu", "type": "cpu"}
+    assert result["comfyui_version"] == "0.3.64"
+    assert result["vram_total_mib"] == round(25276063744 / 2**20)
+    assert result["vram_used_mib"] == round((25276063744 - 23462133760) / 2**20)
+    assert result["model"] == comfyui.DEFAULT_MODEL and result["workflow"] == "flux-schnell"
+
+
+def test_system_stats_missing_is_asked_again_by_the_next_run_only() -> None:
+    job = Job().open_stream()
+    post = job.decide()
+    job.do(post, {"prompt_id": post.json_body["prompt_id"], "number": 1, "node_errors": {}})
+    job.apply(job.decide())
+    job.fail(job.decide(), "timeout")
+    assert isinstance(job.decide(), FollowStream)  # metadata never delays the image
+    job.add(RunnerClaimed(300, "host", 120.0, "9", resumed=True))
+    again = job.decide()
+    assert isinstance(again, HttpRequest) and again.purpose == "system_stats"
+
+
+def test_a_custom_workflow_records_its_file_and_sha256() -> None:
+    text = json.dumps({"9": {"class_type": "SaveImage", "inputs": {}}})
+    job = Job(workflow="/home/me/flows/mine.json", workflow_content=text)
+    info = comfyui.workflow_info(job.state.request.backend_config)  # type: ignore[union-attr]
+    assert info is not None and info["file"] == "mine.json" and len(info["sha256"]) == 64
+    assert comfyui.model_name(job.state.request.backend_config).startswith(  # type: ignore[union-attr]
+        "workflow mine.json (sha256 "
+    )
+
+
+def test_multiple_of_16_is_flux_s_rule_not_a_custom_graph_s() -> None:
+    from imagen.core.inputs import BadInput
+
+    with pytest.raises(BadInput):
+        comfyui.normalise(GenerateInputs("x", 1, size=(100, 100)), {})
+    params = comfyui.normalise(GenerateInputs("x", 1, size=(100, 100)), {"workflow": "w.json"})
+    assert (params["width"], params["height"]) == (100, 100)
+
+
+# -- cancel: look where the prompt is ----------------------------------------------------------
+
+
+def _cancel_job() -> Job:
+    job = Job().accepted()
+    return job.add(CancelRequested("user"))
+
+
+def test_cancel_of_a_pending_prompt_deletes_it_and_verifies() -> None:
+    job = _cancel_job()
+    look = job.decide()
+    assert (look.method, look.url) == ("GET", f"{URL}/queue")
+    job.do(look, recording()[4]["body"] | {"queue_pending": [[5, job.pid, {}, {}, []]]})
+    delete = job.decide()
+    assert (delete.method, delete.url, delete.json_body) == (
+        "POST",
+        f"{URL}/queue",
+        {"delete": [job.pid]},
+    )
+    job.do(delete, "")
+    verify = job.decide()
+    assert (verify.method, verify.url) == ("GET", f"{URL}/queue")
+    job.do(verify, recording()[7]["body"])  # the running one (a bare id) is not ours
+    cancelled = only(job.decide(), JobCancelled)
+    assert cancelled.remote_cancelled and "deleted" in cancelled.detail
+    assert ("POST", f"{URL}/interrupt") not in [
+        (e.method, e.url) for e in _events(job, RequestSent)
+    ]
+
+
+def test_cancel_of_a_pending_prompt_that_stays_is_not_claimed() -> None:
+    job = _cancel_job()
+    pending = {"queue_running": [], "queue_pending": [[5, job.pid, {}, {}, []]]}
+    job.do(job.decide(), pending)
+    job.do(job.decide(), "")
+    job.do(job.decide(), pending)
+    cancelled = only(job.decide(), JobCancelled)
+    assert not cancelled.remote_cancelled and "may still run" in cancelled.detail
+
+
+def test_cancel_of_a_running_prompt_interrupts_and_verifies() -> None:
+    job = _cancel_job()
+    job.do(job.decide(), {"queue_running": [[5, job.pid, {}, {}, []]], "queue_pending": []})
+    interrupt = job.decide()
+    assert (interrupt.url, interrupt.json_body) == (f"{URL}/interrupt", {"prompt_id": job.pid})
+    job.do(interrupt, "")
+    job.do(job.decide(), {})  # not stopped yet
+    check = job.decide()
+    assert check.url.endswith(f"/history/{job.pid}") and check.not_before
+    entry = {
+        "status": {
+            "status_str": "error",
+            "completed": False,
+            "messages": [["execution_interrupted", {"prompt_id": job.pid}]],
+        },
+        "outputs": {},
+    }
+    job.do(check, {job.pid: entry})
+    cancelled = only(job.decide(), JobCancelled)
+    assert cancelled.remote_cancelled and "interrupted" in cancelled.detail
+
+
+def test_cancel_never_claims_what_it_could_not_see() -> None:
+    job = _cancel_job()
+    job.fail(job.decide())
+    cancelled = only(job.decide(), JobCancelled)
+    assert not cancelled.remote_cancelled and "may still run" in cancelled.detail
+    job = _cancel_job()
+    job.do(job.decide(), {"queue_running": [], "queue_pending": []})
+    job.do(job.decide(), {})
+    cancelled = only(job.decide(), JobCancelled)
+    assert not cancelled.remote_cancelled and "neither queued nor finished" in cancelled.detail
+
+
+def test_timeout_while_following_cancels() -> None:
+    job = Job().accepted()
+    job.add(StreamClosed("deadline", "no result before the deadline"))
+    assert only(job.decide(), CancelRequested).reason == "timeout"
+
+
+# -- the recorded real session, frame by frame ------------------------------------------------
+
+
+def _replay(frames: list[Any], prompt: str, classes: dict[str, str]) -> tuple[list, list, bool]:
+    context: dict[str, Any] = {"prompt_id": prompt, "classes": classes, "recorded": {}}
+    events: list[Event] = []
+    shown: list[Any] = []
+    done = False
+    for frame in frames:
+        out = comfyui.interpret_frame(context, frame)
+        context = out.context
+        events.extend(out.events)
+        if out.progress is not None:
+            shown.append(out.progress)
+        done = done or out.done
+    return events, shown, done
+
+
+def _recorded_frames() -> list[Any]:
+    frames: list[Any] = []
+    for ex in recording():
+        if "message" in ex:
+            frames.append(json.dumps(ex["message"]))
+        elif ex["kind"] == "ws binary frame":
+            frames.append(b"\x00\x00\x00\x01\x00\x00\x00\x02" + b"\x89PNG" * 4)
+    return frames
+
+
+RECORDED_CLASSES = {
+    "1": "PrimitiveString",
+    "2": "StringLength",
+    "3": "EmptyImage",
+    "4": "ImageAddNoise",
+    "6": "ImageBlur",
+    "7": "SaveImageWebsocket",
+    "8": "ImageFromBatch",
+    "5": "SaveImage",
+}
+
+
+def test_the_recorded_session_replays_through_the_frame_interpreter() -> None:
+    prompt = "8642f564-9a9d-4393-8f53-0ddfe8993cdd"
+    events, shown, done = _replay(_recorded_frames(), prompt, RECORDED_CLASSES)
+    assert done
+    kinds = [e.kind for e in events if isinstance(e, StreamMessage)]
+    assert kinds == ["execution_start", "execution_cached", "executed", "execution_success"]
+    steps = [(e.status, e.step, e.total) for e in events if isinstance(e, ProgressObserved)]
+    # Sparse (first, each quarter, last) and the bar reaches its end (from progress_state:
+    # the `progress` messages stop at 15/16).
+    assert steps == [("SaveImageWebsocket", s, 16) for s in (0, 4, 8, 12, 16)]
+    labels = [p.label for p in shown]
+    for name in ("PrimitiveString", "EmptyImage", "ImageBlur", "ImageFromBatch", "SaveImage"):
+        assert name in labels  # a node without steps is named by its class_type
+    bar = [(p.step, p.total) for p in shown if p.total]
+    assert bar[-1] == (16, 16) and all(total == 16 for _, total in bar)
+    assert not any("system_stats" in p.label or "HTTP" in p.label for p in shown)
+
+
+def test_frames_for_other_prompts_and_broadcasts_are_ignored() -> None:
+    frames = [
+        json.dumps({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 1}}}}),
+        json.dumps({"type": "executing", "data": {"node": "3"}}),  # reconnect: no prompt_id
+        json.dumps({"type": "execution_success", "data": {"prompt_id": "someone-else"}}),
+        json.dumps({"type": "crystools.monitor", "data": {"cpu_utilization": 3}}),
+    ]
+    events, shown, done = _replay(frames, "mine", {})
+    assert (events, shown, done) == ([], [], False)
+
+
+def test_executing_null_for_our_prompt_ends_following() -> None:
+    frame = json.dumps({"type": "executing", "data": {"node": None, "prompt_id": "p"}})
+    out = comfyui.interpret_frame({"prompt_id": "p"}, frame)
+    assert out.done and out.events[0].kind == "executing"  # type: ignore[attr-defined]
+
+
+# -- hostile and malformed answers never raise ------------------------------------------------
+
+HOSTILE: list[Any] = [
+    None,
+    "abc",
+    "",
+    0,
+    True,
+    [],
+    [1, "x"],
+    {},
+    {"prompt_id": 5, "node_errors": []},
+    {"prompt_id": "p", "node_errors": ["boom"]},
+    {"node_errors": {"1": "x"}},
+    {"node_errors": {"1": {"errors": "x", "class_type": ["UNETLoader"]}}},
+    {"error": ["x"]},
+    {"queue_running": "x", "queue_pending": None},
+    {"queue_running": [[1]], "queue_pending": [None, 5, "id", [1, 2]]},
+    {"system": "x", "devices": "y"},
+    {"system": {"comfyui_version": 5}, "devices": [{"vram_total": "abc", "vram_free": None}]},
+    {"devices": [None]},
+]
+
+
+def _hostile_history(pid: str) -> list[Any]:
+    return [
+        {pid: "a string"},
+        {pid: None},
+        {pid: {"status": "success"}},
+        {pid: {"status": {"status_str": "error", "messages": "x"}}},
+        {pid: {"status": {"status_str": "error", "messages": [["execution_error", "x"], [1]]}}},
+        {
+            pid: {
+                "status": {
+                    "status_str": "error",
+                    "messages": [["execution_error", {"node_type": [1]}]],
+                }
+            }
+        },
+        {pid: {"outputs": []}},
+        {pid: {"outputs": {"9": "x"}}},
+        {pid: {"outputs": {"9": {"images": "a.png"}}}},
+        {pid: {"outputs": {"9": {"images": ["a.png", None]}}}},
+        {pid: {"outputs": {"9": {"images": [{"filename": 5}]}}}},
+        {pid: {"outputs": {"9": {"images": [{"filename": "a.png", "subfolder": ["x"]}]}}}},
+        [pid],
+    ]
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> Any:
+    pick = rng.randrange(8 if depth < 3 else 5)
+    if pick == 0:
+        return None
+    if pick == 1:
+        return rng.choice(["abc", "", "8642f564", "error", "success"])
+    if pick == 2:
+        return rng.choice([0, -1, 1e308, 3.5, True])
+    if pick == 3:
+        return rng.choice([float("nan"), float("inf")])
+    if pick == 4:
+        return rng.choice([[], {}])
+    if pick == 5:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(3))]
+    keys = [
+        "prompt_id",
+        "status",
+        "outputs",
+        "images",
+        "node_errors",
+        "queue_running",
+        "queue_pending",
+        "devices",
+        "system",
+        "messages",
+        "status_str",
+        "filename",
+    ]
+    return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def _drive(job: Job, answers: list[Any], rng: random.Random, limit: int = 40) -> None:
+    """Feed the adapter hostile answers for every request it makes; it must never raise."""
+    for _ in range(limit):
+        if job.state.finished or job.state.interrupted is not None:
+            return
+        action = comfyui.decide(job.state)
+        if isinstance(action, Record):
+            job.add(*action.events)
+        elif isinstance(action, HttpRequest):
+            body = rng.choice(answers)
+            job.do(action, body, status=rng.choice([200, 200, 200, 400, 500]))
+        elif isinstance(action, OpenStream):
+            rid = f"stream-{job.state.version + 1}"
+            job.add(RequestSent(rid, "stream", "GET", action.url))
+            if rng.random() < 0.5:
+                job.add(ResponseReceived(rid, "stream", 101), StreamOpened(action.url, "c"))
+            else:
+                job.add(RequestFailed(rid, "stream", "unreachable", "x"))
+        elif isinstance(action, FollowStream):
+            context = action.context
+            for _ in range(5):
+                out = comfyui.interpret_frame(context, rng.choice(_hostile_frames(rng, context)))
+                context = out.context
+                job.add(*out.events)
+            job.add(StreamClosed("dropped", "fuzz"))
+        elif isinstance(action, StoreImage):
+            job.add(RequestSent(action.request_id, "download", "GET", action.url))
+            if rng.random() < 0.5:
+                job.add(ImageStored(action.dest, "ab" * 32, 1, "png", 1, 1, action.url))
+            else:
+                job.add(RequestFailed(action.request_id, "download", "refused", "x"))
+        else:
+            raise AssertionError(f"unexpected action {action!r}")
+
+
+def _hostile_frames(rng: random.Random, context: dict[str, Any]) -> list[Any]:
+    pid = context.get("prompt_id")
+    return [
+        b"\x00\x00",
+        "not json",
+        "[]",
+        json.dumps({"type": 5, "data": []}),
+        json.dumps({"type": "progress", "data": {"prompt_id": pid, "value": "abc", "max": None}}),
+        json.dumps({"type": "progress", "data": {"prompt_id": pid, "value": 3, "max": 0}}),
+        json.dumps(
+            {"type": "progress", "data": {"prompt_id": pid, "value": 1, "max": 4, "node": [1]}}
+        ),
+        json.dumps({"type": "progress_state", "data": {"prompt_id": pid, "nodes": "x"}}),
+        json.dumps(
+            {
+                "type": "progress_state",
+                "data": {"prompt_id": pid, "nodes": {"1": "x", "2": {"value": "a"}}},
+            }
+        ),
+        json.dumps({"type": "executing", "data": {"prompt_id": pid, "node": {"x": 1}}}),
+        json.dumps(
+            {
+                "type": "execution_error",
+                "data": {"prompt_id": pid, "node_type": None, "exception_message": ["x"]},
+            }
+        ),
+        json.dumps(
+            {
+                "type": rng.choice(["executed", "execution_start"]),
+                "data": {"prompt_id": pid, "output": "x"},
+            }
+        ),
+        json.dumps({"type": "progress", "data": _random_json(rng)}),
+    ]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fuzz_decide_and_frames_never_raise(seed: int) -> None:
+    rng = random.Random(seed)
+    job = Job().accepted() if seed % 2 else Job()
+    pid = comfyui.current_prompt(job.state) or "p"
+    answers = HOSTILE + _hostile_history(pid) + [_random_json(rng) for _ in range(10)]
+    if seed % 5 == 0:
+        job.add(CancelRequested("user"))
+    _drive(job, answers, rng)
+
+
+@pytest.mark.parametrize("body_index", range(13))
+def test_each_malformed_history_is_a_recorded_protocol_error(body_index: int) -> None:
+    job = Job().accepted()
+    job.add(StreamMessage("execution_success", {"prompt_id": job.pid}))
+    body = _hostile_history(job.pid)[body_index]
+    for _ in range(comfyui.MALFORMED_RETRIES + 1):
+        action = job.decide()
+        while isinstance(action, Record):
+            job.apply(action)
+            if job.state.finished:
+                break
+            action = job.decide()
+        if job.state.finished or isinstance(action, StoreImage):
+            break
+        job.do(action, body)
+    final = job.decide()
+    if isinstance(final, Record):
+        job.apply(final)
+    terminal = job.state.terminal
+    # Either a clear failure (what was wrong, or ComfyUI's own error) or a fetch of a valid
+    # image; never an exception.
+    assert isinstance(terminal, JobFailed) or isinstance(final, StoreImage), (terminal, final)
+    if isinstance(terminal, JobFailed) and terminal.reason == "protocol":
+        assert "malformed" in terminal.message
+        assert sum(isinstance(r.event, RetryScheduled) for r in job.state.history) == 2
