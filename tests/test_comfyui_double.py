@@ -604,3 +604,210 @@ def test_standalone_prints_url_first(http: urllib3.PoolManager) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+# -- the double held to a recorded real ComfyUI 0.3.64 session ---------------------------------
+
+RECORDING = Path("/work/shared/reference/comfyui-real-0.3.64.json")
+
+
+def recording() -> list[dict[str, Any]]:
+    return json.loads(RECORDING.read_text())["exchanges"]
+
+
+def recorded(kind: str) -> dict[str, Any]:
+    return next(ex for ex in recording() if ex["kind"].startswith(kind))
+
+
+def recorded_graph(prefix: str = "ignored") -> dict[str, Any]:
+    """The recorded session's model-free graph (its body is elided in the recording; the node
+    ids, classes and links are those its messages and /queue show)."""
+    return {
+        "1": {"class_type": "PrimitiveString", "inputs": {"value": "hello imagen"}},
+        "2": {"class_type": "StringLength", "inputs": {"string": ["1", 0]}},
+        "3": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 256, "height": 256, "batch_size": 16, "color": ["2", 0]},
+        },
+        "4": {
+            "class_type": "ImageAddNoise",
+            "inputs": {"image": ["3", 0], "seed": 1, "strength": 0.5},
+        },
+        "6": {
+            "class_type": "ImageBlur",
+            "inputs": {"image": ["4", 0], "blur_radius": 3, "sigma": 1.0},
+        },
+        "7": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["6", 0]}},
+        "8": {
+            "class_type": "ImageFromBatch",
+            "inputs": {"image": ["6", 0], "batch_index": 0, "length": 1},
+        },
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": prefix}},
+    }
+
+
+def _shape(value: Any) -> Any:
+    """A JSON value's shape: key sets and element kinds, numbers as one kind."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v) for v in value[:1]]
+    if isinstance(value, bool) or value is None:
+        return type(value).__name__
+    return "number" if isinstance(value, int | float) else type(value).__name__
+
+
+def _per_node(frames: list[Any], prompt: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The prompt's frames as a skeleton (kinds outside node groups) and, per node, the kinds
+    of its contiguous group (a node's messages from its progress_state 'running' to
+    'finished'). Node order may differ between servers (ComfyUI iterates a set of outputs)."""
+    skeleton: list[str] = []
+    groups: dict[str, list[str]] = {}
+    current: str | None = None
+    for frame in frames:
+        if isinstance(frame, bytes):
+            assert current is not None
+            groups[current].append(
+                f"binary:{int.from_bytes(frame[:4], 'big')}:{int.from_bytes(frame[4:8], 'big')}"
+            )
+            continue
+        kind, data = frame["type"], frame["data"]
+        if data.get("prompt_id") != prompt:
+            continue
+        if kind == "progress_state":
+            states = {k: v["state"] for k, v in data["nodes"].items()}
+            running = [k for k, v in states.items() if v == "running"]
+            node = running[-1] if running else current
+            if node not in groups:
+                groups[node] = []  # type: ignore[index]
+            current = node
+            top = data["nodes"][node]["max"]
+            groups[node].append(f"progress_state:{states[node]}:{'steps' if top > 1 else 'one'}")  # type: ignore[index]
+            if states[node] == "finished":  # type: ignore[index]
+                current = None
+        elif kind in ("executing", "progress", "executed") and current is not None:
+            groups[current].append(kind)
+        else:
+            skeleton.append(kind)
+    return skeleton, groups
+
+
+def _recorded_frames() -> list[Any]:
+    frames: list[Any] = []
+    for ex in recording():
+        if ex["kind"].startswith("ws message"):
+            frames.append(ex["message"])
+        elif ex["kind"] == "ws binary frame":
+            frames.append(
+                ex["first_4_bytes_event_type"].to_bytes(4, "big")
+                + ex["next_4_bytes"].to_bytes(4, "big")
+            )
+    return frames
+
+
+def test_the_double_agrees_with_the_recorded_session(
+    comfy: ComfyUIDouble, http: urllib3.PoolManager
+) -> None:
+    real_prompt = recorded("POST /prompt")["body"]["prompt_id"]
+    client = str(uuid.uuid4())
+    ws = open_ws(comfy, client)  # the first message is status with our sid (checked there)
+    comfy.hold_next()
+    ours = str(uuid.uuid4())
+    queued_behind = str(uuid.uuid4())
+    accepted = submit(http, comfy, recorded_graph(), client_id=client, prompt_id=ours)
+    assert _shape(accepted) == _shape(recorded("POST /prompt")["body"])
+    comfy.wait_until(lambda c: c.held == ours)
+    second = submit(
+        http, comfy, recorded_graph("second"), client_id=client, prompt_id=queued_behind
+    )
+    assert second["prompt_id"] == queued_behind
+    # /queue: one running, one pending, items [number, prompt_id, graph, extra_data, outputs].
+    queue = get_json(http, f"{comfy.url}/queue")
+    real_queue = recorded("GET /queue (first running")["body"]
+    assert [item[1] for item in queue["queue_running"]] == [ours]
+    assert [item[1] for item in queue["queue_pending"]] == [queued_behind]
+    for mine, real in zip(
+        queue["queue_running"] + queue["queue_pending"],
+        real_queue["queue_running"] + real_queue["queue_pending"],
+        strict=True,
+    ):
+        assert len(mine) == len(real) == 5 and isinstance(mine[0], int | float)
+        assert mine[3]["client_id"] == client and sorted(mine[4]) == sorted(real[4])
+    # /interrupt naming a pending prompt does nothing; POST /queue {delete} removes it.
+    reply = post_json(http, f"{comfy.url}/interrupt", {"prompt_id": queued_behind})
+    assert (reply.status, reply.data) == (200, b"") and recorded("POST /interrupt")["body"] == ""
+    assert [i[1] for i in get_json(http, f"{comfy.url}/queue")["queue_pending"]] == [queued_behind]
+    reply = post_json(http, f"{comfy.url}/queue", {"delete": [queued_behind]})
+    assert (reply.status, reply.data) == (200, b"") and recorded("POST /queue {delete")[
+        "body"
+    ] == ""
+    after = get_json(http, f"{comfy.url}/queue")
+    assert after["queue_pending"] == recorded("GET /queue after delete")["body"]["queue_pending"]
+    comfy.release()
+    frames: list[Any] = []
+    while True:
+        raw = ws.recv(timeout=RECV_TIMEOUT)
+        frame = raw if isinstance(raw, bytes) else json.loads(raw)
+        frames.append(frame)
+        if not isinstance(frame, bytes) and frame["type"] == "execution_success":
+            break
+    ws.close()
+    real_skeleton, real_groups = _per_node(_recorded_frames(), real_prompt)
+    skeleton, groups = _per_node(frames, ours)
+    assert skeleton == real_skeleton == ["execution_start", "execution_cached", "execution_success"]
+    assert groups == real_groups
+    # Each message type's payload has the recorded shape.
+    real_by_kind = {f["type"]: f["data"] for f in _recorded_frames() if isinstance(f, dict)}
+    for f in frames:
+        if isinstance(f, dict) and f["type"] in real_by_kind and f["type"] != "progress_state":
+            assert set(f["data"]) == set(real_by_kind[f["type"]]), f["type"]
+    # /history: the finished entry's shape; a deleted and an unknown id both give {}.
+    comfy.wait_until(finished(ours))
+    entry = get_json(http, f"{comfy.url}/history/{ours}")[ours]
+    real_entry = next(iter(recorded("GET /history/<prompt_id>")["body"].values()))
+    assert set(entry) == set(real_entry)
+    assert _shape(entry["outputs"]) == _shape(real_entry["outputs"])
+    assert _shape(entry["status"]) == _shape(real_entry["status"])
+    assert [m[0] for m in entry["status"]["messages"]] == [
+        m[0] for m in real_entry["status"]["messages"]
+    ]
+    assert get_json(http, f"{comfy.url}/history/{queued_behind}") == {}
+    assert get_json(http, f"{comfy.url}/history/{uuid.uuid4()}") == {}
+
+
+def test_object_info_and_system_stats_have_the_recorded_shapes(http: urllib3.PoolManager) -> None:
+    with ComfyUIDouble(models={"unet": [], "clip": [], "vae": []}) as comfy:
+        for loader in ("UNETLoader", "DualCLIPLoader", "VAELoader"):
+            real = recorded(f"GET /object_info/{loader}")["body"][loader]
+            mine = get_json(http, f"{comfy.url}/object_info/{loader}")[loader]
+            assert set(real) <= set(mine)
+            assert mine["input"]["required"].keys() == real["input"]["required"].keys()
+            for name, spec in real["input"]["required"].items():
+                if name.endswith("_name") or name.startswith("clip_name"):
+                    assert mine["input"]["required"][name][0] == spec[0]  # the file list
+        stats = get_json(http, f"{comfy.url}/system_stats")
+        real_stats = recorded("GET /system_stats")["body"]
+        assert set(stats["system"]) == set(real_stats["system"])
+        assert set(stats["devices"][0]) == set(real_stats["devices"][0])
+
+
+def test_the_flux_graph_without_models_gets_the_recorded_400(http: urllib3.PoolManager) -> None:
+    from imagen.backends.comfyui import flux_schnell_graph
+
+    real = recorded("POST /prompt with imagen's FLUX")
+    with ComfyUIDouble(models={"unet": [], "clip": [], "vae": []}) as comfy:
+        graph = flux_schnell_graph(
+            "x", {"width": 1024, "height": 1024, "seed": 1, "steps": 4}, {}, "p"
+        )
+        reply = post_json(http, f"{comfy.url}/prompt", {"prompt": graph})
+        body = json.loads(reply.data)
+    assert reply.status == real["status"] == 400
+    assert body["error"]["type"] == real["body"]["error"]["type"]
+    # ComfyUI checks a node's inputs in set order: compare each node's errors as a set.
+    def by_node(errors: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: {**v, "errors": sorted(v["errors"], key=lambda e: e["details"])}
+            for k, v in errors.items()
+        }
+
+    assert by_node(body["node_errors"]) == by_node(real["body"]["node_errors"])

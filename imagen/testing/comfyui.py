@@ -370,6 +370,88 @@ def _node_defs(models: Mapping[str, list[str]]) -> dict[str, _NodeDef]:
             ("CONDITIONING",),
             ("CONDITIONING",),
         ),
+        # Model-free core nodes (the recorded real session's graph uses these).
+        _NodeDef(
+            "PrimitiveString",
+            "String",
+            "utils/primitive",
+            "comfy_extras.nodes_primitive",
+            {"value": ("STRING", {})},
+            ("STRING",),
+            ("STRING",),
+        ),
+        _NodeDef(
+            "StringLength",
+            "Length",
+            "utils/string",
+            "comfy_extras.nodes_string",
+            {"string": ("STRING", {"multiline": True})},
+            ("INT",),
+            ("length",),
+        ),
+        _NodeDef(
+            "EmptyImage",
+            "EmptyImage",
+            "image",
+            "nodes",
+            {
+                "width": ("INT", {"default": 512, "min": 1, "max": _MAX_RESOLUTION, "step": 1}),
+                "height": ("INT", {"default": 512, "min": 1, "max": _MAX_RESOLUTION, "step": 1}),
+                "batch_size": batch,
+                "color": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1}),
+            },
+            ("IMAGE",),
+            ("IMAGE",),
+        ),
+        _NodeDef(
+            "ImageAddNoise",
+            "ImageAddNoise",
+            "image",
+            "comfy_extras.nodes_images",
+            {
+                "image": ("IMAGE",),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+                "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
+            },
+            ("IMAGE",),
+            ("IMAGE",),
+        ),
+        _NodeDef(
+            "ImageBlur",
+            "Image Blur",
+            "image/postprocessing",
+            "comfy_extras.nodes_post_processing",
+            {
+                "image": ("IMAGE",),
+                "blur_radius": ("INT", {"default": 1, "min": 1, "max": 31, "step": 1}),
+                "sigma": ("FLOAT", {"default": 1.0, "min": 0.1, "max": 10.0, "step": 0.1}),
+            },
+            ("IMAGE",),
+            ("IMAGE",),
+        ),
+        _NodeDef(
+            "ImageFromBatch",
+            "ImageFromBatch",
+            "image/batch",
+            "comfy_extras.nodes_images",
+            {
+                "image": ("IMAGE",),
+                "batch_index": ("INT", {"default": 0, "min": 0, "max": 4095}),
+                "length": ("INT", {"default": 1, "min": 1, "max": 4096}),
+            },
+            ("IMAGE",),
+            ("IMAGE",),
+        ),
+        _NodeDef(
+            "SaveImageWebsocket",
+            "SaveImageWebsocket",
+            "api/image",
+            "custom_nodes.websocket_image_save",
+            {"images": ("IMAGE",)},
+            (),
+            (),
+            output_node=True,
+        ),
         _NodeDef(
             "ConditioningZeroOut",
             "ConditioningZeroOut",
@@ -812,6 +894,11 @@ class _SaveOutsideOutput(Exception):
     pass
 
 
+def _plain(value: Any) -> Any:
+    """A primitive input's value, whether literal or linked from a node's output."""
+    return value.info.get("value") if isinstance(value, _Value) else value
+
+
 # ------------------------------------------------------------------------------------ server
 
 
@@ -875,6 +962,7 @@ class ComfyUIDouble:
         self._hold_event: asyncio.Event | None = None
         self._held: str | None = None
         self._closed = False
+        self._offline = False
 
         self._loop = asyncio.new_event_loop()
         self._wake = asyncio.Event()
@@ -1010,6 +1098,21 @@ class ComfyUIDouble:
             elif self._holds > 0:
                 self._holds -= 1
 
+    def go_offline(self) -> None:
+        """The network to the server drops (an ssh tunnel closing, a Wi-Fi blip): the port
+        refuses connections and open ones (websockets, keep-alive) are cut, while the worker
+        goes on executing and finishes what runs, as a real ComfyUI would."""
+        self._call(self._go_offline())
+
+    def go_online(self) -> None:
+        """The network is back: the same port accepts connections again."""
+        self._call(self._go_online())
+
+    def restart(self) -> None:
+        """ComfyUI restarts: everything in memory is gone (queue, running prompt, history,
+        cache, websockets); files in the output dir stay. Serving resumes on the same port."""
+        self._call(self._restart())
+
     def close(self) -> None:
         """Stop serving: open websockets are cut, a held or running execution is abandoned."""
         with self._lock:
@@ -1106,8 +1209,46 @@ class ComfyUIDouble:
             app.router.add_route(method, "/api" + path if path != "/" else "/api/", handler)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        self._site = web.SockSite(self._runner, sock)
+        await self._site.start()
         self._worker_task = asyncio.get_running_loop().create_task(self._worker())
+
+    async def _go_offline(self) -> None:
+        with self._lock:
+            self._offline = True
+        await self._site.stop()
+        for sid in list(self._transports):
+            with contextlib.suppress(Exception):
+                self._transports[sid].abort()
+
+    async def _go_online(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(128)
+        sock.setblocking(False)
+        self._site = web.SockSite(self._runner, sock)
+        await self._site.start()
+        with self._lock:
+            self._offline = False
+        self._notify()
+
+    async def _restart(self) -> None:
+        await self._go_offline()
+        self._worker_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._worker_task
+        with self._lock:
+            self._queue.clear()
+            self._running = None
+            self._run = None
+            self._history.clear()
+            self._cache = {}
+            self._holds = 0
+            self._held = None
+            self._hold_event = None
+        self._worker_task = asyncio.get_running_loop().create_task(self._worker())
+        await self._go_online()
 
     async def _shutdown(self) -> None:
         self._worker_task.cancel()
@@ -1140,6 +1281,9 @@ class ComfyUIDouble:
     async def _mw_record(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if self._offline and request.transport is not None:
+            request.transport.abort()  # a kept-alive connection from before the drop
+            raise ConnectionResetError("offline")
         with self._lock:
             self._requests.append((request.method, request.path_qs))
         self._notify()
@@ -1690,19 +1834,20 @@ class ComfyUIDouble:
                 if run.interrupted:
                     raise _Interrupted(node_id)
                 self._last_node_id = node_id
+                # As recorded from ComfyUI 0.3.64: progress_state (running) comes before
+                # `executing`, and `executed` before progress_state (finished, value = max).
+                await self._progress_state(run, node_id, 0, 1, "running")
                 if client is not None:
                     await self._send(
                         "executing",
                         {"node": node_id, "display_node": node_id, "prompt_id": prompt_id},
                         client,
                     )
-                await self._progress_state(run, node_id, 0, 1, "running")
                 values, ui = await self._run_node(run, node_id, results)
                 if class_type == "KSampler":
                     sampler_completed = True
                 results[node_id] = values
                 new_cache[sigs[node_id]] = (values, ui)
-                await self._progress_state(run, node_id, 1, 1, "finished")
                 if ui is not None:
                     ui_outputs[node_id] = ui
                     if client is not None:
@@ -1716,6 +1861,8 @@ class ComfyUIDouble:
                             },
                             client,
                         )
+                top = run.progress_nodes.get(node_id, {}).get("max", 1)
+                await self._progress_state(run, node_id, top, top, "finished")
                 done.append(node_id)
             await self._add_message(run, "execution_success", {"prompt_id": prompt_id}, False)
             outcome: tuple[str, bool] = ("success", True)
@@ -1833,6 +1980,32 @@ class ComfyUIDouble:
             return [_Value("LATENT", info, "{'samples': tensor(...)}")], None
         if class_type == "VAEDecode":
             return [_Value("IMAGE", dict(inputs["samples"].info), "tensor(...)")], None
+        if class_type == "PrimitiveString":
+            return [_Value("STRING", {"value": str(inputs["value"])}, repr(inputs["value"]))], None
+        if class_type == "StringLength":
+            n = len(str(_plain(inputs["string"])))
+            return [_Value("INT", {"value": n}, str(n))], None
+        if class_type == "EmptyImage":
+            info = {
+                "width": int(_plain(inputs["width"])),
+                "height": int(_plain(inputs["height"])),
+                "batch": int(_plain(inputs["batch_size"])),
+                "seed": int(_plain(inputs.get("color", 0))),
+            }
+            return [_Value("IMAGE", info, "tensor(...)")], None
+        if class_type in ("ImageAddNoise", "ImageBlur"):
+            info = dict(inputs["image"].info)
+            if class_type == "ImageAddNoise":
+                info["seed"] = hash((info.get("seed", 0), int(_plain(inputs["seed"])))) % 2**31
+            return [_Value("IMAGE", info, "tensor(...)")], None
+        if class_type == "ImageFromBatch":
+            info = dict(inputs["image"].info)
+            start = min(info["batch"] - 1, int(_plain(inputs["batch_index"])))
+            info["batch"] = min(info["batch"] - start, int(_plain(inputs["length"])))
+            return [_Value("IMAGE", info, "tensor(...)")], None
+        if class_type == "SaveImageWebsocket":
+            await self._save_websocket(run, node_id, inputs["images"])
+            return [], None
         if class_type == "SaveImage":
             image = inputs["images"]
             try:
@@ -1873,6 +2046,27 @@ class ComfyUIDouble:
                 formatted,
             )
 
+    async def _save_websocket(self, run: _Run, node_id: str, image: _Value) -> None:
+        """custom_nodes/websocket_image_save.py: one progress update (0..n-1 of n) per image,
+        each followed by the PNG as a binary frame (type 1 PREVIEW_IMAGE, format 2 PNG)."""
+        n = int(image.info["batch"])
+        for step in range(n):
+            if run.interrupted:
+                raise _Interrupted(node_id)
+            await asyncio.sleep(self.step_time)
+            data = {"value": step, "max": n, "prompt_id": run.prompt_id, "node": node_id}
+            await self._progress_state(run, node_id, step, n, "running")
+            await self._send("progress", data, run.client_id)
+            buf = io.BytesIO()
+            _render(int(image.info["width"]), int(image.info["height"]), 0, step).save(buf, "PNG")
+            await self._send_bytes(b"\x00\x00\x00\x01\x00\x00\x00\x02" + buf.getvalue(), run)
+
+    async def _send_bytes(self, frame: bytes, run: _Run) -> None:
+        ws = self._sockets.get(run.client_id) if run.client_id is not None else None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.send_bytes(frame)
+
     async def _sample(self, run: _Run, node_id: str, steps: int, formatted: dict[str, Any]) -> None:
         await self._maybe_hold(run)
         fault = run.exec_fault
@@ -1886,8 +2080,8 @@ class ComfyUIDouble:
                 run.exec_fault = None
                 raise _NodeFailed(node_id, fault.message, fault.exception_type, formatted)
             data = {"value": step, "max": steps, "prompt_id": run.prompt_id, "node": node_id}
-            await self._send("progress", data, run.client_id)
             await self._progress_state(run, node_id, step, steps, "running")
+            await self._send("progress", data, run.client_id)
             run.progress_sent += 1
             if run.drop_after is not None and run.progress_sent >= run.drop_after:
                 run.drop_after = None
