@@ -14,9 +14,9 @@ from ledger.events import NewEvent, RecordedEvent
 from ledger.reader import SqliteReader, open_reader
 
 if TYPE_CHECKING:
-    from ledger.store import EventStore, Head, VerifyReport, open_store
+    from ledger.store import EventStore, Head, VerifyReport, open_scratch, open_store
 
-_LAZY = {"EventStore", "Head", "VerifyReport", "open_store"}
+_LAZY = {"EventStore", "Head", "VerifyReport", "open_store", "open_scratch"}
 
 
 def __getattr__(name: str) -> Any:
@@ -38,5 +38,6 @@ __all__ = [
     "SqliteReader",
     "VerifyReport",
     "open_reader",
+    "open_scratch",
     "open_store",
 ]

@@ -24,10 +24,11 @@ class Reader(Protocol):
 class SqliteReader:
     param = "?"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, immutable: bool = False) -> None:
         self.path = path
+        self.immutable = immutable
         # Read-only: this connection can never change the ledger.
-        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        self.conn = sqlite3.connect(f"file:{path}?{_ro(immutable)}", uri=True, timeout=30)
 
     def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, params).fetchall()
@@ -60,6 +61,19 @@ class SqliteReader:
         self.conn.close()
 
 
+def _ro(immutable: bool) -> str:
+    # A WAL ledger opened read-only still needs its -shm file; in a directory the user cannot
+    # write (and with no -shm there) nobody can be writing either, so it is read as immutable.
+    return "immutable=1" if immutable else "mode=ro"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite:/// ledger URL (None for other engines)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url.removeprefix("sqlite:///")).expanduser()
+
+
 def open_reader(url: str) -> Reader | None:
     """A stdlib reader for a SQLite ledger that exists and is at this code's schema head, else
     None (the caller opens the full store, which creates or migrates it)."""
@@ -71,6 +85,14 @@ def open_reader(url: str) -> Reader | None:
     try:
         reader = SqliteReader(path)
         rev = reader.fetch(f"SELECT version_num FROM {LEDGER_VERSION_TABLE}")
+    except sqlite3.OperationalError as exc:
+        if "readonly" not in str(exc) and "unable to open" not in str(exc):
+            return None
+        try:
+            reader = SqliteReader(path, immutable=True)
+            rev = reader.fetch(f"SELECT version_num FROM {LEDGER_VERSION_TABLE}")
+        except sqlite3.Error:
+            return None
     except sqlite3.Error:
         return None
     if rev != [(LEDGER_HEAD,)]:

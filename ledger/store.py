@@ -426,3 +426,29 @@ def _refuse_newer(engine: Engine, revision: str | None) -> None:
             f"the ledger at {where} has schema revision {revision!r}, newer than this imagen "
             f"knows ({LEDGER_HEAD!r}); upgrade imagen. The ledger was left untouched."
         )
+
+
+def open_scratch(path: Path, *, immutable: bool = False) -> EventStore:
+    """A store reading a SQLite ledger's events without writing anything to it: projection
+    tables and checkpoints live in memory. For read-only commands on a ledger this process
+    cannot write (a read-only directory or file): projections are folded here instead."""
+    import sqlite3
+
+    from sqlalchemy.pool import StaticPool
+
+    from ledger.schema import metadata as ledger_metadata
+
+    mode = "immutable=1" if immutable else "mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            "file::memory:", uri=True, check_same_thread=False, isolation_level=None
+        )
+        conn.execute("ATTACH DATABASE ? AS ledger", (f"file:{path}?{mode}",))
+        conn.execute("CREATE TEMP VIEW events AS SELECT * FROM ledger.events")
+        return conn
+
+    engine = create_engine("sqlite://", creator=connect, poolclass=StaticPool)
+    with engine.begin() as conn:
+        ledger_metadata.tables["projection_checkpoints"].create(conn)
+    return EventStore(engine)

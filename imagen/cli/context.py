@@ -90,16 +90,30 @@ def ledger_failure(exc: BaseException) -> UserError | None:
     return None
 
 
+class NoLedgerYet(UserError):
+    """A read-only command found no ledger: reading never creates one."""
+
+
 def reader() -> Any:
-    """Read-only access: stdlib sqlite3 when possible (fast start), else the full store."""
+    """Read-only access: stdlib sqlite3 when possible (fast start), else the full store.
+
+    Reading never creates a ledger: a SQLite ledger that does not exist is NoLedgerYet."""
     from imagen.app.config import ledger_url
     from ledger import open_reader
+    from ledger.reader import sqlite_path
 
-    return open_reader(ledger_url(config())) or store()
+    url = ledger_url(config())
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise NoLedgerYet(f"no ledger yet at {path}: nothing has been recorded", ExitCode.NOT_FOUND)
+    return open_reader(url) or store()
 
 
 def jobs_reader() -> Any:
-    """A reader whose jobs table is current, catching the projection up if it is behind."""
+    """A reader whose jobs table is current, catching the projection up if it is behind.
+
+    A ledger this process cannot write (read-only file or directory) is still listed: the
+    projection is folded in memory instead of in the ledger."""
     from imagen.projections.jobs import query as jobs_query
 
     r = reader()
@@ -107,8 +121,30 @@ def jobs_reader() -> Any:
         return r
     from imagen.projections.jobs import table as jobs_index
 
-    jobs_index.catch_up(store())
-    return store()
+    try:
+        writable = store()
+        jobs_index.catch_up(writable)
+        return writable
+    except Exception as exc:
+        if not _cannot_write(exc) or not hasattr(r, "immutable"):
+            raise
+    from ledger import open_scratch
+
+    scratch = open_scratch(r.path, immutable=r.immutable)
+    jobs_index.catch_up(scratch)
+    return scratch
+
+
+def _cannot_write(exc: BaseException) -> bool:
+    if isinstance(exc, UserError):
+        text = str(exc)
+    elif ledger_failure(exc) is not None:
+        text = str(getattr(exc, "orig", None) or exc)
+    else:
+        return False
+    return any(
+        s in text.lower() for s in ("readonly", "read-only", "permission denied", "unable to open")
+    )
 
 
 def usage_reader() -> Any:

@@ -45,7 +45,11 @@ def jobs(
 
     if status and status not in STATUSES:
         raise UserError(f"--status {status!r}: use one of {', '.join(STATUSES)}")
-    reader = context.jobs_reader()
+    try:
+        reader = context.jobs_reader()
+    except context.NoLedgerYet as exc:
+        context.err(f"imagen: {exc}")  # an empty list is the honest answer
+        return
     rows = list(
         jobs_query.query(
             reader,
