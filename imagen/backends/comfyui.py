@@ -692,6 +692,8 @@ def _validation_failure(body: Any) -> Record:
 def decide(state: JobState) -> Action:
     if state.request is None:
         return Record((JobFailed("internal", "the job has no request", Failure.UNEXPECTED),))
+    if state.finished:
+        return Record(())  # the job has ended: nothing more to send or record
     if state.image is not None:
         return Record((JobSucceeded(_result(state)),))
     if state.cancel is not None:

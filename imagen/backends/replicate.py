@@ -489,6 +489,8 @@ def _describe(outcome: Any) -> str:
 def decide(state: JobState) -> Action:
     req = state.request
     assert req is not None
+    if state.finished:
+        return Record(())  # the job has ended: nothing more to send or record
     if state.image is not None:
         snap = _snapshot(state) or {}
         return Record(

@@ -30,7 +30,7 @@ from imagen.core.events import (
     RetryScheduled,
 )
 from imagen.core.failures import Failure
-from imagen.core.inputs import GenerateInputs
+from imagen.core.inputs import BadInput, GenerateInputs
 from imagen.core.job import JobState
 
 CONFIG: dict[str, Option] = {
@@ -52,10 +52,18 @@ def register() -> None:
 def decide(state: JobState) -> Action:
     req = state.request
     assert req is not None
-    if state.cancel is not None:
-        return Record((JobCancelled(state.cancel.reason),))
+    if state.finished:
+        return Record(())  # the job has ended: nothing more to send or record
     if state.image is not None:
         return Record((JobSucceeded({"path": state.image.path, "sha256": state.image.sha256}),))
+    rendered = last_exchange(state, "render")
+    in_hand = (
+        rendered is not None
+        and isinstance(rendered.outcome, ResponseReceived)
+        and rendered.outcome.status == 200
+    )
+    if state.cancel is not None and not in_hand:  # once the image is made, keep it
+        return Record((JobCancelled(state.cancel.reason),))
     query = urlencode(
         {"seed": req.params["seed"], "w": req.params["width"], "h": req.params["height"]}
     )
@@ -113,6 +121,12 @@ def _describe(outcome: object) -> str:
 
 
 def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, Any]:
+    if inputs.aspect:
+        raise BadInput(f"--aspect {inputs.aspect!r}: the echo backend takes --size only")
+    if (inputs.output_format or "png") != "png":
+        raise BadInput(f"output format {inputs.output_format!r}: the echo backend makes png")
+    if inputs.steps is not None and not 1 <= inputs.steps <= 100:
+        raise BadInput(f"--steps {inputs.steps}: use 1 to 100")
     width, height = inputs.size or (64, 64)
     return {
         "seed": inputs.seed,
