@@ -40,13 +40,14 @@ from imagen.core.events import (
     RequestSent,
     ResponseReceived,
     RunnerClaimed,
+    RunnerRenewed,
     StreamClosed,
     StreamMessage,
     StreamOpened,
 )
 from imagen.core.inputs import BadInput, GenerateInputs
 from imagen.core.job import JobState, Recorded, fold
-from imagen.runner.loop import Runner
+from imagen.runner.loop import NullReporter, Runner
 from imagen.testing.comfyui import ComfyUIDouble
 from imagen.testing.replicate import ReplicateDouble
 from ledger import open_store
@@ -142,8 +143,9 @@ def test_the_adapter_satisfies_the_contract(name: str) -> None:
     module = backends.load(name)
     data, methods = _protocol_members()
     assert data == {"CONFIG", "DEFAULT_MODEL", "FILE_OPTIONS", "RECORDED_HEADERS"}
-    assert set(methods) == {
+    assert set(methods) >= {
         "decide",
+        "interpret_frame",
         "normalise",
         "validate_request",
         "status",
@@ -207,7 +209,7 @@ def test_normalise_accepts_the_harness_input(name: str) -> None:
 # -- decide over recorded histories -----------------------------------------------------------
 
 
-class _InterruptAt:
+class _InterruptAt(NullReporter):
     """A reporter that presses Ctrl-C (KeyboardInterrupt) once, right after the n-th event the
     run records: the runner's own path for a user's cancel."""
 
@@ -219,9 +221,6 @@ class _InterruptAt:
         self.seen += 1
         if self.n is not None and self.seen == self.n:
             raise KeyboardInterrupt
-
-    def progress(self, step: int, total: int) -> None:
-        pass
 
 
 def _run(
@@ -274,7 +273,7 @@ def _check_decisions(job_id: str, history: list[Recorded]) -> None:
         assert isinstance(action, ACTION_TYPES) and not isinstance(action, Event), action
         assert backends.load(name_of(prefix)).decide(fold(job_id, history[:k])) == action
         nxt = history[k].event
-        if isinstance(nxt, (JobRequested, RunnerClaimed, *_RESULTS)) or (
+        if isinstance(nxt, (JobRequested, RunnerClaimed, RunnerRenewed, *_RESULTS)) or (
             isinstance(nxt, CancelRequested) and nxt.reason == "user"
         ):
             continue  # recorded by the runner (a result, a claim, Ctrl-C), not decided
