@@ -10,7 +10,7 @@ read-only commands start without importing SQLAlchemy.
 from typing import TYPE_CHECKING, Any
 
 from ledger.errors import ConcurrencyError, LedgerError, SchemaTooNewError
-from ledger.events import NewEvent, RecordedEvent
+from ledger.events import IDENTITY_STREAM, NewEvent, RecordedEvent, identity_of
 from ledger.reader import SqliteReader, open_reader
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "IDENTITY_STREAM",
     "ConcurrencyError",
     "EventStore",
     "Head",
@@ -37,6 +38,7 @@ __all__ = [
     "SchemaTooNewError",
     "SqliteReader",
     "VerifyReport",
+    "identity_of",
     "open_reader",
     "open_scratch",
     "open_store",

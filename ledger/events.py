@@ -44,6 +44,30 @@ class RecordedEvent:
 
 GENESIS_HASH = "0" * 64
 
+# A ledger's identity: written by the store as the first event of a ledger opened with
+# `identity=True`, so it is covered by the hash chain and survives edits of later events.
+IDENTITY_STREAM = "$ledger"
+IDENTITY_TYPE = "LedgerCreated"
+
+
+def identity_event() -> NewEvent:
+    return NewEvent(IDENTITY_TYPE, {"ledger_id": uuid.uuid4().hex})
+
+
+def identity_of(first: RecordedEvent | None) -> str | None:
+    """The ledger's id from its first event: the id a `LedgerCreated` event recorded, else
+    (ledgers created before identities existed) that first event's hash; None when empty."""
+    if first is None:
+        return None
+    if first.stream_id == IDENTITY_STREAM and first.type == IDENTITY_TYPE:
+        try:
+            value = json.loads(first.data_json).get("ledger_id")
+        except (ValueError, AttributeError):
+            value = None
+        if isinstance(value, str) and value:
+            return value
+    return first.hash
+
 
 def event_hash(
     prev_hash: str,

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
 
-from ledger.events import RecordedEvent
+from ledger.events import RecordedEvent, identity_of
 from ledger.schema_names import COLUMNS, LEDGER_HEAD, LEDGER_VERSION_TABLE
 
 
@@ -56,6 +56,10 @@ class SqliteReader:
 
     def head_position(self) -> int:
         return self.fetch("SELECT coalesce(max(position), 0) FROM events")[0][0]
+
+    def identity(self) -> str | None:
+        rows = self.fetch(f"SELECT {COLUMNS} FROM events WHERE position = 1")
+        return identity_of(RecordedEvent(*rows[0]) if rows else None)
 
     def close(self) -> None:
         self.conn.close()

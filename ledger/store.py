@@ -30,7 +30,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ledger.errors import ConcurrencyError, LedgerError, SchemaTooNewError
-from ledger.events import GENESIS_HASH, NewEvent, RecordedEvent, canonical_json, event_hash
+from ledger.events import (
+    GENESIS_HASH,
+    IDENTITY_STREAM,
+    NewEvent,
+    RecordedEvent,
+    canonical_json,
+    event_hash,
+    identity_event,
+    identity_of,
+)
 from ledger.schema import (
     LEDGER_HEAD,
     LEDGER_REVISIONS,
@@ -78,9 +87,11 @@ from ledger.schema_names import COLUMNS as _COLUMNS  # noqa: E402
 
 
 class EventStore:
-    def __init__(self, engine: Engine, *, clock: Clock = utc_now) -> None:
+    def __init__(self, engine: Engine, *, clock: Clock = utc_now, identity: bool = False) -> None:
         self.engine = engine
         self._clock = clock
+        # With identity, the first append to an empty ledger writes a LedgerCreated event first.
+        self._identity = identity
         self.dialect = engine.dialect.name
         p = self._param(0)
         self._sql_tip = (
@@ -134,15 +145,19 @@ class EventStore:
         recorded_at = format_timestamp(self._clock())
         position, prev = head.position, head.hash
         recorded: list[RecordedEvent] = []
-        for offset, new in enumerate(new_events, start=1):
+        batch = [(stream_id, current + n, new) for n, new in enumerate(new_events, start=1)]
+        if self._identity and head_pos == 0 and stream_id != IDENTITY_STREAM:
+            # Under the write lock and in the caller's transaction: exactly one identity, and
+            # never a ledger with content but without it.
+            batch.insert(0, (IDENTITY_STREAM, 1, identity_event()))
+        for stream, version, new in batch:
             position += 1
             data_json = canonical_json(new.data)
-            version = current + offset
             digest = event_hash(
                 prev,
                 position,
                 new.event_id,
-                stream_id,
+                stream,
                 version,
                 new.type,
                 new.schema_version,
@@ -153,7 +168,7 @@ class EventStore:
                 RecordedEvent(
                     position,
                     new.event_id,
-                    stream_id,
+                    stream,
                     version,
                     new.type,
                     new.schema_version,
@@ -168,7 +183,7 @@ class EventStore:
             conn.exec_driver_sql(self._sql_insert, [_row(r) for r in recorded])
         except IntegrityError as exc:  # only reachable if a writer bypassed the lock
             raise ConcurrencyError(stream_id, expected_version, current) from exc
-        return recorded
+        return recorded[len(recorded) - len(new_events) :]
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -181,6 +196,23 @@ class EventStore:
     def head(self) -> Head:
         with self.engine.connect() as conn:
             return self._head(conn)
+
+    def identity(self) -> str | None:
+        """This ledger's id (see `ledger.events.identity_of`); None while it is empty."""
+        return identity_of(next(iter(self.read_all(0, batch=1)), None))
+
+    def hashes_at(self, positions: Sequence[int]) -> dict[int, str]:
+        """The stored hash at each of `positions` that exists (for comparing reported heads)."""
+        wanted = sorted({int(p) for p in positions})
+        found: dict[int, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                rows = conn.execute(
+                    select(events.c.position, events.c.hash).where(events.c.position.in_(chunk))
+                )
+                found.update((int(p), h) for p, h in rows)
+        return found
 
     def stream_version(self, stream_id: str) -> int:
         with self.engine.connect() as conn:
@@ -337,8 +369,12 @@ def open_store(
     clock: Clock = utc_now,
     durability: Durability = "full",
     busy_timeout: float = 60.0,
+    identity: bool = False,
 ) -> EventStore:
     """Open (creating and migrating if needed) the ledger at a SQLAlchemy URL.
+
+    identity=True: the first append to an empty ledger also records a `LedgerCreated` event
+    (position 1) with a random id, the ledger's identity for off-machine anchoring.
 
     durability="full" fsyncs every commit (a paid prediction id survives power loss);
     "normal" survives a crash of the process but may lose the last commits on power loss.
@@ -359,7 +395,7 @@ def open_store(
     except BaseException:
         engine.dispose()
         raise
-    return EventStore(engine, clock=clock)
+    return EventStore(engine, clock=clock, identity=identity)
 
 
 def _sqlite_engine(url: str, durability: Durability, busy_timeout: float) -> Engine:

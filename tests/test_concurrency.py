@@ -20,7 +20,7 @@ import pytest
 from imagen.projections.jobs import table as jobs_index
 from imagen.testing.comfyui import ComfyUIDouble
 from imagen.testing.replicate import ReplicateDouble
-from ledger import open_store
+from ledger import IDENTITY_STREAM, open_store
 from tests.support.cli import Sandbox
 
 # CI runs these; `-m "not slow"` leaves them out of a quick local run.
@@ -132,11 +132,12 @@ def check_ledger(url: str, jobs: int) -> None:
         last: dict[str, tuple[int, str]] = {}
         for e in events:
             last[e.stream_id] = (e.stream_version, e.type)
+        assert last.pop(IDENTITY_STREAM) == (1, "LedgerCreated")
         assert len(last) == jobs
         assert {t for _, t in last.values()} == {"JobSucceeded"}
         # No gaps, no lost events: positions are 1..N and the streams' versions sum to N.
         assert [e.position for e in events] == list(range(1, len(events) + 1))
-        assert sum(v for v, _ in last.values()) == len(events) == report.checked
+        assert sum(v for v, _ in last.values()) + 1 == len(events) == report.checked
     finally:
         store.close()
 

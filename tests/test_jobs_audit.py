@@ -47,7 +47,7 @@ def test_jobs_show_and_audit_of_a_good_ledger(sandbox: Sandbox) -> None:
     assert [e["type"] for e in shown_json["events"]][-1] == "JobSucceeded"
     audit = sandbox.run("audit")
     assert audit.returncode == 0, audit.stdout
-    assert "ok: 8 events verified, 1 images checked" in audit.stdout
+    assert "ok: 9 events verified, 1 images checked" in audit.stdout  # 8 + LedgerCreated
 
 
 def test_unknown_and_ambiguous_ids(sandbox: Sandbox) -> None:
@@ -65,7 +65,8 @@ def test_audit_names_a_deleted_image_and_a_tampered_event(sandbox: Sandbox) -> N
 
     db = sqlite3.connect(sandbox.ledger_url.removeprefix("sqlite:///"))
     db.execute("DROP TRIGGER events_no_update")
-    db.execute("UPDATE events SET data = replace(data, 'a fox', 'a cat') WHERE position = 1")
+    # Position 1 is the ledger's identity (LedgerCreated); the job's request is position 2.
+    db.execute("UPDATE events SET data = replace(data, 'a fox', 'a cat') WHERE position = 2")
     db.execute(
         "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'x'); END"
     )
@@ -74,7 +75,7 @@ def test_audit_names_a_deleted_image_and_a_tampered_event(sandbox: Sandbox) -> N
     audit = sandbox.run("audit", "--json")
     report = json.loads(audit.stdout)
     assert audit.returncode == 4
-    assert {"kind": "chain", "position": 1} in [
+    assert {"kind": "chain", "position": 2} in [
         {k: p.get(k) for k in ("kind", "position")} for p in report["problems"]
     ]
 

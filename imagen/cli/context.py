@@ -42,7 +42,7 @@ def store() -> EventStore:
 
         url = ledger_url(config())
         try:
-            _store = open_store(url, clock=ENV.clock)
+            _store = open_store(url, clock=ENV.clock, identity=True)
         except (LedgerError, DBAPIError, ArgumentError, OSError) as exc:
             raise UserError(
                 f"cannot open the ledger at {_shown(url)}: {_ledger_reason(exc)}",

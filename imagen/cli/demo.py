@@ -42,7 +42,7 @@ def demo(
         raw["backends"]["flux-schnell-local"]["url"] = comfy.url
         raw["output"]["directory"] = str(tmp / "images")
         cfg = parse_config(raw, "demo", {})
-        store = open_store(f"sqlite:///{tmp / 'ledger.db'}", clock=env.clock)
+        store = open_store(f"sqlite:///{tmp / 'ledger.db'}", clock=env.clock, identity=True)
         print(
             "imagen demo: the image comes from a ComfyUI simulator (imagen.testing.comfyui), "
             "not a real model.",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger import open_store
+from ledger import IDENTITY_STREAM, open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,7 +96,8 @@ class Sandbox:
     def job_ids(self) -> list[str]:
         seen: dict[str, None] = {}
         for e in self.events():
-            seen.setdefault(e.stream_id, None)
+            if e.stream_id != IDENTITY_STREAM:
+                seen.setdefault(e.stream_id, None)
         return list(seen)
 
     def types(self, job_id: str) -> list[str]:

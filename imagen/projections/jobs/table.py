@@ -24,7 +24,7 @@ from sqlalchemy import (
 
 from imagen.projections.jobs import fold as projection
 from imagen.projections.jobs.query import CHECKPOINT, TABLE  # noqa: E402
-from ledger import EventStore
+from ledger import IDENTITY_STREAM, EventStore
 
 metadata = MetaData()
 jobs = Table(
@@ -61,11 +61,14 @@ def catch_up(store: EventStore, *, batch: int = 20000) -> int:
     while True:
         after = store.get_checkpoint(CHECKPOINT)
         events = []
+        last = after
         for e in store.read_all(after, batch=batch):
-            events.append(e)
-            if len(events) >= batch:
+            last = e.position
+            if e.stream_id != IDENTITY_STREAM:  # the ledger's own identity is not a job
+                events.append(e)
+            if last - after >= batch:
                 break
-        if not events:
+        if last == after:
             return applied
         with store.transaction() as conn:
             if store.get_checkpoint(CHECKPOINT, conn) != after:
@@ -87,7 +90,7 @@ def catch_up(store: EventStore, *, batch: int = 20000) -> int:
                 conn.execute(insert(jobs), new)
             for k in existing:
                 conn.execute(update(jobs).where(jobs.c.job_id == k).values(rows[k]))
-            store.set_checkpoint(CHECKPOINT, events[-1].position, conn)
+            store.set_checkpoint(CHECKPOINT, last, conn)
         applied += len(events)
 
 
