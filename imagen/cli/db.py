@@ -45,6 +45,19 @@ def upgrade(branch: Literal["ledger", "usage"] = "ledger", /, *, url: str | None
             raise UserError(
                 "no usage database: set [usage] database_url or IMAGEN_USAGE_DATABASE_URL"
             )
+        from imagen.app import usage_db
+
+        result = usage_db.upgrade(target)
+        print("usage at head")
+        if result.grants_applied:
+            print(f"grants to {usage_db.API_ROLE} applied: {usage_db.GRANTS_TEXT}")
+        else:
+            context.err(
+                f"imagen: warning: role {usage_db.API_ROLE} does not exist in this database, so "
+                "it was granted nothing; run `imagen db upgrade usage` again once it exists "
+                "(every Supabase project has it)"
+            )
+        return
     if target.startswith("postgresql://"):
         target = "postgresql+psycopg://" + target.removeprefix("postgresql://")
     engine = create_engine(target)
