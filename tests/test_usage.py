@@ -246,7 +246,7 @@ def test_plain_alembic_upgrade_uses_the_url_from_the_environment(pg_server_url: 
     assert result.returncode == 0, result.stderr
     with psycopg.connect(_libpq(url)) as conn:
         assert conn.execute("SELECT version_num FROM imagen_usage_alembic_version").fetchone() == (
-            "usage_0001",
+            "usage_0002",
         )
 
 

@@ -31,7 +31,8 @@ def audit(
     json_output
         Print one JSON report.
     remote
-        Also compare the chain head with the one last reported to the usage table.
+        Also check this ledger against every chain head reported to Supabase, and that every
+        ledger this machine reported is still where it was, with the same id.
     """
     from imagen.projections.jobs import table as jobs_index
     from imagen.projections.jobs.table import jobs
@@ -90,9 +91,9 @@ def audit(
                         }
                     )
     if remote:
-        from imagen.projections.usage.sync import compare_head
+        from imagen.app.usage_sync import audit_remote
 
-        problems.extend(compare_head(store, context.config(), context.ENV))
+        problems.extend(audit_remote(store, context.config(), context.ENV))
     summary = {
         "ok": not problems,
         "events_verified": report.checked,

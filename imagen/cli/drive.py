@@ -70,10 +70,13 @@ def sync_usage_best_effort(store: Any, cfg: Any) -> None:
     """After a job: send usage with a short timeout; a failure is one warning, never a failed image."""
     if not cfg.usage.supabase_url:
         return
-    from imagen.projections.usage.sync import SyncError, sync
+    from imagen.app.remote import SyncError
+    from imagen.app.usage_sync import AnchorRefused, sync
 
     try:
         sync(store, cfg, context.ENV, timeout_s=3.0)
+    except AnchorRefused as exc:
+        context.err(f"imagen: warning: {exc}")
     except SyncError as exc:
         context.err(
             f"imagen: warning: usage not synced ({exc}); it stays queued for `imagen usage sync`"

@@ -49,10 +49,11 @@ def usage(
     until_t = to_text(parse_moment(until, now, "--until")) if until else None
     keys = list(dict.fromkeys(by or ["backend", "model"]))
     if source == "remote":
-        from imagen.projections.usage import sync as usage_remote
+        from imagen.app.usage_sync import fetch
+        from imagen.projections.usage.sync import group
 
-        rows = usage_remote.fetch(context.config(), context.ENV, since=since_t, until=until_t)
-        data = rows if raw else usage_remote.group(rows, keys)
+        rows = fetch(context.config(), context.ENV, since=since_t, until=until_t)
+        data = rows if raw else group(rows, keys)
     else:
         from imagen.projections.usage import query as usage_query
 
@@ -117,24 +118,26 @@ def _fmt(value: object) -> str:
 
 @usage_app.command
 def sync(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> int:
-    """Send usage rows not yet confirmed by Supabase; report counts.
+    """Send usage rows not yet confirmed by Supabase, then report the ledger's chain head,
+    unless a head reported before no longer holds (exit 4, no head reported).
 
     Parameters
     ----------
     json_output
         Print JSON.
     """
-    from imagen.projections.usage import sync as usage_remote
+    from imagen.app.usage_sync import sync as sync_usage
 
     cfg = context.config()
     if not cfg.usage.supabase_url:
         raise UserError("no Supabase configured: set [usage] supabase_url or SUPABASE_URL")
-    result = usage_remote.sync(context.store(), cfg, context.ENV, timeout_s=30.0)
+    result = sync_usage(context.store(), cfg, context.ENV, timeout_s=30.0)
     if json_output:
         print(json.dumps(result.as_dict()))
     else:
+        head = "reported" if result.head_reported else "already reported"
         print(
             f"sent {result.sent} row(s) in {result.batches} batch(es); "
-            f"{result.pending} pending; ledger head {result.head_position} reported"
+            f"{result.pending} pending; ledger head {result.head_position} {head}"
         )
     return 0

@@ -153,8 +153,8 @@ def bench_sync(tmp: Path) -> None:
     import alembic.command
     from sqlalchemy import create_engine
 
+    from imagen.app import usage_sync as usage_remote
     from imagen.app.config import parse_config
-    from imagen.projections.usage import sync as usage_remote
     from imagen.runner.environment import Environment
     from imagen.testing.postgres import PostgresCluster, PostgresUnavailable
     from imagen.testing.postgrest import PostgrestDouble, ensure_supabase_roles, make_jwt
