@@ -283,3 +283,53 @@ def test_temp_files_left_by_a_kill_are_swept_by_the_next_run_and_by_rebuild(
     rebuilt = sandbox.run("rebuild")
     assert rebuilt.returncode == 0 and not fresh.exists() and notes.exists()
     assert "removed a temp file" in rebuilt.stdout
+
+
+# -- resume --all, escapes -------------------------------------------------------------------
+
+
+def test_resume_all_resumes_each_job_on_its_own_and_exits_with_the_most_severe_code(
+    sandbox: Sandbox, echo_server
+) -> None:  # type: ignore[no-untyped-def]
+    crash = {"IMAGEN_CRASH_AFTER": "RequestSent"}
+    token_config = (sandbox.root / "config.toml").read_text()
+    sandbox.write_backend("echo", "echo", url=echo_server.url)  # the same backend, no token_env
+    assert sandbox.run("generate", "needs nothing", env=crash).returncode != 0
+    sandbox.write_config(token_config)
+    # newest first: the job that cannot run comes first and must not stop the other
+    assert sandbox.run("generate", "needs a token", env=crash).returncode != 0
+    listed = sandbox.run("jobs", "--status", "interrupted").stdout
+    assert "needs a token" in listed and "needs nothing" in listed
+    resumed = sandbox.run("resume", "--all", env={"ECHO_TOKEN": ""})
+    assert "Traceback" not in resumed.stderr
+    assert resumed.returncode == 2, resumed.stderr  # the missing credential, whatever the order
+    assert "ECHO_TOKEN" in resumed.stderr
+    assert "needs nothing" in sandbox.run("jobs", "--status", "succeeded").stdout
+    assert "needs a token" in sandbox.run("jobs", "--status", "interrupted").stdout
+
+
+def test_most_severe_exit_code() -> None:
+    from imagen.app.exit_codes import ExitCode, most_severe
+
+    assert most_severe(ExitCode.OK, ExitCode.JOB_FAILED) == ExitCode.JOB_FAILED
+    assert most_severe(ExitCode.JOB_FAILED, ExitCode.BAD_INPUT) == ExitCode.BAD_INPUT
+    assert most_severe(ExitCode.LEDGER_ERROR, ExitCode.CONFLICT) == ExitCode.LEDGER_ERROR
+    assert most_severe(ExitCode.OK, ExitCode.OK) == ExitCode.OK
+
+
+HOSTILE_PROMPT = "cat \x1b]0;pwned\x07\x1b[2J\x1b[1A\u202eevil\x9b31m done"
+
+
+def test_jobs_and_show_print_control_characters_escaped(sandbox: Sandbox) -> None:
+    assert sandbox.run("generate", HOSTILE_PROMPT).returncode == 0
+    listed = sandbox.run("jobs")
+    shown = sandbox.run("show", sandbox.only_job())
+    for out in (listed.stdout, shown.stdout):
+        assert not any(c in out for c in "\x1b\x07\u202e\x9b"), repr(out)
+    assert "cat \\e]0;pwned\\x07\\e[2J" in listed.stdout
+    assert "prompt: cat \\e]0;pwned\\x07\\e[2J\\e[1A\\u202eevil\\x9b31m done" in shown.stdout
+    # JSON keeps the prompt exactly (escaped by JSON itself)
+    import json
+
+    [row] = [json.loads(line) for line in sandbox.run("jobs", "--json").stdout.splitlines()]
+    assert row["prompt"] == HOSTILE_PROMPT

@@ -14,3 +14,25 @@ class ExitCode(IntEnum):
     LEDGER_ERROR = 7  # the ledger cannot be opened (schema too new, unreachable database)
     INTERRUPTED = 130  # Ctrl-C: the job was cancelled
     TERMINATED = 143  # SIGTERM/SIGHUP: the job is interrupted and can be resumed
+
+
+# What `resume --all` exits with when its jobs ended differently: the code most in need of a
+# person, first. A ledger that fails outranks everything; a plain job failure only NOT_FOUND.
+SEVERITY = (
+    ExitCode.TERMINATED,
+    ExitCode.INTERRUPTED,
+    ExitCode.LEDGER_ERROR,
+    ExitCode.AUDIT_FAILED,
+    ExitCode.BACKEND_UNAVAILABLE,
+    ExitCode.BAD_INPUT,
+    ExitCode.CONFLICT,
+    ExitCode.JOB_FAILED,
+    ExitCode.NOT_FOUND,
+    ExitCode.OK,
+)
+
+
+def most_severe(a: int, b: int) -> ExitCode:
+    rank = {code: n for n, code in enumerate(SEVERITY)}
+    ca, cb = ExitCode(a), ExitCode(b)
+    return ca if rank[ca] <= rank[cb] else cb

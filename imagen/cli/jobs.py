@@ -10,6 +10,7 @@ from cyclopts import Parameter
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
 from imagen.cli import context
+from imagen.cli.safe import printable
 
 STATUSES = ("running", "interrupted", "succeeded", "failed", "cancelled")
 
@@ -86,11 +87,15 @@ def jobs(
             )
         else:
             cost = f"${r['cost_usd']:.3f}" if r["cost_usd"] is not None else "-"
-            prompt = (r["prompt"] or "").replace("\n", " ")
+            prompt = printable((r["prompt"] or "").replace("\n", " "))
             prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
             print(
-                f"{r['job_id'][:8]}  {r['created_at'][:19].replace('T', ' ')}  {r['status']:<11} "
-                f"{r['backend'] or '-':<22} {(r['model'] or '-')[-30:]:<30} {cost:>7}  {prompt}"
+                printable(
+                    f"{r['job_id'][:8]}  {r['created_at'][:19].replace('T', ' ')}  "
+                    f"{r['status']:<11} {r['backend'] or '-':<22} "
+                    f"{(r['model'] or '-')[-30:]:<30} {cost:>7}  "
+                )
+                + prompt
             )
 
 
@@ -123,11 +128,11 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
         print(json.dumps({"job_id": state.job_id, "status": _status(state), "events": rows}))
         return
     req = state.request
-    print(f"job {state.job_id}  {_status(state)}")
+    print(printable(f"job {state.job_id}  {_status(state)}"))
     if req:
-        print(f"prompt: {req.prompt}")
+        print(f"prompt: {printable(req.prompt)}")
     for r in rows:
-        print(f"  +{r['t']:8.3f}s  {r['text']}")
+        print(f"  +{r['t']:8.3f}s  {printable(r['text'])}")
 
 
 def _status(state) -> str:  # type: ignore[no-untyped-def]
@@ -159,14 +164,11 @@ def resume(
     json_output
         One JSON object per job.
     """
+    from imagen.app.exit_codes import most_severe
     from imagen.app.outcome import resolve_job_id
-    from imagen.app.sidecars import write_sidecar
-    from imagen.cli.drive import drive, report, sync_usage_best_effort
-    from imagen.core.events import ForceNewRequested
+    from imagen.cli.drive import sync_usage_best_effort
     from imagen.projections.jobs import query as jobs_query
     from imagen.projections.jobs import table as jobs_index
-    from imagen.runner.liveness import job_owner_alive as owner_alive
-    from imagen.runner.load import load
 
     if bool(job_id) == all_:
         raise UserError("give a job id or --all")
@@ -181,26 +183,53 @@ def resume(
         ids = [resolve_job_id(store, job_id or "")]
     worst = ExitCode.OK
     for jid in ids:
-        state = load(store, jid)
-        if state.finished:
-            write_sidecar(state)
-            context.err(f"imagen: job {jid} already {state.status}")
-            code = report(state, json_output=json_output)
-        elif owner_alive(state, context.ENV):
-            claim = state.claim
-            assert claim is not None
+        try:
+            code = _resume_one(store, jid, force_new=force_new, json_output=json_output)
+        except UserError as exc:
+            if not all_:
+                raise
+            # Each job on its own: one that halts or cannot run does not stop the rest.
+            message = str(exc) if str(exc).startswith(f"job {jid}") else f"job {jid}: {exc}"
+            context.err(f"imagen: error: {message}")
+            code = exc.code
+        except Exception as exc:
+            if not all_ or context.ledger_failure(exc) is not None:
+                raise  # the ledger itself failed: no other job can be recorded either
             context.err(
-                f"imagen: error: job {jid} is being driven by pid {claim.pid} on {claim.host}; "
-                "not resuming it twice"
+                f"imagen: error: job {jid} could not be resumed ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); it stays interrupted"
             )
-            code = ExitCode.CONFLICT
-        else:
-            extra = [ForceNewRequested("--force-new")] if force_new else []
-            state = drive(store, jid, state=state, resumed=True, extra=extra)
-            code = report(state, json_output=json_output)
-        worst = code if worst == ExitCode.OK else worst
+            code = ExitCode.JOB_FAILED
+        worst = most_severe(worst, code)
     if all_ and not ids:
         context.err("imagen: no interrupted jobs")
     if ids:
         sync_usage_best_effort(store, context.config())
     return int(worst)
+
+
+def _resume_one(store, jid: str, *, force_new: bool, json_output: bool) -> ExitCode:  # type: ignore[no-untyped-def]
+    from imagen.app.sidecars import write_sidecar
+    from imagen.cli.drive import drive, report
+    from imagen.core.events import ForceNewRequested
+    from imagen.runner.liveness import job_owner_alive as owner_alive
+    from imagen.runner.load import load
+
+    state = load(store, jid)
+    if state.finished:
+        write_sidecar(state)
+        context.err(f"imagen: job {jid} already {state.status}")
+        code = report(state, json_output=json_output)
+    elif owner_alive(state, context.ENV):
+        claim = state.claim
+        assert claim is not None
+        context.err(
+            f"imagen: error: job {jid} is being driven by pid {claim.pid} on {claim.host}; "
+            "not resuming it twice"
+        )
+        code = ExitCode.CONFLICT
+    else:
+        extra = [ForceNewRequested("--force-new")] if force_new else []
+        state = drive(store, jid, state=state, resumed=True, extra=extra)
+        code = report(state, json_output=json_output)
+    return code
