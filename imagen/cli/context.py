@@ -161,7 +161,10 @@ def usage_reader() -> Any:
 
 
 def err(message: str) -> None:
-    print(message, file=ENV.stderr)
+    from imagen.cli.safe import printable
+
+    # Messages quote servers and the ledger: never let them drive the terminal.
+    print(printable(message), file=ENV.stderr)
 
 
 def run_guarded(call: Callable[[], Any]) -> int:
