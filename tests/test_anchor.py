@@ -126,7 +126,7 @@ def _ledger_id(box: Sandbox) -> set[str]:
     return {"replaced"}
 
 
-def _generate_and_sync(box: Sandbox, n: int = 3) -> None:
+def _generate_and_sync(box: Sandbox, n: int = 2) -> None:
     for i in range(n):
         result = box.run("generate", f"{PROMPT} {i}")
         assert result.returncode == 0, result.stderr

@@ -8,7 +8,7 @@ class ExitCode(IntEnum):
     JOB_FAILED = 1  # the backend ran and the job failed (or was cancelled on timeout)
     BAD_INPUT = 2  # bad arguments or configuration: nothing was recorded or written
     BACKEND_UNAVAILABLE = 3  # unreachable, unauthorised, out of credit, models missing
-    AUDIT_FAILED = 4  # audit or rebuild found a problem
+    AUDIT_FAILED = 4  # audit or rebuild found a problem; usage sync refused to report a head
     CONFLICT = 5  # the job is driven by a live process, or a resume needs --force-new
     NOT_FOUND = 6  # no job matches the id
     LEDGER_ERROR = 7  # the ledger cannot be opened (schema too new, unreachable database)

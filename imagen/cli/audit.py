@@ -31,8 +31,7 @@ def audit(
     json_output
         Print one JSON report.
     remote
-        Also check this ledger against every chain head reported to Supabase, and that every
-        ledger this machine reported is still where it was, with the same id.
+        Also check every chain head reported to Supabase and this machine's reported ledgers.
     """
     from imagen.projections.jobs import table as jobs_index
     from imagen.projections.jobs.table import jobs
