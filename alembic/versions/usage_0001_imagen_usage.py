@@ -44,7 +44,9 @@ def upgrade() -> None:
         sa.Column("caller", sa.Text),
         schema="mai",
     )
-    op.create_index("imagen_usage_created_at_idx", "imagen_usage", [sa.text("created_at DESC")], schema="mai")
+    op.create_index(
+        "imagen_usage_created_at_idx", "imagen_usage", [sa.text("created_at DESC")], schema="mai"
+    )
     op.create_index("imagen_usage_caller_idx", "imagen_usage", ["caller"], schema="mai")
     op.create_table(
         "imagen_ledger_heads",
