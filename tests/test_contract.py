@@ -10,6 +10,7 @@ import pytest
 
 from imagen.core.actions import HttpRequest, Record, StoreImage
 from imagen.core.events import (
+    ImageStored,
     JobRequested,
     JobSucceeded,
     RequestFailed,
@@ -64,9 +65,10 @@ def test_two_failures_fail_the_job_with_exit_1(sandbox: Sandbox, echo_server: Ec
     result = sandbox.run("generate", "fail me")
     assert result.returncode == 1
     assert "render failed: HTTP 503" in result.stderr
-    assert (
-        not list((sandbox.root / "out").glob("*.png")) if (sandbox.root / "out").exists() else True
-    )
+    # Nothing written anywhere in the sandbox (where a success writes its image and sidecar),
+    # and the ledger agrees.
+    assert not [p for p in sandbox.root.rglob("*") if p.suffix in (".png", ".json")]
+    assert "ImageStored" not in sandbox.types(sandbox.only_job())
 
 
 @pytest.mark.parametrize(
@@ -138,4 +140,13 @@ def test_decide_is_pure_and_follows_the_events() -> None:
     assert isinstance(store, StoreImage) and store.dest == "/tmp/o.png"
     # A request recorded as sent but never answered: the process died; rendering is free.
     assert isinstance(echo.decide(_state(REQ, sent)), HttpRequest)
-    assert not isinstance(echo.decide(_state(REQ, sent, ok)), JobSucceeded)
+    # Success is recorded only once the image is stored, never on the render's answer alone.
+    for history in ((REQ,), (REQ, sent), (REQ, sent, failed), (REQ, sent, ok)):
+        action = echo.decide(_state(*history))
+        assert not isinstance(action, Record) or not any(
+            isinstance(e, JobSucceeded) for e in action.events
+        ), history
+    stored = ImageStored("/tmp/o.png", "ab" * 32, 10, "png", 64, 64)
+    assert echo.decide(_state(REQ, sent, ok, stored)) == Record(
+        (JobSucceeded({"path": "/tmp/o.png", "sha256": "ab" * 32}),)
+    )

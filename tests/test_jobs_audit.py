@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ledger import NewEvent
 from tests.support.cli import Sandbox
 from tests.support.echo import EchoServer
 
@@ -52,7 +53,28 @@ def test_jobs_show_and_audit_of_a_good_ledger(sandbox: Sandbox) -> None:
 
 def test_unknown_and_ambiguous_ids(sandbox: Sandbox) -> None:
     _generate(sandbox)
+    [real] = sandbox.job_ids()
     assert sandbox.run("show", "zzzz").returncode == 6
+    unknown = "0000ffff" if not real.startswith("0000ffff") else "ffff0000"
+    assert sandbox.run("show", unknown).returncode == 6
+    # Two more jobs whose ids share a prefix (ids are random, so write them into the ledger).
+    store = sandbox.store()
+    try:
+        requested = store.read_stream(real)[0]
+        for twin in ("abcabc0000000001", "abcabc0000000002"):
+            store.append(
+                twin,
+                [NewEvent(requested.type, requested.data, requested.schema_version)],
+                expected_version=0,
+            )
+    finally:
+        store.close()
+    ambiguous = sandbox.run("show", "abcabc")
+    assert ambiguous.returncode == 2, ambiguous.stderr
+    assert "matches several jobs" in ambiguous.stderr
+    one = sandbox.run("show", "abcabc0000000002", "--json")
+    assert one.returncode == 0, one.stderr
+    assert json.loads(one.stdout)["job_id"] == "abcabc0000000002"
 
 
 def test_audit_names_a_deleted_image_and_a_tampered_event(sandbox: Sandbox) -> None:

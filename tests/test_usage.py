@@ -111,15 +111,18 @@ def test_a_generated_image_lands_once_with_only_the_prompt_hash(
     assert json.loads(again.stdout)["sent"] == 0
     assert _posts(supa) == posts  # nothing sent twice
     local = json.loads(box.run("usage", "--json").stdout)
+    sidecar = json.loads(Path(f"{result.stdout.strip()}.json").read_text())
     assert local == [
         {
             "backend": "echo",
             "model": "echo",
             "images": 1,
             "cost_usd": 0.003,
-            "mean_latency_ms": local[0]["mean_latency_ms"],
+            # One job: its latency as the sidecar and the remote row recorded it.
+            "mean_latency_ms": sidecar["latency_ms"],
         }
     ]
+    assert sidecar["latency_ms"] > 0 and row[5] == sidecar["latency_ms"]
     remote = json.loads(box.run("usage", "--source", "remote", "--by", "caller", "--json").stdout)
     assert remote[0]["caller"] == "agent-7" and remote[0]["images"] == 1
     assert box.run("audit", "--remote").returncode == 0
