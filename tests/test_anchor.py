@@ -374,3 +374,86 @@ def test_an_existing_deployment_upgrades_and_keeps_its_reported_heads(
         assert heads[0][3] is None and heads[1][3] == str(
             Path(box.ledger_url.removeprefix("sqlite:///")).resolve()
         )
+
+
+# -- the decision alone (pure) -----------------------------------------------------------------
+
+_HERE = dict(ledger_id="L", machine="m", location="/l.db", head_position=10, head_hash="h10")
+
+
+def _r(position: int, digest: str, ledger_id: str = "L", location: str | None = "/l.db"):  # type: ignore[no-untyped-def]
+    from imagen.projections.usage.sync import Reported
+
+    return Reported(ledger_id, "m", location, position, digest, "2026-11-25T00:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("reported", "local", "problems"),
+    [
+        ([], {}, []),
+        ([_r(4, "h4"), _r(10, "h10")], {4: "h4", 10: "h10"}, []),
+        ([_r(4, "h4"), _r(8, "h8")], {4: "h4", 8: "x8"}, ["rewritten"]),
+        ([_r(4, "h4"), _r(8, "h8")], {4: "x4", 8: "x8"}, ["rewritten"]),  # names position 4
+        ([_r(12, "h12")], {}, ["removed"]),
+        ([_r(4, "h4"), _r(12, "h12")], {4: "x4"}, ["rewritten", "removed"]),
+        ([_r(4, "h4", ledger_id="other")], {}, []),  # another ledger's heads are not compared
+    ],
+)
+def test_every_reported_head_must_still_be_in_the_chain(
+    reported: list, local: dict[int, str], problems: list[str]
+) -> None:
+    from imagen.projections.usage.sync import Here, head_findings
+
+    found = head_findings(Here(**_HERE), reported, local)
+    assert [f.problem for f in found] == problems
+    if problems[:1] == ["rewritten"]:
+        assert found[0].position == min(
+            r.position for r in reported if local.get(r.position) != r.hash
+        )
+
+
+@pytest.mark.parametrize(
+    ("here", "elsewhere", "found_at", "problems"),
+    [
+        ({}, [], {}, []),
+        ({}, [_r(3, "a", ledger_id="OLD")], {}, ["replaced"]),  # same place, new id
+        ({"ledger_id": None}, [_r(3, "a", ledger_id="OLD")], {}, ["replaced"]),  # now empty
+        ({}, [_r(3, "a", "OLD", "/old.db")], {"/old.db": None}, ["gone"]),
+        ({}, [_r(3, "a", "OLD", "/old.db")], {"/old.db": "NEW"}, ["replaced"]),
+        ({}, [_r(3, "a", "OLD", "/old.db")], {"/old.db": "OLD"}, []),  # still there
+        ({}, [_r(3, "a", "OLD", "/pg")], {}, []),  # elsewhere and not checkable
+        ({}, [_r(3, "a", "OLD", None)], {}, []),  # reported before locations were recorded
+        ({}, [_r(3, "a", "OLD"), _r(5, "b", "OLD")], {}, ["replaced"]),  # one per ledger
+    ],
+)
+def test_a_ledger_this_machine_reported_must_still_be_where_it_was(
+    here: dict, elsewhere: list, found_at: dict, problems: list[str]
+) -> None:
+    from imagen.projections.usage.sync import Here, place_findings
+
+    assert [f.problem for f in place_findings(Here(**{**_HERE, **here}), elsewhere, found_at)] == (
+        problems
+    )
+
+
+def test_only_a_new_head_is_reported_and_hostile_rows_are_not_heads() -> None:
+    from imagen.projections.usage.sync import Here, Reported, needs_report, unanchored
+
+    here = Here(**_HERE)
+    assert needs_report(here, None) and needs_report(here, _r(4, "h4"))
+    assert not needs_report(here, _r(10, "h10"))
+    assert not needs_report(Here(**{**_HERE, "ledger_id": None}), None)
+    assert [f.problem for f in unanchored(here, [])] == ["unanchored"]
+    assert unanchored(here, [_r(4, "h4")]) == []
+    good = {"ledger_id": "L", "machine": "m", "location": None, "position": 3, "hash": "h"}
+    assert Reported.from_row(good) is not None
+    for bad in (
+        {**good, "position": "3"},
+        {**good, "position": True},
+        {**good, "position": 0},
+        {**good, "hash": None},
+        {**good, "location": 5},
+        {k: v for k, v in good.items() if k != "ledger_id"},
+        ["not", "a", "row"],
+    ):
+        assert Reported.from_row(bad) is None, bad  # type: ignore[arg-type]
