@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
+from imagen.core.inputs import BadInput
 from imagen.runner.environment import Environment
 
 if TYPE_CHECKING:
@@ -173,6 +174,9 @@ def run_guarded(call: Callable[[], Any]) -> int:
     except UserError as exc:
         err(f"imagen: error: {exc}")
         return int(exc.code)
+    except BadInput as exc:  # the pure core's one-line "fix this input" (it knows no UserError)
+        err(f"imagen: error: {exc}")
+        return int(ExitCode.BAD_INPUT)
     except KeyboardInterrupt:
         err("imagen: interrupted")
         return int(ExitCode.INTERRUPTED)

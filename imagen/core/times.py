@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from imagen.app.errors import UserError
+from imagen.core.inputs import BadInput
 
 _AGE = re.compile(r"^(\d+)([dhm])$")
 
@@ -18,7 +18,7 @@ def parse_moment(text: str, now: datetime, flag: str = "--since") -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise UserError(
+        raise BadInput(
             f"{flag} {text!r}: use a date (2026-11-01), a time "
             "(2026-11-01T12:00) or an age (7d, 24h, 30m)"
         ) from None
