@@ -275,3 +275,216 @@ def test_bearer_token_for_a_proxy_is_sent_and_never_recorded(tmp_path: Path) -> 
         assert comfy.executed == 1
         assert token not in box.ledger_text()
         assert token not in Path(f"{result.stdout.strip()}.json").read_text()
+
+
+# -- issue 11: ComfyUI as it really behaves ---------------------------------------------------
+
+
+def post_other_prompt(comfy: ComfyUIDouble, prompt_id: str) -> None:
+    """Another client's prompt (no websocket), so imagen's prompt waits in the queue."""
+    import urllib3
+
+    from imagen.backends.comfyui import flux_schnell_graph
+
+    graph = flux_schnell_graph(
+        "other", {"width": 256, "height": 256, "seed": 1, "steps": 2}, {}, "other"
+    )
+    reply = urllib3.PoolManager().request(
+        "POST",
+        f"{comfy.url}/prompt",
+        body=json.dumps({"prompt": graph, "prompt_id": prompt_id}).encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=5.0,
+    )
+    assert reply.status == 200, reply.data
+
+
+def after_claim(events: list, n: int = -1) -> list:
+    """Events after the n-th RunnerClaimed (the last one by default)."""
+    claims = [i for i, e in enumerate(events) if e.type == "RunnerClaimed"]
+    return events[claims[n] + 1 :]
+
+
+def test_ctrl_c_on_a_pending_prompt_deletes_it_from_the_queue(
+    box: Sandbox, comfy: ComfyUIDouble
+) -> None:
+    comfy.hold_next()
+    post_other_prompt(comfy, "other-prompt")
+    comfy.wait_until(lambda c: c.held == "other-prompt", timeout=30)
+    proc = box.popen("generate", "wait your turn")
+    # Queued behind it and accepted (system_stats is asked right after acceptance is recorded).
+    comfy.wait_until(lambda c: c.submitted == 2 and ("GET", "/system_stats") in c.requests)
+    job_id = only_job(box)
+    mine = next(e.data["remote_id"] for e in box.events(job_id) if e.type == "RemoteJobAccepted")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    last = box.events(job_id)[-1]
+    assert last.type == "JobCancelled" and last.data["remote_cancelled"] is True
+    assert "deleted" in last.data["detail"] and "deleted" in err
+    assert ("POST", "/queue") in comfy.requests and ("POST", "/interrupt") not in comfy.requests
+    comfy.release()
+    comfy.wait_until(lambda c: c.history("other-prompt") is not None, timeout=30)
+    assert comfy.history(mine) is None and comfy.executed == 1  # ours never ran
+
+
+def test_a_network_blip_after_acceptance_is_not_terminal(
+    box: Sandbox, comfy: ComfyUIDouble
+) -> None:
+    comfy.step_time = 0.05
+    proc = box.popen("generate", "through the blip", "--steps", "20", "--size", "256x256")
+    comfy.wait_until(lambda c: any(k == "progress" for k, _ in _all_events(c)), timeout=30)
+    comfy.go_offline()
+    running = comfy.running
+    assert running is not None
+    comfy.wait_until(lambda c: c.history(running) is not None, timeout=30)  # done meanwhile
+    tries = lambda: sum(  # noqa: E731
+        1
+        for e in box.events(only_job(box))
+        if e.type == "RequestFailed" and e.data["purpose"] == "stream"
+    )
+    comfy.wait_until(lambda c: tries() >= 2, timeout=30)  # each try is an event
+    comfy.go_online()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    events = box.events(only_job(box))
+    assert [e.data["reason"] for e in events if e.type == "StreamClosed"] == ["dropped"]
+    assert "JobFailed" not in [e.type for e in events]
+    assert comfy.executed == 1 and comfy.submitted == 1
+    check_image(box, out.strip(), (256, 256))
+
+
+def _all_events(comfy: ComfyUIDouble) -> list:
+    return [ev for pid in list(comfy._events) for ev in comfy.events_for(pid)]
+
+
+def test_unreachable_past_the_deadline_leaves_the_job_resumable(
+    tmp_path: Path, comfy: ComfyUIDouble
+) -> None:
+    box = make_box(tmp_path, comfy.url, timeout_s=2)
+    comfy.hold_next()
+    proc = box.popen("generate", "long outage", "--size", "256x256")
+    comfy.wait_until(lambda c: c.held is not None, timeout=30)
+    comfy.go_offline()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err  # interrupted (resumable), not failed
+    assert "imagen resume" in err and "out of reach" in err
+    job_id = only_job(box)
+    assert box.events(job_id)[-1].type == "JobInterrupted"
+    comfy.go_online()
+    comfy.release()
+    result = box.run("resume", job_id)
+    assert result.returncode == 0, result.stderr
+    assert comfy.executed == 1 and comfy.submitted == 1
+    check_image(box, result.stdout.strip(), (256, 256))
+
+
+def test_resume_after_comfyui_restarted_submits_again(box: Sandbox, comfy: ComfyUIDouble) -> None:
+    comfy.hold_next()
+    proc = box.popen("generate", "lost in a restart", "--size", "256x256")
+    # Accepted (system_stats is asked right after RemoteJobAccepted is recorded), then killed.
+    comfy.wait_until(lambda c: c.held is not None and ("GET", "/system_stats") in c.requests)
+    lost = comfy.held
+    proc.kill()
+    proc.communicate(timeout=30)
+    comfy.restart()
+    job_id = only_job(box)
+    result = box.run("resume", job_id)
+    assert result.returncode == 0, result.stderr
+    events = box.events(job_id)
+    assert [e.data["decision"] for e in events if e.type == "LookupConcluded"] == ["resubmit"]
+    accepted = [e.data["remote_id"] for e in events if e.type == "RemoteJobAccepted"]
+    assert len(accepted) == 2 and accepted[0] == lost and accepted[1] != lost
+    assert not any(e.type in ("CancelRequested", "JobCancelled") for e in events)
+    sidecar = check_image(box, result.stdout.strip(), (256, 256))
+    assert sidecar["prediction_id"] == accepted[1] and sidecar["result"]["attempts"] == 2
+    assert comfy.executed == 1
+
+
+def test_resume_reopens_the_websocket_and_records_compactly(
+    box: Sandbox, comfy: ComfyUIDouble
+) -> None:
+    comfy.hold_at_step(30)
+    proc = box.popen("generate", "long job", "--steps", "100", "--size", "256x256")
+    comfy.wait_until(lambda c: c.held is not None, timeout=30)
+    proc.kill()
+    proc.communicate(timeout=30)
+    job_id = only_job(box)
+    resume = box.popen("resume", job_id)
+    comfy.wait_until(lambda c: ("GET", "/queue") in c.requests, timeout=30)  # located it
+    comfy.release()
+    out, err = resume.communicate(timeout=60)
+    assert resume.returncode == 0, err
+    events = box.events(job_id)
+    resumed = after_claim(events)
+    types = [e.type for e in resumed]
+    assert "StreamOpened" in types and "ProgressObserved" in types  # progress as a first run
+    polls = [e for e in resumed if e.type == "RequestSent" and e.data["purpose"] == "history"]
+    assert len(polls) <= 2  # the end is pushed; /history is read once it is done
+    assert len(events) <= 60, [e.type for e in events]
+    assert comfy.executed == 1
+
+
+def test_a_custom_model_free_workflow_records_the_workflow_and_shows_its_nodes(
+    tmp_path: Path, comfy: ComfyUIDouble
+) -> None:
+    graph = {
+        "1": {"class_type": "PrimitiveString", "inputs": {"value": "{{prompt}}"}},
+        "2": {"class_type": "StringLength", "inputs": {"string": ["1", 0]}},
+        "3": {
+            "class_type": "EmptyImage",
+            "inputs": {
+                "width": "{{width}}",
+                "height": "{{height}}",
+                "batch_size": 4,
+                "color": ["2", 0],
+            },
+        },
+        "4": {
+            "class_type": "ImageAddNoise",
+            "inputs": {"image": ["3", 0], "seed": "{{seed}}", "strength": 0.5},
+        },
+        "7": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["4", 0]}},
+        "8": {
+            "class_type": "ImageFromBatch",
+            "inputs": {"image": ["4", 0], "batch_index": 0, "length": 1},
+        },
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "x"}},
+    }
+    workflow = tmp_path / "noise.json"
+    workflow.write_text(json.dumps(graph))
+    box = make_box(tmp_path, comfy.url, workflow=str(workflow))
+    result = box.run("generate", "model free", "--size", "100x72")  # not multiples of 16
+    assert result.returncode == 0, result.stderr
+    sidecar = check_image(box, result.stdout.strip(), (100, 72))
+    digest = hashlib.sha256(workflow.read_bytes()).hexdigest()
+    assert sidecar["model"] == f"workflow noise.json (sha256 {digest[:12]})"
+    assert sidecar["result"]["workflow"] == {"file": "noise.json", "sha256": digest}
+    assert "flux1-schnell" not in json.dumps(sidecar)
+    listed = box.run("jobs", "--json")
+    assert "workflow noise.json" in listed.stdout
+    progress = [
+        (e.data["status"], e.data["step"], e.data["total"])
+        for e in box.events(only_job(box))
+        if e.type == "ProgressObserved"
+    ]
+    assert progress[0][0] == "SaveImageWebsocket" and progress[-1][1:] == (4, 4)
+
+
+def test_system_stats_metadata_and_asked_again_on_resume(
+    box: Sandbox, comfy: ComfyUIDouble
+) -> None:
+    comfy.fail_next("system_stats", status=500)
+    crashed = box.run(
+        "generate", "stats", "--size", "256x256", env={"IMAGEN_CRASH_AFTER": "ProgressObserved"}
+    )
+    assert crashed.returncode == -signal.SIGKILL
+    result = box.run("resume", only_job(box))
+    assert result.returncode == 0, result.stderr
+    meta = check_image(box, result.stdout.strip(), (256, 256))["result"]
+    assert meta["device"] == {
+        "name": "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync",
+        "type": "cuda",
+    }
+    assert meta["comfyui_version"] == "0.3.64"
+    assert meta["vram_total_mib"] == 24 * 1024 and meta["vram_used_mib"] > 0

@@ -312,7 +312,7 @@ def test_a_custom_workflow_records_its_file_and_sha256() -> None:
     job = Job(workflow="/home/me/flows/mine.json", workflow_content=text)
     info = comfyui.workflow_info(job.state.request.backend_config)  # type: ignore[union-attr]
     assert info is not None and info["file"] == "mine.json" and len(info["sha256"]) == 64
-    assert comfyui.model_name(job.state.request.backend_config).startswith(  # type: ignore[union-attr]
+    assert comfyui.describe_model(job.state.request.backend_config).startswith(  # type: ignore[union-attr]
         "workflow mine.json (sha256 "
     )
 

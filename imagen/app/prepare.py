@@ -79,7 +79,7 @@ def prepare(
     request = JobRequested(
         backend=backend.name,
         backend_type=backend.type,
-        model=backend.model,
+        model=module.describe_model(options, backend.model),
         prompt=inputs.prompt,
         params=params,
         backend_config=options,

@@ -160,7 +160,7 @@ def workflow_info(options: Mapping[str, Any]) -> dict[str, str] | None:
     return {"file": name, "sha256": hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()}
 
 
-def model_name(options: Mapping[str, Any], configured: str | None = None) -> str:
+def describe_model(options: Mapping[str, Any], configured: str | None = None) -> str:
     """What ran: the workflow (a custom graph picks its own models), else the FLUX UNet file."""
     info = workflow_info(options)
     if info is not None:
@@ -1330,7 +1330,7 @@ def _result(state: JobState) -> dict[str, Any]:
     )
     workflow = workflow_info(cfg)
     return {
-        "model": model_name(cfg),
+        "model": describe_model(cfg),
         "workflow": workflow or "flux-schnell",
         "seed_used": req.params.get("seed"),
         "latency_ms": latency,

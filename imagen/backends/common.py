@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -95,3 +96,8 @@ def since_claim(state: JobState, kind: type) -> list[Recorded]:
 def no_stream(context: dict[str, Any], frame: str | bytes) -> FrameOutcome:
     """interpret_frame for adapters that never ask to follow a stream: stop at once."""
     return FrameOutcome(dict(context), done=True)
+
+
+def configured_model(options: Mapping[str, Any], configured: str) -> str:
+    """model_name for adapters whose model is what the config names."""
+    return configured

@@ -80,6 +80,11 @@ class Backend(Protocol):
         progress to show, whether following is done. Pure; never raises."""
         ...
 
+    def describe_model(self, options: Mapping[str, Any], configured: str) -> str:
+        """What the job's model column and sidecar call the model, given the options as
+        recorded (with FILE_OPTIONS' contents) and the model the config names."""
+        ...
+
     def normalise(self, inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, Any]:
         """The request's params (seed, width, height, steps, output_format, extra...), or
         BadInput naming what to fix."""

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from imagen.backends.common import (
     config_of,
+    configured_model,
     exchanges,
     no_stream,
     pending_retry,
@@ -127,6 +128,7 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
 FILE_OPTIONS: tuple[str, ...] = ()
 # What decide reads (Retry-After) and what explains a rate limit or a sync wait in an audit.
 interpret_frame = no_stream  # Replicate is polled, never streamed
+describe_model = configured_model
 RECORDED_HEADERS = frozenset(
     {
         "content-type",

@@ -963,6 +963,7 @@ class ComfyUIDouble:
         self._held: str | None = None
         self._closed = False
         self._offline = False
+        self._hold_step: int | None = None
 
         self._loop = asyncio.new_event_loop()
         self._wake = asyncio.Event()
@@ -1089,6 +1090,12 @@ class ComfyUIDouble:
         run, right after execution_cached) until release() or an interrupt."""
         with self._lock:
             self._holds += 1
+
+    def hold_at_step(self, step: int) -> None:
+        """Park the next sampler run after its `step`-th step until release() or an interrupt
+        (a long job caught mid-way, deterministically)."""
+        with self._lock:
+            self._hold_step = step
 
     def release(self) -> None:
         """Let the held execution go on; with none held yet, cancel one pending hold."""
@@ -2083,6 +2090,11 @@ class ComfyUIDouble:
             await self._progress_state(run, node_id, step, steps, "running")
             await self._send("progress", data, run.client_id)
             run.progress_sent += 1
+            if self._hold_step == step:
+                with self._lock:
+                    self._hold_step = None
+                    self._holds += 1
+                await self._maybe_hold(run)
             if run.drop_after is not None and run.progress_sent >= run.drop_after:
                 run.drop_after = None
                 await self._drop_client(run.client_id, run.drop_abrupt)

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from imagen.backends.common import (
+    configured_model,
     exchanges,
     last_exchange,
     no_stream,
@@ -41,6 +42,7 @@ DEFAULT_MODEL = "echo"
 FILE_OPTIONS: tuple[str, ...] = ()
 RECORDED_HEADERS = frozenset({"content-type"})
 interpret_frame = no_stream
+describe_model = configured_model
 
 
 def register() -> None:
