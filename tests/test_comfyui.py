@@ -488,3 +488,43 @@ def test_system_stats_metadata_and_asked_again_on_resume(
     }
     assert meta["comfyui_version"] == "0.3.64"
     assert meta["vram_total_mib"] == 24 * 1024 and meta["vram_used_mib"] > 0
+
+
+def test_backends_check_names_missing_models_and_exits_non_zero(tmp_path: Path) -> None:
+    with ComfyUIDouble(models={"unet": [], "clip": ["clip_l.safetensors"], "vae": []}) as comfy:
+        box = make_box(tmp_path, comfy.url)
+        result = box.run("backends", "--check")
+        assert result.returncode == 3, result.stderr
+        for missing in (
+            "flux1-schnell-fp8.safetensors (UNETLoader.unet_name)",
+            "t5xxl_fp8_e4m3fn.safetensors (DualCLIPLoader.clip_name1)",
+            "ae.safetensors (VAELoader.vae_name)",
+        ):
+            assert missing in result.stdout
+        assert "clip_l.safetensors" not in result.stdout
+        assert ("GET", "/object_info/UNETLoader") in comfy.requests
+
+
+def test_backends_check_ok_missing_workflow_and_down(tmp_path: Path, comfy: ComfyUIDouble) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    workflow = tmp_path / "flow.json"
+    box = Sandbox(tmp_path)
+    box.write_config(
+        f'default_backend = "local"\n'
+        f'[backends.local]\ntype = "comfyui"\nurl = "{comfy.url}"\n'
+        f'[backends.flow]\ntype = "comfyui"\nurl = "{comfy.url}"\nworkflow = "{workflow}"\n'
+        f'[backends.down]\ntype = "comfyui"\nurl = "{down}"\n'
+    )
+    result = box.run("backends", "--check")
+    assert result.returncode == 0, result.stdout + result.stderr  # the default one is ready
+    lines = {line.lstrip("* ").split()[0]: line for line in result.stdout.splitlines()}
+    assert "ok (ComfyUI 0.3.64" in lines["local"]
+    assert f"workflow file {workflow}" in lines["flow"] and "not ready" in lines["flow"]
+    assert "unreachable" in lines["down"]
+    assert box.run("backends", "--check", "down").returncode == 3
+    assert box.run("backends", "--check", "flow").returncode == 3
+    assert box.run("backends", "--check", "local").returncode == 0
+    workflow.write_text(json.dumps({"9": {"class_type": "NoSuchNode", "inputs": {}}}))
+    flow = box.run("backends", "--check", "flow")
+    assert flow.returncode == 3 and "node types not installed: NoSuchNode" in flow.stdout
+    assert box.run("backends").returncode == 0  # without --check: a listing, never a verdict

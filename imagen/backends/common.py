@@ -101,3 +101,13 @@ def no_stream(context: dict[str, Any], frame: str | bytes) -> FrameOutcome:
 def configured_model(options: Mapping[str, Any], configured: str) -> str:
     """model_name for adapters whose model is what the config names."""
     return configured
+
+
+def no_checks(options: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """check_requests for adapters whose probe says all there is to say."""
+    return []
+
+
+def nothing_missing(options: Mapping[str, Any], answers: list[tuple[int | None, Any]]) -> None:
+    """check_verdict for adapters without further checks."""
+    return None

@@ -103,6 +103,18 @@ class Backend(Protocol):
         """(method, url, token env var) for `imagen backends --check`."""
         ...
 
+    def check_requests(self, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(method, url) of further requests `backends --check` makes after a good probe
+        (e.g. what model files the server lists)."""
+        ...
+
+    def check_verdict(
+        self, options: Mapping[str, Any], answers: list[tuple[int | None, Any]]
+    ) -> str | None:
+        """None when ready; else what is missing, by name. `answers` are (status, body) per
+        check request, status None when it could not be sent."""
+        ...
+
     def probe_verdict(self, status_code: int, body: Any) -> str:
         """What the probe's answer means, in a few words ('ok (...)' when usable)."""
         ...

@@ -17,7 +17,9 @@ from imagen.backends.common import (
     config_of,
     configured_model,
     exchanges,
+    no_checks,
     no_stream,
+    nothing_missing,
     pending_retry,
     request_id,
     retries,
@@ -129,6 +131,8 @@ FILE_OPTIONS: tuple[str, ...] = ()
 # What decide reads (Retry-After) and what explains a rate limit or a sync wait in an audit.
 interpret_frame = no_stream  # Replicate is polled, never streamed
 describe_model = configured_model
+check_requests = no_checks
+check_verdict = nothing_missing
 RECORDED_HEADERS = frozenset(
     {
         "content-type",

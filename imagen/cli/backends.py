@@ -1,8 +1,9 @@
-"""`imagen backends [--check]`."""
+"""`imagen backends [--check] [NAME]`."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagen.cli import context
@@ -11,52 +12,92 @@ if TYPE_CHECKING:
     from imagen.backends.contract import Backend
 
 
-def backends(check: bool = False, json_output: bool = False) -> None:
+def backends(name: str | None = None, /, *, check: bool = False, json_output: bool = False) -> int:
     """List configured backends with type, model and status.
+
+    With --check, exits 3 when the default backend (or NAME) is not ready, so scripts can use
+    it as a health check.
 
     Parameters
     ----------
+    name
+        Only this backend.
     check
-        Probe each backend over the network (short timeout) and say what was found.
+        Probe each backend over the network (short timeouts): the server answers, and it has
+        what the job's graph needs (ComfyUI: the model files its loaders list, the workflow file).
     json_output
         Print JSON.
     """
     from imagen import backends as registry
+    from imagen.app.errors import UserError
+    from imagen.app.exit_codes import ExitCode
 
     cfg = context.config()
+    if name is not None and name not in cfg.backends:
+        raise UserError(
+            f"no backend {name!r}; configured: {', '.join(cfg.backends)}", ExitCode.BAD_INPUT
+        )
     rows = []
-    for name, b in cfg.backends.items():
+    for bname, b in cfg.backends.items():
+        if name is not None and bname != name:
+            continue
         module = registry.load(b.type)
         status = module.status(b.options, context.ENV.env)
         if check and status == "ok":
-            status = _probe(module, b.options)
+            status = _check(module, b.options)
         rows.append(
             {
-                "name": name,
+                "name": bname,
                 "type": b.type,
                 "model": b.model,
                 "status": status,
-                "default": name == cfg.default_backend,
+                "ready": status.startswith("ok"),
+                "default": bname == cfg.default_backend,
             }
         )
     if json_output:
         print(json.dumps(rows, indent=2))
-        return
-    width = max(len(r["name"]) for r in rows) + 2
-    for r in rows:
-        mark = "*" if r["default"] else " "
-        print(f"{mark} {r['name']:<{width}}{r['type']:<11}{r['model']:<40}{r['status']}")
+    else:
+        width = max(len(r["name"]) for r in rows) + 2
+        for r in rows:
+            mark = "*" if r["default"] else " "
+            print(f"{mark} {r['name']:<{width}}{r['type']:<11}{r['model']:<40}{r['status']}")
+    if check:
+        wanted = name or cfg.default_backend
+        if any(r["name"] == wanted and not r["ready"] for r in rows):
+            return int(ExitCode.BACKEND_UNAVAILABLE)
+    return 0
 
 
-def _probe(module: Backend, options: dict[str, Any]) -> str:
+def _check(module: Backend, options: dict[str, Any]) -> str:
     from imagen.runner.http import Http, TransportFailure
 
+    options = dict(options)
+    for key in module.FILE_OPTIONS:
+        if options.get(key):
+            path = Path(options[key]).expanduser()
+            try:
+                options[f"{key}_content"] = path.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                return f"not ready: {key} file {path}: {getattr(exc, 'strerror', None) or exc}"
     method, url, auth_env = module.probe_request(options)
     headers = {}
     if auth_env and context.ENV.env.get(auth_env):
         headers["Authorization"] = f"Bearer {context.ENV.env[auth_env]}"
+    http = Http()
     try:
-        reply = Http().send(method, url, headers=headers, timeout_s=3.0)
+        reply = http.send(method, url, headers=headers, timeout_s=3.0)
     except TransportFailure as f:
         return f"unreachable ({f.kind}: {url})"
-    return module.probe_verdict(reply.status, reply.body())
+    verdict = module.probe_verdict(reply.status, reply.body())
+    if not verdict.startswith("ok"):
+        return verdict
+    answers: list[tuple[int | None, Any]] = []
+    for method, url in module.check_requests(options):
+        try:
+            more = http.send(method, url, headers=headers, timeout_s=3.0)
+            answers.append((more.status, more.body()))
+        except TransportFailure:
+            answers.append((None, None))
+    missing = module.check_verdict(options, answers)
+    return verdict if missing is None else f"not ready: {missing}"

@@ -16,7 +16,9 @@ from imagen.backends.common import (
     configured_model,
     exchanges,
     last_exchange,
+    no_checks,
     no_stream,
+    nothing_missing,
     pending_retry,
     request_id,
     retries,
@@ -43,6 +45,8 @@ FILE_OPTIONS: tuple[str, ...] = ()
 RECORDED_HEADERS = frozenset({"content-type"})
 interpret_frame = no_stream
 describe_model = configured_model
+check_requests = no_checks
+check_verdict = nothing_missing
 
 
 def register() -> None:
