@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,14 +10,6 @@ from cyclopts import Parameter
 
 from imagen.app.exit_codes import ExitCode
 from imagen.cli import context
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def audit(
@@ -33,8 +24,8 @@ def audit(
     remote
         Also check every chain head reported to Supabase and this machine's reported ledgers.
     """
+    from imagen.app import audit as checks
     from imagen.projections.jobs import table as jobs_index
-    from imagen.projections.jobs.table import jobs
 
     store = context.store()
     problems: list[dict[str, Any]] = []
@@ -47,48 +38,17 @@ def audit(
                 "message": f"ledger chain broken at position {report.first_broken}: {report.reason}",
             }
         )
-    jobs_index.catch_up(store)
-    checked_images = 0
-    with store.engine.connect() as conn:
-        for row in conn.execute(jobs.select()).mappings():
-            jid = row["job_id"]
-            if row["terminal_events"] > 1:
-                problems.append(
-                    {
-                        "kind": "invariant",
-                        "job_id": jid,
-                        "message": f"job {jid} has {row['terminal_events']} terminal events",
-                    }
-                )
-            if row["events_after_terminal"]:
-                problems.append(
-                    {
-                        "kind": "invariant",
-                        "job_id": jid,
-                        "message": f"job {jid} has {row['events_after_terminal']} event(s) after it ended",
-                    }
-                )
-            if row["status"] == "succeeded":
-                path = Path(row["image_path"] or "")
-                checked_images += 1
-                if not row["image_path"] or not path.exists():
-                    problems.append(
-                        {
-                            "kind": "image_missing",
-                            "job_id": jid,
-                            "path": str(path),
-                            "message": f"job {jid}: image missing: {path}",
-                        }
-                    )
-                elif _file_sha256(path) != row["sha256"]:
-                    problems.append(
-                        {
-                            "kind": "image_modified",
-                            "job_id": jid,
-                            "path": str(path),
-                            "message": f"job {jid}: image modified since it was stored: {path}",
-                        }
-                    )
+    head = report.head.position
+    problems.extend(store.head_file_problems(report.head))
+    problems.extend(checks.check_checkpoints(store, head))
+    # What is checked comes from the verified chain, never from a projection.
+    rows, images = checks.fold_chain(store, head)
+    problems.extend(checks.invariants(rows))
+    found, checked_images = checks.check_files(rows, images)
+    problems.extend(found)
+    if report.ok and not any(p["kind"] == "checkpoint_past_head" for p in problems):
+        jobs_index.catch_up(store)
+        problems.extend(checks.check_jobs_projection(store, rows, head))
     if remote:
         from imagen.app.usage_sync import audit_remote
 
