@@ -52,6 +52,7 @@ Clock = Callable[[], datetime]
 Durability = Literal["full", "normal"]
 
 _WRITE = "ledger_write"
+_HEAD_INFO = "ledger_head_appended"
 
 
 def utc_now() -> datetime:
@@ -90,6 +91,9 @@ class EventStore:
     def __init__(self, engine: Engine, *, clock: Clock = utc_now, identity: bool = False) -> None:
         self.engine = engine
         self._clock = clock
+        # A SQLite ledger keeps its chain head in a file beside it too (`<ledger>.head`): a tail
+        # deleted from the database (triggers dropped) then shows in `imagen audit`.
+        self.head_path: Path | None = None
         # With identity, the first append to an empty ledger writes a LedgerCreated event first.
         self._identity = identity
         self.dialect = engine.dialect.name
@@ -107,11 +111,15 @@ class EventStore:
     def transaction(self) -> Iterator[Connection]:
         """A write transaction holding the ledger's write lock (for appends and checkpoints)."""
         with self.engine.connect().execution_options(**{_WRITE: True}) as conn:
+            conn.info.pop(_HEAD_INFO, None)  # never a head left by a rolled-back transaction
             with conn.begin():
                 if self.dialect == "postgresql":
                     # Serialises chain heads; plain reads (ACCESS SHARE) are not blocked.
                     conn.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
                 yield conn
+            committed: Head | None = conn.info.pop(_HEAD_INFO, None)
+        if committed is not None and self.head_path is not None:
+            self._write_head_file(committed)
 
     def append(
         self,
@@ -183,6 +191,7 @@ class EventStore:
             conn.exec_driver_sql(self._sql_insert, [_row(r) for r in recorded])
         except IntegrityError as exc:  # only reachable if a writer bypassed the lock
             raise ConcurrencyError(stream_id, expected_version, current) from exc
+        conn.info[_HEAD_INFO] = Head(recorded[-1].position, recorded[-1].hash)
         return recorded[len(recorded) - len(new_events) :]
 
     # -- reading -----------------------------------------------------------------------------
@@ -332,6 +341,77 @@ class EventStore:
         if not updated:
             conn.execute(insert(projection_checkpoints).values(name=name, position=position))
 
+    # -- the head file ---------------------------------------------------------------------
+
+    def _write_head_file(self, head: Head) -> None:
+        """After a commit: record the head beside the ledger, atomically (temp + rename; no
+        fsync: a head file that lags after a power cut is harmless, one ahead of the chain
+        never happens). A recorded head the chain no longer holds is evidence: kept as is."""
+        assert self.head_path is not None
+        recorded = self.read_head_file()
+        if recorded is not None:
+            if self._hash_at(recorded.position) != recorded.hash:
+                return  # the chain lost or rewrote what the file saw: leave it for audit
+            if recorded.position >= head.position:
+                return  # another process committed later and already wrote its head
+        tmp = self.head_path.with_name(f".{self.head_path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f'{{"position": {head.position}, "hash": "{head.hash}"}}\n')
+            os.replace(tmp, self.head_path)
+        except OSError:
+            # The commit stands; a missing head file only weakens what audit can see.
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    def read_head_file(self) -> Head | None:
+        import json
+
+        if self.head_path is None:
+            return None
+        try:
+            data = json.loads(self.head_path.read_text())
+            return Head(int(data["position"]), str(data["hash"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _hash_at(self, position: int) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(events.c.hash).where(events.c.position == position)).scalar()
+
+    def head_file_problems(self, head: Head) -> list[dict[str, object]]:
+        """Findings for audit: the head file beside the ledger against the verified chain."""
+        if self.head_path is None or not self.head_path.exists():
+            return []
+        recorded = self.read_head_file()
+        if recorded is None:
+            return [
+                {
+                    "kind": "head_file",
+                    "message": f"{self.head_path}: unreadable chain head file",
+                }
+            ]
+        if recorded.position > head.position:
+            return [
+                {
+                    "kind": "head_file",
+                    "message": f"the ledger ends at position {head.position} but {self.head_path} "
+                    f"recorded position {recorded.position}: events were removed",
+                }
+            ]
+        if self._hash_at(recorded.position) != recorded.hash:
+            return [
+                {
+                    "kind": "head_file",
+                    "message": f"event {recorded.position} is not the one {self.head_path} "
+                    "recorded: the chain was rewritten",
+                }
+            ]
+        return []
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -395,7 +475,10 @@ def open_store(
     except BaseException:
         engine.dispose()
         raise
-    return EventStore(engine, clock=clock, identity=identity)
+    store = EventStore(engine, clock=clock, identity=identity)
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        store.head_path = Path(f"{engine.url.database}.head")
+    return store
 
 
 def _sqlite_engine(url: str, durability: Durability, busy_timeout: float) -> Engine:
