@@ -229,41 +229,6 @@ def test_killed_while_the_post_is_in_flight(box: Sandbox, comfy: ComfyUIDouble) 
     assert "LookupConcluded" in box.types(job_id)
 
 
-COMFY_CRASH_POINTS = [
-    "JobRequested",
-    "RunnerClaimed",
-    "RequestSent",
-    "ResponseReceived",
-    "StreamOpened",
-    "RequestSent:2",
-    "ResponseReceived:2",
-    "RemoteJobAccepted",
-    "ProgressObserved",
-    "StreamMessage",
-    "RequestSent:4",
-    "ResponseReceived:4",
-    "ImageStored",
-    "JobSucceeded",
-]
-
-
-@pytest.mark.parametrize("point", COMFY_CRASH_POINTS)
-def test_crash_anywhere_then_resume_executes_once(
-    tmp_path: Path, comfy: ComfyUIDouble, point: str
-) -> None:
-    box = make_box(tmp_path, comfy.url)
-    crashed = box.run(
-        "generate", "crash test", "--size", "256x256", env={"IMAGEN_CRASH_AFTER": point}
-    )
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    job_id = only_job(box)
-    result = box.run("resume", job_id)
-    assert result.returncode == 0, result.stderr
-    assert box.types(job_id)[-1] == "JobSucceeded"
-    assert comfy.executed == 1
-    check_image(box, result.stdout.strip(), (256, 256))
-
-
 def test_bearer_token_for_a_proxy_is_sent_and_never_recorded(tmp_path: Path) -> None:
     token = "comfy-proxy-token-0123456789"
     with ComfyUIDouble(token=token) as comfy:
