@@ -28,7 +28,7 @@ def test_config_init_show_and_path(box: Sandbox) -> None:
     assert box.run("config", "init").returncode == 2  # never overwritten silently
     shown = json.loads(
         box.run(
-            "config", "show", "--json-output", env={"REPLICATE_API_TOKEN": "r8_secret_value_123"}
+            "config", "show", "--json", env={"REPLICATE_API_TOKEN": "r8_secret_value_123"}
         ).stdout
     )
     assert set(shown["backends"]) == {
@@ -103,7 +103,7 @@ api_token_env = "OTHER_TOKEN"
 """)
         listed = json.loads(
             box.run(
-                "backends", "--json-output", env={"REPLICATE_API_TOKEN": "r8_token_for_check_123"}
+                "backends", "--json", env={"REPLICATE_API_TOKEN": "r8_token_for_check_123"}
             ).stdout
         )
         status = {r["name"]: r["status"] for r in listed}

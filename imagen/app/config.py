@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from imagen.app.errors import UserError
+from imagen.app.paths import config_path, default_ledger_url
 from imagen.backends.contract import COMMON, Option
-
-APP = "imagen"
 
 SAMPLE = """\
 # imagen configuration. `imagen config show` prints the effective values.
@@ -48,8 +45,8 @@ default_steps = 28
 
 [output]
 directory = "~/Pictures/imagen"
-preview = "auto"                   # auto | on | off
-preview_command = ["tmux-img", "--hold", "{path}"]
+preview = "auto"                   # auto | on | off (or true | false)
+preview_command = []               # empty: the first installed of tmux-img, chafa, timg, viu, catimg
 
 [ledger]
 url = ""                           # empty: a SQLite file in the user data directory
@@ -80,7 +77,7 @@ class BackendConfig:
 class OutputConfig:
     directory: str = "~/Pictures/imagen"
     preview: str = "auto"
-    preview_command: tuple[str, ...] = ("tmux-img", "--hold", "{path}")
+    preview_command: tuple[str, ...] = ()  # empty: detect an installed viewer (app/preview.py)
 
 
 @dataclass(frozen=True)
@@ -109,25 +106,10 @@ class Config:
         return self.backends[chosen]
 
 
-def config_path(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    if explicit:
-        return Path(explicit).expanduser()
-    if env.get("IMAGEN_CONFIG"):
-        return Path(env["IMAGEN_CONFIG"]).expanduser()
-    from platformdirs import user_config_path
-
-    return user_config_path(APP) / "config.toml"
-
-
-def default_ledger_url() -> str:
-    from platformdirs import user_data_path
-
-    return f"sqlite:///{user_data_path(APP) / 'ledger.db'}"
-
-
 def load_config(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Config:
     """The config file if it exists, else the sample's defaults; env overrides on top."""
+    import tomllib  # here, not at the top: `imagen config path` must start fast
+
     env = os.environ if env is None else env
     path = config_path(explicit, env)
     if path.exists():
@@ -144,7 +126,12 @@ def load_config(explicit: str | None = None, env: Mapping[str, str] | None = Non
             raise ConfigError(f"{path}: cannot read the config: {exc.strerror}") from None
         source = str(path)
     elif explicit or env.get("IMAGEN_CONFIG"):
-        raise ConfigError(f"{path}: no such config file (create one with `imagen config init`)")
+        import shlex
+
+        raise ConfigError(
+            f"{path}: no such config file (create it with "
+            f"`imagen config init --path {shlex.quote(str(path))}`)"
+        )
     else:
         raw, source = tomllib.loads(SAMPLE), "built-in defaults"
     return parse_config(raw, source, env)
@@ -230,6 +217,8 @@ def _section(source: str, name: str, raw: Any, spec: dict[str, Option]) -> dict[
 
 
 def parse_config(raw: dict[str, Any], source: str, env: Mapping[str, str]) -> Config:
+    import tomllib
+
     from imagen import backends
 
     if "backends" not in raw:
@@ -267,9 +256,18 @@ def parse_config(raw: dict[str, Any], source: str, env: Mapping[str, str]) -> Co
             f"{source}: default_backend = {default!r} is not a configured backend; "
             f"allowed: {', '.join(parsed) or '(none configured)'}"
         )
-    out = _section(source, "output", raw.get("output", {}), _OUTPUT)
+    raw_output = raw.get("output", {})
+    if isinstance(raw_output, dict) and isinstance(raw_output.get("preview"), bool):
+        # TOML has booleans, and `preview = true` is the natural thing to write.
+        raw_output = {**raw_output, "preview": "on" if raw_output["preview"] else "off"}
+    out = _section(source, "output", raw_output, _OUTPUT)
     ledger = _section(source, "ledger", raw.get("ledger", {}), _LEDGER)
     usage = _section(source, "usage", raw.get("usage", {}), _USAGE)
+    if env.get("SUPABASE_URL") and not _is_http_url(env["SUPABASE_URL"]):
+        raise ConfigError(
+            f"SUPABASE_URL = {env['SUPABASE_URL']!r} is not a URL; "
+            "use https://<project>.supabase.co"
+        )
     if "preview_command" in out and not all(isinstance(a, str) for a in out["preview_command"]):
         raise ConfigError(f"{source}: output.preview_command must be a list of strings")
     return Config(

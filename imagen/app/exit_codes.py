@@ -12,7 +12,9 @@ class ExitCode(IntEnum):
     CONFLICT = 5  # the job is driven by a live process, or a resume needs --force-new
     NOT_FOUND = 6  # no job matches the id
     LEDGER_ERROR = 7  # the ledger cannot be opened (schema too new, unreachable database)
+    INTERNAL = 70  # a bug in imagen (EX_SOFTWARE): one line, the traceback with -v
     INTERRUPTED = 130  # Ctrl-C: the job was cancelled
+    BROKEN_PIPE = 141  # the reader of stdout closed early (`imagen jobs | head -1`), as SIGPIPE
     TERMINATED = 143  # SIGTERM/SIGHUP: the job is interrupted and can be resumed
 
 

@@ -1,4 +1,11 @@
-"""Show a freshly written image in a sibling tmux window.
+"""Show a freshly written image in a sibling tmux window, or with the desktop's opener.
+
+The viewer: ``output.preview_command`` when set; else the first terminal image viewer installed
+of VIEWERS (tmux-img, chafa, timg, viu, catimg). ``tmux-img`` is no published package: it is the
+name of the original author's own script (show an image in a tmux window, wait for a key), kept
+first so that setups which have it keep it. Viewers that draw and exit run as
+``/bin/sh -c '"$0" "$1"; read' VIEWER PATH`` so the window stays until Enter; the path is an
+argument, never parsed by the shell.
 
 Resolution: config ``output.preview`` → env ``IMAGEN_PREVIEW`` → ``--preview``/``--no-preview``;
 the later source wins. ``auto`` previews only when stdout is a terminal and ``$TMUX`` is set.
@@ -43,7 +50,10 @@ __all__ = [
     "TmuxNotInstalled",
     "TmuxTooOld",
     "ViewerNotInstalled",
+    "VIEWERS",
     "build_argv",
+    "detect_viewer",
+    "open_on_desktop",
     "preview",
     "resolve_mode",
     "should_preview",
@@ -52,6 +62,15 @@ __all__ = [
 
 DEFAULT_COMMAND: tuple[str, ...] = ("tmux-img", "--hold", "{path}")
 PLACEHOLDER = "{path}"
+# program -> its arguments; tried in this order when output.preview_command is empty.
+VIEWERS: dict[str, tuple[str, ...]] = {
+    "tmux-img": ("--hold", PLACEHOLDER),
+    "chafa": (PLACEHOLDER,),
+    "timg": (PLACEHOLDER,),
+    "viu": (PLACEHOLDER,),
+    "catimg": (PLACEHOLDER,),
+}
+_HOLD = "printf '\\n[Enter closes this window] '; read -r _"
 ENV_VAR = "IMAGEN_PREVIEW"
 MIN_TMUX = (3, 0)
 _OFF_HINT = "or turn preview off with --no-preview / IMAGEN_PREVIEW=off"
@@ -228,6 +247,29 @@ def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
+def detect_viewer(env: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The preview command for the first installed viewer of VIEWERS, or None."""
+    for program, args in VIEWERS.items():
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+        if found is None:
+            continue
+        found = os.path.abspath(found)
+        if "--hold" in args:
+            return (found, *args)
+        return ("/bin/sh", "-c", f'"$0" "$1"; {_HOLD}', found, PLACEHOLDER)
+    return None
+
+
+def _auto_command(env: Mapping[str, str]) -> tuple[str, ...]:
+    command = detect_viewer(env)
+    if command is None:
+        raise ViewerNotInstalled(
+            f"no terminal image viewer found (looked for {', '.join(VIEWERS)} on PATH): "
+            "install one (e.g. apt install chafa), or set output.preview_command, " + _OFF_HINT
+        )
+    return command
+
+
 def _find_viewer(program: str, env: Mapping[str, str]) -> str:
     found = shutil.which(program, path=env.get("PATH", os.defpath))
     if found is None:
@@ -258,6 +300,8 @@ def spawn(
     """
     env = os.environ if env is None else env
     path = Path(path)
+    if not command:
+        command = _auto_command(env)
     # Validate the command before touching tmux, so config mistakes are reported as such.
     build_argv(command, path, window_name="imagen")
     if not env.get("TMUX"):
@@ -295,6 +339,53 @@ def spawn(
         )
 
 
+def desktop_opener(env: Mapping[str, str], platform: str = sys.platform) -> str:
+    """The desktop's own "open this file" program: `open` on macOS, else xdg-open."""
+    program = "open" if platform == "darwin" else "xdg-open"
+    if platform != "darwin" and not (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")):
+        raise NotInTmux(
+            "no desktop session here ($DISPLAY and $WAYLAND_DISPLAY are unset) and not in tmux: "
+            "open the image from a desktop, or run imagen inside tmux"
+        )
+    found = shutil.which(program, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise ViewerNotInstalled(
+            f"{program} not found on PATH: install it (e.g. apt install xdg-utils), or run "
+            "imagen inside tmux for a terminal preview"
+        )
+    return os.path.abspath(found)
+
+
+def open_on_desktop(
+    path: Path, *, env: Mapping[str, str] | None = None, timeout: float = 10.0
+) -> str:
+    """Hand the image to the desktop's opener; returns the opener's name.
+
+    Openers return once the viewer is launched; one that keeps running past `timeout` (some
+    fall back to a viewer in the foreground) is left running, not killed."""
+    env = os.environ if env is None else env
+    opener = desktop_opener(env)
+    try:
+        proc = subprocess.Popen(
+            [opener, str(Path(os.path.abspath(path)))],
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise SpawnFailed(f"could not run {opener}: {exc.strerror or exc}") from None
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return os.path.basename(opener)
+    if proc.returncode != 0:
+        reason = _first_line(stderr.decode(errors="replace")) or f"exit status {proc.returncode}"
+        raise SpawnFailed(f"{os.path.basename(opener)} failed ({reason})")
+    return os.path.basename(opener)
+
+
 def _warn_stderr(line: str) -> None:
     print(f"imagen: warning: {line}", file=sys.stderr)
 
@@ -329,7 +420,7 @@ def preview(
             return False
         spawn(
             Path(path),
-            DEFAULT_COMMAND if command is None else command,
+            command or (),
             env=env,
             window_name=window_name,
             tmux=tmux,

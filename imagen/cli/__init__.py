@@ -1,25 +1,36 @@
 """The command-line interface: a thin cyclopts shell over the library.
 
-Commands are registered here by import path and imported only when run, so `imagen --help`
-stays fast (no sqlalchemy, urllib3, alembic or supabase on that path).
+Start-up time is a feature: this module imports nothing heavy. Commands are registered by import
+path in `_COMMANDS` and imported only when run (imagen/cli/app.py builds the cyclopts app);
+`imagen --version`, `imagen --help` and `imagen config path` are answered here without importing
+cyclopts or rich at all (tests/test_cli_surface.py checks the answers equal cyclopts' own).
+
+Conventions every command follows (docs/usage.md, "Output and errors"):
+- data on stdout through imagen/cli/render.py: `--json` (a list is one JSON array), a table in a
+  terminal, tab-separated lines with a header row when piped;
+- notes and warnings on stderr through context.note / context.warn (-q silences notes);
+- errors are `imagen: error: ...` on one line (raise app.errors.UserError), never a traceback;
+- options are keyword-only (`*,` in the signature): a boolean flag is never also a positional;
+- each command's docstring ends with an `Examples:` block.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated
 
-from cyclopts import App, Parameter
+HELP = "Turn a prompt into an image through FLUX backends; every step kept in a ledger."
 
-from imagen import __version__
+# Options of every command (the meta app): parameter name -> (help label, help text).
+GLOBAL_OPTIONS = {
+    "config": ("--config STR", "Config file (else $IMAGEN_CONFIG, else the user config dir)."),
+    "quiet": ("--quiet, -q", "Only data and errors: no progress or notes."),
+    "verbose": (
+        "--verbose, -v",
+        "Each ledger event as it is recorded, and details of unexpected errors.",
+    ),
+}
 
-app = App(
-    name="imagen",
-    help="Turn a prompt into an image through FLUX backends; every step kept in a ledger.",
-    version=__version__,
-    help_format="plaintext",
-)
-
+# name -> (import path, one-line help shown by `imagen --help`).
 _COMMANDS = {
     "generate": ("imagen.cli.generate:generate", "Generate an image from a prompt."),
     "demo": (
@@ -35,53 +46,29 @@ _COMMANDS = {
         "imagen.cli.audit:rebuild",
         "Re-derive projections from the ledger and report differences.",
     ),
+    "open": ("imagen.cli.preview:open_", "Open a job's image: tmux window or desktop viewer."),
     "preview": ("imagen.cli.preview:preview", "Open a job's image in a tmux window."),
+    "config": ("imagen.cli.config:config_app", "Write, show or locate the config file."),
+    "usage": ("imagen.cli.usage:usage_app", "Usage per backend, model and caller; sync."),
+    "db": ("imagen.cli.db:db_app", "Database schema migrations (alembic)."),
+    "completion": ("imagen.cli.completion:completion", "Print or install shell completion."),
 }
-for _name, (_path, _help) in _COMMANDS.items():
-    app.command(_path, name=_name, help=_help)
-
-app.command(
-    "imagen.cli.config:config_app", name="config", help="Write, show or locate the config file."
-)
-app.command(
-    "imagen.cli.usage:usage_app",
-    name="usage",
-    help="Usage per backend, model and caller; sync to Supabase.",
-)
-app.command("imagen.cli.db:db_app", name="db", help="Database schema migrations (alembic).")
-
-
-@app.meta.default
-def _meta(
-    *tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],
-    config: Annotated[
-        str | None, Parameter(help="Config file (else $IMAGEN_CONFIG, else the user config dir).")
-    ] = None,
-) -> int | None:
-    from imagen.cli import context
-
-    context.CONFIG_PATH = config
-    return app(tokens)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from imagen.cli.context import run_guarded
+    args = sys.argv[1:] if argv is None else list(argv)
+    from imagen.cli import fast
 
-    sys.exit(run_guarded(lambda: app.meta(_utf8_args(argv), result_action="return_value")))
+    try:
+        code = fast.answer(args)
+        if code is None:
+            from imagen.cli.app import run
 
+            code = run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        from imagen.cli.context import silence_stdout
 
-def _utf8_args(argv: list[str] | None) -> list[str] | None:
-    """Arguments that are not valid UTF-8 reach Python as lone surrogates; they could never be
-    hashed, recorded or shown, so they are refused before anything runs."""
-    from imagen.app.errors import UserError
-
-    for n, arg in enumerate(sys.argv[1:] if argv is None else argv, start=1):
-        try:
-            arg.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            bad = arg[exc.start].encode("utf-8", "surrogateescape")
-            raise UserError(
-                f"argument {n} is not valid UTF-8 (byte 0x{bad[0]:02x} at character {exc.start}); "
-                "pass text in UTF-8"
-            ) from None
-    return argv
+        silence_stdout()
+        code = 141  # ExitCode.BROKEN_PIPE: the reader of stdout went away, as SIGPIPE would say
+    sys.exit(code)

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from imagen.cli import context
+from cyclopts import Parameter
+
+from imagen.cli import context, render
 
 if TYPE_CHECKING:
     from imagen.backends.contract import Backend
 
 
-def backends(name: str | None = None, /, *, check: bool = False, json_output: bool = False) -> int:
-    """List configured backends with type, model and status.
+def backends(
+    name: str | None = None,
+    /,
+    *,
+    check: bool = False,
+    json_output: Annotated[bool, Parameter(name="--json")] = False,
+) -> int:
+    """List configured backends and their status.
+
+    One row per backend: name, type, model, whether it is the default, status (ok, or what is
+    missing), and in JSON whether it is ready.
+
+    Examples of use:
+      imagen backends
+      imagen backends --check        # also ask each server (short timeouts)
+      imagen backends flux-dev-replicate --check && echo ready
+      imagen backends --json | jq -r '.[] | select(.ready) | .name'
 
     With --check, exits 3 when the default backend (or NAME) is not ready, so scripts can use
     it as a health check.
@@ -26,7 +42,7 @@ def backends(name: str | None = None, /, *, check: bool = False, json_output: bo
         Probe each backend over the network (short timeouts): the server answers, and it has
         what the job's graph needs (ComfyUI: the model files its loaders list, the workflow file).
     json_output
-        Print JSON.
+        Print a JSON array of {name, type, model, status, ready, default}.
     """
     from imagen import backends as registry
     from imagen.app.errors import UserError
@@ -56,17 +72,23 @@ def backends(name: str | None = None, /, *, check: bool = False, json_output: bo
             }
         )
     if json_output:
-        print(json.dumps(rows, indent=2))
+        render.print_json(rows)
     else:
-        width = max(len(r["name"]) for r in rows) + 2
-        for r in rows:
-            mark = "*" if r["default"] else " "
-            print(f"{mark} {r['name']:<{width}}{r['type']:<11}{r['model']:<40}{r['status']}")
+        render.table(rows, COLUMNS)
     if check:
         wanted = name or cfg.default_backend
         if any(r["name"] == wanted and not r["ready"] for r in rows):
             return int(ExitCode.BACKEND_UNAVAILABLE)
     return 0
+
+
+COLUMNS = [
+    render.Column("name"),
+    render.Column("type"),
+    render.Column("model"),
+    render.Column("default", tty=lambda v: "*" if v else ""),
+    render.Column("status", shrink=True),
+]
 
 
 def _check(module: Backend, options: dict[str, Any]) -> str:

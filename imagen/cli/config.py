@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
-from cyclopts import App
+from cyclopts import App, Parameter
 
 from imagen.app.errors import UserError
 from imagen.cli import context
@@ -14,25 +15,40 @@ config_app = App(name="config", help="Write, show or locate the configuration fi
 
 @config_app.command
 def path() -> None:
-    """Print the config file path in use."""
+    """Print the config file path in use.
+
+    Examples:
+      imagen config path
+      $EDITOR "$(imagen config path)"
+    """
     from imagen.app.config import config_path
 
     print(config_path(context.CONFIG_PATH, context.ENV.env))
 
 
 @config_app.command
-def init(force: bool = False) -> None:
+def init(
+    *, path: Annotated[str | None, Parameter(name="--path")] = None, force: bool = False
+) -> None:
     """Write the sample config (three backends, output, ledger, usage).
+
+    Examples:
+      imagen config init
+      imagen config init --path ./imagen.toml && imagen --config ./imagen.toml backends
 
     Parameters
     ----------
+    path
+        Write this file instead of the config path in use (`imagen config path`).
     force
         Overwrite an existing config file.
     """
+    from pathlib import Path
+
     from imagen.app.config import SAMPLE, config_path
     from imagen.runner.files import FileExists, atomic_write
 
-    target = config_path(context.CONFIG_PATH, context.ENV.env)
+    target = Path(path).expanduser() if path else config_path(context.CONFIG_PATH, context.ENV.env)
     try:
         atomic_write(target, SAMPLE.encode(), overwrite=force, mode=0o600)
     except FileExists:
@@ -41,19 +57,23 @@ def init(force: bool = False) -> None:
 
 
 @config_app.command
-def show(json_output: bool = False) -> None:
+def show(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> None:
     """Print the effective config, secrets masked (env var names and whether they are set).
+
+    Examples:
+      imagen config show
+      imagen config show --json | jq .output
 
     Parameters
     ----------
     json_output
-        Print JSON.
+        Print one JSON object.
     """
     from imagen.app.config import masked
 
     data = masked(context.config(), context.ENV.env)
     if json_output:
-        print(json.dumps(data, indent=2))
+        print(json.dumps(data))
         return
     print(f"# from {data.pop('source')}")
     print(f"default_backend = {data.pop('default_backend')!r}")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ledger import EventStore
 
 CONFIG_PATH: str | None = None
+VERBOSITY = 0  # -1 with -q (data and errors only), 1 with -v (events as recorded, error details)
 ENV = Environment()
 _config: Config | None = None
 _store: EventStore | None = None
@@ -168,26 +169,84 @@ def err(message: str) -> None:
     print(printable(message), file=ENV.stderr)
 
 
-def run_guarded(call: Callable[[], Any]) -> int:
+def note(message: str) -> None:
+    """A remark for the person at the terminal (stderr); -q silences it."""
+    if VERBOSITY >= 0:
+        err(f"imagen: {message}")
+
+
+def warn(message: str) -> None:
+    """Something went wrong but the command's result stands (stderr, even with -q)."""
+    err(f"imagen: warning: {message}")
+
+
+def _parse_error(exc: Any) -> str:
+    """cyclopts' message as one line, with the command's --help to read."""
+    from cyclopts.exceptions import UnusedCliTokensError
+
+    if isinstance(exc, UnusedCliTokensError) and exc.unused_tokens:
+        what = " ".join(exc.unused_tokens)
+        text = f"unexpected argument{'s' if len(exc.unused_tokens) > 1 else ''}: {what}"
+    else:
+        text = " ".join(str(exc.msg or exc).split()) if hasattr(exc, "msg") else str(exc)
+        text = " ".join(text.split())
+        text = text[:1].lower() + text[1:]
+    chain = " ".join(getattr(exc, "command_chain", None) or [])
+    return f"{text.rstrip('.')} (see `imagen {chain + ' ' if chain else ''}--help`)"
+
+
+def silence_stdout() -> None:
+    """The reader of our stdout went away (`imagen jobs | head -1`): drop what is left, quietly.
+
+    Python's own advice: point the descriptor at /dev/null so the flush at exit cannot raise."""
+    import os
+
     try:
-        result = call()
-    except UserError as exc:
-        err(f"imagen: error: {exc}")
-        return int(exc.code)
-    except BadInput as exc:  # the pure core's one-line "fix this input" (it knows no UserError)
-        err(f"imagen: error: {exc}")
-        return int(ExitCode.BAD_INPUT)
-    except KeyboardInterrupt:
-        err("imagen: interrupted")
-        return int(ExitCode.INTERRUPTED)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def run_guarded(call: Callable[[], Any]) -> int:
+    """Run a command; every way it can end becomes one line on stderr and an exit code."""
+    from cyclopts.exceptions import CycloptsError
+
+    try:
+        try:
+            result = call()
+            sys.stdout.flush()
+        except UserError as exc:
+            err(f"imagen: error: {exc}")
+            return int(exc.code)
+        except BadInput as exc:  # the pure core's one-line "fix this input" (it knows no UserError)
+            err(f"imagen: error: {exc}")
+            return int(ExitCode.BAD_INPUT)
+        except CycloptsError as exc:
+            err(f"imagen: error: {_parse_error(exc)}")
+            return int(ExitCode.BAD_INPUT)
+        except KeyboardInterrupt:
+            err("imagen: interrupted")
+            return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        silence_stdout()
+        return int(ExitCode.BROKEN_PIPE)
     except Exception as exc:
         failure = ledger_failure(exc)
-        if failure is None:
-            raise
-        err(f"imagen: error: {failure}")
-        return int(failure.code)
-    finally:
-        sys.stdout.flush()
+        if failure is not None:
+            err(f"imagen: error: {failure}")
+            return int(failure.code)
+        # A bug: still one line (the traceback with -v), never a crash dump.
+        if VERBOSITY > 0:
+            import traceback
+
+            traceback.print_exc(file=ENV.stderr)
+        first = (str(exc).splitlines() or [""])[0]
+        err(
+            f"imagen: error: internal error ({type(exc).__name__}: {first}); "
+            "run again with -v for details and report it"
+        )
+        return int(ExitCode.INTERNAL)
     if isinstance(result, int):
         return result
     return 0

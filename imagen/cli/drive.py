@@ -27,7 +27,11 @@ def drive(
     from imagen.cli.progress import RichReporter
     from imagen.runner.loop import Halted, JobTakenOver, MissingCredential, Runner
 
-    reporter = RichReporter(context.ENV.stderr)
+    reporter = RichReporter(
+        context.ENV.stderr,
+        enabled=False if context.VERBOSITY != 0 else None,
+        events=context.VERBOSITY > 0,
+    )
     runner = Runner(store, context.ENV, reporter)
     try:
         if request is not None:
@@ -51,12 +55,18 @@ def drive(
     return state
 
 
-def report(state: JobState, *, json_output: bool) -> ExitCode:
-    """Print the image path (or JSON) on stdout and any failure on stderr; return the exit code."""
+def report(
+    state: JobState, *, json_output: bool, collect: list[dict[str, Any]] | None = None
+) -> ExitCode:
+    """Print the image path (or JSON) on stdout and any failure on stderr; return the exit code.
+
+    With `collect`, the JSON summary is appended there instead (a command printing a list)."""
     from imagen.app.outcome import exit_code, failure_message, summary
 
     code = exit_code(state)
-    if json_output:
+    if json_output and collect is not None:
+        collect.append(summary(state))
+    elif json_output:
         print(json.dumps(summary(state)), file=context.ENV.stdout)
     elif state.image and code == ExitCode.OK:
         print(state.image.path, file=context.ENV.stdout)
@@ -78,6 +88,4 @@ def sync_usage_best_effort(store: Any, cfg: Any) -> None:
     except AnchorRefused as exc:
         context.err(f"imagen: warning: {exc}")
     except SyncError as exc:
-        context.err(
-            f"imagen: warning: usage not synced ({exc}); it stays queued for `imagen usage sync`"
-        )
+        context.warn(f"usage not synced ({exc}); it stays queued for `imagen usage sync`")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 from cyclopts import Parameter
@@ -25,12 +26,21 @@ def generate(
     json_output: Annotated[bool, Parameter(name="--json")] = False,
     preview: Annotated[bool | None, Parameter(name="--preview", negative="--no-preview")] = None,
 ) -> int:
-    """Generate an image from a prompt; print its path (or JSON with --json).
+    """Generate an image from a prompt.
+
+    Prints the image path on stdout (or one JSON object with --json); progress goes to stderr.
+    A sidecar <image>.json beside the image records how it was made.
+
+    Examples:
+      imagen generate "a lighthouse at dusk, oil painting" --aspect 16:9
+      imagen generate "a red fox" -b flux-dev-replicate --seed 42 -o guidance=3.5
+      echo "a prompt from a file or another program" | imagen generate -
+      imagen generate "a cat" --json | jq -r .image
 
     Parameters
     ----------
     prompt
-        What to draw.
+        What to draw; `-` reads it from standard input.
     backend
         Backend instance name (see `imagen backends`); default from config.
     size
@@ -52,7 +62,7 @@ def generate(
     json_output
         Print one JSON object instead of the path.
     preview
-        Open (or not) a tmux preview window; default from config/IMAGEN_PREVIEW.
+        Open (or not) a preview window in tmux; default from config/IMAGEN_PREVIEW.
     """
     from imagen.app.caller import resolve_caller
     from imagen.app.errors import UserError
@@ -63,6 +73,12 @@ def generate(
     from imagen.core.inputs import BadInput, GenerateInputs, check_prompt, parse_options, parse_size
 
     env = context.ENV
+    cfg = context.config()
+    # Before anything is recorded or paid: a bad IMAGEN_PREVIEW is a bad input, not a warning
+    # after the image was bought.
+    preview_mode = _preview_mode(cfg, preview)
+    if prompt == "-":
+        prompt = _read_stdin_prompt()
     try:
         inputs = GenerateInputs(
             prompt=check_prompt(prompt),
@@ -77,7 +93,6 @@ def generate(
             raise BadInput("give --size or --aspect, not both")
     except BadInput as exc:
         raise UserError(str(exc), ExitCode.BAD_INPUT) from None
-    cfg = context.config()
     prepared = prepare(
         cfg,
         backend,
@@ -94,27 +109,46 @@ def generate(
     mention_interrupted(store)
     state = drive(store, prepared.job_id, request=prepared.request)
     code = report(state, json_output=json_output)
-    if code == ExitCode.OK and state.image:
-        _after_success(state, cfg, preview)
+    if code == ExitCode.OK and state.image and preview_mode is not None:
+        _after_success(state, cfg, preview_mode)
     sync_usage_best_effort(store, cfg)
     return int(code)
 
 
-def _after_success(state, cfg, flag: bool | None) -> None:  # type: ignore[no-untyped-def]
+def _read_stdin_prompt() -> str:
+    from imagen.app.errors import UserError
+
+    if context.ENV.env.get("IMAGEN_TESTING") != "1" and sys.stdin.isatty():
+        context.note("reading the prompt from standard input (end with Ctrl-D)")
+    try:
+        text = sys.stdin.read()
+    except UnicodeDecodeError:
+        raise UserError("the prompt on standard input is not valid UTF-8") from None
+    return text.strip()
+
+
+def _preview_mode(cfg, flag: bool | None):  # type: ignore[no-untyped-def]
+    """The preview mode, checked now; None when previews cannot work on this machine at all."""
     try:
         from imagen.app import preview as pv
     except ImportError:
-        return
+        return None
+    from imagen.app.errors import UserError
+
     try:
-        mode = pv.resolve_mode(cfg.output.preview, context.ENV.env, flag)
+        return pv.resolve_mode(cfg.output.preview, context.ENV.env, flag)
     except pv.PreviewError as exc:
-        context.err(f"imagen: warning: {exc}")
-        return
+        raise UserError(str(exc)) from None
+
+
+def _after_success(state, cfg, mode) -> None:  # type: ignore[no-untyped-def]
+    from imagen.app import preview as pv
+
     pv.preview(
         state.image.path,
         mode,
         command=cfg.output.preview_command,
         env=context.ENV.env,
         stdout_isatty=context.ENV.stdout_isatty,
-        warn=lambda line: context.err(f"imagen: warning: {line}"),
+        warn=context.warn,
     )

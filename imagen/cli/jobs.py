@@ -9,7 +9,7 @@ from cyclopts import Parameter
 
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
-from imagen.cli import context
+from imagen.cli import context, render
 from imagen.cli.safe import printable
 
 STATUSES = ("running", "interrupted", "succeeded", "failed", "cancelled")
@@ -24,7 +24,16 @@ def jobs(
     limit: int = 20,
     json_output: Annotated[bool, Parameter(name="--json")] = False,
 ) -> None:
-    """List jobs, newest first: short id, time, status, backend, model, cost, prompt.
+    """List jobs from the ledger.
+
+    Newest first: id, time, status, backend, model, cost, prompt. In a terminal the id is
+    shortened (any unique prefix works with show and resume); piped, every value is complete.
+
+    Examples of use:
+      imagen jobs
+      imagen jobs --status interrupted --since 24h
+      imagen jobs --json | jq -r '.[] | select(.status == "succeeded") | .image_path'
+      imagen jobs | cut -f1,3          # piped: tab-separated, with a header row
 
     Parameters
     ----------
@@ -39,7 +48,7 @@ def jobs(
     limit
         At most this many rows.
     json_output
-        One JSON object per line.
+        Print a JSON array of jobs (keys as in the header row, plus image_path and error).
     """
     from imagen.core.times import parse_since
     from imagen.projections.jobs import query as jobs_query
@@ -64,39 +73,34 @@ def jobs(
     )
     if not json_output and status != "interrupted":
         mention_interrupted(reader)
-    for r in rows:
-        if json_output:
-            print(
-                json.dumps(
-                    {
-                        k: r[k]
-                        for k in (
-                            "job_id",
-                            "created_at",
-                            "status",
-                            "backend",
-                            "model",
-                            "caller",
-                            "cost_usd",
-                            "prompt",
-                            "image_path",
-                            "error",
-                        )
-                    }
-                )
-            )
-        else:
-            cost = f"${r['cost_usd']:.3f}" if r["cost_usd"] is not None else "-"
-            prompt = printable((r["prompt"] or "").replace("\n", " "))
-            prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
-            print(
-                printable(
-                    f"{r['job_id'][:8]}  {r['created_at'][:19].replace('T', ' ')}  "
-                    f"{r['status']:<11} {r['backend'] or '-':<22} "
-                    f"{(r['model'] or '-')[-30:]:<30} {cost:>7}  "
-                )
-                + prompt
-            )
+    data = [{k: r[k] for k in JOB_FIELDS} for r in rows]
+    if json_output:
+        render.print_json(data)
+    else:
+        render.table(data, JOB_COLUMNS)
+
+
+JOB_FIELDS = (
+    "job_id",
+    "created_at",
+    "status",
+    "backend",
+    "model",
+    "caller",
+    "cost_usd",
+    "prompt",
+    "image_path",
+    "error",
+)
+JOB_COLUMNS = [
+    render.Column("job_id", tty=lambda v: v[:8]),
+    render.Column("created_at", tty=lambda v: v[:19].replace("T", " ")),
+    render.Column("status"),
+    render.Column("backend"),
+    render.Column("model"),
+    render.Column("cost_usd", tty=lambda v: "-" if v is None else f"${v:.3f}", align=">"),
+    render.Column("prompt", shrink=True),
+]
 
 
 def mention_interrupted(reader) -> None:  # type: ignore[no-untyped-def]
@@ -104,18 +108,25 @@ def mention_interrupted(reader) -> None:  # type: ignore[no-untyped-def]
 
     n = jobs_query.count_interrupted(reader, context.ENV)
     if n:
-        context.err(f"imagen: {n} interrupted job(s); finish them with `imagen resume --all`")
+        context.note(f"{n} interrupted job(s); finish them with `imagen resume --all`")
 
 
 def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json")] = False) -> None:
-    """Show a job's whole timeline: requests, responses, polls, retries, progress, result.
+    """Show one job's whole timeline.
+
+    Every recorded event, with its time from the job's start: requests, responses, polls,
+    retries, progress, result. Read offline from the ledger.
+
+    Examples of use:
+      imagen show 3f2a
+      imagen show 3f2a --json | jq '.events[] | .text'
 
     Parameters
     ----------
     job_id
         The job id or any unique prefix of it.
     json_output
-        Print JSON.
+        Print one JSON object {job_id, status, events}.
     """
     from imagen.app.outcome import resolve_job_id
     from imagen.projections.timeline import timeline
@@ -151,7 +162,15 @@ def resume(
     force_new: bool = False,
     json_output: Annotated[bool, Parameter(name="--json")] = False,
 ) -> int:
-    """Finish interrupted jobs from their last event, without paying twice.
+    """Finish interrupted jobs without paying twice.
+
+    Continues each job from its last recorded event with the same runner; a job driven by a
+    live process is refused (exit 5).
+
+    Examples of use:
+      imagen resume 3f2a
+      imagen resume --all
+      imagen resume 3f2a --force-new   # only when imagen cannot tell if Replicate got the request
 
     Parameters
     ----------
@@ -162,7 +181,7 @@ def resume(
     force_new
         When imagen cannot tell whether an earlier request created a remote job, create a new one.
     json_output
-        One JSON object per job.
+        Print a JSON array with one object per job resumed.
     """
     from imagen.app.exit_codes import most_severe
     from imagen.app.outcome import resolve_job_id
@@ -182,9 +201,12 @@ def resume(
     else:
         ids = [resolve_job_id(store, job_id or "")]
     worst = ExitCode.OK
+    collected: list[dict] = []
     for jid in ids:
         try:
-            code = _resume_one(store, jid, force_new=force_new, json_output=json_output)
+            code = _resume_one(
+                store, jid, force_new=force_new, json_output=json_output, collect=collected
+            )
         except UserError as exc:
             if not all_:
                 raise
@@ -201,14 +223,18 @@ def resume(
             )
             code = ExitCode.JOB_FAILED
         worst = most_severe(worst, code)
+    if json_output:
+        render.print_json(collected)
     if all_ and not ids:
-        context.err("imagen: no interrupted jobs")
+        context.note("no interrupted jobs")
     if ids:
         sync_usage_best_effort(store, context.config())
     return int(worst)
 
 
-def _resume_one(store, jid: str, *, force_new: bool, json_output: bool) -> ExitCode:  # type: ignore[no-untyped-def]
+def _resume_one(  # type: ignore[no-untyped-def]
+    store, jid: str, *, force_new: bool, json_output: bool, collect: list[dict]
+) -> ExitCode:
     from imagen.app.sidecars import write_sidecar
     from imagen.cli.drive import drive, report
     from imagen.core.events import ForceNewRequested
@@ -218,8 +244,8 @@ def _resume_one(store, jid: str, *, force_new: bool, json_output: bool) -> ExitC
     state = load(store, jid)
     if state.finished:
         write_sidecar(state)
-        context.err(f"imagen: job {jid} already {state.status}")
-        code = report(state, json_output=json_output)
+        context.note(f"job {jid} already {state.status}")
+        code = report(state, json_output=json_output, collect=collect)
     elif owner_alive(state, context.ENV):
         claim = state.claim
         assert claim is not None
@@ -231,5 +257,5 @@ def _resume_one(store, jid: str, *, force_new: bool, json_output: bool) -> ExitC
     else:
         extra = [ForceNewRequested("--force-new")] if force_new else []
         state = drive(store, jid, state=state, resumed=True, extra=extra)
-        code = report(state, json_output=json_output)
+        code = report(state, json_output=json_output, collect=collect)
     return code

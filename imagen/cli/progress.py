@@ -17,8 +17,12 @@ from imagen.core.job import JobState, Recorded
 
 
 class RichReporter:
-    def __init__(self, stderr: Any, enabled: bool | None = None) -> None:
+    """A progress line in a terminal (off with -q); with -v (`events`), each recorded event as a
+    plain line instead, the same text `imagen show` prints."""
+
+    def __init__(self, stderr: Any, enabled: bool | None = None, events: bool = False) -> None:
         self.enabled = stderr.isatty() if enabled is None else enabled
+        self._stderr = stderr if events else None
         self.retries = 0
         self._progress: Any = None
         self._task: Any = None
@@ -56,6 +60,10 @@ class RichReporter:
 
     def event(self, state: JobState, rec: Recorded) -> None:
         e = rec.event
+        if self._stderr is not None:
+            from imagen.projections.timeline import describe
+
+            print(f"imagen: {describe(e)}", file=self._stderr, flush=True)
         if isinstance(e, RequestSent):
             self._say(f"{e.purpose} …")
         elif isinstance(e, ResponseReceived):

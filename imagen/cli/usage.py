@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from cyclopts import App, Parameter
 
 from imagen.app.errors import UserError
-from imagen.cli import context
+from imagen.cli import context, render
 
 usage_app = App(name="usage", help="Usage per backend, model and caller; sync to Supabase.")
 
@@ -27,6 +27,15 @@ def usage(
 ) -> None:
     """Images, total cost and mean latency, grouped (default by backend and model).
 
+    In a terminal a totals row follows the table; piped, the output is the rows alone,
+    tab-separated under a header row, values complete.
+
+    Examples:
+      imagen usage --since 7d
+      imagen usage --by caller --by model
+      imagen usage --raw --json | jq 'map(.cost_usd_estimate) | add'
+      imagen usage --source remote --since 2026-11-01   # the whole team's, from Supabase
+
     Parameters
     ----------
     since
@@ -38,7 +47,7 @@ def usage(
     by
         Group by backend, model and/or caller (repeatable).
     json_output
-        Print JSON.
+        Print a JSON array of rows.
     source
         local (this ledger's projection) or remote (the team's Supabase table).
     """
@@ -69,43 +78,38 @@ def usage(
     _table(data, raw, keys)
 
 
-def _table(data: list[dict], raw: bool, keys: list[str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+RAW_COLUMNS = [
+    "created_at",
+    "backend",
+    "model",
+    "seed",
+    "latency_ms",
+    "cost_usd_estimate",
+    "caller",
+]
 
-    table = Table(show_footer=not raw)
+
+def _table(data: list[dict], raw: bool, keys: list[str]) -> None:
     if raw:
-        cols = [
-            "created_at",
-            "backend",
-            "model",
-            "seed",
-            "latency_ms",
-            "cost_usd_estimate",
-            "caller",
-        ]
-        for c in cols:
-            table.add_column(c)
-        for r in data:
-            table.add_row(*[_fmt(r.get(c)) for c in cols])
-    else:
-        total_images = sum(r["images"] for r in data)
-        total_cost = sum(r["cost_usd"] or 0 for r in data)
-        weighted = sum((r["mean_latency_ms"] or 0) * r["images"] for r in data)
-        mean = weighted / total_images if total_images else None
-        for i, k in enumerate(keys):
-            table.add_column(k, footer="total" if i == 0 else "")
-        table.add_column("images", footer=str(total_images), justify="right")
-        table.add_column("cost_usd", footer=f"{total_cost:.3f}", justify="right")
-        table.add_column("mean_latency_ms", footer=_fmt(mean), justify="right")
-        for r in data:
-            table.add_row(
-                *[_fmt(r[k]) for k in keys],
-                str(r["images"]),
-                f"{r['cost_usd'] or 0:.3f}",
-                _fmt(r["mean_latency_ms"]),
-            )
-    Console().print(table)
+        render.table(data, [render.Column(c, tty=_fmt) for c in RAW_COLUMNS])
+        return
+    total_images = sum(r["images"] for r in data)
+    total_cost = sum(r["cost_usd"] or 0 for r in data)
+    weighted = sum((r["mean_latency_ms"] or 0) * r["images"] for r in data)
+    mean = weighted / total_images if total_images else None
+    columns = [
+        *(render.Column(k) for k in keys),
+        render.Column("images", align=">"),
+        render.Column("cost_usd", tty=lambda v: f"{v or 0:.3f}", align=">"),
+        render.Column("mean_latency_ms", tty=_fmt, align=">"),
+    ]
+    footer = {
+        keys[0]: "total",
+        "images": total_images,
+        "cost_usd": f"{total_cost:.3f}",
+        "mean_latency_ms": _fmt(mean),
+    }
+    render.table(data, columns, footer=footer)
 
 
 def _fmt(value: object) -> str:
@@ -121,10 +125,14 @@ def sync(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> i
     """Send usage rows not yet confirmed by Supabase, then report the ledger's chain head,
     unless a head reported before no longer holds (exit 4, no head reported).
 
+    Examples:
+      imagen usage sync
+      imagen usage sync --json
+
     Parameters
     ----------
     json_output
-        Print JSON.
+        Print one JSON object {sent, batches, pending, head_position, ...}.
     """
     from imagen.app.usage_sync import sync as sync_usage
 
