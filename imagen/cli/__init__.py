@@ -11,7 +11,7 @@ Conventions every command follows (docs/usage.md, "Output and errors"):
 - notes and warnings on stderr through context.note / context.warn (-q silences notes);
 - errors are `imagen: error: ...` on one line (raise app.errors.UserError), never a traceback;
 - options are keyword-only (`*,` in the signature): a boolean flag is never also a positional;
-- each command's docstring ends with an `Examples:` block.
+- each command's docstring ends with an `Examples of use:` block.
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ _COMMANDS = {
     "open": ("imagen.cli.preview:open_", "Open a job's image: tmux window or desktop viewer."),
     "preview": ("imagen.cli.preview:preview", "Open a job's image in a tmux window."),
     "config": ("imagen.cli.config:config_app", "Write, show or locate the config file."),
-    "usage": ("imagen.cli.usage:usage_app", "Usage per backend, model and caller; sync."),
+    "usage": (
+        "imagen.cli.usage:usage_app",
+        "Images, cost and latency by backend, model or caller; sync.",
+    ),
     "db": ("imagen.cli.db:db_app", "Database schema migrations (alembic)."),
     "completion": ("imagen.cli.completion:completion", "Print or install shell completion."),
 }

@@ -15,7 +15,15 @@ from imagen.cli import context
 def audit(
     *, json_output: Annotated[bool, Parameter(name="--json")] = False, remote: bool = False
 ) -> int:
-    """Verify the hash chain, each job's invariants, and every stored image's sha256.
+    """Verify the ledger's chain, invariants and image files.
+
+    Checks the hash chain (naming the first broken position), each job's invariants (one
+    terminal event, nothing after it) and every stored image's sha256. Exit 4 on a problem.
+
+    Examples of use:
+      imagen audit
+      imagen audit --remote            # also compare the head last reported to Supabase
+      imagen audit --json | jq .problems
 
     Parameters
     ----------
@@ -74,8 +82,14 @@ def audit(
 
 
 def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> int:
-    """Re-derive every projection (job list, sidecars, usage) from the ledger alone and
-    report what differed from what was there.
+    """Re-derive projections from the ledger and report differences.
+
+    Rebuilds every projection (job list, sidecars, usage) from the ledger alone and reports
+    what differed from what was there.
+
+    Examples of use:
+      imagen rebuild
+      imagen rebuild --json | jq .differences
 
     Parameters
     ----------

@@ -13,7 +13,7 @@ def completion(shell: Shell, /, *, install: bool = False) -> int:
     Prints the completion script for SHELL on stdout; with --install, writes it where the shell
     looks for completions and adds a line to its start-up file.
 
-    Examples:
+    Examples of use:
       imagen completion bash > ~/.local/share/bash-completion/completions/imagen
       imagen completion zsh --install
       source <(imagen completion bash)     # this shell only

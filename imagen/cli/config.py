@@ -17,7 +17,7 @@ config_app = App(name="config", help="Write, show or locate the configuration fi
 def path() -> None:
     """Print the config file path in use.
 
-    Examples:
+    Examples of use:
       imagen config path
       $EDITOR "$(imagen config path)"
     """
@@ -32,7 +32,7 @@ def init(
 ) -> None:
     """Write the sample config (three backends, output, ledger, usage).
 
-    Examples:
+    Examples of use:
       imagen config init
       imagen config init --path ./imagen.toml && imagen --config ./imagen.toml backends
 
@@ -60,7 +60,7 @@ def init(
 def show(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> None:
     """Print the effective config, secrets masked (env var names and whether they are set).
 
-    Examples:
+    Examples of use:
       imagen config show
       imagen config show --json | jq .output
 

@@ -16,6 +16,10 @@ db_app = App(name="db", help="Database schema migrations (alembic).")
 def upgrade(branch: Literal["ledger", "usage"] = "ledger", /, *, url: str | None = None) -> None:
     """Migrate a branch to its head: the local ledger, or the team's Supabase usage tables.
 
+    Examples of use:
+      imagen db upgrade
+      IMAGEN_USAGE_DATABASE_URL=postgresql://... imagen db upgrade usage
+
     Parameters
     ----------
     branch

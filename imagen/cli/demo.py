@@ -13,9 +13,15 @@ from imagen.cli import context
 def demo(
     prompt: str = "a lighthouse on a cliff at dusk, oil painting", /, *, steps: int = 4
 ) -> int:
-    """Generate one image end to end with no GPU and no account: the ComfyUI adapter talks to
-    imagen's built-in ComfyUI simulator over HTTP and websocket, in a temp dir with its own
-    config and ledger (never yours). The image is synthetic: it comes from the simulator.
+    """Run a real generation against the built-in ComfyUI simulator.
+
+    One image end to end with no GPU and no account: the ComfyUI adapter talks to imagen's
+    built-in ComfyUI simulator over HTTP and websocket, in a temp dir with its own config and
+    ledger (never yours). The image is synthetic: it comes from the simulator.
+
+    Examples of use:
+      imagen demo
+      imagen demo "a red fox in the snow" --steps 8
 
     Parameters
     ----------

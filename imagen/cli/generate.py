@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import sys
 from typing import Annotated
 
@@ -11,7 +13,8 @@ from imagen.cli import context
 
 
 def generate(
-    prompt: str,
+    # allow_leading_hyphen: so that `-` (read stdin) reaches us; option-like words are refused below
+    prompt: Annotated[str, Parameter(allow_leading_hyphen=True)],
     /,
     *,
     backend: Annotated[str | None, Parameter(name=["--backend", "-b"])] = None,
@@ -31,7 +34,7 @@ def generate(
     Prints the image path on stdout (or one JSON object with --json); progress goes to stderr.
     A sidecar <image>.json beside the image records how it was made.
 
-    Examples:
+    Examples of use:
       imagen generate "a lighthouse at dusk, oil painting" --aspect 16:9
       imagen generate "a red fox" -b flux-dev-replicate --seed 42 -o guidance=3.5
       echo "a prompt from a file or another program" | imagen generate -
@@ -79,6 +82,11 @@ def generate(
     preview_mode = _preview_mode(cfg, preview)
     if prompt == "-":
         prompt = _read_stdin_prompt()
+    elif re.fullmatch(r"--?[A-Za-z][\w-]*(=.*)?", prompt):
+        raise UserError(
+            f"unknown option: {prompt} (see `imagen generate --help`); to draw that text, "
+            f"pipe it: echo {shlex.quote(prompt)} | imagen generate -"
+        )
     try:
         inputs = GenerateInputs(
             prompt=check_prompt(prompt),

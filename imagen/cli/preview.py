@@ -27,7 +27,7 @@ def open_(job_id: str, /, *, desktop: bool = False) -> int:
     (output.preview_command, else the first installed of tmux-img, chafa, timg, viu, catimg).
     Elsewhere, or with --desktop, the desktop's opener shows it (xdg-open; open on macOS).
 
-    Examples:
+    Examples of use:
       imagen open 3f2a
       imagen open "$(imagen jobs --json | jq -r '.[0].job_id')" --desktop
 
@@ -60,7 +60,7 @@ def preview(job_id: str, /) -> int:
     The same window `imagen generate` opens when preview is on (output.preview_command, else
     the first installed terminal image viewer). A failure is a warning: the image is on disk.
 
-    Examples:
+    Examples of use:
       imagen preview 3f2a
 
     Parameters

@@ -10,7 +10,7 @@ from cyclopts import App, Parameter
 from imagen.app.errors import UserError
 from imagen.cli import context, render
 
-usage_app = App(name="usage", help="Usage per backend, model and caller; sync to Supabase.")
+usage_app = App(name="usage", help="Images, cost and latency by backend, model or caller; sync.")
 
 Group = Literal["backend", "model", "caller"]
 
@@ -25,12 +25,14 @@ def usage(
     json_output: Annotated[bool, Parameter(name="--json")] = False,
     source: Literal["local", "remote"] = "local",
 ) -> None:
-    """Images, total cost and mean latency, grouped (default by backend and model).
+    """Images, cost and latency by backend, model or caller; sync.
 
+    Grouped by backend and model unless --by says otherwise; `imagen usage sync` sends the
+    rows to the team's Supabase table.
     In a terminal a totals row follows the table; piped, the output is the rows alone,
     tab-separated under a header row, values complete.
 
-    Examples:
+    Examples of use:
       imagen usage --since 7d
       imagen usage --by caller --by model
       imagen usage --raw --json | jq 'map(.cost_usd_estimate) | add'
@@ -125,7 +127,7 @@ def sync(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> i
     """Send usage rows not yet confirmed by Supabase, then report the ledger's chain head,
     unless a head reported before no longer holds (exit 4, no head reported).
 
-    Examples:
+    Examples of use:
       imagen usage sync
       imagen usage sync --json
 
