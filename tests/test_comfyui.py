@@ -142,7 +142,7 @@ def test_missing_models_are_listed_with_the_setup_doc(tmp_path: Path, with_200: 
         ):
             assert missing in result.stderr
         assert "clip_l.safetensors" not in result.stderr
-        assert "docs/setup-comfyui.md" in result.stderr
+        assert "imagen docs setup-comfyui" in result.stderr
         assert comfy.executed == 0
 
 

@@ -68,7 +68,7 @@ CONFIG: dict[str, Option] = {
     "workflow": Option((str,), None, "your own API-format workflow JSON with placeholders"),
     "unreachable_hint": Option(
         (str,),
-        "is ComfyUI running? see docs/setup-comfyui.md",
+        "is ComfyUI running? see `imagen docs setup-comfyui`",
         "what to tell the user when the server cannot be reached",
     ),
     "poll_interval_s": Option(
@@ -252,7 +252,7 @@ MISSING_MODEL_NODES = {
     "CLIPLoader",
     "UnetLoaderGGUF",
 }
-SETUP_DOC = "docs/setup-comfyui.md"
+SETUP_DOC = "`imagen docs setup-comfyui`"  # a command: it works from a wheel install too
 
 
 def flux_schnell_graph(

@@ -55,6 +55,10 @@ _COMMANDS = {
     ),
     "db": ("imagen.cli.db:db_app", "Database schema migrations (alembic)."),
     "completion": ("imagen.cli.completion:completion", "Print or install shell completion."),
+    "docs": (
+        "imagen.cli.docs:docs",
+        "Print imagen's documentation (usage, setup-comfyui, testing, architecture).",
+    ),
 }
 
 

@@ -1,0 +1,77 @@
+"""docs/: the command reference is the real --help, the docs are readable from any install, and
+docs/testing.md's recipe works as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from tests.support.cli import ROOT, Sandbox
+
+
+def test_usage_reference_is_the_real_help() -> None:
+    done = subprocess.run(
+        [sys.executable, "scripts/usage_reference.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    from imagen.cli import _COMMANDS
+
+    text = (ROOT / "docs" / "usage.md").read_text()
+    for name in _COMMANDS:
+        assert f"### `imagen {name}" in text, name
+
+
+def test_docs_command_prints_every_doc(tmp_path: Path) -> None:
+    box = Sandbox(tmp_path)
+    listed = box.run("docs").stdout.split()
+    assert listed == sorted(p.stem for p in (ROOT / "docs").glob("*.md"))
+    shown = box.run("docs", "setup-comfyui")
+    assert shown.stdout == (ROOT / "docs" / "setup-comfyui.md").read_text()
+    wrong = box.run("docs", "nope")
+    assert wrong.returncode == 2 and "topics: " in wrong.stderr
+
+
+def test_the_wheel_carries_the_docs_and_hints_name_commands_not_paths() -> None:
+    wheel = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+    assert wheel["targets"]["wheel"]["force-include"]["docs"] == "imagen/_docs"
+    # No message imagen prints may send a wheel user to a path in a checkout they do not have.
+    for path in (ROOT / "imagen").rglob("*.py"):
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if line.lstrip().startswith("#") or '"""' in line:
+                continue
+            assert not re.search(r"""["'][^"']*\bdocs/[\w-]+\.md""", line), f"{path}:{lineno}"
+
+
+def test_testing_md_recipe_works_against_the_standalone_double(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "testing.md").read_text()
+    config = re.search(r"<<'EOF'\n(.*?)\nEOF", text, re.S).group(1)  # type: ignore[union-attr]
+    config = config.replace("/tmp/imagen-try", str(tmp_path / "try"))
+    double = subprocess.Popen(
+        [sys.executable, "-m", "imagen.testing.replicate", "--port", "0", "--token", "r8_local"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    try:
+        url = double.stdout.readline().strip()  # type: ignore[union-attr]
+        assert url.startswith("http://127.0.0.1:")
+        config = re.sub(r"http://127\.0\.0\.1:8700", url, config)
+        box = Sandbox(tmp_path, env={"REPLICATE_API_TOKEN": "r8_local"})
+        box.write_config(config)
+        box.env.pop("IMAGEN_LEDGER_URL")  # the recipe's own [ledger] url applies
+        assert "token accepted" in box.run("backends", "--check").stdout
+        made = box.run("generate", "a lighthouse at dusk", "--aspect", "16:9")
+        assert made.returncode == 0, made.stderr
+        assert Path(made.stdout.strip()).exists()
+        assert (tmp_path / "try" / "ledger.db").exists()
+    finally:
+        double.terminate()
+        double.wait(timeout=30)
