@@ -35,7 +35,7 @@ def plain_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return repr(value)
+        return repr(round(value, 6))  # sums of prices: 0.045, not 0.045000000000000005
     return str(value).replace("\t", " ").replace("\r\n", " ").replace("\n", " ")
 
 
