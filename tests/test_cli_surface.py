@@ -171,7 +171,7 @@ def _closed_pipe_run(box: Sandbox, *args: str) -> subprocess.CompletedProcess[st
 )
 def test_a_closed_pipe_is_quiet(box: Sandbox, argv: list[str]) -> None:
     box.write_config("")
-    result = _closed_pipe_run(box, *argv)
+    result = _closed_pipe_run(box, "-q", *argv)
     assert result.stderr == "", result.stderr
     assert result.returncode == 141
 
@@ -195,6 +195,9 @@ def test_head_closing_early_on_a_long_listing(sandbox: Sandbox) -> None:
 
 
 def test_piped_jobs_are_complete_tab_separated_with_a_header(sandbox: Sandbox) -> None:
+    empty = sandbox.run("jobs")  # no ledger yet: still the header, and [] with --json
+    assert empty.stdout.startswith("job_id\tcreated_at") and len(empty.stdout.splitlines()) == 1
+    assert json.loads(sandbox.run("jobs", "--json").stdout) == []
     prompt = "a very long prompt " * 12 + "\twith a tab\nand a newline"
     assert sandbox.run("generate", prompt, "--seed", "5").returncode == 0
     [job_id] = sandbox.job_ids()

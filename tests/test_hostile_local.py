@@ -159,7 +159,10 @@ def test_reading_a_ledger_that_does_not_exist_creates_nothing(tmp_path: Path) ->
     box = Sandbox(tmp_path, ledger_url=f"sqlite:///{missing}")
     box.write_backend("c", "comfyui")
     listed = box.run("jobs")
-    assert listed.returncode == 0 and listed.stdout == ""
+    # An empty list in the CLI's one shape: piped, just the header row.
+    assert listed.returncode == 0 and listed.stdout.splitlines() == [
+        "job_id\tcreated_at\tstatus\tbackend\tmodel\tcost_usd\tprompt"
+    ]
     assert "no ledger yet" in listed.stderr
     one_line(box.run("show", "abcd"), 6, "no ledger yet")
     assert not (tmp_path / "not").exists()

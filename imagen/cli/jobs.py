@@ -58,20 +58,24 @@ def jobs(
     try:
         reader = context.jobs_reader()
     except context.NoLedgerYet as exc:
-        context.err(f"imagen: {exc}")  # an empty list is the honest answer
-        return
-    rows = list(
-        jobs_query.query(
-            reader,
-            context.ENV,
-            since=parse_since(since, context.ENV.clock()) if since else None,
-            status=status,
-            backend=backend,
-            caller=caller,
-            limit=limit,
+        context.note(str(exc))  # an empty list (header row, or []) is the honest answer
+        reader = None
+    rows = (
+        []
+        if reader is None
+        else list(
+            jobs_query.query(
+                reader,
+                context.ENV,
+                since=parse_since(since, context.ENV.clock()) if since else None,
+                status=status,
+                backend=backend,
+                caller=caller,
+                limit=limit,
+            )
         )
     )
-    if not json_output and status != "interrupted":
+    if reader is not None and not json_output and status != "interrupted":
         mention_interrupted(reader)
     data = [{k: r[k] for k in JOB_FIELDS} for r in rows]
     if json_output:
