@@ -334,5 +334,5 @@ def test_jobs_and_show_print_control_characters_escaped(sandbox: Sandbox) -> Non
     # JSON keeps the prompt exactly (escaped by JSON itself)
     import json
 
-    [row] = [json.loads(line) for line in sandbox.run("jobs", "--json").stdout.splitlines()]
+    [row] = json.loads(sandbox.run("jobs", "--json").stdout)  # a list is one JSON array
     assert row["prompt"] == HOSTILE_PROMPT

@@ -30,17 +30,29 @@ class Column:
 
 
 def plain_text(value: Any) -> str:
+    """One cell: tabs and newlines become spaces (one row stays one line), other control
+    characters are shown escaped (text from a shared ledger must not drive a terminal)."""
+    from imagen.cli.safe import printable
+
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(round(value, 6))  # sums of prices: 0.045, not 0.045000000000000005
-    return str(value).replace("\t", " ").replace("\r\n", " ").replace("\n", " ")
+    return printable(str(value).replace("\t", " ").replace("\r\n", " ").replace("\n", " "))
 
 
 def _tty_text(value: Any) -> str:
     return "-" if value is None or value == "" else plain_text(value)
+
+
+def _cell(column: Column, value: Any) -> str:
+    if column.tty is None:
+        return _tty_text(value)
+    from imagen.cli.safe import printable
+
+    return printable(column.tty(value))
 
 
 def print_json(data: Any, out: TextIO | None = None) -> None:
@@ -68,7 +80,7 @@ def table(
         return
     cells = [[c.key.upper() for c in columns]]
     for r in rows:
-        cells.append([(c.tty or _tty_text)(r.get(c.key)) for c in columns])
+        cells.append([_cell(c, r.get(c.key)) for c in columns])
     if footer is not None:
         cells.append([_tty_text(footer.get(c.key)) if c.key in footer else "" for c in columns])
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
