@@ -96,7 +96,8 @@ def box(tmp_path: Path) -> Sandbox:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["backends", "yes"], "unexpected argument: yes (see `imagen backends --help`)"),
+        (["audit", "yes"], "unexpected argument: yes (see `imagen audit --help`)"),
+        (["backends", "yes"], "no backend 'yes'"),  # NAME, never --check
         (["jobs", "--limit", "x"], 'invalid value for --limit: unable to convert "x" into int'),
         (["jobs", "--json-output"], "unknown option: --json-output"),
         (["nope"], 'unknown command "nope"'),
