@@ -493,3 +493,31 @@ def test_backends_check_ok_missing_workflow_and_down(tmp_path: Path, comfy: Comf
     flow = box.run("backends", "--check", "flow")
     assert flow.returncode == 3 and "node types not installed: NoSuchNode" in flow.stdout
     assert box.run("backends").returncode == 0  # without --check: a listing, never a verdict
+
+
+def test_a_crash_right_after_success_is_completed_by_resume_and_seen_by_audit(
+    box: Sandbox, comfy: ComfyUIDouble
+) -> None:
+    crashed = box.run(
+        "generate", "almost", "--size", "256x256", env={"IMAGEN_CRASH_AFTER": "JobSucceeded"}
+    )
+    assert crashed.returncode == -signal.SIGKILL
+    job_id = only_job(box)
+    image = next(e.data["path"] for e in box.events(job_id) if e.type == "ImageStored")
+    sidecar = Path(f"{image}.json")
+    assert Path(image).exists() and not sidecar.exists()
+    audit = box.run("audit")
+    assert audit.returncode == 4, audit.stdout
+    assert f"job {job_id}: sidecar missing: {sidecar}" in audit.stdout
+    assert f"imagen resume {job_id}" in audit.stdout
+    resumed = box.run("resume", "--all")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "wrote its sidecar" in resumed.stderr and sidecar.exists()
+    assert box.run("audit").returncode == 0
+    data = json.loads(sidecar.read_text())
+    data["image"]["sha256"] = "0" * 64
+    sidecar.write_text(json.dumps(data))
+    differs = box.run("audit")
+    assert differs.returncode == 4 and "sidecar differs from the ledger" in differs.stdout
+    assert "imagen rebuild" in differs.stdout
+    assert comfy.executed == 1

@@ -117,13 +117,18 @@ def check_files(
         except (OSError, ValueError):
             ok = False
         if not ok:
+            missing = not side.exists()
             problems.append(
                 {
                     "kind": "sidecar",
                     "job_id": jid,
                     "path": str(side),
-                    "message": f"job {jid}: sidecar missing or not the chain's "
-                    f"(`imagen rebuild` rewrites it): {side}",
+                    # A crash right after JobSucceeded leaves no sidecar: name the fix.
+                    "message": f"job {jid}: sidecar missing: {side} (`imagen resume {jid}` "
+                    "or `imagen rebuild` writes it)"
+                    if missing
+                    else f"job {jid}: sidecar differs from the ledger: {side} "
+                    "(`imagen rebuild` rewrites it)",
                 }
             )
     return problems, checked

@@ -43,3 +43,33 @@ def write_sidecar(state: JobState) -> Path | None:
         return None
     atomic_write(path, render_sidecar(data))
     return path
+
+
+def sidecar_problem(state: JobState) -> dict[str, Any] | None:
+    """What is wrong with a succeeded job's sidecar on disk (missing, or not what the ledger
+    says), with the command that fixes it; None when it is right (or the job has none)."""
+    data = sidecar(state)
+    if data is None:
+        return None
+    path = sidecar_path(data["image"]["path"])
+    try:
+        current = path.read_bytes() if path.is_file() else None
+    except OSError:
+        current = None
+    if current == render_sidecar(data):
+        return None
+    jid = state.job_id
+    if current is None:
+        return {
+            "kind": "sidecar_missing",
+            "job_id": jid,
+            "path": str(path),
+            "message": f"job {jid}: sidecar missing: {path} (`imagen resume {jid}` writes it)",
+        }
+    return {
+        "kind": "sidecar_differs",
+        "job_id": jid,
+        "path": str(path),
+        "message": f"job {jid}: sidecar differs from the ledger: {path} "
+        "(`imagen rebuild` rewrites it)",
+    }

@@ -202,6 +202,15 @@ def resume(
             r["job_id"]
             for r in jobs_query.query(store, context.ENV, status="interrupted", limit=None)
         ]
+        # A crash right after the success was recorded leaves the job without its sidecar:
+        # completing what a success implies is resuming too.
+        from imagen.app.sidecars import sidecar_path
+
+        ids += [
+            r["job_id"]
+            for r in jobs_query.query(store, context.ENV, status="succeeded", limit=None)
+            if r["image_path"] and not sidecar_path(r["image_path"]).exists()
+        ]
     else:
         ids = [resolve_job_id(store, job_id or "")]
     worst = ExitCode.OK
@@ -247,8 +256,14 @@ def _resume_one(  # type: ignore[no-untyped-def]
 
     state = load(store, jid)
     if state.finished:
-        write_sidecar(state)
-        context.note(f"job {jid} already {state.status}")
+        from imagen.app.sidecars import sidecar_problem
+
+        missing = sidecar_problem(state)
+        written = write_sidecar(state)
+        if missing is not None and written is not None:
+            context.note(f"job {jid} already {state.status}; wrote its sidecar {written}")
+        else:
+            context.note(f"job {jid} already {state.status}")
         code = report(state, json_output=json_output, collect=collect)
     elif owner_alive(state, context.ENV):
         claim = state.claim
