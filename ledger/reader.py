@@ -1,9 +1,15 @@
 """Read-only access to a ledger. On SQLite it needs only the standard library's sqlite3, so
-commands that only read (listing jobs, showing one) skip SQLAlchemy's import time."""
+commands that only read (listing jobs, showing one) skip SQLAlchemy's import time.
+
+`Reader` is what read models are written against: `EventStore` implements it too. Queries
+use `:name` parameters, which sqlite3 and SQLAlchemy both bind, so one SQL text (kept to
+portable SQL) runs on every engine.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -12,29 +18,31 @@ from ledger.schema_names import COLUMNS, LEDGER_HEAD, LEDGER_VERSION_TABLE
 
 
 class Reader(Protocol):
-    param: str
-
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]: ...
     def streams_with_prefix(self, prefix: str, limit: int = 10) -> list[str]: ...
     def get_checkpoint(self, name: str) -> int: ...
+    def is_current(self, checkpoint: str) -> bool: ...
     def head_position(self) -> int: ...
-    def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
+    def query(
+        self, sql: str, params: Mapping[str, object] | None = None
+    ) -> list[tuple[Any, ...]]: ...
 
 
 class SqliteReader:
-    param = "?"
-
     def __init__(self, path: Path, *, immutable: bool = False) -> None:
         self.path = path
         self.immutable = immutable
         # Read-only: this connection can never change the ledger.
         self.conn = sqlite3.connect(f"file:{path}?{_ro(immutable)}", uri=True, timeout=30)
 
-    def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, params: Mapping[str, object] | None = None) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, dict(params or {})).fetchall()
+
+    def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, params).fetchall()
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
-        rows = self.fetch(
+        rows = self._fetch(
             f"SELECT {COLUMNS} FROM events WHERE stream_id = ? AND stream_version > ? "
             "ORDER BY stream_version",
             (stream_id, after_version),
@@ -43,7 +51,7 @@ class SqliteReader:
 
     def streams_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\uffff"
-        rows = self.fetch(
+        rows = self._fetch(
             "SELECT DISTINCT stream_id FROM events WHERE stream_id >= ? AND stream_id < ? "
             "ORDER BY stream_id LIMIT ?",
             (prefix, upper, limit),
@@ -51,11 +59,18 @@ class SqliteReader:
         return [r[0] for r in rows]
 
     def get_checkpoint(self, name: str) -> int:
-        row = self.fetch("SELECT position FROM projection_checkpoints WHERE name = ?", (name,))
+        row = self._fetch("SELECT position FROM projection_checkpoints WHERE name = ?", (name,))
         return row[0][0] if row else 0
 
     def head_position(self) -> int:
-        return self.fetch("SELECT coalesce(max(position), 0) FROM events")[0][0]
+        return self._fetch("SELECT coalesce(max(position), 0) FROM events")[0][0]
+
+    def is_current(self, checkpoint: str) -> bool:
+        row = self._fetch(
+            "SELECT position FROM projection_checkpoints WHERE name = ?", (checkpoint,)
+        )
+        # No row yet: the projection's table was never created, so it cannot be current.
+        return bool(row) and row[0][0] == self.head_position()
 
     def identity(self) -> str | None:
         rows = self.fetch(f"SELECT {COLUMNS} FROM events WHERE position = 1")
@@ -88,13 +103,13 @@ def open_reader(url: str) -> Reader | None:
         return None
     try:
         reader = SqliteReader(path)
-        rev = reader.fetch(f"SELECT version_num FROM {LEDGER_VERSION_TABLE}")
+        rev = reader._fetch(f"SELECT version_num FROM {LEDGER_VERSION_TABLE}")
     except sqlite3.OperationalError as exc:
         if "readonly" not in str(exc) and "unable to open" not in str(exc):
             return None
         try:
             reader = SqliteReader(path, immutable=True)
-            rev = reader.fetch(f"SELECT version_num FROM {LEDGER_VERSION_TABLE}")
+            rev = reader._fetch(f"SELECT version_num FROM {LEDGER_VERSION_TABLE}")
         except sqlite3.Error:
             return None
     except sqlite3.Error:

@@ -8,17 +8,25 @@ the event before it. Readers never block writers (WAL / MVCC).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import (
+    BigInteger,
+    Column,
     Connection,
     Engine,
+    Float,
+    Index,
+    Integer,
     MetaData,
+    String,
+    Table,
+    Text,
     create_engine,
     event,
     func,
@@ -26,6 +34,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -40,6 +49,7 @@ from ledger.events import (
     identity_event,
     identity_of,
 )
+from ledger.projection import ColumnType, Row, TableSpec
 from ledger.schema import (
     LEDGER_HEAD,
     LEDGER_REVISIONS,
@@ -97,6 +107,7 @@ class EventStore:
         # With identity, the first append to an empty ledger writes a LedgerCreated event first.
         self._identity = identity
         self.dialect = engine.dialect.name
+        self._tables: dict[TableSpec, Table] = {}
         p = self._param(0)
         self._sql_tip = (
             f"SELECT coalesce((SELECT max(stream_version) FROM events WHERE stream_id = {p}), 0),"
@@ -295,51 +306,90 @@ class EventStore:
                     checked += 1
         return VerifyReport(checked, Head(expected_pos - 1, prev_hash))
 
-    # -- checkpoints -------------------------------------------------------------------------
+    # -- reading for projections (the `Reader` protocol) --------------------------------------
 
-    param = property(lambda self: self._param(0))
-
-    def fetch(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        """Raw read-only SQL in the driver's paramstyle (`param`), for projection queries."""
+    def query(self, sql: str, params: Mapping[str, object] | None = None) -> list[tuple[Any, ...]]:
+        """A read-only query with `:name` parameters: the same text runs on both engines."""
         with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.exec_driver_sql(sql, params).fetchall()]
+            return [tuple(r) for r in conn.execute(text(sql), dict(params or {})).fetchall()]
 
     def head_position(self) -> int:
         return self.head().position
 
-    def ensure_projection(self, metadata: MetaData, checkpoint: str) -> None:
-        """Create a projection's tables once, under the write lock: processes using a fresh
+    def get_checkpoint(self, name: str) -> int:
+        with self.engine.connect() as conn:
+            return _checkpoint(conn, name) or 0
+
+    def is_current(self, checkpoint: str) -> bool:
+        """Has the projection behind `checkpoint` seen every event? False before its first
+        catch-up (no checkpoint row: its table may not exist yet)."""
+        with self.engine.connect() as conn:
+            position = _checkpoint(conn, checkpoint)
+            return position is not None and position == self._head(conn).position
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        """A consistent read view without any lock (WAL / MVCC): every read in it sees the
+        ledger and the projection tables as of one moment."""
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield Snapshot(self, conn)
+
+    # -- writing projections -----------------------------------------------------------------
+
+    def ensure_projection(self, table: TableSpec, checkpoint: str) -> None:
+        """Create a projection's table once, under the write lock: processes using a fresh
         ledger at once would otherwise race on check-then-create ("database is locked" on
-        SQLite, DuplicateTable on PostgreSQL). The checkpoint row marks them as created."""
-        sql = f"SELECT 1 FROM projection_checkpoints WHERE name = {self.param}"
-        if self.fetch(sql, (checkpoint,)):
-            return
-        with self.transaction() as conn:
-            if conn.exec_driver_sql(sql, (checkpoint,)).first():
+        SQLite, DuplicateTable on PostgreSQL). The checkpoint row marks it as created."""
+        with self.engine.connect() as conn:
+            if _checkpoint(conn, checkpoint) is not None:
                 return
-            metadata.create_all(conn, checkfirst=True)
-            self.set_checkpoint(checkpoint, 0, conn)
+        with self.transaction() as conn:
+            if _checkpoint(conn, checkpoint) is not None:
+                return
+            self._table(table).create(conn, checkfirst=True)
+            _set_checkpoint(conn, checkpoint, 0)
 
-    def get_checkpoint(self, name: str, conn: Connection | None = None) -> int:
-        stmt = select(projection_checkpoints.c.position).where(
-            projection_checkpoints.c.name == name
-        )
-        if conn is not None:
-            return conn.execute(stmt).scalar() or 0
-        with self.engine.connect() as own:
-            return own.execute(stmt).scalar() or 0
+    def write_projection(
+        self,
+        table: TableSpec,
+        rows: Sequence[Row],
+        checkpoint: str,
+        expected: int,
+        position: int,
+    ) -> bool:
+        """Write rows and move the checkpoint from `expected` to `position`, atomically under
+        the write lock; False (nothing written) if the checkpoint is no longer `expected`.
 
-    def set_checkpoint(self, name: str, position: int, conn: Connection | None = None) -> None:
-        if conn is None:
-            with self.transaction() as own:
-                return self.set_checkpoint(name, position, own)
-        updated = conn.execute(
-            projection_checkpoints.update()
-            .where(projection_checkpoints.c.name == name)
-            .values(position=position)
-        ).rowcount
-        if not updated:
-            conn.execute(insert(projection_checkpoints).values(name=name, position=position))
+        Rows are upserted by key; in a `serial` table a row whose unique columns are already
+        present is kept as it is."""
+        t = self._table(table)
+        with self.transaction() as conn:
+            if (_checkpoint(conn, checkpoint) or 0) != expected:
+                return False
+            if rows:
+                conn.execute(_upsert(self.dialect, t, table), list(rows))
+            _set_checkpoint(conn, checkpoint, position)
+        return True
+
+    def reset_projection(self, table: TableSpec, checkpoints: Sequence[str]) -> None:
+        """Delete every row and set the checkpoints to 0, atomically."""
+        with self.transaction() as conn:
+            conn.execute(self._table(table).delete())
+            for name in checkpoints:
+                _set_checkpoint(conn, name, 0)
+
+    def set_checkpoint(self, name: str, position: int) -> None:
+        with self.transaction() as conn:
+            _set_checkpoint(conn, name, position)
+
+    def _table(self, spec: TableSpec) -> Table:
+        table = self._tables.get(spec)
+        if table is None:
+            table = self._tables[spec] = _sqlalchemy_table(spec)
+        return table
 
     # -- the head file ---------------------------------------------------------------------
 
@@ -420,9 +470,103 @@ class EventStore:
     def _param(self, n: int) -> str:
         return "?" if self.dialect == "sqlite" else "%s"
 
-    @staticmethod
-    def _params(*values: object) -> tuple[object, ...]:
+    def _params(self, *values: object) -> tuple[object, ...]:
         return values
+
+
+class Snapshot:
+    """One read transaction (see `EventStore.snapshot`); what a projection's fold reads."""
+
+    def __init__(self, store: EventStore, conn: Connection) -> None:
+        self._store, self._conn = store, conn
+
+    def checkpoint(self, name: str) -> int:
+        return _checkpoint(self._conn, name) or 0
+
+    def read_after(self, after: int, limit: int) -> list[RecordedEvent]:
+        rows = self._conn.execute(
+            text(
+                f"SELECT {_COLUMNS} FROM events WHERE position > :after ORDER BY position LIMIT :n"
+            ),
+            {"after": after, "n": int(limit)},
+        ).fetchall()
+        return [RecordedEvent(*r) for r in rows]
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        rows = self._conn.execute(
+            text(
+                f"SELECT {_COLUMNS} FROM events WHERE stream_id = :sid AND stream_version > :v "
+                "ORDER BY stream_version"
+            ),
+            {"sid": stream_id, "v": after_version},
+        ).fetchall()
+        return [RecordedEvent(*r) for r in rows]
+
+    def rows(self, table: TableSpec, keys: Iterable[Any]) -> dict[Any, Row]:
+        t = self._store._table(table)
+        key = t.c[table.key]
+        wanted = sorted(set(keys))
+        out: dict[Any, Row] = {}
+        for i in range(0, len(wanted), 500):  # bounded IN lists (SQLite's variable limit)
+            for r in self._conn.execute(select(t).where(key.in_(wanted[i : i + 500]))).mappings():
+                out[r[table.key]] = dict(r)
+        return out
+
+
+def _checkpoint(conn: Connection, name: str) -> int | None:
+    return conn.execute(
+        select(projection_checkpoints.c.position).where(projection_checkpoints.c.name == name)
+    ).scalar()
+
+
+def _set_checkpoint(conn: Connection, name: str, position: int) -> None:
+    updated = conn.execute(
+        projection_checkpoints.update()
+        .where(projection_checkpoints.c.name == name)
+        .values(position=position)
+    ).rowcount
+    if not updated:
+        conn.execute(insert(projection_checkpoints).values(name=name, position=position))
+
+
+_TYPES = {
+    ColumnType.INTEGER: BigInteger().with_variant(Integer, "sqlite"),
+    ColumnType.REAL: Float(),
+}
+
+
+def _sqlalchemy_table(spec: TableSpec) -> Table:
+    """The spec as SQLAlchemy Core; names follow SQLAlchemy's defaults (ix_<table>_<column>),
+    so tables created before the spec existed are the same tables."""
+    columns = []
+    for c in spec.columns:
+        if c.name == spec.key and spec.serial:
+            kind: Any = Integer  # SERIAL on PostgreSQL, the rowid on SQLite
+        elif c.type is ColumnType.TEXT:
+            kind = String(c.length) if c.length else Text
+        else:
+            kind = _TYPES[c.type]
+        columns.append(
+            Column(
+                c.name,
+                kind,
+                primary_key=c.name == spec.key,
+                autoincrement=spec.serial if c.name == spec.key else False,
+                nullable=c.nullable,
+                index=c.index or None,
+                unique=c.unique or None,
+            )
+        )
+    indexes = [Index(name, *cols) for name, cols in spec.indexes]
+    return Table(spec.name, MetaData(), *columns, *indexes)
+
+
+def _upsert(dialect: str, table: Table, spec: TableSpec) -> Any:
+    stmt = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    if spec.serial:
+        return stmt.on_conflict_do_nothing()
+    changed = {c: stmt.excluded[c] for c in spec.column_names if c != spec.key}
+    return stmt.on_conflict_do_update(index_elements=[spec.key], set_=changed)
 
 
 def _row(r: RecordedEvent) -> tuple[object, ...]:
@@ -465,7 +609,13 @@ def open_store(
     elif parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        # lock_timeout: a writer waits for the write lock as long as on SQLite, then fails.
+        options = f"-c lock_timeout={int(busy_timeout * 1000)}"
+        engine = create_engine(
+            parsed,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": 10, "options": options},
+        )
     else:
         raise LedgerError(
             f"ledger URL {parsed.render_as_string()!r}: use sqlite:/// or postgresql://"

@@ -16,6 +16,7 @@ from typing import Any
 from imagen.projections.jobs import fold as projection
 from imagen.projections.jobs.fold import COLUMNS
 from imagen.projections.jobs.query import CHECKPOINT, TABLE
+from ledger.reader import Reader
 
 IDENTITY_STREAM = "$ledger"
 
@@ -134,10 +135,10 @@ def check_files(
     return problems, checked
 
 
-def check_checkpoints(store: Any, head: int) -> list[Problem]:
+def check_checkpoints(store: Reader, head: int) -> list[Problem]:
     """A projection that has seen events the chain no longer has: the chain lost its tail."""
     problems: list[Problem] = []
-    for name, position in store.fetch("SELECT name, position FROM projection_checkpoints"):
+    for name, position in store.query("SELECT name, position FROM projection_checkpoints"):
         if position > head:
             problems.append(
                 {
@@ -150,17 +151,14 @@ def check_checkpoints(store: Any, head: int) -> list[Problem]:
     return problems
 
 
-def check_jobs_projection(store: Any, rows: dict[str, dict[str, Any]], head: int) -> list[Problem]:
+def check_jobs_projection(store: Reader, rows: dict[str, dict[str, Any]], head: int) -> list[Problem]:
     """The jobs table against the chain's own fold (after catching it up)."""
     try:
-        checkpoint = store.fetch(
-            f"SELECT position FROM projection_checkpoints WHERE name = {store.param}",
-            (CHECKPOINT,),
-        )
-        stored_rows = store.fetch(f"SELECT {', '.join(COLUMNS)} FROM {TABLE}")
+        checkpoint = store.get_checkpoint(CHECKPOINT)
+        stored_rows = store.query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE}")
     except Exception:  # noqa: BLE001 - no projection table yet: nothing cached to disagree
         return []
-    if not checkpoint or checkpoint[0][0] != head:
+    if checkpoint != head:
         return []  # not comparable (behind: catch-up failed; ahead: reported above)
     stored = {r[0]: dict(zip(COLUMNS, r, strict=True)) for r in stored_rows}
     problems: list[Problem] = []

@@ -97,20 +97,18 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
         Print one JSON report.
     """
     from imagen.app.sidecars import render_sidecar, sidecar_owner, sidecar_path
+    from imagen.projections.jobs import query as jobs_query
     from imagen.projections.jobs import table as jobs_index
-    from imagen.projections.jobs.table import jobs
     from imagen.projections.sidecar import sidecar
     from imagen.runner.load import load
 
     store = context.store()
     differences: list[str] = []
     jobs_index.catch_up(store)
-    with store.engine.connect() as conn:
-        before = {r["job_id"]: dict(r) for r in conn.execute(jobs.select()).mappings()}
+    before = {r["job_id"]: r for r in jobs_query.all_rows(store)}
     jobs_index.reset(store)
     jobs_index.catch_up(store)
-    with store.engine.connect() as conn:
-        after = {r["job_id"]: dict(r) for r in conn.execute(jobs.select()).mappings()}
+    after = {r["job_id"]: r for r in jobs_query.all_rows(store)}
     for jid in sorted(before.keys() | after.keys()):
         if before.get(jid) != after.get(jid):
             differences.append(f"job list: row for {jid} differed and was rebuilt")

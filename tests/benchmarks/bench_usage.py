@@ -93,7 +93,7 @@ def _local_store(path: Path, rows: list[tuple[Any, ...]]) -> Any:
     """A ledger with one event, its usage table filled with `rows`, the projection current."""
     store = open_store(f"sqlite:///{path}")
     store.append("bench", [NewEvent("ResponseReceived", {"request_id": "r", "status": 200})], 0)
-    usage_local.metadata.create_all(store.engine)
+    store.ensure_projection(usage_local.USAGE, usage_local.CHECKPOINT)
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA synchronous=OFF")
     for at in range(0, len(rows), 100_000):

@@ -1,4 +1,4 @@
-"""Reading the jobs table with plain SQL through any ledger reader (no SQLAlchemy needed)."""
+"""Reading the jobs table with portable SQL through any ledger `Reader` (no SQLAlchemy needed)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,21 @@ from typing import Any
 
 from imagen.core.job import parse_time
 from imagen.projections.jobs.fold import COLUMNS
+from imagen.projections.jobs.table import CHECKPOINT, JOBS, TABLE
 from imagen.runner.environment import Environment
 from imagen.runner.liveness import owner_alive
+from ledger.projection import as_rows, select_all
+from ledger.reader import Reader
 
-TABLE = "imagen_jobs_v1"
-CHECKPOINT = "imagen.jobs.v1"
 
-
-def is_current(reader: Any) -> bool:
+def is_current(reader: Reader) -> bool:
     """Has the projection seen every event? (Then a reader can answer without catching up.)"""
-    try:
-        row = reader.fetch(
-            f"SELECT position FROM projection_checkpoints WHERE name = {reader.param}",
-            (CHECKPOINT,),
-        )
-    except Exception:  # a ledger too new to have the table
-        return False
-    # No row yet: the projection's table was never created, so it cannot be current.
-    return bool(row) and row[0][0] == reader.head_position()
+    return reader.is_current(CHECKPOINT)
+
+
+def all_rows(reader: Reader) -> list[dict[str, Any]]:
+    """Every row as stored (status without liveness), for audit and rebuild."""
+    return as_rows(JOBS, reader.query(select_all(JOBS)))
 
 
 def effective_status(row: dict[str, Any], env: Environment) -> str:
@@ -44,7 +41,7 @@ def effective_status(row: dict[str, Any], env: Environment) -> str:
 
 
 def query(
-    reader: Any,
+    reader: Reader,
     env: Environment,
     *,
     since: str | None = None,
@@ -54,22 +51,22 @@ def query(
     limit: int | None = 50,
 ) -> Iterator[dict[str, Any]]:
     """Newest first; each row's `status` has process liveness applied."""
-    p = reader.param
-    where, params = [], []
+    where: list[str] = []
+    params: dict[str, object] = {}
     for column, value in (("backend", backend), ("caller", caller)):
         if value:
-            where.append(f"{column} = {p}")
-            params.append(value)
+            where.append(f"{column} = :{column}")
+            params[column] = value
     if since:
-        where.append(f"created_at >= {p}")
-        params.append(since)
+        where.append("created_at >= :since")
+        params["since"] = since
     live_filter = status in ("running", "interrupted")
     if live_filter:
         # Liveness is decided per row below; finished jobs are excluded by the index.
         where.append("status IN ('running', 'requested', 'interrupted')")
     elif status:
-        where.append(f"status = {p}")
-        params.append(status)
+        where.append("status = :status")
+        params["status"] = status
     sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -77,7 +74,7 @@ def query(
     if limit and not live_filter:
         sql += f" LIMIT {int(limit)}"
     count = 0
-    for values in reader.fetch(sql, tuple(params)):
+    for values in reader.query(sql, params):
         row = dict(zip(COLUMNS, values, strict=True))
         row["status"] = effective_status(row, env)
         if status and row["status"] != status:
@@ -88,5 +85,5 @@ def query(
             return
 
 
-def count_interrupted(reader: Any, env: Environment) -> int:
+def count_interrupted(reader: Reader, env: Environment) -> int:
     return sum(1 for _ in query(reader, env, status="interrupted", limit=None))

@@ -1,101 +1,75 @@
 """The jobs table: the job-list projection kept in the ledger database, caught up on read.
 
 It is derived data: dropped and rebuilt whenever its version changes (or `imagen rebuild`).
+Declared through the ledger's projection API, so no SQL dialect appears here.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    delete,
-    insert,
-    select,
-    update,
-)
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from imagen.projections.jobs import fold as projection
-from imagen.projections.jobs.query import CHECKPOINT, TABLE  # noqa: E402
-from ledger import IDENTITY_STREAM, EventStore
+from ledger.events import IDENTITY_STREAM, RecordedEvent
+from ledger.projection import ColumnSpec, ColumnType, Projection, Row, TableSpec, View
+from ledger.projection import catch_up as catch_up_projection
+from ledger.projection import reset as reset_projection
 
-metadata = MetaData()
-jobs = Table(
+if TYPE_CHECKING:
+    from ledger import EventStore
+
+TABLE = "imagen_jobs_v1"
+CHECKPOINT = "imagen.jobs.v1"
+
+_T, _I, _R = ColumnType.TEXT, ColumnType.INTEGER, ColumnType.REAL
+
+JOBS = TableSpec(
     TABLE,
-    metadata,
-    Column("job_id", String(200), primary_key=True),
-    Column("created_at", String(32), index=True),
-    Column("updated_at", String(32)),
-    Column("status", String(20), index=True),
-    Column("backend", String(100)),
-    Column("model", String(200)),
-    Column("caller", String(200)),
-    Column("prompt", Text),
-    Column("cost_usd", Float),
-    Column("image_path", Text),
-    Column("sha256", String(64)),
-    Column("remote_id", String(200)),
-    Column("pid", Integer),
-    Column("host", String(255)),
-    Column("proc_start", String(40)),
-    Column("claimed_at", String(32)),
-    Column("lease_seconds", Float),
-    Column("terminal_events", Integer),
-    Column("events_after_terminal", Integer),
-    Column("last_position", BigInteger),
-    Column("error", Text),
+    key="job_id",
+    columns=(
+        ColumnSpec("job_id", _T, 200),
+        ColumnSpec("created_at", _T, 32, index=True),
+        ColumnSpec("updated_at", _T, 32),
+        ColumnSpec("status", _T, 20, index=True),
+        ColumnSpec("backend", _T, 100),
+        ColumnSpec("model", _T, 200),
+        ColumnSpec("caller", _T, 200),
+        ColumnSpec("prompt", _T),
+        ColumnSpec("cost_usd", _R),
+        ColumnSpec("image_path", _T),
+        ColumnSpec("sha256", _T, 64),
+        ColumnSpec("remote_id", _T, 200),
+        ColumnSpec("pid", _I),
+        ColumnSpec("host", _T, 255),
+        ColumnSpec("proc_start", _T, 40),
+        ColumnSpec("claimed_at", _T, 32),
+        ColumnSpec("lease_seconds", _R),
+        ColumnSpec("terminal_events", _I),
+        ColumnSpec("events_after_terminal", _I),
+        ColumnSpec("last_position", _I),
+        ColumnSpec("error", _T),
+    ),
 )
+assert JOBS.column_names == projection.COLUMNS
+
+
+def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
+    """The rows of every job the events touch, starting from the rows already there."""
+    events = [e for e in events if e.stream_id != IDENTITY_STREAM]  # the ledger's id: no job
+    rows = view.rows(JOBS, {e.stream_id for e in events})
+    for e in events:
+        rows[e.stream_id] = projection.apply(
+            rows.get(e.stream_id), e.stream_id, e.type, e.data, e.recorded_at, e.position
+        )
+    return list(rows.values())
+
+
+PROJECTION = Projection(JOBS, CHECKPOINT, fold)
 
 
 def catch_up(store: EventStore, *, batch: int = 20000) -> int:
-    """Fold events after the checkpoint into the table; returns how many were applied."""
-    store.ensure_projection(metadata, CHECKPOINT)
-    applied = 0
-    while True:
-        after = store.get_checkpoint(CHECKPOINT)
-        events = []
-        last = after
-        for e in store.read_all(after, batch=batch):
-            last = e.position
-            if e.stream_id != IDENTITY_STREAM:  # the ledger's own identity is not a job
-                events.append(e)
-            if last - after >= batch:
-                break
-        if last == after:
-            return applied
-        with store.transaction() as conn:
-            if store.get_checkpoint(CHECKPOINT, conn) != after:
-                continue  # another process caught up meanwhile; start again from its checkpoint
-            ids = sorted({e.stream_id for e in events})
-            rows: dict[str, dict[str, Any]] = {}
-            for chunk in range(0, len(ids), 500):
-                for row in conn.execute(
-                    select(jobs).where(jobs.c.job_id.in_(ids[chunk : chunk + 500]))
-                ):
-                    rows[row.job_id] = dict(row._mapping)
-            existing = set(rows)
-            for e in events:
-                rows[e.stream_id] = projection.apply(
-                    rows.get(e.stream_id), e.stream_id, e.type, e.data, e.recorded_at, e.position
-                )
-            new = [r for k, r in rows.items() if k not in existing]
-            if new:
-                conn.execute(insert(jobs), new)
-            for k in existing:
-                conn.execute(update(jobs).where(jobs.c.job_id == k).values(rows[k]))
-            store.set_checkpoint(CHECKPOINT, last, conn)
-        applied += len(events)
+    return catch_up_projection(store, PROJECTION, batch=batch)
 
 
 def reset(store: EventStore) -> None:
-    store.ensure_projection(metadata, CHECKPOINT)
-    with store.transaction() as conn:
-        conn.execute(delete(jobs))
-        store.set_checkpoint(CHECKPOINT, 0, conn)
+    reset_projection(store, PROJECTION)

@@ -2,108 +2,96 @@
 
 `seq` orders rows as they were projected; the remote sync confirms rows up to a seq
 (checkpoint `imagen.usage.synced`), so anything not confirmed is sent again next time.
+Declared through the ledger's projection API, so no SQL dialect appears here.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import (
-    Column,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    delete,
-    insert,
-    select,
-)
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from imagen.core.events import TERMINAL_TYPES
 from imagen.projections.usage.fold import COLUMNS, usage_row
-from imagen.projections.usage.query import CHECKPOINT, TABLE  # noqa: E402
-from ledger import EventStore
+from ledger.events import RecordedEvent
+from ledger.projection import ColumnSpec, ColumnType, Projection, Row, TableSpec, View, as_rows
+from ledger.projection import catch_up as catch_up_projection
+from ledger.projection import reset as reset_projection
+from ledger.reader import Reader
 
+if TYPE_CHECKING:
+    from ledger import EventStore
+
+TABLE = "imagen_usage_v1"
+CHECKPOINT = "imagen.usage.v1"
 SYNCED = "imagen.usage.synced"
 
-metadata = MetaData()
-usage = Table(
+_T, _I, _R = ColumnType.TEXT, ColumnType.INTEGER, ColumnType.REAL
+
+USAGE = TableSpec(
     TABLE,
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("id", String(200), nullable=False, unique=True),
-    Column("created_at", String(32), nullable=False, index=True),
-    Column("backend", String(100)),
-    Column("model", String(200)),
-    Column("seed", Integer),
-    Column("prompt_hash", String(64)),
-    Column("latency_ms", Integer),
-    Column("cost_usd_estimate", Float),
-    Column("caller", String(200), index=True),
-    # Covering indexes: `imagen usage` groups a million rows from the index alone.
-    Index(
-        "ix_imagen_usage_v1_backend_model", "backend", "model", "cost_usd_estimate", "latency_ms"
+    key="seq",
+    serial=True,
+    columns=(
+        ColumnSpec("seq", _I),
+        ColumnSpec("id", _T, 200, nullable=False, unique=True),
+        ColumnSpec("created_at", _T, 32, nullable=False, index=True),
+        ColumnSpec("backend", _T, 100),
+        ColumnSpec("model", _T, 200),
+        ColumnSpec("seed", _I),
+        ColumnSpec("prompt_hash", _T, 64),
+        ColumnSpec("latency_ms", _I),
+        ColumnSpec("cost_usd_estimate", _R),
+        ColumnSpec("caller", _T, 200, index=True),
     ),
-    Index("ix_imagen_usage_v1_caller_cost", "caller", "cost_usd_estimate", "latency_ms"),
+    # Covering indexes: `imagen usage` groups a million rows from the index alone.
+    indexes=(
+        (
+            "ix_imagen_usage_v1_backend_model",
+            ("backend", "model", "cost_usd_estimate", "latency_ms"),
+        ),
+        ("ix_imagen_usage_v1_caller_cost", ("caller", "cost_usd_estimate", "latency_ms")),
+    ),
 )
+assert USAGE.column_names[1:] == COLUMNS
+
+
+def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
+    """A row for each job the events end (the table keeps a job's first row)."""
+    from imagen.runner.load import load
+
+    ended = dict.fromkeys(e.stream_id for e in events if e.type in TERMINAL_TYPES)
+    return [r for r in (usage_row(load(view, jid)) for jid in ended) if r]
+
+
+PROJECTION = Projection(USAGE, CHECKPOINT, fold, dependent_checkpoints=(SYNCED,))
 
 
 def catch_up(store: EventStore, *, batch: int = 20000) -> int:
-    from imagen.runner.load import load
-
-    store.ensure_projection(metadata, CHECKPOINT)
-    added = 0
-    while True:
-        after = store.get_checkpoint(CHECKPOINT)
-        ended: list[str] = []
-        last = after
-        for e in store.read_all(after, batch=batch):
-            last = e.position
-            if e.type in TERMINAL_TYPES:
-                ended.append(e.stream_id)
-            if last - after >= batch:
-                break
-        if last == after:
-            return added
-        rows = [r for r in (usage_row(load(store, jid)) for jid in ended) if r]
-        with store.transaction() as conn:
-            if store.get_checkpoint(CHECKPOINT, conn) != after:
-                continue
-            if rows:
-                known = {
-                    r[0]
-                    for r in conn.execute(
-                        select(usage.c.id).where(usage.c.id.in_([r["id"] for r in rows]))
-                    )
-                }
-                fresh = [r for r in rows if r["id"] not in known]
-                if fresh:
-                    conn.execute(insert(usage), fresh)
-                    added += len(fresh)
-            store.set_checkpoint(CHECKPOINT, last, conn)
+    return catch_up_projection(store, PROJECTION, batch=batch)
 
 
-def unsynced(store: EventStore, limit: int) -> list[dict[str, Any]]:
-    after = store.get_checkpoint(SYNCED)
-    stmt = select(usage).where(usage.c.seq > after).order_by(usage.c.seq).limit(limit)
-    with store.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(stmt)]
+def unsynced(reader: Reader, limit: int) -> list[dict[str, Any]]:
+    rows = reader.query(
+        f"SELECT {', '.join(USAGE.column_names)} FROM {TABLE} WHERE seq > :after "
+        "ORDER BY seq LIMIT :limit",
+        {"after": reader.get_checkpoint(SYNCED), "limit": int(limit)},
+    )
+    return as_rows(USAGE, rows)
+
+
+def _snapshot(reader: Reader) -> dict[str, tuple[Any, ...]]:
+    rows = reader.query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE}")
+    return {r[0]: tuple(r) for r in rows}
 
 
 def rebuild(store: EventStore) -> list[str]:
     """Re-derive the table from the ledger alone; report rows that differed."""
     catch_up(store)
-    with store.engine.connect() as conn:
-        before = {r.id: tuple(r._mapping[c] for c in COLUMNS) for r in conn.execute(select(usage))}
-    with store.transaction() as conn:
-        conn.execute(delete(usage))
-        store.set_checkpoint(CHECKPOINT, 0, conn)
-        store.set_checkpoint(SYNCED, 0, conn)  # re-sending is harmless: upserts ignore duplicates
+    before = _snapshot(store)
+    # Re-sending after the reset is harmless: the remote upsert ignores duplicates.
+    reset_projection(store, PROJECTION)
     catch_up(store)
-    with store.engine.connect() as conn:
-        after = {r.id: tuple(r._mapping[c] for c in COLUMNS) for r in conn.execute(select(usage))}
+    after = _snapshot(store)
     return [
         f"usage: row {k} differed and was rebuilt"
         for k in sorted(before.keys() | after.keys())
