@@ -23,6 +23,7 @@ class Reader(Protocol):
     def get_checkpoint(self, name: str) -> int: ...
     def is_current(self, checkpoint: str) -> bool: ...
     def head_position(self) -> int: ...
+    def identity(self) -> str | None: ...
     def query(
         self, sql: str, params: Mapping[str, object] | None = None
     ) -> list[tuple[Any, ...]]: ...
@@ -73,7 +74,7 @@ class SqliteReader:
         return bool(row) and row[0][0] == self.head_position()
 
     def identity(self) -> str | None:
-        rows = self.fetch(f"SELECT {COLUMNS} FROM events WHERE position = 1")
+        rows = self._fetch(f"SELECT {COLUMNS} FROM events WHERE position = 1")
         return identity_of(RecordedEvent(*rows[0]) if rows else None)
 
     def close(self) -> None:
