@@ -151,7 +151,9 @@ def check_checkpoints(store: Reader, head: int) -> list[Problem]:
     return problems
 
 
-def check_jobs_projection(store: Reader, rows: dict[str, dict[str, Any]], head: int) -> list[Problem]:
+def check_jobs_projection(
+    store: Reader, rows: dict[str, dict[str, Any]], head: int
+) -> list[Problem]:
     """The jobs table against the chain's own fold (after catching it up)."""
     try:
         checkpoint = store.get_checkpoint(CHECKPOINT)
