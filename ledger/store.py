@@ -63,6 +63,7 @@ Durability = Literal["full", "normal"]
 
 _WRITE = "ledger_write"
 _HEAD_INFO = "ledger_head_appended"
+_APPEND_LOCK = 7261002  # PostgreSQL advisory lock key for appends (7261001: migrations)
 
 
 def utc_now() -> datetime:
@@ -125,8 +126,11 @@ class EventStore:
             conn.info.pop(_HEAD_INFO, None)  # never a head left by a rolled-back transaction
             with conn.begin():
                 if self.dialect == "postgresql":
-                    # Serialises chain heads; plain reads (ACCESS SHARE) are not blocked.
-                    conn.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
+                    # Serialises chain heads; reads are not blocked. An advisory lock, not
+                    # LOCK TABLE: a writer role with only INSERT and SELECT on events may not
+                    # take a table lock stronger than ROW EXCLUSIVE. (A writer bypassing it
+                    # still cannot fork the chain: positions are a primary key.)
+                    conn.execute(text(f"SELECT pg_advisory_xact_lock({_APPEND_LOCK})"))
                 yield conn
             committed: Head | None = conn.info.pop(_HEAD_INFO, None)
         if committed is not None and self.head_path is not None:
