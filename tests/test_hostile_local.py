@@ -312,12 +312,13 @@ def test_resume_all_resumes_each_job_on_its_own_and_exits_with_the_most_severe_c
 
 
 def test_most_severe_exit_code() -> None:
-    from imagen.app.exit_codes import ExitCode, most_severe
+    from imagen.app.exit_codes import SEVERITY, ExitCode, most_severe
 
     assert most_severe(ExitCode.OK, ExitCode.JOB_FAILED) == ExitCode.JOB_FAILED
     assert most_severe(ExitCode.JOB_FAILED, ExitCode.BAD_INPUT) == ExitCode.BAD_INPUT
     assert most_severe(ExitCode.LEDGER_ERROR, ExitCode.CONFLICT) == ExitCode.LEDGER_ERROR
     assert most_severe(ExitCode.OK, ExitCode.OK) == ExitCode.OK
+    assert {*ExitCode} == set(SEVERITY)  # every code has a rank
 
 
 HOSTILE_PROMPT = "cat \x1b]0;pwned\x07\x1b[2J\x1b[1A\u202eevil\x9b31m done"

@@ -23,6 +23,8 @@ class ExitCode(IntEnum):
 SEVERITY = (
     ExitCode.TERMINATED,
     ExitCode.INTERRUPTED,
+    ExitCode.BROKEN_PIPE,
+    ExitCode.INTERNAL,
     ExitCode.LEDGER_ERROR,
     ExitCode.AUDIT_FAILED,
     ExitCode.BACKEND_UNAVAILABLE,
