@@ -8,7 +8,8 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, text
 
 from alembic import command
-from ledger.schema import LEDGER_HEAD
+from ledger.revision import MIGRATION_LOCK, WRITE, current_revision, refuse_newer
+from ledger.schema_names import LEDGER_HEAD
 
 
 def script_location() -> str:
@@ -30,15 +31,13 @@ def alembic_config(connection: Connection | None = None, branch: str = "ledger")
 
 def upgrade_ledger(engine: Engine, target: str = "ledger@head") -> None:
     """Migrate under the write lock, so processes opening a new ledger at once migrate it once."""
-    from ledger.store import _WRITE, _refuse_newer, current_revision
-
-    with engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
+    with engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
         if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(7261001)"))
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         revision = current_revision(conn)
         if revision == LEDGER_HEAD and target == "ledger@head":
             return
-        _refuse_newer(engine, revision)
+        refuse_newer(engine, revision)
         command.upgrade(alembic_config(conn, "ledger"), target)
 
 

@@ -36,9 +36,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
-from ledger.errors import ConcurrencyError, LedgerError, SchemaTooNewError
+from ledger.errors import ConcurrencyError, LedgerError
 from ledger.events import (
     GENESIS_HASH,
     IDENTITY_STREAM,
@@ -50,10 +50,10 @@ from ledger.events import (
     identity_of,
 )
 from ledger.projection import ColumnType, Row, TableSpec
+from ledger.revision import WRITE as _WRITE
+from ledger.revision import current_revision, refuse_newer
 from ledger.schema import (
     LEDGER_HEAD,
-    LEDGER_REVISIONS,
-    LEDGER_VERSION_TABLE,
     events,
     projection_checkpoints,
 )
@@ -61,7 +61,6 @@ from ledger.schema import (
 Clock = Callable[[], datetime]
 Durability = Literal["full", "normal"]
 
-_WRITE = "ledger_write"
 _HEAD_INFO = "ledger_head_appended"
 _APPEND_LOCK = 7261002  # PostgreSQL advisory lock key for appends (7261001: migrations)
 
@@ -669,36 +668,15 @@ def _sqlite_engine(url: str, durability: Durability, busy_timeout: float) -> Eng
     return engine
 
 
-def current_revision(conn: Connection) -> str | None:
-    """The ledger branch's alembic revision, or None for an empty database.
-
-    Runs in a savepoint so that, on PostgreSQL, a missing table does not abort the caller's
-    transaction."""
-    try:
-        with conn.begin_nested():
-            return conn.exec_driver_sql(f"SELECT version_num FROM {LEDGER_VERSION_TABLE}").scalar()
-    except DBAPIError:
-        return None
-
-
 def _ensure_schema(engine: Engine) -> None:
     with engine.connect() as conn, conn.begin():
         revision = current_revision(conn)
     if revision == LEDGER_HEAD:
         return  # the common case: no alembic import at all
-    _refuse_newer(engine, revision)
+    refuse_newer(engine, revision)
     from ledger import migrate
 
     migrate.upgrade_ledger(engine)
-
-
-def _refuse_newer(engine: Engine, revision: str | None) -> None:
-    if revision is not None and revision not in LEDGER_REVISIONS:
-        where = engine.url.render_as_string(hide_password=True)
-        raise SchemaTooNewError(
-            f"the ledger at {where} has schema revision {revision!r}, newer than this imagen "
-            f"knows ({LEDGER_HEAD!r}); upgrade imagen. The ledger was left untouched."
-        )
 
 
 def open_scratch(path: Path, *, immutable: bool = False) -> EventStore:

@@ -34,23 +34,31 @@ def config() -> Config:
     return _config
 
 
-def store() -> EventStore:
+def store(url: str | None = None) -> EventStore:
+    """The configured ledger, opened (created or migrated if needed) once per process; or the
+    ledger at `url`, opened the same way and not kept."""
     global _store
+    if url is not None:
+        return _open(url)
     if _store is None:
-        from sqlalchemy.exc import ArgumentError, DBAPIError
-
         from imagen.app.config import ledger_url
-        from ledger import LedgerError, open_store
 
-        url = ledger_url(config())
-        try:
-            _store = open_store(url, clock=ENV.clock, identity=True)
-        except (LedgerError, DBAPIError, ArgumentError, OSError) as exc:
-            raise UserError(
-                f"cannot open the ledger at {_shown(url)}: {_ledger_reason(exc)}",
-                ExitCode.LEDGER_ERROR,
-            ) from None
+        _store = _open(ledger_url(config()))
     return _store
+
+
+def _open(url: str) -> EventStore:
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    from ledger import LedgerError, open_store
+
+    try:
+        return open_store(url, clock=ENV.clock, identity=True)
+    except (LedgerError, DBAPIError, ArgumentError, OSError) as exc:
+        raise UserError(
+            f"cannot open the ledger at {_shown(url)}: {_ledger_reason(exc)}",
+            ExitCode.LEDGER_ERROR,
+        ) from None
 
 
 def _shown(url: str) -> str:

@@ -28,50 +28,26 @@ def upgrade(branch: Literal["ledger", "usage"] = "ledger", /, *, url: str | None
     url
         Database URL instead of the configured one.
     """
-    from sqlalchemy import create_engine
-    from sqlalchemy.exc import OperationalError
-
-    from alembic import command
-    from ledger.migrate import alembic_config
-
     cfg = context.config()
     if branch == "ledger":
-        from imagen.app.config import ledger_url
-
-        target = url or ledger_url(cfg)
-        if target.startswith("sqlite"):
-            context.store()  # opening a SQLite ledger creates its file privately and migrates it
-            print("ledger at head")
-            return
-    else:
-        target = url or cfg.usage.database_url
-        if not target:
-            raise UserError(
-                "no usage database: set [usage] database_url or IMAGEN_USAGE_DATABASE_URL"
-            )
-        from imagen.app import usage_db
-
-        result = usage_db.upgrade(target)
-        print("usage at head")
-        if result.grants_applied:
-            print(f"grants to {usage_db.API_ROLE} applied: {usage_db.GRANTS_TEXT}")
-        else:
-            context.err(
-                f"imagen: warning: role {usage_db.API_ROLE} does not exist in this database, so "
-                "it was granted nothing; run `imagen db upgrade usage` again once it exists "
-                "(every Supabase project has it)"
-            )
+        # Opening is the one guarded path: the migration lock (PostgreSQL: an advisory lock),
+        # a ledger newer than this imagen refused untouched, a new SQLite file made private.
+        context.store(url).close()
+        print("ledger at head")
         return
-    if target.startswith("postgresql://"):
-        target = "postgresql+psycopg://" + target.removeprefix("postgresql://")
-    engine = create_engine(target)
-    try:
-        with engine.connect() as conn, conn.begin():
-            command.upgrade(alembic_config(conn, branch), f"{branch}@head")
-    except OperationalError as exc:
-        raise UserError(
-            f"cannot connect to the {branch} database: {str(exc.orig).strip().splitlines()[0]}"
-        ) from None
-    finally:
-        engine.dispose()
-    print(f"{branch} at head")
+    target = url or cfg.usage.database_url
+    if not target:
+        raise UserError("no usage database: set [usage] database_url or IMAGEN_USAGE_DATABASE_URL")
+    from imagen.app import usage_db
+
+    result = usage_db.upgrade(target)
+    print("usage at head")
+    if result.grants_applied:
+        print(f"grants to {usage_db.API_ROLE} applied: {usage_db.GRANTS_TEXT}")
+    else:
+        context.err(
+            f"imagen: warning: role {usage_db.API_ROLE} does not exist in this database, so "
+            "it was granted nothing; run `imagen db upgrade usage` again once it exists "
+            "(every Supabase project has it)"
+        )
+    return
