@@ -157,14 +157,24 @@ def test_429_exhausted(box: Sandbox, rep: ReplicateDouble) -> None:
     assert rep.billed == 0
 
 
-def test_5xx_once_is_retried_twice_fails(box: Sandbox, rep: ReplicateDouble) -> None:
+def test_5xx_create_is_looked_up_and_bounded(box: Sandbox, rep: ReplicateDouble) -> None:
+    """A 5xx may come from a gateway after the API created the prediction: look it up before
+    creating again, and stop after MAX_UNCERTAIN_CREATES attempts when none was made."""
     rep.fail_next("create", status=502, html=True)
     assert box.run("generate", "once").returncode == 0
     assert rep.billed == 1
-    rep.fail_next("create", status=503, times=2)
-    result = box.run("generate", "twice")
-    assert result.returncode == 3 and "HTTP 503 twice" in result.stderr
+    rep.fail_next("create", status=503, times=3)
+    result = box.run("generate", "thrice")
+    assert result.returncode == 3
+    assert "HTTP 503" in result.stderr and "nothing was paid" in result.stderr
     assert rep.billed == 1
+    job = [
+        j
+        for j in box.job_ids()
+        if "LookupConcluded" in box.types(j) and box.types(j)[-1] == "JobFailed"
+    ]
+    sent = [e.data["purpose"] for e in box.events(job[0]) if e.type == "RequestSent"]
+    assert sent == ["create", "lookup"] * 3
 
 
 def test_failed_prediction_reports_replicates_error(box: Sandbox, rep: ReplicateDouble) -> None:
@@ -304,3 +314,311 @@ def test_data_uri_output_is_accepted(box: Sandbox, rep: ReplicateDouble) -> None
     sent = [e.data["url"] for e in box.events(only_job(box)) if e.type == "RequestSent"]
     assert sent[-1].startswith("data:image/") and sent[-1].endswith("chars)")  # not the payload
     assert rep.billed == 1
+
+
+# -- issue 18: a paid image is never lost, the token stays home, nothing is paid twice ----------
+
+
+def test_late_resume_downloads_a_prediction_that_succeeded(tmp_path: Path) -> None:
+    """Killed while the prediction ran; resumed after the job's timeout, when it had already
+    succeeded: the resume polls first and downloads, it never cancels finished work."""
+    from datetime import UTC, datetime, timedelta
+
+    now = {"t": datetime.now(UTC)}
+    with ReplicateDouble(token=TOKEN, clock=lambda: now["t"]) as rep:
+        box = make_box(tmp_path, rep, timeout_s=1, wait_s=1)
+        rep.behaviour(duration=3)
+        crashed = box.run("generate", "late", env={"IMAGEN_CRASH_AFTER": "RemoteJobAccepted"})
+        assert crashed.returncode == -signal.SIGKILL
+        now["t"] += timedelta(seconds=10)  # finished on Replicate's side; our deadline passed
+        job_id = only_job(box)
+        result = box.run("resume", job_id)
+        assert result.returncode == 0, result.stderr
+        assert box.types(job_id)[-1] == "JobSucceeded" and "CancelRequested" not in box.types(
+            job_id
+        )
+        assert rep.billed == 1 and not any(m == "POST" and "/cancel" in t for m, t in rep.requests)
+        assert_clean(box, result.stdout.strip())
+
+
+def test_token_is_never_sent_to_another_host(box: Sandbox, rep: ReplicateDouble) -> None:
+    """An output URL that starts with the API's base but names another host after `@`: the
+    image is fetched without the token (it is not the API's origin)."""
+    rep.behaviour(output_url="{base}@localhost:{port}/files/{id}/{name}")
+    result = box.run("generate", "userinfo trick")
+    sent_to_other = [r for r in rep.received if r.host.startswith("localhost") and r.authorization]
+    assert sent_to_other == []
+    assert not any(r.authorization for r in rep.received if r.target.startswith("/files/")), (
+        rep.received
+    )
+    assert rep.billed == 1
+    assert result.returncode != 0 or Path(result.stdout.strip()).exists()
+
+
+def test_hostile_next_link_with_small_pages(tmp_path: Path) -> None:
+    with ReplicateDouble(token=TOKEN, page_size=1) as rep:
+        box = make_box(tmp_path, rep)
+        assert box.run("generate", "first", "--seed", "1").returncode == 0
+        assert box.run("generate", "second", "--seed", "3").returncode == 0
+        rep.reset_after_create()
+        rep.hostile_next(f"http://localhost:{rep.url.rsplit(':', 1)[1]}/v1/predictions?cursor=x")
+        rep.behaviour(output_as="url")
+        # The new prediction is newest: page 1 holds it, so make it not match by killing the
+        # create before it leaves (crash after RequestSent), then the listing's first page
+        # holds only the earlier job's prediction and links onward to another origin.
+        crashed = box.run(
+            "generate", "second", "--seed", "2", env={"IMAGEN_CRASH_AFTER": "RequestSent"}
+        )
+        assert crashed.returncode == -signal.SIGKILL
+        job = [j for j in box.job_ids() if box.types(j)[-1] == "RequestSent"][0]
+        result = box.run("resume", job)
+        assert result.returncode == 5, result.stderr
+        assert "another origin" in result.stderr
+        assert not any(r.host.startswith("localhost") for r in rep.received)
+        assert [e.data["decision"] for e in box.events(job) if e.type == "LookupConcluded"] == [
+            "refused"
+        ]
+        assert rep.billed == 2
+
+
+def test_creates_whose_outcome_is_unknown_are_bounded(box: Sandbox, rep: ReplicateDouble) -> None:
+    rep.reset_next("create", times=100)
+    result = box.run("generate", "hostile server")
+    assert result.returncode == 3, result.stderr
+    job_id = only_job(box)
+    creates = [
+        e for e in box.events(job_id) if e.type == "RequestSent" and e.data["purpose"] == "create"
+    ]
+    assert len(creates) == 3 and "nothing was paid" in result.stderr
+    assert len(box.events(job_id)) < 40
+    assert sum(1 for m, t in rep.requests if m == "POST") == 3
+
+
+def test_resumes_do_not_reset_the_create_budget(box: Sandbox, rep: ReplicateDouble) -> None:
+    rep.reset_next("create", times=100)
+    rep.fail_next("list", status=503, times=100)  # and the lookups fail: resumable each time
+    first = box.run("generate", "hostile server")
+    assert first.returncode == 5, first.stderr
+    job_id = only_job(box)
+    for _ in range(4):
+        box.run("resume", job_id)
+    assert sum(1 for m, _ in rep.requests if m == "POST") <= 3
+    assert rep.billed == 0
+
+
+def test_clock_skew_does_not_pay_twice(tmp_path: Path) -> None:
+    """Replicate's clock is 400 s behind ours; the create's answer is lost: the lookup still
+    finds the prediction (its window is measured on Replicate's clock)."""
+    from datetime import UTC, datetime, timedelta
+
+    with ReplicateDouble(
+        token=TOKEN, clock=lambda: datetime.now(UTC) - timedelta(seconds=400)
+    ) as rep:
+        box = make_box(tmp_path, rep)
+        rep.reset_after_create()
+        result = box.run("generate", "skewed")
+        assert result.returncode == 0, result.stderr
+        accepted = [e.data for e in box.events(only_job(box)) if e.type == "RemoteJobAccepted"]
+        assert accepted[0]["via"] == "lookup"
+        assert rep.billed == 1
+
+
+def test_resume_never_adopts_another_jobs_prediction(tmp_path: Path, rep: ReplicateDouble) -> None:
+    box = make_box(tmp_path, rep)
+    first = box.run("generate", "same", "--seed", "5", "--output", str(tmp_path / "a.png"))
+    assert first.returncode == 0, first.stderr
+    crashed = box.run(
+        "generate",
+        "same",
+        "--seed",
+        "5",
+        "--output",
+        str(tmp_path / "b.png"),
+        env={"IMAGEN_CRASH_AFTER": "RequestSent"},
+    )
+    assert crashed.returncode == -signal.SIGKILL and rep.billed == 1
+    second = [j for j in box.job_ids() if box.types(j)[-1] == "RequestSent"][0]
+    result = box.run("resume", second)
+    assert result.returncode == 0, result.stderr
+    assert rep.billed == 2
+    ids = {
+        e.data["remote_id"]
+        for j in box.job_ids()
+        for e in box.events(j)
+        if e.type == "RemoteJobAccepted"
+    }
+    assert len(ids) == 2  # one prediction, one job
+    held = [e.data for e in box.events(second) if e.type == "RemoteIdsHeld"]
+    assert held and list(held[0]["held"].values()) != [second]
+
+
+def test_polls_failing_do_not_abandon_a_running_prediction(
+    tmp_path: Path, rep: ReplicateDouble
+) -> None:
+    box = make_box(tmp_path, rep, wait_s=1)
+    rep.behaviour(polls=3)
+    rep.fail_next("get", status=503, times=2)
+    rep.reset_next("get", times=2)
+    result = box.run("generate", "flaky polls")
+    assert result.returncode == 0, result.stderr
+    assert rep.billed == 1
+    assert_clean(box, result.stdout.strip())
+
+
+def test_poll_failures_past_the_deadline_leave_the_job_resumable(
+    tmp_path: Path, rep: ReplicateDouble
+) -> None:
+    box = make_box(tmp_path, rep, wait_s=1, timeout_s=3)
+    rep.behaviour(polls=1)  # done at the first poll that gets through
+    rep.fail_next("get", status=503, times=50)
+    result = box.run("generate", "replicate down")
+    assert result.returncode == 3, result.stderr
+    assert "imagen resume" in result.stderr
+    job_id = only_job(box)
+    assert not {"JobFailed", "JobCancelled"} & set(box.types(job_id))
+    rep.clear_faults()  # Replicate is back
+    resumed = box.run("resume", job_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert rep.billed == 1
+
+
+def test_same_output_twice_pays_once(box: Sandbox, rep: ReplicateDouble, tmp_path: Path) -> None:
+    out = str(tmp_path / "same.png")
+    crashed = box.run(
+        "generate", "one", "--output", out, env={"IMAGEN_CRASH_AFTER": "RemoteJobAccepted"}
+    )
+    assert crashed.returncode == -signal.SIGKILL and rep.billed == 1
+    second = box.run("generate", "two", "--output", out)
+    assert second.returncode == 2 and "already exists" in second.stderr
+    assert rep.billed == 1
+    result = box.run("resume", only_job(box))
+    assert result.returncode == 0, result.stderr
+    assert Path(out).stat().st_size > 0
+    assert_clean(box, out)
+
+
+@pytest.mark.parametrize(
+    "case", ["parent_is_file", "name_too_long", "max_image_mb", "timeout", "wait"]
+)
+def test_local_problems_are_refused_before_paying(
+    tmp_path: Path, rep: ReplicateDouble, case: str
+) -> None:
+    options: dict[str, object] = {}
+    out = tmp_path / "x.png"
+    if case == "parent_is_file":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "x.png"
+    elif case == "name_too_long":
+        out = tmp_path / ("n" * 250 + ".png")
+    elif case == "max_image_mb":
+        options["max_image_mb"] = -1
+    elif case == "timeout":
+        options["timeout_s"] = 0
+    else:
+        options["wait_s"] = 61
+    box = make_box(tmp_path, rep, **options)
+    result = box.run("generate", "x", "--output", str(out))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert rep.billed == 0 and box.job_ids() == []
+
+
+def test_a_local_failure_after_payment_keeps_the_job_resumable(
+    box: Sandbox, rep: ReplicateDouble, tmp_path: Path
+) -> None:
+    out = tmp_path / "sub" / "x.png"
+    crashed = box.run(
+        "generate", "x", "--output", str(out), env={"IMAGEN_CRASH_AFTER": "RemoteJobAccepted"}
+    )
+    assert crashed.returncode == -signal.SIGKILL
+    (out.parent / "x.png").unlink(missing_ok=True)  # the name reserved before paying
+    out.parent.rmdir()
+    out.parent.write_text("a file where the directory was")  # writing now fails: ENOTDIR
+    job_id = only_job(box)
+    failed = box.run("resume", job_id)
+    assert failed.returncode == 5, failed.stderr
+    assert f"imagen resume {job_id}" in failed.stderr and "paid" in failed.stderr
+    assert not {"JobFailed", "JobCancelled"} & set(box.types(job_id))
+    out.parent.unlink()
+    out.parent.mkdir()
+    result = box.run("resume", job_id)
+    assert result.returncode == 0, result.stderr
+    assert rep.billed == 1
+    assert_clean(box, str(out))
+
+
+def test_ctrl_c_during_the_download_of_a_finished_prediction(
+    box: Sandbox, rep: ReplicateDouble
+) -> None:
+    rep.slow_next("file", 30)
+    proc = box.popen("generate", "almost there")
+    rep.wait_for_request(lambda r: r[1].startswith("/files/"), timeout=30)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    job_id = only_job(box)
+    assert "cancelled" not in err and f"imagen resume {job_id}" in err and "paid" in err
+    assert "JobCancelled" not in box.types(job_id)
+    assert not any(m == "POST" and t.endswith("/cancel") for m, t in rep.requests)
+    result = box.run("resume", job_id)
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(box.run("usage", "--raw", "--json").stdout)
+    assert row["id"] == job_id and row["cost_usd_estimate"] == 0.003
+    assert rep.billed == 1
+
+
+@pytest.mark.parametrize("form", ["plain", "upper", "url", "base64", "json"])
+def test_token_echoed_in_any_form_is_scrubbed(
+    box: Sandbox, rep: ReplicateDouble, form: str
+) -> None:
+    import base64
+
+    rep.echo_token_next("create", form)
+    result = box.run("generate", "echo")
+    assert result.returncode != 0
+    shown = {
+        "plain": TOKEN,
+        "upper": TOKEN.upper(),
+        "url": "".join(f"%{b:02X}" for b in TOKEN.encode()),
+        "base64": base64.b64encode(f"Bearer {TOKEN}".encode()).decode()[8:-4],
+        "json": "".join(f"\\u{ord(c):04x}" for c in TOKEN),
+    }[form]
+    recorded = json.dumps([e.data for e in box.events(only_job(box))])
+    received = [e.data for e in box.events(only_job(box)) if e.type == "ResponseReceived"]
+    assert "[redacted]" in received[0]["body"]["detail"]
+    for text in (
+        json.loads(recorded.lower()).__repr__(),
+        result.stderr.lower(),
+        box.ledger_text().lower(),
+    ):
+        assert TOKEN.lower() not in text and shown.lower() not in text, form
+
+
+# -- issue 19 (Replicate): bounded waits and honest messages ------------------------------------
+
+
+def test_retry_after_past_the_deadline_is_not_obeyed(box: Sandbox, rep: ReplicateDouble) -> None:
+    rep.fail_next("create", status=429, retry_after=86400)
+    proc = box.popen("generate", "throttled")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert "86400" not in err or "past the job's" in err
+    assert rep.billed == 0
+
+
+def test_200_html_says_what_was_wrong(box: Sandbox, rep: ReplicateDouble) -> None:
+    rep.fail_next("create", status=200, html=True)
+    rep.fail_next("list", status=200, html=True, times=3)
+    result = box.run("generate", "captive portal")
+    assert result.returncode == 5, result.stderr
+    assert "HTTP 200: HTTP 200" not in result.stderr
+    assert "text/html" in result.stderr and "not JSON" in result.stderr
+    assert rep.billed == 0
+
+
+def test_malformed_prediction_never_raises(box: Sandbox, rep: ReplicateDouble) -> None:
+    for body in ({"id": "abc", "status": "processing", "urls": "x"}, {"results": [1, "a"]}, [1]):
+        rep.fail_next("create", status=201, body=body)
+        rep.fail_next("list", status=200, body={"results": [1, "a", None]})
+        result = box.run("generate", "malformed")
+        assert "Traceback" not in result.stderr

@@ -72,6 +72,7 @@ def prepare(
         )
     dest = dest.absolute()
     check_destination(dest, overwrite=overwrite)
+    check_parent(dest)
     try:
         module.validate_request(params, options)
     except BadInput as exc:
@@ -145,3 +146,49 @@ def _name_max(directory: Path) -> int:
         except (OSError, ValueError):
             continue
     return 255
+
+
+def check_parent(dest: Path) -> None:
+    """The directory can be made and written: checked before paying, since a local failure
+    after payment leaves a paid image without a home."""
+    ancestor = dest.parent
+    while not (ancestor.exists() or ancestor.is_symlink()):
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"--output {dest}: {ancestor} is not a directory", ExitCode.BAD_INPUT)
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"--output {dest}: {ancestor} is not writable", ExitCode.BAD_INPUT)
+
+
+def reserve_output(request: JobRequested) -> None:
+    """Claim the output name before paying: an empty file that only this job may replace.
+
+    Two jobs given the same --output would otherwise both pay and one would lose its image. An
+    empty file holds nothing to lose, so the runner replaces it (and removes it if the job ends
+    without an image)."""
+    if request.overwrite:
+        return
+    dest = Path(request.output_path)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:
+        raise UserError(
+            f"{dest} already exists (use --force to overwrite)", ExitCode.BAD_INPUT
+        ) from None
+    except OSError as exc:
+        raise UserError(f"--output {dest}: {exc.strerror}", ExitCode.BAD_INPUT) from None
+    os.close(fd)
+
+
+def release_output(request: JobRequested | None, has_image: bool) -> None:
+    """A job that ended without an image gives its reserved (still empty) name back."""
+    if request is None or request.overwrite or has_image:
+        return
+    dest = Path(request.output_path)
+    try:
+        st = os.lstat(dest)
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            dest.unlink()
+    except OSError:
+        pass

@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlsplit
 
 from imagen.backends.common import (
+    Exchange,
     config_of,
     configured_model,
     exchanges,
@@ -26,22 +28,25 @@ from imagen.backends.common import (
     retry_time,
 )
 from imagen.backends.contract import Option
-from imagen.core.actions import Action, Halt, HttpRequest, Record, StoreImage
+from imagen.core.actions import Action, CheckHeld, Halt, HttpRequest, Record, StoreImage
 from imagen.core.events import (
     CancelRequested,
     ForceNewRequested,
     JobCancelled,
     JobFailed,
+    JobInterrupted,
     JobSucceeded,
     LookupConcluded,
+    RemoteIdsHeld,
     RemoteJobAccepted,
     RequestFailed,
     ResponseReceived,
     RetryScheduled,
+    RunnerClaimed,
 )
 from imagen.core.failures import Failure
 from imagen.core.inputs import BadInput, GenerateInputs
-from imagen.core.job import JobState, iso
+from imagen.core.job import JobState, Recorded, iso
 
 DEFAULT_MODEL = "black-forest-labs/flux-schnell"
 DEFAULT_BASE_URL = "https://api.replicate.com"
@@ -128,7 +133,8 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
 
 
 FILE_OPTIONS: tuple[str, ...] = ()
-# What decide reads (Retry-After) and what explains a rate limit or a sync wait in an audit.
+# What decide reads (Retry-After; Date: Replicate's clock, which measures the lookup window) and
+# what explains a rate limit or a sync wait in an audit.
 interpret_frame = no_stream  # Replicate is polled, never streamed
 describe_model = configured_model
 check_requests = no_checks
@@ -142,12 +148,9 @@ RECORDED_HEADERS = frozenset(
         "preference-applied",
         "ratelimit-remaining",
         "ratelimit-reset",
+        "date",
     }
 )
-
-
-def validate_request(params: Mapping[str, Any], options: Mapping[str, Any]) -> None:
-    """Nothing beyond normalise: Replicate reads no files."""
 
 
 def status(options: Mapping[str, Any], env: Mapping[str, str]) -> str:
@@ -172,11 +175,55 @@ def probe_verdict(status_code: int, body: Any) -> str:
     return f"unexpected answer: HTTP {status_code}"
 
 
+_RANGES: dict[str, tuple[float, float]] = {
+    "timeout_s": (1, 86400),
+    "wait_s": (1, 60),
+    "poll_interval_s": (0.05, 3600),
+    "retry_base_s": (0, 60),
+    "max_image_mb": (0.001, 4096),
+    "price_usd": (0, 1000),
+}
+
+
+def validate_request(params: Mapping[str, Any], options: Mapping[str, Any]) -> None:
+    """Configuration values in range, checked before anything is paid for."""
+    for key, (low, high) in _RANGES.items():
+        value = options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BadInput(f"{key} = {value!r}: give a number from {low:g} to {high:g}")
+        if not (math.isfinite(value) and low <= value <= high):
+            raise BadInput(f"{key} = {value!r}: give a number from {low:g} to {high:g}")
+    base = str(options.get("base_url") or DEFAULT_BASE_URL)
+    if origin(base) is None:
+        raise BadInput(f"base_url = {base!r}: give an http(s) URL without user:password@")
+
+
 # -- the state machine -----------------------------------------------------------------------
+#
+# Money rules, each enforced below and tested from event histories in
+# tests/test_replicate_decide.py:
+# - a succeeded prediction is always fetched, whatever the clock says (no deadline check comes
+#   before learning the prediction's state in this process, and a cancel reply that says
+#   `succeeded` is downloaded);
+# - the token goes only to the API's own origin (scheme, host and port equal base_url's);
+# - a create whose outcome is unknown is looked up before anything else, and at most
+#   MAX_UNCERTAIN_CREATES creates may end unknown (counted over the job's whole history);
+# - the lookup window is measured on Replicate's clock (the listing's Date header) and by
+#   elapsed time on ours, so a skewed local clock cannot hide the prediction;
+# - a prediction another job holds is never adopted (CheckHeld asks the ledger; the answer is
+#   an event).
 
 TERMINAL = ("succeeded", "failed", "canceled", "aborted")
-LOOKUP_MARGIN_S = 300  # clock skew allowance when asking for predictions created after a send
+LOOKUP_MARGIN_S = 300  # latency and Date-header rounding allowance around the lookup window
+MAX_LOOKUP_PAGES = 20
 MAX_429_RETRIES = 3
+MAX_UNCERTAIN_CREATES = 3
+MAX_RETRY_AFTER_S = 60.0  # a server asking for more is not obeyed beyond this
+MAX_BACKOFF_S = 30.0
+RETRIES_PER_RUN = 3  # network/5xx failures tolerated per process once the deadline has passed
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 
 def _base(state: JobState) -> str:
@@ -185,6 +232,35 @@ def _base(state: JobState) -> str:
 
 def _token_env(state: JobState) -> str:
     return str(config_of(state).get("api_token_env") or "REPLICATE_API_TOKEN")
+
+
+def _num(state: JobState, key: str, default: float) -> float:
+    value = config_of(state).get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return default
+    return float(value)
+
+
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL, None for anything else (or with userinfo).
+
+    Credentials go only where this equals the configured API's origin: a prefix test would
+    accept `https://api.replicate.com.evil.tld/` or `https://api.replicate.com@evil/`.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return None
+    return scheme, parts.hostname.lower().rstrip("."), port or (443 if scheme == "https" else 80)
+
+
+def same_origin(url: str, base: str) -> bool:
+    mine = origin(base)
+    return mine is not None and origin(url) == mine
 
 
 def model_input(state: JobState) -> dict[str, Any]:
@@ -207,11 +283,22 @@ def model_input(state: JobState) -> dict[str, Any]:
     return inp
 
 
+def _timeout(state: JobState) -> float:
+    assert state.request is not None
+    value = state.request.params.get("timeout_s")
+    return float(value) if isinstance(value, int | float) and value > 0 else 60.0
+
+
+def _deadline(state: JobState) -> datetime:
+    assert state.started_at is not None
+    return state.started_at + timedelta(seconds=_timeout(state))
+
+
 def _create(state: JobState, not_before: str | None = None) -> HttpRequest:
     req = state.request
     assert req is not None
-    timeout = float(req.params.get("timeout_s") or 60)
-    wait = max(1, min(int(config_of(state).get("wait_s") or 60), 60, int(timeout)))
+    timeout = _timeout(state)
+    wait = max(1, min(int(_num(state, "wait_s", 60)), 60, int(timeout)))
     ref, _, version = req.model.partition(":")
     if version:
         url, body = (
@@ -235,44 +322,92 @@ def _create(state: JobState, not_before: str | None = None) -> HttpRequest:
 
 
 def _get(state: JobState, purpose: str, url: str, not_before: str | None = None) -> HttpRequest:
+    """A GET to the API: the token is attached only when the URL is on the API's origin."""
     return HttpRequest(
         request_id(state, purpose),
         purpose,
         "GET",
         url,
         timeout_s=15,
-        auth_env=_token_env(state),
+        auth_env=_token_env(state) if same_origin(url, _base(state)) else None,
         not_before=not_before,
     )
 
 
+# -- reading what came back (every field is checked: a malformed answer never raises) ----------
+
+
+def _prediction(body: Any) -> dict[str, Any] | None:
+    """The body as a prediction object, if it is one we can act on."""
+    if (
+        isinstance(body, dict)
+        and isinstance(body.get("id"), str)
+        and _ID.match(body["id"])
+        and isinstance(body.get("status"), str)
+    ):
+        return body
+    return None
+
+
+def _header(outcome: ResponseReceived, name: str) -> str:
+    headers = outcome.headers if isinstance(outcome.headers, dict) else {}
+    value = headers.get(name)
+    return value if isinstance(value, str) else ""
+
+
 def _retry_after(outcome: ResponseReceived, attempt: int, base: float) -> float:
-    """Retry-After header, else the body's retry_after, else '~Ns' in the detail, else backoff."""
-    header = outcome.headers.get("retry-after")
-    if header and header.strip().replace(".", "", 1).isdigit():
-        return float(header)
+    """Retry-After header, else the body's retry_after, else '~Ns' in the detail, else backoff;
+    never more than MAX_RETRY_AFTER_S (a server may ask for a day)."""
+    delay: float | None = None
+    header = _header(outcome, "retry-after").strip()
+    if re.fullmatch(r"\d+(\.\d+)?", header):
+        delay = float(header)
     body = outcome.body if isinstance(outcome.body, dict) else {}
-    if isinstance(body.get("retry_after"), int | float):
-        return float(body["retry_after"])
-    m = re.search(r"~(\d+)s", str(body.get("detail", "")))
-    if m:
-        return float(m[1])
-    return base * 2**attempt
+    ra = body.get("retry_after")
+    if delay is None and isinstance(ra, int | float) and not isinstance(ra, bool):
+        delay = float(ra)
+    if delay is None:
+        m = re.search(r"~(\d{1,6})s", str(body.get("detail", ""))[:2000])
+        delay = float(m[1]) if m else None
+    if delay is None or not math.isfinite(delay) or delay < 0:
+        delay = min(base * 2 ** min(attempt, 16), MAX_BACKOFF_S)
+    return min(delay, MAX_RETRY_AFTER_S)
+
+
+def _backoff(state: JobState, attempt: int) -> float:
+    return min(_num(state, "retry_base_s", 1.0) * 2 ** min(attempt, 16), MAX_BACKOFF_S)
+
+
+def _describe_body(outcome: ResponseReceived) -> str:
+    """What an unusable answer was, in a few words (never the whole body)."""
+    body = outcome.body
+    ctype = _header(outcome, "content-type").split(";")[0].strip() or "no content type"
+    if isinstance(body, dict):
+        detail = body.get("detail") or body.get("title")
+        if isinstance(detail, str) and detail:
+            return detail[:300]
+        return f"a JSON object that is not a prediction (keys: {', '.join(map(str, body))[:200]})"
+    if isinstance(body, str):
+        start = " ".join(body.split())[:60]
+        return f"a {ctype} body, not JSON ({start!r}{'…' if len(body) > 60 else ''})"
+    return f"a JSON {type(body).__name__}, not an object"
 
 
 def _detail(outcome: ResponseReceived) -> str:
-    body = outcome.body
-    if isinstance(body, dict):
-        return str(body.get("detail") or body.get("title") or body)
-    return f"HTTP {outcome.status}"
+    return _describe_body(outcome)
 
 
-def _http_failure(
-    state: JobState, purpose: str, outcome: ResponseReceived, retry: Action | None
-) -> Action:
-    """Answers that are not a prediction: what they mean and whether to try again."""
+def _describe(outcome: Any) -> str:
+    if isinstance(outcome, ResponseReceived):
+        return f"HTTP {outcome.status}: {_describe_body(outcome)}"
+    if isinstance(outcome, RequestFailed):
+        return f"{outcome.error}: {outcome.message}"
+    return "no answer recorded"
+
+
+def _http_failure(state: JobState, outcome: ResponseReceived) -> Action:
+    """A create answered with an error that says nothing was created."""
     status = outcome.status
-    base = float(config_of(state).get("retry_base_s") or 1.0)
     if status == 401:
         return Record(
             (
@@ -295,8 +430,11 @@ def _http_failure(
         )
     if status == 422:
         body = outcome.body if isinstance(outcome.body, dict) else {}
+        fields_ = body.get("invalid_fields")
         fields = "; ".join(
-            f"{f.get('field')}: {f.get('description')}" for f in body.get("invalid_fields") or []
+            f"{f.get('field')}: {f.get('description')}"
+            for f in (fields_ if isinstance(fields_, list) else [])
+            if isinstance(f, dict)
         )
         return Record(
             (
@@ -304,37 +442,6 @@ def _http_failure(
                     "invalid_input",
                     f"Replicate rejected the input: {fields or _detail(outcome)}",
                     Failure.INVALID_INPUT,
-                ),
-            )
-        )
-    if status == 429:
-        n = retries(state, purpose, "429")
-        if n < MAX_429_RETRIES and retry is not None:
-            return Record(
-                (
-                    RetryScheduled(
-                        purpose, n + 1, _retry_after(outcome, n, base), "429 rate limited"
-                    ),
-                )
-            )
-        return Record(
-            (
-                JobFailed(
-                    "rate_limited",
-                    f"Replicate kept rate-limiting after {n} retries: {_detail(outcome)}",
-                    Failure.RATE_LIMITED,
-                ),
-            )
-        )
-    if status >= 500:
-        if retries(state, purpose, "5xx") < 1 and retry is not None:
-            return Record((RetryScheduled(purpose, 1, base, f"5xx HTTP {status}"),))
-        return Record(
-            (
-                JobFailed(
-                    "server_error",
-                    f"Replicate answered HTTP {status} twice: {_detail(outcome)}",
-                    Failure.SERVER_ERROR,
                 ),
             )
         )
@@ -359,137 +466,50 @@ def _http_failure(
     )
 
 
-def _snapshot(state: JobState) -> dict[str, Any] | None:
-    """The latest prediction object we received for our remote id."""
+# -- where this process began -------------------------------------------------------------------
+
+
+def run_start(state: JobState) -> int:
+    """The version of the first claim by the process now driving the job (0 if none).
+
+    Lease renewals re-append RunnerClaimed with the same pid and process start; a resume is a
+    new process. Whatever was concluded before this version is re-learnt (polls are free)."""
+    claims = state.events_of(RunnerClaimed)
+    if not claims:
+        return 0
+    me = claims[-1].event
+    start = claims[-1].version
+    for rec in reversed(claims[:-1]):
+        e = rec.event
+        if (e.pid, e.host, e.proc_start) != (me.pid, me.host, me.proc_start):  # type: ignore[attr-defined]
+            break
+        start = rec.version
+    return start
+
+
+def _after(state: JobState, kind: type, version: int) -> Recorded | None:
+    """The last event of a kind recorded after `version`."""
+    for rec in reversed(state.history):
+        if rec.version <= version:
+            return None
+        if isinstance(rec.event, kind):
+            return rec
+    return None
+
+
+def _snapshot(state: JobState) -> tuple[dict[str, Any], int] | None:
+    """The latest prediction object for our remote id (from create, poll or cancel answers),
+    with the version it was recorded at."""
     for rec in reversed(state.history):
         e = rec.event
-        if (
-            isinstance(e, ResponseReceived)
-            and isinstance(e.body, dict)
-            and e.body.get("id") == state.remote_id
-            and "status" in e.body
-        ):
-            return e.body
+        if isinstance(e, ResponseReceived) and e.status in (200, 201, 202):
+            p = _prediction(e.body)
+            if p is not None and p["id"] == state.remote_id:
+                return p, rec.version
     return None
 
 
-def _first_output(prediction: dict[str, Any]) -> str | None:
-    output = prediction.get("output")
-    if isinstance(output, list):
-        output = output[0] if output else None
-    return output if isinstance(output, str) and output else None
-
-
-def _lookup_url(state: JobState, sent_at: datetime) -> str:
-    after = iso(sent_at - timedelta(seconds=LOOKUP_MARGIN_S))
-    return f"{_base(state)}/v1/predictions?{urlencode({'created_after': after})}"
-
-
-def _matches(state: JobState) -> list[str]:
-    """Predictions in the lookup pages whose input is the input this job sent."""
-    creates = exchanges(state, "create")
-    sent = (
-        creates[-1].sent.body.get("input", {})
-        if creates and isinstance(creates[-1].sent.body, dict)
-        else {}
-    )
-    found: list[str] = []
-    for ex in _lookups_since_create(state):
-        body = ex.outcome.body if isinstance(ex.outcome, ResponseReceived) else None
-        for p in (body or {}).get("results", []) if isinstance(body, dict) else []:
-            inp = p.get("input") or {}
-            if all(inp.get(k) == v for k, v in sent.items()) and p["id"] not in found:
-                found.append(p["id"])
-    return found
-
-
-def _lookups_since_create(state: JobState) -> list[Any]:
-    creates = exchanges(state, "create")
-    floor = creates[-1].sent_at.version if creates else 0
-    return [ex for ex in exchanges(state, "lookup") if ex.sent_at.version > floor]
-
-
-def _after(state: JobState, kind: type, version: int) -> Any:
-    for rec in state.history:
-        if rec.version > version and isinstance(rec.event, kind):
-            return rec.event
-    return None
-
-
-def _cancel(state: JobState) -> Action:
-    """Cancel: stop the remote prediction (so billing stops), then end the job cancelled."""
-    assert state.cancel is not None
-    reason = state.cancel.reason
-    snap = _snapshot(state)
-    if state.remote_id and (snap is None or snap.get("status") not in TERMINAL):
-        cancels = exchanges(state, "cancel")
-        if not cancels or (pending_retry(state, "cancel") and len(cancels) < 2):
-            url = f"{_base(state)}/v1/predictions/{state.remote_id}/cancel"
-            return HttpRequest(
-                request_id(state, "cancel"),
-                "cancel",
-                "POST",
-                url,
-                timeout_s=15,
-                auth_env=_token_env(state),
-            )
-        last = cancels[-1].outcome
-        if isinstance(last, ResponseReceived) and last.status == 200:
-            return Record((JobCancelled(reason, remote_cancelled=True),))
-        if len(cancels) < 2:
-            return Record((RetryScheduled("cancel", 1, 0.2, "cancel failed"),))
-        return Record((JobCancelled(reason, remote_cancelled=False),))
-    creates = exchanges(state, "create")
-    if not state.remote_id and creates and creates[-1].outcome is None:
-        # The create left but its answer never came: find the prediction to cancel it.
-        decided = _decide_lookup(state, creates[-1])
-        if decided is not None:
-            return decided
-    remote_cancelled = bool(snap and snap.get("status") == "canceled")
-    return Record((JobCancelled(reason, remote_cancelled=remote_cancelled),))
-
-
-def _decide_lookup(state: JobState, create: Any) -> Action | None:
-    """After an unanswered create: list recent predictions and adopt the one with our input."""
-    lookups = _lookups_since_create(state)
-    if not lookups or (pending_retry(state, "lookup") and lookups[-1].outcome is not None):
-        return _get(state, "lookup", _lookup_url(state, create.sent_at.at))
-    last = lookups[-1]
-    if last.outcome is None:
-        return _get(state, "lookup", last.sent.url)
-    if isinstance(last.outcome, ResponseReceived) and last.outcome.status == 200:
-        body = last.outcome.body if isinstance(last.outcome.body, dict) else {}
-        if body.get("next") and len(lookups) < 20:
-            return _get(state, "lookup", str(body["next"]))
-        matches = _matches(state)
-        if len(matches) == 1:
-            return Record(
-                (LookupConcluded(matches, "adopt"), RemoteJobAccepted(matches[0], via="lookup"))
-            )
-        if not matches:
-            if isinstance(_after(state, LookupConcluded, create.sent_at.version), LookupConcluded):
-                return None
-            return Record((LookupConcluded([], "create"),))
-        return Record((LookupConcluded(matches, "ambiguous"),))
-    if retries(state, "lookup") < 1:
-        return Record(
-            (
-                RetryScheduled(
-                    "lookup", 1, float(config_of(state).get("retry_base_s") or 1.0), "lookup failed"
-                ),
-            )
-        )
-    return Halt(
-        f"the create request may have reached Replicate but the lookup failed "
-        f"({_describe(last.outcome)}); resume later, or `imagen resume {state.job_id} --force-new` "
-        "to create a new prediction (possibly paying twice)"
-    )
-
-
-def _describe(outcome: Any) -> str:
-    if isinstance(outcome, ResponseReceived):
-        return f"HTTP {outcome.status}"
-    return f"{outcome.error}: {outcome.message}"
+# -- the decision ---------------------------------------------------------------------------------
 
 
 def decide(state: JobState) -> Action:
@@ -498,13 +518,15 @@ def decide(state: JobState) -> Action:
     if state.finished:
         return Record(())  # the job has ended: nothing more to send or record
     if state.image is not None:
-        snap = _snapshot(state) or {}
+        found = _snapshot(state)
+        snap = found[0] if found else {}
+        metrics = snap.get("metrics")
         return Record(
             (
                 JobSucceeded(
                     {
                         "prediction_id": state.remote_id,
-                        "metrics": snap.get("metrics"),
+                        "metrics": metrics if isinstance(metrics, dict) else None,
                         "seed_used": _seed_from_logs(snap.get("logs")) or req.params.get("seed"),
                         "path": state.image.path,
                         "sha256": state.image.sha256,
@@ -512,148 +534,490 @@ def decide(state: JobState) -> Action:
                 ),
             )
         )
-    if state.cancel is not None:
-        return _cancel(state)
-
     if state.remote_id is None:
-        creates = exchanges(state, "create")
-        if not creates:
-            return _create(state)
-        last = creates[-1]
-        forced = _after(state, ForceNewRequested, last.sent_at.version)
-        concluded = _after(state, LookupConcluded, last.sent_at.version)
-        if forced is not None or (concluded is not None and concluded.decision == "create"):
-            return _create(state)
-        if concluded is not None and concluded.decision == "ambiguous":
-            return Halt(
-                f"{len(concluded.matches)} predictions match this job's input "
-                f"({', '.join(concluded.matches)}); imagen will not guess which one is "
-                f"yours: `imagen resume {state.job_id} --force-new` creates a new one"
-            )
-        if pending_retry(state, "create") is not None:
-            return _create(state, retry_time(state, "create"))
-        outcome = last.outcome
-        if outcome is None:
-            return _decide_lookup(state, last) or _create(state)
-        if isinstance(outcome, RequestFailed):
-            if outcome.error == "refused":
-                if retries(state, "create", "refused") < 1:
-                    return Record(
-                        (
-                            RetryScheduled(
-                                "create",
-                                1,
-                                float(config_of(state).get("retry_base_s") or 1.0),
-                                "refused: connection refused",
-                            ),
-                        )
-                    )
-                return Record(
-                    (
-                        JobFailed(
-                            "unreachable",
-                            f"cannot reach Replicate at {_base(state)}: {outcome.message}",
-                            Failure.UNREACHABLE,
-                        ),
-                    )
-                )
-            # Reset or timed out after sending: the prediction may exist. Look before paying again.
-            return _decide_lookup(state, last) or _create(state)
-        if (
-            outcome.status in (200, 201, 202)
-            and isinstance(outcome.body, dict)
-            and outcome.body.get("id")
-        ):
-            return Record(
-                (
-                    RemoteJobAccepted(
-                        outcome.body["id"], url=str((outcome.body.get("urls") or {}).get("get", ""))
-                    ),
-                )
-            )
-        return _http_failure(state, "create", outcome, retry=_create(state))
+        if state.cancel is not None:
+            return _cancel_before_accepted(state)
+        return _submit(state)
 
-    snap = _snapshot(state)
+    found = _snapshot(state)
+    snap = found[0] if found else None
     status = snap.get("status") if snap else None
     if snap is not None and status == "succeeded":
+        # Paid and finished: fetched whatever the clock says. Ctrl-C does not cancel finished
+        # work; it leaves the job resumable (the next run downloads).
+        cancel = state.last(CancelRequested)
+        if (
+            cancel is not None
+            and state.cancel is not None
+            and state.cancel.reason == "user"
+            and run_start(state) <= cancel.version
+        ):
+            if state.interrupted is None:
+                return Record((JobInterrupted("SIGINT"),))
+            return Halt(
+                f"interrupted; the prediction {state.remote_id} had already finished and is "
+                f"paid: `imagen resume {state.job_id}` downloads it (Replicate keeps outputs "
+                "about an hour)",
+                130,
+            )
         return _download(state, snap)
-    if status == "failed":
+    if snap is not None and status == "failed":
+        error = snap.get("error")
         return Record(
             (
                 JobFailed(
                     "prediction_failed",
-                    f"Replicate: the prediction failed: {snap.get('error')}",
+                    f"Replicate: the prediction failed: {str(error)[:500] if error else 'no reason given'}",
                     Failure.GENERATION_FAILED,
                 ),
             )
-        )  # type: ignore[union-attr]
-    if status in ("canceled", "aborted"):
+        )
+    if snap is not None and status in ("canceled", "aborted"):
+        if state.cancel is not None:
+            return Record((JobCancelled(state.cancel.reason, remote_cancelled=True),))
         return Record(
             (
                 JobFailed(
                     "prediction_canceled",
-                    f"Replicate: the prediction was {status} "
-                    f"{'(deadline reached)' if snap.get('deadline') else ''}".rstrip(),
+                    f"Replicate: the prediction was {status}"
+                    + (" (deadline reached)" if snap.get("deadline") else ""),
                     Failure.GENERATION_FAILED,
                 ),
             )
-        )  # type: ignore[union-attr]
-    return _poll(state)
+        )
+    if state.cancel is not None:
+        return _cancel(state, found[1] if found else 0)
+    return _poll(state, found[1] if found else 0)
 
 
-def _poll(state: JobState) -> Action:
-    req = state.request
-    assert req is not None and state.now is not None and state.started_at is not None
-    url = f"{_base(state)}/v1/predictions/{state.remote_id}"
-    polls = exchanges(state, "poll")
-    last = polls[-1] if polls else None
-    if (
-        last is not None
-        and last.outcome is not None
-        and not (isinstance(last.outcome, ResponseReceived) and last.outcome.status == 200)
-    ):
-        if pending_retry(state, "poll") is None:
-            o = last.outcome
-            if isinstance(o, ResponseReceived):
-                return _http_failure(state, "poll", o, retry=_get(state, "poll", url))
-            failed_in_a_row = sum(1 for _ in _trailing_failures(polls))
-            if failed_in_a_row < 2:
-                return Record(
-                    (RetryScheduled("poll", failed_in_a_row, 0.5, f"network: {o.error}"),)
-                )
+# -- creating, at most a few times ---------------------------------------------------------------
+
+
+def _create_outcome(outcome: Any) -> str:
+    """accepted | refused | throttled | rejected | unknown (the create may have been made)."""
+    if outcome is None:
+        return "unknown"
+    if isinstance(outcome, RequestFailed):
+        return "refused" if outcome.error == "refused" else "unknown"
+    if outcome.status in (200, 201, 202):
+        return "accepted" if _prediction(outcome.body) is not None else "unknown"
+    if outcome.status == 429:
+        return "throttled"
+    if 400 <= outcome.status < 500:
+        return "rejected"
+    return "unknown"  # 5xx (a gateway may answer after the API created it), 1xx/3xx
+
+
+def uncertain_creates(state: JobState) -> int:
+    """Creates whose outcome was never known: each may have been paid. Counted over the job's
+    whole history, across resumes."""
+    return sum(1 for ex in exchanges(state, "create") if _create_outcome(ex.outcome) == "unknown")
+
+
+def _submit(state: JobState) -> Action:
+    creates = exchanges(state, "create")
+    if not creates:
+        return _create(state)
+    last = creates[-1]
+    if _after(state, ForceNewRequested, last.sent_at.version) is not None:
+        return _create(state)  # the user accepted the risk of paying twice, once
+    if pending_retry(state, "create") is not None:
+        return _create(state, retry_time(state, "create"))
+    kind = _create_outcome(last.outcome)
+    if kind == "accepted":
+        assert isinstance(last.outcome, ResponseReceived)
+        body = last.outcome.body
+        urls = body.get("urls")
+        get = urls.get("get") if isinstance(urls, dict) else None
+        return Record((RemoteJobAccepted(body["id"], url=get if isinstance(get, str) else ""),))
+    if kind == "refused":  # the connection was refused: nothing was sent, a retry is safe
+        if retries(state, "create", "refused") < 1:
+            return Record(
+                (RetryScheduled("create", 1, _backoff(state, 0), "refused: connection refused"),)
+            )
+        assert isinstance(last.outcome, RequestFailed)
+        return Record(
+            (
+                JobFailed(
+                    "unreachable",
+                    f"cannot reach Replicate at {_base(state)}: {last.outcome.message}",
+                    Failure.UNREACHABLE,
+                ),
+            )
+        )
+    if kind == "throttled":
+        assert isinstance(last.outcome, ResponseReceived)
+        n = retries(state, "create", "429")
+        delay = _retry_after(last.outcome, n, _num(state, "retry_base_s", 1.0))
+        assert state.now is not None
+        if n < MAX_429_RETRIES and state.now + timedelta(seconds=delay) < _deadline(state):
+            return Record((RetryScheduled("create", n + 1, delay, "429 rate limited"),))
+        why = (
+            f"after {n} retries"
+            if n >= MAX_429_RETRIES
+            else f"and asks to wait {delay:g} s, past the job's {_timeout(state):g} s timeout"
+        )
+        return Record(
+            (
+                JobFailed(
+                    "rate_limited",
+                    f"Replicate kept rate-limiting {why}: {_detail(last.outcome)}",
+                    Failure.RATE_LIMITED,
+                ),
+            )
+        )
+    if kind == "rejected":
+        assert isinstance(last.outcome, ResponseReceived)
+        return _http_failure(state, last.outcome)
+    return _after_unknown_create(state, last)
+
+
+def _after_unknown_create(state: JobState, last: Exchange) -> Action:
+    """The create may have made a prediction: look it up before creating again."""
+    concluded = _after(state, LookupConcluded, last.sent_at.version)
+    if concluded is not None and concluded.event.decision == "create":  # type: ignore[attr-defined]
+        n = uncertain_creates(state)
+        if n < MAX_UNCERTAIN_CREATES:
+            return _create(state, iso(concluded.at + timedelta(seconds=_backoff(state, n - 1))))
+        return Record(
+            (
+                JobFailed(
+                    "unreachable",
+                    f"Replicate never answered a create in {n} attempts "
+                    f"(last: {_describe(last.outcome)}) and lists no prediction from them, "
+                    "so nothing was paid",
+                    Failure.UNREACHABLE,
+                ),
+            )
+        )
+    return _lookup(state, last, on_none=None)
+
+
+def _round_start(state: JobState, create: Exchange) -> int:
+    return max(create.sent_at.version, run_start(state))
+
+
+def _lookup(state: JobState, create: Exchange, on_none: Action | None) -> Action:
+    """List recent predictions and find the one this job's create made.
+
+    The window is measured on Replicate's clock: the first page's Date header, minus the time
+    that passed on our clock between the first create and this lookup (a duration, unaffected
+    by an offset between the clocks), minus a margin. Candidates must echo our input exactly
+    (the seed is chosen and recorded before any create, so inputs are unique) and not be held by
+    another job.
+    """
+    start = _round_start(state, create)
+    concluded = _after(state, LookupConcluded, start)
+    if concluded is not None:
+        decision = concluded.event.decision  # type: ignore[attr-defined]
+        matches = concluded.event.matches  # type: ignore[attr-defined]
+        if decision == "create" and on_none is not None:
+            return on_none
+        if decision == "ambiguous":
+            return Halt(
+                f"{len(matches)} predictions match this job's input ({', '.join(matches)}); "
+                "imagen will not guess which one is yours: "
+                f"`imagen resume {state.job_id} --force-new` creates a new one"
+            )
+        if decision == "refused":
+            return Halt(
+                "the listing of predictions links to another origin, which imagen does not "
+                "follow with the token, so it cannot tell whether the create reached Replicate: "
+                f"resume later, or `imagen resume {state.job_id} --force-new` to create a new "
+                "prediction (possibly paying twice)"
+            )
+    pages = [ex for ex in exchanges(state, "lookup") if ex.sent_at.version > start]
+    first_url = f"{_base(state)}/v1/predictions"
+    if not pages:
+        return _get(state, "lookup", first_url)
+    last = pages[-1]
+    if last.outcome is None or pending_retry(state, "lookup") is not None:
+        return _get(state, "lookup", last.sent.url, retry_time(state, "lookup"))
+    body = (
+        last.outcome.body
+        if isinstance(last.outcome, ResponseReceived) and last.outcome.status == 200
+        else None
+    )
+    if not (isinstance(body, dict) and isinstance(body.get("results"), list)):
+        failures = sum(
+            1
+            for ex in pages
+            if not (isinstance(ex.outcome, ResponseReceived) and ex.outcome.status == 200)
+            or not isinstance(getattr(ex.outcome, "body", None), dict)
+        )
+        if failures < 3:
             return Record(
                 (
-                    JobFailed(
-                        "unreachable",
-                        f"lost Replicate while polling: {o.message}",
-                        Failure.UNREACHABLE,
+                    RetryScheduled(
+                        "lookup",
+                        failures,
+                        _backoff(state, failures - 1),
+                        f"lookup failed: {_describe(last.outcome)}"[:300],
                     ),
                 )
             )
+        return Halt(
+            f"the create request may have reached Replicate but the lookup failed "
+            f"({_describe(last.outcome)}); resume later, or `imagen resume {state.job_id} "
+            "--force-new` to create a new prediction (possibly paying twice)"
+        )
+    answered = [ex for ex in pages if _listing(ex) is not None]
+    cutoff = _cutoff(state, create, answered[0])
+    candidates = _candidates(state, answered, cutoff)
+    nxt = body.get("next")
+    oldest = _oldest(body)
+    more = isinstance(nxt, str) and nxt and (cutoff is None or oldest is None or oldest >= cutoff)
+    if more:
+        if not same_origin(nxt, _base(state)):
+            return Record((LookupConcluded(candidates, "refused"),))
+        if len(answered) < MAX_LOOKUP_PAGES:
+            return _get(state, "lookup", nxt)
+        if not candidates:
+            return Halt(
+                f"more than {MAX_LOOKUP_PAGES} pages of predictions since this job's create; "
+                "imagen cannot tell whether it reached Replicate: "
+                f"`imagen resume {state.job_id} --force-new` creates a new prediction"
+            )
+    if candidates:
+        checked = _after(state, RemoteIdsHeld, start)
+        if checked is None or set(candidates) - set(checked.event.checked):  # type: ignore[attr-defined]
+            return CheckHeld(tuple(candidates))
+        held = checked.event.held  # type: ignore[attr-defined]
+        candidates = [c for c in candidates if c not in held]
+    if len(candidates) == 1:
+        return Record(
+            (
+                LookupConcluded(candidates, "adopt"),
+                RemoteJobAccepted(candidates[0], via="lookup"),
+            )
+        )
+    if len(candidates) > 1:
+        return Record((LookupConcluded(candidates, "ambiguous"),))
+    if on_none is not None:
+        return on_none
+    return Record((LookupConcluded([], "create"),))
+
+
+def _listing(ex: Exchange) -> dict[str, Any] | None:
+    o = ex.outcome
+    if isinstance(o, ResponseReceived) and o.status == 200 and isinstance(o.body, dict):
+        if isinstance(o.body.get("results"), list):
+            return o.body
+    return None
+
+
+def _cutoff(state: JobState, create: Exchange, first_page: Exchange) -> datetime | None:
+    """The earliest created_at (Replicate's clock) a prediction of ours can have; None when the
+    listing carried no usable Date header (then every page is searched, up to a bound)."""
+    assert isinstance(first_page.outcome, ResponseReceived) and first_page.outcome_at is not None
+    try:
+        server_now = parsedate_to_datetime(_header(first_page.outcome, "date"))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if server_now is None or server_now.tzinfo is None:
+        return None
+    first_create = exchanges(state, "create")[0]
+    elapsed = max(0.0, (first_page.sent_at.at - first_create.sent_at.at).total_seconds())
+    return server_now - timedelta(seconds=elapsed + LOOKUP_MARGIN_S)
+
+
+def _created_at(p: dict[str, Any]) -> datetime | None:
+    value = p.get("created_at")
+    if not isinstance(value, str):
+        return None
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", value)
+    if not m:
+        return None
+    frac = (m[2] or "0")[:6].ljust(6, "0")
+    try:
+        moment = datetime.fromisoformat(f"{m[1]}.{frac}{'+00:00' if m[3] == 'Z' else m[3]}")
+    except ValueError:
+        return None
+    return moment.astimezone(UTC)
+
+
+def _oldest(body: dict[str, Any]) -> datetime | None:
+    times = [
+        t for p in body["results"] if isinstance(p, dict) and (t := _created_at(p)) is not None
+    ]
+    return min(times) if times else None
+
+
+def _candidates(state: JobState, pages: list[Exchange], cutoff: datetime | None) -> list[str]:
+    """Predictions in the pages whose echoed input is exactly what this job sent."""
+    sent: dict[str, Any] = {}
+    for ex in exchanges(state, "create"):
+        if isinstance(ex.sent.body, dict) and isinstance(ex.sent.body.get("input"), dict):
+            sent = ex.sent.body["input"]
+    found: list[str] = []
+    for ex in pages:
+        listing = _listing(ex)
+        for p in listing["results"] if listing else []:
+            if (
+                not isinstance(p, dict)
+                or not isinstance(p.get("id"), str)
+                or not _ID.match(p["id"])
+            ):
+                continue
+            inp = p.get("input")
+            if not isinstance(inp, dict) or any(
+                k not in inp or inp[k] != v for k, v in sent.items()
+            ):
+                continue
+            created = _created_at(p)
+            if cutoff is not None and created is not None and created < cutoff:
+                continue
+            if p["id"] not in found:
+                found.append(p["id"])
+    return found
+
+
+# -- waiting for the prediction --------------------------------------------------------------------
+
+
+def _poll_ok(ex: Exchange, remote_id: str | None) -> bool:
+    o = ex.outcome
+    if not isinstance(o, ResponseReceived) or o.status != 200:
+        return False
+    p = _prediction(o.body)
+    return p is not None and p["id"] == remote_id
+
+
+def _poll(state: JobState, seen_at: int) -> Action:
+    """Polls are free and safe to repeat: keep polling with backoff until the deadline. A failure
+    never fails the job (the prediction is paid and may finish); past the deadline a run gives
+    up after a few tries and leaves the job resumable."""
+    assert state.now is not None
+    url = f"{_base(state)}/v1/predictions/{state.remote_id}"
+    start = run_start(state)
+    polls = exchanges(state, "poll")
+    last = polls[-1] if polls else None
+    if pending_retry(state, "poll") is not None:
         return _get(state, "poll", url, retry_time(state, "poll"))
-    deadline = state.started_at + timedelta(seconds=float(req.params.get("timeout_s") or 60))
-    interval = float(config_of(state).get("poll_interval_s") or 0.5)
+    if last is not None and last.outcome is None:
+        return _get(state, "poll", url)  # died while polling: ask again
+    if seen_at <= start and (last is None or last.sent_at.version <= start):
+        return _get(state, "poll", url)  # this process has not seen the prediction yet: look first
+    if last is not None and last.sent_at.version > seen_at and not _poll_ok(last, state.remote_id):
+        return _poll_failed(state, polls, start, url)
+    interval = max(0.05, _num(state, "poll_interval_s", 0.5))
     next_at = state.now + timedelta(seconds=interval)
-    if next_at >= deadline:
+    if next_at >= _deadline(state):
         return Record((CancelRequested("timeout"),))
-    return _get(state, "poll", url, iso(next_at) if polls or _snapshot(state) else None)
+    return _get(state, "poll", url, iso(next_at))
 
 
-def _trailing_failures(polls: list[Any]) -> list[Any]:
-    out = []
+def _poll_failed(state: JobState, polls: list[Exchange], start: int, url: str) -> Action:
+    assert state.now is not None
+    last = polls[-1]
+    o = last.outcome
+    failed = 0
     for ex in reversed(polls):
-        if isinstance(ex.outcome, RequestFailed):
-            out.append(ex)
-        else:
+        if _poll_ok(ex, state.remote_id):
             break
-    return out
+        failed += 1
+    this_run = sum(
+        1 for ex in polls if ex.sent_at.version > start and not _poll_ok(ex, state.remote_id)
+    )
+    if isinstance(o, ResponseReceived) and o.status in (401, 403, 404):
+        fix = (
+            f"set {_token_env(state)} to the token that created it"
+            if o.status in (401, 403)
+            else "check base_url and the token's account"
+        )
+        return Halt(
+            f"Replicate answered HTTP {o.status} about prediction {state.remote_id} "
+            f"({_detail(o)}); it is paid and may have finished: {fix}, then "
+            f"`imagen resume {state.job_id}`",
+            3,
+        )
+    delay = (
+        _retry_after(o, failed - 1, _num(state, "retry_base_s", 1.0))
+        if isinstance(o, ResponseReceived) and o.status == 429
+        else _backoff(state, failed - 1)
+    )
+    if state.now + timedelta(seconds=delay) < _deadline(state) or this_run < RETRIES_PER_RUN:
+        return Record((RetryScheduled("poll", failed, delay, f"poll: {_describe(o)}"[:300]),))
+    return Halt(
+        f"lost Replicate while waiting for prediction {state.remote_id} ({_describe(o)}); "
+        f"it is paid and may still finish: `imagen resume {state.job_id}` once Replicate is "
+        "reachable",
+        3,
+    )
+
+
+# -- cancelling -------------------------------------------------------------------------------
+
+
+def _cancel(state: JobState, seen_at: int) -> Action:
+    """Stop a running prediction (so billing stops). A cancel reply that says the prediction
+    succeeded is handled by decide as any other snapshot: it is downloaded."""
+    assert state.cancel is not None
+    cancel_at = state.last(CancelRequested)
+    assert cancel_at is not None
+    cancels = [ex for ex in exchanges(state, "cancel") if ex.sent_at.version > cancel_at.version]
+    url = f"{_base(state)}/v1/predictions/{state.remote_id}/cancel"
+    request = HttpRequest(
+        request_id(state, "cancel"),
+        "cancel",
+        "POST",
+        url,
+        timeout_s=15,
+        auth_env=_token_env(state),
+    )
+    if not cancels or pending_retry(state, "cancel") is not None:
+        return request
+    last = cancels[-1]
+    if last.outcome is None:
+        return request  # died mid-cancel; cancelling again is harmless
+    if isinstance(last.outcome, ResponseReceived) and last.outcome.status == 200:
+        # Accepted but not terminal yet (a real cancel answers `canceled` at once).
+        return Record((JobCancelled(state.cancel.reason, remote_cancelled=True),))
+    if len(cancels) < 2:
+        return Record(
+            (RetryScheduled("cancel", 1, 0.2, f"cancel: {_describe(last.outcome)}"[:300]),)
+        )
+    if state.cancel.reason == "user":
+        return Record((JobCancelled("user", remote_cancelled=False),))
+    return Halt(
+        f"could not cancel prediction {state.remote_id} at the deadline "
+        f"({_describe(last.outcome)}); it may still finish and is paid: "
+        f"`imagen resume {state.job_id}` fetches it or cancels it",
+        3,
+    )
+
+
+def _cancel_before_accepted(state: JobState) -> Action:
+    """Cancelled before Replicate confirmed a prediction: if a create may have made one, find it
+    (to cancel it, or to download it if it already finished)."""
+    assert state.cancel is not None
+    creates = exchanges(state, "create")
+    giving_up = Record((JobCancelled(state.cancel.reason, remote_cancelled=False),))
+    if not creates or _create_outcome(creates[-1].outcome) != "unknown":
+        return giving_up
+    decided = _lookup(state, creates[-1], on_none=giving_up)
+    if isinstance(decided, Halt):
+        return giving_up
+    return decided
+
+
+# -- downloading ------------------------------------------------------------------------------
+
+
+def _outputs(prediction: dict[str, Any]) -> list[str]:
+    output = prediction.get("output")
+    items = output if isinstance(output, list) else [output]
+    return [o for o in items if isinstance(o, str) and o]
+
+
+LOCAL_ERRORS = ("write", "exists")
 
 
 def _download(state: JobState, snap: dict[str, Any]) -> Action:
     req = state.request
     assert req is not None
-    url = _first_output(snap)
-    if url is None or snap.get("data_removed"):
+    urls = _outputs(snap)
+    if not urls or snap.get("data_removed") is True:
         return Record(
             (
                 JobFailed(
@@ -664,50 +1028,82 @@ def _download(state: JobState, snap: dict[str, Any]) -> Action:
                 ),
             )
         )
-    downloads = exchanges(state, "download")
-    auth = _token_env(state) if url.startswith(_base(state)) else None
-    max_bytes = int(float(config_of(state).get("max_image_mb") or 64) * 1024 * 1024)
+    url = urls[0]
+    if not url.startswith("data:") and origin(url) is None:
+        return Record(
+            (
+                JobFailed(
+                    "unexpected",
+                    f"Replicate gave an output imagen will not fetch: {url[:200]!r} "
+                    "(only http(s) URLs without credentials and data: URIs)",
+                    Failure.UNEXPECTED,
+                ),
+            )
+        )
+    max_mb = _num(state, "max_image_mb", 64)
     store = StoreImage(
         request_id(state, "download"),
         url,
         req.output_path,
         expected_format=req.params.get("output_format"),
-        max_bytes=max_bytes,
+        max_bytes=int((max_mb if max_mb > 0 else 64) * 1024 * 1024),
         overwrite=req.overwrite,
         timeout_s=60,
-        auth_env=auth,
+        auth_env=_token_env(state) if same_origin(url, _base(state)) else None,
     )
+    downloads = exchanges(state, "download")
     if not downloads or pending_retry(state, "download") is not None:
         return store
-    last = downloads[-1].outcome
-    if last is None:
-        return store  # the process died mid-download: downloading again is free
-    if isinstance(last, ResponseReceived) and last.status in (404, 410):
+    last = downloads[-1]
+    o = last.outcome
+    if o is None or last.sent_at.version <= run_start(state):
+        return store  # died mid-download, or a new run after a failure: downloading is free
+    if isinstance(o, ResponseReceived) and o.status in (404, 410):
         return Record(
             (
                 JobFailed(
                     "output_deleted",
-                    f"Replicate no longer serves the output (HTTP {last.status}); "
+                    f"Replicate no longer serves the output (HTTP {o.status}); "
                     "API outputs are kept about an hour; the prediction was still paid for",
                     Failure.OUTPUT_LOST,
                 ),
             )
         )
-    if isinstance(last, RequestFailed) and last.error == "exists":
-        return Record((JobFailed("output_exists", last.message, Failure.OUTPUT_EXISTS),))
-    if retries(state, "download") < 1:
-        return Record((RetryScheduled("download", 1, 0.2, f"download: {_describe(last)}"),))
-    return Record(
-        (
-            JobFailed(
-                "download_failed",
-                f"could not download the image: {_describe(last)}",
-                Failure.DOWNLOAD_FAILED,
-            ),
+    if isinstance(o, RequestFailed) and o.error in LOCAL_ERRORS:
+        # Paid; the image is at the URL recorded in the prediction while Replicate keeps it.
+        fix = "move it away" if o.error == "exists" else "fix that"
+        return Halt(
+            f"the prediction is paid but its image cannot be saved: {o.message}; {fix}, then "
+            f"`imagen resume {state.job_id}` (Replicate keeps outputs about an hour)",
         )
+    tries = sum(1 for ex in downloads if ex.sent_at.version > run_start(state))
+    if isinstance(o, RequestFailed) and o.error in ("invalid_image", "too_large"):
+        if tries < 2:
+            return Record((RetryScheduled("download", 1, 0.2, f"download: {_describe(o)}"[:300]),))
+        return Record(
+            (
+                JobFailed(
+                    "download_failed",
+                    f"could not download the image: {_describe(o)}",
+                    Failure.DOWNLOAD_FAILED,
+                ),
+            )
+        )
+    if tries <= RETRIES_PER_RUN:
+        return Record(
+            (
+                RetryScheduled(
+                    "download", tries, _backoff(state, tries - 1), f"download: {_describe(o)}"[:300]
+                ),
+            )
+        )
+    return Halt(
+        f"could not download the image ({_describe(o)}); the prediction is paid: "
+        f"`imagen resume {state.job_id}` tries again (Replicate keeps outputs about an hour)",
+        3,
     )
 
 
 def _seed_from_logs(logs: Any) -> int | None:
-    m = re.search(r"Using seed: (\d+)", logs or "") if isinstance(logs, str) else None
+    m = re.search(r"Using seed: (\d{1,19})", logs[:100_000]) if isinstance(logs, str) else None
     return int(m[1]) if m else None

@@ -45,6 +45,10 @@ def drive(
         raise UserError(f"job {job_id}: {exc}", ExitCode.CONFLICT) from None
     finally:
         reporter.close()
+    if state is not None and state.finished:
+        from imagen.app.prepare import release_output
+
+        release_output(state.request, state.image is not None)
     write_sidecar(state)
     if state.request is not None:
         from pathlib import Path

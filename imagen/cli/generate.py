@@ -115,6 +115,9 @@ def generate(
 
     jobs_index.catch_up(store)
     mention_interrupted(store)
+    from imagen.app.prepare import reserve_output
+
+    reserve_output(prepared.request)
     state = drive(store, prepared.job_id, request=prepared.request)
     code = report(state, json_output=json_output)
     if code == ExitCode.OK and state.image and preview_mode is not None:

@@ -88,6 +88,14 @@ class FrameOutcome:
 
 
 @dataclass(frozen=True)
+class CheckHeld:
+    """Ask the ledger which of these remote ids other jobs hold; the runner records the answer
+    as RemoteIdsHeld (adapters cannot read the ledger themselves)."""
+
+    remote_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Record:
     """Record decisions the adapter reached from what it saw (retries, results, failures)."""
 
@@ -102,4 +110,4 @@ class Halt:
     message: str
 
 
-Action = HttpRequest | StoreImage | OpenStream | FollowStream | Record | Halt
+Action = HttpRequest | StoreImage | OpenStream | FollowStream | CheckHeld | Record | Halt

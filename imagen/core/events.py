@@ -153,7 +153,19 @@ class LookupConcluded(Event):
     """After an uncertain create, what the lookup of earlier remote jobs found."""
 
     matches: list[str]
-    decision: str  # adopt | create | ambiguous
+    decision: str  # adopt | create | ambiguous | refused (a listing link to another origin)
+
+
+@dataclass(frozen=True)
+class RemoteIdsHeld(Event):
+    """Which of these remote ids other jobs in the ledger already hold (remote id -> job id).
+
+    Recorded by the runner when an adapter asks (CheckHeld) before adopting a looked-up remote
+    job, so that the decision "one remote job, one job" stays a pure function of events.
+    """
+
+    checked: list[str]
+    held: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -267,6 +279,7 @@ CATALOGUE: dict[str, type[Event]] = {
         RetryScheduled,
         RemoteJobAccepted,
         LookupConcluded,
+        RemoteIdsHeld,
         StreamOpened,
         StreamClosed,
         StreamMessage,

@@ -45,8 +45,11 @@ def atomic_write(path: Path, data: bytes, *, overwrite: bool = True, mode: int =
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                raise FileExists(f"{path} already exists (use --force to overwrite)") from None
-            os.unlink(tmp)
+                if not _reserved(path):
+                    raise FileExists(f"{path} already exists (use --force to overwrite)") from None
+                os.replace(tmp, path)  # the empty name this job reserved before paying
+            else:
+                os.unlink(tmp)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -83,3 +86,12 @@ def sweep_temp_files(
         except OSError:
             continue
     return removed
+
+
+def _reserved(path: Path) -> bool:
+    """An empty regular file: the placeholder `imagen generate` creates to claim a name."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0

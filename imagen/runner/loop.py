@@ -12,7 +12,10 @@ Crash points are named by event type (IMAGEN_CRASH_AFTER=<type>[:n], tests only)
 
 from __future__ import annotations
 
+import base64
+import functools
 import os
+import re
 import signal
 import threading
 import time
@@ -20,10 +23,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote, quote_plus
 
 from imagen import backends
 from imagen.core.actions import (
     Action,
+    CheckHeld,
     FollowStream,
     Halt,
     HttpRequest,
@@ -38,6 +43,7 @@ from imagen.core.events import (
     JobFailed,
     JobInterrupted,
     JobRequested,
+    RemoteIdsHeld,
     RequestFailed,
     RequestSent,
     ResponseReceived,
@@ -199,10 +205,24 @@ class Runner:
             return self._open_stream(state, action)
         if isinstance(action, FollowStream):
             return self._follow_stream(state, action)
+        if isinstance(action, CheckHeld):
+            return self._check_held(state, action)
         raise RunnerError(f"unknown action {action!r}")
 
-    def _auth(self, auth_env: str | None) -> dict[str, str]:
+    def _check_held(self, state: JobState, a: CheckHeld) -> JobState:
+        """Ask the ledger which remote ids other jobs hold, and record the answer."""
+        from imagen.projections.jobs import query as jobs_query
+        from imagen.projections.jobs import table as jobs_table
+
+        jobs_table.catch_up(self.store)
+        held = jobs_query.holders(self.store, list(a.remote_ids), except_job=state.job_id)
+        return self._append(state, [RemoteIdsHeld(list(a.remote_ids), held)])
+
+    def _auth(self, auth_env: str | None, url: str = "") -> dict[str, str]:
         if not auth_env:
+            return {}
+        if _has_userinfo(url):
+            # Defence in depth (adapters compare origins): `http://api@evil/` goes to evil.
             return {}
         token = self.envt.env.get(auth_env, "")
         if not token:
@@ -221,7 +241,7 @@ class Runner:
         from imagen.runner.http import TransportFailure
 
         self._wait_until(a.not_before)
-        headers = {**dict(a.headers), **self._auth(a.auth_env)}
+        headers = {**dict(a.headers), **self._auth(a.auth_env, a.url)}
         state = self._append(
             state,
             [
@@ -258,7 +278,7 @@ class Runner:
         self._wait_until(a.not_before)
         is_data = a.url.startswith("data:")
         shown = f"{a.url.split(',', 1)[0]},…({len(a.url)} chars)" if is_data else a.url
-        headers = {**dict(a.headers), **self._auth(a.auth_env)}
+        headers = {**dict(a.headers), **self._auth(a.auth_env, a.url)}
         state = self._append(
             state, [RequestSent(a.request_id, "download", "GET", shown, redact_headers(headers))]
         )
@@ -405,7 +425,7 @@ class Runner:
     def _to_new(self, event: Event) -> NewEvent:
         data = event.to_data()
         if self._secrets:
-            data = _scrub(data, [t for t in self._secrets if len(t) >= 8])
+            data = _scrub(data, _secret_pattern(frozenset(self._secrets)))
         return NewEvent(event.type_name(), data, event.SCHEMA_VERSION)
 
     def _append(self, state: JobState, events: list[Event]) -> JobState:
@@ -474,16 +494,59 @@ def _signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _scrub(value: Any, secrets: list[str]) -> Any:
-    """Defence in depth: a token echoed back in a body or an error never reaches the ledger."""
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "[redacted]")
+def _has_userinfo(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return "@" in urlsplit(url).netloc
+    except ValueError:
+        return True
+
+
+@functools.lru_cache(maxsize=8)
+def _secret_pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
+    """Every form in which a token may come back: any case, URL-encoded (either escaping of
+    spaces), JSON-escaped, and base64 at each of the three alignments a token can have inside a
+    longer encoded string (standard and URL-safe alphabets)."""
+    forms: set[str] = set()
+    patterns: list[str] = []
+    for secret in secrets:
+        if len(secret) < 8:
+            continue
+        raw = secret.encode()
+        # Each character as itself, percent-encoded or JSON \\u-escaped, in any mix and case.
+        patterns.append(
+            "".join(
+                f"(?:{re.escape(c)}|%{ord(c):02x}|\\\\u{ord(c):04x})"
+                if ord(c) < 128
+                else re.escape(c)
+                for c in secret
+            )
+        )
+        forms |= {quote(secret, safe=""), quote_plus(secret)}
+        for k in range(3):
+            encoded = base64.b64encode(b"\0" * k + raw).decode()
+            # Characters whose 6 bits come from the secret alone, whatever precedes or follows.
+            inner = encoded[(4 * k + 2) // 3 : (4 * (k + len(raw))) // 3]
+            if len(inner) >= 8:
+                forms |= {inner, inner.replace("+", "-").replace("/", "_")}
+    if not patterns:
+        return None
+    alternatives = patterns + [re.escape(f) for f in sorted(forms, key=len, reverse=True)]
+    return re.compile("|".join(alternatives), re.IGNORECASE)
+
+
+def _scrub(value: Any, pattern: re.Pattern[str] | None) -> Any:
+    """Defence in depth: a token echoed back in a body or an error never reaches the ledger
+    (and so never a message printed from it)."""
+    if pattern is None:
         return value
+    if isinstance(value, str):
+        return pattern.sub("[redacted]", value)
     if isinstance(value, dict):
-        return {k: _scrub(v, secrets) for k, v in value.items()}
+        return {_scrub(k, pattern): _scrub(v, pattern) for k, v in value.items()}
     if isinstance(value, list):
-        return [_scrub(v, secrets) for v in value]
+        return [_scrub(v, pattern) for v in value]
     return value
 
 

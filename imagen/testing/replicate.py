@@ -47,10 +47,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from PIL import Image, ImageDraw, ImageOps
@@ -354,6 +355,7 @@ class Behaviour:
     never_finish: bool = False
     nsfw: bool | int = False  # True: every image dropped (→ failed); int k: the first k dropped
     output_as: OutputAs = "url"
+    output_url: str | None = None  # template: {base} {host} {port} {id} {name}
 
 
 @dataclass
@@ -454,11 +456,18 @@ class _Prediction:
 
 @dataclass
 class _Fault:
-    kind: Literal["fail", "reset"]
+    kind: Literal["fail", "reset", "echo"]
     status: int = 500
     retry_after: int | None = None
     body: Any = None
     html: bool = False
+
+
+class Received(NamedTuple):
+    method: str
+    target: str
+    host: str
+    authorization: str | None
 
 
 class _Reset(Exception):
@@ -494,6 +503,8 @@ class ReplicateDouble:
         self._seq = 0
         self._billed = 0
         self._requests: list[tuple[str, str]] = []
+        self._received: list[Received] = []
+        self._hostile_next: str | None = None
         self._faults: dict[str, deque[_Fault]] = {r: deque() for r in ROUTES}
         self._slow: dict[str, deque[float]] = {r: deque() for r in ROUTES}
         self._reset_after_create = 0
@@ -558,6 +569,12 @@ class ReplicateDouble:
             return MappingProxyType({i: self._json(p) for i, p in self._preds.items()})
 
     @property
+    def received(self) -> list[Received]:
+        """Every request with its Host and Authorization headers (to see where a token went)."""
+        with self._cond:
+            return list(self._received)
+
+    @property
     def requests(self) -> list[tuple[str, str]]:
         """(method, request target incl. query string) of every request received, in order."""
         with self._cond:
@@ -590,19 +607,24 @@ class ReplicateDouble:
         never_finish: bool = False,
         nsfw: bool | int = False,
         output_as: OutputAs | None = None,
+        output_url: str | None = None,
     ) -> None:
         """How predictions created from now on run (see Behaviour).
 
         duration: seconds from created to done (the first 10 % in `starting`); polls: finish on
         the Nth GET instead; fail_with: end `failed` with this error; never_finish: stay
         `processing` until canceled or past the deadline; nsfw: True drops every image (→
-        failed), k drops the first k; output_as: "url" | "data" (None: the constructor's).
+        failed), k drops the first k; output_as: "url" | "data" (None: the constructor's);
+        output_url: a hostile output URL template, e.g.
+        "http://127.0.0.1:{port}@localhost:{port}/files/{id}/{name}" (userinfo trick).
         """
         output_as = output_as or self._output_as
         if output_as not in ("url", "data"):
             raise ValueError(f"output_as must be 'url' or 'data', not {output_as!r}")
         with self._cond:
-            self._behaviour = Behaviour(duration, polls, fail_with, never_finish, nsfw, output_as)
+            self._behaviour = Behaviour(
+                duration, polls, fail_with, never_finish, nsfw, output_as, output_url
+            )
 
     def fail_next(
         self,
@@ -616,6 +638,25 @@ class ReplicateDouble:
         """The next `times` requests to `route` answer `status` with a faithful error body."""
         fault = _Fault("fail", status, retry_after, body, html)
         self._add_fault(route, fault, times)
+
+    def echo_token_next(self, route: str, form: str = "upper", times: int = 1) -> None:
+        """The next `times` requests to `route` answer 400 with the caller's token echoed in an
+        error body, in `form`: "plain", "upper", "url" (percent-encoded), "base64" (of
+        "Bearer <token>"), "json" (a JSON-escaped string inside the detail)."""
+        if form not in _ECHO_FORMS:
+            raise ValueError(f"form must be one of {sorted(_ECHO_FORMS)}, not {form!r}")
+        self._add_fault(route, _Fault("echo", 400, body=form), times)
+
+    def hostile_next(self, url: str | None) -> None:
+        """Listing pages that have a next page link to `url` instead (None: honest links)."""
+        with self._cond:
+            self._hostile_next = url
+
+    def clear_faults(self) -> None:
+        """Forget scripted faults and delays not yet used (the service recovers)."""
+        with self._cond:
+            for queue in (*self._faults.values(), *self._slow.values()):
+                queue.clear()
 
     def reset_next(self, route: str, times: int = 1) -> None:
         """The next `times` requests to `route` get a TCP reset instead of an answer."""
@@ -653,9 +694,10 @@ class ReplicateDouble:
 
     # -- request handling (called from handler threads) --------------------------------------
 
-    def _record(self, method: str, target: str) -> None:
+    def _record(self, method: str, target: str, host: str = "", auth: str | None = None) -> None:
         with self._cond:
             self._requests.append((method, target))
+            self._received.append(Received(method, target, host, auth))
             self._cond.notify_all()
 
     def _next_fault(self, route: str) -> tuple[_Fault | None, float]:
@@ -724,6 +766,11 @@ class ReplicateDouble:
         return d
 
     def _output_ref(self, p: _Prediction, name: str) -> str:
+        if p.behaviour.output_url is not None:
+            port = self._server.server_address[1]
+            return p.behaviour.output_url.format(
+                base=self.url, host="127.0.0.1", port=port, id=p.id, name=name
+            )
         if p.behaviour.output_as == "data":
             data = self._image(p, int(name.split("-")[1].split(".")[0]))
             mime = _FORMATS[p.fmt][1]
@@ -844,7 +891,7 @@ class ReplicateDouble:
 
             nxt = prev = None
             if page and any(_list_key(p) < _list_key(page[-1]) for p in items):
-                nxt = link("older", page[-1])
+                nxt = self._hostile_next or link("older", page[-1])
             if page and any(_list_key(p) > _list_key(page[0]) for p in items):
                 prev = link("newer", page[0])
             return 200, {"next": nxt, "previous": prev, "results": [self._json(p) for p in page]}
@@ -923,6 +970,23 @@ def _problem(status: int, retry_after: int | None = None) -> dict[str, Any]:
     return {"detail": phrase, "status": status}
 
 
+_ECHO_FORMS = frozenset({"plain", "upper", "url", "base64", "json"})
+
+
+def _echo(form: str, authorization: str) -> dict[str, Any]:
+    """A careless server's error that repeats the credential it was given."""
+    token = authorization.partition(" ")[2]
+    shown = {
+        "plain": token,
+        "upper": token.upper(),
+        "url": "".join(f"%{b:02X}" for b in token.encode()),
+        "base64": base64.b64encode(authorization.encode()).decode(),
+        # A JSON document quoted inside the detail, its string fully \u-escaped.
+        "json": '{"token": "' + "".join(f"\\u{ord(c):04x}" for c in token) + '"}',
+    }[form]
+    return {"detail": f"Invalid request from client {shown}", "status": 400}
+
+
 def _validation_problem(fields: list[dict[str, str]]) -> dict[str, Any]:
     detail = "".join(f"- {f['field']}: {f['description']}\n" for f in fields)
     return {
@@ -965,6 +1029,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass  # quiet: tests assert on rep.requests instead
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header comes from the double's clock, so an injected clock is a skewed server.
+        return format_datetime(self.server.double._clock().astimezone(UTC), usegmt=True)
 
     def setup(self) -> None:
         super().setup()
@@ -1054,7 +1122,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         rep = self.server.double
-        rep._record(self.command, self.path)
+        rep._record(
+            self.command, self.path, self.headers.get("Host", ""), self.headers.get("Authorization")
+        )
         try:
             raw = self._read_body()
             self._dispatch(rep, raw)
@@ -1077,6 +1147,9 @@ class _Handler(BaseHTTPRequestHandler):
         fault, delay = rep._next_fault(route)
         if fault is not None and fault.kind == "reset":
             self._reset()
+        if fault is not None and fault.kind == "echo":
+            self._send_json(400, _echo(str(fault.body), self.headers.get("Authorization") or ""))
+            return
         headers = rep._rate_headers(route)
         if fault is not None:
             self._send_fault(fault, headers, delay)

@@ -87,3 +87,12 @@ def query(
 
 def count_interrupted(reader: Reader, env: Environment) -> int:
     return sum(1 for _ in query(reader, env, status="interrupted", limit=None))
+
+
+def holders(reader: Any, remote_ids: list[str], *, except_job: str) -> dict[str, str]:
+    """Which of these remote ids other jobs hold (remote id -> job id), from a current table."""
+    if not remote_ids:
+        return {}
+    marks = ", ".join([reader.param] * len(remote_ids))
+    sql = f"SELECT remote_id, job_id FROM {TABLE} WHERE remote_id IN ({marks}) AND job_id <> {reader.param}"
+    return {str(remote): str(job) for remote, job in reader.fetch(sql, (*remote_ids, except_job))}

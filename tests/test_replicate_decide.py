@@ -1,0 +1,823 @@
+"""replicate.decide fed event histories directly: no sockets, no ledger, no clock.
+
+Each test builds a job's recorded events (with the times the ledger would have given them) and
+asserts the one action the adapter chooses, or drives the adapter with scripted answers until
+it ends or stops. The money rules are the subject: lookup before re-creating, adopt only what
+no other job holds, bounded creates, polls never fail a paid job, a succeeded prediction is
+always fetched, the token only goes to the API's origin.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+
+from imagen.backends import replicate
+from imagen.core.actions import Action, CheckHeld, Halt, HttpRequest, Record, StoreImage
+from imagen.core.events import (
+    CancelRequested,
+    Event,
+    ForceNewRequested,
+    ImageStored,
+    JobCancelled,
+    JobFailed,
+    JobInterrupted,
+    JobRequested,
+    JobSucceeded,
+    LookupConcluded,
+    RemoteIdsHeld,
+    RemoteJobAccepted,
+    RequestFailed,
+    RequestSent,
+    ResponseReceived,
+    RetryScheduled,
+    RunnerClaimed,
+)
+from imagen.core.job import JobState, Recorded, fold, iso
+
+T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+BASE = "https://api.replicate.com"
+PID = "abcdefghijklmnopqrstuvwxyz"
+INPUT = {"prompt": "a fox", "seed": 7, "aspect_ratio": "1:1", "output_format": "png"}
+
+
+def prediction(pid: str = PID, status: str = "processing", **extra: Any) -> dict[str, Any]:
+    p: dict[str, Any] = {
+        "id": pid,
+        "status": status,
+        "input": dict(INPUT),
+        "created_at": iso(T0),
+        "output": None,
+        "urls": {"get": f"{BASE}/v1/predictions/{pid}"},
+    }
+    if status == "succeeded":
+        p["output"] = [f"https://replicate.delivery/xezq/{pid}/out-0.png"]
+    p.update(extra)
+    return p
+
+
+@dataclass
+class History:
+    """A job's recorded events, built step by step; `now` advances as the ledger's would."""
+
+    records: list[Recorded]
+    now: datetime
+    pid: int = 100
+
+    @classmethod
+    def new(cls, **config: Any) -> History:
+        h = cls([], T0)
+        params = {
+            "seed": 7,
+            "aspect_ratio": "1:1",
+            "megapixels": None,
+            "steps": None,
+            "output_format": "png",
+            "width": 1024,
+            "height": 1024,
+            "extra": {},
+            "timeout_s": float(config.pop("timeout_s", 60)),
+        }
+        cfg = {"base_url": BASE, "retry_base_s": 1.0, "poll_interval_s": 0.5, **config}
+        h.add(
+            JobRequested(
+                "rep", "replicate", "black-forest-labs/flux-pro", "a fox", params, cfg, "/o.png"
+            ),
+            RunnerClaimed(h.pid, "host", 120.0, "1"),
+        )
+        return h
+
+    def add(self, *events: Event, dt: float = 0.1) -> History:
+        for e in events:
+            self.now += timedelta(seconds=dt)
+            self.records.append(Recorded(e, len(self.records) + 1, self.now))
+        return self
+
+    def wait(self, seconds: float) -> History:
+        self.now += timedelta(seconds=seconds)
+        return self
+
+    def resume(self) -> History:
+        self.pid += 1
+        return self.add(RunnerClaimed(self.pid, "host", 120.0, str(self.pid), resumed=True))
+
+    def renew(self) -> History:
+        return self.add(
+            RunnerClaimed(self.pid, "host", 120.0, "1" if self.pid == 100 else str(self.pid))
+        )
+
+    @property
+    def state(self) -> JobState:
+        return fold("job1", list(self.records))
+
+    def decide(self) -> Action:
+        return replicate.decide(self.state)
+
+    def send(self, action: Action) -> str:
+        assert isinstance(action, HttpRequest | StoreImage), action
+        rid = action.request_id
+        if isinstance(action, StoreImage):
+            self.add(RequestSent(rid, "download", "GET", action.url))
+        else:
+            self.add(
+                RequestSent(rid, action.purpose, action.method, action.url, {}, action.json_body)
+            )
+        return rid
+
+    def answer(
+        self, purpose: str, status: int, body: Any = None, headers: dict[str, str] | None = None
+    ) -> History:
+        rid = self._pending(purpose)
+        return self.add(ResponseReceived(rid, purpose, status, headers or {}, body))
+
+    def fail(self, purpose: str, error: str = "network", message: str = "reset") -> History:
+        return self.add(RequestFailed(self._pending(purpose), purpose, error, message))
+
+    def _pending(self, purpose: str) -> str:
+        sent = [r.event for r in self.records if isinstance(r.event, RequestSent)]
+        assert sent and sent[-1].purpose == purpose, (purpose, sent[-1:] or None)
+        return sent[-1].request_id
+
+    def step(self) -> Action:
+        """Decide; if it is a request, record it as sent (unanswered)."""
+        action = self.decide()
+        if isinstance(action, HttpRequest | StoreImage):
+            self.send(action)
+        elif isinstance(action, Record):
+            self.add(*action.events)
+        return action
+
+    def types(self) -> list[str]:
+        return [type(r.event).__name__ for r in self.records]
+
+
+def created_unknown(h: History) -> History:
+    """The create left and its answer never came (reset after sending)."""
+    action = h.step()
+    assert isinstance(action, HttpRequest) and action.purpose == "create"
+    return h.fail("create", "network", "Connection reset by peer")
+
+
+def listing(*predictions: dict[str, Any], next_url: str | None = None) -> dict[str, Any]:
+    return {"next": next_url, "previous": None, "results": list(predictions)}
+
+
+def date_header(moment: datetime) -> dict[str, str]:
+    return {"date": format_datetime(moment, usegmt=True)}
+
+
+# -- the happy paths -----------------------------------------------------------------------------
+
+
+def test_create_then_download_then_succeed() -> None:
+    h = History.new()
+    create = h.step()
+    assert isinstance(create, HttpRequest) and create.purpose == "create"
+    assert create.auth_env == "REPLICATE_API_TOKEN" and create.json_body["input"]["seed"] == 7
+    h.answer("create", 201, prediction(status="succeeded"))
+    assert isinstance(h.step(), Record)  # RemoteJobAccepted
+    store = h.step()
+    assert isinstance(store, StoreImage) and store.auth_env is None  # a CDN is not the API
+    h.answer("download", 200, {"bytes": 3}).add(ImageStored("/o.png", "ab", 3, "png", 1, 1))
+    done = h.decide()
+    assert isinstance(done, Record) and isinstance(done.events[0], JobSucceeded)
+
+
+# -- lookup, adopt, ambiguous, force-new -------------------------------------------------------
+
+
+def test_unknown_create_is_looked_up_not_resent() -> None:
+    h = created_unknown(History.new())
+    lookup = h.decide()
+    assert isinstance(lookup, HttpRequest) and lookup.purpose == "lookup"
+    assert lookup.url == f"{BASE}/v1/predictions" and lookup.auth_env == "REPLICATE_API_TOKEN"
+
+
+def test_lookup_adopts_the_one_match_no_other_job_holds() -> None:
+    h = created_unknown(History.new())
+    h.step()
+    h.answer("lookup", 200, listing(prediction()), date_header(h.now))
+    check = h.decide()
+    assert check == CheckHeld((PID,))
+    h.add(RemoteIdsHeld([PID], {}))
+    adopt = h.decide()
+    assert isinstance(adopt, Record)
+    assert adopt.events == (LookupConcluded([PID], "adopt"), RemoteJobAccepted(PID, via="lookup"))
+
+
+def test_lookup_never_adopts_a_prediction_another_job_holds() -> None:
+    h = created_unknown(History.new())
+    h.step()
+    h.answer("lookup", 200, listing(prediction()), date_header(h.now))
+    h.step()  # CheckHeld
+    h.add(RemoteIdsHeld([PID], {PID: "otherjob"}))
+    decided = h.decide()
+    assert decided == Record((LookupConcluded([], "create"),))
+
+
+def test_other_inputs_do_not_match() -> None:
+    h = created_unknown(History.new())
+    h.step()
+    other = prediction("zzzzzzzzzzzzzzzzzzzzzzzzzz", input={**INPUT, "seed": 8})
+    h.answer("lookup", 200, listing(other), date_header(h.now))
+    assert h.decide() == Record((LookupConcluded([], "create"),))
+
+
+def test_two_matches_are_ambiguous_and_halt() -> None:
+    h = created_unknown(History.new())
+    h.step()
+    second = prediction("bbbbbbbbbbbbbbbbbbbbbbbbbb")
+    h.answer("lookup", 200, listing(prediction(), second), date_header(h.now))
+    h.step()
+    h.add(RemoteIdsHeld([PID, second["id"]], {}))
+    assert h.step() == Record((LookupConcluded([PID, second["id"]], "ambiguous"),))
+    halt = h.decide()
+    assert isinstance(halt, Halt) and "--force-new" in halt.message
+
+
+def test_force_new_creates_once_beyond_the_evidence() -> None:
+    h = created_unknown(History.new())
+    h.step()
+    second = prediction("bbbbbbbbbbbbbbbbbbbbbbbbbb")
+    h.answer("lookup", 200, listing(prediction(), second), date_header(h.now))
+    h.step()
+    h.add(RemoteIdsHeld([PID, second["id"]], {}))
+    h.step()
+    h.resume().add(ForceNewRequested("--force-new"))
+    create = h.decide()
+    assert isinstance(create, HttpRequest) and create.purpose == "create"
+
+
+def test_no_match_creates_again_after_a_backoff() -> None:
+    h = created_unknown(History.new())
+    h.step()
+    h.answer("lookup", 200, listing(), date_header(h.now))
+    h.step()  # LookupConcluded create
+    again = h.decide()
+    assert isinstance(again, HttpRequest) and again.purpose == "create"
+    assert again.not_before is not None
+
+
+# -- lookups independent of our clock ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("skew_s", [-400, -4000, 0, 400, 86400])
+def test_lookup_window_is_on_replicates_clock(skew_s: int) -> None:
+    """Replicate's clock is `skew_s` off ours: the prediction it made at our create is found,
+    and one made before the job (same input, created long before) is not a candidate."""
+    h = created_unknown(History.new())
+    server_now = h.now + timedelta(seconds=skew_s)
+    ours = prediction(created_at=iso(server_now - timedelta(seconds=1)))
+    older = prediction(
+        "oooooooooooooooooooooooooo", created_at=iso(server_now - timedelta(hours=3))
+    )
+    h.step()
+    h.answer("lookup", 200, listing(ours, older), date_header(server_now))
+    assert h.decide() == CheckHeld((PID,))
+
+
+def test_lookup_follows_pages_until_older_than_the_window() -> None:
+    h = created_unknown(History.new())
+    server_now = h.now - timedelta(seconds=400)
+    h.wait(120)  # the lookup comes two minutes after the create (a resume, say)
+    h.step()
+    recent = prediction(
+        "rrrrrrrrrrrrrrrrrrrrrrrrrr", input={"prompt": "other"}, created_at=iso(server_now)
+    )
+    h.answer(
+        "lookup",
+        200,
+        listing(recent, next_url=f"{BASE}/v1/predictions?cursor=abc"),
+        date_header(server_now + timedelta(seconds=120)),
+    )
+    page2 = h.decide()
+    assert isinstance(page2, HttpRequest) and page2.url.endswith("cursor=abc")
+    assert page2.auth_env == "REPLICATE_API_TOKEN"
+
+
+def test_lookup_stops_paging_past_the_window() -> None:
+    h = created_unknown(History.new())
+    h.step()
+    old = prediction(
+        "oooooooooooooooooooooooooo", input={"prompt": "x"}, created_at=iso(T0 - timedelta(hours=1))
+    )
+    h.answer(
+        "lookup",
+        200,
+        listing(old, next_url=f"{BASE}/v1/predictions?cursor=abc"),
+        date_header(h.now),
+    )
+    assert h.decide() == Record((LookupConcluded([], "create"),))
+
+
+def test_a_next_link_to_another_origin_is_refused_and_recorded() -> None:
+    for evil in (
+        "https://api.replicate.com.evil.tld/v1/predictions?cursor=x",
+        "https://api.replicate.com@evil.tld/v1/predictions?cursor=x",
+        "http://api.replicate.com/v1/predictions?cursor=x",
+        "https://api.replicate.com:8443/v1/predictions?cursor=x",
+    ):
+        h = created_unknown(History.new())
+        h.step()
+        recent = prediction("rrrrrrrrrrrrrrrrrrrrrrrrrr", input={"prompt": "other"})
+        h.answer("lookup", 200, listing(recent, next_url=evil), date_header(h.now))
+        assert h.step() == Record((LookupConcluded([], "refused"),)), evil
+        halt = h.decide()
+        assert isinstance(halt, Halt) and "another origin" in halt.message
+
+
+def test_resume_after_a_refused_next_looks_up_again() -> None:
+    h = created_unknown(History.new())
+    h.step()
+    h.answer("lookup", 200, listing(next_url="https://evil.tld/x"), date_header(h.now))
+    h.step()
+    h.resume()
+    lookup = h.decide()
+    assert isinstance(lookup, HttpRequest) and lookup.url == f"{BASE}/v1/predictions"
+
+
+# -- bounded creates -----------------------------------------------------------------------------
+
+
+def test_creates_are_bounded_across_resumes() -> None:
+    h = History.new()
+    posts = 0
+    for _round in range(10):
+        action = h.step()
+        if isinstance(action, Halt) or (
+            isinstance(action, Record) and isinstance(action.events[-1], JobFailed)
+        ):
+            break
+        if isinstance(action, HttpRequest) and action.purpose == "create":
+            posts += 1
+            h.fail("create", "network", "reset")
+            h.resume()  # and a resume after every attempt
+        elif isinstance(action, HttpRequest) and action.purpose == "lookup":
+            h.answer("lookup", 200, listing(), date_header(h.now))
+    assert posts == replicate.MAX_UNCERTAIN_CREATES
+    end = h.records[-1].event
+    assert isinstance(end, JobFailed) and "nothing was paid" in end.message
+
+
+def test_a_refused_connection_is_retried_once_then_fails() -> None:
+    h = History.new()
+    h.step()
+    h.fail("create", "refused", "Connection refused")
+    assert isinstance(h.step(), Record)  # RetryScheduled
+    h.step()
+    h.fail("create", "refused", "Connection refused")
+    end = h.step()
+    assert isinstance(end, Record) and isinstance(end.events[0], JobFailed)
+    assert end.events[0].reason == "unreachable"
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_5xx_create_is_looked_up_first(status: int) -> None:
+    h = History.new()
+    h.step()
+    h.answer("create", status, "<html>bad gateway</html>", {"content-type": "text/html"})
+    lookup = h.decide()
+    assert isinstance(lookup, HttpRequest) and lookup.purpose == "lookup"
+
+
+def test_200_html_is_not_a_prediction_and_the_message_says_what_was_wrong() -> None:
+    h = History.new()
+    h.step()
+    html = "<!DOCTYPE html><html><head><title>Login</title></head></html>"
+    h.answer("create", 200, html, {"content-type": "text/html; charset=UTF-8"})
+    for _ in range(3):
+        lookup = h.step()
+        assert isinstance(lookup, HttpRequest) and lookup.purpose == "lookup"
+        h.answer("lookup", 200, html, {"content-type": "text/html; charset=UTF-8"})
+        h.step()  # RetryScheduled, then the final Halt
+    halt = h.decide()
+    assert isinstance(halt, Halt)
+    assert "HTTP 200: HTTP 200" not in halt.message
+    assert "text/html" in halt.message and "not JSON" in halt.message
+
+
+# -- retry policies ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "expected"),
+    [
+        ({"retry-after": "3"}, {"detail": "x"}, 3.0),
+        ({}, {"detail": "x", "retry_after": 5}, 5.0),
+        ({}, {"detail": "Your rate limit resets in ~7s."}, 7.0),
+        ({}, {"detail": "x"}, 1.0),  # backoff: retry_base_s * 2**0
+        ({"retry-after": "86400"}, {}, replicate.MAX_RETRY_AFTER_S),
+        ({"retry-after": "-5"}, {"retry_after": float("nan")}, 1.0),
+        ({}, {"retry_after": True}, 1.0),
+    ],
+)
+def test_429_retry_after_is_honoured_and_capped(
+    headers: dict[str, str], body: Any, expected: float
+) -> None:
+    h = History.new(timeout_s=600)
+    h.step()
+    h.answer("create", 429, body, headers)
+    retry = h.decide()
+    assert isinstance(retry, Record) and isinstance(retry.events[0], RetryScheduled)
+    assert retry.events[0].delay_s == expected
+
+
+def test_429_asking_past_the_deadline_stops() -> None:
+    h = History.new(timeout_s=30)
+    h.step()
+    h.answer("create", 429, {"detail": "x"}, {"retry-after": "86400"})
+    end = h.decide()
+    assert isinstance(end, Record) and isinstance(end.events[0], JobFailed)
+    assert "past the job's 30 s timeout" in end.events[0].message
+
+
+def test_429_three_retries_then_fails() -> None:
+    h = History.new(timeout_s=600)
+    for _ in range(3):
+        h.step()
+        h.answer("create", 429, {"detail": "x"}, {"retry-after": "0"})
+        assert isinstance(h.step(), Record)
+    h.step()
+    h.answer("create", 429, {"detail": "x"}, {"retry-after": "0"})
+    end = h.decide()
+    assert isinstance(end, Record) and isinstance(end.events[0], JobFailed)
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "code"),
+    [
+        (401, "unauthorized", 3),
+        (402, "out_of_credit", 3),
+        (422, "invalid_input", 2),
+        (404, "not_found", 2),
+    ],
+)
+def test_4xx_create_fails_without_lookup(status: int, reason: str, code: int) -> None:
+    h = History.new()
+    h.step()
+    h.answer("create", status, {"detail": "no"})
+    end = h.decide()
+    assert isinstance(end, Record) and isinstance(end.events[0], JobFailed)
+    assert (end.events[0].reason, end.events[0].exit_code) == (reason, code)
+
+
+def accepted(h: History, status: str = "processing") -> History:
+    h.step()
+    h.answer("create", 201, prediction(status=status))
+    h.step()
+    return h
+
+
+@pytest.mark.parametrize("fault", ["network", 500, 502, 503, 429, "html"])
+def test_poll_failures_never_fail_a_paid_job(fault: Any) -> None:
+    h = accepted(History.new(timeout_s=60))
+    for _ in range(6):
+        poll = h.step()
+        assert isinstance(poll, HttpRequest) and poll.purpose == "poll", poll
+        if fault == "network":
+            h.fail("poll")
+        elif fault == "html":
+            h.answer("poll", 200, "<html></html>", {"content-type": "text/html"})
+        else:
+            h.answer("poll", fault, {"detail": "busy"})
+        retry = h.step()
+        assert isinstance(retry, Record) and isinstance(retry.events[0], RetryScheduled), retry
+        assert retry.events[0].delay_s <= replicate.MAX_BACKOFF_S
+    h.step()
+    h.answer("poll", 200, prediction(status="succeeded"))
+    assert isinstance(h.decide(), StoreImage)
+
+
+def test_poll_failures_past_the_deadline_leave_the_job_resumable() -> None:
+    h = accepted(History.new(timeout_s=10))
+    h.wait(20)
+    actions = []
+    for _ in range(10):
+        action = h.step()
+        actions.append(action)
+        if isinstance(action, Halt):
+            break
+        if isinstance(action, HttpRequest):
+            h.fail("poll")
+    halt = actions[-1]
+    assert isinstance(halt, Halt) and "imagen resume job1" in halt.message
+    assert not any(isinstance(r.event, JobFailed | JobCancelled) for r in h.records)
+    h.resume()
+    poll = h.decide()
+    assert isinstance(poll, HttpRequest) and poll.purpose == "poll" and poll.not_before is None
+
+
+def test_poll_401_halts_with_the_fix_and_resume_polls_first() -> None:
+    h = accepted(History.new())
+    h.step()
+    h.answer("poll", 401, {"detail": "bad token"})
+    halt = h.decide()
+    assert isinstance(halt, Halt) and "REPLICATE_API_TOKEN" in halt.message
+    h.resume()
+    assert isinstance(h.decide(), HttpRequest)
+
+
+# -- succeeded means fetched; cancel; timeout --------------------------------------------------
+
+
+def test_late_resume_polls_before_any_deadline_check() -> None:
+    h = accepted(History.new(timeout_s=10))
+    h.wait(3600).resume()
+    poll = h.step()
+    assert isinstance(poll, HttpRequest) and poll.purpose == "poll"
+    h.answer("poll", 200, prediction(status="succeeded"))
+    assert isinstance(h.decide(), StoreImage)
+
+
+def test_late_resume_of_a_running_prediction_cancels_after_looking() -> None:
+    h = accepted(History.new(timeout_s=10))
+    h.wait(3600).resume()
+    h.step()
+    h.answer("poll", 200, prediction(status="processing"))
+    assert h.step() == Record((CancelRequested("timeout"),))
+    cancel = h.step()
+    assert isinstance(cancel, HttpRequest) and cancel.purpose == "cancel"
+
+
+def test_a_cancel_reply_saying_succeeded_is_downloaded() -> None:
+    h = accepted(History.new(timeout_s=10))
+    h.add(CancelRequested("timeout"))
+    h.step()
+    h.answer("cancel", 200, prediction(status="succeeded"))
+    assert isinstance(h.decide(), StoreImage)
+
+
+def test_a_cancel_reply_saying_canceled_ends_cancelled() -> None:
+    h = accepted(History.new(timeout_s=10))
+    h.add(CancelRequested("timeout"))
+    h.step()
+    h.answer("cancel", 200, prediction(status="canceled"))
+    assert h.decide() == Record((JobCancelled("timeout", remote_cancelled=True),))
+
+
+def test_timeout_cancel_that_cannot_reach_replicate_stays_resumable() -> None:
+    h = accepted(History.new(timeout_s=10))
+    h.add(CancelRequested("timeout"))
+    for _ in range(2):
+        h.step()
+        h.fail("cancel")
+        action = h.step()
+    assert isinstance(action, Halt)
+
+
+def test_ctrl_c_on_a_finished_prediction_is_not_a_cancel() -> None:
+    h = accepted(History.new(), status="succeeded")
+    store = h.step()
+    assert isinstance(store, StoreImage)  # Ctrl-C lands during the download
+    h.add(CancelRequested("user"))
+    assert h.step() == Record((JobInterrupted("SIGINT"),))
+    halt = h.decide()
+    assert isinstance(halt, Halt) and halt.exit_code == 130
+    assert "paid" in halt.message and "imagen resume job1" in halt.message
+    assert not any(isinstance(r.event, JobCancelled) for r in h.records)
+    h.resume()
+    assert isinstance(h.decide(), StoreImage)
+
+
+def test_ctrl_c_while_running_cancels() -> None:
+    h = accepted(History.new())
+    h.add(CancelRequested("user"))
+    cancel = h.step()
+    assert isinstance(cancel, HttpRequest) and cancel.purpose == "cancel"
+    h.answer("cancel", 200, prediction(status="canceled"))
+    assert h.decide() == Record((JobCancelled("user", remote_cancelled=True),))
+
+
+def test_timeout_while_polling_cancels() -> None:
+    h = accepted(History.new(timeout_s=1))
+    h.step()
+    h.answer("poll", 200, prediction(status="processing"))
+    assert h.decide() == Record((CancelRequested("timeout"),))
+
+
+# -- downloads: credentials, local failures -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "auth"),
+    [
+        (f"{BASE}/files/x/out-0.png", True),
+        ("https://API.Replicate.com:443/files/out-0.png", True),
+        ("https://api.replicate.com.evil.tld/out-0.png", False),
+        ("https://api.replicate.com@evil.tld/out-0.png", False),
+        ("https://evil.tld/?https://api.replicate.com", False),
+        ("http://api.replicate.com/files/out-0.png", False),
+        ("https://api.replicate.com:8443/files/out-0.png", False),
+        ("https://replicate.delivery/xezq/out-0.png", False),
+    ],
+)
+def test_token_only_to_the_apis_origin(url: str, auth: bool) -> None:
+    h = accepted(History.new(), status="processing")
+    h.step()
+    h.answer("poll", 200, prediction(status="succeeded", output=[url]))
+    store = h.decide()
+    if "@" in url:
+        assert isinstance(store, Record) and isinstance(store.events[0], JobFailed)
+        return
+    assert isinstance(store, StoreImage)
+    assert (store.auth_env is not None) == auth
+
+
+def test_userinfo_trick_with_a_local_base_url() -> None:
+    h = accepted(History.new(base_url="http://127.0.0.1:8000"))
+    h.step()
+    evil = "http://127.0.0.1:8000@localhost:9000/x.png"
+    h.answer("poll", 200, prediction(status="succeeded", output=[evil]))
+    action = h.decide()
+    assert not (isinstance(action, StoreImage) and action.auth_env)
+
+
+@pytest.mark.parametrize("error", ["write", "exists"])
+def test_a_local_failure_after_payment_halts_resumable(error: str) -> None:
+    h = accepted(History.new(), status="succeeded")
+    h.step()
+    h.fail("download", error, "cannot write /o.png: Not a directory")
+    halt = h.decide()
+    assert isinstance(halt, Halt) and "imagen resume job1" in halt.message
+    assert "paid" in halt.message
+    h.resume()
+    assert isinstance(h.decide(), StoreImage)
+
+
+def test_download_network_failures_are_retried_then_resumable() -> None:
+    h = accepted(History.new(), status="succeeded")
+    for _ in range(replicate.RETRIES_PER_RUN + 1):
+        h.step()
+        h.fail("download", "timeout", "read timed out")
+        action = h.step()
+    assert isinstance(action, Halt)
+    assert not any(isinstance(r.event, JobFailed) for r in h.records)
+
+
+def test_deleted_output_fails_and_says_paid() -> None:
+    h = accepted(History.new(), status="succeeded")
+    h.step()
+    h.answer("download", 404, "Not Found")
+    end = h.decide()
+    assert isinstance(end, Record) and isinstance(end.events[0], JobFailed)
+    assert "paid" in end.events[0].message
+
+
+def test_lease_renewal_is_not_a_new_run() -> None:
+    h = accepted(History.new())
+    h.step()
+    h.answer("poll", 200, prediction(status="processing"))
+    h.renew()
+    poll = h.decide()
+    assert isinstance(poll, HttpRequest) and poll.not_before is not None
+
+
+# -- malformed and hostile answers never raise ------------------------------------------------
+
+HOSTILE: list[Any] = [
+    None,
+    "",
+    "<html>oops</html>",
+    0,
+    1.5,
+    float("nan"),
+    True,
+    [],
+    [1, 2],
+    {},
+    {"id": 5},
+    {"id": PID},
+    {"id": PID, "status": 5},
+    {"id": PID, "status": None},
+    {"id": "../../etc/passwd", "status": "succeeded", "output": ["x"]},
+    {"id": PID, "status": "succeeded", "output": "not a url"},
+    {"id": PID, "status": "succeeded", "output": [None, 5, {}]},
+    {"id": PID, "status": "succeeded", "output": {"a": 1}},
+    {"id": PID, "status": "succeeded", "output": ["file:///etc/passwd"]},
+    {"id": PID, "status": "succeeded", "output": ["http://[::1"]},
+    {"id": PID, "status": "succeeded", "output": ["http://h:99999/x"]},
+    {"id": PID, "status": "succeeded", "output": [], "data_removed": "yes"},
+    {"id": PID, "status": "processing", "urls": "a string"},
+    {"id": PID, "status": "processing", "urls": ["x"]},
+    {"id": PID, "status": "failed", "error": {"nested": [1]}},
+    {"id": PID, "status": "weird"},
+    {"id": PID, "status": "succeeded", "logs": 5, "metrics": "x"},
+    {"results": "x"},
+    {"results": [1, "a", None, []]},
+    {"results": [{"id": 3}, {"id": PID, "input": "x"}, {"id": PID, "input": {"prompt": 1}}]},
+    {"results": [{"id": PID, "input": dict(INPUT), "created_at": 5}], "next": 7},
+    {"results": [{"id": PID, "input": dict(INPUT), "created_at": "yesterday"}], "next": ""},
+    {"results": [], "next": "javascript:alert(1)"},
+    {"detail": None, "invalid_fields": "x", "retry_after": "soon"},
+    {"detail": ["x"], "invalid_fields": [1, None, {"field": None}], "retry_after": -1e308},
+    {"title": 5},
+]
+HEADERS: list[dict[str, str]] = [
+    {},
+    {"retry-after": "86400"},
+    {"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"},
+    {"retry-after": "1e9"},
+    {"date": "not a date"},
+    {"date": "Wed, 21 Oct 2015 07:28:00"},
+    {"date": "Wed, 21 Oct 9999 07:28:00 GMT", "content-type": "text/html"},
+]
+STATUSES = [200, 201, 202, 204, 301, 400, 401, 402, 403, 404, 409, 410, 422, 429, 500, 502, 503]
+
+
+@dataclass
+class Fuzzer:
+    rng: random.Random
+
+    def __call__(self, h: History, action: HttpRequest | StoreImage) -> None:
+        purpose = action.purpose if isinstance(action, HttpRequest) else "download"
+        roll = self.rng.random()
+        if roll < 0.15:
+            h.fail(purpose, self.rng.choice(["network", "timeout", "refused", "write", "exists"]))
+        elif roll < 0.3 and purpose == "download":
+            h.answer("download", 200, {"bytes": 3}).add(ImageStored("/o.png", "ab", 3, "png", 1, 1))
+        else:
+            body = self.rng.choice(HOSTILE)
+            if self.rng.random() < 0.3:
+                body = prediction(
+                    status=self.rng.choice(["processing", "succeeded", "failed", "canceled"])
+                )
+            if self.rng.random() < 0.2:
+                body = listing(*[prediction() for _ in range(self.rng.randrange(3))])
+            h.answer(purpose, self.rng.choice(STATUSES), body, self.rng.choice(HEADERS))
+
+
+def drive(h: History, respond: Callable[[History, Any], None], steps: int = 300) -> Action:
+    for _ in range(steps):
+        if h.state.finished:
+            return Record()
+        action = h.decide()
+        if isinstance(action, HttpRequest | StoreImage):
+            h.send(action)
+            respond(h, action)
+        elif isinstance(action, CheckHeld):
+            h.add(RemoteIdsHeld(list(action.remote_ids), {}))
+        elif isinstance(action, Record):
+            h.add(*action.events)
+        else:
+            return action
+        h.wait(1)
+    raise AssertionError(f"no end after {steps} steps: {h.types()[-12:]}")
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_fuzz_decide_never_raises_and_always_ends(seed: int) -> None:
+    """Random hostile answers to every request: decide returns an action every time, the job
+    ends or stops (Halt) within a bound, creates stay within budget, and no token goes to
+    another origin."""
+    rng = random.Random(seed)
+    h = History.new(timeout_s=rng.choice([5, 60, 600]))
+    fuzz = Fuzzer(rng)
+    for _run in range(3):
+        end = drive(h, fuzz)
+        if not isinstance(end, Halt):
+            break
+        h.resume()
+    creates = [
+        r.event
+        for r in h.records
+        if isinstance(r.event, RequestSent) and r.event.purpose == "create"
+    ]
+    assert replicate.uncertain_creates(h.state) <= replicate.MAX_UNCERTAIN_CREATES
+    assert len(creates) <= replicate.MAX_UNCERTAIN_CREATES + replicate.MAX_429_RETRIES + 2
+    assert all(
+        r.event.url.startswith(("https://api.replicate.com/", "https://replicate.delivery/"))
+        for r in h.records
+        if isinstance(r.event, RequestSent) and r.event.purpose != "download"
+    )
+
+
+def test_fuzz_every_hostile_body_at_every_step() -> None:
+    """Each hostile body as the answer to each kind of request, deterministically."""
+    for body in HOSTILE:
+        for headers in HEADERS:
+            for status in (200, 201, 429, 500):
+                for purpose_path in ("create", "lookup", "poll", "cancel", "download"):
+                    h = History.new()
+                    if purpose_path == "create":
+                        h.step()
+                    elif purpose_path == "lookup":
+                        created_unknown(h)
+                        h.step()
+                    elif purpose_path == "poll":
+                        accepted(h)
+                        h.step()
+                    elif purpose_path == "cancel":
+                        accepted(h).add(CancelRequested("user"))
+                        h.step()
+                    else:
+                        accepted(h, "succeeded")
+                        h.step()
+                    h.answer(purpose_path, status, body, headers)
+                    action = h.decide()
+                    assert isinstance(action, (HttpRequest, StoreImage, CheckHeld, Record, Halt))
