@@ -39,6 +39,7 @@ from imagen.core.events import (
     RetryScheduled,
     RunnerClaimed,
 )
+from imagen.core.failures import Failure
 from imagen.core.job import JobState, Recorded, fold, iso
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
@@ -450,21 +451,21 @@ def test_429_three_retries_then_fails() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "reason", "code"),
+    ("status", "reason", "category"),
     [
-        (401, "unauthorized", 3),
-        (402, "out_of_credit", 3),
-        (422, "invalid_input", 2),
-        (404, "not_found", 2),
+        (401, "unauthorized", Failure.UNAUTHORIZED),
+        (402, "out_of_credit", Failure.OUT_OF_CREDIT),
+        (422, "invalid_input", Failure.INVALID_INPUT),
+        (404, "not_found", Failure.NOT_FOUND),
     ],
 )
-def test_4xx_create_fails_without_lookup(status: int, reason: str, code: int) -> None:
+def test_4xx_create_fails_without_lookup(status: int, reason: str, category: Failure) -> None:
     h = History.new()
     h.step()
     h.answer("create", status, {"detail": "no"})
     end = h.decide()
     assert isinstance(end, Record) and isinstance(end.events[0], JobFailed)
-    assert (end.events[0].reason, end.events[0].exit_code) == (reason, code)
+    assert (end.events[0].reason, end.events[0].category) == (reason, category)
 
 
 def accepted(h: History, status: str = "processing") -> History:
@@ -578,7 +579,7 @@ def test_ctrl_c_on_a_finished_prediction_is_not_a_cancel() -> None:
     h.add(CancelRequested("user"))
     assert h.step() == Record((JobInterrupted("SIGINT"),))
     halt = h.decide()
-    assert isinstance(halt, Halt) and halt.exit_code == 130
+    assert isinstance(halt, Halt) and halt.category is None
     assert "paid" in halt.message and "imagen resume job1" in halt.message
     assert not any(isinstance(r.event, JobCancelled) for r in h.records)
     h.resume()

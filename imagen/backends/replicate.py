@@ -558,7 +558,6 @@ def decide(state: JobState) -> Action:
                 f"interrupted; the prediction {state.remote_id} had already finished and is "
                 f"paid: `imagen resume {state.job_id}` downloads it (Replicate keeps outputs "
                 "about an hour)",
-                130,
             )
         return _download(state, snap)
     if snap is not None and status == "failed":
@@ -929,7 +928,7 @@ def _poll_failed(state: JobState, polls: list[Exchange], start: int, url: str) -
             f"Replicate answered HTTP {o.status} about prediction {state.remote_id} "
             f"({_detail(o)}); it is paid and may have finished: {fix}, then "
             f"`imagen resume {state.job_id}`",
-            3,
+            Failure.UNAUTHORIZED if o.status in (401, 403) else Failure.NOT_FOUND,
         )
     delay = (
         _retry_after(o, failed - 1, _num(state, "retry_base_s", 1.0))
@@ -942,7 +941,7 @@ def _poll_failed(state: JobState, polls: list[Exchange], start: int, url: str) -
         f"lost Replicate while waiting for prediction {state.remote_id} ({_describe(o)}); "
         f"it is paid and may still finish: `imagen resume {state.job_id}` once Replicate is "
         "reachable",
-        3,
+        Failure.UNREACHABLE,
     )
 
 
@@ -983,7 +982,7 @@ def _cancel(state: JobState, seen_at: int) -> Action:
         f"could not cancel prediction {state.remote_id} at the deadline "
         f"({_describe(last.outcome)}); it may still finish and is paid: "
         f"`imagen resume {state.job_id}` fetches it or cancels it",
-        3,
+        Failure.UNREACHABLE,
     )
 
 
@@ -1100,7 +1099,7 @@ def _download(state: JobState, snap: dict[str, Any]) -> Action:
     return Halt(
         f"could not download the image ({_describe(o)}); the prediction is paid: "
         f"`imagen resume {state.job_id}` tries again (Replicate keeps outputs about an hour)",
-        3,
+        Failure.UNREACHABLE,
     )
 
 

@@ -42,7 +42,10 @@ def drive(
     except MissingCredential as exc:
         raise UserError(str(exc), ExitCode.BAD_INPUT) from None
     except Halted as exc:
-        raise UserError(f"job {job_id}: {exc}", ExitCode.CONFLICT) from None
+        from imagen.app.outcome import FAILURE_EXIT_CODES
+
+        code = FAILURE_EXIT_CODES[exc.category] if exc.category else ExitCode.CONFLICT
+        raise UserError(f"job {job_id}: {exc}", code) from None
     finally:
         reporter.close()
     if state is not None and state.finished:

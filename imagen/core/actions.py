@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imagen.core.events import Event
+from imagen.core.failures import Failure
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,12 @@ class Record:
 
 @dataclass(frozen=True)
 class Halt:
-    """Stop driving the job without ending it: a person must decide (e.g. --force-new).
-    The CLI exits with CONFLICT; the job stays resumable."""
+    """Stop driving the job without ending it: a person must decide (e.g. --force-new), or
+    fix something and resume. The job stays resumable. The CLI exits with CONFLICT, or with the
+    exit code of `category` when the halt is for a known kind of trouble (e.g. UNREACHABLE)."""
 
     message: str
+    category: Failure | None = None
 
 
 Action = HttpRequest | StoreImage | OpenStream | FollowStream | CheckHeld | Record | Halt

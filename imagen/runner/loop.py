@@ -103,6 +103,10 @@ class MissingCredential(RunnerError):
 class Halted(RunnerError):
     """The adapter needs a person to decide; the job stays resumable."""
 
+    def __init__(self, message: str, category: Failure | None = None) -> None:
+        super().__init__(message)
+        self.category = category
+
 
 class Terminated(BaseException):
     """SIGTERM/SIGHUP: stop driving, leave the job resumable."""
@@ -166,7 +170,7 @@ class Runner:
             try:
                 for _ in range(MAX_STEPS):
                     if state.finished or state.interrupted is not None:
-                        break
+                        break  # interrupted: the adapter left the job for `imagen resume`
                     try:
                         state = self._renew_lease(state)
                         state = self._perform(state, decide(state))
@@ -196,7 +200,7 @@ class Runner:
         if isinstance(action, Record):
             return self._append(state, list(action.events))
         if isinstance(action, Halt):
-            raise Halted(action.message)
+            raise Halted(action.message, action.category)
         if isinstance(action, HttpRequest):
             return self._http(state, action)
         if isinstance(action, StoreImage):
