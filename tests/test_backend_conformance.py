@@ -371,7 +371,7 @@ def test_a_cancel_at_any_point_ends_in_a_terminal_event(name: str, tmp_path: Pat
                 "ends the job cancelled without fetching it; on Replicate the image was paid for",
             ),
         )
-        if n in ("replicate", "comfyui")
+        if n == "comfyui"
         else n
         for n in NAMES
     ],

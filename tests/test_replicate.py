@@ -468,7 +468,7 @@ def test_polls_failing_do_not_abandon_a_running_prediction(
 def test_poll_failures_past_the_deadline_leave_the_job_resumable(
     tmp_path: Path, rep: ReplicateDouble
 ) -> None:
-    box = make_box(tmp_path, rep, wait_s=1, timeout_s=3)
+    box = make_box(tmp_path, rep, wait_s=1, timeout_s=8)
     rep.behaviour(polls=1)  # done at the first poll that gets through
     rep.fail_next("get", status=503, times=50)
     result = box.run("generate", "replicate down")
@@ -550,18 +550,19 @@ def test_a_local_failure_after_payment_keeps_the_job_resumable(
 def test_ctrl_c_during_the_download_of_a_finished_prediction(
     box: Sandbox, rep: ReplicateDouble
 ) -> None:
+    """A finished prediction is paid and cannot be cancelled: Ctrl-C during its download does
+    not say "cancelled"; the image is fetched and kept, and its cost counts."""
     rep.slow_next("file", 30)
     proc = box.popen("generate", "almost there")
     rep.wait_for_request(lambda r: r[1].startswith("/files/"), timeout=30)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
     job_id = only_job(box)
-    assert "cancelled" not in err and f"imagen resume {job_id}" in err and "paid" in err
-    assert "JobCancelled" not in box.types(job_id)
+    assert "cancel" not in err
+    assert box.types(job_id)[-1] == "JobSucceeded" and "JobCancelled" not in box.types(job_id)
     assert not any(m == "POST" and t.endswith("/cancel") for m, t in rep.requests)
-    result = box.run("resume", job_id)
-    assert result.returncode == 0, result.stderr
+    assert Path(out.strip()).exists()
     [row] = json.loads(box.run("usage", "--raw", "--json").stdout)
     assert row["id"] == job_id and row["cost_usd_estimate"] == 0.003
     assert rep.billed == 1

@@ -27,7 +27,6 @@ from imagen.core.events import (
     ImageStored,
     JobCancelled,
     JobFailed,
-    JobInterrupted,
     JobRequested,
     JobSucceeded,
     LookupConcluded,
@@ -573,16 +572,25 @@ def test_timeout_cancel_that_cannot_reach_replicate_stays_resumable() -> None:
 
 
 def test_ctrl_c_on_a_finished_prediction_is_not_a_cancel() -> None:
+    """The prediction finished (paid): Ctrl-C during its download does not cancel it; the
+    download goes on and the job ends succeeded with its cost counted."""
     h = accepted(History.new(), status="succeeded")
     store = h.step()
     assert isinstance(store, StoreImage)  # Ctrl-C lands during the download
     h.add(CancelRequested("user"))
-    assert h.step() == Record((JobInterrupted("SIGINT"),))
-    halt = h.decide()
-    assert isinstance(halt, Halt) and halt.category is None
-    assert "paid" in halt.message and "imagen resume job1" in halt.message
-    assert not any(isinstance(r.event, JobCancelled) for r in h.records)
-    h.resume()
+    again = h.decide()
+    assert isinstance(again, StoreImage)
+    h.send(again)
+    h.answer("download", 200, {"bytes": 3}).add(ImageStored("/o.png", "ab", 3, "png", 1, 1))
+    done = h.decide()
+    assert isinstance(done, Record) and isinstance(done.events[0], JobSucceeded)
+
+
+def test_a_cancel_reply_saying_succeeded_after_ctrl_c_is_downloaded() -> None:
+    h = accepted(History.new())
+    h.add(CancelRequested("user"))
+    h.step()
+    h.answer("cancel", 200, prediction(status="succeeded"))
     assert isinstance(h.decide(), StoreImage)
 
 

@@ -19,8 +19,6 @@ def exit_code(state: JobState) -> ExitCode:
         return ExitCode.INTERRUPTED if t.reason == "user" else ExitCode.JOB_FAILED
     if isinstance(t, JobFailed):
         return FAILURE_EXIT_CODES[t.category]
-    if state.interrupted is not None and state.interrupted.signal == "SIGINT":
-        return ExitCode.INTERRUPTED  # Ctrl-C after the remote job finished: kept for resume
     return ExitCode.TERMINATED
 
 
@@ -50,11 +48,6 @@ def failure_message(state: JobState) -> str | None:
             return f"job {state.job_id} cancelled ({t.reason}); {t.detail}"
         return f"job {state.job_id} cancelled ({t.reason})" + (
             "; the remote job was cancelled" if t.remote_cancelled else ""
-        )
-    if t is None and state.interrupted is not None and state.interrupted.signal == "SIGINT":
-        return (
-            f"job {state.job_id} interrupted; its remote job had already finished and is paid: "
-            f"`imagen resume {state.job_id}` fetches the image"
         )
     if t is None:
         why = state.interrupted.signal if state.interrupted is not None else ""

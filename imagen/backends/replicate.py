@@ -34,7 +34,6 @@ from imagen.core.events import (
     ForceNewRequested,
     JobCancelled,
     JobFailed,
-    JobInterrupted,
     JobSucceeded,
     LookupConcluded,
     RemoteIdsHeld,
@@ -543,22 +542,9 @@ def decide(state: JobState) -> Action:
     snap = found[0] if found else None
     status = snap.get("status") if snap else None
     if snap is not None and status == "succeeded":
-        # Paid and finished: fetched whatever the clock says. Ctrl-C does not cancel finished
-        # work; it leaves the job resumable (the next run downloads).
-        cancel = state.last(CancelRequested)
-        if (
-            cancel is not None
-            and state.cancel is not None
-            and state.cancel.reason == "user"
-            and run_start(state) <= cancel.version
-        ):
-            if state.interrupted is None:
-                return Record((JobInterrupted("SIGINT"),))
-            return Halt(
-                f"interrupted; the prediction {state.remote_id} had already finished and is "
-                f"paid: `imagen resume {state.job_id}` downloads it (Replicate keeps outputs "
-                "about an hour)",
-            )
+        # Paid and finished: fetched whatever the clock says, and whatever a Ctrl-C asked (a
+        # finished prediction cannot be cancelled; a second Ctrl-C stops the runner at once and
+        # leaves the job resumable).
         return _download(state, snap)
     if snap is not None and status == "failed":
         error = snap.get("error")
