@@ -155,10 +155,10 @@ REPLICATE: dict[str, Scenario] = {
         0,
         before_resume=_advance,
     ),
-    # The create's reply is lost and the lookup fails twice: imagen halts; the user forces a
+    # The create's reply is lost and the lookup fails 3 times: imagen halts; the user forces a
     # new prediction (the first was billed too, so two in all, never three).
     "force new": Scenario(
-        lambda w: (_rep(w).reset_after_create(), _rep(w).fail_next("list", 500, times=2)) and None,
+        lambda w: (_rep(w).reset_after_create(), _rep(w).fail_next("list", 500, times=3)) and None,
         _force_new,
         "JobSucceeded",
         0,
@@ -212,6 +212,7 @@ REPLICATE_POINTS = [
     ],
     ("lost reply", "RequestFailed"),
     ("lost reply", "LookupConcluded"),
+    ("lost reply", "RemoteIdsHeld"),
     ("failure", "JobFailed"),
     ("timeout", "CancelRequested"),
     ("timeout", "JobCancelled"),
@@ -264,6 +265,8 @@ NOT_RECORDED = {
     "comfyui": {
         "ForceNewRequested": "ComfyUI never halts for --force-new: a lost prompt is looked up "
         "or, being free, queued again",
+        "RemoteIdsHeld": "a lost ComfyUI prompt is found by this job's own client id, which no "
+        "other job uses, so no ledger check is needed",
         "RunnerRenewed": RENEWED,
     },
 }

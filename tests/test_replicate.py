@@ -469,7 +469,7 @@ def test_poll_failures_past_the_deadline_leave_the_job_resumable(
     tmp_path: Path, rep: ReplicateDouble
 ) -> None:
     box = make_box(tmp_path, rep, wait_s=1, timeout_s=8)
-    rep.behaviour(polls=1)  # done at the first poll that gets through
+    rep.behaviour(duration=2)  # it finishes on Replicate while imagen cannot see it
     rep.fail_next("get", status=503, times=50)
     result = box.run("generate", "replicate down")
     assert result.returncode == 3, result.stderr

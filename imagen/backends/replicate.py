@@ -10,7 +10,6 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -795,15 +794,38 @@ def _cutoff(state: JobState, create: Exchange, first_page: Exchange) -> datetime
     """The earliest created_at (Replicate's clock) a prediction of ours can have; None when the
     listing carried no usable Date header (then every page is searched, up to a bound)."""
     assert isinstance(first_page.outcome, ResponseReceived) and first_page.outcome_at is not None
-    try:
-        server_now = parsedate_to_datetime(_header(first_page.outcome, "date"))
-    except (TypeError, ValueError, IndexError):
-        return None
-    if server_now is None or server_now.tzinfo is None:
+    server_now = http_date(_header(first_page.outcome, "date"))
+    if server_now is None:
         return None
     first_create = exchanges(state, "create")[0]
     elapsed = max(0.0, (first_page.sent_at.at - first_create.sent_at.at).total_seconds())
     return server_now - timedelta(seconds=elapsed + LOOKUP_MARGIN_S)
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_HTTP_DATE = re.compile(
+    r"(?:[A-Z][a-z]{2}, )?(\d{1,2}) ([A-Z][a-z]{2}) (\d{4}) (\d\d):(\d\d):(\d\d) GMT"
+)
+
+
+def http_date(text: str) -> datetime | None:
+    """An HTTP Date (IMF-fixdate, RFC 9110 5.6.7), None when it is anything else. (email.utils
+    would do, but it imports socket and random, which the pure core must not load.)"""
+    m = _HTTP_DATE.fullmatch(text.strip())
+    if not m or m[2] not in _MONTHS:
+        return None
+    try:
+        return datetime(
+            int(m[3]),
+            _MONTHS.index(m[2]) + 1,
+            int(m[1]),
+            int(m[4]),
+            int(m[5]),
+            int(m[6]),
+            tzinfo=UTC,
+        )
+    except ValueError:
+        return None
 
 
 def _created_at(p: dict[str, Any]) -> datetime | None:
