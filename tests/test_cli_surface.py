@@ -101,6 +101,7 @@ def box(tmp_path: Path) -> Sandbox:
         (["jobs", "--limit", "x"], 'invalid value for --limit: unable to convert "x" into int'),
         (["jobs", "--json-output"], "unknown option: --json-output"),
         (["nope"], 'unknown command "nope"'),
+        (["-x", "jobs"], "unknown option: -x (see `imagen --help`)"),
         (["generate"], "requires an argument"),
         (["generate", "--typo"], "unknown option: --typo (see `imagen generate --help`)"),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -199,6 +200,9 @@ def _parse_error(exc: Any) -> str:
         text = " ".join(str(exc.msg or exc).split()) if hasattr(exc, "msg") else str(exc)
         text = " ".join(text.split())
         text = text[:1].lower() + text[1:]
+    bad = re.match(r'unknown command "(-[^"]*)"', text)
+    if bad:  # cyclopts calls a stray option before the command a command
+        text = f"unknown option: {bad.group(1)}"
     chain = " ".join(getattr(exc, "command_chain", None) or [])
     return f"{text.rstrip('.')} (see `imagen {chain + ' ' if chain else ''}--help`)"
 
