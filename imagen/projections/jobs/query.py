@@ -89,10 +89,12 @@ def count_interrupted(reader: Reader, env: Environment) -> int:
     return sum(1 for _ in query(reader, env, status="interrupted", limit=None))
 
 
-def holders(reader: Any, remote_ids: list[str], *, except_job: str) -> dict[str, str]:
+def holders(reader: Reader, remote_ids: list[str], *, except_job: str) -> dict[str, str]:
     """Which of these remote ids other jobs hold (remote id -> job id), from a current table."""
     if not remote_ids:
         return {}
-    marks = ", ".join([reader.param] * len(remote_ids))
-    sql = f"SELECT remote_id, job_id FROM {TABLE} WHERE remote_id IN ({marks}) AND job_id <> {reader.param}"
-    return {str(remote): str(job) for remote, job in reader.fetch(sql, (*remote_ids, except_job))}
+    params: dict[str, object] = {f"r{i}": rid for i, rid in enumerate(remote_ids)}
+    params["me"] = except_job
+    marks = ", ".join(f":r{i}" for i in range(len(remote_ids)))
+    sql = f"SELECT remote_id, job_id FROM {TABLE} WHERE remote_id IN ({marks}) AND job_id <> :me"
+    return {str(remote): str(job) for remote, job in reader.query(sql, params)}
