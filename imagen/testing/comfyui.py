@@ -1290,7 +1290,7 @@ class ComfyUIDouble:
     ) -> web.StreamResponse:
         if self._offline and request.transport is not None:
             request.transport.abort()  # a kept-alive connection from before the drop
-            raise ConnectionResetError("offline")
+            return web.Response(status=503)  # never delivered: the connection is gone
         with self._lock:
             self._requests.append((request.method, request.path_qs))
         self._notify()
