@@ -377,6 +377,7 @@ def test_resume_reopens_the_websocket_and_records_compactly(
     job_id = only_job(box)
     resume = box.popen("resume", job_id)
     comfy.wait_until(lambda c: ("GET", "/queue") in c.requests, timeout=30)  # located it
+    comfy.step_time = 0.02  # the other 70 steps outlast the /queue answer
     comfy.release()
     out, err = resume.communicate(timeout=60)
     assert resume.returncode == 0, err
@@ -521,3 +522,21 @@ def test_a_crash_right_after_success_is_completed_by_resume_and_seen_by_audit(
     assert differs.returncode == 4 and "sidecar differs from the ledger" in differs.stdout
     assert "imagen rebuild" in differs.stdout
     assert comfy.executed == 1
+
+
+def test_without_websockets_polls_back_off_and_are_recorded_compactly(
+    box: Sandbox, comfy: ComfyUIDouble
+) -> None:
+    comfy.reject_websockets = True  # a proxy without websocket support
+    comfy.step_time = 0.05
+    result = box.run("generate", "polled", "--steps", "30", "--size", "256x256")
+    assert result.returncode == 0, result.stderr
+    events = box.events(only_job(box))
+    failed = [e.data for e in events if e.type == "RequestFailed" and e.data["purpose"] == "stream"]
+    assert failed and failed[0]["error"] == "handshake"
+    summaries = [e.data for e in events if e.type == "PollsUnchanged"]
+    assert summaries and summaries[0]["purpose"] == "history" and summaries[0]["count"] >= 2
+    polls = [e for e in events if e.type == "RequestSent" and e.data["purpose"] == "history"]
+    assert len(polls) <= 2, len(polls)  # ~1.5 s of polling: one recorded request
+    assert len(events) <= 30
+    check_image(box, result.stdout.strip(), (256, 256))

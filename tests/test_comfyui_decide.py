@@ -668,3 +668,21 @@ def test_each_malformed_history_is_a_recorded_protocol_error(body_index: int) ->
     if isinstance(terminal, JobFailed) and terminal.reason == "protocol":
         assert "malformed" in terminal.message
         assert sum(isinstance(r.event, RetryScheduled) for r in job.state.history) == 2
+
+
+def test_without_websockets_the_adapter_asks_for_compact_polls() -> None:
+    job = Job().accepted()
+    job.add(StreamClosed("dropped", "x"))
+    action = job.decide()
+    rid = "stream-h"
+    job.add(
+        RequestSent(rid, "stream", "GET", action.url),
+        RequestFailed(rid, "stream", "handshake", "InvalidStatus: HTTP 404"),
+    )
+    job.do(job.decide(), {"queue_running": [[1, job.pid, {}, {}, []]], "queue_pending": []})
+    poll = job.decide()
+    assert isinstance(poll, HttpRequest) and poll.url.endswith(f"/history/{job.pid}")
+    assert poll.repeat_for_s > 0 and poll.repeat_every_s == 0.5
+    job.do(poll, {})  # a quiet window: is it still queued?
+    check = job.decide()
+    assert isinstance(check, HttpRequest) and check.url.endswith("/queue")

@@ -895,25 +895,30 @@ def _locate(state: JobState, pid: str, *, since: int, stream_open: bool) -> Acti
     )
 
 
+POLL_WINDOW_S = 60.0
+
+
 def _poll(state: JobState, pid: str, *, since: int) -> Action:
-    """No websocket: ask /history, further apart each time (0.5 s up to 10 s)."""
+    """No websocket (a proxy refused it): poll /history, the runner repeating the request while
+    the answer stays `{}` (backing off to 5 s) and recording the repeats as one event. After
+    each quiet window, /queue says whether the prompt is still there (a restart loses it)."""
     polls = [ex for ex in exchanges(state, "history") if ex.sent_at.version > since]
-    if _past_deadline(state):
+    deadline = _deadline(state)
+    if _past_deadline(state) or deadline is None or state.now is None:
         return Record((CancelRequested("timeout"),))
-    if not polls:
-        return _req(state, "history", "GET", f"/history/{pid}")
-    last = polls[-1]
-    if last.outcome is None:
-        return _req(state, "history", "GET", f"/history/{pid}")
-    if isinstance(last.outcome, RequestFailed) or last.outcome.status != 200:
-        # Unreachable again: back to reconnecting (the stream is the cheap probe).
-        return _open_stream(state, iso(last.outcome_at.at + timedelta(seconds=RECONNECT_BASE_S)))  # type: ignore[union-attr]
-    base = _num(config_of(state).get("poll_interval_s")) or 0.5
-    delay = min(base * 1.5 ** len(polls), 10.0)
-    if len(polls) % 10 == 0:
-        # Every tenth poll, check the prompt is still queued (a restart loses it).
-        return _req(state, "queue", "GET", "/queue", not_before=state.after(delay))
-    return _req(state, "history", "GET", f"/history/{pid}", not_before=state.after(delay))
+    if polls and polls[-1].outcome is not None:
+        last = polls[-1].outcome
+        if isinstance(last, RequestFailed) or last.status != 200:
+            # Unreachable again: back to reconnecting (the stream is the cheap probe).
+            return _open_stream(state, state.after(RECONNECT_BASE_S))
+        return _req(state, "queue", "GET", "/queue")  # a quiet window: is it still queued?
+    window = min(POLL_WINDOW_S, (deadline - state.now).total_seconds())
+    every = _num(config_of(state).get("poll_interval_s")) or 0.5
+    return replace(
+        _req(state, "history", "GET", f"/history/{pid}"),
+        repeat_for_s=max(window, 0.0),
+        repeat_every_s=every,
+    )
 
 
 def _history_again(state: JobState, pid: str, last: Any) -> Action:

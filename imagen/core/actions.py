@@ -26,6 +26,11 @@ class HttpRequest:
     timeout_s: float = 30.0
     auth_env: str | None = None
     not_before: str | None = None
+    # Polling (idempotent GETs only): while the answer stays the same, send again every
+    # `repeat_every_s` (x1.5 each time, at most 5 s) for up to `repeat_for_s`, and record the
+    # repeats as one PollsUnchanged instead of two events per poll.
+    repeat_for_s: float = 0.0
+    repeat_every_s: float = 0.0
 
 
 @dataclass(frozen=True)

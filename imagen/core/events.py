@@ -132,6 +132,18 @@ class RequestFailed(Event):
 
 
 @dataclass(frozen=True)
+class PollsUnchanged(Event):
+    """The request just recorded (an idempotent read) was repeated `count` more times over
+    `seconds`, each answer identical to the one recorded next: polls summarised, not recorded
+    one by one."""
+
+    request_id: str
+    purpose: str
+    count: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class RetryScheduled(Event):
     purpose: str
     attempt: int
@@ -276,6 +288,7 @@ CATALOGUE: dict[str, type[Event]] = {
         RequestSent,
         ResponseReceived,
         RequestFailed,
+        PollsUnchanged,
         RetryScheduled,
         RemoteJobAccepted,
         LookupConcluded,

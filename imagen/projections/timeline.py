@@ -15,6 +15,7 @@ from imagen.core.events import (
     JobRequested,
     JobSucceeded,
     LookupConcluded,
+    PollsUnchanged,
     ProgressObserved,
     RemoteJobAccepted,
     RequestFailed,
@@ -50,6 +51,8 @@ def describe(e: Event) -> str:
             return f"← HTTP {e.status} in {e.elapsed_ms:.0f} ms [{e.purpose}]{extra}"
         case RequestFailed():
             return f"✗ {e.purpose} failed: {e.error}: {e.message}"
+        case PollsUnchanged():
+            return f"… asked {e.count} more times over {e.seconds:g} s, same answer [{e.purpose}]"
         case RetryScheduled():
             return f"retry {e.purpose} #{e.attempt} in {e.delay_s:g}s: {e.reason}"
         case RemoteJobAccepted():

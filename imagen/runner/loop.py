@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, quote_plus
@@ -43,6 +44,7 @@ from imagen.core.events import (
     JobFailed,
     JobInterrupted,
     JobRequested,
+    PollsUnchanged,
     RemoteIdsHeld,
     RequestFailed,
     RequestSent,
@@ -263,16 +265,55 @@ class Runner:
             return self._append(
                 state, [RequestFailed(a.request_id, a.purpose, f.kind, str(f), _ms(started))]
             )
+        summary: list[Event] = []
+        if a.repeat_for_s > 0 and a.method == "GET":
+            state, reply, summary, failure = self._repeat(state, a, headers, reply)
+            if failure is not None:
+                return self._append(state, [*summary, failure])
         keep = self._adapter.RECORDED_HEADERS
         kept = {k: v for k, v in reply.headers.items() if k.lower() in keep}
         return self._append(
             state,
             [
+                *summary,
                 ResponseReceived(
                     a.request_id, a.purpose, reply.status, kept, reply.body(), _ms(started)
-                )
+                ),
             ],
         )
+
+    def _repeat(
+        self, state: JobState, a: HttpRequest, headers: dict[str, str], reply: Any
+    ) -> tuple[JobState, Any, list[Event], Event | None]:
+        """Send the same GET again while its answer stays the same (a poll): the repeats are
+        summarised as one PollsUnchanged. Returns the answer to record (the first different
+        one, or the last when the time is up) or the failure that ended the polling."""
+        from imagen.runner.http import TransportFailure
+
+        begun = self.envt.clock()
+        until = begun + timedelta(seconds=a.repeat_for_s)
+        delay = max(a.repeat_every_s, 0.05)
+        first, repeats = (reply.status, reply.body()), 0
+        failure: Event | None = None
+        while self.envt.clock() + timedelta(seconds=delay) < until:
+            self.envt.sleep(delay)
+            state = self._renew_lease(state)
+            delay = min(delay * 1.5, 5.0)
+            started = time.perf_counter()
+            try:
+                again = self.http.send(a.method, a.url, headers=headers, timeout_s=a.timeout_s)
+            except TransportFailure as f:
+                failure = RequestFailed(a.request_id, a.purpose, f.kind, str(f), _ms(started))
+                break
+            if (again.status, again.body()) != first:
+                reply = again
+                break
+            repeats += 1
+        seconds = round((self.envt.clock() - begun).total_seconds(), 3)
+        summary: list[Event] = (
+            [PollsUnchanged(a.request_id, a.purpose, repeats, seconds)] if repeats else []
+        )
+        return state, reply, summary, failure
 
     def _store_image(self, state: JobState, a: StoreImage) -> JobState:
         from imagen.runner.files import FileExists, NotRegular, atomic_write

@@ -963,6 +963,7 @@ class ComfyUIDouble:
         self._held: str | None = None
         self._closed = False
         self._offline = False
+        self.reject_websockets = False
         self._hold_step: int | None = None
 
         self._loop = asyncio.new_event_loop()
@@ -1384,6 +1385,8 @@ class ComfyUIDouble:
         await self._send("status", {"status": self._queue_info()}, None)
 
     async def _h_ws(self, request: web.Request) -> web.StreamResponse:
+        if self.reject_websockets:  # a reverse proxy without websocket support
+            return web.Response(status=404, text="404: Not Found")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         sid = request.rel_url.query.get("clientId", "") or uuid.uuid4().hex
