@@ -129,6 +129,11 @@ def _poll_seen(w: World) -> None:
     _rep(w).wait_for_request(lambda r: r[0] == "GET" and "/v1/predictions/" in r[1], timeout=30)
 
 
+def _polled(w: World) -> None:
+    _comfy(w).reject_websockets = True
+    _comfy(w).step_time = 0.1  # 4 steps: the first /history polls find nothing yet
+
+
 def _held(w: World) -> None:
     _comfy(w).wait_until(lambda c: c.held is not None, timeout=30)
 
@@ -173,6 +178,8 @@ COMFYUI: dict[str, Scenario] = {
         lambda w: _comfy(w).fail_next("prompt", 502, after=True), _generate, "JobSucceeded", 0
     ),
     "failure": Scenario(lambda w: _comfy(w).execution_error(), _generate, "JobFailed", 1),
+    # A proxy without websocket support: /history is polled, repeats summarised.
+    "polled": Scenario(_polled, _generate, "JobSucceeded", 0),
     "timeout": Scenario(lambda w: _comfy(w).hold_next(), _generate, "JobCancelled", 1),
     # The network to ComfyUI drops while the prompt runs: the stream closes, reconnects fail.
     "offline": Scenario(
@@ -245,6 +252,7 @@ COMFYUI_POINTS = [
     ("timeout", "CancelRequested"),
     ("timeout", "JobCancelled"),
     ("offline", "StreamClosed"),
+    ("polled", "PollsUnchanged"),
     ("offline", "RequestFailed"),
     ("sigterm", "JobInterrupted"),
 ]
@@ -261,6 +269,7 @@ NOT_RECORDED = {
         "StreamClosed": "Replicate has no progress stream",
         "ProgressObserved": "Replicate has no progress stream",
         "RunnerRenewed": RENEWED,
+        "PollsUnchanged": "Replicate's polls are Prefer: wait requests, each recorded",
     },
     "comfyui": {
         "ForceNewRequested": "ComfyUI never halts for --force-new: a lost prompt is looked up "
