@@ -437,6 +437,19 @@ def test_generate_previews_the_image_in_tmux(server: Server, workdir: Path, sand
     assert received(server, viewer2) == [result.stdout.strip()]
 
 
+def test_open_inside_tmux_uses_the_first_installed_viewer(
+    server: Server, workdir: Path, sandbox
+) -> None:  # type: ignore[no-untyped-def]
+    # No preview_command configured: imagen finds "chafa" on PATH (here a recording stand-in)
+    # and runs it through the hold-the-window wrapper in a new tmux window.
+    image = sandbox.run("generate", "a fox to open in tmux").stdout.strip()
+    viewer = make_viewer(workdir, server, name="chafa")
+    env = {**server.env(), "PATH": f"{workdir}:{os.environ['PATH']}"}
+    opened = sandbox.run("open", sandbox.only_job()[:6], env=env)
+    assert opened.returncode == 0, opened.stderr
+    assert received(server, viewer) == [image]
+
+
 def test_preview_failure_is_a_warning_and_exit_0(sandbox) -> None:  # type: ignore[no-untyped-def]
     result = sandbox.run("generate", "no tmux here", "--preview", env={"IMAGEN_PREVIEW": ""})
     assert result.returncode == 0
