@@ -525,3 +525,71 @@ def test_standalone_prints_url_first() -> None:
     finally:
         proc.terminate()
         assert proc.wait(5) == 0
+
+
+# ----------------------------------------------------------------- faults for issue 18's tests
+
+
+def test_date_header_comes_from_the_doubles_clock(fake: ReplicateDouble, clock: FakeClock) -> None:
+    from email.utils import parsedate_to_datetime
+
+    r = Api(fake).request("GET", "/v1/predictions")
+    assert parsedate_to_datetime(r.headers["Date"]) == clock.now.replace(microsecond=0)
+    clock.advance(-400)  # a server whose clock is behind
+    r = Api(fake).request("GET", "/v1/predictions")
+    assert parsedate_to_datetime(r.headers["Date"]) == clock.now.replace(microsecond=0)
+
+
+def test_received_records_host_and_authorization(rep: ReplicateDouble) -> None:
+    Api(rep).request("GET", "/v1/predictions")
+    urllib3.request("GET", rep.url.replace("127.0.0.1", "localhost") + "/v1/predictions")
+    first, second = rep.received
+    assert first.authorization == f"Bearer {TOKEN}" and first.host.startswith("127.0.0.1")
+    assert second.authorization is None and second.host.startswith("localhost")
+
+
+@pytest.mark.parametrize("form", ["plain", "upper", "url", "base64", "json"])
+def test_echo_token_next_repeats_the_credential(rep: ReplicateDouble, form: str) -> None:
+    rep.echo_token_next("create", form)
+    r = Api(rep).request("POST", SCHNELL_CREATE, {"input": {"prompt": "x"}})
+    assert r.status == 400
+    detail = _json(r)["detail"]
+    expected = {
+        "plain": TOKEN,
+        "upper": TOKEN.upper(),
+        "url": "".join(f"%{b:02X}" for b in TOKEN.encode()),
+        "base64": base64.b64encode(f"Bearer {TOKEN}".encode()).decode(),
+        "json": "".join(f"\\u{ord(c):04x}" for c in TOKEN),
+    }[form]
+    assert expected in detail
+    assert rep.billed == 0
+    assert Api(rep).request("POST", SCHNELL_CREATE, {"input": {"prompt": "x"}}).status == 201
+
+
+def test_hostile_next_replaces_the_link_and_output_url_template(rep: ReplicateDouble) -> None:
+    api = Api(rep)
+    for seed in (1, 2):
+        api.create({"prompt": "x", "seed": seed})
+    rep.hostile_next("https://evil.example/v1/predictions?cursor=x")
+    with ReplicateDouble(token=TOKEN, page_size=1) as small:
+        small.hostile_next("https://evil.example/next")
+        Api(small).create({"prompt": "a"})
+        Api(small).create({"prompt": "b"})
+        assert (
+            _json(Api(small).request("GET", "/v1/predictions"))["next"]
+            == "https://evil.example/next"
+        )
+        small.hostile_next(None)
+        assert _json(Api(small).request("GET", "/v1/predictions"))["next"].startswith(small.url)
+    rep.behaviour(output_url="{base}@localhost:{port}/files/{id}/{name}")
+    p = api.create({"prompt": "x", "seed": 3}, Prefer="wait=5")
+    port = rep.url.rsplit(":", 1)[1]
+    assert p["output"] == [f"{rep.url}@localhost:{port}/files/{p['id']}/out-0.webp"]
+
+
+def test_clear_faults_forgets_pending_faults(rep: ReplicateDouble) -> None:
+    rep.fail_next("get", status=503, times=5)
+    rep.slow_next("get", 30)
+    rep.clear_faults()
+    p = Api(rep).create({"prompt": "x"})
+    assert Api(rep).request("GET", f"/v1/predictions/{p['id']}").status == 200
