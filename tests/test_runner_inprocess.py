@@ -123,3 +123,41 @@ def test_a_stream_transport_that_drops_is_reconnected_and_the_prompt_located(
     closed = [r.event for r in state.history if isinstance(r.event, StreamClosed)]
     assert closed and closed[0].reason == "dropped" and "test transport" in closed[0].message
     assert state.image is not None and Path(state.image.path).exists()
+
+
+class ShownProgress:
+    """A reporter noting what the progress display would show."""
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[int | None, int | None, str]] = []
+
+    def event(self, state: Any, rec: Any) -> None:
+        pass
+
+    def progress(self, step: int | None, total: int | None, label: str = "") -> None:
+        self.shown.append((step, total, label))
+
+
+def test_comfyui_progress_is_what_a_user_sees(tmp_path: Path, store: Any) -> None:
+    from imagen.runner.loop import Runner
+
+    reporter = ShownProgress()
+    with ComfyUIDouble() as comfy:
+        envt = environment({})
+        job = prepared(
+            tmp_path / "out",
+            "comfyui",
+            {"url": comfy.url},
+            GenerateInputs("a kite", seed=5, size=(256, 256), steps=6),
+            envt,
+        )
+        runner = Runner(store, envt, reporter)
+        runner.submit(job.job_id, job.request)
+        state = runner.run(job.job_id)
+    assert state.status == "succeeded", state.terminal
+    assert reporter.shown[0] == (None, None, "queued in ComfyUI")
+    bar = [(step, total) for step, total, label in reporter.shown if label == "KSampler" and total]
+    assert bar[0] == (1, 6) and bar[-1] == (6, 6)  # the sampler's steps, to the end
+    labels = {label for _, total, label in reporter.shown if total is None}
+    assert {"UNETLoader", "VAEDecode", "SaveImage"} <= labels  # nodes without steps by name
+    assert not any("HTTP" in label or "system_stats" in label for *_, label in reporter.shown)

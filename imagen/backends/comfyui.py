@@ -845,6 +845,7 @@ def _follow_stream(state: JobState, pid: str) -> FollowStream:
     return FollowStream(
         {"prompt_id": pid, "classes": _classes(state), "recorded": {}},
         deadline=iso(deadline) if deadline else None,
+        waiting=Progress("queued in ComfyUI"),
     )
 
 

@@ -70,6 +70,7 @@ class FollowStream:
 
     context: dict[str, Any]
     deadline: str | None = None
+    waiting: Progress | None = None  # what to show until a frame says otherwise
 
 
 @dataclass(frozen=True)

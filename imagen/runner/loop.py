@@ -418,6 +418,8 @@ class Runner:
             return self._append(state, [StreamClosed("not open", "no stream in this process")])
         deadline = parse_time(a.deadline) if a.deadline else None
         context = a.context
+        if a.waiting is not None:
+            self.reporter.progress(a.waiting.step, a.waiting.total, a.waiting.label)
         while True:
             if deadline is not None and self.envt.clock() >= deadline:
                 return self._append(
