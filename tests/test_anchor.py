@@ -45,6 +45,11 @@ def _heads(url: str) -> list[tuple]:
         ).fetchall()
 
 
+def _heads_0001(url: str) -> list[tuple]:
+    with psycopg.connect(_libpq(url)) as conn:
+        return conn.execute("SELECT * FROM mai.imagen_ledger_heads").fetchall()
+
+
 def _db(box: Sandbox) -> sqlite3.Connection:
     db = sqlite3.connect(box.ledger_url.removeprefix("sqlite:///"))
     db.execute("DROP TRIGGER IF EXISTS events_no_update")
@@ -359,14 +364,17 @@ def test_an_existing_deployment_upgrades_and_keeps_its_reported_heads(
                 "INSERT INTO mai.imagen_ledger_heads VALUES (%s, 'old-host', %s, %s, now())",
                 (ledger_id, head.position, head.hash),
             )
+        box.write_config(
+            (box.root / "config.toml").read_text().replace("# supabase_url", "supabase_url")
+        )
+        old = box.run("usage", "sync")  # this imagen against the old tables: names the fix
+        assert old.returncode == 3 and "run `imagen db upgrade usage`" in old.stderr, old.stderr
+        assert "older than this imagen" in old.stderr and len(_heads_0001(url)) == 1
         migrate = Sandbox(tmp_path / "migrate")
         migrate.root.mkdir()
         migrate.write_config("")
         upgraded = migrate.run("db", "upgrade", "usage", "--url", url)
         assert upgraded.returncode == 0, upgraded.stderr
-        box.write_config(
-            (box.root / "config.toml").read_text().replace("# supabase_url", "supabase_url")
-        )
         assert box.run("audit", "--remote").returncode == 0
         assert box.run("generate", PROMPT).returncode == 0
         heads = _heads(url)
