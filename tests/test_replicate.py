@@ -623,3 +623,18 @@ def test_malformed_prediction_never_raises(box: Sandbox, rep: ReplicateDouble) -
         rep.fail_next("list", status=200, body={"results": [1, "a", None]})
         result = box.run("generate", "malformed")
         assert "Traceback" not in result.stderr
+
+
+def test_a_rewrite_of_the_same_image_is_not_a_clobber(tmp_path: Path) -> None:
+    """Found by the random-kill soak: a run linked the image into place and was killed before
+    recording ImageStored; its resume downloads the same bytes and must accept its own file
+    (identical content), while a different file under that name is still refused."""
+    from imagen.runner.files import FileExists, atomic_write
+
+    out = tmp_path / "done.png"
+    atomic_write(out, b"\x89PNG same bytes", overwrite=False)
+    atomic_write(out, b"\x89PNG same bytes", overwrite=False)  # the resume: a no-op
+    with pytest.raises(FileExists):
+        atomic_write(out, b"\x89PNG other bytes", overwrite=False)
+    assert out.read_bytes() == b"\x89PNG same bytes"
+    assert [p.name for p in tmp_path.iterdir()] == ["done.png"]  # no temp file left

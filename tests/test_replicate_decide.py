@@ -606,8 +606,20 @@ def test_ctrl_c_while_running_cancels() -> None:
 def test_timeout_while_polling_cancels() -> None:
     h = accepted(History.new(timeout_s=1))
     h.step()
-    h.answer("poll", 200, prediction(status="processing"))
+    h.wait(1).answer("poll", 200, prediction(status="processing"))  # a second after the create
     assert h.decide() == Record((CancelRequested("timeout"),))
+
+
+def test_the_deadline_counts_from_the_first_create() -> None:
+    """Resumed long after it was requested, with nothing created: the whole timeout remains."""
+    h = History.new(timeout_s=10)
+    h.wait(3600).resume()
+    create = h.step()
+    assert isinstance(create, HttpRequest) and create.purpose == "create"
+    h.answer("create", 201, prediction(status="processing"))
+    h.step()
+    poll = h.decide()
+    assert isinstance(poll, HttpRequest) and poll.purpose == "poll"
 
 
 # -- downloads: credentials, local failures -----------------------------------------------------

@@ -288,8 +288,13 @@ def _timeout(state: JobState) -> float:
 
 
 def _deadline(state: JobState) -> datetime:
-    assert state.started_at is not None
-    return state.started_at + timedelta(seconds=_timeout(state))
+    """`timeout_s` after the first create left: when money started, as Replicate counts its
+    Cancel-After. (A job resumed long after it was requested, with nothing created yet, gets its
+    whole timeout rather than a create cancelled at once.)"""
+    creates = exchanges(state, "create")
+    assert state.started_at is not None and state.now is not None
+    start = creates[0].sent_at.at if creates else state.now
+    return start + timedelta(seconds=_timeout(state))
 
 
 def _create(state: JobState, not_before: str | None = None) -> HttpRequest:

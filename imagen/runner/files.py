@@ -45,9 +45,12 @@ def atomic_write(path: Path, data: bytes, *, overwrite: bool = True, mode: int =
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                if not _reserved(path):
+                if _reserved(path):
+                    os.replace(tmp, path)  # the empty name this job reserved before paying
+                elif not _holds(path, data):
                     raise FileExists(f"{path} already exists (use --force to overwrite)") from None
-                os.replace(tmp, path)  # the empty name this job reserved before paying
+                # else: these very bytes are there already (a run killed after writing them
+                # and before recording it): writing again is a no-op, not a clobber.
             else:
                 os.unlink(tmp)
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -95,3 +98,14 @@ def _reserved(path: Path) -> bool:
     except OSError:
         return False
     return stat.S_ISREG(st.st_mode) and st.st_size == 0
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Is `path` a regular file with exactly these bytes?"""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except OSError:
+        return False
