@@ -513,6 +513,14 @@ def test_poll_failures_past_the_deadline_leave_the_job_resumable() -> None:
     assert isinstance(poll, HttpRequest) and poll.purpose == "poll" and poll.not_before is None
 
 
+def test_poll_429_asking_past_the_deadline_stops_resumable() -> None:
+    h = accepted(History.new(timeout_s=10))
+    h.step()
+    h.answer("poll", 429, {"detail": "slow down"}, {"retry-after": "86400"})
+    action = h.decide()
+    assert isinstance(action, Halt) and "imagen resume job1" in action.message
+
+
 def test_poll_401_halts_with_the_fix_and_resume_polls_first() -> None:
     h = accepted(History.new())
     h.step()

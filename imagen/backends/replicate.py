@@ -221,6 +221,7 @@ MAX_UNCERTAIN_CREATES = 3
 MAX_RETRY_AFTER_S = 60.0  # a server asking for more is not obeyed beyond this
 MAX_BACKOFF_S = 30.0
 RETRIES_PER_RUN = 3  # network/5xx failures tolerated per process once the deadline has passed
+PAST_DEADLINE_MAX_WAIT_S = 5.0
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 
@@ -948,7 +949,10 @@ def _poll_failed(state: JobState, polls: list[Exchange], start: int, url: str) -
         if isinstance(o, ResponseReceived) and o.status == 429
         else _backoff(state, failed - 1)
     )
-    if state.now + timedelta(seconds=delay) < _deadline(state) or this_run < RETRIES_PER_RUN:
+    before_deadline = state.now + timedelta(seconds=delay) < _deadline(state)
+    # Past the deadline a run tries a few more times, briefly; a server asking for a long wait
+    # (Retry-After: 86400) gets a resumable stop instead.
+    if before_deadline or (this_run < RETRIES_PER_RUN and delay <= PAST_DEADLINE_MAX_WAIT_S):
         return Record((RetryScheduled("poll", failed, delay, f"poll: {_describe(o)}"[:300]),))
     return Halt(
         f"lost Replicate while waiting for prediction {state.remote_id} ({_describe(o)}); "
