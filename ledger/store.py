@@ -641,8 +641,14 @@ def _sqlite_engine(url: str, durability: Durability, busy_timeout: float) -> Eng
         path = Path(db).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Prompts are private: create the file owner-only before SQLite opens it; SQLite gives
-        # its -wal and -shm files the same mode as the database file.
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        # its -wal and -shm files the same mode as the database file. Only a file that does not
+        # exist yet is opened here: closing any descriptor of a file drops every POSIX lock this
+        # process holds on it, so touching an open ledger would release another store's locks.
+        if not path.exists():
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+            except FileExistsError:
+                pass  # another process created it first
         parsed = parsed.set(database=str(path))
     engine = create_engine(
         parsed,

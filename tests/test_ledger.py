@@ -205,3 +205,34 @@ def test_sqlite_ledger_is_private(tmp_path: Path) -> None:
         assert (path.parent / name).stat().st_mode & 0o777 == 0o600
     store.close()
     assert os.stat(path).st_mode & 0o077 == 0
+
+
+def _posix_locks_held(path: Path) -> int:
+    """How many POSIX locks this process holds on the file (Linux /proc/locks)."""
+    st = path.stat()
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as f:
+        return sum(
+            1
+            for line in f
+            if line.split()[1] == "POSIX"
+            and line.split()[4] == str(os.getpid())
+            and line.split()[5] == inode
+        )
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
+def test_opening_a_ledger_twice_keeps_the_first_stores_locks(tmp_path: Path) -> None:
+    # Closing any descriptor of a file drops every POSIX lock the process holds on it: opening
+    # a second store must not touch the file of a ledger that is already open.
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    first = open_store(url, clock=fixed_clock)
+    first.append("s", [NewEvent("T", {"n": 1})], expected_version=0)
+    with first.engine.connect() as conn:
+        conn.execute(text("SELECT count(*) FROM events")).scalar()
+        held = _posix_locks_held(tmp_path / "ledger.db")
+        assert held > 0  # WAL readers keep a shared lock on the database file
+        second = open_store(url, clock=fixed_clock)
+        assert _posix_locks_held(tmp_path / "ledger.db") == held
+        second.engine.dispose()
+    first.engine.dispose()
