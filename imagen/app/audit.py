@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from imagen.core.events import newer_than_this
 from imagen.projections.jobs import fold as projection
 from imagen.projections.jobs.fold import COLUMNS
 from imagen.projections.jobs.query import CHECKPOINT, TABLE
@@ -32,10 +33,11 @@ def file_sha256(path: Path) -> str:
 
 
 def fold_chain(
-    store: Any, head: int
+    store: Any, head: int, newer: dict[str, int] | None = None
 ) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[str, str]]]:
     """Every job's row and, per image path, the last job that stored an image there (with its
-    sha256), from the events up to `head` (the verified part of the chain)."""
+    sha256), from the events up to `head` (the verified part of the chain). `newer` counts
+    what was written by a newer imagen (see `newer_events`)."""
     rows: dict[str, dict[str, Any]] = {}
     images: dict[str, tuple[str, str]] = {}
     for e in store.read_all(0):
@@ -45,11 +47,34 @@ def fold_chain(
             continue
         data = e.data
         rows[e.stream_id] = projection.apply(
-            rows.get(e.stream_id), e.stream_id, e.type, data, e.recorded_at, e.position
+            rows.get(e.stream_id),
+            e.stream_id,
+            e.type,
+            data,
+            e.recorded_at,
+            e.position,
+            e.schema_version,
         )
+        if newer is not None and (what := newer_than_this(e.type, e.schema_version, data)):
+            newer[what] = newer.get(what, 0) + 1
         if e.type == "ImageStored":
             images[str(data.get("path"))] = (e.stream_id, str(data.get("sha256")))
     return rows, images
+
+
+def newer_events(newer: dict[str, int]) -> list[dict[str, Any]]:
+    """Notes, not problems: a shared ledger may hold events from a newer imagen, which this one
+    shows as unknown and leaves out of its folds."""
+    return [
+        {
+            "kind": "newer_imagen",
+            "what": what,
+            "events": n,
+            "message": f"{n} event(s) with {what}: written by a newer imagen (not a problem; "
+            "this imagen shows them as unknown and leaves them out of its folds)",
+        }
+        for what, n in sorted(newer.items())
+    ]
 
 
 def invariants(rows: dict[str, dict[str, Any]]) -> list[Problem]:

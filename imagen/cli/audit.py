@@ -50,7 +50,9 @@ def audit(
     problems.extend(store.head_file_problems(report.head))
     problems.extend(checks.check_checkpoints(store, head))
     # What is checked comes from the verified chain, never from a projection.
-    rows, images = checks.fold_chain(store, head)
+    newer: dict[str, int] = {}
+    rows, images = checks.fold_chain(store, head, newer)
+    notes = checks.newer_events(newer)
     problems.extend(checks.invariants(rows))
     found, checked_images = checks.check_files(rows, images)
     problems.extend(found)
@@ -67,12 +69,15 @@ def audit(
         "head": {"position": report.head.position, "hash": report.head.hash},
         "images_checked": checked_images,
         "problems": problems,
+        "notes": notes,
     }
     if json_output:
         print(json.dumps(summary))
     else:
         for p in problems:
             print(p["message"])
+        for n in notes:
+            print(f"note: {n['message']}")
         print(
             f"{'ok' if not problems else 'PROBLEMS'}: {report.checked} events verified, "
             f"{checked_images} images checked, {len(problems)} problem(s); "

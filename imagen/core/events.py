@@ -1,8 +1,15 @@
 """The catalogue of everything that can happen to a job.
 
 Each event is a frozen dataclass with a stable `type` name (its class name) and a JSON-safe
-payload. Events are never rewritten: when a payload changes shape, bump `SCHEMA_VERSION` on the
-class and teach `upcast` to read the old shape.
+payload. Building one checks every field against its annotation (an enum field takes its
+enum or its value; a wrong type or a NaN raises), so nothing malformed reaches an append.
+Events are never rewritten: when a payload changes shape, bump `SCHEMA_VERSION` on the class
+and register a step in `UPCASTERS` that reads the old shape.
+
+Reading is forward compatible (a shared PostgreSQL ledger may hold events from a newer
+imagen): `decode` never raises. An unknown type, a newer schema version or a payload that does
+not fit becomes an `UnknownEvent` (folds ignore it; `show` and `audit` name it); fields this
+imagen does not know are dropped and reported beside the event.
 
 Secrets never appear here: requests carry header values already redacted, and credentials are
 named by the environment variable that holds them, never by value.
@@ -11,8 +18,12 @@ named by the environment variable that holds them, never by value.
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from enum import Enum, StrEnum
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from imagen.core.failures import Failure
 
@@ -29,9 +40,34 @@ def redact_headers(headers: dict[str, str] | tuple[tuple[str, str], ...]) -> dic
     return {k: (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in items}
 
 
+class AcceptedVia(StrEnum):
+    CREATE = "create"  # our create request was answered with the remote id
+    LOOKUP = "lookup"  # found by looking up earlier remote jobs after an uncertain create
+
+
+class LookupDecision(StrEnum):
+    ADOPT = "adopt"  # exactly one earlier remote job matches: it is this job's
+    CREATE = "create"  # none matches: creating is safe
+    AMBIGUOUS = "ambiguous"  # several match: a person decides (resume --force-new)
+    RESUBMIT = "resubmit"  # the server lost the job before running it (ComfyUI restart)
+    REFUSED = "refused"  # a listing linked to another origin: not followed, the job halts
+
+
+class CancelReason(StrEnum):
+    USER = "user"
+    TIMEOUT = "timeout"
+
+
 @dataclass(frozen=True)
 class Event:
     SCHEMA_VERSION: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        for name, check in _checkers(type(self)):
+            value = getattr(self, name)
+            conformed = check(value, f"{type(self).__name__}.{name}")
+            if conformed is not value:
+                object.__setattr__(self, name, conformed)
 
     @classmethod
     def type_name(cls) -> str:
@@ -39,6 +75,122 @@ class Event:
 
     def to_data(self) -> JSON:
         return dataclasses.asdict(self)
+
+
+# -- field checks (built once per class from its annotations) ---------------------------------
+
+Check = Callable[[Any, str], Any]
+_CHECKS: dict[type, tuple[tuple[str, Check], ...]] = {}
+
+
+def _checkers(cls: type) -> tuple[tuple[str, Check], ...]:
+    checks = _CHECKS.get(cls)
+    if checks is None:
+        hints = get_type_hints(cls)
+        checks = _CHECKS[cls] = tuple(
+            (f.name, _check_for(hints[f.name])) for f in dataclasses.fields(cls)
+        )
+    return checks
+
+
+def _fail(where: str, value: Any, wanted: str) -> TypeError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return TypeError(f"{where} must be {wanted}, not {type(value).__name__} {shown}")
+
+
+def _check_for(hint: Any) -> Check:
+    if hint is Any:
+        return _json_value
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        inner = _check_for(options[0]) if len(options) == 1 else _json_value
+        return lambda v, where: None if v is None else inner(v, where)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        enum = hint
+
+        def check_enum(v: Any, where: str) -> Any:
+            if isinstance(v, enum):
+                return v
+            if isinstance(v, str):
+                try:
+                    return enum(v)
+                except ValueError:
+                    allowed = ", ".join(m.value for m in enum)
+                    raise ValueError(f"{where} must be one of {allowed}, not {v!r}") from None
+            raise _fail(where, v, enum.__name__)
+
+        return check_enum
+    if hint is bool:
+        return _scalar(lambda v: isinstance(v, bool), "a bool")
+    if hint is int:
+        return _scalar(lambda v: isinstance(v, int) and not isinstance(v, bool), "an int")
+    if hint is float:
+        return _number
+    if hint is str:
+        return _scalar(lambda v: isinstance(v, str), "a str")
+    if origin is dict:
+        key, val = get_args(hint)
+        check_val = _check_for(val)
+
+        def check_dict(v: Any, where: str) -> Any:
+            if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+                raise _fail(where, v, "a dict with str keys")
+            for k, item in v.items():
+                check_val(item, f"{where}[{k!r}]")
+            return v
+
+        return check_dict
+    if origin is list:
+        (item_hint,) = get_args(hint)
+        check_item = _check_for(item_hint)
+
+        def check_list(v: Any, where: str) -> Any:
+            if not isinstance(v, list):
+                raise _fail(where, v, "a list")
+            for i, item in enumerate(v):
+                check_item(item, f"{where}[{i}]")
+            return v
+
+        return check_list
+    raise TypeError(f"no check for annotation {hint!r}")  # a new field type: teach _check_for
+
+
+def _scalar(ok: Callable[[Any], bool], wanted: str) -> Check:
+    def check(v: Any, where: str) -> Any:
+        if not ok(v):
+            raise _fail(where, v, wanted)
+        return v
+
+    return check
+
+
+def _number(v: Any, where: str) -> Any:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _fail(where, v, "a number")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{where} must be finite, not {v!r}")
+    return v
+
+
+def _json_value(v: Any, where: str) -> Any:
+    """Anything the ledger can record as JSON (str keys, finite numbers)."""
+    if v is None or isinstance(v, str | bool | int):
+        return v
+    if isinstance(v, float):
+        return _number(v, where)
+    if isinstance(v, list):
+        for i, item in enumerate(v):
+            _json_value(item, f"{where}[{i}]")
+        return v
+    if isinstance(v, dict):
+        for k, item in v.items():
+            if not isinstance(k, str):
+                raise _fail(f"{where} key", k, "a str")
+            _json_value(item, f"{where}[{k!r}]")
+        return v
+    raise _fail(where, v, "JSON (str, number, bool, None, list or dict)")
 
 
 # -- a job is asked for ------------------------------------------------------------------------
@@ -156,7 +308,7 @@ class RemoteJobAccepted(Event):
     """The backend holds the job under this id (a Replicate prediction, a ComfyUI prompt)."""
 
     remote_id: str
-    via: str = "create"  # create | lookup
+    via: AcceptedVia = AcceptedVia.CREATE
     url: str = ""
 
 
@@ -165,7 +317,7 @@ class LookupConcluded(Event):
     """After an uncertain create, what the lookup of earlier remote jobs found."""
 
     matches: list[str]
-    decision: str  # adopt | create | ambiguous | refused (a listing link to another origin)
+    decision: LookupDecision
 
 
 @dataclass(frozen=True)
@@ -224,7 +376,7 @@ class ImageStored(Event):
 
 @dataclass(frozen=True)
 class CancelRequested(Event):
-    reason: str  # user | timeout
+    reason: CancelReason
 
 
 @dataclass(frozen=True)
@@ -246,13 +398,15 @@ class JobFailed(Event):
     category: Failure
 
     def __post_init__(self) -> None:
-        if not isinstance(self.category, Failure):
+        if isinstance(self.category, str) and not isinstance(self.category, Failure):
             try:
                 category = Failure(self.category)
             except ValueError:
-                # A category from a newer imagen: still a failure, reported plainly.
+                # A category from a newer imagen: still a failure (the job did end), reported
+                # plainly, rather than an event this imagen cannot read.
                 category = Failure.UNEXPECTED
             object.__setattr__(self, "category", category)
+        super().__post_init__()
 
     def to_data(self) -> JSON:
         return {**super().to_data(), "category": self.category.value}
@@ -323,19 +477,93 @@ _V1_FAILURE_REASONS: dict[str, Failure] = {
 _V1_EXIT_CODES: dict[int, Failure] = {2: Failure.INVALID_INPUT, 3: Failure.UNREACHABLE}
 
 
-def upcast(type_name: str, schema_version: int, data: JSON) -> JSON:
-    """Bring an old payload to the current shape."""
-    if type_name == "JobFailed" and schema_version < 2:
-        data = dict(data)
-        exit_code = data.pop("exit_code", 1)
-        data["category"] = _V1_FAILURE_REASONS.get(data.get("reason", "")) or _V1_EXIT_CODES.get(
-            exit_code, Failure.UNEXPECTED
-        )
+def _job_failed_1_to_2(data: JSON) -> JSON:
+    data = dict(data)
+    exit_code = data.pop("exit_code", 1)
+    data["category"] = _V1_FAILURE_REASONS.get(data.get("reason", "")) or _V1_EXIT_CODES.get(
+        exit_code, Failure.UNEXPECTED
+    )
     return data
 
 
-def from_data(type_name: str, schema_version: int, data: JSON) -> Event:
+# (type, version) -> the step that reads that version's payload as version + 1.
+UPCASTERS: dict[tuple[str, int], Callable[[JSON], JSON]] = {
+    ("JobFailed", 1): _job_failed_1_to_2,
+}
+
+
+def upcast(type_name: str, schema_version: int, data: JSON) -> JSON:
+    """Bring an old payload to the current shape, one recorded version step at a time."""
+    cls = CATALOGUE[type_name]
+    for version in range(max(schema_version, 1), cls.SCHEMA_VERSION):
+        data = UPCASTERS[(type_name, version)](data)
+    return data
+
+
+@dataclass(frozen=True)
+class UnknownEvent(Event):
+    """An event this imagen cannot read, kept as recorded: from a newer imagen (a type it does
+    not know, a newer schema version) or a payload that does not fit its type. Folds ignore it;
+    `show` and `audit` name it; the runner will not drive a job that has one."""
+
+    type: str
+    schema_version: int
+    data: JSON
+    why: str
+
+
+def readable(type_name: str, schema_version: int) -> bool:
+    """Can this imagen read events of this type and version (before looking at the payload)?"""
+    cls = CATALOGUE.get(type_name)
+    return cls is not None and schema_version <= cls.SCHEMA_VERSION
+
+
+_FIELDS: dict[str, frozenset[str]] = {}
+
+
+def newer_than_this(type_name: str, schema_version: int, data: JSON) -> str | None:
+    """What in a recorded event this imagen does not know (for audit), or None. Cheaper than
+    `decode`: names only, no payload checks."""
     cls = CATALOGUE.get(type_name)
     if cls is None:
-        raise ValueError(f"unknown event type {type_name!r}")
-    return cls(**upcast(type_name, schema_version, data))
+        return f"type {type_name}"
+    if schema_version > cls.SCHEMA_VERSION:
+        return f"{type_name} schema version {schema_version}"
+    names = _FIELDS.get(type_name)
+    if names is None:
+        names = _FIELDS[type_name] = frozenset(f.name for f in dataclasses.fields(cls))
+    if schema_version == cls.SCHEMA_VERSION and not names.issuperset(data):
+        return f"{type_name} fields {', '.join(sorted(set(data) - names))}"
+    return None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    event: Event
+    unknown_fields: tuple[str, ...] = ()  # dropped: written by a newer imagen
+
+
+def decode(type_name: str, schema_version: int, data: Any) -> Decoded:
+    """A recorded event as this imagen understands it. Never raises (see the module doc)."""
+    cls = CATALOGUE.get(type_name)
+    if cls is None:
+        return Decoded(UnknownEvent(type_name, schema_version, _as_json(data), "unknown type"))
+    if schema_version > cls.SCHEMA_VERSION:
+        why = f"schema version {schema_version}, newer than this imagen's {cls.SCHEMA_VERSION}"
+        return Decoded(UnknownEvent(type_name, schema_version, _as_json(data), why))
+    try:
+        data = upcast(type_name, schema_version, data)
+        names = {f.name for f in dataclasses.fields(cls)}
+        extra = tuple(sorted(k for k in data if k not in names))
+        return Decoded(cls(**{k: v for k, v in data.items() if k in names}), extra)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        why = f"payload does not fit: {exc}"
+        return Decoded(UnknownEvent(type_name, schema_version, _as_json(data), why))
+
+
+def _as_json(data: Any) -> JSON:
+    return data if isinstance(data, dict) else {"value": data}
+
+
+def from_data(type_name: str, schema_version: int, data: JSON) -> Event:
+    return decode(type_name, schema_version, data).event

@@ -22,6 +22,7 @@ from imagen.core.events import (
     ResponseReceived,
     RunnerClaimed,
     RunnerRenewed,
+    UnknownEvent,
 )
 
 
@@ -33,6 +34,7 @@ class Recorded:
     version: int
     at: datetime
     position: int = 0
+    unknown_fields: tuple[str, ...] = ()  # dropped when read: written by a newer imagen
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,11 @@ class JobState:
         if self.interrupted is not None:
             return "interrupted"
         return "running" if self.claim else "requested"
+
+    @property
+    def from_newer_imagen(self) -> list[Recorded]:
+        """Events this imagen could not fully read (see `events.decode`)."""
+        return [r for r in self.history if isinstance(r.event, UnknownEvent) or r.unknown_fields]
 
     def events_of(self, kind: type[Event]) -> list[Recorded]:
         return [r for r in self.history if isinstance(r.event, kind)]

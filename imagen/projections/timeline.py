@@ -27,6 +27,7 @@ from imagen.core.events import (
     StreamClosed,
     StreamMessage,
     StreamOpened,
+    UnknownEvent,
 )
 from imagen.core.job import JobState
 
@@ -84,6 +85,8 @@ def describe(e: Event) -> str:
             return f"cancelled ({e.reason}){'; remote job cancelled' if e.remote_cancelled else ''}"
         case JobInterrupted():
             return f"interrupted by {e.signal}"
+        case UnknownEvent():
+            return f"unknown event {e.type} v{e.schema_version}, not read ({e.why}): written by a newer imagen?"
     return type(e).__name__
 
 
@@ -97,7 +100,12 @@ def timeline(state: JobState) -> list[dict[str, Any]]:
                 "t": round(offset, 3),
                 "at": rec.at.isoformat(),
                 "type": type(rec.event).__name__,
-                "text": describe(rec.event),
+                "text": describe(rec.event)
+                + (
+                    f" (+ fields from a newer imagen: {', '.join(rec.unknown_fields)})"
+                    if rec.unknown_fields
+                    else ""
+                ),
                 "data": rec.event.to_data(),
             }
         )

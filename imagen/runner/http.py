@@ -56,9 +56,15 @@ class Reply:
             return f"{excerpt}… [reply cut: {more}{len(self.data)} bytes]"
         text = self.data.decode("utf-8", "replace")
         try:
-            return json.loads(text)
+            # NaN/Infinity are not JSON (Python accepts them): the ledger could not record
+            # them, so such a reply is kept as text.
+            return json.loads(text, parse_constant=_not_json)
         except ValueError:
             return text[:EXCERPT_CHARS]
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 class TransportFailure(Exception):

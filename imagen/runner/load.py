@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagen.core.events import from_data
+from imagen.core.events import decode
 from imagen.core.job import JobState, Recorded, fold, parse_time
 from ledger.events import RecordedEvent
 
 
 def to_recorded(e: RecordedEvent) -> Recorded:
+    try:
+        data = e.data
+    except ValueError:  # not JSON: kept visible as an event this imagen cannot read
+        data = {"data": e.data_json}
+    decoded = decode(e.type, e.schema_version, data)
     return Recorded(
-        from_data(e.type, e.schema_version, e.data),
+        decoded.event,
         e.stream_version,
         parse_time(e.recorded_at),
         e.position,
+        decoded.unknown_fields,
     )
 
 

@@ -164,6 +164,14 @@ class Runner:
         state = state or load(self.store, job_id)
         if state.request is None:
             raise RunnerError(f"job {job_id} has no request")
+        if state.from_newer_imagen:
+            # Deciding without events this imagen cannot read could re-create a remote job
+            # that a newer imagen already holds (and pay twice): let the newer imagen finish it.
+            first = state.from_newer_imagen[0]
+            raise Halted(
+                f"event {first.version} ({_event_name(first)}) was written by a newer imagen; "
+                "resume this job with that version"
+            )
         if resumed:
             state = self._append(state, [self._claim(resumed=True), *(extra or [])])
         self._adapter = backends.load(state.request.backend_type)
@@ -606,3 +614,10 @@ def _short(exc: BaseException) -> str:
 
 
 __all__ = ["Runner", "load", "owner_alive", "SECRET_HEADERS"]
+
+
+def _event_name(rec: Recorded) -> str:
+    from imagen.core.events import UnknownEvent
+
+    e = rec.event
+    return e.type if isinstance(e, UnknownEvent) else type(e).__name__

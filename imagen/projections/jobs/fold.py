@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagen.core.events import TERMINAL_TYPES
+from imagen.core.events import TERMINAL_TYPES, readable
 
 COLUMNS = (
     "job_id",
@@ -44,8 +44,11 @@ def apply(
     data: dict[str, Any],
     recorded_at: str,
     position: int,
+    schema_version: int = 1,
 ) -> dict[str, Any]:
-    """Fold one event into the job's row (a new row for the job's first event)."""
+    """Fold one event into the job's row (a new row for the job's first event). An event
+    this imagen cannot read (a newer imagen's type or schema version) only moves the row's
+    times: its meaning is unknown here."""
     r = (
         dict(row)
         if row
@@ -61,21 +64,23 @@ def apply(
     r["updated_at"], r["last_position"] = recorded_at, position
     if r["terminal_events"]:
         r["events_after_terminal"] += 1
+    if not readable(type_name, schema_version):
+        return r
     if type_name == "JobRequested":
         r.update(
-            backend=data["backend"],
-            model=data["model"],
+            backend=data.get("backend"),
+            model=data.get("model"),
             caller=data.get("caller"),
-            prompt=data["prompt"],
+            prompt=data.get("prompt"),
             cost_usd=data.get("price_usd"),
         )
     elif type_name == "RunnerClaimed":
         r.update(
-            pid=data["pid"],
-            host=data["host"],
+            pid=data.get("pid"),
+            host=data.get("host"),
             proc_start=data.get("proc_start", ""),
             claimed_at=recorded_at,
-            lease_seconds=data["lease_seconds"],
+            lease_seconds=data.get("lease_seconds"),
         )
         if not r["terminal_events"]:
             r["status"] = "running"
@@ -84,9 +89,9 @@ def apply(
     elif type_name == "JobInterrupted" and not r["terminal_events"]:
         r["status"] = "interrupted"
     elif type_name == "RemoteJobAccepted":
-        r["remote_id"] = data["remote_id"]
+        r["remote_id"] = data.get("remote_id")
     elif type_name == "ImageStored":
-        r.update(image_path=data["path"], sha256=data["sha256"])
+        r.update(image_path=data.get("path"), sha256=data.get("sha256"))
     if type_name in TERMINAL_TYPES:
         r["terminal_events"] += 1
         r["status"] = _STATUS[type_name]

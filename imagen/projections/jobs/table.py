@@ -59,7 +59,13 @@ def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
     rows = view.rows(JOBS, {e.stream_id for e in events})
     for e in events:
         rows[e.stream_id] = projection.apply(
-            rows.get(e.stream_id), e.stream_id, e.type, e.data, e.recorded_at, e.position
+            rows.get(e.stream_id),
+            e.stream_id,
+            e.type,
+            e.data,
+            e.recorded_at,
+            e.position,
+            e.schema_version,
         )
     return list(rows.values())
 
