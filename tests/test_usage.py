@@ -194,9 +194,9 @@ def test_usage_migration_runs_down_and_up(usage_db: str) -> None:
 @freeze_time("2026-11-24T12:00:00Z")
 def test_relative_since_is_measured_from_now() -> None:
     now = datetime.now(UTC)
-    assert parse_moment("7d", now) == datetime(2026, 11, 17, 12, tzinfo=UTC)
-    assert parse_moment("24h", now) == datetime(2026, 11, 23, 12, tzinfo=UTC)
-    assert parse_moment("2026-11-20", now) == datetime(2026, 11, 20, tzinfo=UTC)
+    assert parse_moment("7d", now, UTC) == datetime(2026, 11, 17, 12, tzinfo=UTC)
+    assert parse_moment("24h", now, UTC) == datetime(2026, 11, 23, 12, tzinfo=UTC)
+    assert parse_moment("2026-11-20", now, UTC) == datetime(2026, 11, 20, tzinfo=UTC)
 
 
 def test_since_and_until_boundaries(tmp_path: Path) -> None:

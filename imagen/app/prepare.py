@@ -15,6 +15,7 @@ from imagen.app.exit_codes import ExitCode
 from imagen.core.events import JobRequested
 from imagen.core.inputs import BadInput, GenerateInputs, file_name
 from imagen.core.pricing import price_for
+from imagen.core.times import file_stamp
 from imagen.runner.environment import Environment
 
 
@@ -66,7 +67,7 @@ def prepare(
     if output:
         dest = Path(output).expanduser()
     else:
-        date = env.clock().strftime("%Y%m%d-%H%M%S")
+        date = file_stamp(env.clock(), env.tz)  # local time: the name people see
         dest = Path(config.output.directory).expanduser() / file_name(
             date, inputs.prompt, inputs.seed, params["output_format"]
         )

@@ -38,7 +38,8 @@ def jobs(
     Parameters
     ----------
     since
-        Only jobs since this date (2026-11-01) or age (7d, 24h).
+        Only jobs since this age (30m, 24h, 7d, 2w), local date (2026-11-01: from local
+        midnight) or time (2026-11-01T12:00 local, or with Z or an offset).
     status
         running, interrupted, succeeded, failed or cancelled.
     backend
@@ -67,7 +68,7 @@ def jobs(
             jobs_query.query(
                 reader,
                 context.ENV,
-                since=parse_since(since, context.ENV.clock()) if since else None,
+                since=parse_since(since, context.ENV.clock(), context.ENV.tz) if since else None,
                 status=status,
                 backend=backend,
                 caller=caller,
@@ -98,13 +99,29 @@ JOB_FIELDS = (
 )
 JOB_COLUMNS = [
     render.Column("job_id", tty=lambda v: v[:8]),
-    render.Column("created_at", tty=lambda v: v[:19].replace("T", " ")),
+    render.Column("created_at", tty=lambda v: _local(v)),
     render.Column("status"),
     render.Column("backend"),
     render.Column("model"),
     render.Column("cost_usd", tty=lambda v: "-" if v is None else f"${v:.3f}", align=">"),
     render.Column("prompt", shrink=True),
 ]
+
+
+def _local_moment(moment):  # type: ignore[no-untyped-def]
+    from imagen.core.times import human
+
+    return human(moment, context.ENV.tz, zone=True)
+
+
+def _local(value: str) -> str:
+    """A stored time as people here read it: local, with the zone's name."""
+    from imagen.core.times import human
+
+    try:
+        return human(value, context.ENV.tz, zone=True)
+    except ValueError:  # not a time (a hand-edited row): shown as stored
+        return value
 
 
 def mention_interrupted(reader) -> None:  # type: ignore[no-untyped-def]
@@ -144,6 +161,8 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
         return
     req = state.request
     print(printable(f"job {state.job_id}  {_status(state)}"))
+    if state.started_at is not None:
+        print(f"started {_local_moment(state.started_at)}")
     if req:
         print(f"prompt: {printable(req.prompt)}")
     for r in rows:

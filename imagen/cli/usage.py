@@ -41,9 +41,10 @@ def usage(
     Parameters
     ----------
     since
-        From this date (2026-11-01), time, or age (7d, 24h).
+        From this age (30m, 24h, 7d, 2w), local date (2026-11-01: from local midnight) or
+        time (2026-11-01T12:00 local, or with Z or an offset).
     until
-        Before this date, time, or age.
+        Before this age, local date or time (as --since).
     raw
         One row per image, newest first.
     by
@@ -53,11 +54,11 @@ def usage(
     source
         local (this ledger's projection) or remote (the team's Supabase table).
     """
-    from imagen.core.times import parse_moment, to_text
+    from imagen.core.times import parse_since
 
-    now = context.ENV.clock()
-    since_t = to_text(parse_moment(since, now)) if since else None
-    until_t = to_text(parse_moment(until, now, "--until")) if until else None
+    now, tz = context.ENV.clock(), context.ENV.tz
+    since_t = parse_since(since, now, tz) if since else None
+    until_t = parse_since(until, now, tz, "--until") if until else None
     keys = list(dict.fromkeys(by or ["backend", "model"]))
     if source == "remote":
         from imagen.app.usage_sync import fetch
@@ -93,7 +94,10 @@ RAW_COLUMNS = [
 
 def _table(data: list[dict], raw: bool, keys: list[str]) -> None:
     if raw:
-        render.table(data, [render.Column(c, tty=_fmt) for c in RAW_COLUMNS])
+        render.table(
+            data,
+            [render.Column(c, tty=_local if c == "created_at" else _fmt) for c in RAW_COLUMNS],
+        )
         return
     total_images = sum(r["images"] for r in data)
     total_cost = sum(r["cost_usd"] or 0 for r in data)
@@ -112,6 +116,16 @@ def _table(data: list[dict], raw: bool, keys: list[str]) -> None:
         "mean_latency_ms": _fmt(mean),
     }
     render.table(data, columns, footer=footer)
+
+
+def _local(value: object) -> str:
+    """A stored time as people here read it: local, with the zone's name."""
+    from imagen.core.times import human
+
+    try:
+        return human(str(value), context.ENV.tz, zone=True)
+    except ValueError:
+        return _fmt(value)
 
 
 def _fmt(value: object) -> str:

@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from imagen.core.times import iso, parse_iso
+
+__all__ = ["iso", "parse_time"]
+
 from imagen.core.events import (
     TERMINAL_TYPES,
     CancelRequested,
@@ -90,12 +94,8 @@ class JobState:
         return iso(self.now + timedelta(seconds=seconds))
 
 
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+# The one timestamp implementation lives in core/times.py; these names are what adapters use.
+parse_time = parse_iso
 
 
 def evolve(state: JobState, rec: Recorded) -> JobState:

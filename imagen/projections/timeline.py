@@ -30,6 +30,7 @@ from imagen.core.events import (
     UnknownEvent,
 )
 from imagen.core.job import JobState
+from imagen.core.times import iso
 
 
 def describe(e: Event) -> str:
@@ -98,7 +99,7 @@ def timeline(state: JobState) -> list[dict[str, Any]]:
         rows.append(
             {
                 "t": round(offset, 3),
-                "at": rec.at.isoformat(),
+                "at": iso(rec.at),
                 "type": type(rec.event).__name__,
                 "text": describe(rec.event)
                 + (

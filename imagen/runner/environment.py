@@ -8,12 +8,29 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import TextIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def local_zone(env: Mapping[str, str] | None = None) -> tzinfo:
+    """The zone people here read times in: $TZ if it names a zone, else /etc/localtime, else
+    the current UTC offset (a fixed offset knows no DST: the last resort)."""
+    name = (env if env is not None else os.environ).get("TZ", "").lstrip(":")
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as fh:
+            return ZoneInfo.from_file(fh, key="localtime")
+    except (OSError, ValueError):
+        return datetime.now(UTC).astimezone().tzinfo or UTC
 
 
 @dataclass
@@ -25,6 +42,7 @@ class Environment:
     sleep: Callable[[float], None] = time.sleep
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
+    tz: tzinfo = field(default_factory=local_zone)
 
     @property
     def stdout_isatty(self) -> bool:
