@@ -1,12 +1,8 @@
 """The one loop that does I/O: load the job's events, fold, ask the adapter, perform, record.
 
 Because the ledger is the only state, the same loop starts a job (`generate`) and finishes an
-interrupted one (`resume`). The correctness argument, in four lines:
-  1. A request is recorded (committed, fsynced) before it is sent.
-  2. What came back (or that nothing did) is recorded before anything acts on it.
-  3. Decisions are a pure function of the recorded events.
-  4. So after a crash at any point, replaying the events yields the same decisions, and an
-     unanswered request is visible: the adapter looks it up instead of paying twice.
+interrupted one (`resume`). Why it pays at most once per job, under which preconditions, and
+which step of the argument each method here carries: docs/architecture.md, "The guarantee".
 Crash points are named by event type (IMAGEN_CRASH_AFTER=<type>[:n], tests only).
 """
 
