@@ -32,6 +32,7 @@ DATA_COMMANDS = {
     "usage",
     "usage sync",
     "generate",
+    "gallery",
 }
 
 

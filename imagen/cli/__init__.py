@@ -39,6 +39,10 @@ _COMMANDS = {
     ),
     "backends": ("imagen.cli.backends:backends", "List configured backends and their status."),
     "jobs": ("imagen.cli.jobs:jobs", "List jobs from the ledger."),
+    "gallery": (
+        "imagen.cli.gallery:gallery",
+        "Write a gallery of every image: a static site, or served on 127.0.0.1.",
+    ),
     "show": ("imagen.cli.jobs:show", "Show one job's whole timeline."),
     "resume": ("imagen.cli.jobs:resume", "Finish interrupted jobs without paying twice."),
     "audit": ("imagen.cli.audit:audit", "Verify the ledger's chain, invariants and image files."),
