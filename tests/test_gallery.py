@@ -211,6 +211,14 @@ def test_the_site_is_owner_only_and_thumbnails_are_made_once(
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["thumbnails_made"] == 0
     assert {p: p.stat().st_mtime_ns for p in (root / "thumbs").iterdir()} == thumbs
+    # What the last build remembers is checked, not trusted: a thumbnail deleted is made again,
+    # and a damaged cache only costs a full rebuild.
+    gone = next(iter(thumbs))
+    gone.unlink()
+    (root / ".entries.json").write_text("{not json")
+    again = made.run("gallery", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["thumbnails_made"] == 1 and gone.is_file()
     alice = made.run("gallery", "--caller", "alice", "--json", "--output", str(made.root / "a"))
     assert json.loads(alice.stdout)["jobs"] == 2  # the fox and the failure
 

@@ -9,16 +9,16 @@ like the ledger; the page loads nothing from the network (a Content-Security-Pol
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imagen.app.audit import file_sha256
 from imagen.app.sidecars import render_sidecar
 from imagen.core.job import JobState
 from imagen.projections.gallery import entry
@@ -51,14 +51,6 @@ def site_dir_for(out: Path) -> None:
         make_dir(out / sub)
 
 
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def link_image(source: Path, target: Path, sha256: str) -> str | None:
     """Put the job's image into the site under its sha256; None when done, else why not.
 
@@ -68,7 +60,7 @@ def link_image(source: Path, target: Path, sha256: str) -> str | None:
         return None
     if not source.is_file():
         return "image file missing"
-    if _sha256_of(source) != sha256:
+    if file_sha256(source) != sha256:
         return "image file changed since it was made"
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.unlink(missing_ok=True)
@@ -133,14 +125,56 @@ def _publish(out: Path, state: JobState, item: dict[str, Any]) -> bool:
     return made
 
 
+CACHE = ".entries.json"
+_FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def _read_cache(out: Path) -> dict[str, Any]:
+    """Entries of finished jobs from the last build, by job id, with the ledger position they
+    were made at: a rebuild folds only the jobs that moved (a damaged cache is just ignored)."""
+    try:
+        data = json.loads((out / CACHE).read_bytes())
+        return data["entries"] if data.get("version") == 1 else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _still_good(out: Path, cached: Any, row: dict[str, Any]) -> bool:
+    if not isinstance(cached, dict) or cached.get("position") != row["last_position"]:
+        return False
+    item = cached.get("entry")
+    if not isinstance(item, dict) or row["status"] not in _FINISHED:
+        return False
+    return all((out / item[k]).is_file() for k in ("image", "thumb") if item.get(k))
+
+
 def build(
-    out: Path, jobs: Iterable[tuple[JobState, str]], *, head: int, serve: bool = False
+    out: Path,
+    rows: Iterable[dict[str, Any]],
+    load: Callable[[str], JobState],
+    *,
+    head: int,
+    serve: bool = False,
 ) -> Built:
-    """Write the site for these (job state, effective status) pairs, newest first."""
+    """Write the site for these jobs-table rows (newest first, status with liveness applied);
+    `load` folds a job from the ledger, called only for jobs not in the last build's cache."""
     site_dir_for(out)
-    pairs = list(jobs)
-    items = [entry(state, status) for state, status in pairs]
-    work = [(s, i) for (s, _), i in zip(pairs, items, strict=True) if i["sha256"]]
+    cache = _read_cache(out)
+    items: list[dict[str, Any]] = []
+    work: list[tuple[JobState, dict[str, Any]]] = []
+    positions: dict[str, int] = {}
+    for row in rows:
+        jid = row["job_id"]
+        positions[jid] = row["last_position"]
+        cached = cache.get(jid)
+        if _still_good(out, cached, row):
+            items.append(cached["entry"])
+            continue
+        state = load(jid)
+        item = entry(state, row["status"])
+        items.append(item)
+        if item["sha256"]:
+            work.append((state, item))
     # Pillow releases the GIL while decoding and resizing: threads make thumbnails in parallel.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         made = sum(pool.map(lambda si: _publish(out, si[0], si[1]), work))
@@ -148,6 +182,12 @@ def build(
         item.pop("image_path", None)  # the site links its own copy; the path stays private
     index = out / "index.html"
     _write_if_changed(index, page(items, head=head, serve=serve).encode())
+    keep = {
+        i["job_id"]: {"position": positions[i["job_id"]], "entry": i}
+        for i in items
+        if i["status"] in _FINISHED
+    }
+    _write_if_changed(out / CACHE, json.dumps({"version": 1, "entries": keep}).encode())
     return Built(
         index=index,
         entries=len(items),
@@ -393,19 +433,19 @@ dt { font-weight: 600; } dd { margin: 0; overflow-wrap: anywhere; }
 """
 
 
-def collect(
+def rows(
     reader: Any,
     env: Any,
     *,
     since: str | None = None,
     caller: str | None = None,
     backend: str | None = None,
-) -> list[tuple[JobState, str]]:
-    """The jobs to show (newest first) as (folded state, status with liveness applied)."""
+) -> list[dict[str, Any]]:
+    """The jobs to show, newest first, as jobs-table rows (status with liveness applied)."""
     from imagen.projections.jobs import query as jobs_query
-    from imagen.runner.load import load
 
-    rows = jobs_query.query(
-        reader, env, since=since, caller=caller, backend=backend, status=None, limit=None
+    return list(
+        jobs_query.query(
+            reader, env, since=since, caller=caller, backend=backend, status=None, limit=None
+        )
     )
-    return [(load(reader, row["job_id"]), row["status"]) for row in rows]

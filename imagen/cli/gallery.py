@@ -74,15 +74,16 @@ def gallery(
     since_at = parse_since(since, context.ENV.clock()) if since else None
 
     def rebuild() -> Built:
-        from imagen.app.gallery import build, collect
+        from imagen.app.gallery import build, rows
+        from imagen.runner.load import load
 
         try:
             reader = context.jobs_reader()
         except context.NoLedgerYet:
-            return build(out, [], head=0, serve=serve)
+            return build(out, [], load, head=0, serve=serve)
         head = reader.head_position()  # before reading: a job landing meanwhile rebuilds again
-        jobs = collect(reader, context.ENV, since=since_at, caller=caller, backend=backend)
-        return build(out, jobs, head=head, serve=serve)
+        jobs = rows(reader, context.ENV, since=since_at, caller=caller, backend=backend)
+        return build(out, jobs, lambda jid: load(reader, jid), head=head, serve=serve)
 
     if serve:
         return _serve(out, port, lambda: rebuild().head, json_output=json_output)

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from ledger import open_store
@@ -144,7 +145,9 @@ def _job_events(i: int) -> list[tuple[str, dict]]:
     return ev
 
 
-def build(path: Path, jobs: int) -> int:
+def build(
+    path: Path, jobs: int, events: Callable[[int], list[tuple[str, dict]]] | None = None
+) -> int:
     open_store(f"sqlite:///{path}").close()  # schema via the real migrations
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA synchronous=OFF")
@@ -153,7 +156,7 @@ def build(path: Path, jobs: int) -> int:
     for i in range(jobs):
         sid = hashlib.sha1(str(i).encode()).hexdigest()[:16]
         at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1_760_000_000 + i * 30)) + ".000000Z"
-        for v, (typ, data) in enumerate(_job_events(i), start=1):
+        for v, (typ, data) in enumerate((events or _job_events)(i), start=1):
             pos += 1
             dj = canonical_json(data)
             eid = str(uuid.UUID(int=pos))
