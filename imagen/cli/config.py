@@ -49,10 +49,15 @@ def init(
     from imagen.runner.files import FileExists, atomic_write
 
     target = Path(path).expanduser() if path else config_path(context.CONFIG_PATH, context.ENV.env)
+    exists = UserError(f"{target} already exists (use --force to overwrite)")
+    if target.exists() and not force:
+        # Even when it still holds the sample: `config init` on an existing file is a mistake
+        # worth saying (atomic_write treats identical bytes as already written).
+        raise exists
     try:
         atomic_write(target, SAMPLE.encode(), overwrite=force, mode=0o600)
     except FileExists:
-        raise UserError(f"{target} already exists (use --force to overwrite)") from None
+        raise exists from None
     print(target)
 
 
