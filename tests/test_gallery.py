@@ -287,3 +287,41 @@ def test_embedded_json_cannot_end_the_script_element() -> None:
     text = embedded_json({"p": HOSTILE})
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
     assert json.loads(text) == {"p": HOSTILE}
+
+
+def test_an_image_changed_on_disk_is_shown_as_such_not_published(
+    tmp_path: Path, comfy: ComfyUIDouble
+) -> None:
+    box = Sandbox(tmp_path)
+    _config(box, comfy.url)
+    image = Path(_generate(box, "dana", "a quiet harbour", "--seed", "3").stdout.strip())
+    image.write_bytes(image.read_bytes()[:-1] + b"\0")
+    result = box.run("gallery", "--json", "--output", str(tmp_path / "site"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["images"] == 0
+    assert list((tmp_path / "site" / "images").iterdir()) == []
+    text = (tmp_path / "site" / "index.html").read_text()
+    assert "image file changed since it was made" in text
+
+
+def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
+    box = Sandbox(tmp_path)
+    box.write_config(f'[output]\ndirectory = "{tmp_path / "out"}"\n')
+    (tmp_path / "file").write_text("x")
+    for args, says in [
+        (("--port", "8000"), "--port goes with --serve"),
+        (("--serve", "--port", "70000"), "--port 70000"),
+        (("--output", str(tmp_path / "file")), "not a directory"),
+        (("--since", "yesterday-ish"), "--since"),
+    ]:
+        result = box.run("gallery", *args)
+        assert result.returncode != 0 and result.stderr.count("\n") == 1, (args, result.stderr)
+        assert result.stderr.startswith("imagen: error: ") and says in result.stderr
+    # No ledger yet: an empty gallery, and reading did not create a ledger.
+    empty = box.run("gallery", "--json")
+    assert empty.returncode == 0, empty.stderr
+    assert json.loads(empty.stdout)["jobs"] == 0 and not (tmp_path / "ledger.db").exists()
+    # --open with no desktop to open it on: the site is written, a warning says why not opened.
+    opened = box.run("gallery", "--open", env={"DISPLAY": "", "WAYLAND_DISPLAY": ""})
+    assert opened.returncode == 0 and (tmp_path / "out" / "gallery" / "index.html").is_file()
+    assert "imagen: warning: the gallery is written but could not be opened" in opened.stderr

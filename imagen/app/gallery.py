@@ -318,7 +318,11 @@ dt { font-weight: 600; } dd { margin: 0; overflow-wrap: anywhere; }
   }
   function money(v) { return v === null || v === undefined ? "-" : "$" + Number(v).toFixed(3); }
   function secs(ms) { return ms === null || ms === undefined ? "-" : (ms / 1000).toFixed(1) + " s"; }
-  function when(t) { return t ? t.slice(0, 19).replace("T", " ") + " UTC" : "-"; }
+  function when(t) {  // the reader's own time zone
+    if (!t) return "-";
+    var d = new Date(t.slice(0, 19) + "Z");
+    return isNaN(d.getTime()) ? t : d.toLocaleString();
+  }
   function row(dl, name, value) {
     dl.appendChild(el("dt", null, name));
     dl.appendChild(el("dd", null, value === null || value === undefined ? "-" : value));

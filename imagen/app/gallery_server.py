@@ -73,6 +73,7 @@ class GalleryServer(ThreadingHTTPServer):
         self, directory: Path, port: int, *, head: Callable[[], int], rebuild: Callable[[], int]
     ) -> None:
         self.token = secrets.token_urlsafe(16)
+        self.warn: Callable[[str], None] | None = None
         self._head, self._rebuild = head, rebuild
         self._lock = threading.Lock()
         self.built_head = rebuild()
@@ -85,8 +86,12 @@ class GalleryServer(ThreadingHTTPServer):
     def refresh(self) -> int:
         """The head the site shows, rebuilding it first if the ledger has moved (one at a time)."""
         with self._lock:
-            if self._head() != self.built_head:
-                self.built_head = self._rebuild()
+            try:
+                if self._head() != self.built_head:
+                    self.built_head = self._rebuild()
+            except Exception as exc:  # a ledger or disk hiccup: the page keeps what it shows
+                if self.warn is not None:
+                    self.warn(f"the gallery could not be rebuilt ({type(exc).__name__}: {exc})")
             return self.built_head
 
     def start(self) -> threading.Thread:

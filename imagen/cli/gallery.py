@@ -71,7 +71,7 @@ def gallery(
     )
     if out.exists() and not out.is_dir():
         raise UserError(f"--output {out}: not a directory", ExitCode.BAD_INPUT)
-    since_at = parse_since(since, context.ENV.clock()) if since else None
+    since_at = parse_since(since, context.ENV.clock(), context.ENV.tz) if since else None
 
     def rebuild() -> Built:
         from imagen.app.gallery import build, rows
@@ -137,6 +137,7 @@ def _serve(out: Path, port: int, rebuild: Any, *, json_output: bool) -> int:
                 f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}", ExitCode.CONFLICT
             ) from None
         raise UserError(_os_reason(out, exc), ExitCode.BAD_INPUT) from None
+    server.warn = context.warn
     server.start()
     if json_output:
         render.print_json({"url": server.url, "directory": str(out.resolve())})

@@ -13,7 +13,8 @@ import shlex
 from typing import Any
 
 from imagen.core.events import JobFailed
-from imagen.core.job import JobState, iso
+from imagen.core.job import JobState
+from imagen.core.times import iso
 from imagen.projections.sidecar import sidecar
 
 # `imagen generate` refuses a prompt that looks like an option (and reads stdin for "-"): such a
