@@ -205,7 +205,8 @@ class EventStore:
             conn.exec_driver_sql(self._sql_insert, [_row(r) for r in recorded])
         except IntegrityError as exc:  # only reachable if a writer bypassed the lock
             raise ConcurrencyError(stream_id, expected_version, current) from exc
-        conn.info[_HEAD_INFO] = Head(recorded[-1].position, recorded[-1].hash)
+        if self.head_path is not None and self._head_file_holds(conn, head):
+            conn.info[_HEAD_INFO] = Head(recorded[-1].position, recorded[-1].hash)
         return recorded[len(recorded) - len(new_events) :]
 
     # -- reading -----------------------------------------------------------------------------
@@ -397,28 +398,36 @@ class EventStore:
     # -- the head file ---------------------------------------------------------------------
 
     def _write_head_file(self, head: Head) -> None:
-        """After a commit: record the head beside the ledger, atomically (temp + rename; no
-        fsync: a head file that lags after a power cut is harmless, one ahead of the chain
-        never happens). A recorded head the chain no longer holds is evidence: kept as is."""
+        """After a commit: record the head beside the ledger. One fixed-width write at offset 0
+        (readers see the old record or the new, never a mix); not temp + rename, which ext4
+        turns into a flush when it replaces a file (~7 ms a commit, measured, against ~4 us).
+        No fsync: after a power cut the file may lag the ledger or read empty, both harmless;
+        it is never ahead, since it is written after the commit."""
         assert self.head_path is not None
-        recorded = self.read_head_file()
-        if recorded is not None:
-            if self._hash_at(recorded.position) != recorded.hash:
-                return  # the chain lost or rewrote what the file saw: leave it for audit
-            if recorded.position >= head.position:
-                return  # another process committed later and already wrote its head
-        tmp = self.head_path.with_name(f".{self.head_path.name}.{os.getpid()}.tmp")
+        record = f'{{"position": {head.position:20d}, "hash": "{head.hash:64s}"}}\n'.encode()
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f'{{"position": {head.position}, "hash": "{head.hash}"}}\n')
-            os.replace(tmp, self.head_path)
-        except OSError:
-            # The commit stands; a missing head file only weakens what audit can see.
+            fd = os.open(self.head_path, os.O_WRONLY | os.O_CREAT, 0o600)
             try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+                os.pwrite(fd, record, 0)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # the commit stands; a stale head file only weakens what audit can see
+
+    def _head_file_holds(self, conn: Connection, tip: Head) -> bool:
+        """Under the write lock, before appending after `tip`: does the chain still hold the
+        head the file recorded? If not, the file is evidence (of a tail removed or rewritten)
+        and is not overwritten. Usually the file names the tip itself: no query."""
+        recorded = self.read_head_file()
+        if recorded is None:
+            return True
+        if recorded.position >= tip.position:
+            # The file is written after each commit, so it can only be ahead if events went.
+            return recorded == tip
+        found = conn.exec_driver_sql(
+            f"SELECT hash FROM events WHERE position = {self._param(0)}", (recorded.position,)
+        ).scalar()
+        return found == recorded.hash
 
     def read_head_file(self) -> Head | None:
         import json
@@ -426,8 +435,11 @@ class EventStore:
         if self.head_path is None:
             return None
         try:
-            data = json.loads(self.head_path.read_text())
-            return Head(int(data["position"]), str(data["hash"]))
+            text = self.head_path.read_text().strip("\x00 \n")
+            if not text:
+                return None  # never written, or lost to a power cut before writeback
+            data = json.loads(text)
+            return Head(int(data["position"]), str(data["hash"]).strip())
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -440,6 +452,12 @@ class EventStore:
         if self.head_path is None or not self.head_path.exists():
             return []
         recorded = self.read_head_file()
+        try:
+            blank = not self.head_path.read_text(errors="replace").strip("\x00 \n")
+        except OSError:
+            blank = True
+        if recorded is None and blank:
+            return []  # never written, or lost to a power cut before writeback
         if recorded is None:
             return [
                 {
