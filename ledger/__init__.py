@@ -9,7 +9,7 @@ read-only commands start without importing SQLAlchemy.
 
 from typing import TYPE_CHECKING, Any
 
-from ledger.errors import ConcurrencyError, LedgerError, SchemaTooNewError
+from ledger.errors import ConcurrencyError, LedgerError, NoLedgerError, SchemaTooNewError
 from ledger.events import IDENTITY_STREAM, NewEvent, RecordedEvent, identity_of
 from ledger.reader import SqliteReader, open_reader
 
@@ -33,6 +33,7 @@ __all__ = [
     "EventStore",
     "Head",
     "LedgerError",
+    "NoLedgerError",
     "NewEvent",
     "RecordedEvent",
     "SchemaTooNewError",

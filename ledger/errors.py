@@ -18,3 +18,7 @@ class ConcurrencyError(LedgerError):
 
 class SchemaTooNewError(LedgerError):
     """The database was migrated by a newer version of the code."""
+
+
+class NoLedgerError(LedgerError):
+    """Opened for reading only (create=False) where there is no ledger: nothing was created."""

@@ -38,7 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from ledger.errors import ConcurrencyError, LedgerError
+from ledger.errors import ConcurrencyError, LedgerError, NoLedgerError
 from ledger.events import (
     GENESIS_HASH,
     IDENTITY_STREAM,
@@ -615,8 +615,12 @@ def open_store(
     durability: Durability = "full",
     busy_timeout: float = 60.0,
     identity: bool = False,
+    create: bool = True,
 ) -> EventStore:
     """Open (creating and migrating if needed) the ledger at a SQLAlchemy URL.
+
+    create=False (for commands that only read): nothing is created or migrated; no ledger
+    there is NoLedgerError, an older schema a LedgerError naming `imagen db upgrade ledger`.
 
     identity=True: the first append to an empty ledger also records a `LedgerCreated` event
     (position 1) with a random id, the ledger's identity for off-machine anchoring.
@@ -626,7 +630,7 @@ def open_store(
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = _sqlite_engine(url, durability, busy_timeout)
+        engine = _sqlite_engine(url, durability, busy_timeout, create)
     elif parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
@@ -642,7 +646,7 @@ def open_store(
             f"ledger URL {parsed.render_as_string()!r}: use sqlite:/// or postgresql://"
         )
     try:
-        _ensure_schema(engine)
+        _ensure_schema(engine, create)
     except BaseException:
         engine.dispose()
         raise
@@ -652,17 +656,22 @@ def open_store(
     return store
 
 
-def _sqlite_engine(url: str, durability: Durability, busy_timeout: float) -> Engine:
+def _sqlite_engine(
+    url: str, durability: Durability, busy_timeout: float, create: bool = True
+) -> Engine:
     parsed = make_url(url)
     db = parsed.database
     if db and db != ":memory:" and not db.startswith("file:"):
         path = Path(db).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not create and not path.exists():
+            raise NoLedgerError(f"no ledger yet at {path}: nothing has been recorded")
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Prompts are private: create the file owner-only before SQLite opens it; SQLite gives
         # its -wal and -shm files the same mode as the database file. Only a file that does not
         # exist yet is opened here: closing any descriptor of a file drops every POSIX lock this
         # process holds on it, so touching an open ledger would release another store's locks.
-        if not path.exists():
+        if create and not path.exists():
             try:
                 os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
             except FileExistsError:
@@ -692,12 +701,20 @@ def _sqlite_engine(url: str, durability: Durability, busy_timeout: float) -> Eng
     return engine
 
 
-def _ensure_schema(engine: Engine) -> None:
+def _ensure_schema(engine: Engine, create: bool = True) -> None:
     with engine.connect() as conn, conn.begin():
         revision = current_revision(conn)
     if revision == LEDGER_HEAD:
         return  # the common case: no alembic import at all
     refuse_newer(engine, revision)
+    if not create:
+        where = engine.url.render_as_string(hide_password=True)
+        if revision is None:
+            raise NoLedgerError(f"no ledger yet at {where}: nothing has been recorded")
+        raise LedgerError(
+            f"the ledger at {where} has schema revision {revision!r}, older than this imagen's "
+            f"{LEDGER_HEAD!r}; `imagen db upgrade ledger` migrates it (reading never does)"
+        )
     from ledger import migrate
 
     migrate.upgrade_ledger(engine)

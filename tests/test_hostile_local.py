@@ -337,3 +337,20 @@ def test_jobs_and_show_print_control_characters_escaped(sandbox: Sandbox) -> Non
 
     [row] = json.loads(sandbox.run("jobs", "--json").stdout)  # a list is one JSON array
     assert row["prompt"] == HOSTILE_PROMPT
+
+
+def test_reading_an_empty_postgresql_database_creates_nothing(tmp_path: Path, pg_url: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    box = Sandbox(tmp_path, ledger_url=pg_url)
+    box.write_backend("c", "comfyui")
+    listed = box.run("jobs")
+    assert listed.returncode == 0 and "no ledger yet" in listed.stderr, listed.stderr
+    one_line(box.run("show", "abcd"), 6, "no ledger yet")
+    conninfo = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo) as conn:
+        tables = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchone()
+    assert tables == (0,)

@@ -117,7 +117,29 @@ def reader() -> Any:
     path = sqlite_path(url)
     if path is not None and not path.exists():
         raise NoLedgerYet(f"no ledger yet at {path}: nothing has been recorded", ExitCode.NOT_FOUND)
-    return open_reader(url) or store()
+    return open_reader(url) or _read_store(url)
+
+
+def _read_store(url: str) -> EventStore:
+    """The full store opened for reading (PostgreSQL, or a SQLite ledger the stdlib reader
+    cannot use): an empty database or an older schema is reported, never created or migrated.
+    A later write in the same command reuses it: the schema is known to be at head."""
+    global _store
+    if _store is None:
+        from sqlalchemy.exc import ArgumentError, DBAPIError
+
+        from ledger import LedgerError, NoLedgerError, open_store
+
+        try:
+            _store = open_store(url, clock=ENV.clock, create=False)
+        except NoLedgerError as exc:
+            raise NoLedgerYet(str(exc), ExitCode.NOT_FOUND) from None
+        except (LedgerError, DBAPIError, ArgumentError, OSError) as exc:
+            raise UserError(
+                f"cannot open the ledger at {_shown(url)}: {_ledger_reason(exc)}",
+                ExitCode.LEDGER_ERROR,
+            ) from None
+    return _store
 
 
 def jobs_reader() -> Any:
