@@ -125,7 +125,7 @@ def test_a_read_only_ledger_file(sandbox: Sandbox) -> None:
         env=sandbox.env,
         cwd=sandbox.root,
     )
-    one_line(result, 7, "Permission denied", "permissions")
+    one_line(result, 7, "ledger", "permissions")
     listed = subprocess.run(
         [*NO_DAC, *sandbox.cmd(), "jobs"], capture_output=True, text=True, env=sandbox.env
     )
