@@ -34,7 +34,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-HOSTILE = "</script><img src=x onerror=\"document.title='pwned'\"> & <!-- \u2028 fox"
+HOSTILE = "</script><img src=x onerror=\"document.title='pwned'\"> & <!-- \u2028 fox\nline two"
 
 
 def _config(box: Sandbox, url: str) -> None:
@@ -181,7 +181,7 @@ def test_the_copied_command_makes_the_same_image(
 ) -> None:
     page.goto(Path(site["index"]).as_uri())
     card = page.locator("article.card", has_text="pwned")
-    command = card.locator(".cmd input").input_value()
+    command = card.locator(".cmd textarea").input_value()
     argv = shlex.split(command)
     assert argv[:3] == ["imagen", "generate", HOSTILE]
     again = tmp_path / "again.png"

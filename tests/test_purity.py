@@ -21,6 +21,7 @@ PURE_PACKAGES = ("imagen/core", "imagen/backends")
 PURE_PROJECTIONS = (
     "imagen/projections/sidecar.py",
     "imagen/projections/timeline.py",
+    "imagen/projections/gallery.py",
     "imagen/projections/jobs/fold.py",
     "imagen/projections/usage/fold.py",
 )

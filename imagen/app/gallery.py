@@ -118,7 +118,7 @@ def _publish(out: Path, state: JobState, item: dict[str, Any]) -> bool:
     thumb = out / "thumbs" / f"{sha}.jpg"
     try:
         made = make_thumbnail(out / "images" / name, thumb)
-    except (OSError, ValueError) as exc:  # Pillow: unreadable or not an image after all
+    except Exception as exc:  # Pillow: unreadable, truncated, a decompression bomb, not an image
         item["thumb_problem"] = f"no thumbnail ({type(exc).__name__})"
         return False
     item["thumb"] = f"thumbs/{sha}.jpg"
@@ -263,7 +263,8 @@ dt { font-weight: 600; } dd { margin: 0; overflow-wrap: anywhere; }
 .status.interrupted, .status.running { color: var(--warn); }
 .error { color: var(--bad); font-size: 12px; overflow-wrap: anywhere; }
 .cmd { display: flex; gap: 6px; }
-.cmd input { flex: 1; min-width: 0; font: 12px ui-monospace, monospace; padding: 4px 6px;
+.cmd textarea { flex: 1; min-width: 0; font: 12px ui-monospace, monospace; padding: 4px 6px;
+  resize: vertical; white-space: pre; overflow: hidden;
   border: 1px solid var(--line); border-radius: 5px; background: var(--bg); color: var(--fg); }
 .cmd button { font: inherit; font-size: 12px; }
 .links a { margin-right: 10px; font-size: 12px; }
@@ -351,7 +352,9 @@ dt { font-weight: 600; } dd { margin: 0; overflow-wrap: anywhere; }
     b.appendChild(dl);
     if (e.command) {
       var cmd = el("div", "cmd");
-      var input = el("input"); input.readOnly = true; input.value = e.command;
+      // A textarea, not an input: a prompt's newlines stay in the command shown.
+      var input = el("textarea"); input.readOnly = true; input.rows = 1; input.value = e.command;
+      input.spellcheck = false;
       input.setAttribute("aria-label", "command to make this image again");
       var btn = el("button", null, "Copy"); btn.type = "button";
       btn.addEventListener("click", function () {

@@ -81,9 +81,12 @@ def gallery(
             reader = context.jobs_reader()
         except context.NoLedgerYet:
             return build(out, [], load, head=0, serve=serve)
-        head = reader.head_position()  # before reading: a job landing meanwhile rebuilds again
-        jobs = rows(reader, context.ENV, since=since_at, caller=caller, backend=backend)
-        return build(out, jobs, lambda jid: load(reader, jid), head=head, serve=serve)
+        try:
+            head = reader.head_position()  # before reading: a job landing meanwhile rebuilds
+            jobs = rows(reader, context.ENV, since=since_at, caller=caller, backend=backend)
+            return build(out, jobs, lambda jid: load(reader, jid), head=head, serve=serve)
+        finally:
+            _close(reader)
 
     if serve:
         return _serve(out, port, lambda: rebuild().head, json_output=json_output)
@@ -121,7 +124,17 @@ def _head() -> int:
         reader = context.reader()
     except context.NoLedgerYet:
         return 0
-    return int(reader.head_position())
+    try:
+        return int(reader.head_position())
+    finally:
+        _close(reader)
+
+
+def _close(reader: Any) -> None:
+    """Close a reader opened for one build or poll (--serve polls for hours); the process's
+    own store stays open for the next."""
+    if reader is not context._store and hasattr(reader, "close"):
+        reader.close()
 
 
 def _serve(out: Path, port: int, rebuild: Any, *, json_output: bool) -> int:
