@@ -29,11 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _images(folder: Path) -> list[tuple[Path, str, int]]:
     """Distinct PNGs (a gradient tinted per image: cheap to make, realistic to decode)."""
+    assert IMAGES <= 65536
     base = Image.linear_gradient("L").resize((SIZE, SIZE))
     out = []
     for i in range(IMAGES):
         tint = Image.new("RGB", (SIZE, SIZE), (i * 37 % 256, i * 91 % 256, i * 13 % 256))
         img = Image.merge("RGB", (base, tint.getchannel(1), base.rotate(90)))
+        img.putpixel((0, 0), (i % 256, i // 256 % 256, 0))  # every image distinct (sha256)
         buf = io.BytesIO()
         img.save(buf, "PNG", compress_level=1)
         data = buf.getvalue()
