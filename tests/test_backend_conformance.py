@@ -246,8 +246,8 @@ def _run(
                 # Only once the job has ended may Ctrl-C reach the caller.
                 state = fold(job.job_id, _read(store, job.job_id))
                 assert state.finished, "the runner let a Ctrl-C escape from a running job"
-    finally:
         history = list(fold(job.job_id, _read(store, job.job_id)).history)
+    finally:
         store.close()
     return state, history
 
