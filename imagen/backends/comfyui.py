@@ -1094,28 +1094,29 @@ def _submit(state: JobState) -> Action:
 
 
 def _lookup(state: JobState, pid: str | None) -> Action | None:
-    """Find a prompt we may have queued: /history first (finished), then /queue."""
+    """Find a prompt we may have queued: /queue first (pending or running), then /history
+    (finished). Not the other way round: a prompt that finished between the two asks would
+    be in neither answer and be queued again. ComfyUI writes the history entry before the
+    prompt leaves the queue, so in this order it is always found."""
     if pid is None:
         return None
     floor = _prompts(state)[-1].sent_at.version
     looked = [ex for ex in exchanges(state, "lookup") if ex.sent_at.version > floor]
+    adopt = Record((LookupConcluded([pid], "adopt"), RemoteJobAccepted(pid, via="lookup")))
     if not looked:
-        return _req(state, "lookup", "GET", f"/history/{pid}")
+        return _req(state, "lookup", "GET", "/queue")
     if looked[-1].outcome is None:
         return _req(state, "lookup", "GET", looked[-1].sent.url[len(_url(state)) :])
-    if len(looked) == 1:
-        o = looked[0].outcome
-        if isinstance(o, ResponseReceived) and o.status == 200 and isinstance(o.body, dict):
-            if pid in o.body:
-                return Record(
-                    (LookupConcluded([pid], "adopt"), RemoteJobAccepted(pid, via="lookup"))
-                )
-        return _req(state, "lookup", "GET", "/queue")
     o = looked[-1].outcome
-    if isinstance(o, ResponseReceived) and o.status == 200:
-        ids = queue_ids(o.body)
-        if ids is not None and (pid in ids[0] or pid in ids[1]):
-            return Record((LookupConcluded([pid], "adopt"), RemoteJobAccepted(pid, via="lookup")))
+    if len(looked) == 1:
+        if isinstance(o, ResponseReceived) and o.status == 200:
+            ids = queue_ids(o.body)
+            if ids is not None and (pid in ids[0] or pid in ids[1]):
+                return adopt
+        return _req(state, "lookup", "GET", f"/history/{pid}")
+    if isinstance(o, ResponseReceived) and o.status == 200 and isinstance(o.body, dict):
+        if pid in o.body:
+            return adopt
         return None
     if isinstance(o, RequestFailed):
         return _unreachable(state, o)
