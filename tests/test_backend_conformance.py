@@ -367,8 +367,8 @@ def test_a_cancel_at_any_point_ends_in_a_terminal_event(name: str, tmp_path: Pat
             n,
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="known defect (issue 14 report): a Ctrl-C once the remote result exists "
-                "ends the job cancelled without fetching it; on Replicate the image was paid for",
+                reason="known defect (issue 14 report): on ComfyUI a Ctrl-C once the prompt "
+                "has finished ends the job cancelled without fetching its image",
             ),
         )
         if n == "comfyui"
