@@ -21,6 +21,7 @@ import dataclasses
 import math
 import types
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
@@ -63,9 +64,10 @@ class Event:
     SCHEMA_VERSION: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        for name, check in _checkers(type(self)):
+        checks = _shallow_checkers(type(self)) if _DECODING.get() else _checkers(type(self))
+        for name, where, check in checks:
             value = getattr(self, name)
-            conformed = check(value, f"{type(self).__name__}.{name}")
+            conformed = check(value, where)
             if conformed is not value:
                 object.__setattr__(self, name, conformed)
 
@@ -80,15 +82,33 @@ class Event:
 # -- field checks (built once per class from its annotations) ---------------------------------
 
 Check = Callable[[Any, str], Any]
-_CHECKS: dict[type, tuple[tuple[str, Check], ...]] = {}
+Checks = tuple[tuple[str, str, Check], ...]  # (field, "Class.field", check)
+_CHECKS: dict[type, Checks] = {}
+_SHALLOW: dict[type, Checks] = {}
+# Set while decoding recorded events: their payload came from JSON, so values typed Any (and
+# JSON objects) need no walk; every other field is still checked.
+_DECODING: ContextVar[bool] = ContextVar("imagen_decoding", default=False)
 
 
-def _checkers(cls: type) -> tuple[tuple[str, Check], ...]:
+def _checkers(cls: type) -> Checks:
     checks = _CHECKS.get(cls)
     if checks is None:
         hints = get_type_hints(cls)
         checks = _CHECKS[cls] = tuple(
-            (f.name, _check_for(hints[f.name])) for f in dataclasses.fields(cls)
+            (f.name, f"{cls.__name__}.{f.name}", _check_for(hints[f.name]))
+            for f in dataclasses.fields(cls)
+        )
+    return checks
+
+
+def _shallow_checkers(cls: type) -> Checks:
+    checks = _SHALLOW.get(cls)
+    if checks is None:
+        hints = get_type_hints(cls)
+        checks = _SHALLOW[cls] = tuple(
+            (f.name, f"{cls.__name__}.{f.name}", _check_for(hints[f.name], shallow=True))
+            for f in dataclasses.fields(cls)
+            if hints[f.name] is not Any
         )
     return checks
 
@@ -99,13 +119,13 @@ def _fail(where: str, value: Any, wanted: str) -> TypeError:
     return TypeError(f"{where} must be {wanted}, not {type(value).__name__} {shown}")
 
 
-def _check_for(hint: Any) -> Check:
+def _check_for(hint: Any, shallow: bool = False) -> Check:
     if hint is Any:
-        return _json_value
+        return _trusted if shallow else _json_value
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):
         options = [a for a in get_args(hint) if a is not type(None)]
-        inner = _check_for(options[0]) if len(options) == 1 else _json_value
+        inner = _check_for(options[0], shallow) if len(options) == 1 else _json_value
         return lambda v, where: None if v is None else inner(v, where)
     if isinstance(hint, type) and issubclass(hint, Enum):
         enum = hint
@@ -132,19 +152,23 @@ def _check_for(hint: Any) -> Check:
         return _scalar(lambda v: isinstance(v, str), "a str")
     if origin is dict:
         key, val = get_args(hint)
-        check_val = _check_for(val)
+        check_val = _check_for(val, shallow)
+        walk = not (shallow and val is Any)
 
         def check_dict(v: Any, where: str) -> Any:
-            if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+            if not isinstance(v, dict):
                 raise _fail(where, v, "a dict with str keys")
-            for k, item in v.items():
-                check_val(item, f"{where}[{k!r}]")
+            if walk:
+                for k, item in v.items():
+                    if not isinstance(k, str):
+                        raise _fail(where, v, "a dict with str keys")
+                    check_val(item, f"{where}[{k!r}]")
             return v
 
         return check_dict
     if origin is list:
         (item_hint,) = get_args(hint)
-        check_item = _check_for(item_hint)
+        check_item = _check_for(item_hint, shallow)
 
         def check_list(v: Any, where: str) -> Any:
             if not isinstance(v, list):
@@ -171,6 +195,10 @@ def _number(v: Any, where: str) -> Any:
         raise _fail(where, v, "a number")
     if isinstance(v, float) and not math.isfinite(v):
         raise ValueError(f"{where} must be finite, not {v!r}")
+    return v
+
+
+def _trusted(v: Any, where: str) -> Any:
     return v
 
 
@@ -495,6 +523,8 @@ UPCASTERS: dict[tuple[str, int], Callable[[JSON], JSON]] = {
 def upcast(type_name: str, schema_version: int, data: JSON) -> JSON:
     """Bring an old payload to the current shape, one recorded version step at a time."""
     cls = CATALOGUE[type_name]
+    if schema_version == cls.SCHEMA_VERSION:
+        return data
     for version in range(max(schema_version, 1), cls.SCHEMA_VERSION):
         data = UPCASTERS[(type_name, version)](data)
     return data
@@ -521,6 +551,13 @@ def readable(type_name: str, schema_version: int) -> bool:
 _FIELDS: dict[str, frozenset[str]] = {}
 
 
+def _field_names(type_name: str, cls: type) -> frozenset[str]:
+    names = _FIELDS.get(type_name)
+    if names is None:
+        names = _FIELDS[type_name] = frozenset(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def newer_than_this(type_name: str, schema_version: int, data: JSON) -> str | None:
     """What in a recorded event this imagen does not know (for audit), or None. Cheaper than
     `decode`: names only, no payload checks."""
@@ -529,9 +566,7 @@ def newer_than_this(type_name: str, schema_version: int, data: JSON) -> str | No
         return f"type {type_name}"
     if schema_version > cls.SCHEMA_VERSION:
         return f"{type_name} schema version {schema_version}"
-    names = _FIELDS.get(type_name)
-    if names is None:
-        names = _FIELDS[type_name] = frozenset(f.name for f in dataclasses.fields(cls))
+    names = _field_names(type_name, cls)
     if schema_version == cls.SCHEMA_VERSION and not names.issuperset(data):
         return f"{type_name} fields {', '.join(sorted(set(data) - names))}"
     return None
@@ -551,14 +586,19 @@ def decode(type_name: str, schema_version: int, data: Any) -> Decoded:
     if schema_version > cls.SCHEMA_VERSION:
         why = f"schema version {schema_version}, newer than this imagen's {cls.SCHEMA_VERSION}"
         return Decoded(UnknownEvent(type_name, schema_version, _as_json(data), why))
+    token = _DECODING.set(True)
     try:
         data = upcast(type_name, schema_version, data)
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = _field_names(type_name, cls)
+        if names.issuperset(data):
+            return Decoded(cls(**data))
         extra = tuple(sorted(k for k in data if k not in names))
         return Decoded(cls(**{k: v for k, v in data.items() if k in names}), extra)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         why = f"payload does not fit: {exc}"
         return Decoded(UnknownEvent(type_name, schema_version, _as_json(data), why))
+    finally:
+        _DECODING.reset(token)
 
 
 def _as_json(data: Any) -> JSON:
