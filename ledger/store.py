@@ -514,12 +514,12 @@ class Snapshot:
         return [RecordedEvent(*r) for r in rows]
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
-        rows = self._conn.execute(
-            text(
-                f"SELECT {_COLUMNS} FROM events WHERE stream_id = :sid AND stream_version > :v "
-                "ORDER BY stream_version"
-            ),
-            {"sid": stream_id, "v": after_version},
+        # The driver's own SQL: a usage fold reads one stream per ended job (hot path).
+        p = self._store._param(0)
+        rows = self._conn.exec_driver_sql(
+            f"SELECT {_COLUMNS} FROM events WHERE stream_id = {p} AND stream_version > {p} "
+            "ORDER BY stream_version",
+            (stream_id, after_version),
         ).fetchall()
         return [RecordedEvent(*r) for r in rows]
 
