@@ -493,6 +493,10 @@ def test_backends_check_ok_missing_workflow_and_down(tmp_path: Path, comfy: Comf
     workflow.write_text(json.dumps({"9": {"class_type": "NoSuchNode", "inputs": {}}}))
     flow = box.run("backends", "--check", "flow")
     assert flow.returncode == 3 and "node types not installed: NoSuchNode" in flow.stdout
+    listed = json.loads(box.run("backends", "--json").stdout)
+    model = {r["name"]: r["model"] for r in listed}
+    digest = hashlib.sha256(workflow.read_bytes()).hexdigest()
+    assert model["flow"] == f"workflow flow.json (sha256 {digest[:12]})"  # not the FLUX file
     assert box.run("backends").returncode == 0  # without --check: a listing, never a verdict
 
 

@@ -65,7 +65,7 @@ def backends(
             {
                 "name": bname,
                 "type": b.type,
-                "model": b.model,
+                "model": module.describe_model(_with_files(module, b.options), b.model),
                 "status": status,
                 "ready": status.startswith("ok"),
                 "default": bname == cfg.default_backend,
@@ -89,6 +89,19 @@ COLUMNS = [
     render.Column("default", tty=lambda v: "*" if v else ""),
     render.Column("status", shrink=True),
 ]
+
+
+def _with_files(module: Backend, options: dict[str, Any]) -> dict[str, Any]:
+    """The options with the files they name read in, as a job would record them (a file
+    that cannot be read is left out; --check says so)."""
+    options = dict(options)
+    for key in module.FILE_OPTIONS:
+        if options.get(key):
+            try:
+                options[f"{key}_content"] = Path(options[key]).expanduser().read_text()
+            except (OSError, UnicodeDecodeError):
+                pass
+    return options
 
 
 def _check(module: Backend, options: dict[str, Any]) -> str:
