@@ -310,6 +310,7 @@ def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     for args, says in [
         (("--port", "8000"), "--port goes with --serve"),
+        (("--serve", "--open"), "--open is for the written page"),
         (("--serve", "--port", "70000"), "--port 70000"),
         (("--output", str(tmp_path / "file")), "not a directory"),
         (("--since", "yesterday-ish"), "--since"),

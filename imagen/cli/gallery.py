@@ -57,12 +57,15 @@ def gallery(
     port
         Port for --serve; default: any free port.
     json_output
-        Print one JSON object {index, directory, jobs, images, thumbnails_made, head}.
+        Print one JSON object {index, directory, jobs, images, thumbnails_made, head}; with
+        --serve, {url, directory} once listening.
     """
     from imagen.core.times import parse_since
 
     if port and not serve:
         raise UserError("--port goes with --serve")
+    if open_ and serve:
+        raise UserError("--open is for the written page; with --serve, open the URL it prints")
     if not 0 <= port <= 65535:
         raise UserError(f"--port {port}: use 1 to 65535 (or 0 for any free port)")
     cfg = context.config()
