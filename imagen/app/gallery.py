@@ -155,6 +155,7 @@ def build(
     *,
     head: int,
     serve: bool = False,
+    note: Callable[[str], None] | None = None,
 ) -> Built:
     """Write the site for these jobs-table rows (newest first, status with liveness applied);
     `load` folds a job from the ledger, called only for jobs not in the last build's cache."""
@@ -175,6 +176,8 @@ def build(
         items.append(item)
         if item["sha256"]:
             work.append((state, item))
+    if note is not None and len(work) >= 100:
+        note(f"publishing {len(work)} image(s) and their thumbnails (made once, reused after)")
     # Pillow releases the GIL while decoding and resizing: threads make thumbnails in parallel.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         made = sum(pool.map(lambda si: _publish(out, si[0], si[1]), work))

@@ -87,7 +87,9 @@ def gallery(
         try:
             head = reader.head_position()  # before reading: a job landing meanwhile rebuilds
             jobs = rows(reader, context.ENV, since=since_at, caller=caller, backend=backend)
-            return build(out, jobs, lambda jid: load(reader, jid), head=head, serve=serve)
+            return build(
+                out, jobs, lambda jid: load(reader, jid), head=head, serve=serve, note=context.note
+            )
         finally:
             _close(reader)
 
