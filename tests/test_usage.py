@@ -117,7 +117,8 @@ def test_a_generated_image_lands_once_with_only_the_prompt_hash(
             "backend": "echo",
             "model": "echo",
             "images": 1,
-            "cost_usd": 0.003,
+            "paid_failed": 0,
+            "cost_usd": "0.003000",
             # One job: its latency as the sidecar and the remote row recorded it.
             "mean_latency_ms": sidecar["latency_ms"],
         }
@@ -249,7 +250,7 @@ def test_plain_alembic_upgrade_uses_the_url_from_the_environment(pg_server_url: 
     assert result.returncode == 0, result.stderr
     with psycopg.connect(_libpq(url)) as conn:
         assert conn.execute("SELECT version_num FROM imagen_usage_alembic_version").fetchone() == (
-            "usage_0002",
+            "usage_0003",
         )
 
 

@@ -47,6 +47,7 @@ default_steps = 28
 directory = "~/Pictures/imagen"
 preview = "auto"                   # auto | on | off (or true | false)
 preview_command = []               # empty: the first installed of tmux-img, chafa, timg, viu, catimg
+private_sidecars = true            # sidecars (they hold the prompt) are 0600 like the ledger
 
 [ledger]
 url = ""                           # empty: a SQLite file in the user data directory
@@ -78,6 +79,12 @@ class OutputConfig:
     directory: str = "~/Pictures/imagen"
     preview: str = "auto"
     preview_command: tuple[str, ...] = ()  # empty: detect an installed viewer (app/preview.py)
+    # Sidecars carry the prompt: private (0600) like the ledger unless relaxed here.
+    private_sidecars: bool = True
+
+    @property
+    def sidecar_mode(self) -> int:
+        return 0o600 if self.private_sidecars else 0o644
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     ledger_url: str = ""
     usage: UsageConfig = field(default_factory=UsageConfig)
+    ledger_durability: str = "full"
 
     def backend(self, name: str | None) -> BackendConfig:
         chosen = name or self.default_backend
@@ -195,6 +203,7 @@ _OUTPUT = {
     "directory": Option((str,)),
     "preview": Option((str,), choices=("auto", "on", "off")),
     "preview_command": Option((list,)),
+    "private_sidecars": Option((bool,)),
 }
 _LEDGER = {"url": Option((str,)), "durability": Option((str,), choices=("full", "normal"))}
 _USAGE = {
@@ -278,10 +287,12 @@ def parse_config(raw: dict[str, Any], source: str, env: Mapping[str, str]) -> Co
             directory=out.get("directory", OutputConfig.directory),
             preview=out.get("preview", OutputConfig.preview),
             preview_command=tuple(out.get("preview_command", OutputConfig.preview_command)),
+            private_sidecars=out.get("private_sidecars", OutputConfig.private_sidecars),
         ),
         ledger_url=check_ledger_url(env["IMAGEN_LEDGER_URL"], "IMAGEN_LEDGER_URL")
         if env.get("IMAGEN_LEDGER_URL")
         else check_ledger_url(ledger.get("url") or "", f"{source}: ledger.url"),
+        ledger_durability=ledger.get("durability", "full"),
         usage=UsageConfig(
             supabase_url=env.get("SUPABASE_URL") or usage.get("supabase_url", ""),
             key_env=usage.get("key_env", UsageConfig.key_env),
@@ -335,8 +346,12 @@ def masked(config: Config, env: Mapping[str, str]) -> dict[str, Any]:
             "directory": config.output.directory,
             "preview": config.output.preview,
             "preview_command": list(config.output.preview_command),
+            "private_sidecars": config.output.private_sidecars,
         },
-        "ledger": {"url": strip_password(ledger_url(config))},
+        "ledger": {
+            "url": strip_password(ledger_url(config)),
+            "durability": config.ledger_durability,
+        },
         "usage": {
             "supabase_url": config.usage.supabase_url,
             "key_env": env_state(config.usage.key_env),

@@ -79,14 +79,21 @@ def resolve_job_id(store: Any, prefix: str) -> str:
 
 
 def summary(state: JobState) -> dict[str, Any]:
+    """The --json object: every image with its sidecar; inputs as they were sent; money as
+    exact decimal strings."""
+    from imagen.core import money
     from imagen.projections.sidecar import sidecar
 
     data = sidecar(state) or {}
+    paths = [i.path for i in state.images]
+    price = state.request.price_usd if state.request else None
     return {
         "job_id": state.job_id,
         "status": state.status,
-        "image": state.image.path if state.image else None,
-        "sidecar": f"{state.image.path}.json" if state.image else None,
+        "image": paths[0] if paths else None,
+        "sidecar": f"{paths[0]}.json" if paths else None,
+        "images": paths,
+        "sidecars": [f"{p}.json" for p in paths],
         **{
             k: data.get(k)
             for k in (
@@ -101,5 +108,7 @@ def summary(state: JobState) -> dict[str, Any]:
                 "prediction_id",
             )
         },
+        "cost_usd": money.times(price, len(paths)) if paths else None,
+        **({"asked": data["asked"]} if "asked" in data else {}),
         "error": failure_message(state),
     }

@@ -14,6 +14,7 @@ from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
 from imagen.core.events import JobRequested
 from imagen.core.inputs import BadInput, GenerateInputs, file_name
+from imagen.core.job import image_count, image_path
 from imagen.core.pricing import price_for
 from imagen.core.times import file_stamp
 from imagen.runner.environment import Environment
@@ -72,7 +73,8 @@ def prepare(
             date, inputs.prompt, inputs.seed, params["output_format"]
         )
     dest = dest.absolute()
-    check_destination(dest, overwrite=overwrite)
+    for index in range(inputs.count):
+        check_destination(Path(image_path(str(dest), index)), overwrite=overwrite)
     check_parent(dest)
     try:
         module.validate_request(params, options)
@@ -162,34 +164,44 @@ def check_parent(dest: Path) -> None:
 
 
 def reserve_output(request: JobRequested) -> None:
-    """Claim the output name before paying: an empty file that only this job may replace.
+    """Claim the output names before paying: empty files that only this job may replace.
 
     Two jobs given the same --output would otherwise both pay and one would lose its image. An
     empty file holds nothing to lose, so the runner replaces it (and removes it if the job ends
-    without an image)."""
+    without that image). A job making several images claims every name."""
     if request.overwrite:
         return
-    dest = Path(request.output_path)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
-    except FileExistsError:
-        raise UserError(
-            f"{dest} already exists (use --force to overwrite)", ExitCode.BAD_INPUT
-        ) from None
-    except OSError as exc:
-        raise UserError(f"--output {dest}: {exc.strerror}", ExitCode.BAD_INPUT) from None
-    os.close(fd)
+    made: list[Path] = []
+    for index in range(image_count(request)):
+        dest = Path(image_path(request.output_path, index))
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            for path in made:  # give back what this call claimed
+                path.unlink(missing_ok=True)
+            if isinstance(exc, FileExistsError):
+                raise UserError(
+                    f"{dest} already exists (use --force to overwrite)", ExitCode.BAD_INPUT
+                ) from None
+            raise UserError(f"--output {dest}: {exc.strerror}", ExitCode.BAD_INPUT) from None
+        os.close(fd)
+        made.append(dest)
 
 
-def release_output(request: JobRequested | None, has_image: bool) -> None:
-    """A job that ended without an image gives its reserved (still empty) name back."""
-    if request is None or request.overwrite or has_image:
+def release_output(request: JobRequested | None, stored: set[int] | bool) -> None:
+    """A job that ended gives back the reserved (still empty) names of images it did not make.
+    `stored`: the indexes of its stored images (True/False: the first image, or none)."""
+    if request is None or request.overwrite:
         return
-    dest = Path(request.output_path)
-    try:
-        st = os.lstat(dest)
-        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
-            dest.unlink()
-    except OSError:
-        pass
+    kept = ({0} if stored else set()) if isinstance(stored, bool) else stored
+    for index in range(image_count(request)):
+        if index in kept:
+            continue
+        dest = Path(image_path(request.output_path, index))
+        try:
+            st = os.lstat(dest)
+            if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                dest.unlink()
+        except OSError:
+            pass

@@ -1,4 +1,8 @@
-"""Writing a finished job's derived files (the sidecar), atomically, from its events."""
+"""Writing a finished job's derived files (one sidecar per image), atomically, from its events.
+
+Sidecars carry the full prompt, so they are written with the ledger's privacy (0600) unless
+the config relaxes it (`[output] sidecar_mode`).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from imagen.core.job import JobState
-from imagen.projections.sidecar import sidecar
+from imagen.projections.sidecar import sidecars
 from imagen.runner.files import atomic_write
+
+PRIVATE = 0o600
 
 
 def sidecar_path(image_path: str) -> Path:
@@ -33,43 +39,61 @@ def sidecar_owner(path: Path) -> str | None:
     return owner if isinstance(owner, str) and "job_id" in data else None
 
 
-def write_sidecar(state: JobState) -> Path | None:
-    data = sidecar(state)
-    if data is None:
-        return None
-    path = sidecar_path(data["image"]["path"])
-    if (path.exists() or path.is_symlink()) and sidecar_owner(path) != data["image"]["path"]:
-        # Someone else's file took the name after the job was prepared: keep it.
-        return None
-    atomic_write(path, render_sidecar(data))
-    return path
+def write_sidecars(state: JobState, mode: int = PRIVATE) -> list[Path]:
+    written = []
+    for data in sidecars(state):
+        path = sidecar_path(data["image"]["path"])
+        if (path.exists() or path.is_symlink()) and sidecar_owner(path) != data["image"]["path"]:
+            # Someone else's file took the name after the job was prepared: keep it.
+            continue
+        atomic_write(path, render_sidecar(data), mode=mode)
+        written.append(path)
+    return written
+
+
+def write_sidecar(state: JobState, mode: int = PRIVATE) -> Path | None:
+    """Write every sidecar of the job; return the first one's path."""
+    written = write_sidecars(state, mode)
+    return written[0] if written else None
+
+
+def sidecar_problems(state: JobState) -> list[dict[str, Any]]:
+    """What is wrong with a succeeded job's sidecars on disk (missing, or not what the ledger
+    says), with the command that fixes it; [] when they are right (or the job has none)."""
+    problems = []
+    jid = state.job_id
+    for data in sidecars(state):
+        path = sidecar_path(data["image"]["path"])
+        try:
+            current = path.read_bytes() if path.is_file() else None
+        except OSError:
+            current = None
+        if current == render_sidecar(data):
+            continue
+        if current is None:
+            problems.append(
+                {
+                    "kind": "sidecar_missing",
+                    "job_id": jid,
+                    "path": str(path),
+                    "message": f"job {jid}: sidecar missing: {path} "
+                    f"(`imagen resume {jid}` writes it)",
+                }
+            )
+        else:
+            problems.append(
+                {
+                    "kind": "sidecar_differs",
+                    "job_id": jid,
+                    "path": str(path),
+                    "message": f"job {jid}: sidecar differs from the ledger: {path} "
+                    "(`imagen rebuild` rewrites it)",
+                }
+            )
+    return problems
 
 
 def sidecar_problem(state: JobState) -> dict[str, Any] | None:
-    """What is wrong with a succeeded job's sidecar on disk (missing, or not what the ledger
-    says), with the command that fixes it; None when it is right (or the job has none)."""
-    data = sidecar(state)
-    if data is None:
-        return None
-    path = sidecar_path(data["image"]["path"])
-    try:
-        current = path.read_bytes() if path.is_file() else None
-    except OSError:
-        current = None
-    if current == render_sidecar(data):
-        return None
-    jid = state.job_id
-    if current is None:
-        return {
-            "kind": "sidecar_missing",
-            "job_id": jid,
-            "path": str(path),
-            "message": f"job {jid}: sidecar missing: {path} (`imagen resume {jid}` writes it)",
-        }
-    return {
-        "kind": "sidecar_differs",
-        "job_id": jid,
-        "path": str(path),
-        "message": f"job {jid}: sidecar differs from the ledger: {path} "
-        "(`imagen rebuild` rewrites it)",
-    }
+    """The first sidecar problem of the job (see sidecar_problems)."""
+    found = sidecar_problems(state)
+    return found[0] if found else None

@@ -21,7 +21,7 @@ from imagen.app.exit_codes import ExitCode
 from imagen.app.remote import Remote, SyncError
 from imagen.projections.usage import sync as anchor
 from imagen.projections.usage import table as usage_local
-from imagen.projections.usage.fold import COLUMNS
+from imagen.projections.usage.fold import COLUMNS, to_remote
 from imagen.runner.environment import Environment
 from ledger import EventStore
 
@@ -82,7 +82,7 @@ def sync(
         rows = usage_local.unsynced(store, BATCH)
         if not rows:
             break
-        remote.send_usage([{c: r[c] for c in COLUMNS} for r in rows])
+        remote.send_usage([to_remote(r) for r in rows])
         store.set_checkpoint(usage_local.SYNCED, rows[-1]["seq"])
         sent += len(rows)
         batches += 1

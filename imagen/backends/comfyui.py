@@ -14,7 +14,10 @@ from urllib.parse import urlencode
 
 from imagen.backends.common import (
     config_of,
+    current_download_retries,
+    current_downloads,
     exchanges,
+    next_image_index,
     pending_retry,
     request_id,
     retries,
@@ -51,7 +54,7 @@ from imagen.core.events import (
 )
 from imagen.core.failures import Failure
 from imagen.core.inputs import BadInput, GenerateInputs
-from imagen.core.job import JobState, Recorded, iso
+from imagen.core.job import JobState, Recorded, image_path, iso
 
 DEFAULT_MODEL = "flux1-schnell-fp8.safetensors"
 DEFAULT_URL = "http://127.0.0.1:8188"
@@ -95,6 +98,9 @@ ASPECTS = {
 }
 
 
+MAX_BATCH = 4096  # ComfyUI comfy_extras/nodes_sd3.py EmptySD3LatentImage batch_size max
+
+
 def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, Any]:
     if inputs.aspect:
         if inputs.aspect not in ASPECTS:
@@ -114,8 +120,13 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
     steps = inputs.steps or options.get("default_steps") or 4
     if not 1 <= steps <= 100:
         raise BadInput(f"--steps {steps}: use 1 to 100")
+    if not 1 <= inputs.count <= MAX_BATCH:
+        raise BadInput(
+            f"--count {inputs.count}: use 1 to {MAX_BATCH} (EmptySD3LatentImage batch_size)"
+        )
     return {
         "seed": inputs.seed,
+        "count": inputs.count,
         "width": width,
         "height": height,
         "steps": steps,
@@ -281,7 +292,7 @@ def flux_schnell_graph(
         "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 0]}},
         "6": {
             "class_type": "EmptySD3LatentImage",
-            "inputs": {"width": w, "height": h, "batch_size": 1},
+            "inputs": {"width": w, "height": h, "batch_size": params.get("count", 1)},
         },
         "7": {
             "class_type": "ModelSamplingFlux",
@@ -768,8 +779,10 @@ def decide(state: JobState) -> Action:
         return Record((JobFailed("internal", "the job has no request", Failure.UNEXPECTED),))
     if state.finished:
         return Record(())  # the job has ended: nothing more to send or record
-    if state.image is not None:
-        return Record((JobSucceeded(_result(state)),))
+    if state.images and state.cancel is None:
+        # Some images are on disk: fetch the rest of the finished prompt's, then succeed.
+        pid = current_prompt(state)
+        return _follow(state, pid) if pid else Record((JobSucceeded(_result(state)),))
     if state.cancel is not None:
         return _cancel(state)
     pid = current_prompt(state)
@@ -1140,23 +1153,26 @@ def _finished(state: JobState, entry: HistoryEntry) -> Action:
                 ),
             )
         )
-    img = entry.images[0]
+    saved = [i for i in entry.images if i["type"] == "output"] or list(entry.images)
+    index = next_image_index(state, len(saved))
+    if index is None:
+        return Record((JobSucceeded(_result(state)),))
+    img = saved[index]
     req = state.request
     assert req is not None
     query = urlencode(
         {"filename": img["filename"], "subfolder": img["subfolder"], "type": img["type"]}
     )
-    downloads = [
-        ex for ex in exchanges(state, "download") if ex.sent_at.version > _accepted_at(state)
-    ]
+    downloads = [ex for ex in current_downloads(state) if ex.sent_at.version > _accepted_at(state)]
     store = StoreImage(
         request_id(state, "download"),
         f"{_url(state)}/view?{query}",
-        req.output_path,
+        image_path(req.output_path, index),
         expected_format="png",
         overwrite=req.overwrite,
         timeout_s=60,
         auth_env=config_of(state).get("token_env"),
+        index=index,
     )
     if not downloads or downloads[-1].outcome is None:
         return store
@@ -1169,9 +1185,9 @@ def _finished(state: JobState, entry: HistoryEntry) -> Action:
         # The image is done on the server: a blip must not lose it.
         if _past_deadline(state):
             return _still_unreachable(state, f"/view: {_outcome_text(last)}")
-        n = retries(state, "download")
+        n = current_download_retries(state)
         return Record((RetryScheduled("download", n + 1, _backoff(n + 1), _outcome_text(last)),))
-    if retries(state, "download") < 1:
+    if current_download_retries(state) < 1:
         return Record((RetryScheduled("download", 1, 0.2, "download failed"),))
     return Record(
         (
@@ -1432,6 +1448,7 @@ def _result(state: JobState) -> dict[str, Any]:
         **machine(stats),
         "path": state.image.path,
         "sha256": state.image.sha256,
+        "images": [i.path for i in state.images],
     }
 
 
@@ -1451,3 +1468,31 @@ def machine(stats: Mapping[str, Any] | None) -> dict[str, Any]:
         "vram_total_mib": round(total / 2**20) if total is not None else None,
         "vram_used_mib": round((total - (free or 0)) / 2**20) if total is not None else None,
     }
+
+
+def sent_inputs(state: JobState) -> dict[str, Any]:
+    """Seed, steps and batch size of the graph last posted to /prompt, read from its nodes."""
+    prompts = exchanges(state, "prompt")
+    body = prompts[-1].sent.body if prompts else None
+    graph = body.get("prompt") if isinstance(body, dict) else None
+    if not isinstance(graph, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for node in graph.values():
+        if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
+            continue
+        kind, inputs = node.get("class_type"), node["inputs"]
+        if kind in ("KSampler", "KSamplerAdvanced"):
+            for key in ("seed", "noise_seed"):
+                if isinstance(inputs.get(key), int):
+                    out.setdefault("seed", inputs[key])
+            if isinstance(inputs.get("steps"), int):
+                out.setdefault("steps", inputs["steps"])
+        elif kind == "RandomNoise" and isinstance(inputs.get("noise_seed"), int):
+            out.setdefault("seed", inputs["noise_seed"])
+        elif kind == "BasicScheduler" and isinstance(inputs.get("steps"), int):
+            out.setdefault("steps", inputs["steps"])
+        elif kind in ("EmptySD3LatentImage", "EmptyLatentImage"):
+            if isinstance(inputs.get("batch_size"), int):
+                out.setdefault("count", inputs["batch_size"])
+    return out

@@ -9,6 +9,7 @@ from typing import Any
 
 from imagen.core.actions import FrameOutcome
 from imagen.core.events import (
+    ImageStored,
     RequestFailed,
     RequestSent,
     ResponseReceived,
@@ -111,3 +112,29 @@ def no_checks(options: Mapping[str, Any]) -> list[tuple[str, str]]:
 def nothing_missing(options: Mapping[str, Any], answers: list[tuple[int | None, Any]]) -> None:
     """check_verdict for adapters without further checks."""
     return None
+
+
+def _last_image_version(state: JobState) -> int:
+    last = state.last(ImageStored)
+    return last.version if last else 0
+
+
+def current_downloads(state: JobState) -> list[Exchange]:
+    """Download attempts for the image being fetched now (those after the last stored one)."""
+    floor = _last_image_version(state)
+    return [ex for ex in exchanges(state, "download") if ex.sent_at.version > floor]
+
+
+def current_download_retries(state: JobState) -> int:
+    floor = _last_image_version(state)
+    return sum(
+        1
+        for r in state.events_of(RetryScheduled)
+        if r.version > floor and r.event.purpose == "download"  # type: ignore[attr-defined]
+    )
+
+
+def next_image_index(state: JobState, total: int) -> int | None:
+    """The lowest index in 0..total-1 not stored yet (None when every image is on disk)."""
+    have = {i.index for i in state.images}
+    return next((i for i in range(total) if i not in have), None)

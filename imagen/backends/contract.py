@@ -95,6 +95,12 @@ class Backend(Protocol):
         raises BadInput."""
         ...
 
+    def sent_inputs(self, state: JobState) -> dict[str, Any]:
+        """The inputs of the job's last submission as the backend received them (seed, steps,
+        count, output_format, aspect_ratio, extra...), read back from the recorded request
+        body: what sidecars and usage report. {} when nothing was sent. Never raises."""
+        ...
+
     def status(self, options: Mapping[str, Any], env: Mapping[str, str]) -> str:
         """'ok', or why the backend cannot be used (e.g. its token variable is not set)."""
         ...

@@ -17,7 +17,9 @@ from imagen.backends.common import (
     Exchange,
     config_of,
     configured_model,
+    current_downloads,
     exchanges,
+    next_image_index,
     no_checks,
     no_stream,
     nothing_missing,
@@ -44,7 +46,7 @@ from imagen.core.events import (
 )
 from imagen.core.failures import Failure
 from imagen.core.inputs import BadInput, GenerateInputs
-from imagen.core.job import JobState, Recorded, iso
+from imagen.core.job import JobState, Recorded, image_path, iso
 
 DEFAULT_MODEL = "black-forest-labs/flux-schnell"
 DEFAULT_BASE_URL = "https://api.replicate.com"
@@ -78,6 +80,7 @@ ASPECT_SIZES: dict[str, tuple[int, int]] = {
     "9:21": (640, 1536),
 }
 FORMATS = ("png", "webp", "jpg")
+MAX_OUTPUTS = 4  # cog-flux predict.py: num_outputs ge=1 le=4 (schnell, dev)
 MAX_STEPS = {"flux-schnell": 4, "flux-dev": 50}
 DEFAULT_STEPS = {"flux-schnell": 4, "flux-dev": 28}
 DEFAULT_TIMEOUT_S = {"flux-schnell": 60.0, "flux-dev": 120.0}
@@ -114,6 +117,12 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
     fmt = inputs.output_format or "png"
     if fmt not in FORMATS:
         raise BadInput(f"output format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if not 1 <= inputs.count <= (MAX_OUTPUTS if name in MAX_STEPS else 1):
+        raise BadInput(
+            f"--count {inputs.count}: {name} makes "
+            + (f"1 to {MAX_OUTPUTS} images" if name in MAX_STEPS else "one image")
+            + " per prediction"
+        )
     w, h = ASPECT_SIZES[aspect]
     if megapixels == "0.25":
         w, h = w // 2, h // 2
@@ -123,6 +132,7 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
         "megapixels": megapixels if name in MAX_STEPS else None,
         "steps": steps,
         "output_format": fmt,
+        "count": inputs.count,
         "width": w,
         "height": h,
         "extra": {**(options.get("inputs") or {}), **inputs.extra},
@@ -273,7 +283,7 @@ def model_input(state: JobState) -> dict[str, Any]:
         "output_format": p["output_format"],
     }
     if model_name(req.model) in MAX_STEPS:
-        inp["num_outputs"] = 1
+        inp["num_outputs"] = state.count
         if p.get("steps"):
             inp["num_inference_steps"] = p["steps"]
         if p.get("megapixels"):
@@ -521,9 +531,9 @@ def decide(state: JobState) -> Action:
     assert req is not None
     if state.finished:
         return Record(())  # the job has ended: nothing more to send or record
-    if state.image is not None:
-        found = _snapshot(state)
-        snap = found[0] if found else {}
+    found = _snapshot(state) if state.images else None
+    if found is not None and next_image_index(state, len(_outputs(found[0]))) is None:
+        snap = found[0]
         metrics = snap.get("metrics")
         return Record(
             (
@@ -532,8 +542,10 @@ def decide(state: JobState) -> Action:
                         "prediction_id": state.remote_id,
                         "metrics": metrics if isinstance(metrics, dict) else None,
                         "seed_used": _seed_from_logs(snap.get("logs")) or req.params.get("seed"),
-                        "path": state.image.path,
-                        "sha256": state.image.sha256,
+                        "path": state.images[0].path,
+                        "sha256": state.images[0].sha256,
+                        "images": [i.path for i in state.images],
+                        "outputs_returned": len(_outputs(snap)),
                     }
                 ),
             )
@@ -1044,7 +1056,10 @@ def _download(state: JobState, snap: dict[str, Any]) -> Action:
                 ),
             )
         )
-    url = urls[0]
+    index = next_image_index(state, len(urls))
+    if index is None:  # every output is on disk (decide succeeds first; kept for safety)
+        index = len(urls) - 1
+    url = urls[index]
     if not url.startswith("data:") and origin(url) is None:
         return Record(
             (
@@ -1060,14 +1075,15 @@ def _download(state: JobState, snap: dict[str, Any]) -> Action:
     store = StoreImage(
         request_id(state, "download"),
         url,
-        req.output_path,
+        image_path(req.output_path, index),
         expected_format=req.params.get("output_format"),
         max_bytes=int((max_mb if max_mb > 0 else 64) * 1024 * 1024),
         overwrite=req.overwrite,
         timeout_s=60,
         auth_env=_token_env(state) if same_origin(url, _base(state)) else None,
+        index=index,
     )
-    downloads = exchanges(state, "download")
+    downloads = current_downloads(state)  # this image's attempts (each image retried alone)
     if not downloads or pending_retry(state, "download") is not None:
         return store
     last = downloads[-1]
@@ -1123,3 +1139,32 @@ def _download(state: JobState, snap: dict[str, Any]) -> Action:
 def _seed_from_logs(logs: Any) -> int | None:
     m = re.search(r"Using seed: (\d{1,19})", logs[:100_000]) if isinstance(logs, str) else None
     return int(m[1]) if m else None
+
+
+_FIRST_CLASS = {
+    "seed": "seed",
+    "num_inference_steps": "steps",
+    "steps": "steps",
+    "output_format": "output_format",
+    "aspect_ratio": "aspect_ratio",
+    "megapixels": "megapixels",
+    "num_outputs": "count",
+    "prompt": None,
+}
+
+
+def sent_inputs(state: JobState) -> dict[str, Any]:
+    """The inputs of the last create, as Replicate received them (for sidecars and usage)."""
+    creates = exchanges(state, "create")
+    body = creates[-1].sent.body if creates else None
+    inp = body.get("input") if isinstance(body, dict) else None
+    if not isinstance(inp, dict):
+        return {}
+    out: dict[str, Any] = {"extra": {}}
+    for key, value in inp.items():
+        name = _FIRST_CLASS.get(key, "")
+        if name == "":
+            out["extra"][key] = value
+        elif name:
+            out[name] = value
+    return out

@@ -104,7 +104,7 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
     from imagen.app.sidecars import render_sidecar, sidecar_owner, sidecar_path
     from imagen.projections.jobs import query as jobs_query
     from imagen.projections.jobs import table as jobs_index
-    from imagen.projections.sidecar import sidecar
+    from imagen.projections.sidecar import sidecars as sidecars_of
     from imagen.runner.load import load
 
     store = context.store()
@@ -123,22 +123,21 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
     for jid, row in after.items():
         if row["status"] != "succeeded":
             continue
-        data = sidecar(load(store, jid))
-        if data is None:
-            continue
-        path = sidecar_path(data["image"]["path"])
-        wanted = render_sidecar(data)
-        if (path.exists() or path.is_symlink()) and sidecar_owner(path) != data["image"]["path"]:
-            differences.append(f"sidecar not written: {path} is a file imagen did not write")
-            continue
-        current = path.read_bytes() if path.exists() else None
-        if current != wanted:
-            if current is not None and _same_json(current, wanted):
+        for data in sidecars_of(load(store, jid)):
+            path = sidecar_path(data["image"]["path"])
+            wanted = render_sidecar(data)
+            if (path.exists() or path.is_symlink()) and sidecar_owner(path) != data["image"][
+                "path"
+            ]:
+                differences.append(f"sidecar not written: {path} is a file imagen did not write")
+                continue
+            current = path.read_bytes() if path.exists() else None
+            sidecars += 1
+            if current == wanted or (current is not None and _same_json(current, wanted)):
                 continue
             differences.append(f"sidecar {'missing' if current is None else 'differed'}: {path}")
             if Path(data["image"]["path"]).parent.exists():
-                atomic_write(path, wanted)
-        sidecars += 1
+                atomic_write(path, wanted, mode=context.config().output.sidecar_mode)
     from imagen.runner.files import sweep_temp_files
 
     folders = {Path(r["image_path"]).parent for r in after.values() if r.get("image_path")}

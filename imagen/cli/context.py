@@ -44,17 +44,23 @@ def store(url: str | None = None) -> EventStore:
     if _store is None:
         from imagen.app.config import ledger_url
 
-        _store = _open(ledger_url(config()))
+        cfg = config()
+        _store = _open(ledger_url(cfg), cfg.ledger_durability)
     return _store
 
 
-def _open(url: str) -> EventStore:
+def _open(url: str, durability: str = "full") -> EventStore:
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
     from ledger import LedgerError, open_store
 
     try:
-        return open_store(url, clock=ENV.clock, identity=True)
+        return open_store(
+            url,
+            clock=ENV.clock,
+            identity=True,
+            durability="normal" if durability == "normal" else "full",
+        )
     except (LedgerError, DBAPIError, ArgumentError, OSError) as exc:
         raise UserError(
             f"cannot open the ledger at {_shown(url)}: {_ledger_reason(exc)}",

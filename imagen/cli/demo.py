@@ -64,7 +64,9 @@ def demo(
             env=env,
             caller="demo",
         )
-        state = drive(store, prepared.job_id, request=prepared.request)
+        state = drive(
+            store, prepared.job_id, request=prepared.request, sidecar_mode=cfg.output.sidecar_mode
+        )
         sidecar = sidecar_path(state.image.path) if state.image else None
         code = exit_code(state)
         if code:

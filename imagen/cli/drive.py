@@ -22,6 +22,7 @@ def drive(
     state: JobState | None = None,
     resumed: bool = False,
     extra: Sequence[Event] = (),
+    sidecar_mode: int | None = None,
 ) -> JobState:
     from imagen.app.sidecars import write_sidecar
     from imagen.cli.progress import RichReporter
@@ -51,8 +52,10 @@ def drive(
     if state is not None and state.finished:
         from imagen.app.prepare import release_output
 
-        release_output(state.request, state.image is not None)
-    write_sidecar(state)
+        release_output(state.request, {i.index for i in state.images})
+    write_sidecar(
+        state, context.config().output.sidecar_mode if sidecar_mode is None else sidecar_mode
+    )
     if state.request is not None:
         from pathlib import Path
 
@@ -75,8 +78,9 @@ def report(
         collect.append(summary(state))
     elif json_output:
         print(json.dumps(summary(state)), file=context.ENV.stdout)
-    elif state.image and code == ExitCode.OK:
-        print(state.image.path, file=context.ENV.stdout)
+    elif state.images and code == ExitCode.OK:
+        for image in state.images:
+            print(image.path, file=context.ENV.stdout)
     message = failure_message(state)
     if message and code != ExitCode.OK:
         context.err(f"imagen: error: {message}")

@@ -22,6 +22,7 @@ def generate(
     aspect: str | None = None,
     seed: int | None = None,
     steps: int | None = None,
+    count: int = 1,
     option: Annotated[list[str] | None, Parameter(name=["--option", "-o"])] = None,
     output: str | None = None,
     format: Annotated[str | None, Parameter(name="--format")] = None,
@@ -54,6 +55,9 @@ def generate(
         Seed; chosen at random and recorded when not given.
     steps
         Inference steps; default from the backend.
+    count
+        How many images (Replicate num_outputs 1-4, ComfyUI batch_size); each gets its own
+        file and sidecar: NAME.png, NAME-2.png, ...
     option
         Extra model input as key=value (repeatable), e.g. -o guidance=3.5.
     output
@@ -96,6 +100,7 @@ def generate(
             steps=steps,
             output_format=format,
             extra=parse_options(option or []),
+            count=count,
         )
         if size and aspect:
             raise BadInput("give --size or --aspect, not both")

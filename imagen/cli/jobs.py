@@ -93,6 +93,7 @@ JOB_FIELDS = (
     "model",
     "caller",
     "cost_usd",
+    "images",
     "prompt",
     "image_path",
     "error",
@@ -103,7 +104,7 @@ JOB_COLUMNS = [
     render.Column("status"),
     render.Column("backend"),
     render.Column("model"),
-    render.Column("cost_usd", tty=lambda v: "-" if v is None else f"${v:.3f}", align=">"),
+    render.Column("cost_usd", tty=lambda v: _dollars(v), align=">"),
     render.Column("prompt", shrink=True),
 ]
 
@@ -122,6 +123,17 @@ def _local(value: str) -> str:
         return human(value, context.ENV.tz, zone=True)
     except ValueError:  # not a time (a hand-edited row): shown as stored
         return value
+
+
+def _dollars(amount: str | None) -> str:
+    """$0.003 for people (three places unless more are needed); the exact text is in --json."""
+    from imagen.core.money import to_decimal
+
+    d = to_decimal(amount)
+    if d is None:
+        return "-"
+    shown = f"{d:.3f}"
+    return f"${shown if to_decimal(shown) == d else d.normalize()}"
 
 
 def mention_interrupted(reader) -> None:  # type: ignore[no-untyped-def]
@@ -278,7 +290,7 @@ def _resume_one(  # type: ignore[no-untyped-def]
         from imagen.app.sidecars import sidecar_problem
 
         missing = sidecar_problem(state)
-        written = write_sidecar(state)
+        written = write_sidecar(state, context.config().output.sidecar_mode)
         if missing is not None and written is not None:
             context.note(f"job {jid} already {state.status}; wrote its sidecar {written}")
         else:

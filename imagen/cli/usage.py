@@ -85,6 +85,7 @@ RAW_COLUMNS = [
     "created_at",
     "backend",
     "model",
+    "outcome",
     "seed",
     "latency_ms",
     "cost_usd_estimate",
@@ -93,6 +94,8 @@ RAW_COLUMNS = [
 
 
 def _table(data: list[dict], raw: bool, keys: list[str]) -> None:
+    from imagen.core.money import total
+
     if raw:
         render.table(
             data,
@@ -100,19 +103,21 @@ def _table(data: list[dict], raw: bool, keys: list[str]) -> None:
         )
         return
     total_images = sum(r["images"] for r in data)
-    total_cost = sum(r["cost_usd"] or 0 for r in data)
+    total_failed = sum(r.get("paid_failed", 0) for r in data)
     weighted = sum((r["mean_latency_ms"] or 0) * r["images"] for r in data)
     mean = weighted / total_images if total_images else None
     columns = [
         *(render.Column(k) for k in keys),
         render.Column("images", align=">"),
-        render.Column("cost_usd", tty=lambda v: f"{v or 0:.3f}", align=">"),
+        render.Column("paid_failed", align=">"),
+        render.Column("cost_usd", tty=lambda v: v or "0.000000", align=">"),
         render.Column("mean_latency_ms", tty=_fmt, align=">"),
     ]
     footer = {
         keys[0]: "total",
         "images": total_images,
-        "cost_usd": f"{total_cost:.3f}",
+        "paid_failed": total_failed,
+        "cost_usd": total([r["cost_usd"] for r in data]),
         "mean_latency_ms": _fmt(mean),
     }
     render.table(data, columns, footer=footer)

@@ -48,6 +48,7 @@ class StoreImage:
     auth_env: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     not_before: str | None = None
+    index: int = 0  # which of the job's images this is (recorded on ImageStored)
 
 
 @dataclass(frozen=True)

@@ -393,6 +393,9 @@ class ProgressObserved(Event):
 
 @dataclass(frozen=True)
 class ImageStored(Event):
+    """One image written to disk. A job asked for `count` images stores indexes 0..count-1;
+    events recorded before several images existed carry no index and mean image 0."""
+
     path: str
     sha256: str
     bytes: int
@@ -400,6 +403,7 @@ class ImageStored(Event):
     width: int
     height: int
     source: str = ""
+    index: int = 0
 
 
 @dataclass(frozen=True)

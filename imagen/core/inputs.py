@@ -22,6 +22,7 @@ class GenerateInputs:
     steps: int | None = None
     output_format: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    count: int = 1
 
 
 _SIZE = re.compile(r"^(\d{2,5})[xX×](\d{2,5})$")

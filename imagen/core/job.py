@@ -50,13 +50,26 @@ class JobState:
     started_at: datetime | None = None
     now: datetime | None = None
     remote_id: str | None = None
-    image: ImageStored | None = None
+    images: tuple[ImageStored, ...] = ()
     cancel: CancelRequested | None = None
     terminal: Event | None = None
     claim: RunnerClaimed | None = None
     claim_at: datetime | None = None
     interrupted: JobInterrupted | None = None
     in_flight: dict[str, RequestSent] = field(default_factory=dict)
+
+    @property
+    def image(self) -> ImageStored | None:
+        """The first image (index 0), for callers that show one."""
+        return self.images[0] if self.images else None
+
+    @property
+    def count(self) -> int:
+        """How many images the job asked for (1 for requests recorded before `count`)."""
+        return image_count(self.request)
+
+    def stored(self, index: int) -> ImageStored | None:
+        return next((i for i in self.images if i.index == index), None)
 
     @property
     def finished(self) -> bool:
@@ -98,6 +111,24 @@ class JobState:
 parse_time = parse_iso
 
 
+def image_count(request: JobRequested | None) -> int:
+    if request is None:
+        return 1
+    value = request.params.get("count") if isinstance(request.params, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
+
+
+def image_path(output_path: str, index: int) -> str:
+    """Where image `index` of a job goes: the output path itself for the first, then
+    `name-2.png`, `name-3.png`... beside it."""
+    if index == 0:
+        return output_path
+    head, dot, ext = output_path.rpartition(".")
+    if not dot or "/" in ext:
+        return f"{output_path}-{index + 1}"
+    return f"{head}-{index + 1}.{ext}"
+
+
 def evolve(state: JobState, rec: Recorded) -> JobState:
     e = rec.event
     changes: dict[str, object] = {
@@ -118,7 +149,9 @@ def evolve(state: JobState, rec: Recorded) -> JobState:
     elif isinstance(e, RemoteJobAccepted):
         changes["remote_id"] = e.remote_id
     elif isinstance(e, ImageStored):
-        changes["image"] = e
+        # One entry per index, in index order; a re-stored index replaces the earlier one.
+        kept = [i for i in state.images if i.index != e.index]
+        changes["images"] = tuple(sorted([*kept, e], key=lambda i: i.index))
     elif isinstance(e, CancelRequested):
         changes["cancel"] = e
     elif isinstance(e, JobInterrupted):

@@ -1,49 +1,93 @@
-"""The JSON sidecar beside each image: a projection of the job's events, rebuildable any time."""
+"""The JSON sidecar beside each image: a projection of the job's events, rebuildable any time.
+
+A job that made several images has one sidecar per image. What the sidecar says about the
+inputs (seed, steps, format, size) comes from the request body imagen actually sent, as the
+adapter reads it back (`sent_inputs`), never from what the user meant.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from imagen.core import money
 from imagen.core.events import ImageStored, JobSucceeded, RemoteJobAccepted, RequestSent
 from imagen.core.job import JobState, iso
 
 
-def sidecar(state: JobState) -> dict[str, Any] | None:
-    if state.request is None or not isinstance(state.terminal, JobSucceeded) or state.image is None:
-        return None
-    req, image = state.request, state.image
+def sent_inputs(state: JobState) -> dict[str, Any]:
+    """The inputs of the last submission, as the backend received them ({} if unknown)."""
+    from imagen import backends
+
+    req = state.request
+    if req is None:
+        return {}
+    try:
+        read = backends.load(req.backend_type).sent_inputs
+        found = read(state)
+    except Exception:  # an unknown backend type or a body of another shape: say nothing
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def sidecars(state: JobState) -> list[dict[str, Any]]:
+    """One document per stored image of a succeeded job (empty otherwise)."""
+    if state.request is None or not isinstance(state.terminal, JobSucceeded) or not state.images:
+        return []
+    req = state.request
+    params = req.params if isinstance(req.params, dict) else {}
+    sent = sent_inputs(state)
     result = state.terminal.result
     done = state.history[-1].at
     started = state.started_at
     first_send = next((r for r in state.history if isinstance(r.event, RequestSent)), None)
-    stored = state.last(ImageStored)
     accepted = state.last(RemoteJobAccepted)
     latency_ms = round((done - started).total_seconds() * 1000) if started else None
-    return {
-        "job_id": state.job_id,
-        "backend": req.backend,
-        "backend_type": req.backend_type,
-        "model": req.model,
-        "prompt": req.prompt,
-        "seed": req.params.get("seed"),
-        "width": image.width,
-        "height": image.height,
-        "size": f"{image.width}x{image.height}",
-        "aspect_ratio": req.params.get("aspect_ratio"),
-        "steps": req.params.get("steps"),
-        "output_format": image.format,
-        "extra_inputs": req.params.get("extra", {}),
-        "latency_ms": latency_ms,
-        "cost_usd_estimate": req.price_usd,
-        "prediction_id": accepted.event.remote_id if accepted else None,  # type: ignore[attr-defined]
-        "caller": req.caller,
-        "image": {"path": image.path, "sha256": image.sha256, "bytes": image.bytes},
-        "timings": {
-            "requested_at": iso(started) if started else None,
-            "first_request_at": iso(first_send.at) if first_send else None,
-            "image_stored_at": iso(stored.at) if stored else None,
-            "finished_at": iso(done),
-        },
-        "result": result,
-        "imagen_version": req.imagen_version,
+    stored_at = {
+        r.event.index: r.at  # type: ignore[attr-defined]
+        for r in state.history
+        if isinstance(r.event, ImageStored)
     }
+    asked = params.get("asked") if isinstance(params.get("asked"), dict) else None
+    out = []
+    for image in state.images:
+        when = stored_at.get(image.index)
+        doc: dict[str, Any] = {
+            "job_id": state.job_id,
+            "index": image.index,
+            "count": len(state.images),
+            "backend": req.backend,
+            "backend_type": req.backend_type,
+            "model": req.model,
+            "prompt": req.prompt,
+            "seed": sent.get("seed", params.get("seed")),
+            "width": image.width,
+            "height": image.height,
+            "size": f"{image.width}x{image.height}",
+            "aspect_ratio": sent.get("aspect_ratio", params.get("aspect_ratio")),
+            "steps": sent.get("steps", params.get("steps")),
+            "output_format": image.format,
+            "extra_inputs": sent.get("extra", params.get("extra", {})),
+            "latency_ms": latency_ms,
+            "cost_usd_estimate": money.usd(req.price_usd),
+            "prediction_id": accepted.event.remote_id if accepted else None,  # type: ignore[attr-defined]
+            "caller": req.caller,
+            "image": {"path": image.path, "sha256": image.sha256, "bytes": image.bytes},
+            "timings": {
+                "requested_at": iso(started) if started else None,
+                "first_request_at": iso(first_send.at) if first_send else None,
+                "image_stored_at": iso(when) if when else None,
+                "finished_at": iso(done),
+            },
+            "result": result,
+            "imagen_version": req.imagen_version,
+        }
+        if asked is not None:
+            doc["asked"] = asked
+        out.append(doc)
+    return out
+
+
+def sidecar(state: JobState) -> dict[str, Any] | None:
+    """The first image's sidecar (None unless the job succeeded with an image)."""
+    docs = sidecars(state)
+    return docs[0] if docs else None

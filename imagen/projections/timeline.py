@@ -34,6 +34,14 @@ from imagen.core.times import iso
 
 
 def describe(e: Event) -> str:
+    """One line for people; an event whose values cannot be shown that way is named instead."""
+    try:
+        return _describe(e)
+    except (ValueError, TypeError, OverflowError, AttributeError, KeyError) as exc:
+        return f"{type(e).__name__} (values not shown: {type(exc).__name__})"
+
+
+def _describe(e: Event) -> str:
     match e:
         case JobRequested():
             p = e.params

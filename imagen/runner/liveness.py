@@ -34,7 +34,8 @@ def owner_alive(
     my_host: str,
     now: datetime,
 ) -> bool:
-    if host == my_host and pid:
+    # A recorded pid outside what the OS can hold names no process here (os.kill would raise).
+    if host == my_host and isinstance(pid, int) and 0 < pid < 2**31:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -44,7 +45,10 @@ def owner_alive(
         return not started or proc_start(pid) == started
     if claimed_at is None:
         return False
-    return (now - claimed_at).total_seconds() < (lease_seconds or 0)
+    try:
+        return (now - claimed_at).total_seconds() < float(lease_seconds or 0)
+    except (OverflowError, TypeError, ValueError):
+        return False
 
 
 def job_owner_alive(state: JobState, env: Environment) -> bool:

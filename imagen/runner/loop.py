@@ -384,6 +384,7 @@ class Runner:
                     info.width,
                     info.height,
                     shown,
+                    a.index,
                 ),
             ],
         )

@@ -134,6 +134,8 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
     if inputs.steps is not None and not 1 <= inputs.steps <= 100:
         raise BadInput(f"--steps {inputs.steps}: use 1 to 100")
     width, height = inputs.size or (64, 64)
+    if inputs.count != 1:
+        raise BadInput(f"--count {inputs.count}: the echo backend makes one image")
     return {
         "seed": inputs.seed,
         "width": width,
@@ -161,3 +163,7 @@ def probe_verdict(status_code: int, body: Any) -> str:
     if status_code == 200 and isinstance(body, dict) and "image" in body:
         return "ok (echo server)"
     return f"unexpected answer: HTTP {status_code}"
+
+
+def sent_inputs(state: JobState) -> dict[str, Any]:
+    return {}

@@ -1,14 +1,20 @@
 """The job list: one summary row per job, folded from events (pure).
 
 The shell keeps these rows in a table that follows the ledger from a checkpoint, so `imagen jobs`
-reads an index instead of the whole ledger.
+reads an index instead of the whole ledger. Every value is made to fit its column
+(projections/safe.py): no recorded event can break the table.
+
+Cost is shown only once the provider accepted the job (`RemoteJobAccepted`): a request refused
+(connection refused, 401, 402, 422, 5xx on create) was never billed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from imagen.core import money
 from imagen.core.events import TERMINAL_TYPES, readable
+from imagen.projections import safe
 
 COLUMNS = (
     "job_id",
@@ -19,7 +25,11 @@ COLUMNS = (
     "model",
     "caller",
     "prompt",
+    "price_usd",
+    "count",
+    "accepted",
     "cost_usd",
+    "images",
     "image_path",
     "sha256",
     "remote_id",
@@ -37,6 +47,12 @@ COLUMNS = (
 _STATUS = {"JobSucceeded": "succeeded", "JobFailed": "failed", "JobCancelled": "cancelled"}
 
 
+def _cost(r: dict[str, Any]) -> str | None:
+    if not r["accepted"] or r["price_usd"] is None:
+        return None
+    return money.times(r["price_usd"], r["count"] or 1)
+
+
 def apply(
     row: dict[str, Any] | None,
     job_id: str,
@@ -49,6 +65,7 @@ def apply(
     """Fold one event into the job's row (a new row for the job's first event). An event
     this imagen cannot read (a newer imagen's type or schema version) only moves the row's
     times: its meaning is unknown here."""
+    data = data if isinstance(data, dict) else {}
     r = (
         dict(row)
         if row
@@ -57,6 +74,8 @@ def apply(
             "job_id": job_id,
             "created_at": recorded_at,
             "status": "requested",
+            "accepted": 0,
+            "images": 0,
             "terminal_events": 0,
             "events_after_terminal": 0,
         }
@@ -67,20 +86,23 @@ def apply(
     if not readable(type_name, schema_version):
         return r
     if type_name == "JobRequested":
+        params = data.get("params") if isinstance(data.get("params"), dict) else {}
+        count = safe.integer(params.get("count"), safe.INT32)
         r.update(
-            backend=data.get("backend"),
-            model=data.get("model"),
-            caller=data.get("caller"),
-            prompt=data.get("prompt"),
-            cost_usd=data.get("price_usd"),
+            backend=safe.text(data.get("backend")),
+            model=safe.text(data.get("model")),
+            caller=safe.text(data.get("caller")),
+            prompt=safe.text(data.get("prompt")),
+            price_usd=money.usd(data.get("price_usd")),
+            count=count if count and count > 0 else 1,
         )
     elif type_name == "RunnerClaimed":
         r.update(
-            pid=data.get("pid"),
-            host=data.get("host"),
-            proc_start=data.get("proc_start", ""),
+            pid=safe.integer(data.get("pid")),
+            host=safe.text(data.get("host")),
+            proc_start=safe.text(data.get("proc_start")) or "",
             claimed_at=recorded_at,
-            lease_seconds=data.get("lease_seconds"),
+            lease_seconds=safe.number(data.get("lease_seconds")),
         )
         if not r["terminal_events"]:
             r["status"] = "running"
@@ -89,12 +111,17 @@ def apply(
     elif type_name == "JobInterrupted" and not r["terminal_events"]:
         r["status"] = "interrupted"
     elif type_name == "RemoteJobAccepted":
-        r["remote_id"] = data.get("remote_id")
+        r["remote_id"] = safe.text(data.get("remote_id"))
+        r["accepted"] = 1
     elif type_name == "ImageStored":
-        r.update(image_path=data.get("path"), sha256=data.get("sha256"))
+        if not r["image_path"] or data.get("index", 0) == 0:
+            r.update(image_path=safe.text(data.get("path")), sha256=safe.text(data.get("sha256")))
+        r["images"] = (r["images"] or 0) + 1
+        r["accepted"] = 1  # an image on disk was made: whatever else was recorded, it was billed
     if type_name in TERMINAL_TYPES:
         r["terminal_events"] += 1
         r["status"] = _STATUS[type_name]
         if type_name != "JobSucceeded":
-            r["error"] = data.get("message") or data.get("reason")
+            r["error"] = safe.text(data.get("message")) or safe.text(data.get("reason"))
+    r["cost_usd"] = _cost(r)
     return r

@@ -18,31 +18,38 @@ from ledger.projection import reset as reset_projection
 if TYPE_CHECKING:
     from ledger import EventStore
 
-TABLE = "imagen_jobs_v1"
-CHECKPOINT = "imagen.jobs.v1"
+TABLE = "imagen_jobs_v2"
+CHECKPOINT = "imagen.jobs.v2"
 
 _T, _I, _R = ColumnType.TEXT, ColumnType.INTEGER, ColumnType.REAL
 
 JOBS = TableSpec(
     TABLE,
     key="job_id",
+    # Unbounded text everywhere: a recorded string of any length fits (a varchar(n) would refuse
+    # it on PostgreSQL); integers are bounded by the fold (projections/safe.py).
     columns=(
-        ColumnSpec("job_id", _T, 200),
-        ColumnSpec("created_at", _T, 32, index=True),
-        ColumnSpec("updated_at", _T, 32),
-        ColumnSpec("status", _T, 20, index=True),
-        ColumnSpec("backend", _T, 100),
-        ColumnSpec("model", _T, 200),
-        ColumnSpec("caller", _T, 200),
+        ColumnSpec("job_id", _T),
+        ColumnSpec("created_at", _T, index=True),
+        ColumnSpec("updated_at", _T),
+        ColumnSpec("status", _T, index=True),
+        ColumnSpec("backend", _T),
+        ColumnSpec("model", _T),
+        ColumnSpec("caller", _T),
         ColumnSpec("prompt", _T),
-        ColumnSpec("cost_usd", _R),
+        # Money as exact decimal text ("0.003000"): see imagen/core/money.py.
+        ColumnSpec("price_usd", _T),
+        ColumnSpec("count", _I),
+        ColumnSpec("accepted", _I),
+        ColumnSpec("cost_usd", _T),
+        ColumnSpec("images", _I),
         ColumnSpec("image_path", _T),
-        ColumnSpec("sha256", _T, 64),
-        ColumnSpec("remote_id", _T, 200),
+        ColumnSpec("sha256", _T),
+        ColumnSpec("remote_id", _T),
         ColumnSpec("pid", _I),
-        ColumnSpec("host", _T, 255),
-        ColumnSpec("proc_start", _T, 40),
-        ColumnSpec("claimed_at", _T, 32),
+        ColumnSpec("host", _T),
+        ColumnSpec("proc_start", _T),
+        ColumnSpec("claimed_at", _T),
         ColumnSpec("lease_seconds", _R),
         ColumnSpec("terminal_events", _I),
         ColumnSpec("events_after_terminal", _I),

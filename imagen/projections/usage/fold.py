@@ -1,16 +1,27 @@
-"""Usage rows: one per generated (or paid-for) image, folded from a job's events (pure).
+"""Usage rows, folded from a job's events (pure).
 
-The raw prompt never leaves the machine: rows carry its sha256 only.
+One row per stored image (`outcome` "image", cost = the per-image price), and one row for
+the images of a prediction the provider accepted and then failed (`outcome` "paid_failed":
+the provider may bill it). A request the provider never accepted costs nothing and has no row.
+
+Values are made to fit the local and remote columns (projections/safe.py): seeds within
+0..2^64-1 (numeric(20,0) remotely), latency within int4, text without NULs, money as exact
+micro-dollars locally and a six-place decimal string on the wire. The raw prompt never leaves
+the machine: rows carry its sha256 only.
 """
 
 from __future__ import annotations
 
 import hashlib
+from decimal import Decimal
 from typing import Any
 
+from imagen.core import money
 from imagen.core.events import JobFailed, JobSucceeded, RemoteJobAccepted
 from imagen.core.job import JobState, iso
+from imagen.projections import safe
 
+# What goes to Supabase (mai.imagen_usage), in order.
 COLUMNS = (
     "id",
     "created_at",
@@ -21,36 +32,103 @@ COLUMNS = (
     "latency_ms",
     "cost_usd_estimate",
     "caller",
+    "outcome",
 )
+# The local table keeps money in integer micro-dollars so sums in SQL are exact.
+LOCAL_COLUMNS = (
+    "id",
+    "created_at",
+    "backend",
+    "model",
+    "seed",
+    "prompt_hash",
+    "latency_ms",
+    "cost_micros",
+    "caller",
+    "outcome",
+)
+SEED_MAX = 2**64 - 1
 
 
-def prompt_hash(prompt: str) -> str:
-    return hashlib.sha256(prompt.encode()).hexdigest()
+def prompt_hash(prompt: object) -> str:
+    text = prompt if isinstance(prompt, str) else ""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def usage_row(state: JobState) -> dict[str, Any] | None:
-    """A row for a job that produced an image, or that was paid for and then failed (a
-    prediction whose output the provider deleted still costs money)."""
+def micros(price: object, n: int = 1) -> int | None:
+    d = money.to_decimal(price)
+    if d is None:
+        return None
+    value = int((d * n * 1_000_000).to_integral_value())
+    return safe.integer(value)
+
+
+def micros_text(value: int | None) -> str | None:
+    """Micro-dollars to the wire form "0.003000"."""
+    return None if value is None else money.usd(Decimal(value) / 1_000_000)
+
+
+def _seed(state: JobState) -> int | None:
+    from imagen.projections.sidecar import sent_inputs
+
+    req = state.request
+    assert req is not None
+    params = req.params if isinstance(req.params, dict) else {}
+    seed = sent_inputs(state).get("seed", params.get("seed"))
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        return None
+    return seed
+
+
+def usage_rows(state: JobState) -> list[dict[str, Any]]:
     req, end = state.request, state.terminal
     if req is None or end is None:
-        return None
-    paid_and_failed = (
-        isinstance(end, JobFailed)
-        and state.last(RemoteJobAccepted) is not None
-        and bool(req.price_usd)
-    )
-    if not (isinstance(end, JobSucceeded) or paid_and_failed):
-        return None
+        return []
+    accepted = state.last(RemoteJobAccepted) is not None
     ended = state.history[-1].at
-    latency = round((ended - state.started_at).total_seconds() * 1000) if state.started_at else None
-    return {
-        "id": state.job_id,
+    latency = (
+        safe.integer(round((ended - state.started_at).total_seconds() * 1000), safe.INT32)
+        if state.started_at
+        else None
+    )
+    base = {
         "created_at": iso(ended),
-        "backend": req.backend,
-        "model": req.model,
-        "seed": req.params.get("seed"),
+        "backend": safe.text(req.backend) or "",
+        "model": safe.text(req.model) or "",
+        "seed": None if (seed := _seed(state)) is None else str(seed),
         "prompt_hash": prompt_hash(req.prompt),
         "latency_ms": latency,
-        "cost_usd_estimate": req.price_usd,
-        "caller": req.caller,
+        "caller": safe.text(req.caller),
     }
+    rows = []
+    if isinstance(end, JobSucceeded | JobFailed):
+        for image in state.images:
+            rows.append(
+                {
+                    **base,
+                    "id": state.job_id if image.index == 0 else f"{state.job_id}:{image.index}",
+                    # An image on disk was made, so it was billed (whatever events were lost).
+                    "cost_micros": micros(req.price_usd),
+                    "outcome": "image",
+                }
+            )
+    missing = max(state.count - len(state.images), 0)
+    if isinstance(end, JobFailed) and accepted and req.price_usd and missing:
+        rows.append(
+            {
+                **base,
+                "id": state.job_id if not state.images else f"{state.job_id}:failed",
+                "cost_micros": micros(req.price_usd, missing),
+                "outcome": "paid_failed",
+            }
+        )
+    return rows
+
+
+def to_remote(row: dict[str, Any]) -> dict[str, Any]:
+    """A local row as Supabase receives it."""
+    out = {c: row.get(c) for c in COLUMNS if c != "cost_usd_estimate"}
+    out["cost_usd_estimate"] = micros_text(row.get("cost_micros"))
+    seed = row.get("seed")
+    out["seed"] = int(seed) if isinstance(seed, str) and seed.isdigit() else None
+    return {c: out.get(c) for c in COLUMNS}

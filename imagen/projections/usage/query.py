@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagen.projections.usage.fold import COLUMNS
+from imagen.projections.usage.fold import LOCAL_COLUMNS, micros_text
 from imagen.projections.usage.table import CHECKPOINT, TABLE
 from ledger.reader import Reader
 
@@ -29,25 +29,43 @@ def _where(since: str | None, until: str | None) -> tuple[str, dict[str, object]
 def rows(
     reader: Reader, *, since: str | None = None, until: str | None = None
 ) -> list[dict[str, Any]]:
+    """One row per image (and per paid-but-failed prediction), newest first; money as an
+    exact decimal string."""
     where, params = _where(since, until)
-    sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}{where} ORDER BY created_at DESC, id"
-    return [dict(zip(COLUMNS, r, strict=True)) for r in reader.query(sql, params)]
+    sql = f"SELECT {', '.join(LOCAL_COLUMNS)} FROM {TABLE}{where} ORDER BY created_at DESC, id"
+    out = []
+    for r in reader.query(sql, params):
+        row = dict(zip(LOCAL_COLUMNS, r, strict=True))
+        row["cost_usd_estimate"] = micros_text(row.pop("cost_micros"))
+        out.append(row)
+    return out
 
 
 def grouped(
     reader: Reader, by: list[str], *, since: str | None = None, until: str | None = None
 ) -> list[dict[str, Any]]:
-    """Images, total cost and mean latency per group, computed by the database."""
+    """Images, paid-but-failed predictions, exact total cost and mean image latency per group,
+    computed by the database."""
     keys = [k for k in by if k in GROUPS]  # names are whitelisted: they become SQL identifiers
     where, params = _where(since, until)
     cols = ", ".join(keys)
     sql = (
-        f"SELECT {cols}, count(*), sum(cost_usd_estimate), avg(latency_ms) FROM {TABLE}{where} "
-        f"GROUP BY {cols} ORDER BY {cols}"
+        f"SELECT {cols}, "
+        "sum(CASE WHEN outcome = 'paid_failed' THEN 0 ELSE 1 END), "
+        "sum(CASE WHEN outcome = 'paid_failed' THEN 1 ELSE 0 END), "
+        "sum(cost_micros), "
+        "avg(CASE WHEN outcome = 'paid_failed' THEN NULL ELSE latency_ms END) "
+        f"FROM {TABLE}{where} GROUP BY {cols} ORDER BY {cols}"
     )
     out = []
     for r in reader.query(sql, params):
         row = dict(zip(keys, r[: len(keys)], strict=True))
-        row.update(images=r[-3], cost_usd=r[-2], mean_latency_ms=r[-1])
+        images, failed, cost, latency = r[-4:]
+        row.update(
+            images=int(images or 0),
+            paid_failed=int(failed or 0),
+            cost_usd=micros_text(int(cost or 0)),
+            mean_latency_ms=float(latency) if latency is not None else None,
+        )
         out.append(row)
     return out

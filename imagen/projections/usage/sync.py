@@ -182,22 +182,36 @@ def needs_report(here: Here, latest: Reported | None) -> bool:
 
 
 def group(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
-    """Remote usage rows grouped like the local `imagen usage` table."""
+    """Remote usage rows grouped like the local `imagen usage` table: images, paid_failed,
+    exact cost (a decimal string), mean latency of the images."""
+    from decimal import Decimal
+
+    from imagen.core.money import to_decimal, usd
+
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in rows:
         k = tuple(r.get(key) for key in keys)
         g = groups.setdefault(
             k,
-            {**dict(zip(keys, k, strict=True)), "images": 0, "cost_usd": 0.0, "_lat": 0.0, "_n": 0},
+            {
+                **dict(zip(keys, k, strict=True)),
+                "images": 0,
+                "paid_failed": 0,
+                "_cost": Decimal(0),
+                "_lat": 0.0,
+                "_n": 0,
+            },
         )
-        g["images"] += 1
-        g["cost_usd"] += float(r.get("cost_usd_estimate") or 0)
-        if r.get("latency_ms") is not None:
+        failed = r.get("outcome") == "paid_failed"
+        g["paid_failed" if failed else "images"] += 1
+        g["_cost"] += to_decimal(r.get("cost_usd_estimate")) or Decimal(0)
+        if r.get("latency_ms") is not None and not failed:
             g["_lat"] += float(r["latency_ms"])
             g["_n"] += 1
     out = []
     for k in sorted(groups, key=lambda t: tuple(str(x) for x in t)):
         g = groups[k]
+        g["cost_usd"] = usd(g.pop("_cost"))
         g["mean_latency_ms"] = g.pop("_lat") / g["_n"] if g["_n"] else None
         g.pop("_n")
         out.append(g)

@@ -1,7 +1,7 @@
 """The local usage table: follows the ledger from a checkpoint; the outbox for Supabase sync.
 
 `seq` orders rows as they were projected; the remote sync confirms rows up to a seq
-(checkpoint `imagen.usage.synced`), so anything not confirmed is sent again next time.
+(checkpoint `imagen.usage.synced.v2`), so anything not confirmed is sent again next time.
 Declared through the ledger's projection API, so no SQL dialect appears here.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from imagen.core.events import TERMINAL_TYPES
-from imagen.projections.usage.fold import COLUMNS, usage_row
+from imagen.projections.usage.fold import LOCAL_COLUMNS, usage_rows
 from ledger.events import RecordedEvent
 from ledger.projection import ColumnSpec, ColumnType, Projection, Row, TableSpec, View, as_rows
 from ledger.projection import catch_up as catch_up_projection
@@ -21,9 +21,9 @@ from ledger.reader import Reader
 if TYPE_CHECKING:
     from ledger import EventStore
 
-TABLE = "imagen_usage_v1"
-CHECKPOINT = "imagen.usage.v1"
-SYNCED = "imagen.usage.synced"
+TABLE = "imagen_usage_v2"
+CHECKPOINT = "imagen.usage.v2"
+SYNCED = "imagen.usage.synced.v2"
 
 _T, _I, _R = ColumnType.TEXT, ColumnType.INTEGER, ColumnType.REAL
 
@@ -31,28 +31,30 @@ USAGE = TableSpec(
     TABLE,
     key="seq",
     serial=True,
+    # Unbounded text (any recorded string fits); values made to fit by usage/fold.py.
     columns=(
         ColumnSpec("seq", _I),
-        ColumnSpec("id", _T, 200, nullable=False, unique=True),
-        ColumnSpec("created_at", _T, 32, nullable=False, index=True),
-        ColumnSpec("backend", _T, 100),
-        ColumnSpec("model", _T, 200),
-        ColumnSpec("seed", _I),
-        ColumnSpec("prompt_hash", _T, 64),
+        ColumnSpec("id", _T, nullable=False, unique=True),
+        ColumnSpec("created_at", _T, nullable=False, index=True),
+        ColumnSpec("backend", _T),
+        ColumnSpec("model", _T),
+        ColumnSpec("seed", _T),  # exact decimal text: seeds go to 2^64-1, past a signed integer
+        ColumnSpec("prompt_hash", _T),
         ColumnSpec("latency_ms", _I),
-        ColumnSpec("cost_usd_estimate", _R),
-        ColumnSpec("caller", _T, 200, index=True),
+        ColumnSpec("cost_micros", _I),  # exact money: sums in SQL never round
+        ColumnSpec("caller", _T, index=True),
+        ColumnSpec("outcome", _T),  # image | paid_failed
     ),
     # Covering indexes: `imagen usage` groups a million rows from the index alone.
     indexes=(
         (
-            "ix_imagen_usage_v1_backend_model",
-            ("backend", "model", "cost_usd_estimate", "latency_ms"),
+            "ix_imagen_usage_v2_backend_model",
+            ("backend", "model", "outcome", "cost_micros", "latency_ms"),
         ),
-        ("ix_imagen_usage_v1_caller_cost", ("caller", "cost_usd_estimate", "latency_ms")),
+        ("ix_imagen_usage_v2_caller_cost", ("caller", "outcome", "cost_micros", "latency_ms")),
     ),
 )
-assert USAGE.column_names[1:] == COLUMNS
+assert USAGE.column_names[1:] == LOCAL_COLUMNS
 
 
 def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
@@ -60,7 +62,8 @@ def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
     from imagen.runner.load import load
 
     ended = dict.fromkeys(e.stream_id for e in events if e.type in TERMINAL_TYPES)
-    return [r for r in (usage_row(load(view, jid)) for jid in ended) if r]
+    rows = {r["id"]: r for jid in ended for r in usage_rows(load(view, jid))}
+    return list(rows.values())
 
 
 PROJECTION = Projection(USAGE, CHECKPOINT, fold, dependent_checkpoints=(SYNCED,))
@@ -80,7 +83,7 @@ def unsynced(reader: Reader, limit: int) -> list[dict[str, Any]]:
 
 
 def _snapshot(reader: Reader) -> dict[str, tuple[Any, ...]]:
-    rows = reader.query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE}")
+    rows = reader.query(f"SELECT {', '.join(LOCAL_COLUMNS)} FROM {TABLE}")
     return {r[0]: tuple(r) for r in rows}
 
 
