@@ -122,7 +122,7 @@ def test_4xx_is_not_retried(tmp_path: Path, comfy: ComfyUIDouble) -> None:
     )
     box = make_box(tmp_path, comfy.url, workflow=str(workflow))
     result = box.run("generate", "x")
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 8, result.stderr  # recorded: not 2 (which promises nothing was)
     assert "ComfyUI rejected the workflow" in result.stderr
     assert "RetryScheduled" not in box.types(only_job(box))
     assert comfy.submitted == 0

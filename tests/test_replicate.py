@@ -250,11 +250,25 @@ def test_bad_input_is_refused_before_paying(box: Sandbox, rep: ReplicateDouble) 
     assert rep.billed == 0 and box.job_ids() == []
 
 
-def test_invalid_input_from_replicate_names_the_fields(box: Sandbox, rep: ReplicateDouble) -> None:
-    result = box.run("generate", "x", "-o", "guidance_scale=3")
-    assert result.returncode == 2
-    assert "guidance_scale" in result.stderr
+def test_invalid_input_from_replicate_names_the_fields(
+    tmp_path: Path, rep: ReplicateDouble
+) -> None:
+    # An input imagen cannot check (a model whose schema it does not carry) goes to Replicate;
+    # its 422 is a recorded, unpaid failure with its own exit code (2 promises nothing recorded).
+    box = make_box(tmp_path, rep, model="black-forest-labs/flux-1.1-pro")
+    result = box.run("generate", "x", "-o", "safety_tolerance=9")
+    assert result.returncode == 8, result.stderr
+    assert "safety_tolerance" in result.stderr
     assert rep.billed == 0
+    assert box.types(only_job(box))[-1] == "JobFailed"
+
+
+def test_an_input_imagen_can_check_is_refused_before_anything_is_recorded(
+    box: Sandbox, rep: ReplicateDouble
+) -> None:
+    result = box.run("generate", "x", "-o", "guidance_scale=3")
+    assert result.returncode == 2 and "guidance_scale" in result.stderr
+    assert rep.billed == 0 and box.job_ids() == []
 
 
 # -- never paying twice -----------------------------------------------------------------------

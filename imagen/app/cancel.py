@@ -47,7 +47,7 @@ def cancel(store: Any, job_id: str, env: Environment, runner: Any) -> tuple[JobS
         end = JobCancelled(
             "user",
             remote_cancelled=False,
-            note=f"remote work was not cancelled by imagen ({why or 'the adapter did not end the job'})"
+            detail=f"remote work was not cancelled by imagen ({why or 'the adapter did not end the job'})"
             if state.remote_id or state.in_flight
             else f"ended without the adapter ({why or 'it did not end the job'})",
         )
@@ -67,7 +67,7 @@ def cancel(store: Any, job_id: str, env: Environment, runner: Any) -> tuple[JobS
     if isinstance(t, JobCancelled):
         if t.remote_cancelled:
             return state, f"cancelled job {job_id}; the remote job was cancelled"
-        if t.note:
-            return state, f"cancelled job {job_id}; {t.note}"
+        if t.detail:
+            return state, f"cancelled job {job_id}; {t.detail}"
         return state, f"cancelled job {job_id}; no remote work was running"
     return state, f"job {job_id} ended {state.status} while being cancelled"

@@ -1,17 +1,24 @@
-"""Process exit codes, one meaning each (documented in docs/usage.md)."""
+"""Process exit codes: what each one promises (docs/usage.md, "Exit codes").
+
+The promise that matters most: 2 means nothing was recorded and nothing was written, so a
+caller may fix the input and run again without a second thought. Everything imagen can check
+by itself is checked before the first event is appended; a refusal that only the backend can
+make comes after the job is recorded, and has its own code (8).
+"""
 
 from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    OK = 0
-    JOB_FAILED = 1  # the backend ran and the job failed (or was cancelled on timeout)
+    OK = 0  # every image was written with its sidecar (or the command did what it said)
+    JOB_FAILED = 1  # the job is recorded; it ran and produced no kept image (may have been paid)
     BAD_INPUT = 2  # bad arguments or configuration: nothing was recorded or written
-    BACKEND_UNAVAILABLE = 3  # unreachable, unauthorised, out of credit, models missing
+    BACKEND_UNAVAILABLE = 3  # the job is recorded: unreachable, unauthorised, out of credit...
     AUDIT_FAILED = 4  # audit or rebuild found a problem; usage sync refused to report a head
     CONFLICT = 5  # the job is driven by a live process, or a resume needs --force-new
     NOT_FOUND = 6  # no job matches the id
     LEDGER_ERROR = 7  # the ledger cannot be opened (schema too new, unreachable database)
+    REJECTED = 8  # the job is recorded: the backend refused its input (422, invalid graph)
     INTERNAL = 70  # a bug in imagen (EX_SOFTWARE): one line, the traceback with -v
     INTERRUPTED = 130  # Ctrl-C: the job was cancelled
     BROKEN_PIPE = 141  # the reader of stdout closed early (`imagen jobs | head -1`), as SIGPIPE
@@ -29,6 +36,7 @@ SEVERITY = (
     ExitCode.AUDIT_FAILED,
     ExitCode.BACKEND_UNAVAILABLE,
     ExitCode.BAD_INPUT,
+    ExitCode.REJECTED,
     ExitCode.CONFLICT,
     ExitCode.JOB_FAILED,
     ExitCode.NOT_FOUND,

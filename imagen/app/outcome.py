@@ -29,9 +29,11 @@ FAILURE_EXIT_CODES: dict[Failure, ExitCode] = {
     Failure.RATE_LIMITED: ExitCode.BACKEND_UNAVAILABLE,
     Failure.SERVER_ERROR: ExitCode.BACKEND_UNAVAILABLE,
     Failure.MODELS_MISSING: ExitCode.BACKEND_UNAVAILABLE,
-    Failure.INVALID_INPUT: ExitCode.BAD_INPUT,
-    Failure.NOT_FOUND: ExitCode.BAD_INPUT,
-    Failure.OUTPUT_EXISTS: ExitCode.BAD_INPUT,
+    # Recorded jobs never exit 2 (2 promises nothing was recorded): the backend's refusal of
+    # an input imagen could not check has its own code.
+    Failure.INVALID_INPUT: ExitCode.REJECTED,
+    Failure.NOT_FOUND: ExitCode.REJECTED,
+    Failure.OUTPUT_EXISTS: ExitCode.JOB_FAILED,
     Failure.GENERATION_FAILED: ExitCode.JOB_FAILED,
     Failure.OUTPUT_LOST: ExitCode.JOB_FAILED,
     Failure.DOWNLOAD_FAILED: ExitCode.JOB_FAILED,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imagen import __version__, backends
@@ -13,7 +13,7 @@ from imagen.app.config import BackendConfig, Config
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
 from imagen.core.events import JobRequested
-from imagen.core.inputs import BadInput, GenerateInputs, file_name
+from imagen.core.inputs import EXTENSION_FORMATS, BadInput, GenerateInputs, file_name
 from imagen.core.job import image_count, image_path
 from imagen.core.pricing import price_for
 from imagen.core.times import file_stamp
@@ -25,13 +25,47 @@ def new_job_id() -> str:
 
 
 def new_seed() -> int:
-    return secrets.randbelow(2**31)
+    """1..2^31-1: inside every backend's seed range (Replicate treats 0 as "random")."""
+    return 1 + secrets.randbelow(2**31 - 1)
 
 
 @dataclass(frozen=True)
 class Prepared:
     job_id: str
     request: JobRequested
+    notes: tuple[str, ...] = ()  # what will differ from what was asked (shown on stderr)
+
+
+def output_target(output: str | None, inputs: GenerateInputs) -> tuple[Path | None, GenerateInputs]:
+    """Where --output points, and the format its name asks for.
+
+    A name ending .png/.jpg/.jpeg/.webp sets the format (a different --format is an error); any
+    other extension is refused, since the bytes would not match the name. A directory (an
+    existing one, or a path ending in /) means: the default file name inside it.
+    """
+    if not output:
+        return None, inputs
+    dest = Path(output).expanduser()
+    if output.endswith(("/", os.sep)) or dest.is_dir():
+        return dest, inputs
+    ext = dest.suffix.lower()
+    if not ext:
+        return dest, inputs
+    fmt = EXTENSION_FORMATS.get(ext)
+    if fmt is None:
+        raise UserError(
+            f"--output {output}: imagen writes png, jpg or webp; end the name with .png, .jpg or "
+            ".webp",
+            ExitCode.BAD_INPUT,
+        )
+    asked = {"jpeg": "jpg"}.get(inputs.output_format or "", inputs.output_format)
+    if asked and asked != fmt:
+        raise UserError(
+            f"--output {output} names a {fmt} file but --format is {inputs.output_format}; "
+            "make them agree",
+            ExitCode.BAD_INPUT,
+        )
+    return dest, replace(inputs, output_format=fmt)
 
 
 def prepare(
@@ -47,6 +81,7 @@ def prepare(
     """Validate everything before anything is recorded: a bad input costs nothing."""
     backend: BackendConfig = config.backend(backend_name)
     module = backends.load(backend.type)
+    target, inputs = output_target(output, inputs)
     try:
         params = module.normalise(inputs, backend.options)
     except BadInput as exc:
@@ -65,13 +100,12 @@ def prepare(
                     f"backends.{backend.name}.{key}: cannot read {path}: {exc.strerror}",
                     ExitCode.BAD_INPUT,
                 ) from None
-    if output:
-        dest = Path(output).expanduser()
+    if target is not None and not (output or "").endswith(("/", os.sep)) and not target.is_dir():
+        dest = target
     else:
         date = file_stamp(env.clock(), env.tz)  # local time: the name people see
-        dest = Path(config.output.directory).expanduser() / file_name(
-            date, inputs.prompt, inputs.seed, params["output_format"]
-        )
+        folder = target if target is not None else Path(config.output.directory).expanduser()
+        dest = folder / file_name(date, inputs.prompt, inputs.seed, params["output_format"])
     dest = dest.absolute()
     for index in range(inputs.count):
         check_destination(Path(image_path(str(dest), index)), overwrite=overwrite)
@@ -93,7 +127,12 @@ def prepare(
         price_usd=price_for(backend.model, options.get("price_usd")),
         imagen_version=__version__,
     )
-    return Prepared(new_job_id(), request)
+    notes = tuple(
+        f"--{key} {value} is made as {params.get('width')}x{params.get('height')} "
+        f"(aspect {params.get('aspect_ratio')}): {backend.type} makes sizes by aspect ratio"
+        for key, value in (params.get("asked") or {}).items()
+    )
+    return Prepared(new_job_id(), request, notes)
 
 
 # The longest name imagen writes beside an image is its sidecar's temp file,

@@ -53,7 +53,7 @@ from imagen.core.events import (
     StreamOpened,
 )
 from imagen.core.failures import Failure
-from imagen.core.inputs import BadInput, GenerateInputs
+from imagen.core.inputs import BadInput, GenerateInputs, check_extra, check_int_range
 from imagen.core.job import JobState, Recorded, image_path, iso
 
 DEFAULT_MODEL = "flux1-schnell-fp8.safetensors"
@@ -101,28 +101,49 @@ ASPECTS = {
 MAX_BATCH = 4096  # ComfyUI comfy_extras/nodes_sd3.py EmptySD3LatentImage batch_size max
 
 
+# Ranges of the built-in graph's inputs, from ComfyUI's own node definitions: KSampler
+# (nodes.py: seed 0..0xffffffffffffffff, steps 1..10000) and EmptySD3LatentImage
+# (comfy_extras/nodes_sd3.py: width/height 16..MAX_RESOLUTION=16384 step 16, batch_size 1..4096).
+SEED_MAX = 2**64 - 1
+MAX_STEPS = 10000
+MIN_SIDE, MAX_SIDE = 16, 16384
+
+
 def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Every value checked against the range ComfyUI's nodes accept, before anything is
+    recorded (a value ComfyUI refuses would be a recorded, failed job)."""
+    check_int_range("--seed", inputs.seed, 0, SEED_MAX, "ComfyUI KSampler seed")
     if inputs.aspect:
         if inputs.aspect not in ASPECTS:
             raise BadInput(f"--aspect {inputs.aspect!r}: use one of {', '.join(ASPECTS)} or --size")
         width, height = ASPECTS[inputs.aspect]
     else:
         width, height = inputs.size or (1024, 1024)
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        raise BadInput(
+            f"--size {width}x{height}: ComfyUI takes {MIN_SIDE} to {MAX_SIDE} pixels a side"
+        )
     if not options.get("workflow") and (width % 16 or height % 16):
         # FLUX's rule (latents are 1/8 size in 2x2 patches); a custom graph sets its own.
         raise BadInput(
             f"--size {width}x{height}: FLUX needs multiples of 16, e.g. "
-            f"{round(width / 16) * 16}x{round(height / 16) * 16}"
+            f"{max(16, round(width / 16) * 16)}x{max(16, round(height / 16) * 16)}"
         )
     fmt = inputs.output_format or "png"
     if fmt != "png":
-        raise BadInput(f"output format {fmt!r}: ComfyUI's SaveImage writes png only")
-    steps = inputs.steps or options.get("default_steps") or 4
-    if not 1 <= steps <= 100:
-        raise BadInput(f"--steps {steps}: use 1 to 100")
-    if not 1 <= inputs.count <= MAX_BATCH:
         raise BadInput(
-            f"--count {inputs.count}: use 1 to {MAX_BATCH} (EmptySD3LatentImage batch_size)"
+            f"output format {fmt!r}: ComfyUI's SaveImage writes png only "
+            "(name the output .png, or use a Replicate backend for jpg/webp)"
+        )
+    steps = inputs.steps if inputs.steps is not None else options.get("default_steps") or 4
+    check_int_range("--steps", steps, 1, MAX_STEPS, "ComfyUI KSampler steps")
+    check_int_range("--count", inputs.count, 1, MAX_BATCH, "EmptySD3LatentImage batch_size")
+    check_extra(dict(inputs.extra))
+    if inputs.extra and not options.get("workflow"):
+        key = next(iter(inputs.extra))
+        raise BadInput(
+            f"-o {key}: the built-in ComfyUI graph has no input {key!r}; put a {{{{{key}}}}} "
+            "placeholder in your own workflow (backend option workflow = ...)"
         )
     return {
         "seed": inputs.seed,
@@ -331,14 +352,16 @@ def custom_graph(
     text: str, prompt: str, params: Mapping[str, Any], cfg: Mapping[str, Any], prefix: str
 ) -> dict[str, Any]:
     """A user's API-format workflow with {{prompt}} {{seed}} {{steps}} {{width}} {{height}}
-    {{sampler}} {{scheduler}} placeholders. A string that is exactly one placeholder takes the
+    {{count}} {{sampler}} {{scheduler}} placeholders, and {{key}} for each `-o key=value`. A string that is exactly one placeholder takes the
     value's own type (numbers stay numbers); SaveImage nodes get the job's filename_prefix."""
     values = {
+        **(params.get("extra") or {}),  # -o key=value fills {{key}}
         "prompt": prompt,
         "seed": params["seed"],
         "steps": params["steps"],
         "width": params["width"],
         "height": params["height"],
+        "count": params.get("count", 1),
         "sampler": cfg.get("sampler") or "euler",
         "scheduler": cfg.get("scheduler") or "simple",
     }
@@ -377,6 +400,18 @@ def validate_request(params: Mapping[str, Any], options: Mapping[str, Any]) -> N
         raise BadInput(
             f"workflow {options.get('workflow')}: an API-format graph with a SaveImage node "
             "is needed (ComfyUI: Workflow > Export (API))"
+        )
+    used = set(re.findall(r"\{\{(\w+)\}\}", text))
+    for key in params.get("extra") or {}:
+        if key not in used:
+            raise BadInput(
+                f"-o {key}: workflow {options.get('workflow')} has no {{{{{key}}}}} placeholder "
+                "to put it in"
+            )
+    if params.get("count", 1) > 1 and "count" not in used:
+        raise BadInput(
+            f"--count {params['count']}: workflow {options.get('workflow')} has no {{{{count}}}} "
+            "placeholder (put it in the latent's batch_size)"
         )
 
 

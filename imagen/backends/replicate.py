@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,7 +46,7 @@ from imagen.core.events import (
     RunnerClaimed,
 )
 from imagen.core.failures import Failure
-from imagen.core.inputs import BadInput, GenerateInputs
+from imagen.core.inputs import BadInput, GenerateInputs, check_extra, check_int_range
 from imagen.core.job import JobState, Recorded, image_path, iso
 
 DEFAULT_MODEL = "black-forest-labs/flux-schnell"
@@ -97,23 +98,89 @@ def nearest_aspect(width: int, height: int) -> str:
     )
 
 
+# Seeds cog-flux uses as given (predict.py, bfl_predictor.py, fp8/flux_pipeline.py @51e81e0):
+# 0 means "pick a random seed" in the bf16 path (`if not seed`), and the default fp8 path
+# (go_fast) reduces the seed modulo 2^32-1. So 1..2^32-2 is what reproduces on both paths.
+SEED_MIN, SEED_MAX = 1, 2**32 - 2
+
+
+@dataclass(frozen=True)
+class _Input:
+    """A model input an -o may set: its JSON type and inclusive range (cog-flux predict.py)."""
+
+    kind: type | tuple[type, ...]
+    low: float | None = None
+    high: float | None = None
+
+
+_SCHNELL_EXTRA = {
+    "go_fast": _Input(bool),
+    "disable_safety_checker": _Input(bool),
+    "output_quality": _Input(int, 0, 100),
+}
+# Extra inputs imagen checks for the models it knows; other models' inputs are passed as given
+# (Replicate validates them, and a 422 is recorded as a failed, unpaid job).
+EXTRA_INPUTS: dict[str, dict[str, _Input]] = {
+    "flux-schnell": _SCHNELL_EXTRA,
+    "flux-dev": {
+        **_SCHNELL_EXTRA,
+        "guidance": _Input((int, float), 0, 10),
+        "prompt_strength": _Input((int, float), 0, 1),
+        "image": _Input(str),
+    },
+}
+
+
+def _check_extra(name: str, extra: Mapping[str, Any]) -> None:
+    check_extra(dict(extra))
+    known = EXTRA_INPUTS.get(name)
+    if known is None:
+        return
+    for key, value in extra.items():
+        spec = known.get(key)
+        if spec is None:
+            raise BadInput(
+                f"-o {key}: {name} has no such input; it takes {', '.join(sorted(known))}"
+            )
+        kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise BadInput(
+                f"-o {key}={value!r}: {name} wants {'/'.join(k.__name__ for k in kinds)}"
+            )
+        if spec.low is not None and spec.high is not None and not spec.low <= value <= spec.high:
+            raise BadInput(f"-o {key}={value!r}: {name} takes {spec.low:g} to {spec.high:g}")
+
+
 def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, Any]:
     """The request's params: what is sent (aspect_ratio, megapixels, steps, seed, format) and
-    what we expect back (width, height)."""
+    what we expect back (width, height). Every value is checked against what the model takes
+    (ranges in docs/usage.md), so nothing Replicate would refuse or change is recorded."""
     model = str(options.get("model") or DEFAULT_MODEL)
     name = model_name(model)
+    check_int_range("--seed", inputs.seed, SEED_MIN, SEED_MAX, "the seeds cog-flux uses as given")
+    asked: dict[str, Any] | None = None
     if inputs.aspect:
         if inputs.aspect not in ASPECT_SIZES:
             raise BadInput(f"--aspect {inputs.aspect!r}: use one of {', '.join(ASPECT_SIZES)}")
         aspect, megapixels = inputs.aspect, "1"
     elif inputs.size:
+        if not all(64 <= side <= 4096 for side in inputs.size):
+            raise BadInput(
+                f"--size {inputs.size[0]}x{inputs.size[1]}: use 64 to 4096 pixels a side "
+                "(Replicate makes the nearest aspect ratio)"
+            )
         aspect = nearest_aspect(*inputs.size)
         megapixels = "0.25" if inputs.size[0] * inputs.size[1] <= 400_000 else "1"
     else:
         aspect, megapixels = "1:1", "1"
-    steps = inputs.steps or options.get("default_steps") or DEFAULT_STEPS.get(name)
-    if steps is not None and name in MAX_STEPS and not 1 <= steps <= MAX_STEPS[name]:
-        raise BadInput(f"--steps {steps}: {name} takes 1 to {MAX_STEPS[name]} steps")
+    if name in MAX_STEPS:
+        steps = inputs.steps if inputs.steps is not None else options.get("default_steps")
+        steps = steps if steps is not None else DEFAULT_STEPS[name]
+        check_int_range("--steps", steps, 1, MAX_STEPS[name], f"{name} on Replicate")
+    elif inputs.steps is not None:
+        raise BadInput(f"--steps {inputs.steps}: imagen sends no step count to {name}")
+    else:
+        steps = None
     fmt = inputs.output_format or "png"
     if fmt not in FORMATS:
         raise BadInput(f"output format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -123,10 +190,14 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
             + (f"1 to {MAX_OUTPUTS} images" if name in MAX_STEPS else "one image")
             + " per prediction"
         )
+    extra = {**(options.get("inputs") or {}), **inputs.extra}
+    _check_extra(name, extra)
     w, h = ASPECT_SIZES[aspect]
     if megapixels == "0.25":
         w, h = w // 2, h // 2
-    return {
+    if inputs.size and inputs.size != (w, h):
+        asked = {"size": f"{inputs.size[0]}x{inputs.size[1]}"}
+    params = {
         "seed": inputs.seed,
         "aspect_ratio": aspect,
         "megapixels": megapixels if name in MAX_STEPS else None,
@@ -135,9 +206,13 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
         "count": inputs.count,
         "width": w,
         "height": h,
-        "extra": {**(options.get("inputs") or {}), **inputs.extra},
+        "extra": extra,
         "timeout_s": float(options.get("timeout_s") or DEFAULT_TIMEOUT_S.get(name, 120.0)),
     }
+    if asked:
+        # Replicate makes fixed sizes per aspect ratio: say what was asked beside what is made.
+        params["asked"] = asked
+    return params
 
 
 FILE_OPTIONS: tuple[str, ...] = ()

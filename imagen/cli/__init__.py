@@ -45,6 +45,10 @@ _COMMANDS = {
     ),
     "show": ("imagen.cli.jobs:show", "Show one job's whole timeline."),
     "resume": ("imagen.cli.jobs:resume", "Finish interrupted jobs without paying twice."),
+    "cancel": (
+        "imagen.cli.jobs:cancel",
+        "End an unfinished job: cancel remote work, record the end.",
+    ),
     "audit": ("imagen.cli.audit:audit", "Verify the ledger's chain, invariants and image files."),
     "rebuild": (
         "imagen.cli.audit:rebuild",

@@ -41,7 +41,8 @@ def drive(
     except JobTakenOver as exc:
         raise UserError(str(exc), ExitCode.CONFLICT) from None
     except MissingCredential as exc:
-        raise UserError(str(exc), ExitCode.BAD_INPUT) from None
+        # Checked before anything is recorded; this is the token vanishing mid-run.
+        raise UserError(str(exc), ExitCode.BACKEND_UNAVAILABLE) from None
     except Halted as exc:
         from imagen.app.outcome import FAILURE_EXIT_CODES
 

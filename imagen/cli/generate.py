@@ -61,9 +61,11 @@ def generate(
     option
         Extra model input as key=value (repeatable), e.g. -o guidance=3.5.
     output
-        Image path; default: the output directory, date-slug-seed.ext.
+        Image path (its .png/.jpg/.webp extension sets the format), or a directory (an existing
+        one, or ending in /) to put the default name in; default: the output directory,
+        date-slug-seed.ext.
     format
-        png (default), webp or jpg (Replicate).
+        png (default), webp or jpg (Replicate); an --output extension sets it too.
     force
         Overwrite an existing output file.
     json_output
@@ -115,6 +117,8 @@ def generate(
         env=env,
         caller=resolve_caller(env.env),
     )
+    for note in prepared.notes:
+        context.err(f"imagen: note: {note}")
     store = context.store()
     from imagen.projections.jobs import table as jobs_index
 

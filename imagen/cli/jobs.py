@@ -276,6 +276,21 @@ def resume(
     return int(worst)
 
 
+def _check_backend_usable(state, jid: str) -> None:  # type: ignore[no-untyped-def]
+    from imagen import backends
+
+    req = state.request
+    if req is None:
+        return
+    try:
+        module = backends.load(req.backend_type)
+    except ValueError:
+        return  # the runner reports an unknown type on its own
+    status = module.status(req.backend_config, context.ENV.env)
+    if status != "ok":
+        raise UserError(f"job {jid}: backend {req.backend} is {status}", ExitCode.BAD_INPUT)
+
+
 def _resume_one(  # type: ignore[no-untyped-def]
     store, jid: str, *, force_new: bool, json_output: bool, collect: list[dict]
 ) -> ExitCode:
@@ -305,7 +320,51 @@ def _resume_one(  # type: ignore[no-untyped-def]
         )
         code = ExitCode.CONFLICT
     else:
+        _check_backend_usable(state, jid)  # before the claim is appended: exit 2 records nothing
         extra = [ForceNewRequested("--force-new")] if force_new else []
         state = drive(store, jid, state=state, resumed=True, extra=extra)
         code = report(state, json_output=json_output, collect=collect)
     return code
+
+
+def cancel(
+    job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json")] = False
+) -> int:
+    """End an unfinished job for good: cancel its remote work if any (recorded), then record
+    the end. Works when the backend is gone from the config or its adapter fails.
+
+    Parameters
+    ----------
+    job_id
+        The job id or a unique prefix.
+    json_output
+        Print one JSON object.
+    """
+    from imagen.app.cancel import cancel as cancel_job
+    from imagen.app.outcome import resolve_job_id
+    from imagen.cli.progress import RichReporter
+    from imagen.core.events import JobCancelled
+    from imagen.runner.loop import Runner
+
+    store = context.store()
+    jid = resolve_job_id(store, job_id)
+    reporter = RichReporter(context.ENV.stderr)
+    try:
+        state, message = cancel_job(store, jid, context.ENV, Runner(store, context.ENV, reporter))
+    finally:
+        reporter.close()
+    if json_output:
+        t = state.terminal
+        print(
+            json.dumps(
+                {
+                    "job_id": jid,
+                    "status": state.status,
+                    "remote_cancelled": isinstance(t, JobCancelled) and t.remote_cancelled,
+                    "message": message,
+                }
+            )
+        )
+    else:
+        context.err(f"imagen: {message}")
+    return 0

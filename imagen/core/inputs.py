@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -29,13 +30,51 @@ _SIZE = re.compile(r"^(\d{2,5})[xX×](\d{2,5})$")
 
 
 def parse_size(text: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT; each backend checks the range it can make (or says what it maps to)."""
     m = _SIZE.match(text.strip())
     if not m:
         raise BadInput(f"--size {text!r}: use WIDTHxHEIGHT, e.g. 1024x768")
-    w, h = int(m[1]), int(m[2])
-    if not (64 <= w <= 4096 and 64 <= h <= 4096):
-        raise BadInput(f"--size {text!r}: width and height must be between 64 and 4096")
-    return w, h
+    return int(m[1]), int(m[2])
+
+
+# Model inputs imagen sets itself from a flag: an -o with one of these names would be sent
+# while the sidecar, --json and usage report the flag's value (or pay for images never kept).
+SHADOWED: dict[str, str] = {
+    "prompt": "the PROMPT argument",
+    "seed": "--seed",
+    "noise_seed": "--seed",
+    "num_outputs": "--count",
+    "batch_size": "--count",
+    "num_inference_steps": "--steps",
+    "steps": "--steps",
+    "output_format": "--format (or an --output name ending .png/.jpg/.webp)",
+    "aspect_ratio": "--aspect",
+    "megapixels": "--size",
+    "width": "--size",
+    "height": "--size",
+}
+
+
+def check_extra(extra: dict[str, Any], flag: str = "-o") -> None:
+    """No model input that has its own flag; nothing the ledger cannot hold exactly."""
+    for key, value in extra.items():
+        if key in SHADOWED:
+            raise BadInput(f"{flag} {key}=...: {key} has its own flag; use {SHADOWED[key]}")
+        problem = _unrecordable(value)
+        if problem:
+            raise BadInput(f"{flag} {key}=...: {problem}")
+
+
+def _unrecordable(value: Any) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "not a finite number"
+    if isinstance(value, str) and "\x00" in value:
+        return "contains a NUL character"
+    if isinstance(value, list):
+        return next((p for p in map(_unrecordable, value) if p), None)
+    if isinstance(value, dict):
+        return next((p for p in map(_unrecordable, [*value.keys(), *value.values()]) if p), None)
+    return None
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -51,7 +90,11 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
             out[key] = json.loads(value)
         except ValueError:
             out[key] = value
+    check_extra(out)
     return out
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def check_prompt(prompt: str) -> str:
@@ -59,7 +102,22 @@ def check_prompt(prompt: str) -> str:
         raise BadInput(
             'the prompt is empty: pass the text to draw, e.g. imagen generate "a red fox"'
         )
+    bad = _CONTROL.search(prompt)
+    if bad:
+        raise BadInput(
+            f"the prompt contains the control character U+{ord(bad[0]):04X} at "
+            f"{bad.start()}: remove it (tabs and newlines are fine)"
+        )
     return prompt
+
+
+def check_int_range(flag: str, value: int, low: int, high: int, why: str) -> None:
+    if not low <= value <= high:
+        raise BadInput(f"{flag} {value}: use {low} to {high} ({why})")
+
+
+# What an --output name's extension says about the format.
+EXTENSION_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}
 
 
 def slug(text: str, limit: int = 40) -> str:

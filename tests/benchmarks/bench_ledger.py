@@ -1,5 +1,7 @@
 """Ledger appends: durable single-event and batched appends per second, beside raw sqlite3
-doing the same commits with the same pragmas (WAL, synchronous=FULL, BEGIN IMMEDIATE)."""
+doing the same commits with the same pragmas (WAL, synchronous=FULL, BEGIN IMMEDIATE); and the
+same single appends with `[ledger] durability = "normal"` (synchronous=NORMAL), beside the
+durable ledger measured in the same run."""
 
 from __future__ import annotations
 
@@ -16,10 +18,10 @@ BATCHES, BATCH = 40, 100
 DATA = {"request_id": "create-3", "purpose": "create", "status": 201, "elapsed_ms": 312.5}
 
 
-def _raw(path: Path) -> sqlite3.Connection:
+def _raw(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute(
         "CREATE TABLE events (position INTEGER PRIMARY KEY, event_id TEXT UNIQUE, stream_id TEXT,"
         " stream_version INT, type TEXT, schema_version INT, data TEXT, recorded_at TEXT,"
@@ -109,5 +111,30 @@ def run() -> None:
         base_b = timed(lambda: _raw_commits(raw, BATCHES, BATCH))
         n = BATCHES * BATCH
         line(f"batched appends/s ({BATCH} per commit)", n / ours_b, n / base_b, "events/s")
+
+        normal = open_store(f"sqlite:///{root / 'normal.db'}", durability="normal")
+        with normal.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL reached it
+        ours_n = timed(
+            lambda: [
+                normal.append("job", [NewEvent("ResponseReceived", DATA)], v) for v in range(SINGLE)
+            ]
+        )
+        line(
+            'single appends/s, durability = "normal" (vs "full")',
+            SINGLE / ours_n,
+            SINGLE / ours,
+            "events/s",
+        )
+        raw_n = _raw(root / "raw-normal.db", "NORMAL")
+        base_n = timed(lambda: _raw_commits(raw_n, SINGLE, 1))
+        line(
+            'single appends/s, durability = "normal" (vs raw sqlite3 NORMAL)',
+            SINGLE / ours_n,
+            SINGLE / base_n,
+            "events/s",
+        )
+        normal.close()
+        raw_n.close()
         store.close()
         raw.close()
