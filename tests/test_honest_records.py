@@ -284,7 +284,7 @@ def test_a_refused_create_shows_no_cost(tmp_path: Path, rep: ReplicateDouble) ->
     rep.fail_next("create", status=402)
     result = box.run("generate", "x")
     assert result.returncode == 3
-    [job] = [json.loads(line) for line in box.run("jobs", "--json").stdout.splitlines()]
+    [job] = json.loads(box.run("jobs", "--json").stdout)
     assert job["status"] == "failed" and job["cost_usd"] is None
     assert "$" not in box.run("jobs").stdout
     assert json.loads(box.run("usage", "--json").stdout) == []
