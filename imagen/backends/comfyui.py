@@ -814,8 +814,9 @@ def decide(state: JobState) -> Action:
         return Record((JobFailed("internal", "the job has no request", Failure.UNEXPECTED),))
     if state.finished:
         return Record(())  # the job has ended: nothing more to send or record
-    if state.images and state.cancel is None:
-        # Some images are on disk: fetch the rest of the finished prompt's, then succeed.
+    if state.images:
+        # Some images are on disk, so the prompt finished: fetch the rest and succeed, even
+        # after a cancel (an image in hand is never thrown away).
         pid = current_prompt(state)
         return _follow(state, pid) if pid else Record((JobSucceeded(_result(state)),))
     if state.cancel is not None:
