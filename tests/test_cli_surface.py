@@ -27,6 +27,7 @@ DATA_COMMANDS = {
     "jobs",
     "show",
     "resume",
+    "cancel",
     "audit",
     "rebuild",
     "usage",

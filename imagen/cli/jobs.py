@@ -330,8 +330,16 @@ def _resume_one(  # type: ignore[no-untyped-def]
 def cancel(
     job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json")] = False
 ) -> int:
-    """End an unfinished job for good: cancel its remote work if any (recorded), then record
-    the end. Works when the backend is gone from the config or its adapter fails.
+    """End an unfinished job: cancel remote work, record the end.
+
+    Cancels the job's remote work if there is any (recorded, as Ctrl-C would), then records the
+    end, so an interrupted job that can never finish stops being reported. Works when the
+    backend is gone from the config or its adapter fails. A job driven by a live process is
+    refused (exit 5); a finished job is left as it is.
+
+    Examples of use:
+      imagen cancel 3f2a
+      imagen cancel 3f2a --json
 
     Parameters
     ----------
