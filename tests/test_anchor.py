@@ -84,7 +84,7 @@ def _edit_data(rows: list[list], position: int, old: str, new: str) -> list[list
 def _forget_projections(box: Sandbox) -> None:
     """Drop the derived tables, as a ledger from before they existed would be."""
     db = sqlite3.connect(box.ledger_url.removeprefix("sqlite:///"))
-    tables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'imagen_%_v1'"
+    tables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'imagen_%_v%'"
     for (name,) in db.execute(tables).fetchall():
         db.execute(f"DROP TABLE {name}")
     db.execute("DELETE FROM projection_checkpoints")

@@ -19,7 +19,8 @@ from ledger import NewEvent, open_store
 def test_every_category_has_an_exit_code() -> None:
     assert set(FAILURE_EXIT_CODES) == set(Failure)
     assert FAILURE_EXIT_CODES[Failure.UNREACHABLE] == ExitCode.BACKEND_UNAVAILABLE
-    assert FAILURE_EXIT_CODES[Failure.INVALID_INPUT] == ExitCode.BAD_INPUT
+    # Recorded, so never 2 (which promises nothing was recorded): the backend refused it.
+    assert FAILURE_EXIT_CODES[Failure.INVALID_INPUT] == ExitCode.REJECTED
     assert FAILURE_EXIT_CODES[Failure.GENERATION_FAILED] == ExitCode.JOB_FAILED
 
 
@@ -42,12 +43,12 @@ def test_a_category_from_a_newer_imagen_reads_as_unexpected() -> None:
     [
         ("unreachable", 3, Failure.UNREACHABLE, ExitCode.BACKEND_UNAVAILABLE),
         ("out_of_credit", 3, Failure.OUT_OF_CREDIT, ExitCode.BACKEND_UNAVAILABLE),
-        ("invalid_workflow", 2, Failure.INVALID_INPUT, ExitCode.BAD_INPUT),
+        ("invalid_workflow", 2, Failure.INVALID_INPUT, ExitCode.REJECTED),
         ("prediction_failed", 1, Failure.GENERATION_FAILED, ExitCode.JOB_FAILED),
         ("output_deleted", 1, Failure.OUTPUT_LOST, ExitCode.JOB_FAILED),
         # Reasons no adapter used: the old exit code is what the event meant.
         ("something_else", 3, Failure.UNREACHABLE, ExitCode.BACKEND_UNAVAILABLE),
-        ("something_else", 2, Failure.INVALID_INPUT, ExitCode.BAD_INPUT),
+        ("something_else", 2, Failure.INVALID_INPUT, ExitCode.REJECTED),
         ("something_else", 1, Failure.UNEXPECTED, ExitCode.JOB_FAILED),
     ],
 )

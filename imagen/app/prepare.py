@@ -36,6 +36,13 @@ class Prepared:
     notes: tuple[str, ...] = ()  # what will differ from what was asked (shown on stderr)
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long for the file system: check_destination says so
+        return False
+
+
 def output_target(output: str | None, inputs: GenerateInputs) -> tuple[Path | None, GenerateInputs]:
     """Where --output points, and the format its name asks for.
 
@@ -46,7 +53,7 @@ def output_target(output: str | None, inputs: GenerateInputs) -> tuple[Path | No
     if not output:
         return None, inputs
     dest = Path(output).expanduser()
-    if output.endswith(("/", os.sep)) or dest.is_dir():
+    if output.endswith(("/", os.sep)) or _is_dir(dest):
         return dest, inputs
     ext = dest.suffix.lower()
     if not ext:
@@ -100,7 +107,7 @@ def prepare(
                     f"backends.{backend.name}.{key}: cannot read {path}: {exc.strerror}",
                     ExitCode.BAD_INPUT,
                 ) from None
-    if target is not None and not (output or "").endswith(("/", os.sep)) and not target.is_dir():
+    if target is not None and not (output or "").endswith(("/", os.sep)) and not _is_dir(target):
         dest = target
     else:
         date = file_stamp(env.clock(), env.tz)  # local time: the name people see
