@@ -580,7 +580,7 @@ def test_ctrl_c_during_the_download_of_a_finished_prediction(
     assert not any(m == "POST" and t.endswith("/cancel") for m, t in rep.requests)
     assert Path(out.strip()).exists()
     [row] = json.loads(box.run("usage", "--raw", "--json").stdout)
-    assert row["id"] == job_id and row["cost_usd_estimate"] == 0.003
+    assert row["id"] == job_id and row["cost_usd_estimate"] == "0.003000"
     assert rep.billed == 1
 
 
