@@ -298,7 +298,6 @@ def validate_request(params: Mapping[str, Any], options: Mapping[str, Any]) -> N
 # - a prediction another job holds is never adopted (CheckHeld asks the ledger; the answer is
 #   an event).
 
-TERMINAL = ("succeeded", "failed", "canceled", "aborted")
 LOOKUP_MARGIN_S = 300  # latency and Date-header rounding allowance around the lookup window
 MAX_LOOKUP_PAGES = 20
 MAX_429_RETRIES = 3
@@ -482,10 +481,6 @@ def _describe_body(outcome: ResponseReceived) -> str:
     return f"a JSON {type(body).__name__}, not an object"
 
 
-def _detail(outcome: ResponseReceived) -> str:
-    return _describe_body(outcome)
-
-
 def _describe(outcome: Any) -> str:
     if isinstance(outcome, ResponseReceived):
         return f"HTTP {outcome.status}: {_describe_body(outcome)}"
@@ -512,7 +507,7 @@ def _http_failure(state: JobState, outcome: ResponseReceived) -> Action:
             (
                 JobFailed(
                     "out_of_credit",
-                    f"Replicate: out of credit ({_detail(outcome)})",
+                    f"Replicate: out of credit ({_describe_body(outcome)})",
                     Failure.OUT_OF_CREDIT,
                 ),
             )
@@ -529,7 +524,7 @@ def _http_failure(state: JobState, outcome: ResponseReceived) -> Action:
             (
                 JobFailed(
                     "invalid_input",
-                    f"Replicate rejected the input: {fields or _detail(outcome)}",
+                    f"Replicate rejected the input: {fields or _describe_body(outcome)}",
                     Failure.INVALID_INPUT,
                 ),
             )
@@ -539,7 +534,7 @@ def _http_failure(state: JobState, outcome: ResponseReceived) -> Action:
             (
                 JobFailed(
                     "not_found",
-                    f"Replicate: not found ({_detail(outcome)}); check the model name",
+                    f"Replicate: not found ({_describe_body(outcome)}); check the model name",
                     Failure.NOT_FOUND,
                 ),
             )
@@ -548,7 +543,7 @@ def _http_failure(state: JobState, outcome: ResponseReceived) -> Action:
         (
             JobFailed(
                 "unexpected",
-                f"Replicate answered HTTP {status}: {_detail(outcome)}",
+                f"Replicate answered HTTP {status}: {_describe_body(outcome)}",
                 Failure.UNEXPECTED,
             ),
         )
@@ -663,7 +658,7 @@ def decide(state: JobState) -> Action:
             )
         )
     if state.cancel is not None:
-        return _cancel(state, found[1] if found else 0)
+        return _cancel(state)
     return _poll(state, found[1] if found else 0)
 
 
@@ -738,7 +733,7 @@ def _submit(state: JobState) -> Action:
             (
                 JobFailed(
                     "rate_limited",
-                    f"Replicate kept rate-limiting {why}: {_detail(last.outcome)}",
+                    f"Replicate kept rate-limiting {why}: {_describe_body(last.outcome)}",
                     Failure.RATE_LIMITED,
                 ),
             )
@@ -839,7 +834,7 @@ def _lookup(state: JobState, create: Exchange, on_none: Action | None) -> Action
             "--force-new` to create a new prediction (possibly paying twice)"
         )
     answered = [ex for ex in pages if _listing(ex) is not None]
-    cutoff = _cutoff(state, create, answered[0])
+    cutoff = _cutoff(state, answered[0])
     candidates = _candidates(state, answered, cutoff)
     nxt = body.get("next")
     oldest = _oldest(body)
@@ -883,7 +878,7 @@ def _listing(ex: Exchange) -> dict[str, Any] | None:
     return None
 
 
-def _cutoff(state: JobState, create: Exchange, first_page: Exchange) -> datetime | None:
+def _cutoff(state: JobState, first_page: Exchange) -> datetime | None:
     """The earliest created_at (Replicate's clock) a prediction of ours can have; None when the
     listing carried no usable Date header (then every page is searched, up to a bound)."""
     assert isinstance(first_page.outcome, ResponseReceived) and first_page.outcome_at is not None
@@ -999,7 +994,7 @@ def _poll(state: JobState, seen_at: int) -> Action:
     if seen_at <= start and (last is None or last.sent_at.version <= start):
         return _get(state, "poll", url)  # this process has not seen the prediction yet: look first
     if last is not None and last.sent_at.version > seen_at and not _poll_ok(last, state.remote_id):
-        return _poll_failed(state, polls, start, url)
+        return _poll_failed(state, polls, start)
     interval = max(0.05, _num(state, "poll_interval_s", 0.5))
     next_at = state.now + timedelta(seconds=interval)
     if next_at >= _deadline(state):
@@ -1007,7 +1002,7 @@ def _poll(state: JobState, seen_at: int) -> Action:
     return _get(state, "poll", url, iso(next_at))
 
 
-def _poll_failed(state: JobState, polls: list[Exchange], start: int, url: str) -> Action:
+def _poll_failed(state: JobState, polls: list[Exchange], start: int) -> Action:
     assert state.now is not None
     last = polls[-1]
     o = last.outcome
@@ -1027,7 +1022,7 @@ def _poll_failed(state: JobState, polls: list[Exchange], start: int, url: str) -
         )
         return Halt(
             f"Replicate answered HTTP {o.status} about prediction {state.remote_id} "
-            f"({_detail(o)}); it is paid and may have finished: {fix}, then "
+            f"({_describe_body(o)}); it is paid and may have finished: {fix}, then "
             f"`imagen resume {state.job_id}`",
             Failure.UNAUTHORIZED if o.status in (401, 403) else Failure.NOT_FOUND,
         )
@@ -1052,7 +1047,7 @@ def _poll_failed(state: JobState, polls: list[Exchange], start: int, url: str) -
 # -- cancelling -------------------------------------------------------------------------------
 
 
-def _cancel(state: JobState, seen_at: int) -> Action:
+def _cancel(state: JobState) -> Action:
     """Stop a running prediction (so billing stops). A cancel reply that says the prediction
     succeeded is handled by decide as any other snapshot: it is downloaded."""
     assert state.cancel is not None
