@@ -92,6 +92,11 @@ def _forget_projections(box: Sandbox) -> None:
     db.close()
 
 
+def _forget_head_file(box: Sandbox) -> None:
+    """Remove the chain head file beside the ledger (what a careful attacker also does)."""
+    Path(box.ledger_url.removeprefix("sqlite:///") + ".head").unlink()
+
+
 def _positions_of(box: Sandbox, type_: str) -> list[int]:
     return [e.position for e in box.events() if e.type == type_]
 
@@ -174,7 +179,12 @@ def test_a_rewritten_ledger_is_never_laundered_by_a_sync(
     assert heads and heads[-1][4] == len(box.events())
 
     problems = attack(box)
-    assert box.run("audit").returncode == 0  # the chain alone cannot tell
+    # Locally the head file beside the ledger (and the projections' checkpoints) show it...
+    assert box.run("audit").returncode == 4
+    # ...until the attacker also rewrites those: then the chain alone cannot tell.
+    _forget_projections(box)
+    _forget_head_file(box)
+    assert box.run("audit").returncode == 0
     _assert_refused_and_named(box, usage_db, heads, problems)
 
     # Carrying on as if nothing happened: the image is made and its usage row still goes
@@ -200,6 +210,7 @@ def test_a_legacy_ledger_keeps_its_id_and_a_rewritten_first_event_is_a_replaceme
     # its first event's hash, reported from a fresh remote table.
     _rewrite(box, lambda rows: rows[1:])
     _forget_projections(box)
+    _forget_head_file(box)  # nor a head file beside it
     with psycopg.connect(_libpq(usage_db), autocommit=True) as conn:
         conn.execute("ALTER TABLE mai.imagen_ledger_heads DISABLE TRIGGER USER")
         conn.execute("DELETE FROM mai.imagen_ledger_heads")
