@@ -52,6 +52,15 @@ def _imagen(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
+def _is_png(path: Path) -> bool:
+    """The image is on disk (imagen may reserve the name with an empty file first)."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
+        return False
+
+
 def _events(root: Path) -> list[str]:
     store = open_store(f"sqlite:///{root / 'ledger.db'}")
     try:
@@ -153,7 +162,7 @@ def blip_to_image() -> None:
             else:
                 comfy.wait_until(lambda c, r=running: c.history(r) is not None, timeout=60)
                 mark = time.monotonic()
-            while not out.exists():
+            while not _is_png(out):
                 if proc.poll() is not None:
                     raise RuntimeError(proc.stderr.read() if proc.stderr else "imagen failed")
                 time.sleep(0.005)
