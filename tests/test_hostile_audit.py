@@ -118,3 +118,19 @@ def test_the_head_file_keeps_the_evidence_when_new_events_follow_a_truncation(
     assert any(
         p["kind"] == "head_file" and "rewritten" in p["message"] for p in report["problems"]
     ), report["problems"]
+
+
+def test_edited_or_deleted_usage_rows_are_a_finding(sandbox: Sandbox) -> None:
+    # The usage table is the outbox of what was spent: a cache like the jobs table.
+    _generate(sandbox, "usage row one")
+    _generate(sandbox, "usage row two")
+    assert _audit(sandbox)["ok"]
+    _sql(sandbox, "UPDATE imagen_usage_v2 SET cost_micros = 0, caller = 'someone-else'")
+    report = _audit(sandbox)
+    edited = [p for p in report["problems"] if p.get("projection") == "usage"]
+    assert len(edited) == 2 and all(set(p["columns"]) >= {"caller"} for p in edited)
+    assert sandbox.run("rebuild").returncode in (0, 4)
+    assert _audit(sandbox)["ok"]
+    _sql(sandbox, "DELETE FROM imagen_usage_v2 WHERE seq = (SELECT min(seq) FROM imagen_usage_v2)")
+    report = _audit(sandbox)
+    assert any("missing from the usage table" in p["message"] for p in report["problems"])

@@ -215,6 +215,56 @@ def check_jobs_projection(
     return problems
 
 
+def check_usage_projection(store: Any, rows: dict[str, dict[str, Any]], head: int) -> list[Problem]:
+    """The usage table (the outbox for Supabase) against usage rows folded from the chain: a row
+    edited or deleted there would change what is reported as spent."""
+    from imagen.projections.usage.fold import LOCAL_COLUMNS, usage_rows
+    from imagen.projections.usage.table import CHECKPOINT as USAGE_CHECKPOINT
+    from imagen.projections.usage.table import TABLE as USAGE_TABLE
+    from imagen.runner.load import load
+
+    try:
+        checkpoint = store.get_checkpoint(USAGE_CHECKPOINT)
+        stored_rows = store.query(f"SELECT {', '.join(LOCAL_COLUMNS)} FROM {USAGE_TABLE}")
+    except Exception:  # noqa: BLE001 - no usage table yet: nothing cached to disagree
+        return []
+    if checkpoint != head:
+        return []  # not comparable (behind: not caught up yet; ahead: reported above)
+    stored = {r[0]: dict(zip(LOCAL_COLUMNS, r, strict=True)) for r in stored_rows}
+    want: dict[str, dict[str, Any]] = {}
+    for jid, row in rows.items():
+        if row.get("status") in ("succeeded", "failed", "cancelled"):
+            for r in usage_rows(load(store, jid)):
+                want.setdefault(r["id"], r)
+    problems: list[Problem] = []
+    for rid in sorted(want.keys() | stored.keys()):
+        w, h = want.get(rid), stored.get(rid)
+        if w is None or h is None:
+            what = "missing from" if h is None else "not in the chain but in"
+            problems.append(
+                {
+                    "kind": "projection",
+                    "projection": "usage",
+                    "row": rid,
+                    "message": f"usage row {rid} is {what} the usage table (`imagen rebuild`)",
+                }
+            )
+            continue
+        differ = [c for c in LOCAL_COLUMNS if not _same(w.get(c), h.get(c))]
+        if differ:
+            problems.append(
+                {
+                    "kind": "projection",
+                    "projection": "usage",
+                    "row": rid,
+                    "columns": differ,
+                    "message": f"usage row {rid}: the usage table disagrees with the chain on "
+                    f"{', '.join(differ)} (`imagen rebuild`)",
+                }
+            )
+    return problems
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         try:

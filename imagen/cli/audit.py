@@ -57,8 +57,12 @@ def audit(
     found, checked_images = checks.check_files(rows, images)
     problems.extend(found)
     if report.ok and not any(p["kind"] == "checkpoint_past_head" for p in problems):
+        from imagen.projections.usage import table as usage_table
+
         jobs_index.catch_up(store)
+        usage_table.catch_up(store)
         problems.extend(checks.check_jobs_projection(store, rows, head))
+        problems.extend(checks.check_usage_projection(store, rows, head))
     if remote:
         from imagen.app.usage_sync import audit_remote
 
