@@ -481,6 +481,16 @@ def test_executing_null_for_our_prompt_ends_following() -> None:
     assert out.done and out.events[0].kind == "executing"  # type: ignore[attr-defined]
 
 
+def test_a_frame_holding_nan_is_ignored_not_recorded() -> None:
+    # Python's json accepts NaN; no event may hold it, so such a frame is malformed.
+    for text in (
+        '{"type": "progress", "data": {"prompt_id": "p", "node": "3", "value": NaN, "max": 4}}',
+        '{"type": "execution_error", "data": {"prompt_id": "p", "exception_message": Infinity}}',
+    ):
+        out = comfyui.interpret_frame({"prompt_id": "p"}, text)
+        assert out.events == () and not out.done
+
+
 # -- hostile and malformed answers never raise ------------------------------------------------
 
 HOSTILE: list[Any] = [

@@ -1363,6 +1363,10 @@ def _where(o: Any, pid: str) -> str:
 # -- the stream, frame by frame (pure: the runner only reads frames and hands them over) ----
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def interpret_frame(context: Mapping[str, Any], frame: str | bytes) -> FrameOutcome:
     """What one websocket frame means for the prompt being followed.
 
@@ -1377,7 +1381,8 @@ def interpret_frame(context: Mapping[str, Any], frame: str | bytes) -> FrameOutc
     if not isinstance(frame, str):
         return FrameOutcome(ctx)  # binary preview images
     try:
-        msg = json.loads(frame)
+        # NaN/Infinity are not JSON (Python accepts them) and no event may hold them.
+        msg = json.loads(frame, parse_constant=_not_json)
     except ValueError:
         return FrameOutcome(ctx)
     if not isinstance(msg, dict) or not isinstance(msg.get("data"), dict):
