@@ -362,19 +362,7 @@ def test_a_cancel_at_any_point_ends_in_a_terminal_event(name: str, tmp_path: Pat
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(
-            n,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known defect (issue 14 report): on ComfyUI a Ctrl-C once the prompt "
-                "has finished ends the job cancelled without fetching its image",
-            ),
-        )
-        if n == "comfyui"
-        else n
-        for n in NAMES
-    ],
+    NAMES,
 )
 def test_a_cancel_once_the_result_exists_still_fetches_the_image(name: str, tmp_path: Path) -> None:
     """Ctrl-C right after the download was recorded (the backend has made, and on Replicate

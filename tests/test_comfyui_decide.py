@@ -400,6 +400,22 @@ def test_cancel_never_claims_what_it_could_not_see() -> None:
     assert not cancelled.remote_cancelled and "neither queued nor finished" in cancelled.detail
 
 
+def test_cancel_of_a_prompt_that_already_finished_fetches_its_image() -> None:
+    # Running when asked, finished before the interrupt took effect: cancelling saves nothing
+    # now, and an image made is never thrown away.
+    job = _cancel_job()
+    job.do(job.decide(), {"queue_running": [[5, job.pid, {}, {}, []]], "queue_pending": []})
+    job.do(job.decide(), "")  # the interrupt
+    image = {"filename": "imagen_00001_.png", "subfolder": "", "type": "output"}
+    entry = {
+        "status": {"status_str": "success", "completed": True, "messages": []},
+        "outputs": {"9": {"images": [image]}},
+    }
+    job.do(job.decide(), {job.pid: entry})
+    store = job.decide()
+    assert isinstance(store, StoreImage) and "imagen_00001_.png" in store.url
+
+
 def test_timeout_while_following_cancels() -> None:
     job = Job().accepted()
     job.add(StreamClosed("deadline", "no result before the deadline"))

@@ -1306,6 +1306,10 @@ def _cancel(state: JobState) -> Action:
         if isinstance(entry, HistoryEntry):
             if where == "running" and not entry.ok:
                 return Record((JobCancelled(reason, True, f"interrupted prompt {pid} (verified)"),))
+            if entry.ok and entry.images:
+                # It finished before the cancel could stop it: cancelling saves nothing now, and
+                # an image made is never thrown away. decide() fetches the rest once one is in.
+                return _finished(state, entry)
             return Record(
                 (
                     JobCancelled(
