@@ -59,13 +59,15 @@ def comfy() -> Iterator[ComfyUIDouble]:
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory, comfy: ComfyUIDouble) -> Sandbox:
-    """Four jobs: three images (two backends, two callers, one hostile prompt) and a failure."""
+    """Five jobs: three of one image (two backends, two callers, one hostile prompt), one of two
+    images (a ComfyUI batch) and a failure."""
     box = Sandbox(tmp_path_factory.mktemp("gallery"))
     _config(box, comfy.url)
     for caller, args in [
         ("alice", ("a red fox in the snow", "--seed", "7")),
         ("bob", (HOSTILE, "--seed", "8")),
         ("bob", ("a lighthouse at dusk", "--seed", "9", "-b", "attic")),
+        ("erin", ("two owls on a branch", "--seed", "12", "--count", "2")),
     ]:
         result = _generate(box, caller, *args)
         assert result.returncode == 0, result.stderr
@@ -108,10 +110,13 @@ def cards(page: Any) -> int:
 
 
 def test_the_page_shows_every_job_as_a_person_sees_it(page: Any, site: dict[str, Any]) -> None:
-    assert site["jobs"] == 4 and site["images"] == 3
+    assert site["jobs"] == 5 and site["images"] == 5
     page.goto(Path(site["index"]).as_uri())
-    assert cards(page) == 4
-    assert page.locator("#count").inner_text() == "4 of 4 jobs, 3 images"
+    assert cards(page) == 6  # one card per image, one for the failed job
+    assert page.locator("#count").inner_text() == "5 of 5 jobs, 5 images"
+    owls = page.locator("article.card", has_text="two owls on a branch")
+    assert owls.count() == 2
+    assert [owls.nth(i).get_attribute("data-index") for i in range(2)] == ["0", "1"]
     fox = page.locator("article.card", has_text="a red fox in the snow")
     assert fox.locator(".prompt").inner_text() == "a red fox in the snow"
     details = fox.locator("dl").inner_text()
@@ -133,7 +138,7 @@ def test_the_page_shows_every_job_as_a_person_sees_it(page: Any, site: dict[str,
 def test_search_and_filters_narrow_the_list(page: Any, site: dict[str, Any]) -> None:
     page.goto(Path(site["index"]).as_uri())
     page.fill("#q", "LIGHTHOUSE")
-    assert cards(page) == 1 and page.locator("#count").inner_text().startswith("1 of 4")
+    assert cards(page) == 1 and page.locator("#count").inner_text().startswith("1 of 5")
     page.fill("#q", "")
     page.select_option("#caller", "bob")
     assert cards(page) == 2
@@ -191,6 +196,40 @@ def test_the_copied_command_makes_the_same_image(
     # Same pixels (ComfyUI's PNG text chunks name the new prompt's id, so not the same bytes).
     with Image.open(again) as a, Image.open(Path(site["directory"]) / original) as b:
         assert a.size == b.size and a.tobytes() == b.tobytes()
+
+
+def _embedded(site: dict[str, Any]) -> dict[str, Any]:
+    """The data the page renders, read from index.html without a browser."""
+    text = Path(site["index"]).read_text()
+    start = text.index('<script type="application/json" id="data">') + len(
+        '<script type="application/json" id="data">'
+    )
+    return json.loads(text[start : text.index("</script>", start)])
+
+
+def test_a_job_of_several_images_has_a_card_per_image_each_with_its_own_sidecar(
+    made: Sandbox, site: dict[str, Any]
+) -> None:
+    root = Path(site["directory"])
+    owls = [e for e in _embedded(site)["entries"] if e["prompt"] == "two owls on a branch"]
+    assert [e["index"] for e in owls] == [0, 1] and {e["count"] for e in owls} == {2}
+    assert len({e["job_id"] for e in owls}) == 1
+    assert len({e["sha256"] for e in owls}) == 2 and len({e["image"] for e in owls}) == 2
+    stored = {
+        e.data["index"]: e.data for e in made.events(owls[0]["job_id"]) if e.type == "ImageStored"
+    }
+    for e in owls:
+        image = (root / e["image"]).read_bytes()
+        assert hashlib.sha256(image).hexdigest() == e["sha256"]
+        doc = json.loads((root / e["sidecar"]).read_text())
+        assert doc["index"] == e["index"] and doc["count"] == 2
+        assert doc["image"]["sha256"] == e["sha256"]
+        assert (e["width"], e["height"], e["format"]) == (512, 512, "png")
+        assert (root / e["thumb"]).is_file() and "image_path" not in e
+    # The ledger's record of each image, not just the files agreeing with each other.
+    assert [stored[i]["sha256"] for i in (0, 1)] == [e["sha256"] for e in owls]
+    failed = [e for e in _embedded(site)["entries"] if e["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["index"] is None and "image" not in failed[0]
 
 
 def test_the_site_is_owner_only_and_thumbnails_are_made_once(

@@ -21,8 +21,8 @@ from typing import Any
 from imagen.app.audit import file_sha256
 from imagen.app.sidecars import render_sidecar
 from imagen.core.job import JobState
-from imagen.projections.gallery import entry
-from imagen.projections.sidecar import sidecar
+from imagen.projections.gallery import entries
+from imagen.projections.sidecar import sidecars
 from imagen.runner.files import atomic_write
 
 THUMB_SIZE = 320
@@ -35,6 +35,7 @@ _EXT = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
 class Built:
     index: Path
     entries: int
+    jobs: int
     images: int
     thumbnails_made: int
     head: int
@@ -101,8 +102,8 @@ def _write_if_changed(path: Path, data: bytes) -> None:
     atomic_write(path, data, mode=FILE_MODE)
 
 
-def _publish(out: Path, state: JobState, item: dict[str, Any]) -> bool:
-    """Link the image, write its sidecar and thumbnail; fills the entry's site paths."""
+def _publish(out: Path, item: dict[str, Any], doc: dict[str, Any] | None) -> bool:
+    """Link the image, write its own sidecar and thumbnail; fills the entry's site paths."""
     sha = item["sha256"]
     ext = _EXT.get(str(item.get("format") or "").lower(), "png")
     name = f"{sha}.{ext}"
@@ -111,9 +112,8 @@ def _publish(out: Path, state: JobState, item: dict[str, Any]) -> bool:
         item["image_problem"] = problem
         return False
     item["image"] = f"images/{name}"
-    data = sidecar(state)
-    if data is not None:
-        _write_if_changed(out / "images" / f"{name}.json", render_sidecar(data))
+    if doc is not None:
+        _write_if_changed(out / "images" / f"{name}.json", render_sidecar(doc))
         item["sidecar"] = f"images/{name}.json"
     thumb = out / "thumbs" / f"{sha}.jpg"
     try:
@@ -129,12 +129,17 @@ CACHE = ".entries.json"
 _FINISHED = ("succeeded", "failed", "cancelled")
 
 
+# Version 2: a list of entries per job (one per image); a version 1 cache (one entry per job)
+# is ignored and costs one full rebuild.
+CACHE_VERSION = 2
+
+
 def _read_cache(out: Path) -> dict[str, Any]:
     """Entries of finished jobs from the last build, by job id, with the ledger position they
     were made at: a rebuild folds only the jobs that moved (a damaged cache is just ignored)."""
     try:
         data = json.loads((out / CACHE).read_bytes())
-        return data["entries"] if data.get("version") == 1 else {}
+        return data["entries"] if data.get("version") == CACHE_VERSION else {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
@@ -142,10 +147,14 @@ def _read_cache(out: Path) -> dict[str, Any]:
 def _still_good(out: Path, cached: Any, row: dict[str, Any]) -> bool:
     if not isinstance(cached, dict) or cached.get("position") != row["last_position"]:
         return False
-    item = cached.get("entry")
-    if not isinstance(item, dict) or row["status"] not in _FINISHED:
+    found = cached.get("entries")
+    if not isinstance(found, list) or not found or row["status"] not in _FINISHED:
         return False
-    return all((out / item[k]).is_file() for k in ("image", "thumb") if item.get(k))
+    return all(
+        isinstance(item, dict)
+        and all((out / item[k]).is_file() for k in ("image", "thumb") if item.get(k))
+        for item in found
+    )
 
 
 def build(
@@ -162,38 +171,42 @@ def build(
     site_dir_for(out)
     cache = _read_cache(out)
     items: list[dict[str, Any]] = []
-    work: list[tuple[JobState, dict[str, Any]]] = []
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    work: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
     positions: dict[str, int] = {}
     for row in rows:
         jid = row["job_id"]
         positions[jid] = row["last_position"]
         cached = cache.get(jid)
         if _still_good(out, cached, row):
-            items.append(cached["entry"])
-            continue
-        state = load(jid)
-        item = entry(state, row["status"])
-        items.append(item)
-        if item["sha256"]:
-            work.append((state, item))
+            found = cached["entries"]
+        else:
+            state = load(jid)
+            found = entries(state, row["status"])
+            # Each image is published with its own sidecar, matched by index.
+            docs = {d["index"]: d for d in sidecars(state)}
+            work += [(i, docs.get(i["index"])) for i in found if i["sha256"]]
+        by_job[jid] = found
+        items += found
     if note is not None and len(work) >= 100:
         note(f"publishing {len(work)} image(s) and their thumbnails (made once, reused after)")
     # Pillow releases the GIL while decoding and resizing: threads make thumbnails in parallel.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        made = sum(pool.map(lambda si: _publish(out, si[0], si[1]), work))
+        made = sum(pool.map(lambda w: _publish(out, w[0], w[1]), work))
     for item in items:
         item.pop("image_path", None)  # the site links its own copy; the path stays private
     index = out / "index.html"
     _write_if_changed(index, page(items, head=head, serve=serve).encode())
     keep = {
-        i["job_id"]: {"position": positions[i["job_id"]], "entry": i}
-        for i in items
-        if i["status"] in _FINISHED
+        jid: {"position": positions[jid], "entries": found}
+        for jid, found in by_job.items()
+        if found[0]["status"] in _FINISHED
     }
-    _write_if_changed(out / CACHE, json.dumps({"version": 1, "entries": keep}).encode())
+    _write_if_changed(out / CACHE, json.dumps({"version": CACHE_VERSION, "entries": keep}).encode())
     return Built(
         index=index,
         entries=len(items),
+        jobs=len(by_job),
         images=sum(1 for i in items if i.get("image")),
         thumbnails_made=made,
         head=head,
@@ -320,6 +333,11 @@ dt { font-weight: 600; } dd { margin: 0; overflow-wrap: anywhere; }
       var o = el("option", null, v); o.value = v; select.appendChild(o);
     });
   }
+  function jobs(list) {
+    var seen = Object.create(null), n = 0;
+    list.forEach(function (e) { if (!seen[e.job_id]) { seen[e.job_id] = true; n++; } });
+    return n;
+  }
   function money(v) { return v === null || v === undefined ? "-" : "$" + Number(v).toFixed(3); }
   function secs(ms) { return ms === null || ms === undefined ? "-" : (ms / 1000).toFixed(1) + " s"; }
   function when(t) {  // the reader's own time zone
@@ -333,7 +351,8 @@ dt { font-weight: 600; } dd { margin: 0; overflow-wrap: anywhere; }
   }
   function card(e) {
     var c = el("article", "card");
-    c.dataset.job = e.job_id;
+    c.dataset.job = e.job_id;  // not unique: a job that made several images has a card for each
+    if (e.index !== null && e.index !== undefined) c.dataset.index = e.index;
     if (e.thumb && e.image) {
       var a = el("a", "thumb"); a.href = e.image;
       var img = el("img"); img.loading = "lazy"; img.decoding = "async";
@@ -352,6 +371,7 @@ dt { font-weight: 600; } dd { margin: 0; overflow-wrap: anywhere; }
     row(dl, "backend", e.backend); row(dl, "caller", e.caller); row(dl, "cost", money(e.cost_usd));
     row(dl, "latency", secs(e.latency_ms)); row(dl, "date", when(e.created_at));
     row(dl, "job", e.job_id);
+    if (e.count > 1) row(dl, "image", (e.index + 1) + " of " + e.count);
     b.appendChild(dl);
     if (e.command) {
       var cmd = el("div", "cmd");
@@ -398,8 +418,9 @@ dt { font-weight: 600; } dd { margin: 0; overflow-wrap: anywhere; }
     sentinel = el("div"); sentinel.id = "more"; grid.appendChild(sentinel);
     rendered = 0;
     renderMore();
+    // Cards are images, not jobs: a job that made several images has several cards.
     var images = shown.filter(function (e) { return e.image; }).length;
-    count.textContent = shown.length + " of " + all.length + " jobs, " + images +
+    count.textContent = jobs(shown) + " of " + jobs(all) + " jobs, " + images +
       " image" + (images === 1 ? "" : "s");
     empty.hidden = shown.length !== 0;
     if (observer) observer.observe(sentinel);

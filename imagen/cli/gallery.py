@@ -102,7 +102,7 @@ def gallery(
     result = {
         "index": str(built.index.resolve()),
         "directory": str(out.resolve()),
-        "jobs": built.entries,
+        "jobs": built.jobs,
         "images": built.images,
         "thumbnails_made": built.thumbnails_made,
         "head": built.head,
@@ -112,7 +112,7 @@ def gallery(
     else:
         print(result["index"])
         context.note(
-            f"{built.entries} job(s), {built.images} image(s); "
+            f"{built.jobs} job(s), {built.images} image(s); "
             f"{built.thumbnails_made} new thumbnail(s)"
         )
     if open_:

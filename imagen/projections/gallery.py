@@ -1,4 +1,5 @@
-"""The gallery's entries: one per job, what a person sees of it (pure).
+"""The gallery's entries: one per image a job stored (one for a job without images), what a
+person sees of it (pure).
 
 Built from each job's folded state (the ledger is the truth, not the sidecar on disk), with the
 status the jobs projection decided (liveness is the shell's business). The page itself is written
@@ -15,7 +16,7 @@ from typing import Any
 from imagen.core.events import JobFailed
 from imagen.core.job import JobState
 from imagen.core.times import iso
-from imagen.projections.sidecar import sidecar
+from imagen.projections.sidecar import sidecars
 
 # `imagen generate` refuses a prompt that looks like an option (and reads stdin for "-"): such a
 # prompt is piped in instead, which is what its error message advises.
@@ -56,38 +57,60 @@ def regenerate_command(state: JobState) -> str | None:
     return f"imagen generate {shlex.quote(prompt)} {tail}"
 
 
-def entry(state: JobState, status: str) -> dict[str, Any]:
-    """One gallery entry: JSON-ready values only (the page escapes and renders them as text)."""
+def entries(state: JobState, status: str) -> list[dict[str, Any]]:
+    """The job's gallery entries: one per stored image of a succeeded job, in index order, else
+    exactly one (failed, cancelled, running, or succeeded without an image on record).
+    JSON-ready values only (the page escapes and renders them as text)."""
     req = state.request
     params = req.params if req is not None and isinstance(req.params, dict) else {}
-    side = sidecar(state)
-    image = state.image if status == "succeeded" else None
-    width = image.width if image else params.get("width")
-    height = image.height if image else params.get("height")
+    docs = sidecars(state)
+    images = list(state.images) if status == "succeeded" else []
     error = None
     if isinstance(state.terminal, JobFailed):
         error = state.terminal.message or state.terminal.reason
     elif status == "cancelled" and state.terminal is not None:
         error = getattr(state.terminal, "reason", None) or "cancelled"
-    return {
+    common = {
         "job_id": state.job_id,
         "status": status,
         "created_at": iso(state.started_at) if state.started_at else None,
         "prompt": req.prompt if req else "",
         "seed": params.get("seed"),
-        "width": width,
-        "height": height,
-        "size": f"{width}x{height}" if width and height else None,
         "steps": params.get("steps"),
         "model": req.model if req else None,
         "backend": req.backend if req else None,
         "backend_type": req.backend_type if req else None,
         "caller": (req.caller or None) if req else None,
         "cost_usd": req.price_usd if req else None,
-        "latency_ms": side["latency_ms"] if side else None,
+        "latency_ms": docs[0]["latency_ms"] if docs else None,
         "error": error,
-        "image_path": image.path if image else None,
-        "sha256": image.sha256 if image else None,
-        "format": image.format if image else None,
         "command": regenerate_command(state),
+        "count": len(images),
     }
+    if not images:
+        width, height = params.get("width"), params.get("height")
+        return [
+            {
+                **common,
+                "index": None,
+                "width": width,
+                "height": height,
+                "size": f"{width}x{height}" if width and height else None,
+                "image_path": None,
+                "sha256": None,
+                "format": None,
+            }
+        ]
+    return [
+        {
+            **common,
+            "index": image.index,
+            "width": image.width,
+            "height": image.height,
+            "size": f"{image.width}x{image.height}",
+            "image_path": image.path,
+            "sha256": image.sha256,
+            "format": image.format,
+        }
+        for image in images
+    ]
