@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,39 @@ def check_checkpoints(store: Reader, head: int) -> list[Problem]:
     return problems
 
 
+def _compare(
+    want: dict[str, dict[str, Any]],
+    have: dict[str, dict[str, Any]],
+    columns: Sequence[str],
+    ref: Callable[[str], dict[str, Any]],
+    what: str,
+    where: str,
+) -> list[Problem]:
+    """A cache (`have`) against the chain's own fold (`want`), keyed alike: each row missing,
+    extra or differing is a finding that names `what` it is and `where` it is cached."""
+    problems: list[Problem] = []
+    for key in sorted(want.keys() | have.keys()):
+        w, h = want.get(key), have.get(key)
+        found = {"kind": "projection", **ref(key)}
+        if w is None or h is None:
+            side = "missing from" if h is None else "not in the chain but in"
+            problems.append(
+                {**found, "message": f"{what} {key} is {side} {where} (`imagen rebuild`)"}
+            )
+            continue
+        differ = [c for c in columns if not _same(w.get(c), h.get(c))]
+        if differ:
+            problems.append(
+                {
+                    **found,
+                    "columns": differ,
+                    "message": f"{what} {key}: {where} disagrees with the chain on "
+                    f"{', '.join(differ)} (`imagen rebuild`)",
+                }
+            )
+    return problems
+
+
 def check_jobs_projection(
     store: Reader, rows: dict[str, dict[str, Any]], head: int
 ) -> list[Problem]:
@@ -188,31 +222,7 @@ def check_jobs_projection(
     if checkpoint != head:
         return []  # not comparable (behind: catch-up failed; ahead: reported above)
     stored = {r[0]: dict(zip(COLUMNS, r, strict=True)) for r in stored_rows}
-    problems: list[Problem] = []
-    for jid in sorted(rows.keys() | stored.keys()):
-        want, have = rows.get(jid), stored.get(jid)
-        if have is None or want is None:
-            what = "missing from" if have is None else "not in the chain but in"
-            problems.append(
-                {
-                    "kind": "projection",
-                    "job_id": jid,
-                    "message": f"job {jid} is {what} the jobs projection (`imagen rebuild`)",
-                }
-            )
-            continue
-        differ = [c for c in COLUMNS if not _same(want[c], have[c])]
-        if differ:
-            problems.append(
-                {
-                    "kind": "projection",
-                    "job_id": jid,
-                    "columns": differ,
-                    "message": f"job {jid}: the jobs projection disagrees with the chain on "
-                    f"{', '.join(differ)} (`imagen rebuild`)",
-                }
-            )
-    return problems
+    return _compare(rows, stored, COLUMNS, lambda k: {"job_id": k}, "job", "the jobs projection")
 
 
 def check_usage_projection(store: Any, rows: dict[str, dict[str, Any]], head: int) -> list[Problem]:
@@ -236,33 +246,14 @@ def check_usage_projection(store: Any, rows: dict[str, dict[str, Any]], head: in
         if row.get("status") in ("succeeded", "failed", "cancelled"):
             for r in usage_rows(load(store, jid)):
                 want.setdefault(r["id"], r)
-    problems: list[Problem] = []
-    for rid in sorted(want.keys() | stored.keys()):
-        w, h = want.get(rid), stored.get(rid)
-        if w is None or h is None:
-            what = "missing from" if h is None else "not in the chain but in"
-            problems.append(
-                {
-                    "kind": "projection",
-                    "projection": "usage",
-                    "row": rid,
-                    "message": f"usage row {rid} is {what} the usage table (`imagen rebuild`)",
-                }
-            )
-            continue
-        differ = [c for c in LOCAL_COLUMNS if not _same(w.get(c), h.get(c))]
-        if differ:
-            problems.append(
-                {
-                    "kind": "projection",
-                    "projection": "usage",
-                    "row": rid,
-                    "columns": differ,
-                    "message": f"usage row {rid}: the usage table disagrees with the chain on "
-                    f"{', '.join(differ)} (`imagen rebuild`)",
-                }
-            )
-    return problems
+    return _compare(
+        want,
+        stored,
+        LOCAL_COLUMNS,
+        lambda k: {"projection": "usage", "row": k},
+        "usage row",
+        "the usage table",
+    )
 
 
 def _same(a: Any, b: Any) -> bool:
