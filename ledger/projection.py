@@ -18,7 +18,7 @@ Only the standard library here: readers import this module without SQLAlchemy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -81,6 +81,26 @@ class View(Protocol):
 Fold = Callable[[View, Sequence[RecordedEvent]], list[Row]]
 
 
+class LockedView(View, Protocol):
+    """What an append's guard reads, inside the append's transaction under the write lock:
+    the ledger as it stands at that instant, every event committed before included."""
+
+    def checkpoint(self, name: str) -> int: ...
+
+    def has_checkpoint(self, name: str) -> bool: ...
+
+    def read_after(self, after: int, limit: int) -> list[RecordedEvent]: ...
+
+    def query(
+        self, sql: str, params: Mapping[str, object] | None = None
+    ) -> list[tuple[Any, ...]]: ...
+
+
+# A check run by `append(..., guard=...)` before it writes; it refuses the append by raising
+# (nothing is written, the exception reaches the caller unchanged).
+Guard = Callable[[LockedView], None]
+
+
 @dataclass(frozen=True, slots=True)
 class Projection:
     """`fold(view, events)` returns the rows the events change (whole rows); it must be
@@ -132,6 +152,8 @@ __all__ = [
     "ColumnSpec",
     "ColumnType",
     "Fold",
+    "Guard",
+    "LockedView",
     "Projection",
     "Row",
     "TableSpec",

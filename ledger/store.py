@@ -49,7 +49,7 @@ from ledger.events import (
     identity_event,
     identity_of,
 )
-from ledger.projection import ColumnType, Row, TableSpec
+from ledger.projection import ColumnType, Guard, Row, TableSpec
 from ledger.revision import WRITE as _WRITE
 from ledger.revision import current_revision, refuse_newer
 from ledger.schema import (
@@ -142,14 +142,22 @@ class EventStore:
         expected_version: int | None,
         *,
         conn: Connection | None = None,
+        guard: Guard | None = None,
     ) -> list[RecordedEvent]:
         """Append atomically; `expected_version` is the stream version the caller decided on
-        (0 for a new stream), or None to append whatever the stream holds."""
+        (0 for a new stream), or None to append whatever the stream holds.
+
+        `guard(view)` runs first, in the same transaction and under the write lock: a check
+        and the append it allows are one step, so no other writer can slip in between. The
+        view reads like a `Snapshot`; whatever the guard raises refuses the append (nothing is
+        written) and reaches the caller unchanged."""
         if not new_events:
             return []
         if conn is None:
             with self.transaction() as own:
-                return self._append(own, stream_id, new_events, expected_version)
+                return self.append(stream_id, new_events, expected_version, conn=own, guard=guard)
+        if guard is not None:
+            guard(Snapshot(self, conn))
         return self._append(conn, stream_id, new_events, expected_version)
 
     def _append(
@@ -522,6 +530,14 @@ class Snapshot:
             (stream_id, after_version),
         ).fetchall()
         return [RecordedEvent(*r) for r in rows]
+
+    def query(self, sql: str, params: Mapping[str, object] | None = None) -> list[tuple[Any, ...]]:
+        """A read in this view, with `:name` parameters (the text `EventStore.query` takes)."""
+        return [tuple(r) for r in self._conn.execute(text(sql), dict(params or {})).fetchall()]
+
+    def has_checkpoint(self, name: str) -> bool:
+        """Was this projection's table created (its checkpoint row exists)?"""
+        return _checkpoint(self._conn, name) is not None
 
     def rows(self, table: TableSpec, keys: Iterable[Any]) -> dict[Any, Row]:
         t = self._store._table(table)

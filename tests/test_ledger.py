@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ledger import ConcurrencyError, NewEvent, SchemaTooNewError, open_store
 from ledger.schema import LEDGER_HEAD, LEDGER_REVISIONS, LEDGER_VERSION_TABLE
-from tests.ledger_writer import append_many
+from tests.ledger_writer import Full, append_many, take_guarded
 
 
 def fixed_clock() -> datetime:
@@ -123,6 +123,47 @@ def test_concurrent_processes_lose_nothing(ledger_url: str) -> None:
     assert report.checked == 2000
     for i in range(4):
         assert [e.data["n"] for e in store.read_stream(f"p{i}")] == list(range(500))
+
+
+def test_a_guard_refuses_an_append_by_raising_and_nothing_is_written(ledger_url: str) -> None:
+    store = open_store(ledger_url)
+    store.append("s", [NewEvent("A", {"n": 1})], 0)
+    seen: list[int] = []
+
+    def guard(view) -> None:  # type: ignore[no-untyped-def]
+        seen.append(len(view.read_stream("s")))
+        seen.append(view.read_after(0, 10)[-1].position)
+        raise Full("no")
+
+    with pytest.raises(Full):
+        store.append("s", [NewEvent("B", {})], 1, guard=guard)
+    assert seen == [1, 1]  # it read the ledger as committed before it
+    assert [e.type for e in store.read_stream("s")] == ["A"]
+    assert store.verify().checked == 1
+    # A guard that returns lets the append through, in the same transaction.
+    store.append("s", [NewEvent("B", {})], 1, guard=lambda view: None)
+    assert [e.type for e in store.read_stream("s")] == ["A", "B"]
+    assert store.verify().ok
+
+
+def test_guarded_appends_from_four_processes_never_pass_the_limit(ledger_url: str) -> None:
+    """Check-then-append as one step: 4 processes x 10 tries against a limit of 12 leave
+    exactly 12 (a check outside the write lock would let several through at once)."""
+    open_store(ledger_url).close()
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    procs = [
+        ctx.Process(target=take_guarded, args=(ledger_url, f"p{i}", 10, 12, start))
+        for i in range(4)
+    ]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(240)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    store = open_store(ledger_url)
+    assert store.verify().checked == 12
 
 
 def _snapshot(url: str) -> object:
