@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -282,3 +283,51 @@ def test_remote_usage_reads_page_past_the_1000_row_cap(
     assert {r["caller"]: r["images"] for r in remote} == {"agent-7": 1, "bulk": 1500}
     raw = json.loads(box.run("usage", "--source", "remote", "--raw", "--json").stdout)
     assert len(raw) == 1501 and len({r["id"] for r in raw}) == 1501
+
+
+def test_by_day_groups_by_local_calendar_day(tmp_path: Path) -> None:
+    """Days begin at local midnight: 23:30 UTC is already tomorrow in Paris (UTC+1)."""
+    from imagen.core.events import (
+        ImageStored,
+        JobFailed,
+        JobRequested,
+        JobSucceeded,
+        RemoteJobAccepted,
+    )
+    from imagen.core.failures import Failure
+    from ledger import NewEvent, open_store
+
+    box = Sandbox(tmp_path, env={"TZ": "Europe/Paris"})
+    box.write_config(f'[output]\ndirectory = "{tmp_path / "out"}"\n')
+    now = {"t": datetime(2026, 11, 24, tzinfo=UTC)}
+    store = open_store(box.ledger_url, clock=lambda: now["t"])
+    at = [(22, 59, "a", True), (23, 0, "b", True), (23, 30, "a", False), (1, 0, "a", True)]
+    for i, (hour, minute, caller, ok) in enumerate(at):
+        day = 25 if hour < 12 else 24
+        now["t"] = datetime(2026, 11, day, hour, minute, tzinfo=UTC)
+        events: list[Any] = [
+            JobRequested(
+                "b", "echo", "m", f"p{i}", {"seed": i}, {}, "/x", caller=caller, price_usd=0.01
+            )
+        ]
+        if ok:
+            events += [ImageStored("/x", "0" * 64, 1, "png", 1, 1), JobSucceeded({})]
+        else:
+            events += [RemoteJobAccepted("r"), JobFailed("x", "x", Failure.GENERATION_FAILED)]
+        store.append(f"j{i}", [NewEvent(e.type_name(), e.to_data()) for e in events], 0)
+    store.close()
+    result = box.run("usage", "--by", "day", "--json")
+    assert result.returncode == 0, result.stderr
+    days = json.loads(result.stdout)
+    assert [(d["day"], d["images"], d["paid_failed"], d["cost_usd"]) for d in days] == [
+        ("2026-11-24", 1, 0, "0.010000"),  # 22:59 UTC = 23:59 in Paris
+        ("2026-11-25", 2, 1, "0.030000"),
+    ]
+    result = box.run("usage", "--by", "day", "--by", "caller", "--since", "2026-11-25")
+    assert result.returncode == 0, result.stderr
+    lines = [line.split("\t") for line in result.stdout.splitlines()]
+    assert lines[0][:4] == ["day", "caller", "images", "paid_failed"]
+    assert [line[:4] for line in lines[1:]] == [
+        ["2026-11-25", "a", "1", "1"],
+        ["2026-11-25", "b", "1", "0"],
+    ]

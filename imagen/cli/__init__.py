@@ -59,7 +59,7 @@ _COMMANDS = {
     "config": ("imagen.cli.config:config_app", "Write, show or locate the config file."),
     "usage": (
         "imagen.cli.usage:usage_app",
-        "Images, cost and latency by backend, model or caller; sync.",
+        "Images, cost and latency by backend, model, caller or day; sync.",
     ),
     "db": ("imagen.cli.db:db_app", "Database schema migrations (alembic)."),
     "completion": ("imagen.cli.completion:completion", "Print or install shell completion."),

@@ -10,9 +10,11 @@ from cyclopts import App, Parameter
 from imagen.app.errors import UserError
 from imagen.cli import context, render
 
-usage_app = App(name="usage", help="Images, cost and latency by backend, model or caller; sync.")
+usage_app = App(
+    name="usage", help="Images, cost and latency by backend, model, caller or day; sync."
+)
 
-Group = Literal["backend", "model", "caller"]
+Group = Literal["backend", "model", "caller", "day"]
 
 
 @usage_app.default
@@ -25,7 +27,7 @@ def usage(
     json_output: Annotated[bool, Parameter(name="--json")] = False,
     source: Literal["local", "remote"] = "local",
 ) -> None:
-    """Images, cost and latency by backend, model or caller; sync.
+    """Images, cost and latency by backend, model, caller or day; sync.
 
     Grouped by backend and model unless --by says otherwise; `imagen usage sync` sends the
     rows to the team's Supabase table.
@@ -35,6 +37,7 @@ def usage(
     Examples of use:
       imagen usage --since 7d
       imagen usage --by caller --by model
+      imagen usage --by day --since 2026-11-01   # per local calendar day
       imagen usage --raw --json | jq 'map(.cost_usd_estimate) | add'
       imagen usage --source remote --since 2026-11-01   # the whole team's, from Supabase
 
@@ -48,7 +51,7 @@ def usage(
     raw
         One row per image, newest first.
     by
-        Group by backend, model and/or caller (repeatable).
+        Group by backend, model, caller and/or day (the local calendar day; repeatable).
     json_output
         Print a JSON array of rows.
     source
@@ -65,16 +68,25 @@ def usage(
         from imagen.projections.usage.sync import group
 
         rows = fetch(context.config(), context.ENV, since=since_t, until=until_t)
-        data = rows if raw else group(rows, keys)
+        if raw:
+            data = rows
+        elif "day" in keys:
+            from imagen.projections.usage.query import grouped_by_day
+
+            data = grouped_by_day(rows, keys, tz)
+        else:
+            data = group(rows, keys)
     else:
         from imagen.projections.usage import query as usage_query
 
         reader = context.usage_reader()
-        data = (
-            usage_query.rows(reader, since=since_t, until=until_t)
-            if raw
-            else usage_query.grouped(reader, keys, since=since_t, until=until_t)
-        )
+        if raw:
+            data = usage_query.rows(reader, since=since_t, until=until_t)
+        elif "day" in keys:
+            rows = usage_query.rows(reader, since=since_t, until=until_t)
+            data = usage_query.grouped_by_day(rows, keys, tz)
+        else:
+            data = usage_query.grouped(reader, keys, since=since_t, until=until_t)
     if json_output:
         print(json.dumps(data, default=str))
         return

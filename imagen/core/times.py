@@ -47,6 +47,13 @@ def human(moment: datetime | str, local: tzinfo, *, zone: bool = False) -> str:
     return f"{text} {at.tzname() or at.strftime('%z')}" if zone else text
 
 
+def local_day(moment: datetime | str, local: tzinfo) -> str:
+    """The local calendar day (`2026-11-25`) a moment falls on: days begin at local midnight,
+    whatever the UTC offset (and its changes at DST) is."""
+    at = parse_iso(moment) if isinstance(moment, str) else moment
+    return at.astimezone(local).strftime("%Y-%m-%d")
+
+
 def file_stamp(moment: datetime, local: tzinfo) -> str:
     """A default output file name's time: local, sortable, no characters a shell quotes."""
     return moment.astimezone(local).strftime("%Y%m%d-%H%M%S")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from typing import Any
 
 from imagen.projections.usage.fold import LOCAL_COLUMNS, micros_text
@@ -69,3 +70,23 @@ def grouped(
         )
         out.append(row)
     return out
+
+
+def grouped_by_day(
+    rows_: list[dict[str, Any]], by: list[str], local: tzinfo
+) -> list[dict[str, Any]]:
+    """Usage rows (`rows`, or the remote table's) grouped with `day` among the keys: the local
+    calendar day of `created_at`. A database cannot group by it (it knows no local zone and
+    its DST changes), so the rows are summed here, exactly (decimal money) as `grouped` does."""
+    from imagen.core.times import local_day
+    from imagen.projections.usage.sync import group
+
+    keys = [k for k in by if k in (*GROUPS, "day")]
+    days = []
+    for r in rows_:
+        try:
+            day = local_day(str(r.get("created_at")), local)
+        except ValueError:
+            day = None  # a remote row's time that does not parse still counts, under no day
+        days.append({**r, "day": day})
+    return group(days, keys)
