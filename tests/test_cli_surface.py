@@ -32,6 +32,7 @@ DATA_COMMANDS = {
     "rebuild",
     "usage",
     "usage sync",
+    "budget list",
     "generate",
     "gallery",
 }

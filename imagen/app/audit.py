@@ -46,6 +46,10 @@ def fold_chain(
             break
         if e.stream_id == IDENTITY_STREAM:
             continue
+        if newer is not None and (what := newer_than_this(e.type, e.schema_version, e.data)):
+            newer[what] = newer.get(what, 0) + 1
+        if e.stream_id.startswith("$"):  # budgets: not a job
+            continue
         data = e.data
         rows[e.stream_id] = projection.apply(
             rows.get(e.stream_id),
@@ -56,8 +60,6 @@ def fold_chain(
             e.position,
             e.schema_version,
         )
-        if newer is not None and (what := newer_than_this(e.type, e.schema_version, data)):
-            newer[what] = newer.get(what, 0) + 1
         if e.type == "ImageStored":
             images[str(data.get("path"))] = (e.stream_id, str(data.get("sha256")))
     return rows, images

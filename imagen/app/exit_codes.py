@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 6  # no job matches the id
     LEDGER_ERROR = 7  # the ledger cannot be opened (schema too new, unreachable database)
     REJECTED = 8  # the job is recorded: the backend refused its input (422, invalid graph)
+    OVER_BUDGET = 9  # the job is recorded as failed: its price would pass a budget; nothing sent
     INTERNAL = 70  # a bug in imagen (EX_SOFTWARE): one line, the traceback with -v
     INTERRUPTED = 130  # Ctrl-C: the job was cancelled
     BROKEN_PIPE = 141  # the reader of stdout closed early (`imagen jobs | head -1`), as SIGPIPE
@@ -35,6 +36,8 @@ SEVERITY = (
     ExitCode.LEDGER_ERROR,
     ExitCode.AUDIT_FAILED,
     ExitCode.BACKEND_UNAVAILABLE,
+    # Like running out of credit: a person raises the budget (or waits for the next window).
+    ExitCode.OVER_BUDGET,
     ExitCode.BAD_INPUT,
     ExitCode.REJECTED,
     ExitCode.CONFLICT,

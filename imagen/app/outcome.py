@@ -38,6 +38,7 @@ FAILURE_EXIT_CODES: dict[Failure, ExitCode] = {
     Failure.OUTPUT_LOST: ExitCode.JOB_FAILED,
     Failure.DOWNLOAD_FAILED: ExitCode.JOB_FAILED,
     Failure.UNEXPECTED: ExitCode.JOB_FAILED,
+    Failure.BUDGET: ExitCode.OVER_BUDGET,
 }
 
 

@@ -61,6 +61,10 @@ _COMMANDS = {
         "imagen.cli.usage:usage_app",
         "Images, cost and latency by backend, model, caller or day; sync.",
     ),
+    "budget": (
+        "imagen.cli.budget:budget_app",
+        "Cap what each caller may spend per day, week, month or in total.",
+    ),
     "db": ("imagen.cli.db:db_app", "Database schema migrations (alembic)."),
     "completion": ("imagen.cli.completion:completion", "Print or install shell completion."),
     "docs": (

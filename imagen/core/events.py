@@ -462,6 +462,39 @@ class JobInterrupted(Event):
     signal: str
 
 
+# -- budgets (their own stream, BUDGET_STREAM: not a job) ----------------------------------------
+
+BUDGET_STREAM = "$budgets"
+
+
+class BudgetPeriod(StrEnum):
+    DAY = "day"
+    WEEK = "week"  # ISO: Monday 00:00 local time
+    MONTH = "month"
+    TOTAL = "total"  # since the ledger began
+
+
+@dataclass(frozen=True)
+class BudgetSet(Event):
+    """`caller` (or "*", the default for every caller without a budget of its own) may spend
+    at most `amount_micros` (micro-dollars) per `per` window, on `backend` only if given.
+    Replaces the budget with the same caller, period and backend. `set_by`: who set it."""
+
+    caller: str
+    per: BudgetPeriod
+    amount_micros: int
+    backend: str = ""
+    set_by: str = ""
+
+
+@dataclass(frozen=True)
+class BudgetRemoved(Event):
+    caller: str
+    per: BudgetPeriod
+    backend: str = ""
+    removed_by: str = ""
+
+
 TERMINAL_TYPES = frozenset({"JobSucceeded", "JobFailed", "JobCancelled"})
 
 CATALOGUE: dict[str, type[Event]] = {
@@ -489,6 +522,8 @@ CATALOGUE: dict[str, type[Event]] = {
         JobFailed,
         JobCancelled,
         JobInterrupted,
+        BudgetSet,
+        BudgetRemoved,
     )
 }
 

@@ -27,4 +27,6 @@ class Failure(StrEnum):
     )
     OUTPUT_LOST = "output_lost"  # produced (and paid for) but no longer served
     DOWNLOAD_FAILED = "download_failed"  # the image could not be fetched or was not an image
+    # Refused before anything was sent: a budget of the caller's would be passed.
+    BUDGET = "budget"
     UNEXPECTED = "unexpected"  # an answer the adapter does not understand, or an internal limit

@@ -66,6 +66,7 @@ from imagen.runner.transports import (
     Websockets,
 )
 from ledger import ConcurrencyError, EventStore, NewEvent
+from ledger.projection import Guard
 
 LEASE_SECONDS = 120.0
 MAX_STEPS = 5000
@@ -145,9 +146,20 @@ class Runner:
     # -- the loop ----------------------------------------------------------------------------
 
     def submit(self, job_id: str, request: JobRequested) -> JobState:
-        """Record a new job and claim it in one atomic append."""
+        """Record a new job and claim it in one atomic append, if the caller's budgets allow
+        its price (checked in the same step, under the ledger's write lock). Over budget, the
+        job is recorded as failed (category budget) and nothing will be sent."""
+        from imagen.app import budgets
+
         state = JobState(job_id)
-        return self._append(state, [request, self._claim(resumed=False)])
+        check = budgets.guard(request, self.envt.clock, self.envt.tz)
+        if check is not None:
+            budgets.prepare_check(self.store, request)
+        try:
+            return self._append(state, [request, self._claim(resumed=False)], guard=check)
+        except budgets.OverBudget as over:
+            failed = JobFailed("over_budget", f"job {job_id}: {over}", Failure.BUDGET)
+            return self._append(state, [request, failed])
 
     def run(
         self,
@@ -480,13 +492,15 @@ class Runner:
             data = _scrub(data, _secret_pattern(frozenset(self._secrets)))
         return NewEvent(event.type_name(), data, event.SCHEMA_VERSION)
 
-    def _append(self, state: JobState, events: list[Event]) -> JobState:
+    def _append(self, state: JobState, events: list[Event], guard: Guard | None = None) -> JobState:
         if not events:
             return state
         new = [self._to_new(e) for e in events]
         with _signals_deferred():
             try:
-                recorded = self.store.append(state.job_id, new, expected_version=state.version)
+                recorded = self.store.append(
+                    state.job_id, new, expected_version=state.version, guard=guard
+                )
             except ConcurrencyError as exc:
                 raise JobTakenOver(
                     f"job {state.job_id} was changed by another process; it is driven elsewhere"

@@ -96,8 +96,8 @@ class Sandbox:
     def job_ids(self) -> list[str]:
         seen: dict[str, None] = {}
         for e in self.events():
-            if e.stream_id != IDENTITY_STREAM:
-                seen.setdefault(e.stream_id, None)
+            if e.stream_id != IDENTITY_STREAM and not e.stream_id.startswith("$"):
+                seen.setdefault(e.stream_id, None)  # "$budgets" and the like: not jobs
         return list(seen)
 
     def types(self, job_id: str) -> list[str]:

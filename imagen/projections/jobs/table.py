@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from imagen.projections.jobs import fold as projection
-from ledger.events import IDENTITY_STREAM, RecordedEvent
+from ledger.events import RecordedEvent
 from ledger.projection import ColumnSpec, ColumnType, Projection, Row, TableSpec, View
 from ledger.projection import catch_up as catch_up_projection
 from ledger.projection import reset as reset_projection
@@ -62,7 +62,8 @@ assert JOBS.column_names == projection.COLUMNS
 
 def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
     """The rows of every job the events touch, starting from the rows already there."""
-    events = [e for e in events if e.stream_id != IDENTITY_STREAM]  # the ledger's id: no job
+    # "$ledger" (the ledger's id), "$budgets": streams that are not jobs.
+    events = [e for e in events if not e.stream_id.startswith("$")]
     rows = view.rows(JOBS, {e.stream_id for e in events})
     for e in events:
         rows[e.stream_id] = projection.apply(

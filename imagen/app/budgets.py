@@ -1,0 +1,224 @@
+"""Budgets: setting them (ledger events), checking a request against them under the ledger's
+write lock, and reporting spent and left per window.
+
+The check is a guard on the append that records a new job (`Runner.submit`): it reads the
+budgets and what the caller has committed inside the same locked transaction, so two processes
+can never both take the last of a budget. Rules: imagen/core/budgets.py; what counts as
+committed: imagen/projections/spend.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Any
+
+from imagen.core import budgets as rules
+from imagen.core.budgets import DEFAULT, Budget
+from imagen.core.events import (
+    BUDGET_STREAM,
+    BudgetPeriod,
+    BudgetRemoved,
+    BudgetSet,
+    Event,
+    JobRequested,
+)
+from imagen.core.job import image_count
+from imagen.core.money import usd
+from imagen.core.times import iso
+from imagen.projections import spend
+from imagen.projections.usage.fold import micros
+from ledger.events import NewEvent
+from ledger.projection import Guard, LockedView
+
+Clock = Callable[[], datetime]
+
+
+def dollars(value: int) -> str:
+    """Micro-dollars as imagen shows money ("0.003000")."""
+    return usd(f"{value // 1_000_000}.{value % 1_000_000:06d}") or "0.000000"
+
+
+class OverBudget(Exception):
+    """A request would take its caller past `budget`: refused before anything is sent."""
+
+    def __init__(self, budget: Budget, caller: str, spent: int, price: int) -> None:
+        self.budget, self.caller, self.spent, self.price = budget, caller, spent, price
+        left = max(budget.amount_micros - spent, 0)
+        super().__init__(
+            f"over budget: {budget.describe()} is ${dollars(budget.amount_micros)}; "
+            f"{caller} has spent ${dollars(spent)}, ${dollars(left)} left, and this request "
+            f"costs ${dollars(price)}; nothing was sent (`imagen budget list`)"
+        )
+
+
+def price_micros(request: JobRequested) -> int:
+    if not request.price_usd or request.price_usd <= 0:
+        return 0
+    value = micros(request.price_usd, image_count(request))
+    return spend.HUGE if value is None else min(value, spend.HUGE)
+
+
+def in_force(view: Any) -> dict[tuple[str, str, str], Budget]:
+    """The budgets the ledger holds now (`view`: a store, a snapshot or a guard's view)."""
+    from imagen.runner.load import to_recorded
+
+    recorded = (to_recorded(e) for e in view.read_stream(BUDGET_STREAM))
+    return rules.fold((r.event, iso(r.at)) for r in recorded)
+
+
+def window_filters(
+    budgets: Iterable[Budget], caller: str, now: datetime, tz: tzinfo
+) -> list[spend.Filter]:
+    out = []
+    for b in budgets:
+        start = rules.window_start(b.per, now, tz)
+        out.append(spend.Filter(caller, b.backend, None if start is None else iso(start)))
+    return out
+
+
+def guard(request: JobRequested, clock: Clock, tz: tzinfo) -> Guard | None:
+    """The check run under the write lock before `request` is recorded; None when the request
+    costs nothing (a free job is never refused, whatever was spent)."""
+    price = price_micros(request)
+    if price == 0:
+        return None
+
+    def check(view: LockedView) -> None:
+        applicable = rules.applicable(in_force(view).values(), request.caller, request.backend)
+        if not applicable:
+            return
+        filters = window_filters(applicable, request.caller, clock(), tz)
+        for b, spent in zip(applicable, spend.committed(view, filters), strict=True):
+            if spent + price > b.amount_micros:
+                raise OverBudget(b, request.caller, spent, price)
+
+    return check
+
+
+def prepare_check(store: Any, request: JobRequested) -> None:
+    """Outside the lock, before a paid request: bring the spend table up to date when budgets
+    exist, so the guard reads only the few events appended since (not the whole ledger)."""
+    if price_micros(request) and store.stream_version(BUDGET_STREAM):
+        spend.catch_up(store)
+
+
+# -- setting -----------------------------------------------------------------------------------
+
+
+def _new(event: Event) -> NewEvent:
+    return NewEvent(event.type_name(), event.to_data(), event.SCHEMA_VERSION)
+
+
+def set_budget(
+    store: Any, caller: str, amount: str, per: str, backend: str | None, by: str
+) -> Budget:
+    event = BudgetSet(
+        rules.check_caller(caller), BudgetPeriod(per), rules.parse_amount(amount), backend or "", by
+    )
+    store.append(BUDGET_STREAM, [_new(event)], None)
+    return Budget(event.caller, event.per, event.amount_micros, event.backend, by)
+
+
+def remove_budgets(
+    store: Any, caller: str, per: str | None, backend: str | None, by: str
+) -> list[Budget]:
+    """Remove the caller's budgets matching `per` and `backend` (each when given)."""
+    from ledger import ConcurrencyError
+
+    while True:
+        version = store.stream_version(BUDGET_STREAM)
+        chosen = [
+            b
+            for b in in_force(store).values()
+            if b.caller == caller
+            and (per is None or b.per.value == per)
+            and (backend is None or b.backend == backend)
+        ]
+        if not chosen:
+            raise NoSuchBudget(caller, per, backend)
+        events = [_new(BudgetRemoved(b.caller, b.per, b.backend, by)) for b in chosen]
+        try:
+            store.append(BUDGET_STREAM, events, version)  # only if nobody changed them since
+            return chosen
+        except ConcurrencyError:
+            continue
+
+
+class NoSuchBudget(Exception):
+    def __init__(self, caller: str, per: str | None, backend: str | None) -> None:
+        which = (
+            caller + (f" --per {per}" if per else "") + (f" --backend {backend}" if backend else "")
+        )
+        super().__init__(f"no budget matches {which} (`imagen budget list` shows them)")
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """One budget as it stands for one caller in its current window."""
+
+    budget: Budget
+    caller: str
+    start: datetime | None
+    end: datetime | None
+    spent: int
+
+    @property
+    def left(self) -> int:
+        return max(self.budget.amount_micros - self.spent, 0)
+
+
+def standings(store: Any, now: datetime, tz: tzinfo) -> list[tuple[Budget, list[Standing]]]:
+    """Every budget in force with, per caller it governs, spent and left in the current window.
+    A caller's own budget governs that caller; the default governs each caller with spend on
+    record and no budget of its own."""
+    spend.catch_up(store)
+    with store.snapshot() as view:
+        budgets = sorted(in_force(view).values(), key=lambda b: (b.caller == DEFAULT, b.key))
+        own = {b.caller for b in budgets if b.caller != DEFAULT}
+        others = sorted(
+            c
+            for (c,) in view.query(f"SELECT DISTINCT caller FROM {spend.TABLE}")
+            if c is not None and c not in own
+        )
+        out = []
+        for b in budgets:
+            start = rules.window_start(b.per, now, tz)
+            since = None if start is None else iso(start)
+            callers = [b.caller] if b.caller != DEFAULT else others
+            filters = [spend.Filter(c, b.backend, since) for c in callers]
+            sums = spend.committed(view, filters) if filters else []
+            end = rules.window_end(b.per, now, tz)
+            out.append(
+                (b, [Standing(b, c, start, end, n) for c, n in zip(callers, sums, strict=True)])
+            )
+    return out
+
+
+def standing_json(s: Standing) -> dict[str, Any]:
+    return {"caller": s.caller, "spent": dollars(s.spent), "left": dollars(s.left)}
+
+
+def budget_json(b: Budget, rows: list[Standing], now: datetime, tz: tzinfo) -> dict[str, Any]:
+    start = rules.window_start(b.per, now, tz)
+    end = rules.window_end(b.per, now, tz)
+    out: dict[str, Any] = {
+        "caller": b.caller,
+        "per": b.per.value,
+        "backend": b.backend or None,
+        "amount": dollars(b.amount_micros),
+        "window_start": None if start is None else start.isoformat(),
+        "window_end": None if end is None else end.isoformat(),
+        "set_by": b.set_by,
+        "set_at": b.set_at,
+    }
+    if b.caller == DEFAULT:
+        out.update(spent=None, left=None, callers=[standing_json(s) for s in rows])
+    else:
+        [s] = rows
+        out.update(spent=dollars(s.spent), left=dollars(s.left))
+    return out

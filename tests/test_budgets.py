@@ -1,0 +1,309 @@
+"""Budgets: set/list/remove, enforcement before money moves (the Replicate double counts what
+was created, i.e. billed), what counts as spent, windows at their edges, and the race of 8
+processes against one budget on both engines."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from imagen.app import budgets
+from imagen.core import budgets as rules
+from imagen.core.events import BudgetPeriod
+from imagen.testing.replicate import ReplicateDouble
+from tests.support.cli import Sandbox
+
+TOKEN = "r8_test_secret_token_0123456789"
+SCHNELL = "black-forest-labs/flux-schnell"  # 0.003 per image
+DEV = "black-forest-labs/flux-dev"  # 0.025 per image
+
+
+@pytest.fixture
+def rep() -> Iterator[ReplicateDouble]:
+    with ReplicateDouble(token=TOKEN) as double:
+        yield double
+
+
+def make_box(root: Path, rep: ReplicateDouble, ledger_url: str = "", caller: str = "agent-1"):  # type: ignore[no-untyped-def]
+    root.mkdir(parents=True, exist_ok=True)
+    box = Sandbox(
+        root, ledger_url=ledger_url, env={"REPLICATE_API_TOKEN": TOKEN, "MAI_FROM_ID": caller}
+    )
+    common = f'base_url = "{rep.url}"\npoll_interval_s = 0.05\nretry_base_s = 0.01\n'
+    box.write_config(
+        f'default_backend = "rep"\n[backends.rep]\ntype = "replicate"\nmodel = "{SCHNELL}"\n'
+        f'{common}[backends.dev]\ntype = "replicate"\nmodel = "{DEV}"\n{common}'
+        f'[output]\ndirectory = "{root / "out"}"\n'
+    )
+    return box
+
+
+@pytest.fixture
+def box(tmp_path: Path, rep: ReplicateDouble) -> Sandbox:
+    return make_box(tmp_path / "box", rep)
+
+
+def gen(box: Sandbox, caller: str = "agent-1", *args: str) -> subprocess.CompletedProcess[str]:
+    return box.run("generate", "a fox", "--size", "256x256", *args, env={"MAI_FROM_ID": caller})
+
+
+def budget(box: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+    result = box.run("budget", *args)
+    return result
+
+
+def listed(box: Sandbox) -> list[dict]:  # type: ignore[type-arg]
+    result = box.run("budget", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+# -- enforcement -------------------------------------------------------------------------------
+
+
+def test_a_request_past_the_budget_is_not_sent_and_is_recorded_as_failed(
+    box: Sandbox, rep: ReplicateDouble
+) -> None:
+    assert budget(box, "set", "agent-1", "0.006", "--per", "day").returncode == 0
+    assert gen(box).returncode == 0 and gen(box).returncode == 0
+    refused = gen(box)
+    assert refused.returncode == 9, refused.stderr
+    [line] = [x for x in refused.stderr.splitlines() if "error" in x]
+    assert "over budget: agent-1 per day is $0.006000" in line
+    assert "spent $0.006000, $0.000000 left" in line and "nothing was sent" in line
+    assert rep.billed == 2
+    job = box.job_ids()[-1]
+    assert box.types(job) == ["JobRequested", "JobFailed"]  # no claim, no request sent
+    assert box.events(job)[-1].data["category"] == "budget"
+    jobs = json.loads(box.run("jobs", "--json").stdout)
+    assert [j["status"] for j in jobs if j["job_id"] == job] == ["failed"]
+    [row] = listed(box)
+    assert (row["spent"], row["left"]) == ("0.006000", "0.000000")
+
+
+def test_the_default_governs_callers_without_a_budget_of_their_own(
+    box: Sandbox, rep: ReplicateDouble
+) -> None:
+    assert budget(box, "set", "*", "0.003", "--per", "week").returncode == 0
+    assert budget(box, "set", "alice", "1", "--per", "day").returncode == 0
+    # bob and carol each get the default's allowance: one image each.
+    assert gen(box, "bob").returncode == 0
+    assert gen(box, "bob").returncode == 9
+    assert gen(box, "carol").returncode == 0
+    # alice has a budget of her own: the default does not apply to her.
+    assert [gen(box, "alice").returncode for _ in range(2)] == [0, 0]
+    assert rep.billed == 4
+    rows = {r["caller"]: r for r in listed(box)}
+    assert rows["alice"]["spent"] == "0.006000"
+    default = rows["*"]
+    assert default["spent"] is None
+    assert {c["caller"]: (c["spent"], c["left"]) for c in default["callers"]} == {
+        "bob": ("0.003000", "0.000000"),
+        "carol": ("0.003000", "0.000000"),
+    }
+
+
+def test_a_per_backend_budget_caps_only_that_backend(box: Sandbox, rep: ReplicateDouble) -> None:
+    assert (
+        budget(box, "set", "agent-1", "0.03", "--per", "month", "--backend", "dev").returncode == 0
+    )
+    assert gen(box, "agent-1", "--backend", "dev").returncode == 0  # 0.025
+    refused = gen(box, "agent-1", "--backend", "dev")
+    assert refused.returncode == 9 and "on dev" in refused.stderr
+    assert [gen(box).returncode for _ in range(3)] == [0, 0, 0]  # schnell on rep: not capped
+    assert rep.billed == 4
+
+
+def test_a_multi_image_request_is_priced_for_every_image(
+    box: Sandbox, rep: ReplicateDouble
+) -> None:
+    assert budget(box, "set", "agent-1", "0.009", "--per", "total").returncode == 0
+    assert gen(box, "agent-1", "--count", "4").returncode == 9  # 0.012 > 0.009
+    assert gen(box, "agent-1", "--count", "3").returncode == 0
+    assert rep.billed == 1
+
+
+# -- what counts as spent ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [401, 402, 422])
+def test_a_request_the_provider_refused_is_not_counted(
+    box: Sandbox, rep: ReplicateDouble, status: int
+) -> None:
+    assert budget(box, "set", "agent-1", "0.003", "--per", "day").returncode == 0
+    rep.fail_next("create", status=status)
+    assert gen(box).returncode in (3, 8)
+    assert rep.billed == 0
+    assert gen(box).returncode == 0  # the refused request left the whole budget
+    assert rep.billed == 1
+
+
+def test_a_refused_connection_is_not_counted(tmp_path: Path, rep: ReplicateDouble) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens here once closed
+    box = make_box(tmp_path / "box", rep)
+    text = (tmp_path / "box" / "config.toml").read_text()
+    (tmp_path / "box" / "config.toml").write_text(
+        text.replace(f'base_url = "{rep.url}"', f'base_url = "http://127.0.0.1:{closed}"', 1)
+    )
+    assert budget(box, "set", "agent-1", "0.003", "--per", "day").returncode == 0
+    assert gen(box).returncode == 3
+    [row] = listed(box)
+    assert row["spent"] == "0.000000"
+
+
+def test_a_prediction_that_failed_after_being_billed_counts(
+    box: Sandbox, rep: ReplicateDouble
+) -> None:
+    assert budget(box, "set", "agent-1", "0.003", "--per", "day").returncode == 0
+    rep.behaviour(fail_with="All generated images contained NSFW content.")
+    assert gen(box).returncode == 1
+    assert rep.billed == 1
+    rep.behaviour()
+    refused = gen(box)
+    assert refused.returncode == 9 and "spent $0.003000, $0.000000 left" in refused.stderr
+    assert rep.billed == 1
+
+
+def test_a_free_backend_is_never_refused(tmp_path: Path, rep: ReplicateDouble) -> None:
+    """A request that costs nothing (price 0 in the config) passes an exhausted budget."""
+    box = make_box(tmp_path / "box", rep)
+    text = (tmp_path / "box" / "config.toml").read_text()
+    (tmp_path / "box" / "config.toml").write_text(
+        text.replace("[output]", "price_usd = 0\n[output]")
+    )
+    assert budget(box, "set", "agent-1", "0", "--per", "day").returncode == 0
+    assert gen(box, "agent-1", "--backend", "dev").returncode == 0
+    assert gen(box).returncode == 9
+
+
+# -- windows (local calendar; clocks injected) -------------------------------------------------
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def local(*args: int) -> datetime:
+    return datetime(*args, tzinfo=PARIS)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("per", "now", "start", "end"),
+    [
+        # A DST day (23 hours long) is still one calendar day, midnight to midnight.
+        ("day", local(2026, 3, 29, 12), local(2026, 3, 29), local(2026, 3, 30)),
+        ("day", local(2026, 3, 29, 23, 59, 59, 999999), local(2026, 3, 29), local(2026, 3, 30)),
+        ("day", local(2026, 3, 30), local(2026, 3, 30), local(2026, 3, 31)),
+        # ISO weeks: Sunday's last instant is in the week that began on Monday.
+        ("week", local(2026, 11, 29, 23, 59, 59, 999999), local(2026, 11, 23), local(2026, 11, 30)),
+        ("week", local(2026, 11, 30), local(2026, 11, 30), local(2026, 12, 7)),
+        ("month", local(2026, 1, 31, 23, 59, 59, 999999), local(2026, 1, 1), local(2026, 2, 1)),
+        ("month", local(2026, 12, 1), local(2026, 12, 1), local(2027, 1, 1)),
+        ("total", local(2026, 12, 1), None, None),
+    ],
+)
+def test_windows_follow_the_local_calendar(
+    per: str, now: datetime, start: datetime | None, end: datetime | None
+) -> None:
+    period = BudgetPeriod(per)
+    # The clock gives UTC; the window is taken in the local zone.
+    assert rules.window_start(period, now.astimezone(UTC), PARIS) == start
+    assert rules.window_end(period, now.astimezone(UTC), PARIS) == end
+
+
+def test_the_day_window_hours_are_local_ones() -> None:
+    start = rules.window_start(BudgetPeriod.DAY, datetime(2026, 3, 29, 12, tzinfo=UTC), PARIS)
+    assert start is not None and start.astimezone(UTC) == datetime(2026, 3, 28, 23, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _record_job(store, job_id: str, caller: str, *, end: str | None = "JobSucceeded") -> None:  # type: ignore[no-untyped-def]
+    from ledger import NewEvent
+
+    request = {
+        "backend": "rep",
+        "backend_type": "replicate",
+        "model": SCHNELL,
+        "prompt": "p",
+        "params": {"count": 1},
+        "backend_config": {},
+        "output_path": f"/tmp/{job_id}.png",
+        "caller": caller,
+        "price_usd": 0.003,
+    }
+    events = [NewEvent("JobRequested", request)]
+    if end is not None:
+        events.append(NewEvent("RemoteJobAccepted", {"remote_id": f"r-{job_id}"}))
+        image = {"path": f"/tmp/{job_id}.png", "sha256": "0" * 64, "bytes": 1, "format": "png"}
+        events.append(NewEvent("ImageStored", {**image, "width": 1, "height": 1}))
+        events.append(NewEvent(end, {}))
+    store.append(job_id, events, 0)
+
+
+def test_spend_ended_before_midnight_leaves_the_day_window(tmp_path: Path) -> None:
+    from ledger import open_store
+
+    clock = Clock(local(2026, 11, 24, 23, 59, 59, 999999).astimezone(UTC))
+    store = open_store(f"sqlite:///{tmp_path / 'l.db'}", clock=clock)
+    budgets.set_budget(store, "a", "0.003", "day", None, "test")
+    _record_job(store, "j1", "a")  # ended at the day's last instant
+    clock.now = local(2026, 11, 25).astimezone(UTC)
+    [(_, [before])] = budgets.standings(store, clock.now - timedelta(microseconds=1), PARIS)
+    assert before.spent == 3000
+    [(_, [after])] = budgets.standings(store, clock.now, PARIS)
+    assert after.spent == 0
+    _record_job(store, "j2", "a")  # ended at midnight: today's
+    [(_, [today])] = budgets.standings(store, clock.now, PARIS)
+    assert today.spent == 3000
+    # A job still under way holds its price in every current window, whenever it was asked.
+    _record_job(store, "j3", "b", end=None)
+    clock.now += timedelta(days=40)
+    budgets.set_budget(store, "b", "1", "day", None, "test")
+    standing = dict((b.caller, rows) for b, rows in budgets.standings(store, clock.now, PARIS))
+    assert [s.spent for s in standing["b"]] == [3000]
+    assert [s.spent for s in standing["a"]] == [0]
+
+
+def test_the_guard_reads_events_past_the_spend_table(tmp_path: Path) -> None:
+    """Under the lock the table may lag: events after its checkpoint are folded from their
+    streams, so the sum is the same whether the table is missing, behind or current."""
+    from imagen.projections import spend
+    from ledger import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'l.db'}")
+    filters = [spend.Filter("a"), spend.Filter("a", "other"), spend.Filter("b")]
+
+    def sums() -> list[int]:
+        with store.snapshot() as view:
+            return spend.committed(view, filters, batch=2)
+
+    for n in range(3):
+        _record_job(store, f"a{n}", "a")
+    _record_job(store, "b0", "b", end=None)
+    assert sums() == [9000, 0, 3000]  # no table yet
+    spend.catch_up(store)
+    _record_job(store, "a3", "a", end=None)
+    store.append("a0", [_job_failed()], None)  # a second end: still one job's cost
+    assert sums() == [12000, 0, 3000]  # table + tail
+    spend.catch_up(store)
+    assert sums() == [12000, 0, 3000]
+
+
+def _job_failed():  # type: ignore[no-untyped-def]
+    from ledger import NewEvent
+
+    return NewEvent("JobFailed", {"reason": "x", "message": "x", "category": "unexpected"})
