@@ -381,6 +381,43 @@ def test_list_pagination_newest_first(clock: FakeClock) -> None:
         assert api.request("GET", "/v1/predictions?cursor=garbage").status == 400
 
 
+def test_list_is_100_a_page_newest_first_through_the_official_client(clock: FakeClock) -> None:
+    """Replicate's reference: "a paginated JSON array of prediction objects, sorted with the
+    most recent prediction first", 100 records a page, `next` null on the last page."""
+    with ReplicateDouble(token=TOKEN, clock=clock) as rep:
+        api = Api(rep)
+        ids = []
+        for i in range(101):
+            ids.append(api.create({"prompt": f"p{i}"})["id"])
+            clock.advance(0.5)
+        client = replicate.Client(api_token=TOKEN, base_url=rep.url)
+        page = client.predictions.list()
+        assert [p.id for p in page.results] == ids[::-1][:100] and page.next
+        last = client.predictions.list(cursor=page.next)
+        assert [p.id for p in last.results] == [ids[0]] and last.next is None
+        times = [p.created_at for p in page.results]
+        assert times == sorted(times, reverse=True)
+
+
+def test_enforced_rate_limit_answers_429_until_the_minute_ends(clock: FakeClock) -> None:
+    with ReplicateDouble(token=TOKEN, clock=clock, rate_limits={"other": 2}) as rep:
+        api = Api(rep)
+        api.create({"prompt": "x"})  # creates have their own bucket
+        first = api.request("GET", "/v1/predictions")
+        assert first.status == 200 and first.headers["ratelimit-remaining"] == "1"
+        assert api.request("GET", "/v1/predictions").headers["ratelimit-remaining"] == "0"
+        throttled = api.request("GET", "/v1/predictions")
+        wait = int(throttled.headers["Retry-After"])
+        assert throttled.status == 429 and 1 <= wait <= 60
+        assert _json(throttled) == {
+            "detail": f"Request was throttled. Your rate limit resets in ~{wait}s.",
+            "status": 429,
+            "retry_after": wait,
+        }
+        clock.advance(wait)
+        assert api.request("GET", "/v1/predictions").status == 200
+
+
 def test_cancel(rep: ReplicateDouble) -> None:
     api = Api(rep)
     rep.behaviour(never_finish=True)

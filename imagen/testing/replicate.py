@@ -22,6 +22,10 @@ Choices where the real API is unverified or the double simplifies:
 - a `Prefer` value outside `wait[=1..60]` is ignored (no hold, no Preference-Applied);
 - `Cancel-After` that is malformed or outside 5 s..24 h answers 400 (problem JSON);
 - a null optional input field counts as absent; every created prediction is billed, aborted too;
+- rate limits (600 creates, 3000 other requests a minute) are counted in `ratelimit-*` headers;
+  `rate_limits=` enforces chosen ones (429, Retry-After and `retry_after` until the minute ends);
+- the list holds every prediction, newest first, 100 a page (`page_size=`), with an opaque
+  `cursor` in `next`/`previous` links and `created_after`/`created_before` filters;
 - without Prefer the create answer is the fresh `starting` state, even when `duration=0`;
 - output file URLs are http://127.0.0.1 (the official client wraps only https:/data: outputs in
   FileOutput, so `run()` returns plain URL strings unless `output_as="data"`).
@@ -34,6 +38,7 @@ import base64
 import hashlib
 import io
 import json
+import math
 import random
 import re
 import secrets
@@ -487,6 +492,7 @@ class ReplicateDouble:
         page_size: int = 100,
         output_ttl: float = 3600.0,
         output_as: OutputAs = "url",
+        rate_limits: Mapping[str, int] | None = None,
     ) -> None:
         # None accepts any non-empty token (standalone demo without --token).
         self._tokens: frozenset[str] | None = (
@@ -511,6 +517,11 @@ class ReplicateDouble:
         self._corrupt = 0
         self._truncate = 0
         self._rate: dict[str, tuple[int, int]] = {}  # bucket -> (minute, count)
+        # Requests per minute per bucket ("create", "other"); beyond them a 429. None: Replicate's
+        # documented 600 and 3000, counted in the headers but never enforced (tests send few).
+        self._limits = dict(rate_limits) if rate_limits is not None else None
+        if self._limits is not None and set(self._limits) - {"create", "other"}:
+            raise ValueError("rate_limits buckets are 'create' and 'other'")
         self._images: dict[tuple[str, int], bytes] = {}
         self._image_lock = threading.Lock()
         self._conns: set[socket.socket] = set()
@@ -647,6 +658,23 @@ class ReplicateDouble:
             raise ValueError(f"form must be one of {sorted(_ECHO_FORMS)}, not {form!r}")
         self._add_fault(route, _Fault("echo", 400, body=form), times)
 
+    def amend(self, pid: str, *, status: str | None = None, outputs: int | None = None) -> None:
+        """Change a finished prediction's record after the fact, as a provider's books may
+        change (a refund marks it failed, moderation removes outputs): `outputs` keeps the
+        first n output files."""
+        with self._cond:
+            p = self._preds[pid]
+            p.advance(self._clock(), self._ttl)
+            if status is not None:
+                p.status = status
+            if outputs is not None:
+                p.files = p.files[:outputs]
+
+    def forget(self, pid: str) -> None:
+        """The provider no longer has the prediction: gone from the list and from GET."""
+        with self._cond:
+            del self._preds[pid]
+
     def hostile_next(self, url: str | None) -> None:
         """Listing pages that have a next page link to `url` instead (None: honest links)."""
         with self._cond:
@@ -713,17 +741,24 @@ class ReplicateDouble:
             return False
         return self._tokens is None or token in self._tokens
 
-    def _rate_headers(self, route: str) -> dict[str, str]:
-        # Separate buckets as observed: creates 600/min, everything else 3000/min.
-        bucket, limit = ("create", 600) if route == "create" else ("other", 3000)
-        now = time.time()
+    def _rate_headers(self, route: str) -> tuple[dict[str, str], bool]:
+        """The rate-limit headers for this request, and whether it is over the limit (only
+        when limits are enforced). Separate buckets as observed: creates 600/min, everything
+        else 3000/min; windows follow the double's clock (an injected clock resets them)."""
+        bucket = "create" if route == "create" else "other"
+        limit = (self._limits or {}).get(bucket, 600 if bucket == "create" else 3000)
+        now = self._clock().timestamp()
         minute = int(now // 60)
         with self._cond:
             last, count = self._rate.get(bucket, (minute, 0))
             count = count + 1 if last == minute else 1
             self._rate[bucket] = (minute, count)
-        reset = max(1, int(60 - now % 60))
-        return {"ratelimit-remaining": str(max(limit - count, 0)), "ratelimit-reset": str(reset)}
+        reset = max(1, math.ceil(60 - now % 60))
+        headers = {"ratelimit-remaining": str(max(limit - count, 0)), "ratelimit-reset": str(reset)}
+        over = self._limits is not None and bucket in self._limits and count > limit
+        if over:
+            headers["Retry-After"] = str(reset)
+        return headers, over
 
     def _json(self, p: _Prediction, *, initial: bool = False) -> dict[str, Any]:
         """The prediction as the API shows it; `initial` = the fresh create answer (starting)."""
@@ -1150,7 +1185,11 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "echo":
             self._send_json(400, _echo(str(fault.body), self.headers.get("Authorization") or ""))
             return
-        headers = rep._rate_headers(route)
+        headers, throttled = rep._rate_headers(route)
+        if throttled:
+            retry_after = int(headers["Retry-After"])
+            self._send_json(429, _problem(429, retry_after), headers, delay)
+            return
         if fault is not None:
             self._send_fault(fault, headers, delay)
             return
