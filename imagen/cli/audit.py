@@ -13,16 +13,23 @@ from imagen.cli import context
 
 
 def audit(
-    *, json_output: Annotated[bool, Parameter(name="--json")] = False, remote: bool = False
+    *,
+    json_output: Annotated[bool, Parameter(name="--json")] = False,
+    remote: bool = False,
+    provider: bool = False,
+    since: str | None = None,
 ) -> int:
     """Verify the ledger's chain, invariants and image files.
 
     Checks the hash chain (naming the first broken position), each job's invariants (one
     terminal event, nothing after it) and every stored image's sha256. Exit 4 on a problem.
+    --provider also compares the ledger with Replicate's own list of predictions (exit 4 when
+    the books differ, 3 when the list could not be read whole).
 
     Examples of use:
       imagen audit
       imagen audit --remote            # also compare the head last reported to Supabase
+      imagen audit --provider --since 7d
       imagen audit --json | jq .problems
 
     Parameters
@@ -31,10 +38,26 @@ def audit(
         Print one JSON report.
     remote
         Also check every chain head reported to Supabase and this machine's reported ledgers.
+    provider
+        Also reconcile with each configured Replicate account's list of predictions: those the
+        ledger does not know, those it counts as billed that Replicate does not list, and
+        status or output counts that differ.
+    since
+        With --provider: predictions created from this age (30m, 24h, 7d, 2w), local date
+        (2026-11-01: from local midnight) or time (2026-11-01T12:00 local, or with Z or an
+        offset); default: all.
     """
     from imagen.app import audit as checks
     from imagen.projections.jobs import table as jobs_index
 
+    since_at = None
+    if since is not None:
+        from imagen.app.errors import UserError
+        from imagen.core.times import parse_moment
+
+        if not provider:
+            raise UserError("--since needs --provider (it bounds the provider's predictions)")
+        since_at = parse_moment(since, context.ENV.clock(), context.ENV.tz)
     store = context.store()
     problems: list[dict[str, Any]] = []
     report = store.verify()
@@ -67,6 +90,16 @@ def audit(
         from imagen.app.usage_sync import audit_remote
 
         problems.extend(audit_remote(store, context.config(), context.ENV))
+    accounts = None
+    if provider:
+        from imagen.app.reconcile import audit_provider
+
+        found = audit_provider(
+            store, context.config(), context.ENV, since=since_at, head=head, note=context.note
+        )
+        problems.extend(found.problems)
+        notes.extend(found.notes)
+        accounts = found.accounts
     summary = {
         "ok": not problems,
         "events_verified": report.checked,
@@ -75,19 +108,34 @@ def audit(
         "problems": problems,
         "notes": notes,
     }
+    if accounts is not None:
+        summary["provider"] = accounts
+    incomplete = any(a["error"] for a in accounts or [])
     if json_output:
         print(json.dumps(summary))
     else:
+        from imagen.cli.safe import printable
+
         for p in problems:
-            print(p["message"])
+            print(printable(p["message"]))
         for n in notes:
-            print(f"note: {n['message']}")
+            print(printable(f"note: {n['message']}"))
+        for a in accounts or []:
+            state = f"error: {a['error']}" if a["error"] else "listed whole"
+            print(
+                printable(
+                    f"provider {', '.join(a['backends'])}: {a['listed']} prediction(s) in the "
+                    f"window, {a['pages']} page(s), {len(a['retries'])} retry(ies); {state}"
+                )
+            )
         print(
             f"{'ok' if not problems else 'PROBLEMS'}: {report.checked} events verified, "
             f"{checked_images} images checked, {len(problems)} problem(s); "
             f"head {report.head.position} {report.head.hash[:16]}"
         )
-    return int(ExitCode.OK if not problems else ExitCode.AUDIT_FAILED)
+    if problems:
+        return int(ExitCode.AUDIT_FAILED)
+    return int(ExitCode.BACKEND_UNAVAILABLE if incomplete else ExitCode.OK)
 
 
 def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> int:
