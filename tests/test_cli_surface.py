@@ -105,7 +105,7 @@ def box(tmp_path: Path) -> Sandbox:
         (["jobs", "--json-output"], "unknown option: --json-output"),
         (["nope"], 'unknown command "nope"'),
         (["-x", "jobs"], "unknown option: -x (see `imagen --help`)"),
-        (["generate"], "requires an argument"),
+        (["generate"], "no prompt: pass the text to draw"),
         (["generate", "--typo"], "unknown option: --typo (see `imagen generate --help`)"),
     ],
 )

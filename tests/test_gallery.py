@@ -67,7 +67,7 @@ def made(tmp_path_factory: pytest.TempPathFactory, comfy: ComfyUIDouble) -> Sand
         ("alice", ("a red fox in the snow", "--seed", "7")),
         ("bob", (HOSTILE, "--seed", "8")),
         ("bob", ("a lighthouse at dusk", "--seed", "9", "-b", "attic")),
-        ("erin", ("two owls on a branch", "--seed", "12", "--count", "2")),
+        ("erin", ("two owls on a branch", "--seed", "12", "--per-job", "2")),
     ]:
         result = _generate(box, caller, *args)
         assert result.returncode == 0, result.stderr

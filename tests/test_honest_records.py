@@ -79,6 +79,7 @@ def test_comfyui_seed_range_is_ksampler_s(tmp_path: Path, comfy: ComfyUIDouble) 
     refused(box, "x", "--steps", "10001", says="1 to 10000")
     refused(box, "x", "--size", "8x8", says="--size")
     refused(box, "x", "--count", "0", says="--count")
+    refused(box, "x", "--per-job", "0", says="--per-job")
     top = box.run("generate", "x", "--seed", str(2**64 - 1), "--size", "64x64", "--json")
     assert top.returncode == 0, top.stderr
     assert json.loads(top.stdout)["seed"] == 2**64 - 1
@@ -228,7 +229,7 @@ def test_options_that_shadow_a_flag_are_refused_with_the_flag(
 ) -> None:
     box = rep_box(tmp_path, rep)
     for key, flag in (
-        ("num_outputs=4", "--count"),
+        ("num_outputs=4", "--per-job"),
         ("seed=5", "--seed"),
         ("num_inference_steps=2", "--steps"),
         ("output_format=jpg", "--format"),

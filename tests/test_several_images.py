@@ -67,7 +67,7 @@ def test_replicate_num_outputs_keeps_every_image_and_costs_per_image(
 ) -> None:
     box = rep_box(tmp_path, rep)
     out = tmp_path / "fox.png"
-    result = box.run("generate", "a fox", "--count", "3", "--output", str(out), "--json")
+    result = box.run("generate", "a fox", "--per-job", "3", "--output", str(out), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["images"] == [str(out), str(tmp_path / "fox-2.png"), str(tmp_path / "fox-3.png")]
@@ -86,7 +86,7 @@ def test_replicate_num_outputs_keeps_every_image_and_costs_per_image(
     assert grouped["images"] == 3 and grouped["cost_usd"] == "0.009000"
     [job] = json.loads(box.run("jobs", "--json").stdout)
     assert job["images"] == 3 and job["cost_usd"] == "0.009000"
-    plain = box.run("generate", "a cat", "--count", "2", "--output", str(tmp_path / "cat.png"))
+    plain = box.run("generate", "a cat", "--per-job", "2", "--output", str(tmp_path / "cat.png"))
     assert plain.stdout.split() == [str(tmp_path / "cat.png"), str(tmp_path / "cat-2.png")]
 
 
@@ -94,7 +94,7 @@ def test_comfyui_batch_keeps_every_image_with_its_sidecar(
     tmp_path: Path, comfy: ComfyUIDouble
 ) -> None:
     box = comfy_box(tmp_path, comfy)
-    result = box.run("generate", "a fox", "--count", "2", "--size", "512x512", "--json")
+    result = box.run("generate", "a fox", "--per-job", "2", "--size", "512x512", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     docs = check_all(summary["images"], 2)

@@ -137,7 +137,7 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
         )
     steps = inputs.steps if inputs.steps is not None else options.get("default_steps") or 4
     check_int_range("--steps", steps, 1, MAX_STEPS, "ComfyUI KSampler steps")
-    check_int_range("--count", inputs.count, 1, MAX_BATCH, "EmptySD3LatentImage batch_size")
+    check_int_range("--per-job", inputs.count, 1, MAX_BATCH, "EmptySD3LatentImage batch_size")
     check_extra(dict(inputs.extra))
     if inputs.extra and not options.get("workflow"):
         key = next(iter(inputs.extra))
@@ -410,7 +410,7 @@ def validate_request(params: Mapping[str, Any], options: Mapping[str, Any]) -> N
             )
     if params.get("count", 1) > 1 and "count" not in used:
         raise BadInput(
-            f"--count {params['count']}: workflow {options.get('workflow')} has no {{{{count}}}} "
+            f"--per-job {params['count']}: workflow {options.get('workflow')} has no {{{{count}}}} "
             "placeholder (put it in the latent's batch_size)"
         )
 

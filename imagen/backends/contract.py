@@ -51,6 +51,12 @@ COMMON: dict[str, Option] = {
         (float, int), help="give up (and cancel remotely) after this many seconds", positive=True
     ),
     "default_steps": Option((int,), help="inference steps when --steps is not given", minimum=1),
+    "max_concurrency": Option(
+        (int,),
+        help="jobs in flight at once in a batch (default 8 on Replicate, 2 on ComfyUI)",
+        minimum=1,
+        maximum=64,
+    ),
 }
 
 

@@ -186,7 +186,7 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
         raise BadInput(f"output format {fmt!r}: use one of {', '.join(FORMATS)}")
     if not 1 <= inputs.count <= (MAX_OUTPUTS if name in MAX_STEPS else 1):
         raise BadInput(
-            f"--count {inputs.count}: {name} makes "
+            f"--per-job {inputs.count}: {name} makes "
             + (f"1 to {MAX_OUTPUTS} images" if name in MAX_STEPS else "one image")
             + " per prediction"
         )

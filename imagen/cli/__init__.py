@@ -32,7 +32,10 @@ GLOBAL_OPTIONS = {
 
 # name -> (import path, one-line help shown by `imagen --help`).
 _COMMANDS = {
-    "generate": ("imagen.cli.generate:generate", "Generate an image from a prompt."),
+    "generate": (
+        "imagen.cli.generate:generate",
+        "Generate an image from a prompt, or many at once.",
+    ),
     "demo": (
         "imagen.cli.demo:demo",
         "Run a real generation against the built-in ComfyUI simulator.",

@@ -14,15 +14,19 @@ from imagen.cli import context
 
 def generate(
     # allow_leading_hyphen: so that `-` (read stdin) reaches us; option-like words are refused below
-    prompt: Annotated[str, Parameter(allow_leading_hyphen=True)],
+    # (only the first: global options such as -v after the prompts stay global options)
+    prompt: Annotated[str | None, Parameter(allow_leading_hyphen=True)] = None,
     /,
-    *,
+    *more: str,
     backend: Annotated[str | None, Parameter(name=["--backend", "-b"])] = None,
     size: str | None = None,
     aspect: str | None = None,
     seed: int | None = None,
     steps: int | None = None,
-    count: int = 1,
+    count: Annotated[int, Parameter(name=["--count", "-n"])] = 1,
+    per_job: int = 1,
+    from_: Annotated[str | None, Parameter(name="--from", allow_leading_hyphen=True)] = None,
+    concurrency: int | None = None,
     option: Annotated[list[str] | None, Parameter(name=["--option", "-o"])] = None,
     output: str | None = None,
     format: Annotated[str | None, Parameter(name="--format")] = None,
@@ -30,21 +34,28 @@ def generate(
     json_output: Annotated[bool, Parameter(name="--json")] = False,
     preview: Annotated[bool | None, Parameter(name="--preview", negative="--no-preview")] = None,
 ) -> int:
-    """Generate an image from a prompt.
+    """Generate an image from a prompt, or many at once.
 
     Prints the image path on stdout (or one JSON object with --json); progress goes to stderr.
-    A sidecar <image>.json beside the image records how it was made.
+    A sidecar <image>.json beside the image records how it was made. Several prompts, --count
+    or --from make a batch: one job per image, a few at a time, one line per image on stdout as
+    it lands (--json: one object per job with its input's index), a summary on stderr.
 
     Examples of use:
       imagen generate "a lighthouse at dusk, oil painting" --aspect 16:9
       imagen generate "a red fox" -b flux-dev-replicate --seed 42 -o guidance=3.5
       echo "a prompt from a file or another program" | imagen generate -
       imagen generate "a cat" --json | jq -r .image
+      imagen generate "a fox" "an owl" -n 4 --output ~/owls-and-foxes/
+      imagen generate --from prompts.txt --concurrency 4
+      imagen generate --from prompts.jsonl --json   # {"prompt": "...", "seed": 7, "aspect": "16:9"}
 
     Parameters
     ----------
     prompt
         What to draw; `-` reads it from standard input.
+    more
+        More prompts: several make a batch.
     backend
         Backend instance name (see `imagen backends`); default from config.
     size
@@ -56,14 +67,23 @@ def generate(
     steps
         Inference steps; default from the backend.
     count
-        How many images (Replicate num_outputs 1-4, ComfyUI batch_size); each gets its own
-        file and sidecar: NAME.png, NAME-2.png, ...
+        Images per prompt, each its own job with its own seed (--seed S: S, S+1, ...).
+    per_job
+        Images made by each job in one prediction or prompt (Replicate num_outputs 1-4,
+        ComfyUI batch_size); each gets its own file and sidecar: NAME.png, NAME-2.png, ...
+    from_
+        A file of prompts, one per line, or JSON Lines whose objects may set prompt, seed,
+        count, size, aspect, steps, backend, format and options for their line; `-` reads
+        standard input. Every line is checked before anything is recorded.
+    concurrency
+        Jobs in flight at once per backend (default: the backend's max_concurrency, else 8 on
+        Replicate and 2 on ComfyUI).
     option
         Extra model input as key=value (repeatable), e.g. -o guidance=3.5.
     output
         Image path (its .png/.jpg/.webp extension sets the format), or a directory (an existing
         one, or ending in /) to put the default name in; default: the output directory,
-        date-slug-seed.ext.
+        date-slug-seed.ext. A batch takes a directory.
     format
         png (default), webp or jpg (Replicate); an --output extension sets it too.
     force
@@ -81,6 +101,42 @@ def generate(
     from imagen.cli.jobs import mention_interrupted
     from imagen.core.inputs import BadInput, GenerateInputs, check_prompt, parse_options, parse_size
 
+    prompts = ([] if prompt is None else [prompt]) + list(more)
+    for word in prompts:
+        if word != "-" and re.fullmatch(r"--?[A-Za-z][\w-]*(=.*)?", word):
+            raise UserError(
+                f"unknown option: {word} (see `imagen generate --help`); to draw that text, "
+                f"pipe it: echo {shlex.quote(word)} | imagen generate -"
+            )
+    if from_ is not None and prompts:
+        raise UserError("give prompts or --from, not both")
+    if from_ is None and not prompts:
+        raise UserError(
+            'no prompt: pass the text to draw, e.g. imagen generate "a red fox" (or --from FILE)'
+        )
+    if from_ is not None or len(prompts) > 1 or count != 1:
+        if "-" in prompts:
+            raise UserError("`-` reads one prompt; for many, use --from - (one per line)")
+        from imagen.cli.batch import run_batch
+
+        return run_batch(
+            prompts=list(prompts),
+            from_file=from_,
+            backend=backend,
+            size=size,
+            aspect=aspect,
+            seed=seed,
+            steps=steps,
+            output_format=format,
+            options=option or [],
+            count=count,
+            per_job=per_job,
+            output=output,
+            force=force,
+            json_output=json_output,
+            concurrency=concurrency,
+        )
+    assert prompt is not None
     env = context.ENV
     cfg = context.config()
     # Before anything is recorded or paid: a bad IMAGEN_PREVIEW is a bad input, not a warning
@@ -88,11 +144,6 @@ def generate(
     preview_mode = _preview_mode(cfg, preview)
     if prompt == "-":
         prompt = _read_stdin_prompt()
-    elif re.fullmatch(r"--?[A-Za-z][\w-]*(=.*)?", prompt):
-        raise UserError(
-            f"unknown option: {prompt} (see `imagen generate --help`); to draw that text, "
-            f"pipe it: echo {shlex.quote(prompt)} | imagen generate -"
-        )
     try:
         inputs = GenerateInputs(
             prompt=check_prompt(prompt),
@@ -102,7 +153,7 @@ def generate(
             steps=steps,
             output_format=format,
             extra=parse_options(option or []),
-            count=count,
+            count=per_job,
         )
         if size and aspect:
             raise BadInput("give --size or --aspect, not both")

@@ -244,6 +244,19 @@ class JobRequested(Event):
     caller: str = ""
     price_usd: float | None = None
     imagen_version: str = ""
+    # A member of a batch (`imagen generate` with several images): the batch's id, this job's
+    # place in it (0..size-1) and the index of the input (prompt or --from line) it came from.
+    # Empty for a job made alone; left out of the recorded payload then.
+    batch: str = ""
+    batch_index: int = 0
+    batch_input: int = 0
+
+    def to_data(self) -> JSON:
+        data = super().to_data()
+        if not self.batch:
+            for key in ("batch", "batch_index", "batch_input"):
+                del data[key]
+        return data
 
 
 @dataclass(frozen=True)

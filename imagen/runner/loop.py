@@ -115,10 +115,23 @@ class Terminated(BaseException):
         self.signame = signame
 
 
+class Gate(Protocol):
+    """Shared by the runners of one process (a batch's workers): a 429 that asks one of them to
+    wait holds every request to that backend until then."""
+
+    def wait(self, key: str, sleep: Callable[[float], None]) -> None: ...
+    def hold(self, key: str, seconds: float) -> None: ...
+
+
 class Runner:
     """Drives jobs. Everything it touches outside the ledger comes in as an argument:
     `environment` (clock, sleep, env, pid, host), `http` and `streams` (the transports; the
-    real urllib3 client and websocket by default), so a test can run it in-process."""
+    real urllib3 client and websocket by default), so a test can run it in-process.
+
+    A runner in a worker thread (a batch) receives no signals: `interrupt` says what the main
+    thread was told ("cancel" for Ctrl-C, a signal name for SIGTERM/SIGHUP, else None), and the
+    runner acts on it between steps and while it waits, as the signal would in the main thread.
+    `gate` (optional) is shared with the other workers of the process (see Gate)."""
 
     def __init__(
         self,
@@ -128,6 +141,8 @@ class Runner:
         *,
         http: HttpTransport | None = None,
         streams: StreamTransport | None = None,
+        interrupt: Callable[[], str | None] | None = None,
+        gate: Gate | None = None,
     ) -> None:
         if http is None:
             from imagen.runner.http import Http
@@ -142,6 +157,9 @@ class Runner:
         self._secrets: set[str] = set()
         self._crash = self._crash_spec()
         self._appended: dict[str, int] = {}
+        self._interrupt = interrupt
+        self._delivered: str | None = None
+        self._gate = gate
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -160,6 +178,20 @@ class Runner:
         except budgets.OverBudget as over:
             failed = JobFailed("over_budget", f"job {job_id}: {over}", Failure.BUDGET)
             return self._append(state, [request, failed])
+
+    def submit_many(self, jobs: list[tuple[str, JobRequested]]) -> None:
+        """Record several new jobs, each claimed by this process, in one transaction (a batch
+        records its members before running any, so a crash leaves each one resumable)."""
+        if not jobs:
+            return
+        claim = self._claim(resumed=False)
+        with _signals_deferred(), self.store.transaction() as conn:
+            for job_id, request in jobs:
+                new = [self._to_new(request), self._to_new(claim)]
+                try:
+                    self.store.append(job_id, new, 0, conn=conn)
+                except ConcurrencyError as exc:
+                    raise JobTakenOver(f"job {job_id} already exists") from exc
 
     def run(
         self,
@@ -180,8 +212,11 @@ class Runner:
                 f"event {first.version} ({_event_name(first)}) was written by a newer imagen; "
                 "resume this job with that version"
             )
+        self._delivered = None
         if resumed:
             state = self._append(state, [self._claim(resumed=True), *(extra or [])])
+        elif extra:
+            state = self._append(state, list(extra))
         self._adapter = backends.load(state.request.backend_type)
         decide: Callable[[JobState], Action] = self._adapter.decide
         with self._signals():
@@ -190,6 +225,7 @@ class Runner:
                     if state.finished or state.interrupted is not None:
                         break  # interrupted: the adapter left the job for `imagen resume`
                     try:
+                        self._check_interrupt()
                         state = self._renew_lease(state)
                         state = self._perform(state, decide(state))
                     except KeyboardInterrupt:
@@ -252,17 +288,46 @@ class Runner:
         self._secrets.add(token)
         return {"Authorization": f"Bearer {token}"}
 
-    def _wait_until(self, when: str | None) -> None:
-        if not when:
+    def _check_interrupt(self) -> None:
+        """In a worker thread: act once on what the main thread was told (see the class doc)."""
+        if self._interrupt is None:
             return
-        delay = (parse_time(when) - self.envt.clock()).total_seconds()
-        if delay > 0:
-            self.envt.sleep(delay)
+        what = self._interrupt()
+        if what is None or what == self._delivered:
+            return
+        self._delivered = what
+        if what == "cancel":
+            raise KeyboardInterrupt
+        raise Terminated(what)
+
+    def _sleep(self, seconds: float) -> None:
+        self.envt.sleep(seconds)
+        self._check_interrupt()
+
+    def _wait_until(self, when: str | None) -> None:
+        if when:
+            delay = (parse_time(when) - self.envt.clock()).total_seconds()
+            if delay > 0:
+                self._sleep(delay)
+
+    def _through_gate(self, state: JobState) -> None:
+        if self._gate is not None and state.request is not None:
+            self._gate.wait(state.request.backend, self._sleep)
+
+    def _after_reply(self, state: JobState, status: int, headers: Any) -> None:
+        """A 429 asking to wait holds the other workers of this backend too (their requests
+        would only be refused); the retry itself is the adapter's, recorded as ever."""
+        if self._gate is None or status != 429 or state.request is None:
+            return
+        seconds = _retry_after_s(headers, self.envt.clock())
+        if seconds is not None:
+            self._gate.hold(state.request.backend, seconds)
 
     def _http(self, state: JobState, a: HttpRequest) -> JobState:
         from imagen.runner.http import TransportFailure
 
         self._wait_until(a.not_before)
+        self._through_gate(state)
         headers = {**dict(a.headers), **self._auth(a.auth_env, a.url)}
         state = self._append(
             state,
@@ -281,6 +346,7 @@ class Runner:
             return self._append(
                 state, [RequestFailed(a.request_id, a.purpose, f.kind, str(f), _ms(started))]
             )
+        self._after_reply(state, reply.status, reply.headers)
         summary: list[Event] = []
         if a.repeat_for_s > 0 and a.method == "GET":
             state, reply, summary, failure = self._repeat(state, a, headers, reply)
@@ -312,7 +378,7 @@ class Runner:
         first, repeats = (reply.status, reply.body()), 0
         failure: Event | None = None
         while self.envt.clock() + timedelta(seconds=delay) < until:
-            self.envt.sleep(delay)
+            self._sleep(delay)
             state = self._renew_lease(state)
             delay = min(delay * 1.5, 5.0)
             started = time.perf_counter()
@@ -445,6 +511,7 @@ class Runner:
             try:
                 frame = self._stream.recv(timeout=1.0)
             except TimeoutError:
+                self._check_interrupt()
                 state = self._renew_lease(state)
                 continue
             except StreamDropped as exc:
@@ -458,6 +525,7 @@ class Runner:
                 state = self._append(state, list(out.events))
             if out.done:
                 return state
+            self._check_interrupt()
             state = self._renew_lease(state)
 
     def _close_stream(self) -> None:
@@ -614,6 +682,28 @@ def _scrub(value: Any, pattern: re.Pattern[str] | None) -> Any:
     if isinstance(value, list):
         return [_scrub(v, pattern) for v in value]
     return value
+
+
+def _retry_after_s(headers: Any, now: Any) -> float | None:
+    """Retry-After as seconds from now (delta-seconds or an HTTP date), or None."""
+    value = None
+    for k, v in dict(headers or {}).items():
+        if k.lower() == "retry-after":
+            value = str(v).strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            seconds = (parsedate_to_datetime(value) - now).total_seconds()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    # A server asking for a day is the adapter's to refuse (a resumable stop), not a reason to
+    # freeze every worker that long.
+    return min(max(seconds, 0.0), 60.0) if seconds == seconds else None
 
 
 def _ms(started: float) -> float:

@@ -135,7 +135,7 @@ def normalise(inputs: GenerateInputs, options: Mapping[str, Any]) -> dict[str, A
         raise BadInput(f"--steps {inputs.steps}: use 1 to 100")
     width, height = inputs.size or (64, 64)
     if inputs.count != 1:
-        raise BadInput(f"--count {inputs.count}: the echo backend makes one image")
+        raise BadInput(f"--per-job {inputs.count}: the echo backend makes one image")
     return {
         "seed": inputs.seed,
         "width": width,

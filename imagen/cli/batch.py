@@ -1,0 +1,305 @@
+"""`imagen generate` with several images: a batch (imagen/app/batch.py does the work).
+
+stdout: one line per image as it lands (the path), or with --json one object per job carrying
+the input's index. stderr: an overall bar and the jobs in flight in a terminal, nothing on a
+pipe; one line per failed job; a one-line summary at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+from imagen.app.errors import UserError
+from imagen.app.exit_codes import ExitCode, most_severe
+from imagen.cli import context
+
+
+class BatchProgress:
+    """The overall bar and one line per job in flight (rich, on stderr, in a terminal only)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._lock = threading.Lock()
+        self._live: Any = None
+        self._lines: dict[str, str] = {}
+        self._task: Any = None
+        if not enabled:
+            return
+        from rich.console import Console, Group
+        from rich.live import Live
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+        from rich.text import Text
+
+        self._Group, self._Text = Group, Text
+        self._bar = Progress(
+            TextColumn("batch"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+        )
+        self._task = self._bar.add_task("", total=total)
+        self._live = Live(
+            self._render(),
+            console=Console(file=context.ENV.stderr),
+            transient=True,
+            refresh_per_second=8,
+        )
+        self._live.start()
+
+    def _render(self) -> Any:
+        rows = [
+            self._Text(f"  {jid[:8]}  {text}", overflow="ellipsis", no_wrap=True)
+            for jid, text in list(self._lines.items())[:12]
+        ]
+        return self._Group(self._bar, *rows)
+
+    def update(self, job_id: str, text: str | None) -> None:
+        if self._live is None:
+            return
+        with self._lock:
+            if text is None:
+                self._lines.pop(job_id, None)
+            else:
+                self._lines[job_id] = text
+            self._live.update(self._render())
+
+    def advance(self, description: str) -> None:
+        if self._live is None:
+            return
+        with self._lock:
+            self._bar.update(self._task, advance=1, description=description)
+            self._live.update(self._render())
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+class _JobLine:
+    """A worker's Reporter: what its current job is doing, as one line of the display."""
+
+    def __init__(self, display: BatchProgress) -> None:
+        self.display = display
+
+    def event(self, state: Any, rec: Any) -> None:
+        from imagen.projections.timeline import describe
+
+        self.display.update(state.job_id, describe(rec.event)[:100])
+        if context.VERBOSITY > 0:
+            context.err(f"imagen: {state.job_id[:8]} {describe(rec.event)}")
+
+    def progress(self, step: int | None, total: int | None, label: str = "") -> None:
+        pass
+
+
+def run_batch(
+    *,
+    prompts: list[str],
+    from_file: str | None,
+    backend: str | None,
+    size: str | None,
+    aspect: str | None,
+    seed: int | None,
+    steps: int | None,
+    output_format: str | None,
+    options: list[str],
+    count: int,
+    per_job: int,
+    output: str | None,
+    force: bool,
+    json_output: bool,
+    concurrency: int | None,
+) -> int:
+    from imagen.app import batch as b
+    from imagen.app.caller import resolve_caller
+    from imagen.cli.drive import sync_usage_best_effort
+    from imagen.core.inputs import BadInput
+
+    if concurrency is not None and not 1 <= concurrency <= 64:
+        raise UserError(f"--concurrency {concurrency}: use 1 to 64")
+    env = context.ENV
+    cfg = context.config()
+    plan = b.make_plan(
+        cfg,
+        env,
+        backend=backend,
+        size=size,
+        aspect=aspect,
+        seed=seed,
+        steps=steps,
+        output_format=output_format,
+        options=options,
+        count=count,
+        per_job=per_job,
+        output=output,
+        overwrite=force,
+        caller=resolve_caller(env.env),
+    )
+    if from_file == "-":
+        if env.env.get("IMAGEN_TESTING") != "1" and sys.stdin.isatty():
+            context.note("reading prompts from standard input, one per line (end with Ctrl-D)")
+        source = b.Source.from_stream(sys.stdin.buffer)
+    elif from_file is not None:
+        source = b.Source(path=from_file)
+    else:
+        source = b.Source(prompts=prompts)
+    try:
+        try:
+            total = b.validate(plan, source, lambda text: context.note(f"note: {text}"))
+        except BadInput as exc:
+            raise UserError(str(exc)) from None
+        return _run(plan, source, total, json_output, concurrency, cfg)
+    finally:
+        source.close()
+        sync_usage_best_effort(context.store(), cfg) if context._store is not None else None
+
+
+def _run(
+    plan: Any, source: Any, total: int, json_output: bool, concurrency: int | None, cfg: Any
+) -> int:
+    from imagen.app import batch as b
+    from imagen.core import money
+    from imagen.projections.jobs import table as jobs_index
+    from imagen.runner.loop import Runner
+
+    store = context.store()
+    jobs_index.catch_up(store)
+    from imagen.cli.jobs import mention_interrupted
+
+    mention_interrupted(store)
+    batch_id = b.new_batch_id()
+    stop = b.Stop()
+    old_handlers = _install_signals(stop)
+    display = BatchProgress(total, enabled=context.VERBOSITY == 0 and context.ENV.stderr.isatty())
+    lock = threading.Lock()
+    tally = {"succeeded": 0, "failed": 0, "cancelled": 0, "interrupted": 0}
+    spent: list[str] = []  # one running total: memory does not grow with the batch
+    worst = [ExitCode.OK]
+    out = context.ENV.stdout
+
+    def on_done(o: Any) -> None:
+        with lock:
+            display.update(o.job_id, None)
+            status = o.status if o.status in tally else "interrupted"
+            tally[status] += 1
+            if o.spent:
+                spent[:] = [money.total([*spent, o.spent])]
+            worst[0] = most_severe(worst[0], o.code)
+            if json_output:
+                print(json.dumps(o.summary), file=out)
+            elif o.code == ExitCode.OK:
+                for path in o.images:
+                    print(path, file=out)
+            out.flush()
+            if o.message and o.code != ExitCode.OK and o.code != ExitCode.INTERRUPTED:
+                context.err(f"imagen: error: {o.message}")
+            display.advance(_tally_text(tally))
+
+    def on_start(job_id: str) -> None:
+        display.update(job_id, "starting")
+
+    recorded = None
+    try:
+        runner = Runner(store, context.ENV)
+        try:
+            recorded = b.record(plan, source, runner, batch_id, stop)
+        except KeyboardInterrupt:
+            stop.cancel()
+            if recorded is None:
+                raise
+        for where, exc in recorded.refused:
+            context.err(f"imagen: error: {where}: {exc}; not recorded")
+            worst[0] = most_severe(worst[0], exc.code)
+            tally["failed"] += 1
+        limits = b.concurrency(recorded, cfg, concurrency)
+        threads = b.start_workers(
+            store,
+            context.ENV,
+            recorded,
+            limits,
+            stop,
+            on_done,
+            sidecar_mode=cfg.output.sidecar_mode,
+            reporter=(lambda: _JobLine(display)),
+            on_start=on_start,
+        )
+        _wait(threads, stop)
+    finally:
+        display.close()
+        _restore_signals(old_handlers)
+    left = b.left_over(recorded) if recorded is not None else 0
+    if left:
+        tally["interrupted"] += left
+        worst[0] = most_severe(worst[0], ExitCode.TERMINATED)
+    code = worst[0]
+    cost = money.total(spent) if spent else None
+    line = (
+        f"batch {batch_id}: {tally['succeeded']} done, {tally['failed']} failed, "
+        f"{tally['cancelled']} cancelled"
+        + (f", {tally['interrupted']} interrupted" if tally["interrupted"] else "")
+        + (f"; spent ${cost}" if cost is not None else "")
+    )
+    if tally["interrupted"]:
+        line += f"; finish with `imagen resume {batch_id}`"
+    if code == ExitCode.OK:
+        context.note(line)
+    else:
+        context.err(f"imagen: {line}")
+    return int(code)
+
+
+def _tally_text(tally: dict[str, int]) -> str:
+    bad = tally["failed"] + tally["cancelled"] + tally["interrupted"]
+    return f"{bad} not done" if bad else ""
+
+
+def _wait(threads: list[threading.Thread], stop: Any) -> None:
+    """Wait for the workers; the first Ctrl-C cancels the batch (they end each job), a second
+    one stops waiting (what is unfinished stays resumable)."""
+    import time
+
+    grace_until: float | None = None
+    while any(t.is_alive() for t in threads):
+        try:
+            for t in threads:
+                t.join(0.05)
+            if stop.terminating:
+                # Workers stop at their next step; one blocked in a long request (a create that
+                # waits for its result) is not waited for: its job stays resumable, as after a
+                # kill, and the resume finds what the request did.
+                grace_until = grace_until or time.monotonic() + 5.0
+                if time.monotonic() > grace_until:
+                    return
+        except KeyboardInterrupt:
+            if stop.value is not None:
+                raise
+            stop.cancel()
+            context.note(
+                "cancelling the batch (Ctrl-C again to stop at once; unfinished jobs stay resumable)"
+            )
+
+
+def _install_signals(stop: Any) -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.terminate(signal.Signals(signum).name)
+
+    return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+
+
+def _restore_signals(old: dict[int, Any]) -> None:
+    for s, handler in old.items():
+        signal.signal(s, handler)
