@@ -341,3 +341,97 @@ def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
         assert "unknown to the ledger" in line
         for result in (agree, partial, found):
             assert TOKEN not in result.stdout + result.stderr
+
+
+def test_gateway_errors_and_resets_are_retried_then_given_up(
+    store: Any, rep: ReplicateDouble, envt: Environment, time: ManualTime
+) -> None:
+    outside = raw_post(rep, "outside")
+    rep.fail_next("list", status=502, html=True)
+    rep.reset_next("list")
+    report = audit(store, rep, envt)
+    [account] = report.accounts
+    assert account["complete"] and kinds(report) == [("provider_unknown", outside)]
+    assert [(r["reason"], r["delay_s"]) for r in account["retries"]] == [
+        ("HTTP 502", 0.5),
+        ("network", 1.0),
+    ]
+    rep.fail_next("list", status=503, times=4)
+    report = audit(store, rep, envt)
+    [account] = report.accounts
+    assert account["error"].endswith("page 1 could not be read (HTTP 503)")
+    assert len(account["retries"]) == 3 and report.problems == []
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({}, "REPLICATE_API_TOKEN is not set"),
+        ({"REPLICATE_API_TOKEN": "r8_wrong"}, "Replicate rejected the token (HTTP 401)"),
+    ],
+)
+def test_no_usable_token_is_an_error_not_a_finding(
+    store: Any, rep: ReplicateDouble, time: ManualTime, env: dict[str, str], error: str
+) -> None:
+    raw_post(rep, "outside")
+    report = audit(store, rep, environment(env, time))
+    [account] = report.accounts
+    assert account["error"].startswith(f"b: {error}") and report.problems == []
+
+
+def test_next_link_back_to_a_read_page_stops(
+    store: Any, rep: ReplicateDouble, envt: Environment
+) -> None:
+    for i in range(3):
+        raw_post(rep, f"p{i}")
+    rep.hostile_next(f"{rep.url}/v1/predictions")
+    report = audit(store, rep, envt)
+    [account] = report.accounts
+    assert account["pages"] == 1 and "links back to a page already read" in account["error"]
+
+
+def test_a_create_in_flight_is_pending_not_unknown(
+    tmp_path: Path, rep: ReplicateDouble, envt: Environment
+) -> None:
+    """An agent generates while the audit runs: its prediction exists at Replicate, its create
+    has not been answered yet. The prediction echoes the job's input: a note, not a finding."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    release = rep.hold_next("create")
+    job = prepared(
+        tmp_path / "out",
+        "replicate",
+        {"base_url": rep.url, **OPTIONS},
+        GenerateInputs("fox", seed=9),
+        envt,
+    )
+
+    def run() -> None:
+        s = open_store(url)
+        try:
+            drive(s, job, envt)
+        finally:
+            s.close()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        rep.wait_for_request(lambda r: r[0] == "POST")
+        store = open_store(url)
+        try:
+            report = audit(store, rep, envt)
+        finally:
+            store.close()
+    finally:
+        release.set()
+        worker.join(30)
+    assert report.problems == []
+    [note] = report.notes
+    assert note["kind"] == "provider_pending" and note["job_id"] == job.job_id
+    store = open_store(url)
+    try:
+        after = audit(store, rep, envt)  # the create was answered: the job holds it
+    finally:
+        store.close()
+    assert after.problems == [] and after.notes == []

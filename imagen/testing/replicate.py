@@ -513,6 +513,7 @@ class ReplicateDouble:
         self._hostile_next: str | None = None
         self._faults: dict[str, deque[_Fault]] = {r: deque() for r in ROUTES}
         self._slow: dict[str, deque[float]] = {r: deque() for r in ROUTES}
+        self._holds: dict[str, deque[threading.Event]] = {r: deque() for r in ROUTES}
         self._reset_after_create = 0
         self._corrupt = 0
         self._truncate = 0
@@ -683,7 +684,7 @@ class ReplicateDouble:
     def clear_faults(self) -> None:
         """Forget scripted faults and delays not yet used (the service recovers)."""
         with self._cond:
-            for queue in (*self._faults.values(), *self._slow.values()):
+            for queue in (*self._faults.values(), *self._slow.values(), *self._holds.values()):
                 queue.clear()
 
     def reset_next(self, route: str, times: int = 1) -> None:
@@ -700,6 +701,15 @@ class ReplicateDouble:
         self._check_route(route)
         with self._cond:
             self._slow[route].extend([seconds] * times)
+
+    def hold_next(self, route: str) -> threading.Event:
+        """The next answer on `route` waits (after the work is done, e.g. created) until the
+        returned event is set, or the double closes: a request caught in flight."""
+        self._check_route(route)
+        release = threading.Event()
+        with self._cond:
+            self._holds[route].append(release)
+        return release
 
     def corrupt_next_download(self, times: int = 1) -> None:
         """The next `times` file downloads answer 200 with bytes that are not an image."""
@@ -733,6 +743,10 @@ class ReplicateDouble:
             fault = self._faults[route].popleft() if self._faults[route] else None
             delay = self._slow[route].popleft() if self._slow[route] else 0.0
             return fault, delay
+
+    def _next_hold(self, route: str) -> threading.Event | None:
+        with self._cond:
+            return self._holds[route].popleft() if self._holds[route] else None
 
     def _authorized(self, header: str | None) -> bool:
         scheme, _, token = (header or "").strip().partition(" ")
@@ -1058,6 +1072,7 @@ _PATHS: list[tuple[str, str, re.Pattern[str]]] = [
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    _hold: threading.Event | None = None  # this answer waits for it (hold_next)
 
     def version_string(self) -> str:
         return "cloudflare"  # api.replicate.com sits behind Cloudflare
@@ -1130,6 +1145,9 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         if delay > 0:
             self.server.double._closing.wait(delay)
+        hold, self._hold = self._hold, None
+        while hold is not None and not hold.wait(0.05) and not self.server.double._closing.is_set():
+            pass
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -1180,6 +1198,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, _NOT_FOUND)
             return
         fault, delay = rep._next_fault(route)
+        self._hold = rep._next_hold(route)
         if fault is not None and fault.kind == "reset":
             self._reset()
         if fault is not None and fault.kind == "echo":
