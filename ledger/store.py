@@ -49,6 +49,7 @@ from ledger.events import (
     identity_event,
     identity_of,
 )
+from ledger.group import GroupCommit
 from ledger.projection import ColumnType, Guard, Row, TableSpec
 from ledger.revision import WRITE as _WRITE
 from ledger.revision import current_revision, refuse_newer
@@ -98,7 +99,14 @@ from ledger.schema_names import COLUMNS as _COLUMNS  # noqa: E402
 
 
 class EventStore:
-    def __init__(self, engine: Engine, *, clock: Clock = utc_now, identity: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock = utc_now,
+        identity: bool = False,
+        group_commit: bool = True,
+    ) -> None:
         self.engine = engine
         self._clock = clock
         # A SQLite ledger keeps its chain head in a file beside it too (`<ledger>.head`): a tail
@@ -115,6 +123,8 @@ class EventStore:
             " (SELECT hash FROM events ORDER BY position DESC LIMIT 1)"
         )
         self._sql_insert = f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join([p] * 10)})"
+        # Appends from several threads at once share a transaction (ledger/group.py).
+        self._group = GroupCommit(self) if group_commit else None
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -154,6 +164,8 @@ class EventStore:
         if not new_events:
             return []
         if conn is None:
+            if self._group is not None:
+                return self._group.append(stream_id, new_events, expected_version, guard=guard)
             with self.transaction() as own:
                 return self.append(stream_id, new_events, expected_version, conn=own, guard=guard)
         if guard is not None:
@@ -213,7 +225,10 @@ class EventStore:
             conn.exec_driver_sql(self._sql_insert, [_row(r) for r in recorded])
         except IntegrityError as exc:  # only reachable if a writer bypassed the lock
             raise ConcurrencyError(stream_id, expected_version, current) from exc
-        if self.head_path is not None and self._head_file_holds(conn, head):
+        if self.head_path is not None and (
+            # An earlier append in this transaction found the file true; it still is.
+            _HEAD_INFO in conn.info or self._head_file_holds(conn, head)
+        ):
             conn.info[_HEAD_INFO] = Head(recorded[-1].position, recorded[-1].hash)
         return recorded[len(recorded) - len(new_events) :]
 
@@ -632,6 +647,7 @@ def open_store(
     busy_timeout: float = 60.0,
     identity: bool = False,
     create: bool = True,
+    group_commit: bool = True,
 ) -> EventStore:
     """Open (creating and migrating if needed) the ledger at a SQLAlchemy URL.
 
@@ -643,6 +659,9 @@ def open_store(
 
     durability="full" fsyncs every commit (a paid prediction id survives power loss);
     "normal" survives a crash of the process but may lose the last commits on power loss.
+
+    group_commit=True (see ledger/group.py): appends arriving from several threads at once
+    share one transaction and one fsync; each returns once its own events are committed.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -666,7 +685,7 @@ def open_store(
     except BaseException:
         engine.dispose()
         raise
-    store = EventStore(engine, clock=clock, identity=identity)
+    store = EventStore(engine, clock=clock, identity=identity, group_commit=group_commit)
     if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
         store.head_path = Path(f"{engine.url.database}.head")
     return store

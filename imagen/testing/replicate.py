@@ -970,6 +970,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # keep-alive handler threads must not delay close()
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops connections when a batch opens dozens at once
+    # (a reset a second later); the real API takes them.
+    request_queue_size = 128
     double: ReplicateDouble
 
 

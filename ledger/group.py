@@ -1,0 +1,184 @@
+"""Group commit: appends that arrive from several threads at once share one transaction.
+
+With durability "full" each commit is an fsync and each transaction a round of lock, begin,
+head read and commit; a process driving many streams at once (threads) would pay that per
+append. Here the first caller to arrive leads: it takes every append waiting at that moment,
+runs them one after another in one transaction (each still checks its own expected version and
+guard, and extends the hash chain exactly as if alone), commits, then wakes the callers. Those
+that arrived meanwhile form the next group, led by one of them. No caller returns before its
+events are committed (durable), so whatever it does next, it does after its events are recorded.
+A lone caller leads at once: no waiting, no added latency.
+
+Failure is per caller: a stale expected version, or a guard that refuses by raising, refuses
+that append alone (both happen before anything of it is written). Anything else that fails
+inside a group (a database error) rolls the whole transaction back and every caller of that
+group appends again alone, in its own transaction, so each meets exactly the outcome it would
+have had without grouping; a guard may then run a second time (guards only read).
+
+It relies only on a store's public write API: `transaction()` and `append(..., conn=, guard=)`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from ledger.errors import ConcurrencyError
+from ledger.events import NewEvent, RecordedEvent
+
+
+class _Store(Protocol):
+    def transaction(self) -> Any: ...
+
+    def append(
+        self,
+        stream_id: str,
+        new_events: Sequence[NewEvent],
+        expected_version: int | None,
+        *,
+        conn: Any = None,
+        guard: Any = None,
+    ) -> list[RecordedEvent]: ...
+
+
+class _Pending:
+    __slots__ = ("stream_id", "events", "expected", "guard", "result", "error", "state")
+
+    def __init__(
+        self, stream_id: str, events: Sequence[NewEvent], expected: int | None, guard: Any
+    ) -> None:
+        self.stream_id, self.events, self.expected, self.guard = (
+            stream_id,
+            events,
+            expected,
+            guard,
+        )
+        self.result: list[RecordedEvent] = []
+        self.error: BaseException | None = None
+        # waiting → taken (a leader holds it) → done | alone (append again in own transaction)
+        self.state = "waiting"
+
+
+class GroupCommit:
+    """`append` as `EventStore.append` (without `conn`), grouped across threads."""
+
+    def __init__(self, store: _Store, *, max_group: int = 128) -> None:
+        self._store = store
+        self._max = max_group
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: list[_Pending] = []
+        self._leading = False
+        self.groups = 0  # transactions committed by leaders (for benchmarks and tests)
+        self.grouped = 0  # appends committed in them
+        self.failed = 0  # groups rolled back, whose callers appended again alone
+
+    def append(
+        self,
+        stream_id: str,
+        new_events: Sequence[NewEvent],
+        expected_version: int | None,
+        *,
+        guard: Any = None,
+    ) -> list[RecordedEvent]:
+        me = _Pending(stream_id, new_events, expected_version, guard)
+        with self._cond:
+            self._queue.append(me)
+            while self._leading and me.state in ("waiting", "taken"):
+                try:
+                    self._cond.wait()
+                except BaseException:
+                    if me.state == "waiting":  # no leader has it: it will never be written
+                        self._queue.remove(me)
+                    raise
+            if me.state == "waiting":  # nobody leads: lead this group
+                self._leading = True
+                group, self._queue = self._queue[: self._max], self._queue[self._max :]
+                for p in group:
+                    p.state = "taken"
+            else:
+                group = []
+        if group:
+            self._lead(group)
+        if me.state == "alone":
+            return self._alone(me)
+        if me.error is not None:
+            raise me.error
+        return me.result
+
+    def queued(self) -> int:
+        """Appends waiting for a leader (for tests and diagnostics)."""
+        with self._cond:
+            return sum(p.state == "waiting" for p in self._queue)
+
+    def _lead(self, group: list[_Pending]) -> None:
+        refused: dict[int, Exception] = {}
+        results: dict[int, list[RecordedEvent]] = {}
+        committed = False
+        try:
+            with self._store.transaction() as conn:
+                for n, p in enumerate(group):
+                    try:
+                        guard = None if p.guard is None else _Checked(p.guard)
+                        results[n] = self._store.append(
+                            p.stream_id, p.events, p.expected, conn=conn, guard=guard
+                        )
+                    except _Refused as r:
+                        refused[n] = r.refusal
+                    except ConcurrencyError as exc:
+                        if exc.__cause__ is not None:
+                            raise  # a constraint fired: the transaction may be unusable
+                        refused[n] = exc  # the version check: nothing written
+            committed = True
+        except Exception:
+            pass  # rolled back: each caller appends again alone and meets its own outcome
+        finally:
+            with self._cond:
+                for n, p in enumerate(group):
+                    if not committed:
+                        p.state = "alone"
+                    else:
+                        p.result, p.error = results.get(n, []), refused.get(n)
+                        p.state = "done"
+                if committed:
+                    self.groups += 1
+                    self.grouped += len(group) - len(refused)
+                else:
+                    self.failed += 1
+                self._leading = False
+                self._cond.notify_all()
+
+    def _alone(self, p: _Pending) -> list[RecordedEvent]:
+        with self._store.transaction() as conn:
+            return self._store.append(p.stream_id, p.events, p.expected, conn=conn, guard=p.guard)
+
+
+class _Refused(Exception):
+    def __init__(self, refusal: Exception) -> None:
+        self.refusal = refusal
+
+
+class _Checked:
+    """A guard whose refusal is told apart from a database error raised while it read (which
+    may leave the transaction unusable: PostgreSQL aborts it)."""
+
+    def __init__(self, guard: Any) -> None:
+        self._guard = guard
+
+    def __call__(self, view: Any) -> None:
+        try:
+            self._guard(view)
+        except Exception as exc:
+            if _database_error(exc):
+                raise
+            raise _Refused(exc) from None
+
+
+def _database_error(exc: BaseException) -> bool:
+    kinds: list[type[BaseException]] = [sqlite3.Error]
+    sa = sys.modules.get("sqlalchemy.exc")
+    if sa is not None:
+        kinds.append(sa.SQLAlchemyError)
+    return isinstance(exc, tuple(kinds))
