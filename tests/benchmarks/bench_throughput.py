@@ -1,0 +1,123 @@
+"""One process driving 32 jobs at once against an instant Replicate double, durability full:
+images/s with group commit (the default) beside the same run without it, and commits per image.
+
+The runner is the real one (tests/support/inprocess.py: the app layer's prepare, the Runner,
+the urllib3 transport), one per worker thread as a batch runs it; the double runs in its own
+process (its image encoding is not ours to count) and answers at once. Images are 512x512 so
+that the double's encoder stays out of the way. The two configurations alternate, twice each,
+so neither gets the quieter moments of a shared machine. Issue 15's target: >= 30 images/s."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import event
+
+from imagen.core.inputs import GenerateInputs
+from imagen.runner.loop import Runner
+from ledger import open_store
+from tests.benchmarks.report import line
+from tests.support.inprocess import environment, prepared
+
+TOKEN = "r8_benchmark_token_0123456789"
+ROOT = Path(__file__).resolve().parents[2]
+WORKERS, JOBS, ROUNDS = 32, 256, 2
+
+
+def _fsync_ms(root: Path) -> float:
+    fd = os.open(root / "fsync-probe", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        start = time.perf_counter()
+        for i in range(100):
+            os.pwrite(fd, b"x" * 64, i * 64)
+            os.fsync(fd)
+        return (time.perf_counter() - start) * 10
+    finally:
+        os.close(fd)
+
+
+def _batch(url: str, root: Path, group_commit: bool) -> tuple[float, float]:
+    """(images/s, commits per image) for JOBS jobs driven by WORKERS threads."""
+    store = open_store(f"sqlite:///{root / 'ledger.db'}", group_commit=group_commit)
+    commits = [0]
+    event.listen(store.engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
+    envt = environment({"REPLICATE_API_TOKEN": TOKEN})
+    todo = [
+        prepared(
+            root / "out",
+            "replicate",
+            {"base_url": url, "model": "black-forest-labs/flux-schnell"},
+            GenerateInputs(f"throughput {i}", seed=i + 1, size=(512, 512)),
+            envt,
+        )
+        for i in range(JOBS)
+    ]
+    lock, failed = threading.Lock(), []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                job = todo.pop()
+            runner = Runner(store, envt)
+            runner.submit(job.job_id, job.request)
+            if runner.run(job.job_id).status != "succeeded":
+                failed.append(job.job_id)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(WORKERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    report = store.verify()
+    store.close()
+    assert not failed and report.ok, (failed, report)
+    return JOBS / elapsed, commits[0] / JOBS
+
+
+def run() -> None:
+    double = subprocess.Popen(
+        [sys.executable, "-m", "imagen.testing.replicate", "--token", TOKEN],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert double.stdout is not None
+        url = double.stdout.readline().strip()
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            print(f"fsync on this disk: {_fsync_ms(root):.2f} ms", flush=True)
+            rates: dict[bool, list[float]] = {True: [], False: []}
+            commits: dict[bool, float] = {}
+            for r in range(ROUNDS):
+                for grouped in (True, False) if r % 2 == 0 else (False, True):
+                    where = root / f"{'group' if grouped else 'single'}-{r}"
+                    rate, commits[grouped] = _batch(url, where, grouped)
+                    rates[grouped].append(rate)
+            line(
+                f"{WORKERS} jobs at once, durable: images/s",
+                max(rates[True]),
+                max(rates[False]),
+                "images/s",
+                target=">= 30 images/s; baseline: the same without group commit",
+            )
+            line(
+                "commits (fsyncs) per image",
+                commits[True],
+                commits[False],
+                "commits",
+                higher_is_better=False,
+            )
+    finally:
+        double.terminate()
+        double.wait(10)
