@@ -1091,6 +1091,10 @@ def _cancel_before_accepted(state: JobState) -> Action:
     assert state.cancel is not None
     creates = exchanges(state, "create")
     giving_up = Record((JobCancelled(state.cancel.reason, remote_cancelled=False),))
+    if creates and _create_outcome(creates[-1].outcome) == "accepted":
+        # The create was answered but the cancel came before the answer was taken in: take it
+        # in (RemoteJobAccepted), so the prediction is cancelled rather than left running.
+        return _submit(state)
     if not creates or _create_outcome(creates[-1].outcome) != "unknown":
         return giving_up
     decided = _lookup(state, creates[-1], on_none=giving_up)

@@ -265,39 +265,43 @@ def _tally_text(tally: dict[str, int]) -> str:
 
 
 def _wait(threads: list[threading.Thread], stop: Any) -> None:
-    """Wait for the workers; the first Ctrl-C cancels the batch (they end each job), a second
-    one stops waiting (what is unfinished stays resumable)."""
+    """Wait for the workers to end every job (or to stop, see _install_signals)."""
     import time
 
     grace_until: float | None = None
     while any(t.is_alive() for t in threads):
-        try:
-            for t in threads:
-                t.join(0.05)
-            if stop.terminating:
-                # Workers stop at their next step; one blocked in a long request (a create that
-                # waits for its result) is not waited for: its job stays resumable, as after a
-                # kill, and the resume finds what the request did.
-                grace_until = grace_until or time.monotonic() + 5.0
-                if time.monotonic() > grace_until:
-                    return
-        except KeyboardInterrupt:
-            if stop.value is not None:
-                raise
-            stop.cancel()
-            context.note(
-                "cancelling the batch (Ctrl-C again to stop at once; unfinished jobs stay resumable)"
-            )
+        for t in threads:
+            t.join(0.05)
+        if stop.terminating:
+            # Workers stop at their next step; one blocked in a long request (a create that
+            # waits for its result) is not waited for: its job stays resumable, as after a
+            # kill, and the resume finds what the request did.
+            grace_until = grace_until or time.monotonic() + 5.0
+            if time.monotonic() > grace_until:
+                return
 
 
 def _install_signals(stop: Any) -> dict[int, Any]:
+    """For the whole batch: the first Ctrl-C cancels it (the workers end each job, remote work
+    cancelled), a second one stops at once (what is unfinished stays resumable); SIGTERM and
+    SIGHUP stop the workers at their next step, leaving every unfinished job resumable."""
     if threading.current_thread() is not threading.main_thread():
         return {}
 
     def on_signal(signum: int, _frame: object) -> None:
         stop.terminate(signal.Signals(signum).name)
 
-    return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    def on_interrupt(_signum: int, _frame: object) -> None:
+        if stop.value is not None:
+            raise KeyboardInterrupt
+        stop.cancel()
+        context.note(
+            "cancelling the batch (Ctrl-C again to stop at once; unfinished jobs stay resumable)"
+        )
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old[signal.SIGINT] = signal.signal(signal.SIGINT, on_interrupt)
+    return old
 
 
 def _restore_signals(old: dict[int, Any]) -> None:

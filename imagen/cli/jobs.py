@@ -21,7 +21,8 @@ def jobs(
     status: str | None = None,
     backend: str | None = None,
     caller: str | None = None,
-    limit: int = 20,
+    batch: str | None = None,
+    limit: int | None = None,
     json_output: Annotated[bool, Parameter(name="--json")] = False,
 ) -> None:
     """List jobs from the ledger.
@@ -34,6 +35,7 @@ def jobs(
       imagen jobs --status interrupted --since 24h
       imagen jobs --json | jq -r '.[] | select(.status == "succeeded") | .image_path'
       imagen jobs | cut -f1,3          # piped: tab-separated, with a header row
+      imagen jobs --batch 5d1e         # one batch's jobs, in batch order
 
     Parameters
     ----------
@@ -46,8 +48,10 @@ def jobs(
         Only this backend instance.
     caller
         Only this caller.
+    batch
+        Only this batch's jobs (its id or a unique prefix), in batch order.
     limit
-        At most this many rows.
+        At most this many rows (default 20; every job of a --batch).
     json_output
         Print a JSON array of jobs (keys as in the header row, plus image_path and error).
     """
@@ -61,6 +65,13 @@ def jobs(
     except context.NoLedgerYet as exc:
         context.note(str(exc))  # an empty list (header row, or []) is the honest answer
         reader = None
+    batch_id = None
+    if batch is not None and reader is not None:
+        batch_id = resolve_batch_id(reader, batch)
+    elif batch is not None:
+        raise UserError(f"no batch matches {batch!r}", ExitCode.NOT_FOUND)
+    if limit is None:
+        limit = None if batch_id else 20
     rows = (
         []
         if reader is None
@@ -72,6 +83,7 @@ def jobs(
                 status=status,
                 backend=backend,
                 caller=caller,
+                batch=batch_id,
                 limit=limit,
             )
         )
@@ -97,6 +109,7 @@ JOB_FIELDS = (
     "prompt",
     "image_path",
     "error",
+    "batch",
 )
 JOB_COLUMNS = [
     render.Column("job_id", tty=lambda v: v[:8]),
@@ -134,6 +147,17 @@ def _dollars(amount: str | None) -> str:
         return "-"
     shown = f"{d:.3f}"
     return f"${shown if to_decimal(shown) == d else d.normalize()}"
+
+
+def resolve_batch_id(reader, prefix: str) -> str:  # type: ignore[no-untyped-def]
+    from imagen.projections.jobs import query as jobs_query
+
+    found = jobs_query.batches_with_prefix(reader, prefix)
+    if not found:
+        raise UserError(f"no batch matches {prefix!r} (see `imagen jobs`)", ExitCode.NOT_FOUND)
+    if len(found) > 1 and prefix not in found:
+        raise UserError(f"{prefix!r} matches several batches; give more characters")
+    return prefix if prefix in found else found[0]
 
 
 def mention_interrupted(reader) -> None:  # type: ignore[no-untyped-def]
@@ -200,17 +224,18 @@ def resume(
     """Finish interrupted jobs without paying twice.
 
     Continues each job from its last recorded event with the same runner; a job driven by a
-    live process is refused (exit 5).
+    live process is refused (exit 5). A batch id resumes every unfinished job of that batch.
 
     Examples of use:
       imagen resume 3f2a
       imagen resume --all
+      imagen resume 5d1e2f3a           # a batch: each of its unfinished jobs
       imagen resume 3f2a --force-new   # only when imagen cannot tell if Replicate got the request
 
     Parameters
     ----------
     job_id
-        The job id or a unique prefix.
+        The job id or a unique prefix, or a batch id (or prefix).
     all_
         Resume every interrupted job.
     force_new
@@ -227,11 +252,17 @@ def resume(
     if bool(job_id) == all_:
         raise UserError("give a job id or --all")
     store = context.store()
-    if all_:
+    batch = None
+    if job_id and not all_:
+        jobs_index.catch_up(store)
+        batch = _batch_named(store, job_id)
+    if all_ or batch:
         jobs_index.catch_up(store)
         ids = [
             r["job_id"]
-            for r in jobs_query.query(store, context.ENV, status="interrupted", limit=None)
+            for r in jobs_query.query(
+                store, context.ENV, status="interrupted", batch=batch, limit=None
+            )
         ]
         # A crash right after the success was recorded leaves the job without its sidecar:
         # completing what a success implies is resuming too.
@@ -239,9 +270,12 @@ def resume(
 
         ids += [
             r["job_id"]
-            for r in jobs_query.query(store, context.ENV, status="succeeded", limit=None)
+            for r in jobs_query.query(
+                store, context.ENV, status="succeeded", batch=batch, limit=None
+            )
             if r["image_path"] and not sidecar_path(r["image_path"]).exists()
         ]
+        all_ = True  # each job on its own, as --all
     else:
         ids = [resolve_job_id(store, job_id or "")]
     worst = ExitCode.OK
@@ -270,10 +304,25 @@ def resume(
     if json_output:
         render.print_json(collected)
     if all_ and not ids:
-        context.note("no interrupted jobs")
+        context.note(f"batch {batch}: no unfinished jobs" if batch else "no interrupted jobs")
     if ids:
         sync_usage_best_effort(store, context.config())
     return int(worst)
+
+
+def _batch_named(store, name: str) -> str | None:  # type: ignore[no-untyped-def]
+    """The batch `name` names (an id or a unique prefix), when it names no job; else None."""
+    from imagen.projections.jobs import query as jobs_query
+
+    batches = jobs_query.batches_with_prefix(store, name)
+    if not batches:
+        return None
+    if name in batches:
+        return name
+    jobs = [] if set(name) - set("0123456789abcdef") else store.streams_with_prefix(name, limit=1)
+    if jobs or len(batches) > 1:
+        raise UserError(f"{name!r} matches several jobs or batches; give more characters")
+    return batches[0]
 
 
 def _check_backend_usable(state, jid: str) -> None:  # type: ignore[no-untyped-def]

@@ -337,6 +337,8 @@ class Runner:
                 )
             ],
         )
+        # Again: a 429 answered to another worker while this one recorded its request.
+        self._through_gate(state)
         started = time.perf_counter()
         try:
             reply = self.http.send(

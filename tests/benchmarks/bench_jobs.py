@@ -210,7 +210,7 @@ def run() -> None:
                 sys.executable,
                 "-c",
                 "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
-                "print(c.execute('SELECT * FROM imagen_jobs_v2 ORDER BY created_at DESC LIMIT 20').fetchall())",
+                "print(c.execute('SELECT * FROM imagen_jobs_v3 ORDER BY created_at DESC LIMIT 20').fetchall())",
                 str(db),
             ],
             env,

@@ -42,6 +42,8 @@ COLUMNS = (
     "events_after_terminal",
     "last_position",
     "error",
+    "batch",
+    "batch_index",
 )
 
 _STATUS = {"JobSucceeded": "succeeded", "JobFailed": "failed", "JobCancelled": "cancelled"}
@@ -95,6 +97,8 @@ def apply(
             prompt=safe.text(data.get("prompt")),
             price_usd=money.usd(data.get("price_usd")),
             count=count if count and count > 0 else 1,
+            batch=safe.text(data.get("batch")) or None,
+            batch_index=safe.integer(data.get("batch_index"), safe.INT32),
         )
     elif type_name == "RunnerClaimed":
         r.update(

@@ -48,12 +48,14 @@ def query(
     status: str | None = None,
     backend: str | None = None,
     caller: str | None = None,
+    batch: str | None = None,
     limit: int | None = 50,
 ) -> Iterator[dict[str, Any]]:
-    """Newest first; each row's `status` has process liveness applied."""
+    """Newest first (a batch's members in batch order); each row's `status` has process
+    liveness applied."""
     where: list[str] = []
     params: dict[str, object] = {}
-    for column, value in (("backend", backend), ("caller", caller)):
+    for column, value in (("backend", backend), ("caller", caller), ("batch", batch)):
         if value:
             where.append(f"{column} = :{column}")
             params[column] = value
@@ -70,7 +72,7 @@ def query(
     sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY created_at DESC, job_id"
+    sql += " ORDER BY batch_index, job_id" if batch else " ORDER BY created_at DESC, job_id"
     if limit and not live_filter:
         sql += f" LIMIT {int(limit)}"
     count = 0
@@ -83,6 +85,18 @@ def query(
         count += 1
         if limit and count >= limit:
             return
+
+
+def batches_with_prefix(reader: Reader, prefix: str, limit: int = 2) -> list[str]:
+    """Batch ids starting with `prefix` (lowercase hex, as new_batch_id makes them)."""
+    if not prefix or len(prefix) > 64 or not set(prefix) <= set("0123456789abcdef"):
+        return []
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    sql = (
+        f"SELECT DISTINCT batch FROM {TABLE} WHERE batch >= :p AND batch < :u "
+        f"ORDER BY batch LIMIT {int(limit)}"
+    )
+    return [str(b) for (b,) in reader.query(sql, {"p": prefix, "u": upper})]
 
 
 def count_interrupted(reader: Reader, env: Environment) -> int:

@@ -18,8 +18,8 @@ from ledger.projection import reset as reset_projection
 if TYPE_CHECKING:
     from ledger import EventStore
 
-TABLE = "imagen_jobs_v2"
-CHECKPOINT = "imagen.jobs.v2"
+TABLE = "imagen_jobs_v3"
+CHECKPOINT = "imagen.jobs.v3"
 
 _T, _I, _R = ColumnType.TEXT, ColumnType.INTEGER, ColumnType.REAL
 
@@ -55,6 +55,8 @@ JOBS = TableSpec(
         ColumnSpec("events_after_terminal", _I),
         ColumnSpec("last_position", _I),
         ColumnSpec("error", _T),
+        ColumnSpec("batch", _T, index=True),  # v3: `imagen jobs --batch`, `imagen resume BATCH`
+        ColumnSpec("batch_index", _I),
     ),
 )
 assert JOBS.column_names == projection.COLUMNS
