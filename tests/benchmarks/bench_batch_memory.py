@@ -1,0 +1,74 @@
+"""Batch memory: peak RSS of `imagen generate --from FILE` with a 1,000-line file beside the
+same with a 100-line file (the baseline), against an instant Replicate double, in the same run.
+Memory must not grow with the lines already done: issue 15's target is a flat ratio (~1.0x)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from imagen.testing.replicate import ReplicateDouble
+from tests.benchmarks.report import line
+
+TOKEN = "r8_benchmark_token_0123456789"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _peak_rss_mb(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(peak RSS in MB, wall s) of one child process, from the kernel's own accounting."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    return usage.ru_maxrss / 1024, time.perf_counter() - start
+
+
+def run() -> None:
+    with ReplicateDouble(token=TOKEN) as rep, tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "config.toml").write_text(f"""
+default_backend = "rep"
+[backends.rep]
+type = "replicate"
+model = "black-forest-labs/flux-schnell"
+base_url = "{rep.url}"
+[output]
+directory = "{root / "out"}"
+""")
+        results = {}
+        for lines in (100, 1000):
+            env = {
+                **os.environ,
+                "IMAGEN_CONFIG": str(root / "config.toml"),
+                "REPLICATE_API_TOKEN": TOKEN,
+                "IMAGEN_LEDGER_URL": f"sqlite:///{root / f'ledger-{lines}.db'}",
+                "PYTHONPATH": str(ROOT),
+                "IMAGEN_PREVIEW": "off",
+            }
+            prompts = root / f"prompts-{lines}.txt"
+            prompts.write_text(
+                "".join(f"a tin robot number {i}, in a field of rye\n" for i in range(lines))
+            )
+            argv = [sys.executable, "-m", "imagen", "generate", "--from", str(prompts)]
+            results[lines] = _peak_rss_mb([*argv, "--size", "512x512"], env)
+        (rss_1000, wall_1000), (rss_100, wall_100) = results[1000], results[100]
+        print(
+            f"instant Replicate double, default concurrency: 100 lines in {wall_100:.1f} s, "
+            f"1,000 lines in {wall_1000:.1f} s",
+            flush=True,
+        )
+        line(
+            "peak RSS, 1,000-line --from (MB)",
+            rss_1000,
+            rss_100,
+            "MB",
+            higher_is_better=False,
+            target="flat: ~1.0x the 100-line batch",
+        )
