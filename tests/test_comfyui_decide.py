@@ -349,11 +349,33 @@ def test_cancel_of_a_pending_prompt_deletes_it_and_verifies() -> None:
     verify = job.decide()
     assert (verify.method, verify.url) == ("GET", f"{URL}/queue")
     job.do(verify, recording()[7]["body"])  # the running one (a bare id) is not ours
+    # Gone from the queue: deleted, unless it ran meanwhile; the history tells.
+    history = job.decide()
+    assert (history.method, history.url) == ("GET", f"{URL}/history/{job.pid}")
+    job.do(history, {})
     cancelled = only(job.decide(), JobCancelled)
     assert cancelled.remote_cancelled and "deleted" in cancelled.detail
     assert ("POST", f"{URL}/interrupt") not in [
         (e.method, e.url) for e in _events(job, RequestSent)
     ]
+
+
+def test_a_queued_prompt_that_ran_before_its_delete_is_fetched() -> None:
+    # Several jobs cancelled at once (a batch): interrupting the running prompt lets the next
+    # one start, and it may finish before its own delete arrives (a delete of a prompt that is
+    # no longer pending does nothing). Its image is fetched, not reported deleted.
+    job = _cancel_job()
+    job.do(job.decide(), {"queue_running": [], "queue_pending": [[5, job.pid, {}, {}, []]]})
+    job.do(job.decide(), "")  # the delete, too late
+    job.do(job.decide(), {"queue_running": [], "queue_pending": []})
+    image = {"filename": "imagen_00002_.png", "subfolder": "", "type": "output"}
+    entry = {
+        "status": {"status_str": "success", "completed": True, "messages": []},
+        "outputs": {"9": {"images": [image]}},
+    }
+    job.do(job.decide(), {job.pid: entry})
+    store = job.decide()
+    assert isinstance(store, StoreImage) and "imagen_00002_.png" in store.url
 
 
 def test_cancel_of_a_pending_prompt_that_stays_is_not_claimed() -> None:

@@ -1277,10 +1277,38 @@ def _cancel(state: JobState) -> Action:
             return _req(state, "cancel_queue", "GET", "/queue", timeout_s=5)
         after = _where(queue[1].outcome, pid)
         if after == "gone":
+            # Out of the queue: deleted, or it started (another prompt interrupted, the next
+            # runs at once) and finished before the delete came. Only the history tells.
+            looks = since("cancel_history")
+            if not looks or looks[-1].outcome is None:
+                return _req(state, "cancel_history", "GET", f"/history/{pid}", timeout_s=5)
+            o = looks[-1].outcome
+            entry = (
+                read_history(o.body, pid)
+                if isinstance(o, ResponseReceived) and o.status == 200
+                else "no answer"
+            )
+            if entry is None:
+                return Record(
+                    (
+                        JobCancelled(
+                            reason, True, f"deleted prompt {pid} from ComfyUI's queue (verified)"
+                        ),
+                    )
+                )
+            if isinstance(entry, HistoryEntry) and entry.ok and entry.images:
+                return _finished(state, entry)  # it ran: an image made is never thrown away
             return Record(
                 (
                     JobCancelled(
-                        reason, True, f"deleted prompt {pid} from ComfyUI's queue (verified)"
+                        reason,
+                        isinstance(entry, HistoryEntry),
+                        f"prompt {pid} started before it could be deleted from ComfyUI's queue "
+                        + (
+                            "and was stopped (verified)"
+                            if isinstance(entry, HistoryEntry)
+                            else f"; not verified ({entry})"
+                        ),
                     ),
                 )
             )
