@@ -1,5 +1,7 @@
 """One process driving 32 jobs at once against an instant Replicate double, durability full:
-images/s with group commit (the default) beside the same run without it, and commits per image.
+images/s with group commit (the default) beside the same run without it, and commits per image;
+then the same through the CLI, `imagen generate --from FILE --concurrency 32` (start-up,
+sidecars and usage rows included), beside `--concurrency 1` in the same run.
 
 The runner is the real one (tests/support/inprocess.py: the app layer's prepare, the Runner,
 the urllib3 transport), one per worker thread as a batch runs it; the double runs in its own
@@ -9,6 +11,7 @@ so neither gets the quieter moments of a shared machine. Issue 15's target: >= 3
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -84,6 +87,43 @@ def _batch(url: str, root: Path, group_commit: bool) -> tuple[float, float]:
     return JOBS / elapsed, commits[0] / JOBS
 
 
+def _cli(url: str, root: Path, concurrency: int) -> float:
+    """images/s of one `imagen generate --from` of JOBS lines, wall time of the command."""
+    root.mkdir()
+    (root / "config.toml").write_text(f"""
+default_backend = "rep"
+[backends.rep]
+type = "replicate"
+model = "black-forest-labs/flux-schnell"
+base_url = "{url}"
+[output]
+directory = "{root / "out"}"
+""")
+    prompts = root / "prompts.txt"
+    prompts.write_text("".join(f"a brass key, take {i}\n" for i in range(JOBS)))
+    env = {
+        **os.environ,
+        "IMAGEN_CONFIG": str(root / "config.toml"),
+        "REPLICATE_API_TOKEN": TOKEN,
+        "IMAGEN_LEDGER_URL": f"sqlite:///{root / 'ledger.db'}",
+        "PYTHONPATH": str(ROOT),
+        "IMAGEN_PREVIEW": "off",
+    }
+    argv = ["--from", str(prompts), "--size", "512x512", "--concurrency", str(concurrency)]
+    start = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, "-m", "imagen", "generate", *argv, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - start
+    assert r.returncode == 0, r.stderr
+    done = [json.loads(x) for x in r.stdout.splitlines() if x]
+    assert len(done) == JOBS and {d["status"] for d in done} == {"succeeded"}
+    return JOBS / elapsed
+
+
 def run() -> None:
     double = subprocess.Popen(
         [sys.executable, "-m", "imagen.testing.replicate", "--token", TOKEN],
@@ -117,6 +157,13 @@ def run() -> None:
                 commits[False],
                 "commits",
                 higher_is_better=False,
+            )
+            line(
+                f"imagen generate --from ({JOBS} lines) --concurrency {WORKERS}",
+                _cli(url, root / "cli-32", WORKERS),
+                _cli(url, root / "cli-1", 1),
+                "images/s",
+                target=">= 30 images/s; baseline: --concurrency 1",
             )
     finally:
         double.terminate()
