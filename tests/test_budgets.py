@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -307,3 +308,50 @@ def _job_failed():  # type: ignore[no-untyped-def]
     from ledger import NewEvent
 
     return NewEvent("JobFailed", {"reason": "x", "message": "x", "category": "unexpected"})
+
+
+# -- the race ----------------------------------------------------------------------------------
+
+# Each racer blocks on one stdin line (the barrier), then runs one real `imagen generate`.
+RACER = """
+import subprocess, sys
+sys.stdin.readline()
+r = subprocess.run([sys.executable, "-m", "imagen", "generate", "a racing fox", "--size",
+                    "256x256"], capture_output=True, text=True)
+sys.stderr.write(r.stderr)
+sys.exit(r.returncode)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_eight_processes_against_a_budget_worth_four_images_pay_for_four(
+    tmp_path: Path, rep: ReplicateDouble, request: pytest.FixtureRequest, engine: str
+) -> None:
+    url = "" if engine == "sqlite" else request.getfixturevalue("pg_url")
+    box = make_box(tmp_path / "box", rep, url, caller="racer")
+    assert budget(box, "set", "racer", "0.012", "--per", "day").returncode == 0
+    rep.behaviour(duration=0.3)  # all eight are under way at once, none has ended
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=box.env,
+            cwd=box.root,
+        )
+        for _ in range(8)
+    ]
+    for r in racers:
+        assert r.stdin is not None
+        r.stdin.write("\n")
+        r.stdin.flush()
+    results = [(r.communicate(timeout=300)[1], r.returncode) for r in racers]
+    codes = sorted(code for _, code in results)
+    assert codes == [0, 0, 0, 0, 9, 9, 9, 9], results
+    assert rep.billed == 4 and len(rep.predictions) == 4  # created predictions: paid for
+    [row] = listed(box)
+    assert (row["spent"], row["left"]) == ("0.012000", "0.000000")
+    assert box.store().verify().ok
