@@ -56,8 +56,16 @@ def gen(box: Sandbox, caller: str = "agent-1", *args: str) -> subprocess.Complet
 
 
 def budget(box: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
-    result = box.run("budget", *args)
-    return result
+    return box.run("budget", *args)
+
+
+def setb(box: Sandbox, caller: str, amount: str, per: str, backend: str | None = None) -> None:
+    """Set a budget in-process (as `imagen budget set` does, without a process start)."""
+    store = box.store()
+    try:
+        budgets.set_budget(store, caller, amount, per, backend, "test")
+    finally:
+        store.close()
 
 
 def listed(box: Sandbox) -> list[dict]:  # type: ignore[type-arg]
@@ -92,8 +100,8 @@ def test_a_request_past_the_budget_is_not_sent_and_is_recorded_as_failed(
 def test_the_default_governs_callers_without_a_budget_of_their_own(
     box: Sandbox, rep: ReplicateDouble
 ) -> None:
-    assert budget(box, "set", "*", "0.003", "--per", "week").returncode == 0
-    assert budget(box, "set", "alice", "1", "--per", "day").returncode == 0
+    setb(box, "*", "0.003", "week")
+    setb(box, "alice", "1", "day")
     # bob and carol each get the default's allowance: one image each.
     assert gen(box, "bob").returncode == 0
     assert gen(box, "bob").returncode == 9
@@ -125,24 +133,114 @@ def test_a_per_backend_budget_caps_only_that_backend(box: Sandbox, rep: Replicat
 def test_a_multi_image_request_is_priced_for_every_image(
     box: Sandbox, rep: ReplicateDouble
 ) -> None:
-    assert budget(box, "set", "agent-1", "0.009", "--per", "total").returncode == 0
+    setb(box, "agent-1", "0.009", "total")
     assert gen(box, "agent-1", "--count", "4").returncode == 9  # 0.012 > 0.009
     assert gen(box, "agent-1", "--count", "3").returncode == 0
     assert rep.billed == 1
 
 
+def test_list_json_and_usage_show_spent_and_left(box: Sandbox, rep: ReplicateDouble) -> None:
+    setb(box, "agent-1", "1", "month", "rep")
+    setb(box, "*", "0.5", "total")
+    assert gen(box).returncode == 0 and gen(box, "bob").returncode == 0
+    own, default = listed(box)
+    assert set(own) == {
+        "caller", "per", "backend", "amount", "window_start", "window_end", "spent", "left",
+        "set_by", "set_at",
+    }  # fmt: skip
+    assert (own["caller"], own["per"], own["backend"], own["amount"]) == (
+        "agent-1",
+        "month",
+        "rep",
+        "1.000000",
+    )
+    assert (own["spent"], own["left"], own["set_by"]) == ("0.003000", "0.997000", "test")
+    assert own["window_start"].startswith(datetime.now(UTC).strftime("%Y-%m"))  # local 1st
+    assert default["window_start"] is None and default["window_end"] is None
+    assert default["callers"] == [{"caller": "bob", "spent": "0.003000", "left": "0.497000"}]
+    rows = json.loads(box.run("usage", "--by", "caller", "--json").stdout)
+    assert {
+        r["caller"]: [(b["spent"], b["amount"], b["default"]) for b in r["budgets"]] for r in rows
+    } == {
+        "agent-1": [("0.003000", "1.000000", False)],
+        "bob": [("0.003000", "0.500000", True)],
+    }
+    piped = box.run("usage", "--by", "caller").stdout.splitlines()
+    assert piped[0].split("\t")[-1] == "budgets"
+    assert "0.003000 of 1.000000 per month on rep" in piped[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "micros"), [("5", 5_000_000), ("0.25", 250_000), ("$1.000001", 1_000_001), ("0", 0)]
+)
+def test_amounts_are_exact_micro_dollars(text: str, micros: int) -> None:
+    assert rules.parse_amount(text) == micros
+
+
+@pytest.mark.parametrize(
+    "text", ["-1", "NaN", "inf", "1e3", "0.0000001", "five", "", "1,5", "1234567890123", " . "]
+)
+def test_amounts_that_are_not_plain_money_are_refused(text: str) -> None:
+    with pytest.raises(rules.BadBudget, match="plain decimal"):
+        rules.parse_amount(text)
+
+
+@pytest.mark.parametrize("caller", ["", "  ", "a\nb", "x" * 201])
+def test_callers_must_be_printable_names(caller: str) -> None:
+    with pytest.raises(rules.BadBudget, match="caller"):
+        rules.check_caller(caller)
+
+
+def test_bad_budget_input_is_one_line_exit_2_and_nothing_recorded(box: Sandbox) -> None:
+    for args, wanted in [
+        (["agent-1", "-1", "--per", "day"], "amount '-1'"),
+        (["agent-1", "1", "--per", "year"], "--per"),
+        (["agent-1", "1", "--per", "day", "--backend", "nope"], "no such backend"),
+    ]:
+        result = budget(box, "set", *args)
+        assert result.returncode == 2
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("imagen: error:") and wanted in line, line
+    assert listed(box) == []
+    assert [e.stream_id for e in box.events()] == []  # not even the ledger's identity
+
+
+def test_remove_by_period_and_backend(box: Sandbox) -> None:
+    for per in ("day", "week"):
+        setb(box, "a", "1", per)
+    setb(box, "a", "1", "day", "dev")
+    store = box.store()
+    gone = budgets.remove_budgets(store, "a", "day", "dev", "test")
+    assert [(b.per.value, b.backend) for b in gone] == [("day", "dev")]
+    assert sorted(k for k in budgets.in_force(store)) == [("a", "day", ""), ("a", "week", "")]
+    store.close()
+    assert budget(box, "remove", "a").returncode == 0  # every budget of a's
+    missing = budget(box, "remove", "a")
+    assert missing.returncode == 2 and "no budget matches a" in missing.stderr
+    # Who set and removed what, and when: in the ledger.
+    kinds = [
+        (e.type, e.data["removed_by" if e.type == "BudgetRemoved" else "set_by"])
+        for e in box.events()
+        if e.stream_id == "$budgets"
+    ]
+    assert (
+        kinds
+        == [("BudgetSet", "test")] * 3
+        + [("BudgetRemoved", "test")]
+        + [("BudgetRemoved", "agent-1")] * 2
+    )
+
+
 # -- what counts as spent ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [401, 402, 422])
-def test_a_request_the_provider_refused_is_not_counted(
-    box: Sandbox, rep: ReplicateDouble, status: int
-) -> None:
-    assert budget(box, "set", "agent-1", "0.003", "--per", "day").returncode == 0
-    rep.fail_next("create", status=status)
-    assert gen(box).returncode in (3, 8)
+def test_requests_the_provider_refused_are_not_counted(box: Sandbox, rep: ReplicateDouble) -> None:
+    setb(box, "agent-1", "0.003", "day")
+    for status in (401, 402, 422):
+        rep.fail_next("create", status=status)
+        assert gen(box).returncode in (3, 8)
     assert rep.billed == 0
-    assert gen(box).returncode == 0  # the refused request left the whole budget
+    assert gen(box).returncode == 0  # the refused requests left the whole budget
     assert rep.billed == 1
 
 
@@ -155,7 +253,7 @@ def test_a_refused_connection_is_not_counted(tmp_path: Path, rep: ReplicateDoubl
     (tmp_path / "box" / "config.toml").write_text(
         text.replace(f'base_url = "{rep.url}"', f'base_url = "http://127.0.0.1:{closed}"', 1)
     )
-    assert budget(box, "set", "agent-1", "0.003", "--per", "day").returncode == 0
+    setb(box, "agent-1", "0.003", "day")
     assert gen(box).returncode == 3
     [row] = listed(box)
     assert row["spent"] == "0.000000"
@@ -164,7 +262,7 @@ def test_a_refused_connection_is_not_counted(tmp_path: Path, rep: ReplicateDoubl
 def test_a_prediction_that_failed_after_being_billed_counts(
     box: Sandbox, rep: ReplicateDouble
 ) -> None:
-    assert budget(box, "set", "agent-1", "0.003", "--per", "day").returncode == 0
+    setb(box, "agent-1", "0.003", "day")
     rep.behaviour(fail_with="All generated images contained NSFW content.")
     assert gen(box).returncode == 1
     assert rep.billed == 1
@@ -181,7 +279,7 @@ def test_a_free_backend_is_never_refused(tmp_path: Path, rep: ReplicateDouble) -
     (tmp_path / "box" / "config.toml").write_text(
         text.replace("[output]", "price_usd = 0\n[output]")
     )
-    assert budget(box, "set", "agent-1", "0", "--per", "day").returncode == 0
+    setb(box, "agent-1", "0", "day")
     assert gen(box, "agent-1", "--backend", "dev").returncode == 0
     assert gen(box).returncode == 9
 
@@ -330,7 +428,7 @@ def test_eight_processes_against_a_budget_worth_four_images_pay_for_four(
 ) -> None:
     url = "" if engine == "sqlite" else request.getfixturevalue("pg_url")
     box = make_box(tmp_path / "box", rep, url, caller="racer")
-    assert budget(box, "set", "racer", "0.012", "--per", "day").returncode == 0
+    setb(box, "racer", "0.012", "day")
     rep.behaviour(duration=0.3)  # all eight are under way at once, none has ended
     racers = [
         subprocess.Popen(

@@ -222,3 +222,31 @@ def budget_json(b: Budget, rows: list[Standing], now: datetime, tz: tzinfo) -> d
         [s] = rows
         out.update(spent=dollars(s.spent), left=dollars(s.left))
     return out
+
+
+def by_caller(store: Any, now: datetime, tz: tzinfo) -> dict[str, list[dict[str, Any]]]:
+    """Each caller's standing against every budget that governs it (for `imagen usage`)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for b, rows in standings(store, now, tz):
+        for s in rows:
+            out.setdefault(s.caller, []).append(
+                {
+                    "per": b.per.value,
+                    "backend": b.backend or None,
+                    "amount": dollars(b.amount_micros),
+                    "spent": dollars(s.spent),
+                    "left": dollars(s.left),
+                    "default": b.caller == DEFAULT,
+                }
+            )
+    return out
+
+
+def describe(entries: list[dict[str, Any]]) -> str:
+    """"0.006000 of 0.010000 per day; ..." for a table cell."""
+    parts = []
+    for e in entries:
+        per = "in total" if e["per"] == "total" else f"per {e['per']}"
+        on = f" on {e['backend']}" if e["backend"] else ""
+        parts.append(f"{e['spent']} of {e['amount']} {per}{on}" + (" (*)" if e["default"] else ""))
+    return "; ".join(parts)

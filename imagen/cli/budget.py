@@ -181,3 +181,24 @@ def _window(b, now, tz) -> str:  # type: ignore[no-untyped-def]
     if start is None or end is None:
         return "all time"
     return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M %Z}"
+
+
+def usage_summary(reader: object) -> dict[str, list[dict[str, object]]] | None:
+    """For `imagen usage`: each caller's standing against its budgets, None when the ledger
+    holds no budget (then nothing is opened or caught up)."""
+    from imagen.app import budgets
+    from imagen.core.events import BUDGET_STREAM
+
+    if not reader.read_stream(BUDGET_STREAM):  # type: ignore[attr-defined]
+        return None
+    return budgets.by_caller(context.store(), context.ENV.clock(), context.ENV.tz)
+
+
+def print_usage_summary(summary: dict[str, list[dict[str, object]]]) -> None:
+    """After `imagen usage`'s table, in a terminal: spend against budgets, per caller."""
+    from imagen.app import budgets
+
+    rows = [{"caller": c, "budgets": budgets.describe(e)} for c, e in sorted(summary.items())]
+    if rows:
+        print(file=context.ENV.stdout)
+        render.table(rows, [render.Column("caller"), render.Column("budgets")])

@@ -87,10 +87,29 @@ def usage(
             data = usage_query.grouped_by_day(rows, keys, tz)
         else:
             data = usage_query.grouped(reader, keys, since=since_t, until=until_t)
+    standing = None if raw else _budget_summary(keys, data, json_output)
     if json_output:
         print(json.dumps(data, default=str))
         return
     _table(data, raw, keys)
+    if standing and "caller" not in keys and context.ENV.stdout_isatty:
+        from imagen.cli.budget import print_usage_summary
+
+        print_usage_summary(standing)
+
+
+def _budget_summary(keys: list[str], data: list[dict], as_json: bool) -> dict | None:
+    """Spend against budgets (this ledger's): per caller row with --by caller, else after the
+    table in a terminal."""
+    from imagen.app.budgets import describe
+    from imagen.cli.budget import usage_summary
+
+    standing = usage_summary(context.reader())
+    if standing and "caller" in keys:
+        for row in data:
+            entries = standing.get(row.get("caller") or "", [])
+            row["budgets"] = entries if as_json else describe(entries)
+    return standing
 
 
 RAW_COLUMNS = [
@@ -125,6 +144,8 @@ def _table(data: list[dict], raw: bool, keys: list[str]) -> None:
         render.Column("cost_usd", tty=lambda v: v or "0.000000", align=">"),
         render.Column("mean_latency_ms", tty=_fmt, align=">"),
     ]
+    if data and "budgets" in data[0]:  # --by caller with budgets set: spent of each
+        columns.append(render.Column("budgets", shrink=True))
     footer = {
         keys[0]: "total",
         "images": total_images,
