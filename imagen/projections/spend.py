@@ -129,45 +129,79 @@ def _contribution(r: Row, f: Filter) -> int:
 def committed(view: LockedView, filters: Sequence[Filter], *, batch: int = 5000) -> list[int]:
     """Micro-dollars committed for each filter: the table's sums, with the jobs that events
     after its checkpoint touched taken from their streams instead."""
-    from imagen.runner.load import load
+    from imagen.core.job import fold as fold_job
+    from imagen.runner.load import load, to_recorded
 
     after = view.checkpoint(CHECKPOINT) if view.has_checkpoint(CHECKPOINT) else None
+    callers = {f.caller for f in filters}
     tail: dict[str, Row] = {}
     position = after or 0
     while True:
         events = view.read_after(position, batch)
-        touched = {e.stream_id for e in events if e.type in _CHANGES and _is_job(e.stream_id)}
-        for jid in touched:
-            r = row(load(view, jid))
+        ended = {e.stream_id for e in events if e.type in TERMINAL_TYPES}
+        for e in events:
+            if e.type not in _CHANGES or not _is_job(e.stream_id) or e.stream_id in tail:
+                continue
+            if e.type == "JobRequested" and e.stream_id not in ended:
+                # Requested and still under way: the request alone prices it (the common
+                # case in a tail, read without another query), and only for these callers.
+                if _caller(e) not in callers:
+                    continue
+                state = fold_job(e.stream_id, [to_recorded(e)])
+            else:
+                state = load(view, e.stream_id)
+            r = row(state)
             if r is not None:
-                tail[jid] = r
+                tail[e.stream_id] = r
         if len(events) < batch:
             break
         position = events[-1].position
     stale = view.rows(SPEND, tail) if after is not None and tail else {}
-    out = []
-    for f in filters:
-        total = _table_sum(view, f) if after is not None else 0
-        total -= sum(_contribution(r, f) for r in stale.values())
-        total += sum(_contribution(r, f) for r in tail.values())
-        out.append(total)
+    totals = _table_sums(view, filters) if after is not None else [0] * len(filters)
+    return [
+        total
+        - sum(_contribution(r, f) for r in stale.values())
+        + sum(_contribution(r, f) for r in tail.values())
+        for total, f in zip(totals, filters, strict=True)
+    ]
+
+
+def _caller(e: RecordedEvent) -> object:
+    try:
+        data = e.data
+    except ValueError:
+        return None  # not JSON: decoding makes it an unknown event, which prices nothing
+    return data.get("caller") if isinstance(data, dict) else None
+
+
+def _table_sums(view: LockedView, filters: Sequence[Filter]) -> list[int]:
+    """Every filter's sum in one pass over the table (one range of the covering index per
+    caller, not one per budget)."""
+    out: list[int] = []
+    callers = sorted({f.caller for f in filters})
+    sums: dict[Filter, int] = {}
+    for caller in callers:
+        mine = [f for f in filters if f.caller == caller]
+        params: dict[str, Any] = {"caller": caller}
+        columns = []
+        for n, f in enumerate(mine):
+            cond = ["ended_at IS NULL"]
+            if f.since is None:
+                cond = ["1 = 1"]
+            else:
+                cond.append(f"ended_at >= :since{n}")
+                params[f"since{n}"] = f.since
+            when = f"({' OR '.join(cond)})"
+            if f.backend:
+                when += f" AND backend = :backend{n}"
+                params[f"backend{n}"] = f.backend
+            columns.append(
+                f"coalesce(sum(CASE WHEN {when} THEN coalesce(spent_micros, reserved_micros) "
+                "ELSE 0 END), 0)"
+            )
+        [values] = view.query(
+            f"SELECT {', '.join(columns)} FROM {TABLE} WHERE caller = :caller", params
+        )
+        sums.update(zip(mine, (int(v or 0) for v in values), strict=True))
+    out = [sums[f] for f in filters]
     return out
-
-
-def _table_sum(view: LockedView, f: Filter) -> int:
-    where = ["caller = :caller"]
-    params: dict[str, Any] = {"caller": f.caller}
-    if f.backend:
-        where.append("backend = :backend")
-        params["backend"] = f.backend
-    ended = "ended_at IS NOT NULL"
-    if f.since is not None:
-        ended += " AND ended_at >= :since"
-        params["since"] = f.since
-    sql = (
-        "SELECT coalesce(sum(CASE WHEN ended_at IS NULL THEN reserved_micros "
-        "ELSE spent_micros END), 0) "
-        f"FROM {TABLE} WHERE {' AND '.join(where)} AND (ended_at IS NULL OR ({ended}))"
-    )
-    [(value,)] = view.query(sql, params)
-    return int(value or 0)
