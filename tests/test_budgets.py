@@ -453,3 +453,33 @@ def test_eight_processes_against_a_budget_worth_four_images_pay_for_four(
     [row] = listed(box)
     assert (row["spent"], row["left"]) == ("0.012000", "0.000000")
     assert box.store().verify().ok
+
+
+def test_rebuild_restores_an_edited_spend_table(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from imagen.projections import spend
+    from ledger import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'l.db'}")
+    _record_job(store, "j1", "a")
+    spend.catch_up(store)
+    with store.engine.begin() as conn:
+        conn.execute(text(f"UPDATE {spend.TABLE} SET spent_micros = 0"))
+    with store.snapshot() as view:
+        assert spend.committed(view, [spend.Filter("a")]) == [0]  # the cache was trusted
+    assert spend.rebuild(store) == ["spend: row j1 differed and was rebuilt"]
+    with store.snapshot() as view:
+        assert spend.committed(view, [spend.Filter("a")]) == [3000]
+
+
+def test_exit_code_9_is_documented_and_ranked_as_resume_all_ranks_it() -> None:
+    import re
+
+    from imagen.app.exit_codes import SEVERITY
+
+    text = (Path(__file__).parents[1] / "docs" / "usage.md").read_text()
+    assert "| 9 | the job is recorded as failed: its price would take the caller past" in text
+    order = re.search(r"in this order: ([\d, ]+)\.", text)
+    assert order is not None
+    assert [int(c) for c in order.group(1).split(",")] == [int(c) for c in SEVERITY]

@@ -202,6 +202,9 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
         pass
     else:
         differences.extend(rebuild_usage(store))
+    from imagen.projections import spend
+
+    differences.extend(spend.rebuild(store))
     if json_output:
         print(json.dumps({"jobs": len(after), "sidecars": sidecars, "differences": differences}))
     else:

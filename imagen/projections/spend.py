@@ -205,3 +205,20 @@ def _table_sums(view: LockedView, filters: Sequence[Filter]) -> list[int]:
         sums.update(zip(mine, (int(v or 0) for v in values), strict=True))
     out = [sums[f] for f in filters]
     return out
+
+
+def rebuild(store: EventStore) -> list[str]:
+    """Re-derive the table from the ledger alone (budgets trust it); report rows that differed."""
+    from ledger.projection import reset
+
+    catch_up(store)
+    names = ", ".join(SPEND.column_names)
+    before = {r[0]: r for r in store.query(f"SELECT {names} FROM {TABLE}")}
+    reset(store, PROJECTION)
+    catch_up(store)
+    after = {r[0]: r for r in store.query(f"SELECT {names} FROM {TABLE}")}
+    return [
+        f"spend: row {k} differed and was rebuilt"
+        for k in sorted(before.keys() | after.keys())
+        if before.get(k) != after.get(k)
+    ]
