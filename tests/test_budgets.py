@@ -134,8 +134,8 @@ def test_a_multi_image_request_is_priced_for_every_image(
     box: Sandbox, rep: ReplicateDouble
 ) -> None:
     setb(box, "agent-1", "0.009", "total")
-    assert gen(box, "agent-1", "--count", "4").returncode == 9  # 0.012 > 0.009
-    assert gen(box, "agent-1", "--count", "3").returncode == 0
+    assert gen(box, "agent-1", "--per-job", "4").returncode == 9  # 0.012 > 0.009
+    assert gen(box, "agent-1", "--per-job", "3").returncode == 0
     assert rep.billed == 1
 
 
@@ -483,3 +483,17 @@ def test_exit_code_9_is_documented_and_ranked_as_resume_all_ranks_it() -> None:
     order = re.search(r"in this order: ([\d, ]+)\.", text)
     assert order is not None
     assert [int(c) for c in order.group(1).split(",")] == [int(c) for c in SEVERITY]
+
+
+def test_a_batch_pays_only_for_what_the_budget_allows(box: Sandbox, rep: ReplicateDouble) -> None:
+    """Members are recorded together in one transaction; each one's check sees the members
+    recorded before it, so a batch of 5 against a budget worth 3 images pays for 3."""
+    setb(box, "agent-1", "0.009", "day")
+    result = box.run("generate", "a fox", "-n", "5", "--size", "256x256", "--json")
+    assert result.returncode == 9, result.stderr
+    lines = [json.loads(x) for x in result.stdout.splitlines()]
+    assert len(lines) == 5
+    assert rep.billed == 3
+    ended = [box.events(j)[-1] for j in box.job_ids()]
+    assert sorted(e.type for e in ended) == ["JobFailed", "JobFailed"] + ["JobSucceeded"] * 3
+    assert {e.data["category"] for e in ended if e.type == "JobFailed"} == {"budget"}

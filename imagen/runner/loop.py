@@ -184,12 +184,24 @@ class Runner:
         records its members before running any, so a crash leaves each one resumable)."""
         if not jobs:
             return
+        from imagen.app import budgets
+
         claim = self._claim(resumed=False)
+        checks = [budgets.guard(request, self.envt.clock, self.envt.tz) for _, request in jobs]
+        for (_, request), check in zip(jobs, checks, strict=True):
+            if check is not None:
+                budgets.prepare_check(self.store, request)
+                break
         with _signals_deferred(), self.store.transaction() as conn:
-            for job_id, request in jobs:
+            for (job_id, request), check in zip(jobs, checks, strict=True):
                 new = [self._to_new(request), self._to_new(claim)]
                 try:
-                    self.store.append(job_id, new, 0, conn=conn)
+                    # Each member's budget check sees the members recorded before it in this
+                    # transaction: a batch cannot overrun a budget any more than 8 processes.
+                    self.store.append(job_id, new, 0, conn=conn, guard=check)
+                except budgets.OverBudget as over:
+                    failed = JobFailed("over_budget", f"job {job_id}: {over}", Failure.BUDGET)
+                    self.store.append(job_id, [new[0], self._to_new(failed)], 0, conn=conn)
                 except ConcurrencyError as exc:
                     raise JobTakenOver(f"job {job_id} already exists") from exc
 
