@@ -358,8 +358,17 @@ class Outcome:
     spent: str | None
 
 
-def run_one(runner: Any, store: Any, job_id: str, sidecar_mode: int) -> Outcome:
-    """Drive one member to its end (or to a stop) and write its files, as `generate` does."""
+def run_one(
+    runner: Any,
+    store: Any,
+    job_id: str,
+    sidecar_mode: int,
+    resume: Callable[[JobState], None] | None = None,
+) -> Outcome:
+    """Drive one member to its end (or to a stop) and write its files, as `generate` does.
+
+    With `resume` (`imagen resume` of many jobs): the job is claimed anew (RunnerClaimed,
+    resumed), after `resume(state)` has checked it may be (raising UserError if not)."""
     from imagen.app.outcome import FAILURE_EXIT_CODES, exit_code, failure_message, summary
     from imagen.app.prepare import release_output
     from imagen.app.sidecars import write_sidecar
@@ -369,7 +378,14 @@ def run_one(runner: Any, store: Any, job_id: str, sidecar_mode: int) -> Outcome:
     message: str | None = None
     code: ExitCode | None = None
     try:
-        runner.run(job_id, load(store, job_id))
+        state0 = load(store, job_id)
+        if resume is None:
+            runner.run(job_id, state0)
+        elif not state0.finished:
+            resume(state0)
+            runner.run(job_id, state0, resumed=True)
+    except UserError as exc:
+        code, message = exc.code, str(exc)
     except JobTakenOver as exc:
         code, message = ExitCode.CONFLICT, str(exc)
     except MissingCredential as exc:
@@ -424,11 +440,14 @@ def concurrency(recorded: Recorded, config: Config, override: int | None) -> dic
         if override is not None:
             limit = override
         else:
-            configured = config.backends[backend].options.get("max_concurrency")
+            known = config.backends.get(backend)  # a backend since removed from the config
+            configured = known.options.get("max_concurrency") if known else None
             limit = (
                 int(configured)
                 if configured
-                else DEFAULT_CONCURRENCY.get(recorded.backend_types[backend], FALLBACK_CONCURRENCY)
+                else DEFAULT_CONCURRENCY.get(
+                    recorded.backend_types.get(backend, ""), FALLBACK_CONCURRENCY
+                )
             )
         limits[backend] = max(1, min(limit, len(queue)))
     return limits
@@ -445,6 +464,7 @@ def start_workers(
     sidecar_mode: int,
     reporter: Callable[[], Any] | None = None,
     on_start: Callable[[str], None] | None = None,
+    resume: Callable[[JobState], None] | None = None,
 ) -> list[threading.Thread]:
     """Start the workers (daemon threads: a second Ctrl-C exits without waiting for them)."""
     from imagen.runner.loop import Runner
@@ -468,7 +488,7 @@ def start_workers(
             if on_start is not None:
                 on_start(job_id)
             try:
-                outcome = run_one(runner, store, job_id, sidecar_mode)
+                outcome = run_one(runner, store, job_id, sidecar_mode, resume)
             except Exception as exc:  # a bug or the ledger failing: this member, said once
                 outcome = Outcome(
                     job_id,

@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import threading
+from collections import deque
 from typing import Any
 
 from imagen.app.errors import UserError
@@ -93,9 +94,11 @@ class _JobLine:
         self.display = display
 
     def event(self, state: Any, rec: Any) -> None:
+        from imagen.cli.safe import printable
         from imagen.projections.timeline import describe
 
-        self.display.update(state.job_id, describe(rec.event)[:100])
+        # Events quote servers: never let them drive the terminal.
+        self.display.update(state.job_id, printable(describe(rec.event))[:100])
         if context.VERBOSITY > 0:
             context.err(f"imagen: {state.job_id[:8]} {describe(rec.event)}")
 
@@ -165,38 +168,36 @@ def run_batch(
         sync_usage_best_effort(context.store(), cfg) if context._store is not None else None
 
 
-def _run(
-    plan: Any, source: Any, total: int, json_output: bool, concurrency: int | None, cfg: Any
-) -> int:
-    from imagen.app import batch as b
-    from imagen.core import money
-    from imagen.projections.jobs import table as jobs_index
-    from imagen.runner.loop import Runner
+class _Drive:
+    """Runs recorded jobs with the batch's workers and reports each as it ends: stdout, errors
+    on stderr, the display; keeps only counts and a running total (memory stays flat)."""
 
-    store = context.store()
-    jobs_index.catch_up(store)
-    from imagen.cli.jobs import mention_interrupted
+    def __init__(self, total: int, json_output: bool, collect: list[Any] | None = None) -> None:
+        self.display = BatchProgress(
+            total, enabled=context.VERBOSITY == 0 and context.ENV.stderr.isatty()
+        )
+        self.json_output = json_output
+        self.collect = collect
+        self.lock = threading.Lock()
+        self.tally = {"succeeded": 0, "failed": 0, "cancelled": 0, "interrupted": 0}
+        self.spent: str | None = None
+        self.worst = ExitCode.OK
+        self.stop: Any = None
 
-    mention_interrupted(store)
-    batch_id = b.new_batch_id()
-    stop = b.Stop()
-    old_handlers = _install_signals(stop)
-    display = BatchProgress(total, enabled=context.VERBOSITY == 0 and context.ENV.stderr.isatty())
-    lock = threading.Lock()
-    tally = {"succeeded": 0, "failed": 0, "cancelled": 0, "interrupted": 0}
-    spent: list[str] = []  # one running total: memory does not grow with the batch
-    worst = [ExitCode.OK]
-    out = context.ENV.stdout
+    def on_done(self, o: Any) -> None:
+        from imagen.core import money
 
-    def on_done(o: Any) -> None:
-        with lock:
-            display.update(o.job_id, None)
-            status = o.status if o.status in tally else "interrupted"
-            tally[status] += 1
+        out = context.ENV.stdout
+        with self.lock:
+            self.display.update(o.job_id, None)
+            status = o.status if o.status in self.tally else "interrupted"
+            self.tally[status] += 1
             if o.spent:
-                spent[:] = [money.total([*spent, o.spent])]
-            worst[0] = most_severe(worst[0], o.code)
-            if json_output:
+                self.spent = money.total([self.spent or "0", o.spent])
+            self.worst = most_severe(self.worst, o.code)
+            if self.json_output and self.collect is not None:
+                self.collect.append(o.summary)
+            elif self.json_output:
                 print(json.dumps(o.summary), file=out)
             elif o.code == ExitCode.OK:
                 for path in o.images:
@@ -204,59 +205,127 @@ def _run(
             out.flush()
             if o.message and o.code != ExitCode.OK and o.code != ExitCode.INTERRUPTED:
                 context.err(f"imagen: error: {o.message}")
-            display.advance(_tally_text(tally))
+            self.display.advance(_tally_text(self.tally))
 
-    def on_start(job_id: str) -> None:
-        display.update(job_id, "starting")
+    def refused(self, where: str, exc: UserError) -> None:
+        context.err(f"imagen: error: {where}: {exc}; not recorded")
+        self.worst = most_severe(self.worst, exc.code)
+        self.tally["failed"] += 1
 
-    recorded = None
-    try:
-        runner = Runner(store, context.ENV)
-        try:
-            recorded = b.record(plan, source, runner, batch_id, stop)
-        except KeyboardInterrupt:
-            stop.cancel()
-            if recorded is None:
-                raise
-        for where, exc in recorded.refused:
-            context.err(f"imagen: error: {where}: {exc}; not recorded")
-            worst[0] = most_severe(worst[0], exc.code)
-            tally["failed"] += 1
+    def run(
+        self, store: Any, recorded: Any, concurrency: int | None, cfg: Any, resume: Any = None
+    ) -> None:
+        from imagen.app import batch as b
+
         limits = b.concurrency(recorded, cfg, concurrency)
         threads = b.start_workers(
             store,
             context.ENV,
             recorded,
             limits,
-            stop,
-            on_done,
+            self.stop,
+            self.on_done,
             sidecar_mode=cfg.output.sidecar_mode,
-            reporter=(lambda: _JobLine(display)),
-            on_start=on_start,
+            reporter=(lambda: _JobLine(self.display)),
+            on_start=lambda job_id: self.display.update(job_id, "starting"),
+            resume=resume,
         )
-        _wait(threads, stop)
+        _wait(threads, self.stop)
+
+    def finish(self, recorded: Any, what: str, resume_hint: str) -> int:
+        from imagen.app import batch as b
+
+        self.display.close()
+        left = b.left_over(recorded) if recorded is not None else 0
+        if left:
+            self.tally["interrupted"] += left
+            self.worst = most_severe(self.worst, ExitCode.TERMINATED)
+        t = self.tally
+        line = (
+            f"{what}: {t['succeeded']} done, {t['failed']} failed, {t['cancelled']} cancelled"
+            + (f", {t['interrupted']} interrupted" if t["interrupted"] else "")
+            + (f"; spent ${self.spent}" if self.spent is not None else "")
+        )
+        if t["interrupted"]:
+            line += f"; finish with `{resume_hint}`"
+        if self.worst == ExitCode.OK:
+            context.note(line)
+        else:
+            context.err(f"imagen: {line}")
+        return int(self.worst)
+
+
+def _run(
+    plan: Any, source: Any, total: int, json_output: bool, concurrency: int | None, cfg: Any
+) -> int:
+    from imagen.app import batch as b
+    from imagen.cli.jobs import mention_interrupted
+    from imagen.projections.jobs import table as jobs_index
+    from imagen.runner.loop import Runner
+
+    store = context.store()
+    jobs_index.catch_up(store)
+    mention_interrupted(store)
+    batch_id = b.new_batch_id()
+    drive = _Drive(total, json_output)
+    drive.stop = b.Stop()
+    old_handlers = _install_signals(drive.stop)
+    recorded = None
+    try:
+        recorded = b.record(plan, source, Runner(store, context.ENV), batch_id, drive.stop)
+        for where, exc in recorded.refused:
+            drive.refused(where, exc)
+        drive.run(store, recorded, concurrency, cfg)
     finally:
-        display.close()
+        drive.display.close()
         _restore_signals(old_handlers)
-    left = b.left_over(recorded) if recorded is not None else 0
-    if left:
-        tally["interrupted"] += left
-        worst[0] = most_severe(worst[0], ExitCode.TERMINATED)
-    code = worst[0]
-    cost = money.total(spent) if spent else None
-    line = (
-        f"batch {batch_id}: {tally['succeeded']} done, {tally['failed']} failed, "
-        f"{tally['cancelled']} cancelled"
-        + (f", {tally['interrupted']} interrupted" if tally["interrupted"] else "")
-        + (f"; spent ${cost}" if cost is not None else "")
-    )
-    if tally["interrupted"]:
-        line += f"; finish with `imagen resume {batch_id}`"
-    if code == ExitCode.OK:
-        context.note(line)
-    else:
-        context.err(f"imagen: {line}")
-    return int(code)
+    return drive.finish(recorded, f"batch {batch_id}", f"imagen resume {batch_id}")
+
+
+def resume_many(
+    store: Any, rows: list[dict[str, Any]], *, json_output: bool, label: str, hint: str
+) -> int:
+    """`imagen resume` of several jobs (--all, a batch): each as `resume ID` would, a few at a
+    time per backend as a batch runs; --json prints one array at the end, as resume does."""
+    from imagen.app import batch as b
+    from imagen.cli import render
+
+    cfg = context.config()
+    recorded = b.Recorded("", {}, {})
+    for row in rows:
+        backend = str(row.get("backend") or "")
+        recorded.queues.setdefault(backend, deque()).append(row["job_id"])
+        known = cfg.backends.get(backend)
+        recorded.backend_types[backend] = known.type if known else ""
+        recorded.total += 1
+    collected: list[Any] = []
+    drive = _Drive(recorded.total, json_output, collected)
+    drive.stop = b.Stop()
+    old_handlers = _install_signals(drive.stop)
+    try:
+        drive.run(store, recorded, None, cfg, resume=_resumable)
+    finally:
+        drive.display.close()
+        _restore_signals(old_handlers)
+    code = drive.finish(recorded, label, hint)
+    if json_output:
+        render.print_json(collected)
+    return code
+
+
+def _resumable(state: Any) -> None:
+    """May this process take the job over? (Raises UserError if not, as `resume ID` says.)"""
+    from imagen.cli.jobs import _check_backend_usable
+    from imagen.runner.liveness import job_owner_alive
+
+    if job_owner_alive(state, context.ENV):
+        claim = state.claim
+        raise UserError(
+            f"job {state.job_id} is being driven by pid {claim.pid} on {claim.host}; "
+            "not resuming it twice",
+            ExitCode.CONFLICT,
+        )
+    _check_backend_usable(state, state.job_id)
 
 
 def _tally_text(tally: dict[str, int]) -> str:

@@ -258,24 +258,35 @@ def resume(
         batch = _batch_named(store, job_id)
     if all_ or batch:
         jobs_index.catch_up(store)
-        ids = [
-            r["job_id"]
-            for r in jobs_query.query(
-                store, context.ENV, status="interrupted", batch=batch, limit=None
-            )
-        ]
+        rows = list(
+            jobs_query.query(store, context.ENV, status="interrupted", batch=batch, limit=None)
+        )
         # A crash right after the success was recorded leaves the job without its sidecar:
         # completing what a success implies is resuming too.
         from imagen.app.sidecars import sidecar_path
 
-        ids += [
-            r["job_id"]
+        rows += [
+            r
             for r in jobs_query.query(
                 store, context.ENV, status="succeeded", batch=batch, limit=None
             )
             if r["image_path"] and not sidecar_path(r["image_path"]).exists()
         ]
+        ids = [r["job_id"] for r in rows]
         all_ = True  # each job on its own, as --all
+        if len(rows) > 1 and not force_new:
+            # Several at once, as a batch runs (each job still resumed on its own).
+            from imagen.cli.batch import resume_many
+
+            code = resume_many(
+                store,
+                rows,
+                json_output=json_output,
+                label=f"batch {batch}" if batch else "resume",
+                hint=f"imagen resume {batch}" if batch else "imagen resume --all",
+            )
+            sync_usage_best_effort(store, context.config())
+            return code
     else:
         ids = [resolve_job_id(store, job_id or "")]
     worst = ExitCode.OK
