@@ -310,3 +310,38 @@ def test_kill_9_in_the_middle_of_a_40_image_batch_then_resume_all(
     audit = box.run("audit")
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "verified" in audit.stdout + audit.stderr
+
+
+def test_one_batch_across_two_backends(
+    tmp_path: Path, rep: ReplicateDouble, comfy: ComfyUIDouble
+) -> None:
+    box = rep_box(tmp_path, rep)
+    box.write_config(
+        f'default_backend = "rep"\n'
+        f'[backends.rep]\ntype = "replicate"\nmodel = "{SCHNELL}"\nbase_url = "{rep.url}"\n'
+        f"poll_interval_s = 0.05\nmax_concurrency = 3\n"
+        f'[backends.local]\ntype = "comfyui"\nurl = "{comfy.url}"\npoll_interval_s = 0.05\n'
+        f'[output]\ndirectory = "{tmp_path / "out"}"\n'
+    )
+    source = tmp_path / "mixed.jsonl"
+    source.write_text(
+        "\n".join(
+            json.dumps({"prompt": f"shot {i}", "backend": "local" if i % 2 else "rep"})
+            for i in range(6)
+        )
+        + "\n"
+    )
+    result = box.run("generate", "--from", str(source), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted((r["index"], r["backend"]) for r in rows) == [
+        (i, "local" if i % 2 else "rep") for i in range(6)
+    ]
+    assert rep.billed == 3 and comfy.executed == 3
+
+
+def test_several_images_take_a_directory(tmp_path: Path, rep: ReplicateDouble) -> None:
+    box = rep_box(tmp_path, rep)
+    result = box.run("generate", "a fox", "an owl", "--output", str(tmp_path / "one.png"))
+    assert result.returncode == 2 and "give a directory" in result.stderr
+    assert box.events() == [] and rep.requests == []
