@@ -285,8 +285,15 @@ def test_kill_9_in_the_middle_of_a_40_image_batch_then_resume_all(
     # From here on the jobs in flight are caught unfinished: Replicate makes (and bills) each
     # prediction but its answer is late; ComfyUI parks the next execution.
     if backend == "replicate":
+        before = sum(1 for method, _ in rep.requests if method == "POST")
         rep.slow_next("create", 2.0, times=40)
-        rep.wait_for_request(lambda r: r[0] == "POST", timeout=30)
+        posts = [0]
+
+        def a_late_create(request: tuple[str, str]) -> bool:
+            posts[0] += request[0] == "POST"
+            return posts[0] > before
+
+        rep.wait_for_request(a_late_create, timeout=30)
     else:
         comfy.hold_next()
         comfy.wait_until(lambda d: d.held is not None, timeout=30)
@@ -305,6 +312,8 @@ def test_kill_9_in_the_middle_of_a_40_image_batch_then_resume_all(
     assert all(Path(f"{p}.json").exists() for p in images)
     if backend == "replicate":
         assert rep.billed == 40
+        # A create whose answer never came was looked up and adopted, not made again.
+        assert any(e.type == "LookupConcluded" for e in box.events())
     else:
         assert comfy.executed == 40
     audit = box.run("audit")

@@ -256,7 +256,8 @@ def record(
 
     A member whose output name was taken since validation (another process) is not recorded
     and is reported; the others go ahead. Ctrl-C stops recording where it is: what is recorded
-    is then cancelled by the run, as the rest of the batch would be."""
+    is then cancelled by the run, as the rest of the batch would be. SIGTERM/SIGHUP do not:
+    recording is quick, and every member recorded is one `imagen resume` can finish."""
     from imagen.app.prepare import release_output, reserve_output
 
     out = Recorded(batch_id, {}, {})
@@ -276,9 +277,13 @@ def record(
         chunk.clear()
 
     for member in plan.members(source):
-        if stop is not None and stop.value is not None:
+        if stop is not None and stop.value == "cancel":
             break
-        prepared = plan.prepare(member)
+        try:
+            prepared = plan.prepare(member)
+        except UserError as exc:  # changed since validation (a file made by another process)
+            out.refused.append((member.input.where, exc))
+            continue
         request = dataclasses.replace(
             prepared.request,
             batch=batch_id,

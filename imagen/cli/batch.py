@@ -183,12 +183,14 @@ class _Drive:
         self.spent: str | None = None
         self.worst = ExitCode.OK
         self.stop: Any = None
+        self.running = 0  # started and not yet reported
 
     def on_done(self, o: Any) -> None:
         from imagen.core import money
 
         out = context.ENV.stdout
         with self.lock:
+            self.running -= 1
             self.display.update(o.job_id, None)
             status = o.status if o.status in self.tally else "interrupted"
             self.tally[status] += 1
@@ -206,6 +208,11 @@ class _Drive:
             if o.message and o.code != ExitCode.OK and o.code != ExitCode.INTERRUPTED:
                 context.err(f"imagen: error: {o.message}")
             self.display.advance(_tally_text(self.tally))
+
+    def on_start(self, job_id: str) -> None:
+        with self.lock:
+            self.running += 1
+        self.display.update(job_id, "starting")
 
     def refused(self, where: str, exc: UserError) -> None:
         context.err(f"imagen: error: {where}: {exc}; not recorded")
@@ -227,7 +234,7 @@ class _Drive:
             self.on_done,
             sidecar_mode=cfg.output.sidecar_mode,
             reporter=(lambda: _JobLine(self.display)),
-            on_start=lambda job_id: self.display.update(job_id, "starting"),
+            on_start=self.on_start,
             resume=resume,
         )
         _wait(threads, self.stop)
@@ -236,7 +243,10 @@ class _Drive:
         from imagen.app import batch as b
 
         self.display.close()
-        left = b.left_over(recorded) if recorded is not None else 0
+        # Not started, or still in a request when SIGTERM's grace ran out: each resumable.
+        left = (b.left_over(recorded) if recorded is not None else 0) + self.running
+        if self.stop is not None and self.stop.terminating:
+            self.worst = most_severe(self.worst, ExitCode.TERMINATED)
         if left:
             self.tally["interrupted"] += left
             self.worst = most_severe(self.worst, ExitCode.TERMINATED)
