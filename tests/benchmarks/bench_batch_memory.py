@@ -13,9 +13,7 @@ from pathlib import Path
 
 from imagen.testing.replicate import ReplicateDouble
 from tests.benchmarks.report import line
-
-TOKEN = "r8_benchmark_token_0123456789"
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks.sandbox import TOKEN, replicate_env
 
 
 def _peak_rss_mb(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -33,25 +31,9 @@ def _peak_rss_mb(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 def run() -> None:
     with ReplicateDouble(token=TOKEN) as rep, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "config.toml").write_text(f"""
-default_backend = "rep"
-[backends.rep]
-type = "replicate"
-model = "black-forest-labs/flux-schnell"
-base_url = "{rep.url}"
-[output]
-directory = "{root / "out"}"
-""")
         results = {}
         for lines in (100, 1000):
-            env = {
-                **os.environ,
-                "IMAGEN_CONFIG": str(root / "config.toml"),
-                "REPLICATE_API_TOKEN": TOKEN,
-                "IMAGEN_LEDGER_URL": f"sqlite:///{root / f'ledger-{lines}.db'}",
-                "PYTHONPATH": str(ROOT),
-                "IMAGEN_PREVIEW": "off",
-            }
+            env = replicate_env(root, rep.url, ledger=f"ledger-{lines}.db")
             prompts = root / f"prompts-{lines}.txt"
             prompts.write_text(
                 "".join(f"a tin robot number {i}, in a field of rye\n" for i in range(lines))

@@ -6,19 +6,13 @@ Issue 15's targets: wall <= 30 s, <= 3 requests per image."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from imagen.testing.replicate import ReplicateDouble
 from tests.benchmarks.report import line
+from tests.benchmarks.sandbox import TOKEN, generate, replicate_env
 
-TOKEN = "r8_benchmark_token_0123456789"
-ROOT = Path(__file__).resolve().parents[2]
 IMAGES, SAMPLE, SECONDS = 100, 10, 2.0
 
 
@@ -26,38 +20,13 @@ def run() -> None:
     with ReplicateDouble(token=TOKEN) as rep, tempfile.TemporaryDirectory() as tmp:
         rep.behaviour(duration=SECONDS)
         root = Path(tmp)
-        (root / "config.toml").write_text(f"""
-default_backend = "rep"
-[backends.rep]
-type = "replicate"
-model = "black-forest-labs/flux-schnell"
-base_url = "{rep.url}"
-[output]
-directory = "{root / "out"}"
-""")
-        env = {
-            **os.environ,
-            "IMAGEN_CONFIG": str(root / "config.toml"),
-            "REPLICATE_API_TOKEN": TOKEN,
-            "IMAGEN_LEDGER_URL": f"sqlite:///{root / 'ledger.db'}",
-            "PYTHONPATH": str(ROOT),
-            "IMAGEN_PREVIEW": "off",
-        }
+        env = replicate_env(root, rep.url)
 
         def imagen(*args: str) -> tuple[float, int, int]:
             """(wall s, images, requests the double received)."""
             before = len(rep.requests)
-            start = time.perf_counter()
-            r = subprocess.run(
-                [sys.executable, "-m", "imagen", "generate", *args, "--json"],
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            elapsed = time.perf_counter() - start
-            assert r.returncode == 0, r.stderr
-            images = sum(len(json.loads(x)["images"]) for x in r.stdout.splitlines() if x)
-            return elapsed, images, len(rep.requests) - before
+            elapsed, jobs = generate(env, *args)
+            return elapsed, sum(len(j["images"]) for j in jobs), len(rep.requests) - before
 
         prompts = root / "prompts.txt"
         prompts.write_text("".join(f"a paper boat, take {i}\n" for i in range(IMAGES)))

@@ -4,7 +4,6 @@ generations, beside a baseline client that polls /history every 500 ms (as the s
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from imagen.testing.comfyui import ComfyUIDouble
 from tests.benchmarks.report import line
+from tests.benchmarks.sandbox import comfyui_env
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = 20
@@ -51,21 +51,7 @@ def run() -> None:
 
     with ComfyUIDouble() as comfy, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "config.toml").write_text(f"""
-default_backend = "local"
-[backends.local]
-type = "comfyui"
-url = "{comfy.url}"
-[output]
-directory = "{root / "out"}"
-""")
-        env = {
-            **os.environ,
-            "IMAGEN_CONFIG": str(root / "config.toml"),
-            "PYTHONPATH": str(ROOT),
-            "IMAGEN_LEDGER_URL": f"sqlite:///{root / 'ledger.db'}",
-            "IMAGEN_PREVIEW": "off",
-        }
+        env = comfyui_env(root, comfy.url)
         ours, base = [], []
         for i in range(RUNS):
             comfy.step_time = 0.05 + 0.1 * (i % 5) / 4  # spread completions over a poll interval

@@ -6,7 +6,6 @@ making the same calls. All against the Replicate double, in the same run."""
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from imagen.testing.replicate import ReplicateDouble
 from tests.benchmarks.report import line
+from tests.benchmarks.sandbox import replicate_env
 
 TOKEN = "r8_benchmark_token_0123456789"
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,23 +57,7 @@ def _completed(rep: ReplicateDouble) -> float:
 def run() -> None:
     with ReplicateDouble(token=TOKEN) as rep, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "config.toml").write_text(f"""
-default_backend = "rep"
-[backends.rep]
-type = "replicate"
-model = "black-forest-labs/flux-schnell"
-base_url = "{rep.url}"
-[output]
-directory = "{root / "out"}"
-""")
-        env = {
-            **os.environ,
-            "IMAGEN_CONFIG": str(root / "config.toml"),
-            "REPLICATE_API_TOKEN": TOKEN,
-            "IMAGEN_LEDGER_URL": f"sqlite:///{root / 'ledger.db'}",
-            "PYTHONPATH": str(ROOT),
-            "IMAGEN_PREVIEW": "off",
-        }
+        env = replicate_env(root, rep.url)
 
         def imagen(prompt: str) -> Path:
             r = subprocess.run(

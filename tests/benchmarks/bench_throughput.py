@@ -11,7 +11,6 @@ so neither gets the quieter moments of a shared machine. Issue 15's target: >= 3
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -26,10 +25,9 @@ from imagen.core.inputs import GenerateInputs
 from imagen.runner.loop import Runner
 from ledger import open_store
 from tests.benchmarks.report import line
+from tests.benchmarks.sandbox import ROOT, TOKEN, generate, replicate_env
 from tests.support.inprocess import environment, prepared
 
-TOKEN = "r8_benchmark_token_0123456789"
-ROOT = Path(__file__).resolve().parents[2]
 WORKERS, JOBS, ROUNDS = 32, 256, 2
 
 
@@ -89,37 +87,11 @@ def _batch(url: str, root: Path, group_commit: bool) -> tuple[float, float]:
 
 def _cli(url: str, root: Path, concurrency: int) -> float:
     """images/s of one `imagen generate --from` of JOBS lines, wall time of the command."""
-    root.mkdir()
-    (root / "config.toml").write_text(f"""
-default_backend = "rep"
-[backends.rep]
-type = "replicate"
-model = "black-forest-labs/flux-schnell"
-base_url = "{url}"
-[output]
-directory = "{root / "out"}"
-""")
+    env = replicate_env(root, url)
     prompts = root / "prompts.txt"
     prompts.write_text("".join(f"a brass key, take {i}\n" for i in range(JOBS)))
-    env = {
-        **os.environ,
-        "IMAGEN_CONFIG": str(root / "config.toml"),
-        "REPLICATE_API_TOKEN": TOKEN,
-        "IMAGEN_LEDGER_URL": f"sqlite:///{root / 'ledger.db'}",
-        "PYTHONPATH": str(ROOT),
-        "IMAGEN_PREVIEW": "off",
-    }
     argv = ["--from", str(prompts), "--size", "512x512", "--concurrency", str(concurrency)]
-    start = time.perf_counter()
-    r = subprocess.run(
-        [sys.executable, "-m", "imagen", "generate", *argv, "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    elapsed = time.perf_counter() - start
-    assert r.returncode == 0, r.stderr
-    done = [json.loads(x) for x in r.stdout.splitlines() if x]
+    elapsed, done = generate(env, *argv)
     assert len(done) == JOBS and {d["status"] for d in done} == {"succeeded"}
     return JOBS / elapsed
 
