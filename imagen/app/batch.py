@@ -38,7 +38,7 @@ from imagen.core.inputs import BadInput, GenerateInputs, parse_options, parse_si
 from imagen.core.job import JobState, image_count, image_path
 from imagen.runner.environment import Environment
 
-DEFAULT_CONCURRENCY = {"replicate": 8, "comfyui": 2}  # ComfyUI: one running, the next queued
+DEFAULT_CONCURRENCY = {"replicate": 12, "comfyui": 2}  # ComfyUI: one running, the next queued
 FALLBACK_CONCURRENCY = 4
 CHUNK = 64  # members recorded per transaction
 

@@ -53,7 +53,7 @@ COMMON: dict[str, Option] = {
     "default_steps": Option((int,), help="inference steps when --steps is not given", minimum=1),
     "max_concurrency": Option(
         (int,),
-        help="jobs in flight at once in a batch (default 8 on Replicate, 2 on ComfyUI)",
+        help="jobs in flight at once in a batch (default 12 on Replicate, 2 on ComfyUI)",
         minimum=1,
         maximum=64,
     ),

@@ -76,7 +76,7 @@ def generate(
         count, size, aspect, steps, backend, format and options for their line; `-` reads
         standard input. Every line is checked before anything is recorded.
     concurrency
-        Jobs in flight at once per backend (default: the backend's max_concurrency, else 8 on
+        Jobs in flight at once per backend (default: the backend's max_concurrency, else 12 on
         Replicate and 2 on ComfyUI).
     option
         Extra model input as key=value (repeatable), e.g. -o guidance=3.5.
