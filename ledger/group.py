@@ -11,9 +11,11 @@ A lone caller leads at once: no waiting, no added latency.
 
 Failure is per caller: a stale expected version, or a guard that refuses by raising, refuses
 that append alone (both happen before anything of it is written). Anything else that fails
-inside a group (a database error) rolls the whole transaction back and every caller of that
-group appends again alone, in its own transaction, so each meets exactly the outcome it would
-have had without grouping; a guard may then run a second time (guards only read).
+while the group's appends run (a database error) rolls the whole transaction back and every
+caller of that group appends again alone, in its own transaction, so each meets exactly the
+outcome it would have had without grouping; a guard may then run a second time (guards only
+read). A failure of the commit itself leaves the outcome unknown, as it would for a lone
+caller: every caller of the group gets a LedgerError saying so, and none appends again blind.
 
 It relies only on a store's public write API: `transaction()` and `append(..., conn=, guard=)`.
 """
@@ -26,7 +28,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from ledger.errors import ConcurrencyError
+from ledger.errors import ConcurrencyError, LedgerError
 from ledger.events import NewEvent, RecordedEvent
 
 
@@ -92,6 +94,7 @@ class GroupCommit:
                 except BaseException:
                     if me.state == "waiting":  # no leader has it: it will never be written
                         self._queue.remove(me)
+                    # Taken: its leader commits it or not; the ledger tells which.
                     raise
             if me.state == "waiting":  # nobody leads: lead this group
                 self._leading = True
@@ -116,7 +119,12 @@ class GroupCommit:
     def _lead(self, group: list[_Pending]) -> None:
         refused: dict[int, Exception] = {}
         results: dict[int, list[RecordedEvent]] = {}
-        committed = False
+        # Until every append of the group ran, a failure rolls the transaction back: nothing
+        # of it is written and each caller may append again alone. A failure after that (the
+        # commit itself, or an interruption during it) leaves the outcome unknown: no caller
+        # appends again blind; each is told, as a lone caller would be by its own commit.
+        ran_all = False
+        failure: BaseException | None = None
         try:
             with self._store.transaction() as conn:
                 for n, p in enumerate(group):
@@ -131,24 +139,26 @@ class GroupCommit:
                         if exc.__cause__ is not None:
                             raise  # a constraint fired: the transaction may be unusable
                         refused[n] = exc  # the version check: nothing written
-            committed = True
-        except Exception:
-            pass  # rolled back: each caller appends again alone and meets its own outcome
-        finally:
-            with self._cond:
-                for n, p in enumerate(group):
-                    if not committed:
-                        p.state = "alone"
-                    else:
-                        p.result, p.error = results.get(n, []), refused.get(n)
-                        p.state = "done"
-                if committed:
-                    self.groups += 1
-                    self.grouped += len(group) - len(refused)
+                ran_all = True
+        except BaseException as exc:
+            failure = exc
+        with self._cond:
+            for n, p in enumerate(group):
+                if failure is None:
+                    p.result, p.error, p.state = results.get(n, []), refused.get(n), "done"
+                elif not ran_all:
+                    p.state = "alone"
                 else:
-                    self.failed += 1
-                self._leading = False
-                self._cond.notify_all()
+                    p.error, p.state = _unknown(failure), "done"
+            if failure is None:
+                self.groups += 1
+                self.grouped += len(group) - len(refused)
+            else:
+                self.failed += 1
+            self._leading = False
+            self._cond.notify_all()
+        if failure is not None and not isinstance(failure, Exception):
+            raise failure  # the leader's own caller was interrupted (Ctrl-C): it stops here
 
     def _alone(self, p: _Pending) -> list[RecordedEvent]:
         with self._store.transaction() as conn:
@@ -174,6 +184,15 @@ class _Checked:
             if _database_error(exc):
                 raise
             raise _Refused(exc) from None
+
+
+def _unknown(failure: BaseException) -> LedgerError:
+    error = LedgerError(
+        f"committing appends failed ({type(failure).__name__}: {failure}); whether they were "
+        "recorded is unknown: re-read the stream before deciding again"
+    )
+    error.__cause__ = failure
+    return error
 
 
 def _database_error(exc: BaseException) -> bool:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from ledger import ConcurrencyError, NewEvent, open_store
+from ledger import ConcurrencyError, LedgerError, NewEvent, open_store
+from ledger.group import GroupCommit
 from ledger.store import EventStore
 from tests.ledger_writer import Full
 
@@ -39,17 +41,15 @@ def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, Outcome]:
     return t, out
 
 
-def _queued(store: EventStore, n: int) -> None:
+def _queued(group: GroupCommit, n: int) -> None:
     """Readiness check: `n` appends wait behind the leader."""
-    group = store._group
-    assert group is not None
     deadline = time.monotonic() + 30
     while group.queued() < n:
         assert time.monotonic() < deadline, f"only {group.queued()} of {n} appends queued"
         time.sleep(0.001)
 
 
-def _held_leader(store: EventStore) -> tuple[threading.Event, threading.Thread, Outcome]:
+def _held_leader(group: GroupCommit) -> tuple[threading.Event, threading.Thread, Outcome]:
     """An append whose leader stays in its transaction until the returned event is set."""
     release, entered = threading.Event(), threading.Event()
 
@@ -57,19 +57,22 @@ def _held_leader(store: EventStore) -> tuple[threading.Event, threading.Thread, 
         entered.set()
         assert release.wait(30)
 
-    t, out = _in_thread(lambda: store.append("leader", [NewEvent("Lead", {})], 0, guard=hold))
+    t, out = _in_thread(lambda: group.append("leader", [NewEvent("Lead", {})], None, guard=hold))
     assert entered.wait(30)
     return release, t, out
 
 
-def _group_of(store: EventStore, appends: list[Callable[[], Any]]) -> list[Outcome]:
-    """Run `appends` from threads as one group, behind a held leader."""
-    release, leader, _ = _held_leader(store)
-    group = store._group
+def _group_of(
+    store: EventStore, appends: list[Callable[[], Any]], group: GroupCommit | None = None
+) -> list[Outcome]:
+    """Run `appends` from threads as one group, behind a held leader (of the store's own group
+    commit unless another is given)."""
+    group = group or store._group
     assert group is not None
+    release, leader, _ = _held_leader(group)
     before = group.groups + group.failed
     started = [_in_thread(fn) for fn in appends]
-    _queued(store, len(appends))
+    _queued(group, len(appends))
     release.set()
     leader.join(30)
     for t, _ in started:
@@ -181,6 +184,45 @@ def test_a_database_error_in_a_group_sends_every_caller_back_alone(ledger_url: s
     report = store.verify()
     assert report.ok and report.checked == 3
     assert store._group is not None and store._group.failed == 1
+
+
+class CommitThenFail:
+    """The real store, whose transactions fail right after committing (as a connection lost
+    while COMMIT's answer was on its way would): the callers cannot know what was recorded."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.store.transaction() as conn:
+            yield conn
+        raise OSError("connection lost after COMMIT")
+
+    def append(self, *args: Any, **kwargs: Any) -> Any:
+        return self.store.append(*args, **kwargs)
+
+
+def test_a_commit_that_fails_is_reported_to_every_caller_and_never_retried_blind(
+    ledger_url: str,
+) -> None:
+    store = open_store(ledger_url)
+    group = GroupCommit(CommitThenFail(store))
+    outs = _group_of(
+        store,
+        [
+            lambda: group.append("u", [NewEvent("U", {})], None),
+            lambda: group.append("v", [NewEvent("V", {})], 0),
+        ],
+        group,
+    )
+    for out in outs:
+        assert isinstance(out.error, LedgerError) and "unknown" in str(out.error)
+    # Committed once each: nobody appended again (an append without expected version would
+    # otherwise be there twice).
+    assert [e.type for e in store.read_stream("u")] == ["U"]
+    assert [e.type for e in store.read_stream("v")] == ["V"]
+    assert store.verify().ok
 
 
 def test_without_group_commit_appends_take_their_own_transactions(tmp_path: Any) -> None:
