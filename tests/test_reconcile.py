@@ -435,3 +435,47 @@ def test_a_create_in_flight_is_pending_not_unknown(
     finally:
         store.close()
     assert after.problems == [] and after.notes == []
+
+
+def test_an_unadopted_create_is_unknown_and_names_its_job(
+    store: Any, rep: ReplicateDouble, envt: Environment
+) -> None:
+    """A job whose create timed out and which ended without finding its prediction: Replicate
+    made (and bills) it, the ledger does not count it. Its echoed input names the job."""
+    from imagen.core.events import JobFailed, JobRequested, RequestFailed, RequestSent
+    from imagen.core.failures import Failure
+    from ledger import NewEvent
+
+    sent = {"prompt": "lost fox", "seed": 77}
+    events = [
+        JobRequested(
+            "b", "replicate", SCHNELL, "lost fox", {"seed": 77}, {"base_url": rep.url}, "/x"
+        ),
+        RequestSent(
+            "r1",
+            "create",
+            "POST",
+            f"{rep.url}/v1/models/{SCHNELL}/predictions",
+            {},
+            {"input": sent},
+        ),
+        RequestFailed("r1", "create", "timeout", "no answer"),
+        JobFailed("unreachable", "gave up", Failure.UNREACHABLE),
+    ]
+    store.append("job-lost", [NewEvent(e.type_name(), e.to_data()) for e in events], 0)
+    r = urllib3.request(
+        "POST",
+        f"{rep.url}/v1/models/{SCHNELL}/predictions",
+        json={"input": {**sent, "num_outputs": 1}},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+    made = str(r.json()["id"])
+    report = audit(store, rep, envt)
+    [found] = report.problems
+    assert (found["kind"], found["remote_id"], found["job_id"]) == (
+        "provider_unknown",
+        made,
+        "job-lost",
+    )
+    assert "paid but not counted" in found["message"]
