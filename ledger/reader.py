@@ -29,12 +29,12 @@ class Reader(Protocol):
     ) -> list[tuple[Any, ...]]: ...
 
 
-class SqliteReader:
-    def __init__(self, path: Path, *, immutable: bool = False) -> None:
-        self.path = path
-        self.immutable = immutable
-        # Read-only: this connection can never change the ledger.
-        self.conn = sqlite3.connect(f"file:{path}?{_ro(immutable)}", uri=True, timeout=30)
+class SqliteQueries:
+    """The `Reader` queries over one sqlite3 connection: a read-only reader's, or one the
+    stdlib store (ledger.sqlite_store) lends from its pool or holds in a transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
 
     def query(self, sql: str, params: Mapping[str, object] | None = None) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, dict(params or {})).fetchall()
@@ -76,6 +76,14 @@ class SqliteReader:
     def identity(self) -> str | None:
         rows = self._fetch(f"SELECT {COLUMNS} FROM events WHERE position = 1")
         return identity_of(RecordedEvent(*rows[0]) if rows else None)
+
+
+class SqliteReader(SqliteQueries):
+    def __init__(self, path: Path, *, immutable: bool = False) -> None:
+        self.path = path
+        self.immutable = immutable
+        # Read-only: this connection can never change the ledger.
+        super().__init__(sqlite3.connect(f"file:{path}?{_ro(immutable)}", uri=True, timeout=30))
 
     def close(self) -> None:
         self.conn.close()

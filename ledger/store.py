@@ -8,12 +8,10 @@ the event before it. Readers never block writers (WAL / MVCC).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -38,17 +36,20 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from ledger.errors import ConcurrencyError, LedgerError, NoLedgerError
-from ledger.events import (
-    GENESIS_HASH,
-    IDENTITY_STREAM,
-    NewEvent,
-    RecordedEvent,
-    canonical_json,
-    event_hash,
-    identity_event,
-    identity_of,
+from ledger.chain import (
+    Clock,
+    Durability,
+    Head,
+    HeadFile,
+    VerifyReport,
+    as_row,
+    format_timestamp,
+    link,
+    utc_now,
+    verify_rows,
 )
+from ledger.errors import ConcurrencyError, LedgerError, NoLedgerError
+from ledger.events import GENESIS_HASH, NewEvent, RecordedEvent, identity_of
 from ledger.group import GroupCommit
 from ledger.projection import ColumnType, Guard, Row, TableSpec
 from ledger.revision import WRITE as _WRITE
@@ -59,40 +60,10 @@ from ledger.schema import (
     projection_checkpoints,
 )
 
-Clock = Callable[[], datetime]
-Durability = Literal["full", "normal"]
+__all__ = ["Clock", "Durability", "EventStore", "Head", "VerifyReport", "format_timestamp"]
 
 _HEAD_INFO = "ledger_head_appended"
 _APPEND_LOCK = 7261002  # PostgreSQL advisory lock key for appends (7261001: migrations)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def format_timestamp(moment: datetime) -> str:
-    """Fixed-width UTC text, so timestamps sort and hash the same on every engine."""
-    if moment.tzinfo is None:
-        raise ValueError("the ledger clock must return timezone-aware datetimes")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass(frozen=True, slots=True)
-class Head:
-    position: int
-    hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyReport:
-    checked: int
-    head: Head
-    first_broken: int | None = None
-    reason: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.first_broken is None
 
 
 from ledger.schema_names import COLUMNS as _COLUMNS  # noqa: E402
@@ -109,8 +80,7 @@ class EventStore:
     ) -> None:
         self.engine = engine
         self._clock = clock
-        # A SQLite ledger keeps its chain head in a file beside it too (`<ledger>.head`): a tail
-        # deleted from the database (triggers dropped) then shows in `imagen audit`.
+        # A SQLite ledger keeps its chain head in a file beside it too (see chain.HeadFile).
         self.head_path: Path | None = None
         # With identity, the first append to an empty ledger writes a LedgerCreated event first.
         self._identity = identity
@@ -185,44 +155,11 @@ class EventStore:
             raise ConcurrencyError(stream_id, expected_version, current)
         head = Head(head_pos, head_hash or GENESIS_HASH)
         recorded_at = format_timestamp(self._clock())
-        position, prev = head.position, head.hash
-        recorded: list[RecordedEvent] = []
-        batch = [(stream_id, current + n, new) for n, new in enumerate(new_events, start=1)]
-        if self._identity and head_pos == 0 and stream_id != IDENTITY_STREAM:
-            # Under the write lock and in the caller's transaction: exactly one identity, and
-            # never a ledger with content but without it.
-            batch.insert(0, (IDENTITY_STREAM, 1, identity_event()))
-        for stream, version, new in batch:
-            position += 1
-            data_json = canonical_json(new.data)
-            digest = event_hash(
-                prev,
-                position,
-                new.event_id,
-                stream,
-                version,
-                new.type,
-                new.schema_version,
-                data_json,
-                recorded_at,
-            )
-            recorded.append(
-                RecordedEvent(
-                    position,
-                    new.event_id,
-                    stream,
-                    version,
-                    new.type,
-                    new.schema_version,
-                    data_json,
-                    recorded_at,
-                    prev,
-                    digest,
-                )
-            )
-            prev = digest
+        # Under the write lock and in the caller's transaction: exactly one identity, and
+        # never a ledger with content but without it.
+        recorded = link(head, stream_id, current, new_events, recorded_at, identity=self._identity)
         try:
-            conn.exec_driver_sql(self._sql_insert, [_row(r) for r in recorded])
+            conn.exec_driver_sql(self._sql_insert, [as_row(r) for r in recorded])
         except IntegrityError as exc:  # only reachable if a writer bypassed the lock
             raise ConcurrencyError(stream_id, expected_version, current) from exc
         if self.head_path is not None and (
@@ -307,31 +244,11 @@ class EventStore:
 
     def verify(self, *, batch: int = 20000) -> VerifyReport:
         """Walk the chain in position order; name the first position that does not hold."""
-        prev_hash, expected_pos, checked = GENESIS_HASH, 1, 0
-        versions: dict[str, int] = {}
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(
                 f"SELECT {_COLUMNS} FROM events ORDER BY position"
             )
-            for rows in result.partitions(batch):
-                for row in rows:
-                    pos, eid, sid, ver, typ, sv, data, at, prev, digest = row
-                    problem = None
-                    if pos != expected_pos:
-                        problem = f"position {expected_pos} is missing"
-                        pos = expected_pos
-                    elif prev != prev_hash:
-                        problem = "prev_hash does not match the previous event's hash"
-                    elif ver != versions.get(sid, 0) + 1:
-                        problem = f"stream {sid} jumps to version {ver}"
-                    elif event_hash(prev, pos, eid, sid, ver, typ, sv, data, at) != digest:
-                        problem = "hash does not match the event's contents"
-                    if problem:
-                        return VerifyReport(checked, Head(pos - 1, prev_hash), pos, problem)
-                    versions[sid] = ver
-                    prev_hash, expected_pos = digest, pos + 1
-                    checked += 1
-        return VerifyReport(checked, Head(expected_pos - 1, prev_hash))
+            return verify_rows(row for rows in result.partitions(batch) for row in rows)
 
     # -- reading for projections (the `Reader` protocol) --------------------------------------
 
@@ -421,50 +338,21 @@ class EventStore:
     # -- the head file ---------------------------------------------------------------------
 
     def _write_head_file(self, head: Head) -> None:
-        """After a commit: record the head beside the ledger. One fixed-width write at offset 0
-        (readers see the old record or the new, never a mix); not temp + rename, which ext4
-        turns into a flush when it replaces a file (~7 ms a commit, measured, against ~4 us).
-        No fsync: after a power cut the file may lag the ledger or read empty, both harmless;
-        it is never ahead, since it is written after the commit."""
         assert self.head_path is not None
-        record = f'{{"position": {head.position:20d}, "hash": "{head.hash:64s}"}}\n'.encode()
-        try:
-            fd = os.open(self.head_path, os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                os.pwrite(fd, record, 0)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass  # the commit stands; a stale head file only weakens what audit can see
+        HeadFile(self.head_path).write(head)
 
     def _head_file_holds(self, conn: Connection, tip: Head) -> bool:
-        """Under the write lock, before appending after `tip`: does the chain still hold the
-        head the file recorded? If not, the file is evidence (of a tail removed or rewritten)
-        and is not overwritten. Usually the file names the tip itself: no query."""
-        recorded = self.read_head_file()
-        if recorded is None:
-            return True
-        if recorded.position >= tip.position:
-            # The file is written after each commit, so it can only be ahead if events went.
-            return recorded == tip
-        found = conn.exec_driver_sql(
-            f"SELECT hash FROM events WHERE position = {self._param(0)}", (recorded.position,)
-        ).scalar()
-        return found == recorded.hash
+        assert self.head_path is not None
+        p = self._param(0)
+
+        def hash_at(position: int) -> str | None:
+            sql = f"SELECT hash FROM events WHERE position = {p}"
+            return conn.exec_driver_sql(sql, (position,)).scalar()
+
+        return HeadFile(self.head_path).holds(tip, hash_at)
 
     def read_head_file(self) -> Head | None:
-        import json
-
-        if self.head_path is None:
-            return None
-        try:
-            text = self.head_path.read_text().strip("\x00 \n")
-            if not text:
-                return None  # never written, or lost to a power cut before writeback
-            data = json.loads(text)
-            return Head(int(data["position"]), str(data["hash"]).strip())
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return None if self.head_path is None else HeadFile(self.head_path).read()
 
     def _hash_at(self, position: int) -> str | None:
         with self.engine.connect() as conn:
@@ -472,39 +360,9 @@ class EventStore:
 
     def head_file_problems(self, head: Head) -> list[dict[str, object]]:
         """Findings for audit: the head file beside the ledger against the verified chain."""
-        if self.head_path is None or not self.head_path.exists():
+        if self.head_path is None:
             return []
-        recorded = self.read_head_file()
-        try:
-            blank = not self.head_path.read_text(errors="replace").strip("\x00 \n")
-        except OSError:
-            blank = True
-        if recorded is None and blank:
-            return []  # never written, or lost to a power cut before writeback
-        if recorded is None:
-            return [
-                {
-                    "kind": "head_file",
-                    "message": f"{self.head_path}: unreadable chain head file",
-                }
-            ]
-        if recorded.position > head.position:
-            return [
-                {
-                    "kind": "head_file",
-                    "message": f"the ledger ends at position {head.position} but {self.head_path} "
-                    f"recorded position {recorded.position}: events were removed",
-                }
-            ]
-        if self._hash_at(recorded.position) != recorded.hash:
-            return [
-                {
-                    "kind": "head_file",
-                    "message": f"event {recorded.position} is not the one {self.head_path} "
-                    "recorded: the chain was rewritten",
-                }
-            ]
-        return []
+        return HeadFile(self.head_path).problems(head, self._hash_at)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -621,21 +479,6 @@ def _upsert(dialect: str, table: Table, spec: TableSpec) -> Any:
     return stmt.on_conflict_do_update(index_elements=[spec.key], set_=changed)
 
 
-def _row(r: RecordedEvent) -> tuple[object, ...]:
-    return (
-        r.position,
-        r.event_id,
-        r.stream_id,
-        r.stream_version,
-        r.type,
-        r.schema_version,
-        r.data_json,
-        r.recorded_at,
-        r.prev_hash,
-        r.hash,
-    )
-
-
 # -- opening ---------------------------------------------------------------------------------
 
 
@@ -649,20 +492,9 @@ def open_store(
     create: bool = True,
     group_commit: bool = True,
 ) -> EventStore:
-    """Open (creating and migrating if needed) the ledger at a SQLAlchemy URL.
-
-    create=False (for commands that only read): nothing is created or migrated; no ledger
-    there is NoLedgerError, an older schema a LedgerError naming `imagen db upgrade ledger`.
-
-    identity=True: the first append to an empty ledger also records a `LedgerCreated` event
-    (position 1) with a random id, the ledger's identity for off-machine anchoring.
-
-    durability="full" fsyncs every commit (a paid prediction id survives power loss);
-    "normal" survives a crash of the process but may lose the last commits on power loss.
-
-    group_commit=True (see ledger/group.py): appends arriving from several threads at once
-    share one transaction and one fsync; each returns once its own events are committed.
-    """
+    """The SQLAlchemy store on the ledger at a URL, created and migrated if needed. Callers
+    use `ledger.open_store` (ledger/opening.py: the options are explained there), which
+    comes here for PostgreSQL and for creating or migrating a SQLite ledger."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = _sqlite_engine(url, durability, busy_timeout, create)

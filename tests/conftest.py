@@ -42,3 +42,15 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ledger.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(params=["sqlite", "sqlite-sqlalchemy", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
+    """A ledger URL for each store implementation (the ledger suite): `sqlite:///` is served
+    by the standard-library store, `sqlite+pysqlite:///` (the driver named) by the SQLAlchemy
+    one, as PostgreSQL is."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    if request.param == "sqlite-sqlalchemy":
+        return f"sqlite+pysqlite:///{tmp_path / 'ledger.db'}"
+    return request.getfixturevalue("pg_url")

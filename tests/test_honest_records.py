@@ -402,7 +402,7 @@ def test_durability_normal_reaches_the_sqlite_store(tmp_path: Path) -> None:
     box = Sandbox(tmp_path)
     probe = (
         "from imagen.cli import context; s = context.store(); "
-        "c = s.engine.connect(); print(c.exec_driver_sql('PRAGMA synchronous').scalar())"
+        "print(s.query('PRAGMA synchronous')[0][0])"
     )
     for setting, expected in (
         ("", "2"),

@@ -1,4 +1,5 @@
-"""The ledger suite: every test runs against SQLite and a real PostgreSQL (see `ledger_url`)."""
+"""The ledger suite: every test runs against SQLite (through each store: the standard-library
+one and the SQLAlchemy one) and a real PostgreSQL (see `store_url`)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import multiprocessing
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from ledger import ConcurrencyError, NewEvent, SchemaTooNewError, open_store
+from ledger import ConcurrencyError, NewEvent, NoLedgerError, SchemaTooNewError, open_store
 from ledger.schema import LEDGER_HEAD, LEDGER_REVISIONS, LEDGER_VERSION_TABLE
 from tests.ledger_writer import Full, append_many, take_guarded
 
@@ -23,8 +26,8 @@ def fixed_clock() -> datetime:
     return datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 
 
-def test_append_and_read_round_trip(ledger_url: str) -> None:
-    store = open_store(ledger_url, clock=fixed_clock)
+def test_append_and_read_round_trip(store_url: str) -> None:
+    store = open_store(store_url, clock=fixed_clock)
     first = store.append("job-a", [NewEvent("Requested", {"prompt": "a café ☕", "n": 1})], 0)
     store.append("job-b", [NewEvent("Requested", {"prompt": "b"})], 0)
     store.append("job-a", [NewEvent("Done", {"ok": True}), NewEvent("Closed", {})], 1)
@@ -43,8 +46,8 @@ def test_append_and_read_round_trip(ledger_url: str) -> None:
     assert store.verify().ok and store.verify().checked == 4
 
 
-def test_stale_expected_version_raises(ledger_url: str) -> None:
-    store = open_store(ledger_url)
+def test_stale_expected_version_raises(store_url: str) -> None:
+    store = open_store(store_url)
     store.append("s", [NewEvent("A", {})], 0)
     with pytest.raises(ConcurrencyError, match="version 1, not 0"):
         store.append("s", [NewEvent("B", {}), NewEvent("C", {})], 0)
@@ -52,20 +55,30 @@ def test_stale_expected_version_raises(ledger_url: str) -> None:
     assert store.head().position == 1
 
 
-def test_update_and_delete_are_rejected_by_the_database(ledger_url: str) -> None:
-    store = open_store(ledger_url)
+@contextmanager
+def _engine(url: str) -> Iterator[Engine]:
+    """The database itself, reached around the store (as another program would)."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def test_update_and_delete_are_rejected_by_the_database(store_url: str) -> None:
+    store = open_store(store_url)
     store.append("s", [NewEvent("A", {"v": 1})], 0)
     for statement in ("UPDATE events SET stream_version = 9", "DELETE FROM events"):
-        with pytest.raises(DBAPIError, match="immutable"):
-            with store.engine.begin() as conn:
+        with pytest.raises(DBAPIError, match="immutable"), _engine(store_url) as engine:
+            with engine.begin() as conn:
                 conn.execute(text(statement))
     assert store.read_stream("s")[0].data == {"v": 1}
 
 
-def _tamper(store, position: int, data: str) -> None:  # type: ignore[no-untyped-def]
+def _tamper(url: str, position: int, data: str) -> None:
     """Edit a row the way an attacker with file access would: around the triggers."""
-    with store.engine.begin() as conn:
-        if store.dialect == "sqlite":
+    with _engine(url) as engine, engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
             conn.execute(text("DROP TRIGGER events_no_update"))
             conn.execute(
                 text("UPDATE events SET data = :d WHERE position = :p"), {"d": data, "p": position}
@@ -84,11 +97,11 @@ def _tamper(store, position: int, data: str) -> None:  # type: ignore[no-untyped
             conn.execute(text("ALTER TABLE events ENABLE TRIGGER events_no_update_delete"))
 
 
-def test_verify_names_the_first_tampered_position(ledger_url: str) -> None:
-    store = open_store(ledger_url)
+def test_verify_names_the_first_tampered_position(store_url: str) -> None:
+    store = open_store(store_url)
     for i in range(5):
         store.append(f"s{i % 2}", [NewEvent("A", {"i": i})], None)
-    _tamper(store, 3, '{"i":99}')
+    _tamper(store_url, 3, '{"i":99}')
     report = store.verify()
     assert not report.ok
     assert report.first_broken == 3
@@ -96,20 +109,20 @@ def test_verify_names_the_first_tampered_position(ledger_url: str) -> None:
     assert "hash" in (report.reason or "")
 
 
-def test_checkpoints(ledger_url: str) -> None:
-    store = open_store(ledger_url)
+def test_checkpoints(store_url: str) -> None:
+    store = open_store(store_url)
     assert store.get_checkpoint("usage") == 0
     store.set_checkpoint("usage", 7)
     store.set_checkpoint("usage", 9)
     assert store.get_checkpoint("usage") == 9
 
 
-def test_concurrent_processes_lose_nothing(ledger_url: str) -> None:
-    open_store(ledger_url).close()  # migrate once, so the race is about appends
+def test_concurrent_processes_lose_nothing(store_url: str) -> None:
+    open_store(store_url).close()  # migrate once, so the race is about appends
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
     procs = [
-        ctx.Process(target=append_many, args=(ledger_url, f"p{i}", 500, start)) for i in range(4)
+        ctx.Process(target=append_many, args=(store_url, f"p{i}", 500, start)) for i in range(4)
     ]
     for p in procs:
         p.start()
@@ -117,7 +130,7 @@ def test_concurrent_processes_lose_nothing(ledger_url: str) -> None:
     for p in procs:
         p.join(240)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-    store = open_store(ledger_url)
+    store = open_store(store_url)
     report = store.verify()
     assert report.ok, report
     assert report.checked == 2000
@@ -125,8 +138,8 @@ def test_concurrent_processes_lose_nothing(ledger_url: str) -> None:
         assert [e.data["n"] for e in store.read_stream(f"p{i}")] == list(range(500))
 
 
-def test_a_guard_refuses_an_append_by_raising_and_nothing_is_written(ledger_url: str) -> None:
-    store = open_store(ledger_url)
+def test_a_guard_refuses_an_append_by_raising_and_nothing_is_written(store_url: str) -> None:
+    store = open_store(store_url)
     store.append("s", [NewEvent("A", {"n": 1})], 0)
     seen: list[int] = []
 
@@ -146,15 +159,14 @@ def test_a_guard_refuses_an_append_by_raising_and_nothing_is_written(ledger_url:
     assert store.verify().ok
 
 
-def test_guarded_appends_from_four_processes_never_pass_the_limit(ledger_url: str) -> None:
+def test_guarded_appends_from_four_processes_never_pass_the_limit(store_url: str) -> None:
     """Check-then-append as one step: 4 processes x 10 tries against a limit of 12 leave
     exactly 12 (a check outside the write lock would let several through at once)."""
-    open_store(ledger_url).close()
+    open_store(store_url).close()
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
     procs = [
-        ctx.Process(target=take_guarded, args=(ledger_url, f"p{i}", 10, 12, start))
-        for i in range(4)
+        ctx.Process(target=take_guarded, args=(store_url, f"p{i}", 10, 12, start)) for i in range(4)
     ]
     for p in procs:
         p.start()
@@ -162,7 +174,7 @@ def test_guarded_appends_from_four_processes_never_pass_the_limit(ledger_url: st
     for p in procs:
         p.join(240)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-    store = open_store(ledger_url)
+    store = open_store(store_url)
     assert store.verify().checked == 12
 
 
@@ -179,7 +191,7 @@ def _snapshot(url: str) -> object:
 
 def _state(url: str) -> object:
     if url.startswith("sqlite"):
-        return hashlib.sha256(Path(url.removeprefix("sqlite:///")).read_bytes()).hexdigest()
+        return hashlib.sha256(Path(url.split(":///", 1)[1]).read_bytes()).hexdigest()
     engine = create_engine(url)
     with engine.connect() as conn:
         state = (
@@ -190,22 +202,22 @@ def _state(url: str) -> object:
     return state
 
 
-def test_newer_schema_refuses_to_open_and_is_left_untouched(ledger_url: str) -> None:
-    _snapshot(ledger_url)
-    before = _state(ledger_url)
+def test_newer_schema_refuses_to_open_and_is_left_untouched(store_url: str) -> None:
+    _snapshot(store_url)
+    before = _state(store_url)
     with pytest.raises(SchemaTooNewError, match="ledger_9999.*upgrade imagen"):
-        open_store(ledger_url)
-    assert _state(ledger_url) == before
+        open_store(store_url)
+    assert _state(store_url) == before
 
 
-def test_ledger_at_head_opens_without_importing_alembic(ledger_url: str) -> None:
-    open_store(ledger_url).close()
+def test_ledger_at_head_opens_without_importing_alembic(store_url: str) -> None:
+    open_store(store_url).close()
     code = (
         "import sys, ledger; ledger.open_store(sys.argv[1]).close(); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, ledger_url],
+        [sys.executable, "-c", code, store_url],
         capture_output=True,
         text=True,
         check=True,
@@ -214,17 +226,20 @@ def test_ledger_at_head_opens_without_importing_alembic(ledger_url: str) -> None
     assert out.stdout.strip() == "[]"
 
 
-def test_migrations_run_down_and_up(ledger_url: str) -> None:
+def test_migrations_run_down_and_up(store_url: str) -> None:
     from ledger import migrate
 
-    store = open_store(ledger_url)
-    migrate.downgrade(store.engine, "ledger@base")
-    with store.engine.connect() as conn:
-        assert conn.execute(text(f"SELECT count(*) FROM {LEDGER_VERSION_TABLE}")).scalar() == 0
-    migrate.upgrade_ledger(store.engine)
+    open_store(store_url).close()
+    with _engine(store_url) as engine:
+        migrate.downgrade(engine, "ledger@base")
+        with engine.connect() as conn:
+            assert conn.execute(text(f"SELECT count(*) FROM {LEDGER_VERSION_TABLE}")).scalar() == 0
+        migrate.upgrade_ledger(engine)
+    store = open_store(store_url)
     store.append("s", [NewEvent("A", {})], 0)
-    with pytest.raises(DBAPIError, match="immutable"), store.engine.begin() as conn:
-        conn.execute(text("DELETE FROM events"))
+    with _engine(store_url) as engine:
+        with pytest.raises(DBAPIError, match="immutable"), engine.begin() as conn:
+            conn.execute(text("DELETE FROM events"))
 
 
 def test_revision_constants_match_the_migration_scripts() -> None:
@@ -269,11 +284,144 @@ def test_opening_a_ledger_twice_keeps_the_first_stores_locks(tmp_path: Path) -> 
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     first = open_store(url, clock=fixed_clock)
     first.append("s", [NewEvent("T", {"n": 1})], expected_version=0)
-    with first.engine.connect() as conn:
-        conn.execute(text("SELECT count(*) FROM events")).scalar()
+    with first.snapshot() as view:
+        view.read_after(0, 10)
         held = _posix_locks_held(tmp_path / "ledger.db")
         assert held > 0  # WAL readers keep a shared lock on the database file
         second = open_store(url, clock=fixed_clock)
         assert _posix_locks_held(tmp_path / "ledger.db") == held
-        second.engine.dispose()
-    first.engine.dispose()
+        second.close()
+    first.close()
+
+
+# -- the two SQLite stores: the standard-library one and the SQLAlchemy one -------------------
+
+
+def _ids(n: int) -> list[str]:
+    return [f"00000000-0000-4000-8000-{i:012d}" for i in range(n)]
+
+
+def _same_appends(store) -> None:  # type: ignore[no-untyped-def]
+    ids = iter(_ids(20))
+    store.append("job-a", [NewEvent("Requested", {"prompt": "a café ☕", "n": 1}, 1, next(ids))], 0)
+    store.append("job-b", [NewEvent("Requested", {"x": [1.5, None]}, 2, next(ids))], 0)
+    store.append(
+        "job-a",
+        [NewEvent("Done", {"ok": True}, 1, next(ids)), NewEvent("End", {}, 1, next(ids))],
+        1,
+    )
+    store.append("job-b", [NewEvent("Done", {"big": 2**62}, 1, next(ids))], None)
+
+
+def test_both_sqlite_stores_record_byte_identical_chains(tmp_path: Path) -> None:
+    lite = open_store(f"sqlite:///{tmp_path / 'lite.db'}", clock=fixed_clock)
+    full = open_store(f"sqlite+pysqlite:///{tmp_path / 'full.db'}", clock=fixed_clock)
+    assert type(lite).__name__ == "SqliteStore" and type(full).__name__ == "EventStore"
+    for store in (lite, full):
+        _same_appends(store)
+        store.close()
+    rows = []
+    for name in ("lite.db", "full.db"):
+        with _engine(f"sqlite:///{tmp_path / name}") as engine, engine.connect() as conn:
+            rows.append(conn.execute(text("SELECT * FROM events ORDER BY position")).all())
+    assert len(rows[0]) == 5 and rows[0] == rows[1]
+    assert (tmp_path / "lite.db.head").read_bytes() == (tmp_path / "full.db.head").read_bytes()
+
+
+@pytest.mark.parametrize("first", ["sqlite", "sqlite+pysqlite"])
+def test_a_ledger_written_by_one_store_verifies_and_appends_with_the_other(
+    tmp_path: Path, first: str
+) -> None:
+    second = "sqlite+pysqlite" if first == "sqlite" else "sqlite"
+    path = tmp_path / "ledger.db"
+    one = open_store(f"{first}:///{path}", clock=fixed_clock, identity=True)
+    one.append("s", [NewEvent("A", {"n": 1})], 0)
+    one.close()
+    other = open_store(f"{second}:///{path}", clock=fixed_clock, identity=True)
+    assert other.verify().ok and other.identity() == one.identity()
+    other.append("s", [NewEvent("B", {"n": 2})], 1)
+    assert other.head_file_problems(other.verify().head) == []
+    other.close()
+    again = open_store(f"{first}:///{path}", clock=fixed_clock, identity=True)
+    again.append("s", [NewEvent("C", {"n": 3})], 2)
+    report = again.verify()
+    assert report.ok and report.checked == 4  # the identity event, then A, B, C
+    assert again.read_head_file() == report.head
+    assert [e.type for e in again.read_stream("s")] == ["A", "B", "C"]
+
+
+def test_both_sqlite_stores_create_the_same_projection_tables(tmp_path: Path) -> None:
+    from ledger.projection import ColumnSpec, ColumnType, TableSpec
+
+    t, i, r = ColumnType.TEXT, ColumnType.INTEGER, ColumnType.REAL
+    specs = [
+        TableSpec(
+            "every_kind",
+            key="k",
+            columns=(
+                ColumnSpec("k", t, length=40, nullable=False),
+                ColumnSpec("a", t, index=True),
+                ColumnSpec("b", i, unique=True),
+                ColumnSpec("c", r, nullable=False),
+                ColumnSpec("d", t, index=True, unique=True),
+                ColumnSpec("e", i),
+            ),
+            indexes=(("ix_every_kind_pair", ("a", "e")),),
+        ),
+        TableSpec(
+            "outbox",
+            key="seq",
+            columns=(ColumnSpec("seq", i), ColumnSpec("id", t, nullable=False, unique=True)),
+            serial=True,
+        ),
+    ]
+    schemas = []
+    for scheme, name in (("sqlite", "lite.db"), ("sqlite+pysqlite", "full.db")):
+        store = open_store(f"{scheme}:///{tmp_path / name}")
+        for spec in specs:
+            store.ensure_projection(spec, f"cp.{spec.name}")
+        store.close()
+        with _engine(f"sqlite:///{tmp_path / name}") as engine, engine.connect() as conn:
+            schemas.append(
+                conn.execute(text("SELECT type, name, sql FROM sqlite_master ORDER BY name")).all()
+            )
+    assert schemas[0] == schemas[1]
+    assert any(row[1] == "ix_every_kind_pair" for row in schemas[0])
+
+
+def test_a_sqlite_ledger_at_head_is_written_without_sqlalchemy(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    open_store(url).close()  # creating it is SQLAlchemy's and alembic's work
+    code = (
+        "import sys, ledger\n"
+        "from ledger.projection import ColumnSpec, ColumnType, Projection, TableSpec, catch_up\n"
+        "s = ledger.open_store(sys.argv[1], identity=True)\n"
+        "s.append('s', [ledger.NewEvent('A', {})], 0)\n"
+        "t = TableSpec('t', 'k', (ColumnSpec('k', ColumnType.TEXT),))\n"
+        "catch_up(s, Projection(t, 't', lambda view, events: [{'k': e.stream_id} for e in events]))\n"
+        "assert s.verify().checked == 2 and s.query('SELECT k FROM t') == [('$ledger',), ('s',)]\n"
+        "print(type(s).__name__, sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'alembic'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, url],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "SqliteStore []"
+
+
+def test_a_sqlite_ledger_below_head_is_migrated_then_served_by_the_stdlib_store(tmp_path: Path) -> None:
+    from ledger import migrate
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    open_store(url).close()
+    with _engine(url) as engine:
+        migrate.downgrade(engine, "ledger@base")
+    with pytest.raises(NoLedgerError):  # reading never creates (the schema went with base)
+        open_store(url, create=False)
+    store = open_store(url)
+    assert type(store).__name__ == "SqliteStore"
+    store.append("s", [NewEvent("A", {})], 0)
+    assert store.verify().ok

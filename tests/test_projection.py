@@ -60,8 +60,8 @@ def _counts(reader) -> dict[str, int]:  # type: ignore[no-untyped-def]
     return {r["stream_id"]: r["events"] for r in as_rows(COUNTS, reader.query(select_all(COUNTS)))}
 
 
-def test_catch_up_folds_in_batches_and_readers_query_portably(ledger_url: str) -> None:
-    store = open_store(ledger_url)
+def test_catch_up_folds_in_batches_and_readers_query_portably(store_url: str) -> None:
+    store = open_store(store_url)
     _append(store, "a", 5)
     _append(store, "b", 2)
     assert not store.is_current("test.counts")  # never caught up: no table yet
@@ -79,7 +79,7 @@ def test_catch_up_folds_in_batches_and_readers_query_portably(ledger_url: str) -
     assert catch_up(store, PROJECTION) == 1
     assert _counts(store) == {"a": 5, "b": 3}
 
-    reader = open_reader(ledger_url)  # the stdlib reader on SQLite runs the same query text
+    reader = open_reader(store_url)  # the stdlib reader on SQLite runs the same query text
     if reader is not None:
         assert reader.is_current("test.counts")
         assert reader.query(
@@ -93,11 +93,11 @@ def test_catch_up_folds_in_batches_and_readers_query_portably(ledger_url: str) -
     assert _counts(store) == {"a": 5, "b": 3}
 
 
-def test_folding_does_not_hold_the_write_lock(ledger_url: str) -> None:
+def test_folding_does_not_hold_the_write_lock(store_url: str) -> None:
     """While one process folds, others append: the fold must not hold the ledger's write lock.
     The appends land after the folded batch and are folded by the next catch-up."""
-    store = open_store(ledger_url)
-    other = open_store(ledger_url, busy_timeout=2.0)  # fails fast instead of queueing
+    store = open_store(store_url)
+    other = open_store(store_url, busy_timeout=2.0)  # fails fast instead of queueing
     _append(store, "a", 3)
 
     appended = []
@@ -115,11 +115,11 @@ def test_folding_does_not_hold_the_write_lock(ledger_url: str) -> None:
     assert catch_up(store, PROJECTION) == 0
 
 
-def test_a_catch_up_that_loses_the_race_writes_nothing(ledger_url: str) -> None:
+def test_a_catch_up_that_loses_the_race_writes_nothing(store_url: str) -> None:
     """Two catch-ups at once: the one whose checkpoint moved under it drops its rows and
     starts again from the winner's checkpoint, so no event is applied twice."""
-    store = open_store(ledger_url)
-    rival = open_store(ledger_url, busy_timeout=2.0)
+    store = open_store(store_url)
+    rival = open_store(store_url, busy_timeout=2.0)
     _append(store, "a", 3)
     _append(store, "b", 1)
     raced = []
@@ -137,7 +137,7 @@ def test_a_catch_up_that_loses_the_race_writes_nothing(ledger_url: str) -> None:
     assert store.get_checkpoint("test.counts") == store.head_position() == 6
 
 
-def test_serial_table_keeps_the_first_row_for_a_unique_value(ledger_url: str) -> None:
+def test_serial_table_keeps_the_first_row_for_a_unique_value(store_url: str) -> None:
     outbox = TableSpec(
         "test_outbox",
         key="seq",
@@ -152,7 +152,7 @@ def test_serial_table_keeps_the_first_row_for_a_unique_value(ledger_url: str) ->
     def rows(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
         return [{"id": e.stream_id, "big": 2**63 - 1 - e.position} for e in events]
 
-    store = open_store(ledger_url)
+    store = open_store(store_url)
     _append(store, "x", 2)
     _append(store, "y", 1)
     assert catch_up(store, Projection(outbox, "test.outbox", rows)) == 3
@@ -161,8 +161,8 @@ def test_serial_table_keeps_the_first_row_for_a_unique_value(ledger_url: str) ->
     assert got[0][0] < got[1][0]
 
 
-def test_projection_tables_exist_once_the_checkpoint_does(ledger_url: str) -> None:
-    store = open_store(ledger_url)
+def test_projection_tables_exist_once_the_checkpoint_does(store_url: str) -> None:
+    store = open_store(store_url)
     store.ensure_projection(COUNTS, "test.counts")
     store.ensure_projection(COUNTS, "test.counts")  # idempotent
     assert store.query("SELECT count(*) FROM test_counts") == [(0,)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from imagen.app.config import Config, ledger_url
@@ -23,7 +23,9 @@ from imagen.projections.usage import sync as anchor
 from imagen.projections.usage import table as usage_local
 from imagen.projections.usage.fold import COLUMNS, to_remote
 from imagen.runner.environment import Environment
-from ledger import EventStore
+
+if TYPE_CHECKING:
+    from ledger import EventStore
 
 BATCH = 500
 

@@ -50,9 +50,7 @@ def store(url: str | None = None) -> EventStore:
 
 
 def _open(url: str, durability: str = "full") -> EventStore:
-    from sqlalchemy.exc import ArgumentError, DBAPIError
-
-    from ledger import LedgerError, open_store
+    from ledger import open_store
 
     try:
         return open_store(
@@ -61,11 +59,26 @@ def _open(url: str, durability: str = "full") -> EventStore:
             identity=True,
             durability="normal" if durability == "normal" else "full",
         )
-    except (LedgerError, DBAPIError, ArgumentError, OSError) as exc:
+    except Exception as exc:
+        if not _open_failure(exc):
+            raise
         raise UserError(
             f"cannot open the ledger at {_shown(url)}: {_ledger_reason(exc)}",
             ExitCode.LEDGER_ERROR,
         ) from None
+
+
+def _open_failure(exc: BaseException) -> bool:
+    """Is this why a ledger could not be opened (rather than a bug)? Without importing
+    SQLAlchemy: a SQLite ledger at head is opened with sqlite3 alone."""
+    import sqlite3
+
+    from ledger import LedgerError
+
+    if isinstance(exc, LedgerError | OSError | sqlite3.Error):
+        return True
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    return sa_exc is not None and isinstance(exc, sa_exc.DBAPIError | sa_exc.ArgumentError)
 
 
 def _shown(url: str) -> str:
@@ -132,15 +145,15 @@ def _read_store(url: str) -> EventStore:
     A later write in the same command reuses it: the schema is known to be at head."""
     global _store
     if _store is None:
-        from sqlalchemy.exc import ArgumentError, DBAPIError
-
-        from ledger import LedgerError, NoLedgerError, open_store
+        from ledger import NoLedgerError, open_store
 
         try:
             _store = open_store(url, clock=ENV.clock, create=False)
         except NoLedgerError as exc:
             raise NoLedgerYet(str(exc), ExitCode.NOT_FOUND) from None
-        except (LedgerError, DBAPIError, ArgumentError, OSError) as exc:
+        except Exception as exc:
+            if not _open_failure(exc):
+                raise
             raise UserError(
                 f"cannot open the ledger at {_shown(url)}: {_ledger_reason(exc)}",
                 ExitCode.LEDGER_ERROR,

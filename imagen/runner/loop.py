@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, quote_plus
 
 from imagen import backends
@@ -65,8 +65,11 @@ from imagen.runner.transports import (
     StreamTransport,
     Websockets,
 )
-from ledger import ConcurrencyError, EventStore, NewEvent
-from ledger.projection import Guard
+from ledger import ConcurrencyError, NewEvent
+
+if TYPE_CHECKING:
+    from ledger import EventStore
+    from ledger.projection import Guard
 
 LEASE_SECONDS = 120.0
 MAX_STEPS = 5000

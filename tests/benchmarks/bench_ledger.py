@@ -113,8 +113,7 @@ def run() -> None:
         line(f"batched appends/s ({BATCH} per commit)", n / ours_b, n / base_b, "events/s")
 
         normal = open_store(f"sqlite:///{root / 'normal.db'}", durability="normal")
-        with normal.engine.connect() as conn:
-            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL reached it
+        assert normal.query("PRAGMA synchronous") == [(1,)]  # NORMAL reached it
         ours_n = timed(
             lambda: [
                 normal.append("job", [NewEvent("ResponseReceived", DATA)], v) for v in range(SINGLE)

@@ -1,0 +1,224 @@
+"""The hash chain and the head file, shared by both store implementations (standard library
+only): `ledger.store` (SQLAlchemy; PostgreSQL, and SQLite when asked) and `ledger.sqlite_store`
+(sqlite3 alone, so that writing to a SQLite ledger starts without importing SQLAlchemy).
+
+Whatever either store appends is built here, so for the same appends they record the same
+bytes and the same hashes; they differ only in how they reach the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from ledger.events import (
+    GENESIS_HASH,
+    IDENTITY_STREAM,
+    NewEvent,
+    RecordedEvent,
+    canonical_json,
+    event_hash,
+    identity_event,
+)
+
+Clock = Callable[[], datetime]
+Durability = Literal["full", "normal"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Fixed-width UTC text, so timestamps sort and hash the same on every engine."""
+    if moment.tzinfo is None:
+        raise ValueError("the ledger clock must return timezone-aware datetimes")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    position: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    checked: int
+    head: Head
+    first_broken: int | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_broken is None
+
+
+def link(
+    tip: Head,
+    stream_id: str,
+    current: int,
+    new_events: Sequence[NewEvent],
+    recorded_at: str,
+    *,
+    identity: bool = False,
+) -> list[RecordedEvent]:
+    """The events to insert after `tip`, each hashed over the one before. With `identity` and
+    an empty ledger, a `LedgerCreated` event comes first (the caller returns only its own)."""
+    batch = [(stream_id, current + n, new) for n, new in enumerate(new_events, start=1)]
+    if identity and tip.position == 0 and stream_id != IDENTITY_STREAM:
+        batch.insert(0, (IDENTITY_STREAM, 1, identity_event()))
+    position, prev = tip.position, tip.hash
+    recorded: list[RecordedEvent] = []
+    for stream, version, new in batch:
+        position += 1
+        data_json = canonical_json(new.data)
+        digest = event_hash(
+            prev,
+            position,
+            new.event_id,
+            stream,
+            version,
+            new.type,
+            new.schema_version,
+            data_json,
+            recorded_at,
+        )
+        recorded.append(
+            RecordedEvent(
+                position,
+                new.event_id,
+                stream,
+                version,
+                new.type,
+                new.schema_version,
+                data_json,
+                recorded_at,
+                prev,
+                digest,
+            )
+        )
+        prev = digest
+    return recorded
+
+
+def as_row(r: RecordedEvent) -> tuple[object, ...]:
+    """An event as the row of `events` (columns in `schema_names.COLUMNS` order)."""
+    return (
+        r.position,
+        r.event_id,
+        r.stream_id,
+        r.stream_version,
+        r.type,
+        r.schema_version,
+        r.data_json,
+        r.recorded_at,
+        r.prev_hash,
+        r.hash,
+    )
+
+
+def verify_rows(rows: Iterable[Sequence[Any]]) -> VerifyReport:
+    """Walk `events` rows in position order; name the first position that does not hold."""
+    prev_hash, expected_pos, checked = GENESIS_HASH, 1, 0
+    versions: dict[str, int] = {}
+    for row in rows:
+        pos, eid, sid, ver, typ, sv, data, at, prev, digest = row
+        problem = None
+        if pos != expected_pos:
+            problem = f"position {expected_pos} is missing"
+            pos = expected_pos
+        elif prev != prev_hash:
+            problem = "prev_hash does not match the previous event's hash"
+        elif ver != versions.get(sid, 0) + 1:
+            problem = f"stream {sid} jumps to version {ver}"
+        elif event_hash(prev, pos, eid, sid, ver, typ, sv, data, at) != digest:
+            problem = "hash does not match the event's contents"
+        if problem:
+            return VerifyReport(checked, Head(pos - 1, prev_hash), pos, problem)
+        versions[sid] = ver
+        prev_hash, expected_pos = digest, pos + 1
+        checked += 1
+    return VerifyReport(checked, Head(expected_pos - 1, prev_hash))
+
+
+class HeadFile:
+    """A SQLite ledger keeps its chain head in a file beside it too (`<ledger>.head`): a tail
+    deleted from the database (triggers dropped) then shows in `imagen audit`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, head: Head) -> None:
+        """After a commit: record the head beside the ledger. One fixed-width write at offset 0
+        (readers see the old record or the new, never a mix); not temp + rename, which ext4
+        turns into a flush when it replaces a file (~7 ms a commit, measured, against ~4 us).
+        No fsync: after a power cut the file may lag the ledger or read empty, both harmless;
+        it is never ahead, since it is written after the commit."""
+        record = f'{{"position": {head.position:20d}, "hash": "{head.hash:64s}"}}\n'.encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.pwrite(fd, record, 0)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # the commit stands; a stale head file only weakens what audit can see
+
+    def read(self) -> Head | None:
+        try:
+            text = self.path.read_text().strip("\x00 \n")
+            if not text:
+                return None  # never written, or lost to a power cut before writeback
+            data = json.loads(text)
+            return Head(int(data["position"]), str(data["hash"]).strip())
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def holds(self, tip: Head, hash_at: Callable[[int], str | None]) -> bool:
+        """Under the write lock, before appending after `tip`: does the chain still hold the
+        head the file recorded? If not, the file is evidence (of a tail removed or rewritten)
+        and is not overwritten. Usually the file names the tip itself: no query."""
+        recorded = self.read()
+        if recorded is None:
+            return True
+        if recorded.position >= tip.position:
+            # The file is written after each commit, so it can only be ahead if events went.
+            return recorded == tip
+        return hash_at(recorded.position) == recorded.hash
+
+    def problems(self, head: Head, hash_at: Callable[[int], str | None]) -> list[dict[str, object]]:
+        """Findings for audit: the head file against the verified chain."""
+        if not self.path.exists():
+            return []
+        recorded = self.read()
+        try:
+            blank = not self.path.read_text(errors="replace").strip("\x00 \n")
+        except OSError:
+            blank = True
+        if recorded is None and blank:
+            return []  # never written, or lost to a power cut before writeback
+        if recorded is None:
+            return [{"kind": "head_file", "message": f"{self.path}: unreadable chain head file"}]
+        if recorded.position > head.position:
+            return [
+                {
+                    "kind": "head_file",
+                    "message": f"the ledger ends at position {head.position} but {self.path} "
+                    f"recorded position {recorded.position}: events were removed",
+                }
+            ]
+        if hash_at(recorded.position) != recorded.hash:
+            return [
+                {
+                    "kind": "head_file",
+                    "message": f"event {recorded.position} is not the one {self.path} "
+                    "recorded: the chain was rewritten",
+                }
+            ]
+        return []
