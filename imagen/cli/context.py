@@ -263,8 +263,6 @@ def silence_stdout() -> None:
 
 def run_guarded(call: Callable[[], Any]) -> int:
     """Run a command; every way it can end becomes one line on stderr and an exit code."""
-    from cyclopts.exceptions import CycloptsError
-
     try:
         try:
             result = call()
@@ -275,7 +273,12 @@ def run_guarded(call: Callable[[], Any]) -> int:
         except BadInput as exc:  # the pure core's one-line "fix this input" (it knows no UserError)
             err(f"imagen: error: {exc}")
             return int(ExitCode.BAD_INPUT)
-        except CycloptsError as exc:
+        except Exception as exc:
+            # A parse error; only cyclopts raises those, so it was imported if this is one (the
+            # generate fast path runs without it).
+            cyclopts_errors = sys.modules.get("cyclopts.exceptions")
+            if cyclopts_errors is None or not isinstance(exc, cyclopts_errors.CycloptsError):
+                raise
             err(f"imagen: error: {_parse_error(exc)}")
             return int(ExitCode.BAD_INPUT)
         except KeyboardInterrupt:

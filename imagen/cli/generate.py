@@ -7,9 +7,8 @@ import shlex
 import sys
 from typing import Annotated
 
-from cyclopts import Parameter
-
 from imagen.cli import context
+from imagen.cli.params import Parameter
 
 
 def generate(

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from cyclopts import Parameter
-
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
 from imagen.cli import context, render
+from imagen.cli.params import Parameter
 from imagen.cli.safe import printable
 
 STATUSES = ("running", "interrupted", "succeeded", "failed", "cancelled")
