@@ -23,6 +23,7 @@ from typing import Any
 
 from ledger.chain import (
     Clock,
+    Counter,
     Durability,
     Head,
     HeadFile,
@@ -82,6 +83,7 @@ class SqliteStore:
         self._closed = False
         # Appends from several threads at once share a transaction (ledger/group.py).
         self._group = GroupCommit(self) if group_commit else None
+        self.commits = Counter()  # write transactions committed (for benchmarks and tests)
 
     # -- connections -------------------------------------------------------------------------
 
@@ -140,6 +142,7 @@ class SqliteStore:
             tx = Transaction(conn)
             yield tx  # an exception leaves the transaction open: _connection rolls it back
             conn.execute("COMMIT")
+        self.commits.add()
         if tx.committed_head is not None and self.head_path is not None:
             HeadFile(self.head_path).write(tx.committed_head)
 

@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ledger.chain import (
     Clock,
+    Counter,
     Durability,
     Head,
     HeadFile,
@@ -95,6 +96,7 @@ class EventStore:
         self._sql_insert = f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join([p] * 10)})"
         # Appends from several threads at once share a transaction (ledger/group.py).
         self._group = GroupCommit(self) if group_commit else None
+        self.commits = Counter()  # write transactions committed (for benchmarks and tests)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -112,6 +114,7 @@ class EventStore:
                     conn.execute(text(f"SELECT pg_advisory_xact_lock({_APPEND_LOCK})"))
                 yield conn
             committed: Head | None = conn.info.pop(_HEAD_INFO, None)
+        self.commits.add()
         if committed is not None and self.head_path is not None:
             self._write_head_file(committed)
 

@@ -319,6 +319,7 @@ def test_both_sqlite_stores_record_byte_identical_chains(tmp_path: Path) -> None
     assert type(lite).__name__ == "SqliteStore" and type(full).__name__ == "EventStore"
     for store in (lite, full):
         _same_appends(store)
+        assert store.commits.value == 4  # one transaction, one fsync, per append
         store.close()
     rows = []
     for name in ("lite.db", "full.db"):
@@ -412,7 +413,9 @@ def test_a_sqlite_ledger_at_head_is_written_without_sqlalchemy(tmp_path: Path) -
     assert out.stdout.strip() == "SqliteStore []"
 
 
-def test_a_sqlite_ledger_below_head_is_migrated_then_served_by_the_stdlib_store(tmp_path: Path) -> None:
+def test_a_sqlite_ledger_below_head_is_migrated_then_served_by_the_stdlib_store(
+    tmp_path: Path,
+) -> None:
     from ledger import migrate
 
     url = f"sqlite:///{tmp_path / 'ledger.db'}"

@@ -1,11 +1,13 @@
 """Group commit (ledger/group.py): appends from several threads share one transaction, and each
-caller still meets exactly its own outcome. Both engines (see `ledger_url`).
+caller still meets exactly its own outcome. Every store: both SQLite ones and PostgreSQL (see
+`store_url`).
 
 A group is formed on purpose: the first append's guard holds the leader inside its transaction
 until the others have queued behind it; they then commit together as the next group."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -82,8 +84,8 @@ def _group_of(
     return [out for _, out in started]
 
 
-def test_threads_appending_to_many_streams_lose_and_reorder_nothing(ledger_url: str) -> None:
-    store = open_store(ledger_url)
+def test_threads_appending_to_many_streams_lose_and_reorder_nothing(store_url: str) -> None:
+    store = open_store(store_url)
     threads, streams, rounds = 12, 3, 15
     start = threading.Barrier(threads)
 
@@ -115,8 +117,8 @@ def test_threads_appending_to_many_streams_lose_and_reorder_nothing(ledger_url: 
         assert store.read_head_file() == store.head()
 
 
-def test_a_stale_version_in_a_group_refuses_that_append_alone(ledger_url: str) -> None:
-    store = open_store(ledger_url)
+def test_a_stale_version_in_a_group_refuses_that_append_alone(store_url: str) -> None:
+    store = open_store(store_url)
     store.append("a", [NewEvent("A", {})], 0)
     outs = _group_of(
         store,
@@ -130,15 +132,15 @@ def test_a_stale_version_in_a_group_refuses_that_append_alone(ledger_url: str) -
     assert isinstance(stale.error, ConcurrencyError) and stale.error.expected == 0
     assert fresh.error is None and other.error is None
     # What a caller got back is what was committed: another store reads it.
-    reader = open_store(ledger_url)
+    reader = open_store(store_url)
     assert [e.type for e in reader.read_stream("a")] == ["A", "B"]
     assert reader.read_stream("b") == other.result
     assert fresh.result == reader.read_stream("a", after_version=1)
     assert reader.verify().ok and reader.verify().checked == 5
 
 
-def test_a_guard_refusing_in_a_group_refuses_its_own_append_only(ledger_url: str) -> None:
-    store = open_store(ledger_url)
+def test_a_guard_refusing_in_a_group_refuses_its_own_append_only(store_url: str) -> None:
+    store = open_store(store_url)
     ran: list[str] = []
 
     def refuse(view: Any) -> None:
@@ -161,10 +163,10 @@ def test_a_guard_refusing_in_a_group_refuses_its_own_append_only(ledger_url: str
     assert store.verify().ok
 
 
-def test_a_database_error_in_a_group_sends_every_caller_back_alone(ledger_url: str) -> None:
+def test_a_database_error_in_a_group_sends_every_caller_back_alone(store_url: str) -> None:
     """A failed statement may leave the transaction unusable (PostgreSQL aborts it): the group
     is rolled back and each caller appends in its own transaction, meeting its own outcome."""
-    store = open_store(ledger_url)
+    store = open_store(store_url)
 
     def broken(view: Any) -> None:
         view.query("SELECT no_such_column FROM events")
@@ -177,7 +179,7 @@ def test_a_database_error_in_a_group_sends_every_caller_back_alone(ledger_url: s
             lambda: store.append("r", [NewEvent("R", {})], 0),
         ],
     )
-    assert isinstance(outs[1].error, DBAPIError)
+    assert isinstance(outs[1].error, DBAPIError | sqlite3.Error)  # SQLAlchemy's, or sqlite3's
     assert outs[0].error is None and outs[2].error is None
     assert [e.type for e in store.read_stream("p")] == ["P"]
     assert store.read_stream("q") == [] and [e.type for e in store.read_stream("r")] == ["R"]

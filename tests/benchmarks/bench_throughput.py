@@ -19,8 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import event
-
 from imagen.core.inputs import GenerateInputs
 from imagen.runner.loop import Runner
 from ledger import open_store
@@ -46,8 +44,7 @@ def _fsync_ms(root: Path) -> float:
 def _batch(url: str, root: Path, group_commit: bool) -> tuple[float, float]:
     """(images/s, commits per image) for JOBS jobs driven by WORKERS threads."""
     store = open_store(f"sqlite:///{root / 'ledger.db'}", group_commit=group_commit)
-    commits = [0]
-    event.listen(store.engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
+    commits_before = store.commits.value
     envt = environment({"REPLICATE_API_TOKEN": TOKEN})
     todo = [
         prepared(
@@ -82,7 +79,7 @@ def _batch(url: str, root: Path, group_commit: bool) -> tuple[float, float]:
     report = store.verify()
     store.close()
     assert not failed and report.ok, (failed, report)
-    return JOBS / elapsed, commits[0] / JOBS
+    return JOBS / elapsed, (store.commits.value - commits_before) / JOBS
 
 
 def _cli(url: str, root: Path, concurrency: int) -> float:
