@@ -142,8 +142,8 @@ def test_generate_on_a_sqlite_ledger_imports_neither_sqlalchemy_nor_cyclopts(
     tmp_path: Path,
 ) -> None:
     """The second generate (the ledger exists at head) in a fresh interpreter: no SQLAlchemy,
-    alembic, cyclopts or rich in sys.modules at exit. The first creates the ledger, which is
-    SQLAlchemy's and alembic's work."""
+    alembic, cyclopts, rich or Pillow (the PNG is checked without it) in sys.modules at exit.
+    The first creates the ledger, which is SQLAlchemy's and alembic's work."""
     probe = tmp_path / "modules.json"
     code = (
         "import atexit, json, sys\n"
@@ -170,6 +170,6 @@ def test_generate_on_a_sqlite_ledger_imports_neither_sqlalchemy_nor_cyclopts(
     assert second.returncode == 0, second.stderr
     assert Path(json.loads(second.stdout)["image"]).is_file()
     loaded = {m.split(".")[0] for m in json.loads(probe.read_text())}
-    assert {"sqlalchemy", "alembic", "cyclopts", "rich"} & loaded == set()
+    assert {"sqlalchemy", "alembic", "cyclopts", "rich", "PIL"} & loaded == set()
     assert "imagen.cli.generate" in json.loads(probe.read_text())  # it really ran
     assert len(box.job_ids()) == 2
