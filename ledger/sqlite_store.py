@@ -342,8 +342,11 @@ class SqliteStore:
             return HeadFile(self.head_path).problems(head, lambda p: _hash_at(conn, p))
 
     def close(self) -> None:
+        """Close the pooled connections (as SQLAlchemy's dispose: a later call opens anew;
+        a connection in use now is closed when it is given back)."""
         with self._pool_lock:
             idle, self._idle = self._idle, []
+            self._closed = True
         for conn in idle:
             conn.close()
 
