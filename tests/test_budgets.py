@@ -497,3 +497,17 @@ def test_a_batch_pays_only_for_what_the_budget_allows(box: Sandbox, rep: Replica
     ended = [box.events(j)[-1] for j in box.job_ids()]
     assert sorted(e.type for e in ended) == ["JobFailed", "JobFailed"] + ["JobSucceeded"] * 3
     assert {e.data["category"] for e in ended if e.type == "JobFailed"} == {"budget"}
+
+
+def test_a_refused_request_ending_in_a_later_tail_batch_costs_nothing(tmp_path: Path) -> None:
+    """The tail is read in batches: a request priced from its JobRequested in one batch is
+    taken from its whole stream once its end shows up in a later one (refused: nothing)."""
+    from imagen.projections import spend
+    from ledger import NewEvent, open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'l.db'}")
+    _record_job(store, "r0", "a", end=None)
+    failed = {"reason": "unauthorized", "message": "401", "category": "unauthorized"}
+    store.append("r0", [NewEvent("JobFailed", failed)], 1)
+    with store.snapshot() as view:
+        assert spend.committed(view, [spend.Filter("a")], batch=1) == [0]

@@ -262,8 +262,11 @@ RENEWED = (
     "(RunnerClaimed)"
 )
 # Event types a backend's paths never record, and why; every other type must be a crash point.
+BUDGETS = "budget events belong to the $budgets stream, never to a job (tests/test_budgets.py)"
 NOT_RECORDED = {
     "replicate": {
+        "BudgetSet": BUDGETS,
+        "BudgetRemoved": BUDGETS,
         "StreamOpened": "Replicate has no progress stream",
         "StreamMessage": "Replicate has no progress stream",
         "StreamClosed": "Replicate has no progress stream",
@@ -272,6 +275,8 @@ NOT_RECORDED = {
         "PollsUnchanged": "Replicate's polls are Prefer: wait requests, each recorded",
     },
     "comfyui": {
+        "BudgetSet": BUDGETS,
+        "BudgetRemoved": BUDGETS,
         "ForceNewRequested": "ComfyUI never halts for --force-new: a lost prompt is looked up "
         "or, being free, queued again",
         "RemoteIdsHeld": "a lost ComfyUI prompt is found by this job's own client id, which no "

@@ -191,7 +191,12 @@ def usage_summary(reader: object) -> dict[str, list[dict[str, object]]] | None:
 
     if not reader.read_stream(BUDGET_STREAM):  # type: ignore[attr-defined]
         return None
-    return budgets.by_caller(context.store(), context.ENV.clock(), context.ENV.tz)
+    try:
+        store = context.store()
+    except UserError as exc:  # e.g. a ledger this process may only read: usage still prints
+        context.warn(f"budgets not shown ({exc})")
+        return None
+    return budgets.by_caller(store, context.ENV.clock(), context.ENV.tz)
 
 
 def print_usage_summary(summary: dict[str, list[dict[str, object]]]) -> None:

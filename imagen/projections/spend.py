@@ -135,12 +135,13 @@ def committed(view: LockedView, filters: Sequence[Filter], *, batch: int = 5000)
     after = view.checkpoint(CHECKPOINT) if view.has_checkpoint(CHECKPOINT) else None
     callers = {f.caller for f in filters}
     tail: dict[str, Row] = {}
+    loaded: set[str] = set()  # folded from the whole stream: final for this view
     position = after or 0
     while True:
         events = view.read_after(position, batch)
         ended = {e.stream_id for e in events if e.type in TERMINAL_TYPES}
         for e in events:
-            if e.type not in _CHANGES or not _is_job(e.stream_id) or e.stream_id in tail:
+            if e.type not in _CHANGES or not _is_job(e.stream_id) or e.stream_id in loaded:
                 continue
             if e.type == "JobRequested" and e.stream_id not in ended:
                 # Requested and still under way: the request alone prices it (the common
@@ -150,6 +151,7 @@ def committed(view: LockedView, filters: Sequence[Filter], *, batch: int = 5000)
                 state = fold_job(e.stream_id, [to_recorded(e)])
             else:
                 state = load(view, e.stream_id)
+                loaded.add(e.stream_id)
             r = row(state)
             if r is not None:
                 tail[e.stream_id] = r
