@@ -216,7 +216,9 @@ class _Drive:
 
     def refused(self, where: str, exc: UserError) -> None:
         context.err(f"imagen: error: {where}: {exc}; not recorded")
-        self.worst = most_severe(self.worst, exc.code)
+        # Not 2: the rest of the batch was recorded. Another process took the name meanwhile.
+        code = ExitCode.CONFLICT if exc.code == ExitCode.BAD_INPUT else exc.code
+        self.worst = most_severe(self.worst, code)
         self.tally["failed"] += 1
 
     def run(
