@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
-from imagen.core.events import RequestSent, StreamClosed
+from imagen.core.events import AcceptedVia, RemoteJobAccepted, RequestSent, StreamClosed
 from imagen.core.inputs import GenerateInputs
 from imagen.runner.http import Http, Reply
+from imagen.runner.loop import Runner
 from imagen.runner.transports import Stream, StreamDropped, Websockets
 from imagen.testing.comfyui import ComfyUIDouble
 from imagen.testing.replicate import ReplicateDouble
-from ledger import open_store
+from ledger import NewEvent, open_store
 from tests.support.inprocess import ManualTime, drive, environment, prepared
 
 TOKEN = "r8_inprocess_secret_token_0123456789"
@@ -161,3 +162,55 @@ def test_comfyui_progress_is_what_a_user_sees(tmp_path: Path, store: Any) -> Non
     labels = {label for _, total, label in reporter.shown if total is None}
     assert {"UNETLoader", "VAEDecode", "SaveImage"} <= labels  # nodes without steps by name
     assert not any("HTTP" in label or "system_stats" in label for *_, label in reporter.shown)
+
+
+class AdoptingRival:
+    """The store, except that right after `job` records which remote ids others hold (its
+    RemoteIdsHeld check), the rival job adopts the first of them: the instant between the
+    check and this job's own adoption, which two processes resuming at once can hit."""
+
+    def __init__(self, store: Any, job: str, rival: str) -> None:
+        self.store, self.job, self.rival = store, job, rival
+        self.struck: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def append(self, stream_id: str, events: list[NewEvent], *args: Any, **kwargs: Any) -> Any:
+        recorded = self.store.append(stream_id, events, *args, **kwargs)
+        checks = [e for e in events if e.type == "RemoteIdsHeld"]
+        if stream_id == self.job and checks and self.struck is None:
+            self.struck = checks[0].data["checked"][0]
+            taken = RemoteJobAccepted(self.struck, via=AcceptedVia.LOOKUP)
+            self.store.append(
+                self.rival,
+                [NewEvent(taken.type_name(), taken.to_data(), taken.SCHEMA_VERSION)],
+                self.store.stream_version(self.rival),
+            )
+        return recorded
+
+
+def test_a_prediction_another_job_adopted_after_the_check_is_not_adopted_again(
+    tmp_path: Path, store: Any
+) -> None:
+    """Two jobs with one input, both looking up after an unanswered create: the other job
+    adopts the prediction between this job's RemoteIdsHeld check and its adoption. The
+    adoption's guard (under the write lock) sees it, so this job creates its own prediction
+    instead: one prediction, one job."""
+    time = ManualTime()
+    with ReplicateDouble(token=TOKEN) as rep:
+        envt = environment({"REPLICATE_API_TOKEN": TOKEN}, time)
+        options = {"base_url": rep.url, "retry_base_s": 0.01, "poll_interval_s": 0.05}
+        inputs = GenerateInputs("one kite, twice", seed=9)
+        rival = prepared(tmp_path / "a", "replicate", options, inputs, envt)
+        Runner(store, envt).submit(rival.job_id, rival.request)
+        job = prepared(tmp_path / "b", "replicate", options, inputs, envt)
+        rep.reset_after_create(1)  # the create is made and billed; its answer is lost
+        racing = AdoptingRival(store, job.job_id, rival.job_id)
+        state = drive(racing, job, envt)
+        billed = rep.billed
+    assert racing.struck is not None, "the lookup never checked who holds the prediction"
+    mine = [r.event.remote_id for r in state.history if isinstance(r.event, RemoteJobAccepted)]
+    assert state.status == "succeeded", state.terminal
+    assert racing.struck not in mine and len(mine) == 1
+    assert billed == 2  # the lost create's prediction is the rival's; this job paid for its own

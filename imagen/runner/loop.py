@@ -35,6 +35,7 @@ from imagen.core.actions import (
 )
 from imagen.core.events import (
     SECRET_HEADERS,
+    AcceptedVia,
     Event,
     ImageStored,
     JobFailed,
@@ -42,6 +43,7 @@ from imagen.core.events import (
     JobRequested,
     PollsUnchanged,
     RemoteIdsHeld,
+    RemoteJobAccepted,
     RequestFailed,
     RequestSent,
     ResponseReceived,
@@ -69,7 +71,7 @@ from ledger import ConcurrencyError, NewEvent
 
 if TYPE_CHECKING:
     from ledger import EventStore
-    from ledger.projection import Guard
+    from ledger.projection import Guard, LockedView
 
 LEASE_SECONDS = 120.0
 MAX_STEPS = 5000
@@ -267,7 +269,7 @@ class Runner:
 
     def _perform(self, state: JobState, action: Action) -> JobState:
         if isinstance(action, Record):
-            return self._append(state, list(action.events))
+            return self._record(state, list(action.events))
         if isinstance(action, Halt):
             raise Halted(action.message, action.category)
         if isinstance(action, HttpRequest):
@@ -281,6 +283,29 @@ class Runner:
         if isinstance(action, CheckHeld):
             return self._check_held(state, action)
         raise RunnerError(f"unknown action {action!r}")
+
+    def _record(self, state: JobState, events: list[Event]) -> JobState:
+        """Append what the adapter decided; an adoption of a looked-up remote job is guarded,
+        so that no other job adopted it since this job's RemoteIdsHeld check."""
+        adopted = [
+            e.remote_id
+            for e in events
+            if isinstance(e, RemoteJobAccepted) and e.via is AcceptedVia.LOOKUP
+        ]
+        if not adopted:
+            return self._append(state, events)
+        from imagen.projections.jobs import query as jobs_query
+
+        def check(view: LockedView) -> None:
+            for remote_id in adopted:
+                jobs_query.refuse_if_held(view, remote_id, except_job=state.job_id)
+
+        try:
+            return self._append(state, events, guard=check)
+        except jobs_query.RemoteIdTaken as taken:
+            # Recorded as the answer to a check, so the adapter decides again without it.
+            held = RemoteIdsHeld([taken.remote_id], {taken.remote_id: taken.holder})
+            return self._append(state, [held])
 
     def _check_held(self, state: JobState, a: CheckHeld) -> JobState:
         """Ask the ledger which remote ids other jobs hold, and record the answer."""

@@ -10,7 +10,7 @@ from imagen.projections.jobs.fold import COLUMNS
 from imagen.projections.jobs.table import CHECKPOINT, JOBS, TABLE
 from imagen.runner.environment import Environment
 from imagen.runner.liveness import owner_alive
-from ledger.projection import as_rows, select_all
+from ledger.projection import LockedView, as_rows, select_all
 from ledger.reader import Reader
 
 
@@ -112,3 +112,39 @@ def holders(reader: Reader, remote_ids: list[str], *, except_job: str) -> dict[s
     marks = ", ".join(f":r{i}" for i in range(len(remote_ids)))
     sql = f"SELECT remote_id, job_id FROM {TABLE} WHERE remote_id IN ({marks}) AND job_id <> :me"
     return {str(remote): str(job) for remote, job in reader.query(sql, params)}
+
+
+class RemoteIdTaken(Exception):
+    """Another job adopted this remote id first (found under the write lock)."""
+
+    def __init__(self, remote_id: str, holder: str) -> None:
+        super().__init__(f"remote job {remote_id} is already held by job {holder}")
+        self.remote_id = remote_id
+        self.holder = holder
+
+
+def refuse_if_held(view: LockedView, remote_id: str, *, except_job: str) -> None:
+    """A guard for the append that adopts `remote_id`: raise RemoteIdTaken when another job
+    holds it. It runs under the write lock, so it reads the table up to its checkpoint and then
+    every event after it (the table may lag), closing the gap between the runner's earlier
+    RemoteIdsHeld check and this adoption: two jobs with one input never adopt one prediction."""
+    if view.has_checkpoint(CHECKPOINT):
+        held = holders(view, [remote_id], except_job=except_job)
+        if remote_id in held:
+            raise RemoteIdTaken(remote_id, held[remote_id])
+        position = view.checkpoint(CHECKPOINT)
+    else:
+        position = 0
+    while True:
+        events = view.read_after(position, 5000)
+        for e in events:
+            if e.type == "RemoteJobAccepted" and e.stream_id != except_job:
+                try:
+                    data = e.data
+                except ValueError:  # not ours to judge here: audit names a damaged event
+                    continue
+                if isinstance(data, dict) and data.get("remote_id") == remote_id:
+                    raise RemoteIdTaken(remote_id, e.stream_id)
+        if len(events) < 5000:
+            return
+        position = events[-1].position
