@@ -117,7 +117,7 @@ def run() -> None:
         cached["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
         settings = [("bytecode cached", cached)]
         if env.get("PYTHONDONTWRITEBYTECODE"):
-            settings.append(("no bytecode cache", env))
+            settings.append(("no bytecode cache", dict(env)))
         for label, run_env in settings:
             env.clear()
             env.update(run_env)
