@@ -108,13 +108,25 @@ def _ledger_reason(exc: BaseException) -> str:
 
 
 def ledger_failure(exc: BaseException) -> UserError | None:
-    """A database error raised while a command ran, as a one-line ledger error (or None)."""
+    """A database error raised while a command ran, as a one-line ledger error (or None).
+
+    A commit shared by several appends (ledger/group.py) that failed reaches each caller as a
+    LedgerError caused by the database's error: the same failure, reported the same way."""
     import sqlite3
 
+    from ledger.errors import LedgerError
+
     sa_exc = sys.modules.get("sqlalchemy.exc")
-    if isinstance(exc, sqlite3.Error) or (
-        sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError)
-    ):
+
+    def database_error(e: BaseException | None) -> bool:
+        return isinstance(e, sqlite3.Error) or (
+            sa_exc is not None and isinstance(e, sa_exc.SQLAlchemyError)
+        )
+
+    if isinstance(exc, LedgerError) and database_error(exc.__cause__):
+        assert exc.__cause__ is not None
+        exc = exc.__cause__
+    if database_error(exc):
         where = _shown(_config.ledger_url) if _config and _config.ledger_url else "the ledger"
         return UserError(f"ledger error ({where}): {_ledger_reason(exc)}", ExitCode.LEDGER_ERROR)
     return None
