@@ -15,13 +15,15 @@ while the group's appends run (a database error) rolls the whole transaction bac
 caller of that group appends again alone, in its own transaction, so each meets exactly the
 outcome it would have had without grouping; a guard may then run a second time (guards only
 read). A failure of the commit itself leaves the outcome unknown, as it would for a lone
-caller: every caller of the group gets a LedgerError saying so, and none appends again blind.
+caller: every caller of the group gets that error (what its own commit would have raised), and
+none appends again blind.
 
 It relies only on a store's public write API: `transaction()` and `append(..., conn=, guard=)`.
 """
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 import sys
 import threading
@@ -75,7 +77,7 @@ class GroupCommit:
         self._leading = False
         self.groups = 0  # transactions committed by leaders (for benchmarks and tests)
         self.grouped = 0  # appends committed in them
-        self.failed = 0  # groups rolled back, whose callers appended again alone
+        self.failed = 0  # groups that failed (rolled back, or their commit failed)
 
     def append(
         self,
@@ -96,15 +98,16 @@ class GroupCommit:
                         self._queue.remove(me)
                     # Taken: its leader commits it or not; the ledger tells which.
                     raise
-            if me.state == "waiting":  # nobody leads: lead this group
+            group: list[_Pending] = []
+            if me.state == "waiting":  # nobody leads: lead this group, itself included
                 self._leading = True
-                group, self._queue = self._queue[: self._max], self._queue[self._max :]
+                group = [me, *(p for p in self._queue if p is not me)][: self._max]
+                taken = {id(p) for p in group}
+                self._queue = [p for p in self._queue if id(p) not in taken]
                 for p in group:
                     p.state = "taken"
-            else:
-                group = []
         if group:
-            self._lead(group)
+            self._lead(group, me)
         if me.state == "alone":
             return self._alone(me)
         if me.error is not None:
@@ -116,13 +119,13 @@ class GroupCommit:
         with self._cond:
             return sum(p.state == "waiting" for p in self._queue)
 
-    def _lead(self, group: list[_Pending]) -> None:
+    def _lead(self, group: list[_Pending], mine: _Pending) -> None:
         refused: dict[int, Exception] = {}
         results: dict[int, list[RecordedEvent]] = {}
         # Until every append of the group ran, a failure rolls the transaction back: nothing
         # of it is written and each caller may append again alone. A failure after that (the
         # commit itself, or an interruption during it) leaves the outcome unknown: no caller
-        # appends again blind; each is told, as a lone caller would be by its own commit.
+        # appends again blind; each gets the error its own commit would have raised.
         ran_all = False
         failure: BaseException | None = None
         try:
@@ -148,8 +151,10 @@ class GroupCommit:
                     p.result, p.error, p.state = results.get(n, []), refused.get(n), "done"
                 elif not ran_all:
                     p.state = "alone"
+                elif p is not mine:
+                    p.error, p.state = _twin(failure), "done"
                 else:
-                    p.error, p.state = _unknown(failure), "done"
+                    p.state = "done"  # the leader's caller gets the failure itself, below
             if failure is None:
                 self.groups += 1
                 self.grouped += len(group) - len(refused)
@@ -157,8 +162,8 @@ class GroupCommit:
                 self.failed += 1
             self._leading = False
             self._cond.notify_all()
-        if failure is not None and not isinstance(failure, Exception):
-            raise failure  # the leader's own caller was interrupted (Ctrl-C): it stops here
+        if failure is not None and (ran_all or not isinstance(failure, Exception)):
+            raise failure  # the commit failed, or the leader's caller was interrupted
 
     def _alone(self, p: _Pending) -> list[RecordedEvent]:
         with self._store.transaction() as conn:
@@ -186,13 +191,18 @@ class _Checked:
             raise _Refused(exc) from None
 
 
-def _unknown(failure: BaseException) -> LedgerError:
-    error = LedgerError(
-        f"committing appends failed ({type(failure).__name__}: {failure}); whether they were "
-        "recorded is unknown: re-read the stream before deciding again"
-    )
-    error.__cause__ = failure
-    return error
+def _twin(failure: BaseException) -> BaseException:
+    """The commit's error for another caller of the group: the same kind of error (what the
+    caller's own commit would have raised, so it is reported the same way), not the same
+    object (raised in several threads at once, its traceback would be shared)."""
+    try:
+        twin = copy.copy(failure)
+    except Exception:
+        twin = LedgerError(f"committing appends failed: {type(failure).__name__}: {failure}")
+    if not isinstance(failure, Exception):  # an interruption is the leader's caller's own
+        twin = LedgerError("committing appends was interrupted")
+    twin.__cause__ = failure
+    return twin
 
 
 def _database_error(exc: BaseException) -> bool:
