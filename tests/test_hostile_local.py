@@ -171,16 +171,11 @@ def test_reading_a_ledger_that_does_not_exist_creates_nothing(tmp_path: Path) ->
 def test_full_disk_mid_append_is_one_line_and_the_ledger_stays_intact(sandbox: Sandbox) -> None:
     assert sandbox.run("generate", "warm up").returncode == 0  # schema and projections exist
 
-    # A file-size limit: SQLite's WAL may grow 70 KB past what it holds now (a store that exits
-    # without the last connection's checkpoint leaves its WAL behind, and new frames go after
-    # it; the -shm index is 32 KB): a few appends, then every write fails with EFBIG as on a
-    # full disk; SIGXFSZ ignored so write() reports it.
-    wal = sandbox.root / "ledger.db-wal"
-    limit = (wal.stat().st_size if wal.exists() else 0) + 70_000
-
     def small_disk() -> None:
+        # A file-size limit: SQLite's WAL can grow to 70 KB (the -shm index is 32 KB): a few appends, then
+        # every write fails with EFBIG as on a full disk; SIGXFSZ ignored so write() reports it.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (70_000, 70_000))
 
     result = subprocess.run(
         [*sandbox.cmd(), "generate", "on a full disk"],
