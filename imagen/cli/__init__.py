@@ -16,7 +16,6 @@ Conventions every command follows (docs/usage.md, "Output and errors"):
 
 from __future__ import annotations
 
-import gc
 import sys
 
 HELP = "Turn a prompt into an image through FLUX backends; every step kept in a ledger."
@@ -94,7 +93,4 @@ def main(argv: list[str] | None = None) -> None:
 
         silence_stdout()
         code = 141  # ExitCode.BROKEN_PIPE: the reader of stdout went away, as SIGPIPE would say
-    # Everything alive now lives until exit: frozen, the interpreter's final garbage
-    # collection skips it (~80 ms of every command that loaded the runner; atexit still runs).
-    gc.freeze()
     sys.exit(code)
