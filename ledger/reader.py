@@ -8,7 +8,9 @@ portable SQL) runs on every engine.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -89,6 +91,29 @@ class SqliteReader(SqliteQueries):
         self.conn.close()
 
 
+class WalCopyReader(SqliteReader):
+    """A private copy of a ledger whose committed events are still in its -wal file (its last
+    writer was killed, or another connection was open when it closed) in a directory this user
+    cannot write: read immutable, the WAL would be ignored and the newest events silently
+    missing. The copy (file and WAL) is opened where SQLite may create its -shm index."""
+
+    def __init__(self, path: Path, wal: Path) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="imagen-ledger-copy-"))
+        try:
+            shutil.copyfile(path, self.folder / path.name)
+            shutil.copyfile(wal, self.folder / wal.name)
+            super().__init__(self.folder / path.name)
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def _ro(immutable: bool) -> str:
     # A WAL ledger opened read-only still needs its -shm file; in a directory the user cannot
     # write (and with no -shm there) nobody can be writing either, so it is read as immutable.
@@ -116,10 +141,18 @@ def open_reader(url: str) -> Reader | None:
     except sqlite3.OperationalError as exc:
         if "readonly" not in str(exc) and "unable to open" not in str(exc):
             return None
+        wal = path.with_name(path.name + "-wal")
         try:
-            reader = SqliteReader(path, immutable=True)
+            if wal.exists() and wal.stat().st_size > 0:
+                reader = WalCopyReader(path, wal)
+            else:
+                reader = SqliteReader(path, immutable=True)
+        except (sqlite3.Error, OSError):
+            return None
+        try:
             rev = reader._fetch(f"SELECT version_num FROM {LEDGER_VERSION_TABLE}")
         except sqlite3.Error:
+            reader.close()
             return None
     except sqlite3.Error:
         return None

@@ -7,6 +7,7 @@ import os
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -130,6 +131,35 @@ def test_a_read_only_ledger_file(sandbox: Sandbox) -> None:
         [*NO_DAC, *sandbox.cmd(), "jobs"], capture_output=True, text=True, env=sandbox.env
     )
     assert listed.returncode == 0 and "a cat" in listed.stdout, listed.stderr
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) not installed")
+def test_events_still_in_the_wal_are_read_in_a_directory_the_user_cannot_write(
+    sandbox: Sandbox,
+) -> None:
+    """A writer killed before its last connection closed leaves committed events in the -wal
+    file only. Read immutable they would be silently missing from a read-only directory."""
+    assert sandbox.run("generate", "warm up").returncode == 0
+    holder = sqlite3.connect(sandbox.root / "ledger.db")  # so no CLI process is the last to close
+    try:
+        holder.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        for n in range(2):
+            assert sandbox.run("generate", f"cat {n}").returncode == 0
+        folder = sandbox.root / "ro"
+        folder.mkdir()
+        for name in ("ledger.db", "ledger.db-wal"):  # no -shm: as a kill -9 may leave it
+            shutil.copy(sandbox.root / name, folder / name)
+    finally:
+        holder.close()
+    assert (folder / "ledger.db-wal").stat().st_size > 0
+    folder.chmod(0o555)
+    env = {**sandbox.env, "IMAGEN_LEDGER_URL": f"sqlite:///{folder / 'ledger.db'}"}
+    listed = subprocess.run(
+        [*NO_DAC, *sandbox.cmd(), "jobs"], capture_output=True, text=True, env=env
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "cat 0" in listed.stdout and "cat 1" in listed.stdout, listed.stdout
+    assert sorted(p.name for p in folder.iterdir()) == ["ledger.db", "ledger.db-wal"]
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) not installed")
