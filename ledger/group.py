@@ -72,7 +72,11 @@ class GroupCommit:
     def __init__(self, store: _Store, *, max_group: int = 128) -> None:
         self._store = store
         self._max = max_group
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        # Its own condition on the same lock, so an observer waiting for arrivals does not
+        # wake every follower waiting for its leader.
+        self._arrived = threading.Condition(lock)
         self._queue: list[_Pending] = []
         self._leading = False
         self.groups = 0  # transactions committed by leaders (for benchmarks and tests)
@@ -90,6 +94,7 @@ class GroupCommit:
         me = _Pending(stream_id, new_events, expected_version, guard)
         with self._cond:
             self._queue.append(me)
+            self._arrived.notify_all()
             while self._leading and me.state in ("waiting", "taken"):
                 try:
                     self._cond.wait()
@@ -118,6 +123,14 @@ class GroupCommit:
         """Appends waiting for a leader (for tests and diagnostics)."""
         with self._cond:
             return sum(p.state == "waiting" for p in self._queue)
+
+    def wait_queued(self, n: int, timeout: float) -> bool:
+        """Block until at least `n` appends wait for a leader (a readiness check for tests);
+        False if `timeout` seconds pass first."""
+        with self._arrived:
+            return self._arrived.wait_for(
+                lambda: sum(p.state == "waiting" for p in self._queue) >= n, timeout
+            )
 
     def _lead(self, group: list[_Pending], mine: _Pending) -> None:
         refused: dict[int, Exception] = {}

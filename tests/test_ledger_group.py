@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -45,10 +44,7 @@ def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, Outcome]:
 
 def _queued(group: GroupCommit, n: int) -> None:
     """Readiness check: `n` appends wait behind the leader."""
-    deadline = time.monotonic() + 30
-    while group.queued() < n:
-        assert time.monotonic() < deadline, f"only {group.queued()} of {n} appends queued"
-        time.sleep(0.001)
+    assert group.wait_queued(n, 30), f"only {group.queued()} of {n} appends queued"
 
 
 def _held_leader(group: GroupCommit) -> tuple[threading.Event, threading.Thread, Outcome]:
