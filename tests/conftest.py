@@ -9,7 +9,7 @@ import pytest
 
 from imagen.testing.postgres import PostgresCluster, PostgresUnavailable, create_database
 
-pytest_plugins = ["tests.support.echo"]
+pytest_plugins = ["tests.support.echo", "tests.support.doubles"]
 
 
 @pytest.fixture(scope="session")

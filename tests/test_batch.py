@@ -7,7 +7,6 @@ import json
 import re
 import signal
 import subprocess
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from urllib.request import urlopen
@@ -18,43 +17,7 @@ from imagen.core.job import parse_time
 from imagen.testing.comfyui import ComfyUIDouble
 from imagen.testing.replicate import ReplicateDouble
 from tests.support.cli import Sandbox
-
-TOKEN = "r8_batch_test_token_0123456789abcdef"
-SCHNELL = "black-forest-labs/flux-schnell"
-
-
-@pytest.fixture
-def rep() -> Iterator[ReplicateDouble]:
-    with ReplicateDouble(token=TOKEN) as double:
-        yield double
-
-
-@pytest.fixture
-def comfy() -> Iterator[ComfyUIDouble]:
-    with ComfyUIDouble() as double:
-        yield double
-
-
-def rep_box(tmp_path: Path, rep: ReplicateDouble, **options: object) -> Sandbox:
-    box = Sandbox(tmp_path, env={"REPLICATE_API_TOKEN": TOKEN})
-    box.write_backend(
-        "rep",
-        "replicate",
-        model=SCHNELL,
-        base_url=rep.url,
-        poll_interval_s=0.05,
-        retry_base_s=0.01,
-        **options,
-    )
-    return box
-
-
-def comfy_box(tmp_path: Path, comfy: ComfyUIDouble, **options: object) -> Sandbox:
-    box = Sandbox(tmp_path)
-    box.write_backend(
-        "local", "comfyui", url=comfy.url, poll_interval_s=0.05, retry_base_s=0.01, **options
-    )
-    return box
+from tests.support.doubles import SCHNELL, comfy_box, rep_box
 
 
 def requests_of(box: Sandbox) -> dict[str, dict]:

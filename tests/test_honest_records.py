@@ -8,7 +8,6 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,34 +16,7 @@ from PIL import Image
 from imagen.testing.comfyui import ComfyUIDouble
 from imagen.testing.replicate import ReplicateDouble
 from tests.support.cli import ROOT, Sandbox
-
-TOKEN = "r8_honest_records_token_0123456789"
-SCHNELL = "black-forest-labs/flux-schnell"
-
-
-@pytest.fixture
-def rep() -> Iterator[ReplicateDouble]:
-    with ReplicateDouble(token=TOKEN) as double:
-        yield double
-
-
-@pytest.fixture
-def comfy() -> Iterator[ComfyUIDouble]:
-    with ComfyUIDouble() as double:
-        yield double
-
-
-def rep_box(tmp_path: Path, rep: ReplicateDouble, **options: object) -> Sandbox:
-    box = Sandbox(tmp_path, env={"REPLICATE_API_TOKEN": TOKEN})
-    opts = {"model": SCHNELL, "base_url": rep.url, "poll_interval_s": 0.05, "retry_base_s": 0.01}
-    box.write_backend("rep", "replicate", **{**opts, **options})
-    return box
-
-
-def comfy_box(tmp_path: Path, comfy: ComfyUIDouble) -> Sandbox:
-    box = Sandbox(tmp_path)
-    box.write_backend("local", "comfyui", url=comfy.url, poll_interval_s=0.05, retry_base_s=0.01)
-    return box
+from tests.support.doubles import SCHNELL, comfy_box, rep_box
 
 
 def refused(box: Sandbox, *args: str, says: str) -> None:

@@ -7,45 +7,11 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from imagen.testing.comfyui import ComfyUIDouble
 from imagen.testing.replicate import ReplicateDouble
-from tests.support.cli import Sandbox
-
-TOKEN = "r8_several_images_token_0123456789"
-SCHNELL = "black-forest-labs/flux-schnell"
-
-
-@pytest.fixture
-def rep() -> Iterator[ReplicateDouble]:
-    with ReplicateDouble(token=TOKEN) as double:
-        yield double
-
-
-@pytest.fixture
-def comfy() -> Iterator[ComfyUIDouble]:
-    with ComfyUIDouble() as double:
-        yield double
-
-
-def rep_box(tmp_path: Path, rep: ReplicateDouble) -> Sandbox:
-    box = Sandbox(tmp_path, env={"REPLICATE_API_TOKEN": TOKEN})
-    box.write_backend(
-        "rep", "replicate", model=SCHNELL, base_url=rep.url, poll_interval_s=0.05, retry_base_s=0.01
-    )
-    return box
-
-
-def comfy_box(tmp_path: Path, comfy: ComfyUIDouble, **options: object) -> Sandbox:
-    box = Sandbox(tmp_path)
-    box.write_backend(
-        "local", "comfyui", url=comfy.url, poll_interval_s=0.05, retry_base_s=0.01, **options
-    )
-    return box
+from tests.support.doubles import comfy_box, rep_box
 
 
 def check_all(paths: list[str], n: int, *, distinct: bool = True) -> list[dict]:
