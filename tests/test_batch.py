@@ -137,6 +137,18 @@ def test_a_bad_line_is_named_and_nothing_is_recorded(
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.parametrize("prompts", [["a fox"], ["a fox", "a hare"]])
+@pytest.mark.parametrize("value", ["0", "65", "-1"])
+def test_a_concurrency_out_of_range_is_bad_input_for_one_image_too(
+    tmp_path: Path, rep: ReplicateDouble, prompts: list[str], value: str
+) -> None:
+    box = rep_box(tmp_path, rep)
+    result = box.run("generate", *prompts, "--concurrency", value)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"imagen: error: --concurrency {value}: use 1 to 64"]
+    assert rep.requests == [] and box.events() == []
+
+
 def test_ctrl_c_cancels_the_whole_batch(tmp_path: Path, rep: ReplicateDouble) -> None:
     box = rep_box(tmp_path, rep, wait_s=1)
     rep.behaviour(never_finish=True)

@@ -129,8 +129,6 @@ def run_batch(
     from imagen.cli.drive import sync_usage_best_effort
     from imagen.core.inputs import BadInput
 
-    if concurrency is not None and not 1 <= concurrency <= 64:
-        raise UserError(f"--concurrency {concurrency}: use 1 to 64")
     env = context.ENV
     cfg = context.config()
     plan = b.make_plan(

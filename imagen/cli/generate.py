@@ -113,6 +113,9 @@ def generate(
         raise UserError(
             'no prompt: pass the text to draw, e.g. imagen generate "a red fox" (or --from FILE)'
         )
+    # Checked for one image too: a bad value is a bad input whether or not it is used.
+    if concurrency is not None and not 1 <= concurrency <= 64:
+        raise UserError(f"--concurrency {concurrency}: use 1 to 64")
     if from_ is not None or len(prompts) > 1 or count != 1:
         if "-" in prompts:
             raise UserError("`-` reads one prompt; for many, use --from - (one per line)")
