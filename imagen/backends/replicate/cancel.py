@@ -6,12 +6,7 @@ from imagen.backends.common import exchanges, pending_retry, request_id
 from imagen.backends.replicate.job import api_base, token_env
 from imagen.backends.replicate.wire import describe
 from imagen.core.actions import Action, Halt, HttpRequest, Record
-from imagen.core.events import (
-    CancelRequested,
-    JobCancelled,
-    ResponseReceived,
-    RetryScheduled,
-)
+from imagen.core.events import CancelRequested, JobCancelled, ResponseReceived, RetryScheduled
 from imagen.core.failures import Failure
 from imagen.core.job import JobState
 

@@ -14,12 +14,7 @@ from imagen.backends.common import (
 from imagen.backends.replicate.job import RETRIES_PER_RUN, api_base, backoff, setting, token_env
 from imagen.backends.replicate.wire import describe, origin, outputs, same_origin
 from imagen.core.actions import Action, Halt, Record, StoreImage
-from imagen.core.events import (
-    JobFailed,
-    RequestFailed,
-    ResponseReceived,
-    RetryScheduled,
-)
+from imagen.core.events import JobFailed, RequestFailed, ResponseReceived, RetryScheduled
 from imagen.core.failures import Failure
 from imagen.core.job import JobState, image_path
 

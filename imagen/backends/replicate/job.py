@@ -10,10 +10,7 @@ from imagen.backends.common import backoff_delay, config_of, exchanges, finite, 
 from imagen.backends.replicate.inputs import MAX_STEPS, api_base_of, model_name, token_env_of
 from imagen.backends.replicate.wire import MAX_BACKOFF_S, prediction, same_origin
 from imagen.core.actions import HttpRequest
-from imagen.core.events import (
-    RequestFailed,
-    ResponseReceived,
-)
+from imagen.core.events import RequestFailed, ResponseReceived
 from imagen.core.job import JobState, Recorded
 
 MAX_429_RETRIES = 3

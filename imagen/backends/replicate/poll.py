@@ -17,11 +17,7 @@ from imagen.backends.replicate.job import (
 )
 from imagen.backends.replicate.wire import describe, describe_body, prediction, retry_after
 from imagen.core.actions import Action, Halt, Record
-from imagen.core.events import (
-    CancelRequested,
-    ResponseReceived,
-    RetryScheduled,
-)
+from imagen.core.events import CancelRequested, ResponseReceived, RetryScheduled
 from imagen.core.failures import Failure
 from imagen.core.job import JobState, iso
 

@@ -14,10 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from imagen.backends.common import Exchange, backoff_delay
-from imagen.core.events import (
-    RequestFailed,
-    ResponseReceived,
-)
+from imagen.core.events import RequestFailed, ResponseReceived
 
 # What decide reads (Retry-After; Date: Replicate's clock, which measures the lookup window) and
 # what explains a rate limit or a sync wait in an audit.
