@@ -27,7 +27,6 @@ from imagen.backends import replicate
 from imagen.core.actions import Action, HttpRequest, StoreImage
 from imagen.core.events import (
     ForceNewRequested,
-    ImageStored,
     JobRequested,
     LookupConcluded,
     RequestFailed,
@@ -37,11 +36,12 @@ from imagen.core.events import (
 from imagen.core.job import iso
 from tests.support.history import History
 from tests.support.properties import (
-    ELAPSED,
     SETTINGS,
     Draw,
     Drive,
     answer,
+    download,
+    no_draw,
     settled,
 )
 
@@ -156,7 +156,9 @@ class ReplicateWorld:
 
     def perform(self, h: History, action: Action, draw: Draw | None) -> bool:
         if isinstance(action, StoreImage):
-            return self._download(h, action, draw)
+            return download(
+                h, action, draw, ["timeout", "network", "write", "exists", "invalid_image"]
+            )
         assert isinstance(action, HttpRequest), action
         if draw is None:
             settled(h, action, action.purpose)
@@ -167,30 +169,6 @@ class ReplicateWorld:
             else None
         )
         return answer(h, action, action.purpose, draw, shaped(h, action.purpose), steer)
-
-    def _download(self, h: History, action: StoreImage, draw: Draw | None) -> bool:
-        if draw is None:
-            settled(h, action, "download")
-            return True
-        h.send(action)
-        h.wait(draw(ELAPSED))
-        rid = action.request_id
-        outcome = draw(st.sampled_from(["stored", "failed", "404", "died"]))
-        if outcome == "died":
-            return False
-        if outcome == "stored":
-            h.add(ResponseReceived(rid, "download", 200, {}, {"bytes": 3}))
-            h.add(ImageStored(action.dest, "ab" * 32, 3, "png", 1, 1, action.url, action.index))
-        elif outcome == "failed":
-            error = draw(
-                st.sampled_from(["timeout", "network", "write", "exists", "invalid_image"])
-            )
-            h.add(RequestFailed(rid, "download", error, "drawn failure"))
-        else:
-            h.add(
-                ResponseReceived(rid, "download", draw(st.sampled_from([404, 410, 500])), {}, "x")
-            )
-        return True
 
     def resume(self, h: History, draw: Draw) -> None:
         h.wait(draw(st.sampled_from([1.0, 3600.0])))
@@ -292,7 +270,7 @@ def test_issue26_6_a_lookup_answered_200_with_a_non_listing_ends() -> None:
     h = new_job(2.0)
     h.step()
     h.fail("create", "timeout", "read timed out")
-    Drive(h, _Settled(), _no_draw, resumes=0).run()
+    Drive(h, _Settled(), no_draw, resumes=0).run()
 
 
 class _Settled(ReplicateWorld):
@@ -304,7 +282,3 @@ class _Settled(ReplicateWorld):
         h.wait(5.0)
         h.answer(action.purpose, 200, {})
         return True
-
-
-def _no_draw(strategy: Any) -> Any:
-    return 0  # a replay: the run settles at once, nothing happens between decisions

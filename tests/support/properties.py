@@ -28,13 +28,16 @@ examples are derandomized so a run is reproducible.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from imagen.core.actions import (
     Action,
@@ -49,6 +52,7 @@ from imagen.core.actions import (
 from imagen.core.events import (
     CancelRequested,
     Event,
+    ImageStored,
     JobInterrupted,
     RemoteIdsHeld,
     RequestFailed,
@@ -58,6 +62,10 @@ from imagen.core.events import (
 )
 from imagen.core.job import parse_time
 from tests.support.history import History
+
+# Hypothesis keeps caches (unicode tables, constants) in ./.hypothesis unless told otherwise: a
+# test run writes nothing into the repository.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / f"imagen-hypothesis-{os.getuid()}")
 
 SETTINGS = settings(
     deadline=None,
@@ -338,3 +346,30 @@ def open_or_fail(h: History, action: OpenStream, draw: Draw | None) -> bool:
 def until_deadline(h: History, action: FollowStream) -> None:
     if action.deadline:
         h.until(parse_time(action.deadline) + timedelta(seconds=0.01))
+
+
+def download(h: History, action: StoreImage, draw: Draw | None, errors: list[str]) -> bool:
+    """The runner's StoreImage: stored, a local or network failure, an HTTP error, or died."""
+    if draw is None:
+        settled(h, action, "download")
+        return True
+    h.send(action)
+    h.wait(draw(ELAPSED))
+    rid = action.request_id
+    outcome = draw(st.sampled_from(["stored", "failed", "http", "died"]))
+    if outcome == "died":
+        return False
+    if outcome == "stored":
+        h.add(ResponseReceived(rid, "download", 200, {}, {"bytes": 3}))
+        h.add(ImageStored(action.dest, "ab" * 32, 3, "png", 1, 1, action.url, action.index))
+    elif outcome == "failed":
+        h.add(RequestFailed(rid, "download", draw(st.sampled_from(errors)), "drawn failure"))
+    else:
+        h.add(ResponseReceived(rid, "download", draw(st.sampled_from([404, 410, 500])), {}, "x"))
+    return True
+
+
+def no_draw(strategy: Any) -> Any:
+    """The draw of a replayed history: the world is settled at once, nothing happens between
+    decisions."""
+    return 0
