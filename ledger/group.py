@@ -24,13 +24,11 @@ It relies only on a store's public write API: `transaction()` and `append(..., c
 from __future__ import annotations
 
 import copy
-import sqlite3
-import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from ledger.errors import ConcurrencyError, LedgerError
+from ledger.errors import ConcurrencyError, LedgerError, database_error
 from ledger.events import NewEvent, RecordedEvent
 
 
@@ -199,7 +197,7 @@ class _Checked:
         try:
             self._guard(view)
         except Exception as exc:
-            if _database_error(exc):
+            if database_error(exc):
                 raise
             raise _Refused(exc) from None
 
@@ -216,11 +214,3 @@ def _twin(failure: BaseException) -> BaseException:
         twin = LedgerError("committing appends was interrupted")
     twin.__cause__ = failure
     return twin
-
-
-def _database_error(exc: BaseException) -> bool:
-    kinds: list[type[BaseException]] = [sqlite3.Error]
-    sa = sys.modules.get("sqlalchemy.exc")
-    if sa is not None:
-        kinds.append(sa.SQLAlchemyError)
-    return isinstance(exc, tuple(kinds))
