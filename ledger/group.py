@@ -26,24 +26,11 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from ledger.errors import ConcurrencyError, LedgerError, database_error
 from ledger.events import NewEvent, RecordedEvent
-
-
-class _Store(Protocol):
-    def transaction(self) -> Any: ...
-
-    def append(
-        self,
-        stream_id: str,
-        new_events: Sequence[NewEvent],
-        expected_version: int | None,
-        *,
-        conn: Any = None,
-        guard: Any = None,
-    ) -> list[RecordedEvent]: ...
+from ledger.interface import Writer
 
 
 class _Pending:
@@ -67,7 +54,7 @@ class _Pending:
 class GroupCommit:
     """`append` as `EventStore.append` (without `conn`), grouped across threads."""
 
-    def __init__(self, store: _Store, *, max_group: int = 128) -> None:
+    def __init__(self, store: Writer, *, max_group: int = 128) -> None:
         self._store = store
         self._max = max_group
         lock = threading.Lock()

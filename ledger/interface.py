@@ -103,10 +103,8 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
-class Store(Reader, Protocol):
-    """The event store (see ledger/store.py for the contract of each method)."""
-
-    head_path: Path | None
+class Writer(Protocol):
+    """The write API group commit (ledger/group.py) relies on, and nothing else."""
 
     def transaction(self) -> AbstractContextManager[Any]: ...
     def append(
@@ -118,6 +116,13 @@ class Store(Reader, Protocol):
         conn: Any = None,
         guard: Guard | None = None,
     ) -> list[RecordedEvent]: ...
+
+
+class Store(Reader, Writer, Protocol):
+    """The event store (see ledger/store.py for the contract of each method)."""
+
+    head_path: Path | None
+
     def head(self) -> Head: ...
     def stream_version(self, stream_id: str) -> int: ...
     def hashes_at(self, positions: Sequence[int]) -> dict[int, str]: ...

@@ -132,8 +132,8 @@ def reader() -> Any:
 
 
 def _read_store(url: str) -> EventStore:
-    """The full store opened for reading (PostgreSQL, or a SQLite ledger the stdlib reader
-    cannot use): an empty database or an older schema is reported, never created or migrated.
+    """The store opened for reading (`create=False`): an empty database or an older schema is
+    reported, never created or migrated.
     A later write in the same command reuses it: the schema is known to be at head."""
     global _store
     if _store is None:
