@@ -54,7 +54,6 @@ from ledger.errors import ConcurrencyError, LedgerError, NoLedgerError
 from ledger.events import GENESIS_HASH, NewEvent, RecordedEvent, identity_of
 from ledger.group import GroupCommit
 from ledger.interface import ColumnType, Guard, Row, TableSpec
-from ledger.revision import WRITE as _WRITE
 from ledger.revision import current_revision, refuse_newer
 from ledger.schema import LEDGER_HEAD, projection_checkpoints
 from ledger.schema_names import COLUMNS as _COLUMNS
@@ -120,7 +119,7 @@ class EventStore:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A write transaction holding the ledger's write lock (for appends and checkpoints)."""
-        with self.engine.connect().execution_options(**{_WRITE: True}) as conn:
+        with self.engine.connect() as conn:
             conn.info.pop(_HEAD_INFO, None)  # never a head left by a rolled-back transaction
             with conn.begin():
                 self._dialect.lock(conn)
@@ -223,7 +222,8 @@ class EventStore:
 
     def verify(self, *, batch: int = 20000) -> VerifyReport:
         """Walk the chain in position order; name the first position that does not hold."""
-        with self.engine.connect() as conn, conn.begin():  # one read view for the whole walk
+        with self.engine.connect() as conn, conn.begin():
+            self._dialect.read_view(conn)  # one read view for the whole walk
             result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(
                 self._sql["all"]
             )
@@ -247,6 +247,7 @@ class EventStore:
         """Has the projection behind `checkpoint` seen every event? False before its first
         catch-up (no checkpoint row: its table may not exist yet)."""
         with self.engine.connect() as conn, conn.begin():
+            self._dialect.read_view(conn)
             position = self._checkpoint(conn, checkpoint)
             return position is not None and position == self._head(conn).position
 
@@ -258,6 +259,7 @@ class EventStore:
             if self._dialect.snapshot_isolation:
                 conn = conn.execution_options(isolation_level=self._dialect.snapshot_isolation)
             with conn.begin():
+                self._dialect.read_view(conn)
                 yield Snapshot(self, conn)
 
     # -- writing projections -----------------------------------------------------------------

@@ -37,6 +37,9 @@ class Dialect(Protocol):
     def lock(self, conn: Connection) -> None:
         """Take the ledger's write lock, first thing in a write transaction."""
 
+    def read_view(self, conn: Connection) -> None:
+        """Make this transaction one consistent read view, first thing in it."""
+
     def insert(self, table: Table) -> Any:
         """The engine's INSERT construct (it has `on_conflict_do_update`)."""
 

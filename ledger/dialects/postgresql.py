@@ -37,5 +37,9 @@ def lock(conn: Connection) -> None:
     conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_APPEND_LOCK})")
 
 
+def read_view(conn: Connection) -> None:
+    pass  # the snapshot's isolation level (above) makes its transaction one view
+
+
 def scratch(source: tuple[Path, str]) -> Engine | None:
     return None  # a server ledger is never read from a file

@@ -20,7 +20,6 @@ from sqlalchemy.pool import StaticPool
 from ledger.chain import Durability
 from ledger.dialects import Opened
 from ledger.errors import NoLedgerError, cannot_write
-from ledger.revision import WRITE
 
 name = "sqlite"
 param = "?"
@@ -73,22 +72,20 @@ def _engine(url: URL, durability: Durability, busy_timeout: float) -> Engine:
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cur.close()
 
-    return _transactions(engine)
-
-
-def _transactions(engine: Engine) -> Engine:
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        # A deferred transaction that reads and then writes gets SQLITE_BUSY at once under WAL,
-        # whatever the busy timeout; taking the write lock up front makes writers queue instead.
-        immediate = conn.get_execution_options().get(WRITE)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
     return engine
 
 
 def lock(conn: Connection) -> None:
-    pass  # taken by BEGIN IMMEDIATE (see _transactions)
+    # A deferred transaction that reads and then writes gets SQLITE_BUSY at once under WAL,
+    # whatever the busy timeout; taking the write lock up front makes writers queue instead.
+    # (The driver runs in autocommit mode, so SQLAlchemy's begin() sends nothing: the BEGIN
+    # is ours, and its commit() or rollback() ends it. No "begin" event: any engine event
+    # makes every statement pay for event dispatch.)
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def read_view(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")  # one read view (WAL) until the transaction ends
 
 
 def _uri(path: Path, option: str) -> str:
@@ -133,7 +130,7 @@ def _uri_engine(path: Path, option: str, busy_timeout: float) -> Engine:
     url = URL.create(
         "sqlite", database=f"file:{quote(str(path))}", query={"uri": "true", key: value}
     )
-    return _transactions(create_engine(url, connect_args={"timeout": busy_timeout, **_DRIVER}))
+    return create_engine(url, connect_args={"timeout": busy_timeout, **_DRIVER})
 
 
 def scratch(source: tuple[Path, str]) -> Engine:
@@ -149,4 +146,4 @@ def scratch(source: tuple[Path, str]) -> Engine:
         # Unqualified names look in memory first, then here: `events` is the ledger's.
         dbapi_conn.execute("ATTACH DATABASE ? AS ledger", (uri,))
 
-    return _transactions(engine)
+    return engine
