@@ -77,7 +77,8 @@ def run() -> None:
 
         # Group commit: THREADS threads each appending one event at a time to its own stream;
         # appends arriving together share a transaction and its fsync. Baseline: raw sqlite3
-        # committing the same events one per commit (what each append alone would cost).
+        # committing the same events one per commit (what each append alone would cost; on a
+        # disk with cheap fsyncs that is faster than the grouped store, on a slow one slower).
         grouped = open_store(f"sqlite:///{root / 'grouped.db'}")
 
         def threads() -> None:
@@ -104,7 +105,7 @@ def run() -> None:
             n_grouped / ours_g,
             n_grouped / base_g,
             "events/s",
-            target=f"> 1x ({commits} commits for {n_grouped} appends)",
+            target=f"{commits} commits for {n_grouped} appends",
         )
         grouped.close()
 
