@@ -14,6 +14,7 @@ when a ledger is not at this code's schema head.
 from __future__ import annotations
 
 import importlib
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -77,6 +78,8 @@ class EventStore:
     ) -> None:
         self.engine: Engine = opened.engine
         self._opened, self._dialect = opened, dialect
+        # A private copy (a read-only ledger's WAL) goes when the store closes, or at exit.
+        self._cleanup = weakref.finalize(self, opened.cleanup or (lambda: None))
         self.dialect = dialect.name
         self._clock = clock
         # A SQLite ledger keeps its chain head in a file beside it too (see chain.HeadFile).
@@ -355,8 +358,7 @@ class EventStore:
 
     def close(self) -> None:
         self.engine.dispose()
-        if self._opened.cleanup is not None:
-            self._opened.cleanup()
+        self._cleanup()
 
 
 class Snapshot:
