@@ -3,32 +3,29 @@
 It knows nothing about images: streams of typed JSON events, a global order, optimistic
 concurrency per stream, checkpoints for projections, and `verify` for the chain.
 
-`open_store` opens a ledger for writing: PostgreSQL through SQLAlchemy, a SQLite ledger through
-the standard library's sqlite3 once it exists at this code's schema head (see ledger.opening).
-`open_reader` gives read-only access; on SQLite it uses the standard library alone too.
+`open_store` opens a ledger (ledger/store.py: one implementation over SQLAlchemy Core, the
+engines' differences in ledger/dialects/); `open_reader` is the same store opened for reading
+only. `ledger.interface.Store` and `Reader` declare what callers may rely on. Importing this
+package is cheap: SQLAlchemy is imported when a store is opened.
 """
 
 from typing import TYPE_CHECKING, Any
 
 from ledger.errors import ConcurrencyError, LedgerError, NoLedgerError, SchemaTooNewError
 from ledger.events import IDENTITY_STREAM, NewEvent, RecordedEvent, identity_of
-from ledger.reader import SqliteReader, open_reader
+from ledger.interface import Reader, Store
 
 if TYPE_CHECKING:
     from ledger.chain import Head, VerifyReport
-    from ledger.opening import open_store
-    from ledger.sqlite_store import SqliteStore
-    from ledger.store import EventStore, open_scratch
+    from ledger.store import EventStore, open_reader, open_store
 
-# Imported on first use: `ledger.store` imports SQLAlchemy, which a SQLite ledger at head never
-# needs (ledger.opening picks the store).
+# Imported on first use: `ledger.store` imports SQLAlchemy.
 _LAZY = {
     "EventStore": "ledger.store",
-    "open_scratch": "ledger.store",
-    "SqliteStore": "ledger.sqlite_store",
+    "open_store": "ledger.store",
+    "open_reader": "ledger.store",
     "Head": "ledger.chain",
     "VerifyReport": "ledger.chain",
-    "open_store": "ledger.opening",
 }
 
 
@@ -48,13 +45,12 @@ __all__ = [
     "LedgerError",
     "NoLedgerError",
     "NewEvent",
+    "Reader",
     "RecordedEvent",
     "SchemaTooNewError",
-    "SqliteReader",
-    "SqliteStore",
+    "Store",
     "VerifyReport",
     "identity_of",
     "open_reader",
-    "open_scratch",
     "open_store",
 ]

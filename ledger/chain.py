@@ -1,9 +1,6 @@
-"""The hash chain and the head file, shared by both store implementations (standard library
-only): `ledger.store` (SQLAlchemy; PostgreSQL, and SQLite when asked) and `ledger.sqlite_store`
-(sqlite3 alone, so that writing to a SQLite ledger starts without importing SQLAlchemy).
-
-Whatever either store appends is built here, so for the same appends they record the same
-bytes and the same hashes; they differ only in how they reach the database.
+"""The hash chain and the head file (standard library only), used by the store on every
+engine: whatever is appended is built here, so a ledger records the same bytes and hashes
+whichever engine it lives on, and whichever version of the store wrote it.
 """
 
 from __future__ import annotations

@@ -24,28 +24,13 @@ It relies only on a store's public write API: `transaction()` and `append(..., c
 from __future__ import annotations
 
 import copy
-import sqlite3
-import sys
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
-from ledger.errors import ConcurrencyError, LedgerError
+from ledger.errors import ConcurrencyError, LedgerError, database_error
 from ledger.events import NewEvent, RecordedEvent
-
-
-class _Store(Protocol):
-    def transaction(self) -> Any: ...
-
-    def append(
-        self,
-        stream_id: str,
-        new_events: Sequence[NewEvent],
-        expected_version: int | None,
-        *,
-        conn: Any = None,
-        guard: Any = None,
-    ) -> list[RecordedEvent]: ...
+from ledger.interface import Writer
 
 
 class _Pending:
@@ -69,7 +54,7 @@ class _Pending:
 class GroupCommit:
     """`append` as `EventStore.append` (without `conn`), grouped across threads."""
 
-    def __init__(self, store: _Store, *, max_group: int = 128) -> None:
+    def __init__(self, store: Writer, *, max_group: int = 128) -> None:
         self._store = store
         self._max = max_group
         lock = threading.Lock()
@@ -199,7 +184,7 @@ class _Checked:
         try:
             self._guard(view)
         except Exception as exc:
-            if _database_error(exc):
+            if database_error(exc):
                 raise
             raise _Refused(exc) from None
 
@@ -216,11 +201,3 @@ def _twin(failure: BaseException) -> BaseException:
         twin = LedgerError("committing appends was interrupted")
     twin.__cause__ = failure
     return twin
-
-
-def _database_error(exc: BaseException) -> bool:
-    kinds: list[type[BaseException]] = [sqlite3.Error]
-    sa = sys.modules.get("sqlalchemy.exc")
-    if sa is not None:
-        kinds.append(sa.SQLAlchemyError)
-    return isinstance(exc, tuple(kinds))

@@ -8,7 +8,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, text
 
 from alembic import command
-from ledger.revision import MIGRATION_LOCK, WRITE, current_revision, refuse_newer
+from ledger.revision import MIGRATION_LOCK, current_revision, refuse_newer
 from ledger.schema_names import LEDGER_HEAD
 
 
@@ -31,9 +31,11 @@ def alembic_config(connection: Connection | None = None, branch: str = "ledger")
 
 def upgrade_ledger(engine: Engine, target: str = "ledger@head") -> None:
     """Migrate under the write lock, so processes opening a new ledger at once migrate it once."""
-    with engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
+    with engine.connect() as conn, conn.begin():
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        else:  # the driver runs in autocommit mode: the transaction is this BEGIN's
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         revision = current_revision(conn)
         if revision == LEDGER_HEAD and target == "ledger@head":
             return
@@ -43,4 +45,6 @@ def upgrade_ledger(engine: Engine, target: str = "ledger@head") -> None:
 
 def downgrade(engine: Engine, target: str, branch: str = "ledger") -> None:
     with engine.connect() as conn, conn.begin():
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         command.downgrade(alembic_config(conn, branch), target)

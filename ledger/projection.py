@@ -13,92 +13,28 @@ the ledger for any number of processes at once:
 
 Folding never holds the write lock, so appends (`generate`) never wait for a projection.
 
-Only the standard library here: readers import this module without SQLAlchemy.
+Only the standard library here: importing it never imports SQLAlchemy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from ledger.events import RecordedEvent
-
-if TYPE_CHECKING:
-    from ledger.store import EventStore
-
-Row = dict[str, Any]
-
-
-class ColumnType(Enum):
-    TEXT = "text"
-    INTEGER = "integer"  # 64-bit signed on both engines
-    REAL = "real"
-
-
-@dataclass(frozen=True, slots=True)
-class ColumnSpec:
-    name: str
-    type: ColumnType
-    length: int | None = None  # a bound for short text (VARCHAR); None is unbounded TEXT
-    nullable: bool = True
-    index: bool = False
-    unique: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class TableSpec:
-    """A projection table: `key` is its primary key. With `serial`, the key is a counter the
-    database assigns in insertion order (for outboxes); rows are then told apart by their
-    `unique` columns and a row already present is kept, never replaced."""
-
-    name: str
-    key: str
-    columns: tuple[ColumnSpec, ...]
-    indexes: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (name, columns)
-    serial: bool = False
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
-
-    def column(self, name: str) -> ColumnSpec:
-        for c in self.columns:
-            if c.name == name:
-                return c
-        raise KeyError(name)
-
-
-class View(Protocol):
-    """What a fold may read: a consistent snapshot of the ledger and the projection's rows."""
-
-    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]: ...
-
-    def rows(self, table: TableSpec, keys: Iterable[Any]) -> dict[Any, Row]: ...
-
+from ledger.interface import (
+    ColumnSpec,
+    ColumnType,
+    Guard,
+    LockedView,
+    Row,
+    Store,
+    TableSpec,
+    View,
+)
 
 Fold = Callable[[View, Sequence[RecordedEvent]], list[Row]]
-
-
-class LockedView(View, Protocol):
-    """What an append's guard reads, inside the append's transaction under the write lock:
-    the ledger as it stands at that instant, every event committed before included."""
-
-    def checkpoint(self, name: str) -> int: ...
-
-    def has_checkpoint(self, name: str) -> bool: ...
-
-    def read_after(self, after: int, limit: int) -> list[RecordedEvent]: ...
-
-    def query(
-        self, sql: str, params: Mapping[str, object] | None = None
-    ) -> list[tuple[Any, ...]]: ...
-
-
-# A check run by `append(..., guard=...)` before it writes; it refuses the append by raising
-# (nothing is written, the exception reaches the caller unchanged).
-Guard = Callable[[LockedView], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +49,7 @@ class Projection:
     dependent_checkpoints: tuple[str, ...] = ()
 
 
-def catch_up(store: EventStore, projection: Projection, *, batch: int = 20000) -> int:
+def catch_up(store: Store, projection: Projection, *, batch: int = 20000) -> int:
     """Fold every event after the projection's checkpoint into its table; returns how many
     events this call applied (0 when another process did the work)."""
     store.ensure_projection(projection.table, projection.checkpoint)
@@ -130,7 +66,7 @@ def catch_up(store: EventStore, projection: Projection, *, batch: int = 20000) -
             applied += len(events)
 
 
-def reset(store: EventStore, projection: Projection) -> None:
+def reset(store: Store, projection: Projection) -> None:
     """Empty the table and start its checkpoints again from 0 (the next catch-up rebuilds)."""
     store.ensure_projection(projection.table, projection.checkpoint)
     store.reset_projection(

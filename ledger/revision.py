@@ -10,10 +10,6 @@ from sqlalchemy.exc import DBAPIError
 from ledger.errors import SchemaTooNewError
 from ledger.schema_names import LEDGER_HEAD, LEDGER_REVISIONS, LEDGER_VERSION_TABLE
 
-# Execution option of a connection whose transactions take the ledger's write lock first
-# (SQLite BEGIN IMMEDIATE; see ledger.store).
-WRITE = "ledger_write"
-
 # pg_advisory_xact_lock key: processes migrating one PostgreSQL ledger at once queue on it.
 MIGRATION_LOCK = 7261001
 

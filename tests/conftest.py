@@ -44,13 +44,30 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore
     return request.getfixturevalue("pg_url")
 
 
-@pytest.fixture(params=["sqlite", "sqlite-sqlalchemy", "postgres"])
+# The owner's URL of each writer URL handed out (see `owner_of`).
+_OWNERS: dict[str, str] = {}
+
+
+@pytest.fixture(params=["sqlite", "postgres-owner", "postgres-writer"])
 def store_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
-    """A ledger URL for each store implementation (the ledger suite): `sqlite:///` is served
-    by the standard-library store, `sqlite+pysqlite:///` (the driver named) by the SQLAlchemy
-    one, as PostgreSQL is."""
+    """A ledger URL for the ledger suite: SQLite; PostgreSQL as the database's owner; and a
+    team ledger on PostgreSQL as docs/usage.md sets it up, the suite running as its writer
+    role (INSERT and SELECT on events only; tests/test_pg_roles.py)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ledger.db'}"
-    if request.param == "sqlite-sqlalchemy":
-        return f"sqlite+pysqlite:///{tmp_path / 'ledger.db'}"
-    return request.getfixturevalue("pg_url")
+    if request.param == "postgres-owner":
+        return request.getfixturevalue("pg_url")
+    from tests.test_pg_roles import team_ledger
+
+    owner, writer = team_ledger(request.getfixturevalue("pg_server_url"))
+    _OWNERS[writer] = owner
+    return writer
+
+
+def owner_of(url: str) -> str:
+    """The URL that owns the ledger at `url` (itself unless it is a writer role's)."""
+    return _OWNERS.get(url, url)
+
+
+def is_writer(url: str) -> bool:
+    return url in _OWNERS

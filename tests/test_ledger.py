@@ -1,5 +1,5 @@
-"""The ledger suite: every test runs against SQLite (through each store: the standard-library
-one and the SQLAlchemy one) and a real PostgreSQL (see `store_url`)."""
+"""The ledger suite: every test runs against SQLite and a real PostgreSQL, as the database's
+owner and as a team ledger's writer role (see `store_url`)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ledger import ConcurrencyError, NewEvent, NoLedgerError, SchemaTooNewError, open_store
 from ledger.schema import LEDGER_HEAD, LEDGER_REVISIONS, LEDGER_VERSION_TABLE
+from tests.conftest import is_writer, owner_of
 from tests.ledger_writer import Full, append_many, take_guarded
 
 
@@ -68,16 +69,19 @@ def _engine(url: str) -> Iterator[Engine]:
 def test_update_and_delete_are_rejected_by_the_database(store_url: str) -> None:
     store = open_store(store_url)
     store.append("s", [NewEvent("A", {"v": 1})], 0)
+    # The writer role may not even try (no UPDATE or DELETE grant); the owner meets the triggers.
+    refused = "permission denied" if is_writer(store_url) else "immutable"
     for statement in ("UPDATE events SET stream_version = 9", "DELETE FROM events"):
-        with pytest.raises(DBAPIError, match="immutable"), _engine(store_url) as engine:
+        with pytest.raises(DBAPIError, match=refused), _engine(store_url) as engine:
             with engine.begin() as conn:
                 conn.execute(text(statement))
     assert store.read_stream("s")[0].data == {"v": 1}
 
 
 def _tamper(url: str, position: int, data: str) -> None:
-    """Edit a row the way an attacker with file access would: around the triggers."""
-    with _engine(url) as engine, engine.begin() as conn:
+    """Edit a row the way an attacker with file access (or the owner's role) would: around
+    the triggers."""
+    with _engine(owner_of(url)) as engine, engine.begin() as conn:
         if engine.dialect.name == "sqlite":
             conn.execute(text("DROP TRIGGER events_no_update"))
             conn.execute(
@@ -182,7 +186,7 @@ def _snapshot(url: str) -> object:
     store = open_store(url)
     store.append("s", [NewEvent("A", {})], 0)
     store.close()
-    engine = create_engine(url)
+    engine = create_engine(owner_of(url))  # only the owner may change the schema's revision
     with engine.begin() as conn:
         conn.execute(text(f"UPDATE {LEDGER_VERSION_TABLE} SET version_num = 'ledger_9999'"))
     engine.dispose()
@@ -229,15 +233,16 @@ def test_ledger_at_head_opens_without_importing_alembic(store_url: str) -> None:
 def test_migrations_run_down_and_up(store_url: str) -> None:
     from ledger import migrate
 
+    owner = owner_of(store_url)  # migrating is the owner's (docs/usage.md)
     open_store(store_url).close()
-    with _engine(store_url) as engine:
+    with _engine(owner) as engine:
         migrate.downgrade(engine, "ledger@base")
         with engine.connect() as conn:
             assert conn.execute(text(f"SELECT count(*) FROM {LEDGER_VERSION_TABLE}")).scalar() == 0
         migrate.upgrade_ledger(engine)
-    store = open_store(store_url)
+    store = open_store(owner)
     store.append("s", [NewEvent("A", {})], 0)
-    with _engine(store_url) as engine:
+    with _engine(owner) as engine:
         with pytest.raises(DBAPIError, match="immutable"), engine.begin() as conn:
             conn.execute(text("DELETE FROM events"))
 
@@ -297,125 +302,66 @@ def test_opening_a_ledger_twice_keeps_the_first_stores_locks(tmp_path: Path) -> 
 # -- the two SQLite stores: the standard-library one and the SQLAlchemy one -------------------
 
 
-def _ids(n: int) -> list[str]:
-    return [f"00000000-0000-4000-8000-{i:012d}" for i in range(n)]
+FIXTURE = Path(__file__).parent / "fixtures" / "stdlib_ledger.db"
 
 
-def _same_appends(store) -> None:  # type: ignore[no-untyped-def]
-    ids = iter(_ids(20))
-    store.append("job-a", [NewEvent("Requested", {"prompt": "a café ☕", "n": 1}, 1, next(ids))], 0)
-    store.append("job-b", [NewEvent("Requested", {"x": [1.5, None]}, 2, next(ids))], 0)
-    store.append(
-        "job-a",
-        [NewEvent("Done", {"ok": True}, 1, next(ids)), NewEvent("End", {}, 1, next(ids))],
-        1,
-    )
-    store.append("job-b", [NewEvent("Done", {"big": 2**62}, 1, next(ids))], None)
-
-
-def test_both_sqlite_stores_record_byte_identical_chains(tmp_path: Path) -> None:
-    lite = open_store(f"sqlite:///{tmp_path / 'lite.db'}", clock=fixed_clock)
-    full = open_store(f"sqlite+pysqlite:///{tmp_path / 'full.db'}", clock=fixed_clock)
-    assert type(lite).__name__ == "SqliteStore" and type(full).__name__ == "EventStore"
-    for store in (lite, full):
-        _same_appends(store)
-        assert store.commits.value == 4  # one transaction, one fsync, per append
-        store.close()
-    rows = []
-    for name in ("lite.db", "full.db"):
-        with _engine(f"sqlite:///{tmp_path / name}") as engine, engine.connect() as conn:
-            rows.append(conn.execute(text("SELECT * FROM events ORDER BY position")).all())
-    assert len(rows[0]) == 5 and rows[0] == rows[1]
-    assert (tmp_path / "lite.db.head").read_bytes() == (tmp_path / "full.db.head").read_bytes()
-
-
-@pytest.mark.parametrize("first", ["sqlite", "sqlite+pysqlite"])
-def test_a_ledger_written_by_one_store_verifies_and_appends_with_the_other(
-    tmp_path: Path, first: str
-) -> None:
-    second = "sqlite+pysqlite" if first == "sqlite" else "sqlite"
+def _fixture_copy(tmp_path: Path) -> Path:
     path = tmp_path / "ledger.db"
-    one = open_store(f"{first}:///{path}", clock=fixed_clock, identity=True)
-    one.append("s", [NewEvent("A", {"n": 1})], 0)
-    one.close()
-    other = open_store(f"{second}:///{path}", clock=fixed_clock, identity=True)
-    assert other.verify().ok and other.identity() == one.identity()
-    other.append("s", [NewEvent("B", {"n": 2})], 1)
-    assert other.head_file_problems(other.verify().head) == []
-    other.close()
-    again = open_store(f"{first}:///{path}", clock=fixed_clock, identity=True)
-    again.append("s", [NewEvent("C", {"n": 3})], 2)
-    report = again.verify()
-    assert report.ok and report.checked == 4  # the identity event, then A, B, C
-    assert again.read_head_file() == report.head
-    assert [e.type for e in again.read_stream("s")] == ["A", "B", "C"]
+    for suffix in ("", ".head"):
+        Path(f"{path}{suffix}").write_bytes(Path(f"{FIXTURE}{suffix}").read_bytes())
+    return path
 
 
-def test_both_sqlite_stores_create_the_same_projection_tables(tmp_path: Path) -> None:
-    from ledger.projection import ColumnSpec, ColumnType, TableSpec
-
-    t, i, r = ColumnType.TEXT, ColumnType.INTEGER, ColumnType.REAL
-    specs = [
-        TableSpec(
-            "every_kind",
-            key="k",
-            columns=(
-                ColumnSpec("k", t, length=40, nullable=False),
-                ColumnSpec("a", t, index=True),
-                ColumnSpec("b", i, unique=True),
-                ColumnSpec("c", r, nullable=False),
-                ColumnSpec("d", t, index=True, unique=True),
-                ColumnSpec("e", i),
-            ),
-            indexes=(("ix_every_kind_pair", ("a", "e")),),
-        ),
-        TableSpec(
-            "outbox",
-            key="seq",
-            columns=(ColumnSpec("seq", i), ColumnSpec("id", t, nullable=False, unique=True)),
-            serial=True,
-        ),
-    ]
-    schemas = []
-    for scheme, name in (("sqlite", "lite.db"), ("sqlite+pysqlite", "full.db")):
-        store = open_store(f"{scheme}:///{tmp_path / name}")
-        for spec in specs:
-            store.ensure_projection(spec, f"cp.{spec.name}")
-        store.close()
-        with _engine(f"sqlite:///{tmp_path / name}") as engine, engine.connect() as conn:
-            schemas.append(
-                conn.execute(text("SELECT type, name, sql FROM sqlite_master ORDER BY name")).all()
-            )
-    assert schemas[0] == schemas[1]
-    assert any(row[1] == "ix_every_kind_pair" for row in schemas[0])
-
-
-def test_a_sqlite_ledger_at_head_is_written_without_sqlalchemy(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    open_store(url).close()  # creating it is SQLAlchemy's and alembic's work
-    code = (
-        "import sys, ledger\n"
-        "from ledger.projection import ColumnSpec, ColumnType, Projection, TableSpec, catch_up\n"
-        "s = ledger.open_store(sys.argv[1], identity=True)\n"
-        "s.append('s', [ledger.NewEvent('A', {})], 0)\n"
-        "t = TableSpec('t', 'k', (ColumnSpec('k', ColumnType.TEXT),))\n"
-        "catch_up(s, Projection(t, 't', lambda view, events: [{'k': e.stream_id} for e in events]))\n"
-        "assert s.verify().checked == 2 and s.query('SELECT k FROM t') == [('$ledger',), ('s',)]\n"
-        "print(type(s).__name__, sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'alembic'}))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, url],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parent.parent,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "SqliteStore []"
-
-
-def test_a_sqlite_ledger_below_head_is_migrated_then_served_by_the_stdlib_store(
+def test_a_ledger_written_by_the_stdlib_store_opens_and_verifies_unchanged(
     tmp_path: Path,
 ) -> None:
+    """tests/fixtures/stdlib_ledger.db was written by the standard-library SQLite store this
+    store replaced (three jobs by `imagen generate`, then `jobs`, `usage` and `audit`): its
+    chain verifies, reading it changes neither its events nor its head file, appending
+    continues the chain, and imagen's projection tables are the tables this store creates."""
+    path = _fixture_copy(tmp_path)
+    head_file = Path(f"{path}.head").read_bytes()
+    with _engine(f"sqlite:///{path}") as engine, engine.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM events ORDER BY position")).all()
+    store = open_store(f"sqlite:///{path}", identity=True)
+    report = store.verify()
+    assert report.ok and report.checked == 25 and report.head.hash.startswith("5b287b9f")
+    assert store.read_head_file() == report.head
+    assert store.head_file_problems(report.head) == []
+    assert store.identity() is not None and len(list(store.read_all())) == 25
+    for checkpoint in ("imagen.jobs.v3", "imagen.usage.v2"):
+        assert store.is_current(checkpoint)
+    assert Path(f"{path}.head").read_bytes() == head_file  # reading wrote nothing
+    with _engine(f"sqlite:///{path}") as engine, engine.connect() as conn:
+        assert conn.execute(text("SELECT * FROM events ORDER BY position")).all() == rows
+
+    [appended] = store.append("s", [NewEvent("A", {"n": 1})], 0)
+    assert appended.position == 26 and appended.prev_hash == report.head.hash
+    after = store.verify()
+    assert after.ok and after.checked == 26 and store.read_head_file() == after.head
+    store.close()
+
+
+def test_projection_tables_match_the_stdlib_stores(tmp_path: Path) -> None:
+    from imagen.projections.jobs import table as jobs
+    from imagen.projections.usage import table as usage
+
+    store = open_store(f"sqlite:///{tmp_path / 'new.db'}")
+    for projection in (jobs.PROJECTION, usage.PROJECTION):
+        store.ensure_projection(projection.table, projection.checkpoint)
+    store.close()
+    schemas = []
+    for path in (FIXTURE, tmp_path / "new.db"):
+        with _engine(f"sqlite:///{path}") as engine, engine.connect() as conn:
+            schemas.append(
+                conn.execute(
+                    text("SELECT type, name, sql FROM sqlite_master WHERE name LIKE '%imagen%'")
+                ).all()
+            )
+    assert schemas[0] and sorted(schemas[0]) == sorted(schemas[1])
+
+
+def test_a_sqlite_ledger_below_head_is_migrated_then_appended_to(tmp_path: Path) -> None:
     from ledger import migrate
 
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
@@ -425,6 +371,5 @@ def test_a_sqlite_ledger_below_head_is_migrated_then_served_by_the_stdlib_store(
     with pytest.raises(NoLedgerError):  # reading never creates (the schema went with base)
         open_store(url, create=False)
     store = open_store(url)
-    assert type(store).__name__ == "SqliteStore"
     store.append("s", [NewEvent("A", {})], 0)
     assert store.verify().ok

@@ -1,7 +1,8 @@
 """The team ledger on PostgreSQL with two roles, as docs/usage.md sets it up: an owner that runs
 migrations and owns the events table and its triggers, and a writer (what imagen runs as) that
-can only INSERT and SELECT events. The ledger suite runs as the writer; the writer cannot drop
-or disable the triggers, nor UPDATE, DELETE or TRUNCATE events."""
+can only INSERT and SELECT events. The ledger suite (tests/test_ledger.py, test_ledger_group.py)
+runs as the writer too (`store_url`'s "postgres-writer"); the writer cannot drop or disable the
+triggers, nor UPDATE, DELETE or TRUNCATE events."""
 
 from __future__ import annotations
 
@@ -11,15 +12,10 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from ledger import NewEvent, open_store
 from tests.support.cli import Sandbox
-from tests.test_ledger import (  # noqa: F401 - collected here again, run as the writer role
-    test_append_and_read_round_trip,
-    test_checkpoints,
-    test_concurrent_processes_lose_nothing,
-    test_stale_expected_version_raises,
-)
 
 # The statements docs/usage.md gives (names substituted); kept in one place so the doc and the
 # test cannot drift apart silently: test_docs_show_these_grants checks the doc quotes them.
@@ -58,10 +54,25 @@ def team_ledger(server_url: str) -> tuple[str, str]:
     return owner, writer
 
 
-@pytest.fixture
-def ledger_url(pg_server_url: str) -> str:
-    """Overrides the suite's fixture: the writer's URL of a team ledger."""
-    return team_ledger(pg_server_url)[1]
+# The ledger suite's own fixture, its writer-role branch: what test_ledger.py's writer runs get.
+@pytest.mark.parametrize("store_url", ["postgres-writer"], indirect=True)
+def test_the_suites_writer_runs_really_run_as_the_writer(store_url: str) -> None:
+    """What the ledger suite's store connects as: the writer role, which may append and read
+    but not UPDATE events. (Were the suite to run as the owner, this fails.)"""
+    store = open_store(store_url)
+    store.append("s", [NewEvent("A", {"v": 1})], 0)
+    user = make_url(store_url).username
+    assert user is not None and user.startswith("imagen_writer_")
+    assert store.query("SELECT current_user") == [(user,)]
+    with store.engine.begin() as conn:
+        (owner,) = conn.exec_driver_sql(
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'events'"
+        ).one()
+    assert owner != user and owner.startswith("imagen_owner_")
+    with pytest.raises(DBAPIError, match="permission denied"), store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE events SET data = '{}'")
+    assert store.read_stream("s")[0].data == {"v": 1} and store.verify().ok
+    store.close()
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ledger import NewEvent, open_store
+from ledger import NewEvent, open_reader, open_store
 from ledger.events import RecordedEvent
 from ledger.projection import (
     ColumnSpec,
@@ -20,7 +20,6 @@ from ledger.projection import (
     reset,
     select_all,
 )
-from ledger.reader import open_reader
 
 COUNTS = TableSpec(
     "test_counts",
@@ -79,13 +78,13 @@ def test_catch_up_folds_in_batches_and_readers_query_portably(store_url: str) ->
     assert catch_up(store, PROJECTION) == 1
     assert _counts(store) == {"a": 5, "b": 3}
 
-    reader = open_reader(store_url)  # the stdlib reader on SQLite runs the same query text
-    if reader is not None:
-        assert reader.is_current("test.counts")
-        assert reader.query(
-            "SELECT stream_id, weight FROM test_counts WHERE events >= :n ORDER BY stream_id",
-            {"n": 3},
-        ) == [("a", 2.5), ("b", 1.5)]
+    reader = open_reader(store_url)  # the store opened for reading runs the same query text
+    assert reader is not None and reader.is_current("test.counts")
+    assert reader.query(
+        "SELECT stream_id, weight FROM test_counts WHERE events >= :n ORDER BY stream_id",
+        {"n": 3},
+    ) == [("a", 2.5), ("b", 1.5)]
+    reader.close()
 
     reset(store, PROJECTION)
     assert _counts(store) == {} and store.get_checkpoint("test.counts") == 0

@@ -69,16 +69,10 @@ def _open(url: str, durability: str = "full") -> EventStore:
 
 
 def _open_failure(exc: BaseException) -> bool:
-    """Is this why a ledger could not be opened (rather than a bug)? Without importing
-    SQLAlchemy: a SQLite ledger at head is opened with sqlite3 alone."""
-    import sqlite3
+    """Is this why a ledger could not be opened (rather than a bug)?"""
+    from ledger.errors import open_failure
 
-    from ledger import LedgerError
-
-    if isinstance(exc, LedgerError | OSError | sqlite3.Error):
-        return True
-    sa_exc = sys.modules.get("sqlalchemy.exc")
-    return sa_exc is not None and isinstance(exc, sa_exc.DBAPIError | sa_exc.ArgumentError)
+    return open_failure(exc)
 
 
 def _shown(url: str) -> str:
@@ -112,16 +106,7 @@ def ledger_failure(exc: BaseException) -> UserError | None:
 
     A commit shared by several appends (ledger/group.py) that failed reaches each caller as a
     LedgerError caused by the database's error: the same failure, reported the same way."""
-    import sqlite3
-
-    from ledger.errors import LedgerError
-
-    sa_exc = sys.modules.get("sqlalchemy.exc")
-
-    def database_error(e: BaseException | None) -> bool:
-        return isinstance(e, sqlite3.Error) or (
-            sa_exc is not None and isinstance(e, sa_exc.SQLAlchemyError)
-        )
+    from ledger.errors import LedgerError, database_error
 
     if isinstance(exc, LedgerError) and database_error(exc.__cause__):
         assert exc.__cause__ is not None
@@ -137,23 +122,18 @@ class NoLedgerYet(UserError):
 
 
 def reader() -> Any:
-    """Read-only access: stdlib sqlite3 when possible (fast start), else the full store.
+    """Read-only access: the store opened without creating or migrating anything (a SQLite
+    ledger this user cannot write is opened read-only by the ledger itself).
 
     Reading never creates a ledger: a SQLite ledger that does not exist is NoLedgerYet."""
     from imagen.app.config import ledger_url
-    from ledger import open_reader
-    from ledger.reader import sqlite_path
 
-    url = ledger_url(config())
-    path = sqlite_path(url)
-    if path is not None and not path.exists():
-        raise NoLedgerYet(f"no ledger yet at {path}: nothing has been recorded", ExitCode.NOT_FOUND)
-    return open_reader(url) or _read_store(url)
+    return _read_store(ledger_url(config()))
 
 
 def _read_store(url: str) -> EventStore:
-    """The full store opened for reading (PostgreSQL, or a SQLite ledger the stdlib reader
-    cannot use): an empty database or an older schema is reported, never created or migrated.
+    """The store opened for reading (`create=False`): an empty database or an older schema is
+    reported, never created or migrated.
     A later write in the same command reuses it: the schema is known to be at head."""
     global _store
     if _store is None:
@@ -190,11 +170,9 @@ def jobs_reader() -> Any:
         jobs_index.catch_up(writable)
         return writable
     except Exception as exc:
-        if not _cannot_write(exc) or not hasattr(r, "immutable"):
+        scratch = r.scratch() if _cannot_write(exc) else None  # None on PostgreSQL
+        if scratch is None:
             raise
-    from ledger import open_scratch
-
-    scratch = open_scratch(r.path, immutable=r.immutable)
     jobs_index.catch_up(scratch)
     return scratch
 
