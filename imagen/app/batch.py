@@ -377,7 +377,7 @@ def run_one(
     from imagen.app.outcome import FAILURE_EXIT_CODES, exit_code, failure_message, summary
     from imagen.app.prepare import release_output
     from imagen.app.sidecars import write_sidecar
-    from imagen.runner.load import load
+    from imagen.repository import load
     from imagen.runner.loop import Halted, JobTakenOver, MissingCredential
 
     message: str | None = None
@@ -472,13 +472,13 @@ def start_workers(
     resume: Callable[[JobState], None] | None = None,
 ) -> list[threading.Thread]:
     """Start the workers (daemon threads: a second Ctrl-C exits without waiting for them)."""
-    from imagen.runner.loop import Runner
+    from imagen.app.runners import new_runner
 
     gate = Gate()
     threads: list[threading.Thread] = []
 
     def work(queue: deque[str]) -> None:
-        runner = Runner(
+        runner = new_runner(
             store,
             env,
             reporter() if reporter else None,

@@ -15,14 +15,14 @@ from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
 from imagen.core.events import CancelRequested, JobCancelled
 from imagen.core.job import JobState
+from imagen.repository import load
 from imagen.runner.environment import Environment
-from imagen.runner.load import load
 from ledger import ConcurrencyError, NewEvent
 
 
 def cancel(store: Any, job_id: str, env: Environment, runner: Any) -> tuple[JobState, str]:
     """Returns the final state and a one-line account of what happened."""
-    from imagen.runner.liveness import job_owner_alive
+    from imagen.app.liveness import job_owner_alive
 
     state = load(store, job_id)
     if state.finished:

@@ -157,7 +157,7 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
     from imagen.projections.jobs import query as jobs_query
     from imagen.projections.jobs import table as jobs_index
     from imagen.projections.sidecar import sidecars as sidecars_of
-    from imagen.runner.load import load
+    from imagen.repository import load
 
     store = context.store()
     differences: list[str] = []

@@ -269,9 +269,9 @@ def _run(
     plan: Any, source: Any, total: int, json_output: bool, concurrency: int | None, cfg: Any
 ) -> int:
     from imagen.app import batch as b
+    from imagen.app.runners import new_runner
     from imagen.cli.jobs import mention_interrupted
     from imagen.projections.jobs import table as jobs_index
-    from imagen.runner.loop import Runner
 
     store = context.store()
     jobs_index.catch_up(store)
@@ -282,7 +282,7 @@ def _run(
     old_handlers = _install_signals(drive.stop)
     recorded = None
     try:
-        recorded = b.record(plan, source, Runner(store, context.ENV), batch_id, drive.stop)
+        recorded = b.record(plan, source, new_runner(store, context.ENV), batch_id, drive.stop)
         for where, exc in recorded.refused:
             drive.refused(where, exc)
         drive.run(store, recorded, concurrency, cfg)
@@ -325,8 +325,8 @@ def resume_many(
 
 def _resumable(state: Any) -> None:
     """May this process take the job over? (Raises UserError if not, as `resume ID` says.)"""
+    from imagen.app.liveness import job_owner_alive
     from imagen.cli.jobs import _check_backend_usable
-    from imagen.runner.liveness import job_owner_alive
 
     if job_owner_alive(state, context.ENV):
         claim = state.claim

@@ -24,16 +24,17 @@ def drive(
     extra: Sequence[Event] = (),
     sidecar_mode: int | None = None,
 ) -> JobState:
+    from imagen.app.runners import new_runner
     from imagen.app.sidecars import write_sidecar
     from imagen.cli.progress import RichReporter
-    from imagen.runner.loop import Halted, JobTakenOver, MissingCredential, Runner
+    from imagen.runner.loop import Halted, JobTakenOver, MissingCredential
 
     reporter = RichReporter(
         context.ENV.stderr,
         enabled=False if context.VERBOSITY != 0 else None,
         events=context.VERBOSITY > 0,
     )
-    runner = Runner(store, context.ENV, reporter)
+    runner = new_runner(store, context.ENV, reporter)
     try:
         if request is not None:
             state = runner.submit(job_id, request)

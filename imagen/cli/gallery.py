@@ -78,7 +78,7 @@ def gallery(
 
     def rebuild() -> Built:
         from imagen.app.gallery import build, rows
-        from imagen.runner.load import load
+        from imagen.repository import load
 
         try:
             reader = context.jobs_reader()

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
+from imagen.app.liveness import row_owner_alive
 from imagen.cli import context, render
 from imagen.cli.params import Parameter
 from imagen.cli.safe import printable
@@ -77,7 +78,7 @@ def jobs(
         else list(
             jobs_query.query(
                 reader,
-                context.ENV,
+                row_owner_alive(context.ENV),
                 since=parse_since(since, context.ENV.clock(), context.ENV.tz) if since else None,
                 status=status,
                 backend=backend,
@@ -162,7 +163,7 @@ def resolve_batch_id(reader, prefix: str) -> str:  # type: ignore[no-untyped-def
 def mention_interrupted(reader) -> None:  # type: ignore[no-untyped-def]
     from imagen.projections.jobs import query as jobs_query
 
-    n = jobs_query.count_interrupted(reader, context.ENV)
+    n = jobs_query.count_interrupted(reader, row_owner_alive(context.ENV))
     if n:
         context.note(f"{n} interrupted job(s); finish them with `imagen resume --all`")
 
@@ -186,7 +187,7 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
     """
     from imagen.app.outcome import resolve_job_id
     from imagen.projections.timeline import timeline
-    from imagen.runner.load import load
+    from imagen.repository import load
 
     reader = context.reader()
     state = load(reader, resolve_job_id(reader, job_id))
@@ -205,7 +206,7 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
 
 
 def _status(state) -> str:  # type: ignore[no-untyped-def]
-    from imagen.runner.liveness import job_owner_alive as owner_alive
+    from imagen.app.liveness import job_owner_alive as owner_alive
 
     if state.status == "running" and not owner_alive(state, context.ENV):
         return "interrupted"
@@ -258,7 +259,9 @@ def resume(
     if all_ or batch:
         jobs_index.catch_up(store)
         rows = list(
-            jobs_query.query(store, context.ENV, status="interrupted", batch=batch, limit=None)
+            jobs_query.query(
+                store, row_owner_alive(context.ENV), status="interrupted", batch=batch, limit=None
+            )
         )
         # A crash right after the success was recorded leaves the job without its sidecar:
         # completing what a success implies is resuming too.
@@ -267,7 +270,7 @@ def resume(
         rows += [
             r
             for r in jobs_query.query(
-                store, context.ENV, status="succeeded", batch=batch, limit=None
+                store, row_owner_alive(context.ENV), status="succeeded", batch=batch, limit=None
             )
             if r["image_path"] and not sidecar_path(r["image_path"]).exists()
         ]
@@ -353,11 +356,11 @@ def _check_backend_usable(state, jid: str) -> None:  # type: ignore[no-untyped-d
 def _resume_one(  # type: ignore[no-untyped-def]
     store, jid: str, *, force_new: bool, json_output: bool, collect: list[dict]
 ) -> ExitCode:
+    from imagen.app.liveness import job_owner_alive as owner_alive
     from imagen.app.sidecars import write_sidecar
     from imagen.cli.drive import drive, report
     from imagen.core.events import ForceNewRequested
-    from imagen.runner.liveness import job_owner_alive as owner_alive
-    from imagen.runner.load import load
+    from imagen.repository import load
 
     state = load(store, jid)
     if state.finished:
@@ -409,15 +412,17 @@ def cancel(
     """
     from imagen.app.cancel import cancel as cancel_job
     from imagen.app.outcome import resolve_job_id
+    from imagen.app.runners import new_runner
     from imagen.cli.progress import RichReporter
     from imagen.core.events import JobCancelled
-    from imagen.runner.loop import Runner
 
     store = context.store()
     jid = resolve_job_id(store, job_id)
     reporter = RichReporter(context.ENV.stderr)
     try:
-        state, message = cancel_job(store, jid, context.ENV, Runner(store, context.ENV, reporter))
+        state, message = cancel_job(
+            store, jid, context.ENV, new_runner(store, context.ENV, reporter)
+        )
     finally:
         reporter.close()
     if json_output:

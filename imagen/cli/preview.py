@@ -11,7 +11,7 @@ from imagen.cli import context
 
 def _image_of(job_id: str) -> Path:
     from imagen.app.outcome import resolve_job_id
-    from imagen.runner.load import load
+    from imagen.repository import load
 
     store = context.reader()
     state = load(store, resolve_job_id(store, job_id))
