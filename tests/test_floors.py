@@ -228,3 +228,17 @@ def test_the_checks_see_what_they_must() -> None:
     assert _cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [
         ["a", "b", "c"]
     ]
+
+
+def test_the_cli_builds_no_runner() -> None:
+    """Commands call use cases (imagen/app/); every Runner is built by app/runners.py with the
+    caller's budgets and the held-ids check, never by a command."""
+    built = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for name, path in SOURCES.items()
+        if name.startswith("imagen.cli")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) == "Runner"
+    ]
+    assert not built, f"Runner built in the CLI (use imagen.app.runners.new_runner): {built}"

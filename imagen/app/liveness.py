@@ -15,10 +15,17 @@ from imagen.core.job import parse_time
 from imagen.runner.environment import proc_start
 
 if TYPE_CHECKING:
+    from imagen.app.session import Session
     from imagen.core.job import JobState
     from imagen.runner.environment import Environment
 
-__all__ = ["job_owner_alive", "owner_alive", "proc_start", "row_owner_alive"]
+__all__ = [
+    "job_owner_alive",
+    "mention_interrupted",
+    "owner_alive",
+    "proc_start",
+    "row_owner_alive",
+]
 
 
 def owner_alive(
@@ -81,3 +88,12 @@ def row_owner_alive(env: Environment) -> Callable[[dict[str, Any]], bool]:
         )
 
     return alive
+
+
+def mention_interrupted(session: Session, reader: Any) -> None:
+    """A note when jobs were left interrupted (`imagen resume --all` finishes them)."""
+    from imagen.projections.jobs import query as jobs_query
+
+    n = jobs_query.count_interrupted(reader, row_owner_alive(session.env))
+    if n:
+        session.note(f"{n} interrupted job(s); finish them with `imagen resume --all`")
