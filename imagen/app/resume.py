@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode, most_severe
 from imagen.app.session import Session
 from imagen.core.job import JobState
+
+if TYPE_CHECKING:
+    from imagen.app.batch import Watcher
 
 
 def resume(
@@ -24,7 +27,7 @@ def resume(
     all_: bool,
     force_new: bool,
     shown: Callable[[JobState], ExitCode],
-    watcher: Callable[[], Any],
+    watcher: Callable[[], Watcher],
 ) -> int:
     """The exit code of the worst job. `shown(state)` renders one job's end and gives its exit
     code; `watcher()` follows several run at once (app/batch.py Watcher)."""
@@ -170,7 +173,13 @@ def _resume_one(
 
 
 def _resume_many(
-    session: Session, store: Any, rows: list[dict[str, Any]], watcher: Any, *, label: str, hint: str
+    session: Session,
+    store: Any,
+    rows: list[dict[str, Any]],
+    watcher: Watcher,
+    *,
+    label: str,
+    hint: str,
 ) -> int:
     """Several jobs, each as `resume ID` would, a few at a time per backend as a batch runs."""
     from imagen.app import batch as b
