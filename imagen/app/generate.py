@@ -6,6 +6,8 @@ with a Session it builds. A batch (several prompts, --count, --from) is imagen/a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
 from imagen.app.session import Session
@@ -54,9 +56,11 @@ def generate(
     backend: str | None = None,
     output: str | None = None,
     overwrite: bool = False,
+    shown: Callable[[JobState], object] | None = None,
 ) -> JobState:
     """Prepare, record and drive one job; its end state (succeeded or not: see
-    app/outcome.py for its exit code and message). Usage is synced after, best effort."""
+    app/outcome.py for its exit code and message). `shown(state)` is called as soon as the
+    job has ended, before usage is synced (best effort, which may wait on the network)."""
     from imagen.app.caller import resolve_caller
     from imagen.app.drive import drive, sync_usage_best_effort
     from imagen.app.liveness import mention_interrupted
@@ -81,5 +85,7 @@ def generate(
     mention_interrupted(session, store)
     reserve_output(prepared.request)
     state = drive(session, store, prepared.job_id, request=prepared.request)
+    if shown is not None:
+        shown(state)
     sync_usage_best_effort(session, store)
     return state

@@ -28,9 +28,11 @@ def resume(
     force_new: bool,
     shown: Callable[[JobState], ExitCode],
     watcher: Callable[[], Watcher],
+    ended: Callable[[], object] | None = None,
 ) -> int:
     """The exit code of the worst job. `shown(state)` renders one job's end and gives its exit
-    code; `watcher()` follows several run at once (app/batch.py Watcher)."""
+    code; `watcher()` follows several run at once (app/batch.py Watcher); `ended()` is called
+    once every job has ended, before usage is synced (which may wait on the network)."""
     from imagen.app.drive import sync_usage_best_effort
     from imagen.app.liveness import row_owner_alive
     from imagen.app.outcome import resolve_job_id
@@ -69,6 +71,8 @@ def resume(
                 label=f"batch {batch}" if batch else "resume",
                 hint=f"imagen resume {batch}" if batch else "imagen resume --all",
             )
+            if ended is not None:
+                ended()
             sync_usage_best_effort(session, store)
             return code
     else:
@@ -93,6 +97,8 @@ def resume(
             )
             code = ExitCode.JOB_FAILED
         worst = most_severe(worst, code)
+    if ended is not None:
+        ended()
     if all_ and not ids:
         session.note(f"batch {batch}: no unfinished jobs" if batch else "no interrupted jobs")
     if ids:

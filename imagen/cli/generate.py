@@ -96,6 +96,7 @@ def generate(
     from imagen.app.errors import UserError
     from imagen.app.exit_codes import ExitCode
     from imagen.cli.report import report
+    from imagen.core.job import JobState
 
     prompts = ([] if prompt is None else [prompt]) + list(more)
     for word in prompts:
@@ -153,11 +154,18 @@ def generate(
         options=option,
         per_job=per_job,
     )
-    state = use_case.generate(session, job_inputs, backend=backend, output=output, overwrite=force)
-    code = report(state, json_output=json_output)
-    if code == ExitCode.OK and state.image and preview_mode is not None:
-        _after_success(state, cfg, preview_mode)
-    return int(code)
+    codes: list[ExitCode] = []
+
+    def shown(state: JobState) -> None:
+        # Printed (and previewed) before usage is synced: the sync may wait on the network.
+        codes.append(report(state, json_output=json_output))
+        if codes[0] == ExitCode.OK and state.image and preview_mode is not None:
+            _after_success(state, cfg, preview_mode)
+
+    use_case.generate(
+        session, job_inputs, backend=backend, output=output, overwrite=force, shown=shown
+    )
+    return int(codes[0])
 
 
 def _read_stdin_prompt() -> str:

@@ -242,17 +242,15 @@ def resume(
     from imagen.cli.report import report
 
     collected: list[dict] = []
-    code = resume_jobs(
+    return resume_jobs(
         context.session(),
         job_id,
         all_=all_,
         force_new=force_new,
         shown=lambda state: report(state, json_output=json_output, collect=collected),
         watcher=lambda: BatchDrive(json_output, collected),
+        ended=lambda: render.print_json(collected) if json_output else None,
     )
-    if json_output:
-        render.print_json(collected)
-    return code
 
 
 def cancel(
