@@ -63,3 +63,40 @@ def test_generate_on_an_existing_ledger_loads_cyclopts_and_nothing_it_does_not_n
     assert {"alembic", "rich", "PIL"} & loaded == set()
     assert {"imagen.cli.generate", "imagen.app.generate"} <= set(modules)  # it really ran
     assert len(box.job_ids()) == 2
+
+
+def test_the_use_cases_run_without_cyclopts(tmp_path: Path) -> None:
+    """What the agent server will do: build a Session and call app/ directly (generate, then
+    cancel of the finished job), in a fresh interpreter that never imports cyclopts or the CLI."""
+    code = (
+        "import json, sys\n"
+        "from imagen.app.session import Session\n"
+        "from imagen.app import generate as g\n"
+        "from imagen.app.cancel import cancel\n"
+        "lines = []\n"
+        "session = Session(lines=lines.append)\n"
+        "state = g.generate(session, g.inputs('a quiet fox', seed=3))\n"
+        "_, message = cancel(session, state.job_id)\n"
+        "mods = {m.split('.')[0] for m in sys.modules} | set(sys.modules)\n"
+        "print(json.dumps([state.status, message, sorted(m for m in mods\n"
+        "    if m in ('cyclopts', 'rich') or m.startswith('imagen.cli'))]))\n"
+    )
+    with ReplicateDouble(token=TOKEN) as rep:
+        box = Sandbox(tmp_path / "box", env={"REPLICATE_API_TOKEN": TOKEN})
+        box.root.mkdir()
+        box.write_backend(
+            "rep", "replicate", model="black-forest-labs/flux-schnell", base_url=rep.url
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=box.env,
+            cwd=box.root,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    status, message, cli_modules = json.loads(done.stdout)
+    assert status == "succeeded"
+    assert "already succeeded" in message
+    assert cli_modules == []
