@@ -343,6 +343,27 @@ def test_an_image_changed_on_disk_is_shown_as_such_not_published(
     assert "image file changed since it was made" in text
 
 
+def test_an_image_edited_in_place_after_it_was_published_is_withdrawn(
+    tmp_path: Path, comfy: ComfyUIDouble
+) -> None:
+    box = Sandbox(tmp_path)
+    _config(box, comfy.url)
+    image = Path(_generate(box, "dana", "a quiet harbour", "--seed", "3").stdout.strip())
+    site = tmp_path / "site"
+    first = box.run("gallery", "--json", "--output", str(site))
+    assert json.loads(first.stdout)["images"] == 1, first.stderr
+    published = next(p for p in (site / "images").iterdir() if p.suffix == ".png")
+    # Edited in place (same size, same inode): the published file is a hard link to it.
+    with image.open("r+b") as fh:
+        fh.seek(-1, 2)
+        fh.write(b"\1")
+    again = box.run("gallery", "--json", "--output", str(site))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["images"] == 0
+    assert not published.exists()
+    assert "image file changed since it was made" in (site / "index.html").read_text()
+
+
 def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
     box = Sandbox(tmp_path)
     box.write_config(f'[output]\ndirectory = "{tmp_path / "out"}"\n')

@@ -147,3 +147,73 @@ def test_the_png_check_imports_no_pillow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["64", "False"]
+
+
+def _png_of(width: int, height: int, raw: bytes, *, colour: int = 2, interlace: int = 0) -> bytes:
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, interlace)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _pillow_decodes(data: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return True
+    except Exception:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("what", "data"),
+    [
+        ("garbage image data, valid CRCs", _png_of(4, 4, b"\x07" * 52)),
+        (
+            "image data that is not zlib",
+            _png_of(4, 4, b"")[:33] + _chunk(b"IDAT", b"junk" * 8) + _chunk(b"IEND", b""),
+        ),
+    ],
+)
+def test_image_data_that_does_not_decode_is_refused(what: str, data: bytes) -> None:
+    assert not _pillow_decodes(data), what
+    with pytest.raises(InvalidImage, match="broken png image"):
+        check_png(data)
+
+
+def test_image_data_with_rows_missing_is_refused() -> None:
+    # Pillow's load() leaves the missing rows blank; part of the image is not there.
+    with pytest.raises(InvalidImage, match="incomplete"):
+        check_png(_png_of(4, 4, b"\0" + b"\1" * 12))
+
+
+def test_image_data_past_the_last_row_is_ignored_as_decoders_do() -> None:
+    data = _png_of(4, 4, (b"\0" + b"\1" * 12) * 40)
+    assert _pillow_decodes(data)
+    assert check_png(data) == (4, 4)
+
+
+def test_image_data_is_decoded_for_every_pass_of_an_interlaced_png() -> None:
+    width, height = 10, 7
+    raw = b""
+    for x0, y0, dx, dy in (
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    ):
+        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if w > 0 and h > 0:
+            raw += (b"\0" + b"\x80" * (3 * w)) * h
+    good = _png_of(width, height, raw, interlace=1)
+    assert _pillow_decodes(good)
+    assert check_png(good) == (width, height)
+    assert not _pillow_decodes(_png_of(width, height, raw[:-3], interlace=1))
+    with pytest.raises(InvalidImage):
+        check_png(_png_of(width, height, raw[:-3], interlace=1))

@@ -81,7 +81,7 @@ FORBIDDEN_ATTRIBUTES = {"environ"}
 
 
 def pure_files() -> list[Path]:
-    files = [p for pkg in PURE_PACKAGES for p in sorted((ROOT / pkg).glob("*.py"))]
+    files = [p for pkg in PURE_PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))]
     return files + [ROOT / p for p in PURE_PROJECTIONS]
 
 

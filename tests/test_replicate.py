@@ -584,7 +584,10 @@ def test_ctrl_c_during_the_download_of_a_finished_prediction(
     assert rep.billed == 1
 
 
-@pytest.mark.parametrize("form", ["plain", "upper", "url", "base64", "json"])
+@pytest.mark.parametrize(
+    "form",
+    ["plain", "upper", "url", "base64", "json", "hex", "html", "split", "spaced", "reversed"],
+)
 def test_token_echoed_in_any_form_is_scrubbed(
     box: Sandbox, rep: ReplicateDouble, form: str
 ) -> None:
@@ -599,6 +602,11 @@ def test_token_echoed_in_any_form_is_scrubbed(
         "url": "".join(f"%{b:02X}" for b in TOKEN.encode()),
         "base64": base64.b64encode(f"Bearer {TOKEN}".encode()).decode()[8:-4],
         "json": "".join(f"\\u{ord(c):04x}" for c in TOKEN),
+        "hex": TOKEN.encode().hex(),
+        "html": "".join(f"&#{ord(c)};" for c in TOKEN),
+        "split": TOKEN[len(TOKEN) // 2 :],  # the second line alone gives half the token
+        "spaced": " ".join(TOKEN),
+        "reversed": TOKEN[::-1],
     }[form]
     recorded = json.dumps([e.data for e in box.events(only_job(box))])
     received = [e.data for e in box.events(only_job(box)) if e.type == "ResponseReceived"]

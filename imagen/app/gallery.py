@@ -58,7 +58,12 @@ def link_image(source: Path, target: Path, sha256: str) -> str | None:
     Only bytes with the recorded sha256 are published: an image edited or replaced on disk
     after the job is shown as such, not silently swapped."""
     if target.is_file() and not target.is_symlink():
-        return None
+        # Published before, perhaps as a hard link to the job's image: an edit in place of
+        # that image edits the published file too. Re-hashed whenever its stamp moved (see
+        # `stamp`), and withdrawn when its bytes are no longer the recorded ones.
+        if file_sha256(target) == sha256:
+            return None
+        target.unlink()
     if not source.is_file():
         return "image file missing"
     if file_sha256(source) != sha256:
@@ -72,6 +77,16 @@ def link_image(source: Path, target: Path, sha256: str) -> str | None:
         os.chmod(tmp, FILE_MODE)
     os.replace(tmp, target)
     return None
+
+
+def stamp(path: Path) -> list[int] | None:
+    """What changes when a file's bytes may have: size, inode, mtime and ctime (a ctime cannot
+    be set back by the file's owner, so an edit that restores the mtime still shows)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def make_thumbnail(image: Path, thumb: Path) -> bool:
@@ -150,9 +165,14 @@ def _still_good(out: Path, cached: Any, row: dict[str, Any]) -> bool:
     found = cached.get("entries")
     if not isinstance(found, list) or not found or row["status"] not in _FINISHED:
         return False
+    stamps = cached.get("stamps")
+    if not isinstance(stamps, dict):
+        return False
     return all(
         isinstance(item, dict)
         and all((out / item[k]).is_file() for k in ("image", "thumb") if item.get(k))
+        # A published image whose file moved since its bytes were verified is checked again.
+        and (not item.get("image") or stamps.get(item["image"]) == stamp(out / item["image"]))
         for item in found
     )
 
@@ -197,8 +217,13 @@ def build(
         item.pop("image_path", None)  # the site links its own copy; the path stays private
     index = out / "index.html"
     _write_if_changed(index, page(items, head=head, serve=serve).encode())
+    # Every published image now is verified (by _publish, or unchanged since: _still_good).
     keep = {
-        jid: {"position": positions[jid], "entries": found}
+        jid: {
+            "position": positions[jid],
+            "entries": found,
+            "stamps": {i["image"]: stamp(out / i["image"]) for i in found if i.get("image")},
+        }
         for jid, found in by_job.items()
         if found[0]["status"] in _FINISHED
     }

@@ -15,6 +15,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from imagen.app.gallery import CSP
 
@@ -62,6 +63,11 @@ class _Handler(SimpleHTTPRequestHandler):
             if self.command == "GET":
                 self.wfile.write(body)
             return
+        if "\x00" in unquote(path) or "\\" in unquote(path):
+            # The standard handler maps the path onto the disk: a NUL byte raises inside it
+            # (a traceback on stderr), a backslash is no part of any gallery file's name.
+            self.send_error(404)
+            return
         self.path = "/" + self.path[len(prefix) :]
         serve_file()
 
@@ -78,6 +84,16 @@ class GalleryServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self.built_head = rebuild()
         super().__init__(("127.0.0.1", port), partial(_Handler, directory=str(directory)))
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that failed in a way the handler did not foresee: one line, never the
+        standard library's traceback on stderr (a client that hung up mid-answer is no news)."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError) or self.warn is None:
+            return
+        self.warn(f"the gallery server could not answer a request ({type(exc).__name__}: {exc})")
 
     @property
     def url(self) -> str:

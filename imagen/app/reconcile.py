@@ -24,13 +24,13 @@ from typing import Any
 
 from imagen.app.config import Config
 from imagen.app.errors import UserError
-from imagen.backends.replicate import (
-    _ID,
-    LOOKUP_MARGIN_S,
+from imagen.backends.replicate.lookup import LOOKUP_MARGIN_S
+from imagen.backends.replicate.wire import (
     MAX_RETRY_AFTER_S,
-    _created_at,
-    _retry_after,
+    PREDICTION_ID,
+    created_at,
     http_date,
+    retry_after,
     same_origin,
 )
 from imagen.core.events import ResponseReceived
@@ -217,7 +217,7 @@ def _list(
         oldest: datetime | None = None
         for p in results:
             out.results.setdefault(p["id"], p)
-            created = _created_at(p)
+            created = created_at(p)
             if created is not None and (oldest is None or created < oldest):
                 oldest = created
         if nxt is None or (stop_at is not None and oldest is not None and oldest < stop_at):
@@ -249,7 +249,7 @@ def _page(body: Any) -> tuple[list[dict[str, Any]], str | None] | None:
         if not (
             isinstance(p, dict)
             and isinstance(p.get("id"), str)
-            and _ID.match(p["id"])
+            and PREDICTION_ID.match(p["id"])
             and isinstance(p.get("status"), str)
             and 0 < len(p["status"]) <= 40
         ):
@@ -295,7 +295,7 @@ def _fetch(
                 out.error = f"{names}: page {page} still throttled after {MAX_THROTTLED} waits"
                 return None
             seen = ResponseReceived("audit", "list", 429, reply.headers, reply.body())
-            delay = _retry_after(seen, throttled - 1, 1.0)
+            delay = retry_after(seen, throttled - 1, 1.0)
         elif reply is None or reply.status >= 500:
             failed += 1
             if failed > MAX_FAILURES:

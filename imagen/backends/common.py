@@ -1,4 +1,5 @@
-"""Pure helpers shared by adapters: reading outcomes of requests out of a job's history."""
+"""Pure helpers shared by adapters: reading outcomes of requests out of a job's history, where
+the driving process began, building requests, backing off."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from imagen.core.actions import FrameOutcome
+from imagen.core.actions import FrameOutcome, HttpRequest
 from imagen.core.events import (
     ImageStored,
     RequestFailed,
@@ -85,6 +86,65 @@ def config_of(state: JobState) -> dict[str, Any]:
 def request_id(state: JobState, purpose: str) -> str:
     """Deterministic and unique within the job: the stream version the request will take."""
     return f"{purpose}-{state.version + 1}"
+
+
+def run_start(state: JobState) -> int:
+    """The version of the first claim by the process now driving the job (0 if none).
+
+    "This process" is pid + host + process start time: a lease renewal (RunnerRenewed, or a
+    RunnerClaimed by the same process in older ledgers) does not start a new session, so what
+    it opened (a websocket) is still its own; a resume is a new process. Whatever was concluded
+    before this version is re-learnt (polls are free)."""
+    claims = state.events_of(RunnerClaimed)
+    if not claims:
+        return 0
+    me = claims[-1].event
+    start = claims[-1].version
+    for rec in reversed(claims[:-1]):
+        e = rec.event
+        if (e.pid, e.host, e.proc_start) != (me.pid, me.host, me.proc_start):  # type: ignore[attr-defined]
+            break
+        start = rec.version
+    return start
+
+
+def http_request(
+    state: JobState,
+    purpose: str,
+    method: str,
+    url: str,
+    *,
+    headers: tuple[tuple[str, str], ...] = (),
+    body: Any = None,
+    timeout_s: float,
+    auth_env: str | None,
+    not_before: str | None = None,
+) -> HttpRequest:
+    """A request of `purpose`, its id the stream version it will take (see `request_id`)."""
+    return HttpRequest(
+        request_id(state, purpose),
+        purpose,
+        method,
+        url,
+        headers,
+        body,
+        timeout_s=timeout_s,
+        auth_env=auth_env,
+        not_before=not_before,
+    )
+
+
+def backoff_delay(base: float, attempt: int, cap: float) -> float:
+    """`base` doubled per attempt, at most `cap` (the exponent is bounded so a long run of
+    failures cannot overflow)."""
+    return min(base * 2 ** min(attempt, 16), cap)
+
+
+def finite(value: Any) -> float | None:
+    """A finite number from a JSON or config value, else None ("abc", null, true, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if value == value and abs(value) != float("inf") else None
 
 
 def since_claim(state: JobState, kind: type) -> list[Recorded]:

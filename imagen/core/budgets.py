@@ -21,7 +21,8 @@ from imagen.core.events import BudgetPeriod, BudgetRemoved, BudgetSet, Event
 
 DEFAULT = "*"
 MAX_CALLER = 200
-_AMOUNT = re.compile(r"\$?(\d{1,12})(?:\.(\d{1,6}))?")
+# ASCII digits only: `\d` alone also takes other scripts' digits ("١٢" would be $12).
+_AMOUNT = re.compile(r"\$?(\d{1,12})(?:\.(\d{1,6}))?", re.ASCII)
 
 
 class BadBudget(ValueError):

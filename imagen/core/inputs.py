@@ -26,7 +26,7 @@ class GenerateInputs:
     count: int = 1
 
 
-_SIZE = re.compile(r"^(\d{2,5})[xX×](\d{2,5})$")
+_SIZE = re.compile(r"^(\d{2,5})[xX×](\d{2,5})$", re.ASCII)  # no other scripts' digits
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from imagen.core.inputs import BadInput
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-_AGE = re.compile(r"^(\d{1,6})([mhdw])$")
+_AGE = re.compile(r"^(\d{1,6})([mhdw])$", re.ASCII)
 _AGE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
 
 
 def iso(moment: datetime) -> str:

@@ -19,13 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from imagen.backends.replicate import (
-    DEFAULT_BASE_URL,
-    _created_at,
-    _outputs,
-    _prediction,
-    origin,
-)
+from imagen.backends.replicate.inputs import api_base_of, token_env_of
+from imagen.backends.replicate.wire import created_at, origin, outputs, prediction
 from imagen.core.times import iso, parse_iso
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
@@ -41,8 +36,7 @@ Finding = dict[str, Any]
 def account_of(options: Mapping[str, Any]) -> Account:
     """Which provider account a backend's options list: the API's origin and the token's env
     var (two backends sharing both are listed once)."""
-    base = str(options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
-    return origin(base), str(options.get("api_token_env") or "REPLICATE_API_TOKEN")
+    return origin(api_base_of(options)), token_env_of(options)
 
 
 @dataclass
@@ -95,7 +89,7 @@ class LedgerBook:
             if isinstance(body, dict) and isinstance(body.get("input"), dict):
                 job.inputs.append(body["input"])
         elif type_name == "ResponseReceived" and data.get("status") in (200, 201, 202):
-            p = _prediction(data.get("body"))
+            p = prediction(data.get("body"))
             if p is not None and data.get("purpose") != "lookup":
                 self._seen(job_id, job, p, at)
         elif type_name == "RemoteJobAccepted" and isinstance(data.get("remote_id"), str):
@@ -119,8 +113,8 @@ class LedgerBook:
         known = self._known(p["id"], job_id, job, at)
         known.status = p["status"]
         if p.get("data_removed") is not True:
-            known.outputs = len(_outputs(p))
-        known.created_at = _created_at(p) or known.created_at
+            known.outputs = len(outputs(p))
+        known.created_at = created_at(p) or known.created_at
 
 
 def _time(text: Any) -> datetime | None:
@@ -184,7 +178,7 @@ def compare(
     for p in listed:
         pid = p["id"]
         seen.add(pid)
-        if not window.holds(_created_at(p)):
+        if not window.holds(created_at(p)):
             continue
         in_window += 1
         known = book.predictions.get(pid)
@@ -217,7 +211,7 @@ def compare(
                     f"has not recorded its end yet (running, or `imagen resume {known.job_id}`)",
                 }
             )
-        theirs = None if p.get("data_removed") is True else len(_outputs(p))
+        theirs = None if p.get("data_removed") is True else len(outputs(p))
         if (
             want == "succeeded"
             and status == "succeeded"
@@ -257,7 +251,7 @@ def _unknown(book: LedgerBook, p: dict[str, Any], account: Account, backends: st
     """A listed prediction the ledger does not know: spent outside this ledger, unless a job's
     create that was never confirmed made it (its input, seed included, is echoed exactly)."""
     pid = p["id"]
-    created = _created_at(p)
+    created = created_at(p)
     when = iso(created) if created is not None else "an unknown time"
     inp = p.get("input")
     for job_id, job in book.jobs.items():

@@ -9,6 +9,21 @@ import tempfile
 from pathlib import Path
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux says it (/proc, 4.7+): setting
+    and restoring it would briefly apply 0 to files other threads create meanwhile."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o077)
+    os.umask(current)
+    return current
+
+
 class FileExists(FileExistsError):
     pass
 
@@ -19,7 +34,10 @@ class NotRegular(FileExistsError):
 
 def atomic_write(path: Path, data: bytes, *, overwrite: bool = True, mode: int = 0o644) -> None:
     """Write `data` to `path` atomically. Overwriting only ever replaces a regular file: a
-    device, FIFO, socket, link or directory under that name is left alone (NotRegular)."""
+    device, FIFO, socket, link or directory under that name is left alone (NotRegular).
+
+    `mode` is what the file may be at most: the umask takes away from it, as open() would
+    (mkstemp makes 0600 files, so the mode is set explicitly and the umask applied here)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if overwrite:
         try:
@@ -37,7 +55,7 @@ def atomic_write(path: Path, data: bytes, *, overwrite: bool = True, mode: int =
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, mode & ~umask())
         if overwrite:
             os.replace(tmp, path)
         else:

@@ -8,10 +8,7 @@ Crash points are named by event type (IMAGEN_CRASH_AFTER=<type>[:n], tests only)
 
 from __future__ import annotations
 
-import base64
-import functools
 import os
-import re
 import signal
 import threading
 import time
@@ -20,7 +17,6 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote, quote_plus
 
 from imagen import backends
 from imagen.core.actions import (
@@ -56,6 +52,7 @@ from imagen.core.events import (
 from imagen.core.failures import Failure
 from imagen.core.job import JobState, Recorded, evolve, parse_time
 from imagen.repository import load, to_recorded
+from imagen.runner import redact
 from imagen.runner.admission import Admission, HeldIds, Refused
 from imagen.runner.environment import Environment, proc_start
 from imagen.runner.transports import (
@@ -608,7 +605,7 @@ class Runner:
     def _to_new(self, event: Event) -> NewEvent:
         data = event.to_data()
         if self._secrets:
-            data = _scrub(data, _secret_pattern(frozenset(self._secrets)))
+            data = redact.scrub(data, redact.secret_pattern(frozenset(self._secrets)))
         return NewEvent(event.type_name(), data, event.SCHEMA_VERSION)
 
     def _append(self, state: JobState, events: list[Event], guard: Guard | None = None) -> JobState:
@@ -686,53 +683,6 @@ def _has_userinfo(url: str) -> bool:
         return "@" in urlsplit(url).netloc
     except ValueError:
         return True
-
-
-@functools.lru_cache(maxsize=8)
-def _secret_pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
-    """Every form in which a token may come back: any case, URL-encoded (either escaping of
-    spaces), JSON-escaped, and base64 at each of the three alignments a token can have inside a
-    longer encoded string (standard and URL-safe alphabets)."""
-    forms: set[str] = set()
-    patterns: list[str] = []
-    for secret in secrets:
-        if len(secret) < 8:
-            continue
-        raw = secret.encode()
-        # Each character as itself, percent-encoded or JSON \\u-escaped, in any mix and case.
-        patterns.append(
-            "".join(
-                f"(?:{re.escape(c)}|%{ord(c):02x}|\\\\u{ord(c):04x})"
-                if ord(c) < 128
-                else re.escape(c)
-                for c in secret
-            )
-        )
-        forms |= {quote(secret, safe=""), quote_plus(secret)}
-        for k in range(3):
-            encoded = base64.b64encode(b"\0" * k + raw).decode()
-            # Characters whose 6 bits come from the secret alone, whatever precedes or follows.
-            inner = encoded[(4 * k + 2) // 3 : (4 * (k + len(raw))) // 3]
-            if len(inner) >= 8:
-                forms |= {inner, inner.replace("+", "-").replace("/", "_")}
-    if not patterns:
-        return None
-    alternatives = patterns + [re.escape(f) for f in sorted(forms, key=len, reverse=True)]
-    return re.compile("|".join(alternatives), re.IGNORECASE)
-
-
-def _scrub(value: Any, pattern: re.Pattern[str] | None) -> Any:
-    """Defence in depth: a token echoed back in a body or an error never reaches the ledger
-    (and so never a message printed from it)."""
-    if pattern is None:
-        return value
-    if isinstance(value, str):
-        return pattern.sub("[redacted]", value)
-    if isinstance(value, dict):
-        return {_scrub(k, pattern): _scrub(v, pattern) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v, pattern) for v in value]
-    return value
 
 
 def _retry_after_s(headers: Any, now: Any) -> float | None:

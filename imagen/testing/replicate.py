@@ -654,7 +654,9 @@ class ReplicateDouble:
     def echo_token_next(self, route: str, form: str = "upper", times: int = 1) -> None:
         """The next `times` requests to `route` answer 400 with the caller's token echoed in an
         error body, in `form`: "plain", "upper", "url" (percent-encoded), "base64" (of
-        "Bearer <token>"), "json" (a JSON-escaped string inside the detail)."""
+        "Bearer <token>"), "json" (a JSON-escaped string inside the detail), "hex", "html"
+        (decimal character references), "split" (over two lines), "spaced" (a space between
+        characters), "reversed"."""
         if form not in _ECHO_FORMS:
             raise ValueError(f"form must be one of {sorted(_ECHO_FORMS)}, not {form!r}")
         self._add_fault(route, _Fault("echo", 400, body=form), times)
@@ -1022,7 +1024,9 @@ def _problem(status: int, retry_after: int | None = None) -> dict[str, Any]:
     return {"detail": phrase, "status": status}
 
 
-_ECHO_FORMS = frozenset({"plain", "upper", "url", "base64", "json"})
+_ECHO_FORMS = frozenset(
+    {"plain", "upper", "url", "base64", "json", "hex", "html", "split", "spaced", "reversed"}
+)
 
 
 def _echo(form: str, authorization: str) -> dict[str, Any]:
@@ -1035,6 +1039,11 @@ def _echo(form: str, authorization: str) -> dict[str, Any]:
         "base64": base64.b64encode(authorization.encode()).decode(),
         # A JSON document quoted inside the detail, its string fully \u-escaped.
         "json": '{"token": "' + "".join(f"\\u{ord(c):04x}" for c in token) + '"}',
+        "hex": token.encode().hex(),
+        "html": "".join(f"&#{ord(c)};" for c in token),
+        "split": token[: len(token) // 2] + "\n" + token[len(token) // 2 :],
+        "spaced": " ".join(token),
+        "reversed": token[::-1],
     }[form]
     return {"detail": f"Invalid request from client {shown}", "status": 400}
 

@@ -1,0 +1,102 @@
+"""What a ComfyUI job reports: the model or workflow that ran, the machine, the inputs the
+graph carried (sidecars, usage)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from imagen.backends.comfyui.inputs import DEFAULT_MODEL
+from imagen.backends.comfyui.job import client_id, current_prompt
+from imagen.backends.comfyui.wire import stats_body, system_facts
+from imagen.backends.common import config_of, exchanges
+from imagen.core.job import JobState
+
+
+def workflow_info(options: Mapping[str, Any]) -> dict[str, str] | None:
+    """A custom workflow as recorded: its file name and the sha256 of the text that ran."""
+    text = options.get("workflow_content")
+    if not isinstance(text, str):
+        return None
+    name = str(options.get("workflow") or "workflow").replace("\\", "/").rsplit("/", 1)[-1]
+    return {"file": name, "sha256": hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()}
+
+
+def describe_model(options: Mapping[str, Any], configured: str | None = None) -> str:
+    """What ran: the workflow (a custom graph picks its own models), else the FLUX UNet file."""
+    info = workflow_info(options)
+    if info is not None:
+        return f"workflow {info['file']} (sha256 {info['sha256'][:12]})"
+    return configured or str(options.get("unet") or DEFAULT_MODEL)
+
+
+# -- the result ------------------------------------------------------------------------------
+
+
+def success_result(state: JobState) -> dict[str, Any]:
+    req = state.request
+    assert req is not None and state.image is not None
+    cfg = config_of(state)
+    stats = next(
+        (b for ex in reversed(exchanges(state, "system_stats")) if (b := stats_body(ex.outcome))),
+        None,
+    )
+    latency = (
+        round((state.now - state.started_at).total_seconds() * 1000)
+        if state.now and state.started_at
+        else None
+    )
+    workflow = workflow_info(cfg)
+    return {
+        "model": describe_model(cfg),
+        "workflow": workflow or "flux-schnell",
+        "seed_used": req.params.get("seed"),
+        "latency_ms": latency,
+        "steps": req.params.get("steps"),
+        "sampler": cfg.get("sampler"),
+        "scheduler": cfg.get("scheduler"),
+        "width": state.image.width,
+        "height": state.image.height,
+        "prompt_id": current_prompt(state),
+        "attempts": len(
+            {
+                ex.sent.body.get("prompt_id")
+                for ex in exchanges(state, "prompt")
+                if isinstance(ex.sent.body, dict)
+            }
+        ),
+        "client_id": client_id(state),
+        **system_facts(stats),
+        "path": state.image.path,
+        "sha256": state.image.sha256,
+        "images": [i.path for i in state.images],
+    }
+
+
+def sent_inputs(state: JobState) -> dict[str, Any]:
+    """Seed, steps and batch size of the graph last posted to /prompt, read from its nodes."""
+    prompts = exchanges(state, "prompt")
+    body = prompts[-1].sent.body if prompts else None
+    graph = body.get("prompt") if isinstance(body, dict) else None
+    if not isinstance(graph, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for node in graph.values():
+        if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
+            continue
+        kind, inputs = node.get("class_type"), node["inputs"]
+        if kind in ("KSampler", "KSamplerAdvanced"):
+            for key in ("seed", "noise_seed"):
+                if isinstance(inputs.get(key), int):
+                    out.setdefault("seed", inputs[key])
+            if isinstance(inputs.get("steps"), int):
+                out.setdefault("steps", inputs["steps"])
+        elif kind == "RandomNoise" and isinstance(inputs.get("noise_seed"), int):
+            out.setdefault("seed", inputs["noise_seed"])
+        elif kind == "BasicScheduler" and isinstance(inputs.get("steps"), int):
+            out.setdefault("steps", inputs["steps"])
+        elif kind in ("EmptySD3LatentImage", "EmptyLatentImage"):
+            if isinstance(inputs.get("batch_size"), int):
+                out.setdefault("count", inputs["batch_size"])
+    return out

@@ -1,0 +1,65 @@
+"""Input at the edge of its type: digits of other scripts, hostile paths to the gallery server."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from imagen.app.gallery_server import GalleryServer
+from imagen.core import budgets as rules
+from imagen.core.inputs import BadInput, parse_size
+from imagen.core.times import parse_moment
+
+
+@pytest.mark.parametrize("text", ["١٢", "۵", "１２", "1.٥", "٠.٢٥"])
+def test_budget_amounts_take_ascii_digits_only(text: str) -> None:
+    with pytest.raises(rules.BadBudget, match="plain decimal"):
+        rules.parse_amount(text)
+
+
+@pytest.mark.parametrize("text", ["١٠٢٤x١٠٢٤", "１０２４x768"])
+def test_sizes_take_ascii_digits_only(text: str) -> None:
+    with pytest.raises(BadInput, match="WIDTHxHEIGHT"):
+        parse_size(text)
+
+
+@pytest.mark.parametrize("text", ["٣d", "2026-١٢-01"])
+def test_ages_and_dates_take_ascii_digits_only(text: str) -> None:
+    from datetime import UTC, datetime
+
+    with pytest.raises(BadInput):
+        parse_moment(text, datetime(2026, 12, 6, tzinfo=UTC), UTC)
+
+
+def _ask(port: int, path: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"GET " + path + b" HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("tail", [b"%00", b"a%00.png", b"images/%00x", b"..%5c..%5cetc"])
+def test_gallery_server_answers_hostile_paths_without_a_traceback(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], tail: bytes
+) -> None:
+    (tmp_path / "index.html").write_text("<p>gallery</p>")
+    warned: list[str] = []
+    server = GalleryServer(tmp_path, 0, head=lambda: 0, rebuild=lambda: 0)
+    server.warn = warned.append
+    thread = server.start()
+    try:
+        answer = _ask(server.server_address[1], f"/{server.token}/".encode() + tail)
+        ok = _ask(server.server_address[1], f"/{server.token}/index.html".encode())
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+    assert answer.startswith(b"HTTP/1.0 404"), answer[:80]
+    assert ok.startswith(b"HTTP/1.0 200") and b"gallery" in ok
+    assert warned == []
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
