@@ -22,8 +22,8 @@ END = "<!-- end of reference -->"
 
 def command_names() -> Iterator[str]:
     """Every command and subcommand, in the order `imagen --help` lists them."""
-    from imagen.cli import _COMMANDS
     from imagen.cli.app import app
+    from imagen.cli.commands import COMMANDS as _COMMANDS
 
     for name in sorted(_COMMANDS):
         sub = app[name]

@@ -19,6 +19,7 @@ from typing import Any, get_args
 import pytest
 
 from imagen import backends
+from imagen.app.runners import new_runner
 from imagen.backends.contract import Backend, Option
 from imagen.core.actions import (
     Action,
@@ -47,7 +48,7 @@ from imagen.core.events import (
 )
 from imagen.core.inputs import BadInput, GenerateInputs
 from imagen.core.job import JobState, Recorded, fold
-from imagen.runner.loop import NullReporter, Runner
+from imagen.runner.loop import NullReporter
 from imagen.testing.comfyui import ComfyUIDouble
 from imagen.testing.replicate import ReplicateDouble
 from ledger import open_store
@@ -236,7 +237,7 @@ def _run(
             envt = environment(live.env)
             job = prepared(tmp_path / "out", name, live.options, harness.inputs, envt)
             # submit records JobRequested + RunnerClaimed; count from the run's own events.
-            runner = Runner(
+            runner = new_runner(
                 store, envt, _InterruptAt(None if interrupt_at is None else interrupt_at + 2)
             )
             runner.submit(job.job_id, job.request)
@@ -253,7 +254,7 @@ def _run(
 
 
 def _read(store: Any, job_id: str) -> list[Recorded]:
-    from imagen.runner.load import to_recorded
+    from imagen.repository import to_recorded
 
     return [to_recorded(e) for e in store.read_stream(job_id)]
 

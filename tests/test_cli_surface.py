@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from imagen.cli import _COMMANDS
+from imagen.cli.commands import COMMANDS as _COMMANDS
 from tests.support.cli import ROOT, Sandbox
 
 # Commands that print data (and so take --json).
@@ -91,6 +91,17 @@ def test_fast_help_equals_the_cyclopts_help(capsys: pytest.CaptureFixture[str]) 
     assert _help(["-q"], capsys) == top_help()
 
 
+def test_fast_answers_equal_cyclopts_answers(tmp_path: Path) -> None:
+    """`--version` and `config path` are answered without cyclopts (cli/fast.py); with a global
+    option in front they go through cyclopts, which must say the same."""
+    box = Sandbox(tmp_path)
+    for argv in (["--version"], ["config", "path"]):
+        fast = box.run(*argv)
+        full = box.run("-q", *argv)
+        assert fast.returncode == full.returncode == 0, (fast.stderr, full.stderr)
+        assert fast.stdout == full.stdout and fast.stdout.strip(), argv
+
+
 @pytest.fixture
 def box(tmp_path: Path) -> Sandbox:
     return Sandbox(tmp_path)
@@ -133,8 +144,8 @@ def test_unexpected_errors_are_one_line_and_v_shows_the_traceback(
 
     for verbosity, traceback_shown in ((0, False), (1, True)):
         stderr = io.StringIO()
-        monkeypatch.setattr(context, "ENV", Environment(stderr=stderr))
-        monkeypatch.setattr(context, "VERBOSITY", verbosity)
+        session = context.new_session(verbosity=verbosity, env=Environment(stderr=stderr))
+        monkeypatch.setattr(context, "_session", session)
         assert context.run_guarded(bug) == 70
         lines = stderr.getvalue().splitlines()
         assert lines[-1] == (

@@ -21,7 +21,7 @@ def test_usage_reference_is_the_real_help() -> None:
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr
-    from imagen.cli import _COMMANDS
+    from imagen.cli.commands import COMMANDS as _COMMANDS
 
     text = (ROOT / "docs" / "usage.md").read_text()
     for name in _COMMANDS:

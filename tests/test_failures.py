@@ -12,7 +12,7 @@ from imagen.app.exit_codes import ExitCode
 from imagen.app.outcome import FAILURE_EXIT_CODES, exit_code
 from imagen.core.events import JobFailed, JobRequested, from_data
 from imagen.core.failures import Failure
-from imagen.runner.load import load
+from imagen.repository import load
 from ledger import NewEvent, open_store
 
 

@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from imagen.app.runners import new_runner
 from imagen.core.inputs import GenerateInputs
 from imagen.runner.http import Http, Reply
-from imagen.runner.loop import Runner
 from imagen.testing.replicate import ReplicateDouble
 from ledger import open_store
 from tests.support.inprocess import environment, prepared
@@ -75,7 +75,7 @@ def test_jobs_driven_at_once_record_each_request_before_sending_it(tmp_path: Pat
                     if not todo:
                         return
                     job = todo.pop()
-                runner = Runner(store, envt, http=http)
+                runner = new_runner(store, envt, http=http)
                 runner.submit(job.job_id, job.request)
                 state = runner.run(job.job_id)
                 with lock:

@@ -373,7 +373,7 @@ def test_output_directory_means_the_default_name_inside_it(
 def test_durability_normal_reaches_the_sqlite_store(tmp_path: Path) -> None:
     box = Sandbox(tmp_path)
     probe = (
-        "from imagen.cli import context; s = context.store(); "
+        "from imagen.cli import context; s = context.session().store(); "
         "print(s.query('PRAGMA synchronous')[0][0])"
     )
     for setting, expected in (

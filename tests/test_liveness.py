@@ -7,7 +7,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
-from imagen.runner.liveness import owner_alive, proc_start
+from imagen.app.liveness import owner_alive, proc_start
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from imagen.app.runners import new_runner
 from imagen.core.events import AcceptedVia, RemoteJobAccepted, RequestSent, StreamClosed
 from imagen.core.inputs import GenerateInputs
 from imagen.runner.http import Http, Reply
-from imagen.runner.loop import Runner
 from imagen.runner.transports import Stream, StreamDropped, Websockets
 from imagen.testing.comfyui import ComfyUIDouble
 from imagen.testing.replicate import ReplicateDouble
@@ -140,7 +140,7 @@ class ShownProgress:
 
 
 def test_comfyui_progress_is_what_a_user_sees(tmp_path: Path, store: Any) -> None:
-    from imagen.runner.loop import Runner
+    from imagen.app.runners import new_runner
 
     reporter = ShownProgress()
     with ComfyUIDouble() as comfy:
@@ -152,7 +152,7 @@ def test_comfyui_progress_is_what_a_user_sees(tmp_path: Path, store: Any) -> Non
             GenerateInputs("a kite", seed=5, size=(256, 256), steps=6),
             envt,
         )
-        runner = Runner(store, envt, reporter)
+        runner = new_runner(store, envt, reporter)
         runner.submit(job.job_id, job.request)
         state = runner.run(job.job_id)
     assert state.status == "succeeded", state.terminal
@@ -203,7 +203,7 @@ def test_a_prediction_another_job_adopted_after_the_check_is_not_adopted_again(
         options = {"base_url": rep.url, "retry_base_s": 0.01, "poll_interval_s": 0.05}
         inputs = GenerateInputs("one kite, twice", seed=9)
         rival = prepared(tmp_path / "a", "replicate", options, inputs, envt)
-        Runner(store, envt).submit(rival.job_id, rival.request)
+        new_runner(store, envt).submit(rival.job_id, rival.request)
         job = prepared(tmp_path / "b", "replicate", options, inputs, envt)
         rep.reset_after_create(1)  # the create is made and billed; its answer is lost
         racing = AdoptingRival(store, job.job_id, rival.job_id)

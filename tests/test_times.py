@@ -86,7 +86,7 @@ def test_a_terminal_listing_shows_local_time_with_its_zone(monkeypatch: pytest.M
     from imagen.cli import context, render
     from imagen.cli.jobs import JOB_COLUMNS
 
-    monkeypatch.setattr(context.ENV, "tz", ZoneInfo("Asia/Kolkata"))
+    monkeypatch.setattr(context.session().env, "tz", ZoneInfo("Asia/Kolkata"))
     row = {
         **dict.fromkeys(("job_id", "status", "backend", "model", "prompt"), "x"),
         "cost_usd": 0.003,

@@ -1,3 +1,5 @@
-"""The application layer the CLI calls: configuration, preparing a job, reporting its outcome,
-writing sidecars, preview. No cyclopts here, so a script can use imagen as a library.
+"""The application layer: the use cases (generate, batch, resume, cancel…) as functions taking
+a Session (session.py), and what they share: configuration, preparing a job, its outcome,
+sidecars, budgets, preview. No cyclopts here: the CLI and the agent server call the same
+functions, and a script can use imagen as a library.
 """

@@ -233,7 +233,7 @@ def check_usage_projection(store: Any, rows: dict[str, dict[str, Any]], head: in
     from imagen.projections.usage.fold import LOCAL_COLUMNS, usage_rows
     from imagen.projections.usage.table import CHECKPOINT as USAGE_CHECKPOINT
     from imagen.projections.usage.table import TABLE as USAGE_TABLE
-    from imagen.runner.load import load
+    from imagen.repository import load
 
     try:
         checkpoint = store.get_checkpoint(USAGE_CHECKPOINT)

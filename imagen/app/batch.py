@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from imagen.app.config import Config
 from imagen.app.errors import UserError
@@ -377,7 +377,7 @@ def run_one(
     from imagen.app.outcome import FAILURE_EXIT_CODES, exit_code, failure_message, summary
     from imagen.app.prepare import release_output
     from imagen.app.sidecars import write_sidecar
-    from imagen.runner.load import load
+    from imagen.repository import load
     from imagen.runner.loop import Halted, JobTakenOver, MissingCredential
 
     message: str | None = None
@@ -472,13 +472,13 @@ def start_workers(
     resume: Callable[[JobState], None] | None = None,
 ) -> list[threading.Thread]:
     """Start the workers (daemon threads: a second Ctrl-C exits without waiting for them)."""
-    from imagen.runner.loop import Runner
+    from imagen.app.runners import new_runner
 
     gate = Gate()
     threads: list[threading.Thread] = []
 
     def work(queue: deque[str]) -> None:
-        runner = Runner(
+        runner = new_runner(
             store,
             env,
             reporter() if reporter else None,
@@ -524,3 +524,114 @@ def left_over(recorded: Recorded) -> int:
 
 def sources_of(prompts: Iterable[str]) -> Source:
     return Source(prompts=list(prompts))
+
+
+def wait_for_workers(threads: list[threading.Thread], stop: Stop) -> None:
+    """Wait for the workers to end every job (or to stop: a stop's grace is 5 s)."""
+    grace_until: float | None = None
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(0.05)
+        if stop.terminating:
+            # Workers stop at their next step; one blocked in a long request (a create that
+            # waits for its result) is not waited for: its job stays resumable, as after a
+            # kill, and the resume finds what the request did.
+            grace_until = grace_until or time.monotonic() + 5.0
+            if time.monotonic() > grace_until:
+                return
+
+
+# -- the use case -------------------------------------------------------------------------------
+
+
+class Watcher(Protocol):
+    """Who follows a batch as it runs (the CLI: a display, stdout, signals; the agent server:
+    its own). Called from the workers' threads: on_start, on_done, reporter."""
+
+    def begin(self, total: int, stop: Stop) -> None:
+        """`total` members, about to be recorded or run: from here `stop` (set by Ctrl-C or
+        SIGTERM: install signal handlers now) stops them."""
+
+    def refused(self, where: str, exc: UserError) -> None:
+        """A member not recorded: its output name was taken since validation."""
+
+    def on_start(self, job_id: str) -> None: ...
+
+    def on_done(self, outcome: Outcome) -> None: ...
+
+    def reporter(self) -> Any:
+        """A Reporter for one worker's jobs."""
+
+    def close(self) -> None:
+        """Recorded and run, or stopped by an error: tidy up (always called after begin)."""
+
+    def finish(self, recorded: Recorded | None, what: str, resume_hint: str) -> int:
+        """The batch ran to its end: `what` it was, how to resume what is left; the exit code."""
+
+
+def drive_recorded(
+    session: Any,
+    store: Any,
+    recorded: Recorded,
+    concurrency_override: int | None,
+    stop: Stop,
+    watcher: Watcher,
+    resume: Callable[[JobState], None] | None = None,
+) -> None:
+    """Run recorded jobs with a few workers per backend until each has ended (or a stop)."""
+    cfg = session.config()
+    limits = concurrency(recorded, cfg, concurrency_override)
+    threads = start_workers(
+        store,
+        session.env,
+        recorded,
+        limits,
+        stop,
+        watcher.on_done,
+        sidecar_mode=cfg.output.sidecar_mode,
+        reporter=watcher.reporter,
+        on_start=watcher.on_start,
+        resume=resume,
+    )
+    wait_for_workers(threads, stop)
+
+
+def run_batch(
+    session: Any,
+    plan: Plan,
+    source: Source,
+    *,
+    concurrency_override: int | None,
+    watcher: Watcher,
+) -> int:
+    """`generate` of many images: validate every member, record them all, run them; the exit
+    code `watcher.finish` gives. Usage is synced after, best effort."""
+    from imagen.app.drive import sync_usage_best_effort
+    from imagen.app.liveness import mention_interrupted
+    from imagen.app.runners import new_runner
+    from imagen.projections.jobs import table as jobs_index
+
+    try:
+        try:
+            total = validate(plan, source, lambda text: session.note(f"note: {text}"))
+        except BadInput as exc:
+            raise UserError(str(exc)) from None
+        store = session.store()
+        jobs_index.catch_up(store)
+        mention_interrupted(session, store)
+        batch_id = new_batch_id()
+        stop = Stop()
+        watcher.begin(total, stop)
+        recorded = None
+        try:
+            recorded = record(plan, source, new_runner(store, session.env), batch_id, stop)
+            for where, exc in recorded.refused:
+                watcher.refused(where, exc)
+            drive_recorded(session, store, recorded, concurrency_override, stop, watcher)
+        finally:
+            watcher.close()
+        return watcher.finish(recorded, f"batch {batch_id}", f"imagen resume {batch_id}")
+    finally:
+        source.close()
+        if session.store_opened:
+            sync_usage_best_effort(session, session.store())

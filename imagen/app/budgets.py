@@ -24,11 +24,13 @@ from imagen.core.events import (
     Event,
     JobRequested,
 )
+from imagen.core.failures import Failure
 from imagen.core.job import image_count
 from imagen.core.money import usd
 from imagen.core.times import iso
 from imagen.projections import spend
 from imagen.projections.usage.fold import micros
+from imagen.runner.admission import Refused
 from ledger.events import NewEvent
 from ledger.projection import Guard, LockedView
 
@@ -40,8 +42,11 @@ def dollars(value: int) -> str:
     return usd(f"{value // 1_000_000}.{value % 1_000_000:06d}") or "0.000000"
 
 
-class OverBudget(Exception):
+class OverBudget(Refused):
     """A request would take its caller past `budget`: refused before anything is sent."""
+
+    reason = "over_budget"
+    category = Failure.BUDGET
 
     def __init__(self, budget: Budget, caller: str, spent: int, price: int) -> None:
         self.budget, self.caller, self.spent, self.price = budget, caller, spent, price
@@ -62,7 +67,7 @@ def price_micros(request: JobRequested) -> int:
 
 def in_force(view: Any) -> dict[tuple[str, str, str], Budget]:
     """The budgets the ledger holds now (`view`: a store, a snapshot or a guard's view)."""
-    from imagen.runner.load import to_recorded
+    from imagen.repository import to_recorded
 
     recorded = (to_recorded(e) for e in view.read_stream(BUDGET_STREAM))
     return rules.fold((r.event, iso(r.at)) for r in recorded)
@@ -95,6 +100,20 @@ def guard(request: JobRequested, clock: Clock, tz: tzinfo) -> Guard | None:
                 raise OverBudget(b, request.caller, spent, price)
 
     return check
+
+
+class Budgets:
+    """The Runner's admission (runner/admission.py): a paid job is refused when it would take
+    its caller past a budget, checked under the write lock as it is recorded."""
+
+    def __init__(self, store: Any, clock: Clock, tz: tzinfo) -> None:
+        self.store, self.clock, self.tz = store, clock, tz
+
+    def prepare(self, request: JobRequested) -> None:
+        prepare_check(self.store, request)
+
+    def guard(self, request: JobRequested) -> Guard | None:
+        return guard(request, self.clock, self.tz)
 
 
 # How far the spend table may lag before a paid request catches it up first (outside the

@@ -13,16 +13,28 @@ from typing import Any
 
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
+from imagen.app.session import Session
 from imagen.core.events import CancelRequested, JobCancelled
 from imagen.core.job import JobState
+from imagen.repository import load
 from imagen.runner.environment import Environment
-from imagen.runner.load import load
 from ledger import ConcurrencyError, NewEvent
 
 
-def cancel(store: Any, job_id: str, env: Environment, runner: Any) -> tuple[JobState, str]:
-    """Returns the final state and a one-line account of what happened."""
-    from imagen.runner.liveness import job_owner_alive
+def cancel(session: Session, job_id: str) -> tuple[JobState, str]:
+    """End the job `job_id` names (an id or a unique prefix): the final state and a one-line
+    account of what happened."""
+    from imagen.app.outcome import resolve_job_id
+    from imagen.app.runners import new_runner
+
+    store = session.store()
+    jid = resolve_job_id(store, job_id)
+    with session.reporting() as reporter:
+        return _cancel(store, jid, session.env, new_runner(store, session.env, reporter))
+
+
+def _cancel(store: Any, job_id: str, env: Environment, runner: Any) -> tuple[JobState, str]:
+    from imagen.app.liveness import job_owner_alive
 
     state = load(store, job_id)
     if state.finished:

@@ -498,10 +498,17 @@ def rows(
     backend: str | None = None,
 ) -> list[dict[str, Any]]:
     """The jobs to show, newest first, as jobs-table rows (status with liveness applied)."""
+    from imagen.app.liveness import row_owner_alive
     from imagen.projections.jobs import query as jobs_query
 
     return list(
         jobs_query.query(
-            reader, env, since=since, caller=caller, backend=backend, status=None, limit=None
+            reader,
+            row_owner_alive(env),
+            since=since,
+            caller=caller,
+            backend=backend,
+            status=None,
+            limit=None,
         )
     )

@@ -1,4 +1,4 @@
-"""The cyclopts app: commands from `imagen.cli._COMMANDS`, global options in the meta app,
+"""The cyclopts app: commands from imagen/cli/commands.py, global options in the meta app,
 parse errors turned into imagen's own one-line errors (context.run_guarded)."""
 
 from __future__ import annotations
@@ -8,16 +8,16 @@ from typing import Annotated
 from cyclopts import App, Parameter
 
 from imagen import __version__
-from imagen.cli import _COMMANDS, GLOBAL_OPTIONS, HELP
+from imagen.cli.commands import COMMANDS, GLOBAL_OPTIONS, HELP
 from imagen.cli.helptext import HelpFormatter
 
 
 class _App(App):
     def __getitem__(self, key: str) -> App:
         sub = super().__getitem__(key)
-        # `imagen --help` lists _COMMANDS' one-liners without importing the commands; a command's
+        # `imagen --help` lists COMMANDS' one-liners without importing the commands; a command's
         # own --help shows its whole docstring (description, Examples:, parameters).
-        if key in _COMMANDS and sub.default_command is not None:
+        if key in COMMANDS and sub.default_command is not None:
             sub.help = None
         return sub
 
@@ -37,7 +37,7 @@ app = _App(
     result_action="return_value",
 )
 
-for _name, (_path, _help) in _COMMANDS.items():
+for _name, (_path, _help) in COMMANDS.items():
     app.command(_path, name=_name, help=_help)
 
 
@@ -54,8 +54,8 @@ def _meta(
 ) -> int | None:
     from imagen.cli import context
 
-    context.CONFIG_PATH = config
-    context.VERBOSITY = -1 if quiet else 1 if verbose else 0
+    context.session().config_path = config
+    context.session().verbosity = -1 if quiet else 1 if verbose else 0
     return app(tokens)
 
 

@@ -57,8 +57,8 @@ def audit(
 
         if not provider:
             raise UserError("--since needs --provider (it bounds the provider's predictions)")
-        since_at = parse_moment(since, context.ENV.clock(), context.ENV.tz)
-    store = context.store()
+        since_at = parse_moment(since, context.session().env.clock(), context.session().env.tz)
+    store = context.session().store()
     problems: list[dict[str, Any]] = []
     report = store.verify()
     if not report.ok:
@@ -89,13 +89,18 @@ def audit(
     if remote:
         from imagen.app.usage_sync import audit_remote
 
-        problems.extend(audit_remote(store, context.config(), context.ENV))
+        problems.extend(audit_remote(store, context.session().config(), context.session().env))
     accounts = None
     if provider:
         from imagen.app.reconcile import audit_provider
 
         found = audit_provider(
-            store, context.config(), context.ENV, since=since_at, head=head, note=context.note
+            store,
+            context.session().config(),
+            context.session().env,
+            since=since_at,
+            head=head,
+            note=context.note,
         )
         problems.extend(found.problems)
         notes.extend(found.notes)
@@ -157,9 +162,9 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
     from imagen.projections.jobs import query as jobs_query
     from imagen.projections.jobs import table as jobs_index
     from imagen.projections.sidecar import sidecars as sidecars_of
-    from imagen.runner.load import load
+    from imagen.repository import load
 
-    store = context.store()
+    store = context.session().store()
     differences: list[str] = []
     jobs_index.catch_up(store)
     before = {r["job_id"]: r for r in jobs_query.all_rows(store)}
@@ -189,12 +194,12 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
                 continue
             differences.append(f"sidecar {'missing' if current is None else 'differed'}: {path}")
             if Path(data["image"]["path"]).parent.exists():
-                atomic_write(path, wanted, mode=context.config().output.sidecar_mode)
+                atomic_write(path, wanted, mode=context.session().config().output.sidecar_mode)
     from imagen.runner.files import sweep_temp_files
 
     folders = {Path(r["image_path"]).parent for r in after.values() if r.get("image_path")}
     for folder in sorted(folders):
-        for gone in sweep_temp_files(folder, context.ENV.clock().timestamp()):
+        for gone in sweep_temp_files(folder, context.session().env.clock().timestamp()):
             differences.append(f"removed a temp file left by an interrupted write: {gone}")
     try:
         from imagen.projections.usage.table import rebuild as rebuild_usage

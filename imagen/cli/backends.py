@@ -48,7 +48,7 @@ def backends(
     from imagen.app.errors import UserError
     from imagen.app.exit_codes import ExitCode
 
-    cfg = context.config()
+    cfg = context.session().config()
     if name is not None and name not in cfg.backends:
         raise UserError(
             f"no backend {name!r}; configured: {', '.join(cfg.backends)}", ExitCode.BAD_INPUT
@@ -58,7 +58,7 @@ def backends(
         if name is not None and bname != name:
             continue
         module = registry.load(b.type)
-        status = module.status(b.options, context.ENV.env)
+        status = module.status(b.options, context.session().env.env)
         if check and status == "ok":
             status = _check(module, b.options)
         rows.append(
@@ -117,8 +117,8 @@ def _check(module: Backend, options: dict[str, Any]) -> str:
                 return f"not ready: {key} file {path}: {getattr(exc, 'strerror', None) or exc}"
     method, url, auth_env = module.probe_request(options)
     headers = {}
-    if auth_env and context.ENV.env.get(auth_env):
-        headers["Authorization"] = f"Bearer {context.ENV.env[auth_env]}"
+    if auth_env and context.session().env.env.get(auth_env):
+        headers["Authorization"] = f"Bearer {context.session().env.env[auth_env]}"
     http = Http()
     try:
         reply = http.send(method, url, headers=headers, timeout_s=3.0)

@@ -1,4 +1,5 @@
-"""`imagen generate` with several images: a batch (imagen/app/batch.py does the work).
+"""`imagen generate` with several images: a batch (imagen/app/batch.py `run_batch` does the
+work; this module follows it on the terminal, as it does `imagen resume` of several jobs).
 
 stdout: one line per image as it lands (the path), or with --json one object per job carrying
 the input's index. stderr: an overall bar and the jobs in flight in a terminal, nothing on a
@@ -11,7 +12,6 @@ import json
 import signal
 import sys
 import threading
-from collections import deque
 from typing import Any
 
 from imagen.app.errors import UserError
@@ -51,7 +51,7 @@ class BatchProgress:
         self._task = self._bar.add_task("", total=total)
         self._live = Live(
             self._render(),
-            console=Console(file=context.ENV.stderr),
+            console=Console(file=context.session().env.stderr),
             transient=True,
             refresh_per_second=8,
         )
@@ -99,7 +99,7 @@ class _JobLine:
 
         # Events quote servers: never let them drive the terminal.
         self.display.update(state.job_id, printable(describe(rec.event))[:100])
-        if context.VERBOSITY > 0:
+        if context.session().verbosity > 0:
             context.err(f"imagen: {state.job_id[:8]} {describe(rec.event)}")
 
     def progress(self, step: int | None, total: int | None, label: str = "") -> None:
@@ -126,13 +126,11 @@ def run_batch(
 ) -> int:
     from imagen.app import batch as b
     from imagen.app.caller import resolve_caller
-    from imagen.cli.drive import sync_usage_best_effort
-    from imagen.core.inputs import BadInput
 
-    env = context.ENV
-    cfg = context.config()
+    session = context.session()
+    env = session.env
     plan = b.make_plan(
-        cfg,
+        session.config(),
         env,
         backend=backend,
         size=size,
@@ -155,25 +153,18 @@ def run_batch(
         source = b.Source(path=from_file)
     else:
         source = b.Source(prompts=prompts)
-    try:
-        try:
-            total = b.validate(plan, source, lambda text: context.note(f"note: {text}"))
-        except BadInput as exc:
-            raise UserError(str(exc)) from None
-        return _run(plan, source, total, json_output, concurrency, cfg)
-    finally:
-        source.close()
-        sync_usage_best_effort(context.store(), cfg) if context._store is not None else None
+    return b.run_batch(
+        session, plan, source, concurrency_override=concurrency, watcher=BatchDrive(json_output)
+    )
 
 
-class _Drive:
-    """Runs recorded jobs with the batch's workers and reports each as it ends: stdout, errors
-    on stderr, the display; keeps only counts and a running total (memory stays flat)."""
+class BatchDrive:
+    """Follows jobs run by a batch's workers (app/batch.py Watcher) and reports each as it
+    ends: stdout, errors on stderr, the display; keeps only counts and a running total (memory
+    stays flat). Owns the signal handlers while the jobs run (see _install_signals)."""
 
-    def __init__(self, total: int, json_output: bool, collect: list[Any] | None = None) -> None:
-        self.display = BatchProgress(
-            total, enabled=context.VERBOSITY == 0 and context.ENV.stderr.isatty()
-        )
+    def __init__(self, json_output: bool, collect: list[Any] | None = None) -> None:
+        self.display = BatchProgress(0, enabled=False)
         self.json_output = json_output
         self.collect = collect
         self.lock = threading.Lock()
@@ -182,11 +173,28 @@ class _Drive:
         self.worst = ExitCode.OK
         self.stop: Any = None
         self.running = 0  # started and not yet reported
+        self._old_handlers: dict[int, Any] = {}
+
+    def begin(self, total: int, stop: Any) -> None:
+        session = context.session()
+        self.display = BatchProgress(
+            total, enabled=session.verbosity == 0 and session.env.stderr.isatty()
+        )
+        self.stop = stop
+        self._old_handlers = _install_signals(stop)
+
+    def close(self) -> None:
+        self.display.close()
+        _restore_signals(self._old_handlers)
+        self._old_handlers = {}
+
+    def reporter(self) -> Any:
+        return _JobLine(self.display)
 
     def on_done(self, o: Any) -> None:
         from imagen.core import money
 
-        out = context.ENV.stdout
+        out = context.session().env.stdout
         with self.lock:
             self.running -= 1
             self.display.update(o.job_id, None)
@@ -219,26 +227,6 @@ class _Drive:
         self.worst = most_severe(self.worst, code)
         self.tally["failed"] += 1
 
-    def run(
-        self, store: Any, recorded: Any, concurrency: int | None, cfg: Any, resume: Any = None
-    ) -> None:
-        from imagen.app import batch as b
-
-        limits = b.concurrency(recorded, cfg, concurrency)
-        threads = b.start_workers(
-            store,
-            context.ENV,
-            recorded,
-            limits,
-            self.stop,
-            self.on_done,
-            sidecar_mode=cfg.output.sidecar_mode,
-            reporter=(lambda: _JobLine(self.display)),
-            on_start=self.on_start,
-            resume=resume,
-        )
-        _wait(threads, self.stop)
-
     def finish(self, recorded: Any, what: str, resume_hint: str) -> int:
         from imagen.app import batch as b
 
@@ -265,99 +253,9 @@ class _Drive:
         return int(self.worst)
 
 
-def _run(
-    plan: Any, source: Any, total: int, json_output: bool, concurrency: int | None, cfg: Any
-) -> int:
-    from imagen.app import batch as b
-    from imagen.cli.jobs import mention_interrupted
-    from imagen.projections.jobs import table as jobs_index
-    from imagen.runner.loop import Runner
-
-    store = context.store()
-    jobs_index.catch_up(store)
-    mention_interrupted(store)
-    batch_id = b.new_batch_id()
-    drive = _Drive(total, json_output)
-    drive.stop = b.Stop()
-    old_handlers = _install_signals(drive.stop)
-    recorded = None
-    try:
-        recorded = b.record(plan, source, Runner(store, context.ENV), batch_id, drive.stop)
-        for where, exc in recorded.refused:
-            drive.refused(where, exc)
-        drive.run(store, recorded, concurrency, cfg)
-    finally:
-        drive.display.close()
-        _restore_signals(old_handlers)
-    return drive.finish(recorded, f"batch {batch_id}", f"imagen resume {batch_id}")
-
-
-def resume_many(
-    store: Any, rows: list[dict[str, Any]], *, json_output: bool, label: str, hint: str
-) -> int:
-    """`imagen resume` of several jobs (--all, a batch): each as `resume ID` would, a few at a
-    time per backend as a batch runs; --json prints one array at the end, as resume does."""
-    from imagen.app import batch as b
-    from imagen.cli import render
-
-    cfg = context.config()
-    recorded = b.Recorded("", {}, {})
-    for row in rows:
-        backend = str(row.get("backend") or "")
-        recorded.queues.setdefault(backend, deque()).append(row["job_id"])
-        known = cfg.backends.get(backend)
-        recorded.backend_types[backend] = known.type if known else ""
-        recorded.total += 1
-    collected: list[Any] = []
-    drive = _Drive(recorded.total, json_output, collected)
-    drive.stop = b.Stop()
-    old_handlers = _install_signals(drive.stop)
-    try:
-        drive.run(store, recorded, None, cfg, resume=_resumable)
-    finally:
-        drive.display.close()
-        _restore_signals(old_handlers)
-    code = drive.finish(recorded, label, hint)
-    if json_output:
-        render.print_json(collected)
-    return code
-
-
-def _resumable(state: Any) -> None:
-    """May this process take the job over? (Raises UserError if not, as `resume ID` says.)"""
-    from imagen.cli.jobs import _check_backend_usable
-    from imagen.runner.liveness import job_owner_alive
-
-    if job_owner_alive(state, context.ENV):
-        claim = state.claim
-        raise UserError(
-            f"job {state.job_id} is being driven by pid {claim.pid} on {claim.host}; "
-            "not resuming it twice",
-            ExitCode.CONFLICT,
-        )
-    _check_backend_usable(state, state.job_id)
-
-
 def _tally_text(tally: dict[str, int]) -> str:
     bad = tally["failed"] + tally["cancelled"] + tally["interrupted"]
     return f"{bad} not done" if bad else ""
-
-
-def _wait(threads: list[threading.Thread], stop: Any) -> None:
-    """Wait for the workers to end every job (or to stop, see _install_signals)."""
-    import time
-
-    grace_until: float | None = None
-    while any(t.is_alive() for t in threads):
-        for t in threads:
-            t.join(0.05)
-        if stop.terminating:
-            # Workers stop at their next step; one blocked in a long request (a create that
-            # waits for its result) is not waited for: its job stays resumable, as after a
-            # kill, and the resume finds what the request did.
-            grace_until = grace_until or time.monotonic() + 5.0
-            if time.monotonic() > grace_until:
-                return
 
 
 def _install_signals(stop: Any) -> dict[int, Any]:

@@ -20,13 +20,13 @@ Per = Literal["day", "week", "month", "total"]
 def _who() -> str:
     from imagen.app.caller import resolve_caller
 
-    return resolve_caller(context.ENV.env)
+    return resolve_caller(context.session().env.env)
 
 
 def _check_backend(backend: str | None) -> None:
     if backend is None:
         return
-    names = sorted(context.config().backends)
+    names = sorted(context.session().config().backends)
     if backend not in names:
         raise UserError(
             f"--backend {backend!r}: no such backend in the config (have: {', '.join(names)})",
@@ -72,7 +72,7 @@ def set_(
 
     _check_backend(backend)
     try:
-        b = budgets.set_budget(context.store(), caller, amount, per, backend, _who())
+        b = budgets.set_budget(context.session().store(), caller, amount, per, backend, _who())
     except BadBudget as exc:
         raise UserError(str(exc), ExitCode.BAD_INPUT) from None
     context.note(f"budget set: {b.describe()} ${budgets.dollars(b.amount_micros)}")
@@ -104,7 +104,7 @@ def remove(
     from imagen.app import budgets
 
     try:
-        gone = budgets.remove_budgets(context.store(), caller, per, backend, _who())
+        gone = budgets.remove_budgets(context.session().store(), caller, per, backend, _who())
     except budgets.NoSuchBudget as exc:
         raise UserError(str(exc), ExitCode.BAD_INPUT) from None
     for b in gone:
@@ -130,8 +130,8 @@ def list_(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> 
     """
     from imagen.app import budgets
 
-    now, tz = context.ENV.clock(), context.ENV.tz
-    found = budgets.standings(context.store(), now, tz)
+    now, tz = context.session().env.clock(), context.session().env.tz
+    found = budgets.standings(context.session().store(), now, tz)
     if json_output:
         render.print_json([budgets.budget_json(b, rows, now, tz) for b, rows in found])
         return
@@ -192,11 +192,11 @@ def usage_summary(reader: object) -> dict[str, list[dict[str, object]]] | None:
     if not reader.read_stream(BUDGET_STREAM):  # type: ignore[attr-defined]
         return None
     try:
-        store = context.store()
+        store = context.session().store()
     except UserError as exc:  # e.g. a ledger this process may only read: usage still prints
         context.warn(f"budgets not shown ({exc})")
         return None
-    return budgets.by_caller(store, context.ENV.clock(), context.ENV.tz)
+    return budgets.by_caller(store, context.session().env.clock(), context.session().env.tz)
 
 
 def print_usage_summary(summary: dict[str, list[dict[str, object]]]) -> None:
@@ -205,5 +205,5 @@ def print_usage_summary(summary: dict[str, list[dict[str, object]]]) -> None:
 
     rows = [{"caller": c, "budgets": budgets.describe(e)} for c, e in sorted(summary.items())]
     if rows:
-        print(file=context.ENV.stdout)
+        print(file=context.session().env.stdout)
         render.table(rows, [render.Column("caller"), render.Column("budgets")])

@@ -23,7 +23,7 @@ def path() -> None:
     """
     from imagen.app.config import config_path
 
-    print(config_path(context.CONFIG_PATH, context.ENV.env))
+    print(config_path(context.session().config_path, context.session().env.env))
 
 
 @config_app.command
@@ -48,7 +48,11 @@ def init(
     from imagen.app.config import SAMPLE, config_path
     from imagen.runner.files import FileExists, atomic_write
 
-    target = Path(path).expanduser() if path else config_path(context.CONFIG_PATH, context.ENV.env)
+    target = (
+        Path(path).expanduser()
+        if path
+        else config_path(context.session().config_path, context.session().env.env)
+    )
     exists = UserError(f"{target} already exists (use --force to overwrite)")
     if target.exists() and not force:
         # Even when it still holds the sample: `config init` on an existing file is a mistake
@@ -76,7 +80,7 @@ def show(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> N
     """
     from imagen.app.config import masked
 
-    data = masked(context.config(), context.ENV.env)
+    data = masked(context.session().config(), context.session().env.env)
     if json_output:
         print(json.dumps(data))
         return

@@ -1,223 +1,89 @@
-"""What commands share: the environment, the config, the ledger; and error-to-exit mapping."""
+"""The CLI's session (imagen/app/session.py: environment, config, ledger, reporter), built from
+the global options, and the mapping of every way a command can end to one line and an exit code.
+
+The ledger-opening functions that lived here (store, _open, reader, _read_store, jobs_reader,
+usage_reader, _open_failure, ledger_failure, _cannot_write) are the Session's now."""
 
 from __future__ import annotations
 
 import re
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
+from imagen.app.session import NoLedgerYet, Session
 from imagen.core.inputs import BadInput
 from imagen.runner.environment import Environment
 
-if TYPE_CHECKING:
-    from imagen.app.config import Config
-    from ledger import EventStore
+__all__ = ["NoLedgerYet", "Session", "err", "new_session", "note", "run_guarded", "session", "warn"]
 
-CONFIG_PATH: str | None = None
-VERBOSITY = 0  # -1 with -q (data and errors only), 1 with -v (events as recorded, error details)
-ENV = Environment()
-_config: Config | None = None
-_store: EventStore | None = None
+_session: Session | None = None
 
 
-def config() -> Config:
-    global _config
-    if _config is None:
-        from imagen.app.config import ConfigError, load_config
+def new_session(
+    config_path: str | None = None,
+    verbosity: int = 0,
+    env: Environment | None = None,
+    **preset: Any,
+) -> Session:
+    """A Session as the terminal wants it: lines on stderr with control characters escaped
+    (messages quote servers and the ledger: never let them drive the terminal), and a rich
+    progress line per job (off with -q; with -v each event as a plain line)."""
+    env = env or Environment()
 
-        try:
-            _config = load_config(CONFIG_PATH, ENV.env)
-        except ConfigError as exc:
-            raise UserError(str(exc), ExitCode.BAD_INPUT) from None
-    return _config
+    def lines(line: str) -> None:
+        from imagen.cli.safe import printable
 
+        print(printable(line), file=env.stderr)
 
-def store(url: str | None = None) -> EventStore:
-    """The configured ledger, opened (created or migrated if needed) once per process; or the
-    ledger at `url`, opened the same way and not kept."""
-    global _store
-    if url is not None:
-        return _open(url)
-    if _store is None:
-        from imagen.app.config import ledger_url
+    def reporter() -> Any:
+        from imagen.cli.progress import RichReporter
 
-        cfg = config()
-        _store = _open(ledger_url(cfg), cfg.ledger_durability)
-    return _store
-
-
-def _open(url: str, durability: str = "full") -> EventStore:
-    from ledger import open_store
-
-    try:
-        return open_store(
-            url,
-            clock=ENV.clock,
-            identity=True,
-            durability="normal" if durability == "normal" else "full",
+        verbosity = made.verbosity
+        return RichReporter(
+            env.stderr, enabled=False if verbosity != 0 else None, events=verbosity > 0
         )
-    except Exception as exc:
-        if not _open_failure(exc):
-            raise
-        raise UserError(
-            f"cannot open the ledger at {_shown(url)}: {_ledger_reason(exc)}",
-            ExitCode.LEDGER_ERROR,
-        ) from None
 
-
-def _open_failure(exc: BaseException) -> bool:
-    """Is this why a ledger could not be opened (rather than a bug)?"""
-    from ledger.errors import open_failure
-
-    return open_failure(exc)
-
-
-def _shown(url: str) -> str:
-    """A ledger URL without its password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
-    return url.removeprefix("sqlite:///")
-
-
-def _ledger_reason(exc: BaseException) -> str:
-    """One line saying what is wrong with the ledger and what to do."""
-    if isinstance(exc, OSError) and not type(exc).__module__.startswith("sqlalchemy"):
-        if isinstance(exc, PermissionError):
-            return f"{exc.strerror} (check the file's and its directory's permissions)"
-        return exc.strerror or str(exc)
-    text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else repr(exc)
-    low = text.lower()
-    if "not a database" in low or "malformed" in low:
-        return f"{text} (not an imagen ledger, or damaged: restore it from a backup)"
-    if "readonly" in low or "read-only" in low or "unable to open" in low:
-        return f"{text} (check the file's and its directory's permissions)"
-    if "disk is full" in low or "disk i/o" in low:
-        return f"{text} (free some space; what was recorded is intact: `imagen audit`)"
-    return text
-
-
-def ledger_failure(exc: BaseException) -> UserError | None:
-    """A database error raised while a command ran, as a one-line ledger error (or None).
-
-    A commit shared by several appends (ledger/group.py) that failed reaches each caller as a
-    LedgerError caused by the database's error: the same failure, reported the same way."""
-    from ledger.errors import LedgerError, database_error
-
-    if isinstance(exc, LedgerError) and database_error(exc.__cause__):
-        assert exc.__cause__ is not None
-        exc = exc.__cause__
-    if database_error(exc):
-        where = _shown(_config.ledger_url) if _config and _config.ledger_url else "the ledger"
-        return UserError(f"ledger error ({where}): {_ledger_reason(exc)}", ExitCode.LEDGER_ERROR)
-    return None
-
-
-class NoLedgerYet(UserError):
-    """A read-only command found no ledger: reading never creates one."""
-
-
-def reader() -> Any:
-    """Read-only access: the store opened without creating or migrating anything (a SQLite
-    ledger this user cannot write is opened read-only by the ledger itself).
-
-    Reading never creates a ledger: a SQLite ledger that does not exist is NoLedgerYet."""
-    from imagen.app.config import ledger_url
-
-    return _read_store(ledger_url(config()))
-
-
-def _read_store(url: str) -> EventStore:
-    """The store opened for reading (`create=False`): an empty database or an older schema is
-    reported, never created or migrated.
-    A later write in the same command reuses it: the schema is known to be at head."""
-    global _store
-    if _store is None:
-        from ledger import NoLedgerError, open_store
-
-        try:
-            _store = open_store(url, clock=ENV.clock, create=False)
-        except NoLedgerError as exc:
-            raise NoLedgerYet(str(exc), ExitCode.NOT_FOUND) from None
-        except Exception as exc:
-            if not _open_failure(exc):
-                raise
-            raise UserError(
-                f"cannot open the ledger at {_shown(url)}: {_ledger_reason(exc)}",
-                ExitCode.LEDGER_ERROR,
-            ) from None
-    return _store
-
-
-def jobs_reader() -> Any:
-    """A reader whose jobs table is current, catching the projection up if it is behind.
-
-    A ledger this process cannot write (read-only file or directory) is still listed: the
-    projection is folded in memory instead of in the ledger."""
-    from imagen.projections.jobs import query as jobs_query
-
-    r = reader()
-    if jobs_query.is_current(r):
-        return r
-    from imagen.projections.jobs import table as jobs_index
-
-    try:
-        writable = store()
-        jobs_index.catch_up(writable)
-        return writable
-    except Exception as exc:
-        scratch = r.scratch() if _cannot_write(exc) else None  # None on PostgreSQL
-        if scratch is None:
-            raise
-    jobs_index.catch_up(scratch)
-    return scratch
-
-
-def _cannot_write(exc: BaseException) -> bool:
-    if isinstance(exc, UserError):
-        text = str(exc)
-    elif ledger_failure(exc) is not None:
-        text = str(getattr(exc, "orig", None) or exc)
-    else:
-        return False
-    return any(
-        s in text.lower() for s in ("readonly", "read-only", "permission denied", "unable to open")
+    made = Session(
+        env,
+        config_path=config_path,
+        verbosity=verbosity,
+        reporter=reporter,
+        lines=lines,
+        **preset,  # config=, store=: a session over a config and ledger of its own (demo)
     )
+    return made
 
 
-def usage_reader() -> Any:
-    """A reader whose usage table is current, catching the projection up if it is behind."""
-    from imagen.projections.usage import query as usage_query
+def start(config_path: str | None, verbosity: int) -> Session:
+    """The session of this process, from the global options (--config, -q, -v)."""
+    global _session
+    _session = new_session(config_path, verbosity)
+    return _session
 
-    r = reader()
-    if usage_query.is_current(r):
-        return r
-    from imagen.projections.usage import table as usage_local
 
-    usage_local.catch_up(store())
-    return store()
+def session() -> Session:
+    """This process's session (one with the defaults if no command line set it up)."""
+    global _session
+    if _session is None:
+        _session = new_session()
+    return _session
 
 
 def err(message: str) -> None:
-    from imagen.cli.safe import printable
-
-    # Messages quote servers and the ledger: never let them drive the terminal.
-    print(printable(message), file=ENV.stderr)
+    session().err(message)
 
 
 def note(message: str) -> None:
     """A remark for the person at the terminal (stderr); -q silences it."""
-    if VERBOSITY >= 0:
-        err(f"imagen: {message}")
+    session().note(message)
 
 
 def warn(message: str) -> None:
     """Something went wrong but the command's result stands (stderr, even with -q)."""
-    err(f"imagen: warning: {message}")
+    session().warn(message)
 
 
 def _parse_error(exc: Any) -> str:
@@ -264,8 +130,7 @@ def run_guarded(call: Callable[[], Any]) -> int:
             err(f"imagen: error: {exc}")
             return int(ExitCode.BAD_INPUT)
         except Exception as exc:
-            # A parse error; only cyclopts raises those, so it was imported if this is one (the
-            # generate fast path runs without it).
+            # A parse error; only cyclopts raises those, so it was imported if this is one.
             cyclopts_errors = sys.modules.get("cyclopts.exceptions")
             if cyclopts_errors is None or not isinstance(exc, cyclopts_errors.CycloptsError):
                 raise
@@ -278,15 +143,15 @@ def run_guarded(call: Callable[[], Any]) -> int:
         silence_stdout()
         return int(ExitCode.BROKEN_PIPE)
     except Exception as exc:
-        failure = ledger_failure(exc)
+        failure = session().ledger_failure(exc)
         if failure is not None:
             err(f"imagen: error: {failure}")
             return int(failure.code)
         # A bug: still one line (the traceback with -v), never a crash dump.
-        if VERBOSITY > 0:
+        if session().verbosity > 0:
             import traceback
 
-            traceback.print_exc(file=ENV.stderr)
+            traceback.print_exc(file=session().env.stderr)
         first = (str(exc).splitlines() or [""])[0]
         err(
             f"imagen: error: internal error ({type(exc).__name__}: {first}); "

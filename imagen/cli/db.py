@@ -28,11 +28,11 @@ def upgrade(branch: Literal["ledger", "usage"] = "ledger", /, *, url: str | None
     url
         Database URL instead of the configured one.
     """
-    cfg = context.config()
+    cfg = context.session().config()
     if branch == "ledger":
         # Opening is the one guarded path: the migration lock (PostgreSQL: an advisory lock),
         # a ledger newer than this imagen refused untouched, a new SQLite file made private.
-        context.store(url).close()
+        context.session().store(url).close()
         print("ledger at head")
         return
     target = url or cfg.usage.database_url

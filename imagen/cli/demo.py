@@ -31,16 +31,16 @@ def demo(
         Sampler steps to simulate (the progress bar follows them).
     """
     from imagen.app.config import SAMPLE, parse_config
+    from imagen.app.drive import drive
     from imagen.app.outcome import exit_code, failure_message
     from imagen.app.prepare import new_seed, prepare
     from imagen.app.sidecars import sidecar_path
-    from imagen.cli.drive import drive
     from imagen.core.inputs import GenerateInputs
     from imagen.projections.timeline import timeline
     from imagen.testing.comfyui import ComfyUIDouble
     from ledger import open_store
 
-    env = context.ENV
+    env = context.session().env
     tmp = Path(tempfile.mkdtemp(prefix="imagen-demo-"))
     out = env.stdout
     with ComfyUIDouble(step_time=0.15) as comfy:
@@ -64,9 +64,10 @@ def demo(
             env=env,
             caller="demo",
         )
-        state = drive(
-            store, prepared.job_id, request=prepared.request, sidecar_mode=cfg.output.sidecar_mode
+        session = context.new_session(
+            verbosity=context.session().verbosity, env=env, config=cfg, store=store
         )
+        state = drive(session, store, prepared.job_id, request=prepared.request)
         sidecar = sidecar_path(state.image.path) if state.image else None
         code = exit_code(state)
         if code:

@@ -68,25 +68,31 @@ def gallery(
         raise UserError("--open is for the written page; with --serve, open the URL it prints")
     if not 0 <= port <= 65535:
         raise UserError(f"--port {port}: use 1 to 65535 (or 0 for any free port)")
-    cfg = context.config()
+    cfg = context.session().config()
     out = (
         Path(output).expanduser() if output else Path(cfg.output.directory).expanduser() / "gallery"
     )
     if out.exists() and not out.is_dir():
         raise UserError(f"--output {out}: not a directory", ExitCode.BAD_INPUT)
-    since_at = parse_since(since, context.ENV.clock(), context.ENV.tz) if since else None
+    since_at = (
+        parse_since(since, context.session().env.clock(), context.session().env.tz)
+        if since
+        else None
+    )
 
     def rebuild() -> Built:
         from imagen.app.gallery import build, rows
-        from imagen.runner.load import load
+        from imagen.repository import load
 
         try:
-            reader = context.jobs_reader()
+            reader = context.session().jobs_reader()
         except context.NoLedgerYet:
             return build(out, [], load, head=0, serve=serve)
         try:
             head = reader.head_position()  # before reading: a job landing meanwhile rebuilds
-            jobs = rows(reader, context.ENV, since=since_at, caller=caller, backend=backend)
+            jobs = rows(
+                reader, context.session().env, since=since_at, caller=caller, backend=backend
+            )
             return build(
                 out, jobs, lambda jid: load(reader, jid), head=head, serve=serve, note=context.note
             )
@@ -126,7 +132,7 @@ def _os_reason(out: Path, exc: OSError) -> str:
 
 def _head() -> int:
     try:
-        reader = context.reader()
+        reader = context.session().reader()
     except context.NoLedgerYet:
         return 0
     try:
@@ -138,7 +144,7 @@ def _head() -> int:
 def _close(reader: Any) -> None:
     """Close a reader opened for one build or poll (--serve polls for hours); the process's
     own store stays open for the next."""
-    if reader is not context._store and hasattr(reader, "close"):
+    if not context.session().is_its_store(reader) and hasattr(reader, "close"):
         reader.close()
 
 
@@ -179,6 +185,6 @@ def _open(index: Path) -> None:
     from imagen.app.preview import PreviewError, open_on_desktop
 
     try:
-        open_on_desktop(index, env=context.ENV.env)
+        open_on_desktop(index, env=context.session().env.env)
     except PreviewError as exc:
         context.warn(f"the gallery is written but could not be opened: {exc}")

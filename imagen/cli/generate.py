@@ -92,13 +92,11 @@ def generate(
     preview
         Open (or not) a preview window in tmux; default from config/IMAGEN_PREVIEW.
     """
-    from imagen.app.caller import resolve_caller
+    from imagen.app import generate as use_case
     from imagen.app.errors import UserError
     from imagen.app.exit_codes import ExitCode
-    from imagen.app.prepare import new_seed, prepare
-    from imagen.cli.drive import drive, report, sync_usage_best_effort
-    from imagen.cli.jobs import mention_interrupted
-    from imagen.core.inputs import BadInput, GenerateInputs, check_prompt, parse_options, parse_size
+    from imagen.cli.report import report
+    from imagen.core.job import JobState
 
     prompts = ([] if prompt is None else [prompt]) + list(more)
     for word in prompts:
@@ -139,59 +137,41 @@ def generate(
             concurrency=concurrency,
         )
     assert prompt is not None
-    env = context.ENV
-    cfg = context.config()
+    session = context.session()
+    cfg = session.config()
     # Before anything is recorded or paid: a bad IMAGEN_PREVIEW is a bad input, not a warning
     # after the image was bought.
     preview_mode = _preview_mode(cfg, preview)
     if prompt == "-":
         prompt = _read_stdin_prompt()
-    try:
-        inputs = GenerateInputs(
-            prompt=check_prompt(prompt),
-            seed=new_seed() if seed is None else seed,
-            size=parse_size(size) if size else None,
-            aspect=aspect,
-            steps=steps,
-            output_format=format,
-            extra=parse_options(option or []),
-            count=per_job,
-        )
-        if size and aspect:
-            raise BadInput("give --size or --aspect, not both")
-    except BadInput as exc:
-        raise UserError(str(exc), ExitCode.BAD_INPUT) from None
-    prepared = prepare(
-        cfg,
-        backend,
-        inputs,
-        output=output,
-        overwrite=force,
-        env=env,
-        caller=resolve_caller(env.env),
+    job_inputs = use_case.inputs(
+        prompt,
+        seed=seed,
+        size=size,
+        aspect=aspect,
+        steps=steps,
+        output_format=format,
+        options=option,
+        per_job=per_job,
     )
-    for note in prepared.notes:
-        context.err(f"imagen: note: {note}")
-    store = context.store()
-    from imagen.projections.jobs import table as jobs_index
+    codes: list[ExitCode] = []
 
-    jobs_index.catch_up(store)
-    mention_interrupted(store)
-    from imagen.app.prepare import reserve_output
+    def shown(state: JobState) -> None:
+        # Printed (and previewed) before usage is synced: the sync may wait on the network.
+        codes.append(report(state, json_output=json_output))
+        if codes[0] == ExitCode.OK and state.image and preview_mode is not None:
+            _after_success(state, cfg, preview_mode)
 
-    reserve_output(prepared.request)
-    state = drive(store, prepared.job_id, request=prepared.request)
-    code = report(state, json_output=json_output)
-    if code == ExitCode.OK and state.image and preview_mode is not None:
-        _after_success(state, cfg, preview_mode)
-    sync_usage_best_effort(store, cfg)
-    return int(code)
+    use_case.generate(
+        session, job_inputs, backend=backend, output=output, overwrite=force, shown=shown
+    )
+    return int(codes[0])
 
 
 def _read_stdin_prompt() -> str:
     from imagen.app.errors import UserError
 
-    if context.ENV.env.get("IMAGEN_TESTING") != "1" and sys.stdin.isatty():
+    if context.session().env.env.get("IMAGEN_TESTING") != "1" and sys.stdin.isatty():
         context.note("reading the prompt from standard input (end with Ctrl-D)")
     try:
         text = sys.stdin.read()
@@ -209,7 +189,7 @@ def _preview_mode(cfg, flag: bool | None):  # type: ignore[no-untyped-def]
     from imagen.app.errors import UserError
 
     try:
-        return pv.resolve_mode(cfg.output.preview, context.ENV.env, flag)
+        return pv.resolve_mode(cfg.output.preview, context.session().env.env, flag)
     except pv.PreviewError as exc:
         raise UserError(str(exc)) from None
 
@@ -221,7 +201,7 @@ def _after_success(state, cfg, mode) -> None:  # type: ignore[no-untyped-def]
         state.image.path,
         mode,
         command=cfg.output.preview_command,
-        env=context.ENV.env,
-        stdout_isatty=context.ENV.stdout_isatty,
+        env=context.session().env.env,
+        stdout_isatty=context.session().env.stdout_isatty,
         warn=context.warn,
     )

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
+from imagen.app.liveness import mention_interrupted, row_owner_alive
 from imagen.cli import context, render
 from imagen.cli.params import Parameter
 from imagen.cli.safe import printable
@@ -60,7 +61,7 @@ def jobs(
     if status and status not in STATUSES:
         raise UserError(f"--status {status!r}: use one of {', '.join(STATUSES)}")
     try:
-        reader = context.jobs_reader()
+        reader = context.session().jobs_reader()
     except context.NoLedgerYet as exc:
         context.note(str(exc))  # an empty list (header row, or []) is the honest answer
         reader = None
@@ -77,8 +78,10 @@ def jobs(
         else list(
             jobs_query.query(
                 reader,
-                context.ENV,
-                since=parse_since(since, context.ENV.clock(), context.ENV.tz) if since else None,
+                row_owner_alive(context.session().env),
+                since=parse_since(since, context.session().env.clock(), context.session().env.tz)
+                if since
+                else None,
                 status=status,
                 backend=backend,
                 caller=caller,
@@ -88,7 +91,7 @@ def jobs(
         )
     )
     if reader is not None and not json_output and status != "interrupted":
-        mention_interrupted(reader)
+        mention_interrupted(context.session(), reader)
     data = [{k: r[k] for k in JOB_FIELDS} for r in rows]
     if json_output:
         render.print_json(data)
@@ -124,7 +127,7 @@ JOB_COLUMNS = [
 def _local_moment(moment):  # type: ignore[no-untyped-def]
     from imagen.core.times import human
 
-    return human(moment, context.ENV.tz, zone=True)
+    return human(moment, context.session().env.tz, zone=True)
 
 
 def _local(value: str) -> str:
@@ -132,7 +135,7 @@ def _local(value: str) -> str:
     from imagen.core.times import human
 
     try:
-        return human(value, context.ENV.tz, zone=True)
+        return human(value, context.session().env.tz, zone=True)
     except ValueError:  # not a time (a hand-edited row): shown as stored
         return value
 
@@ -159,14 +162,6 @@ def resolve_batch_id(reader, prefix: str) -> str:  # type: ignore[no-untyped-def
     return prefix if prefix in found else found[0]
 
 
-def mention_interrupted(reader) -> None:  # type: ignore[no-untyped-def]
-    from imagen.projections.jobs import query as jobs_query
-
-    n = jobs_query.count_interrupted(reader, context.ENV)
-    if n:
-        context.note(f"{n} interrupted job(s); finish them with `imagen resume --all`")
-
-
 def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json")] = False) -> None:
     """Show one job's whole timeline.
 
@@ -186,9 +181,9 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
     """
     from imagen.app.outcome import resolve_job_id
     from imagen.projections.timeline import timeline
-    from imagen.runner.load import load
+    from imagen.repository import load
 
-    reader = context.reader()
+    reader = context.session().reader()
     state = load(reader, resolve_job_id(reader, job_id))
     rows = timeline(state)
     if json_output:
@@ -205,9 +200,9 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
 
 
 def _status(state) -> str:  # type: ignore[no-untyped-def]
-    from imagen.runner.liveness import job_owner_alive as owner_alive
+    from imagen.app.liveness import job_owner_alive as owner_alive
 
-    if state.status == "running" and not owner_alive(state, context.ENV):
+    if state.status == "running" and not owner_alive(state, context.session().env):
         return "interrupted"
     return state.status
 
@@ -242,148 +237,20 @@ def resume(
     json_output
         Print a JSON array with one object per job resumed.
     """
-    from imagen.app.exit_codes import most_severe
-    from imagen.app.outcome import resolve_job_id
-    from imagen.cli.drive import sync_usage_best_effort
-    from imagen.projections.jobs import query as jobs_query
-    from imagen.projections.jobs import table as jobs_index
+    from imagen.app.resume import resume as resume_jobs
+    from imagen.cli.batch import BatchDrive
+    from imagen.cli.report import report
 
-    if bool(job_id) == all_:
-        raise UserError("give a job id or --all")
-    store = context.store()
-    batch = None
-    if job_id and not all_:
-        jobs_index.catch_up(store)
-        batch = _batch_named(store, job_id)
-    if all_ or batch:
-        jobs_index.catch_up(store)
-        rows = list(
-            jobs_query.query(store, context.ENV, status="interrupted", batch=batch, limit=None)
-        )
-        # A crash right after the success was recorded leaves the job without its sidecar:
-        # completing what a success implies is resuming too.
-        from imagen.app.sidecars import sidecar_path
-
-        rows += [
-            r
-            for r in jobs_query.query(
-                store, context.ENV, status="succeeded", batch=batch, limit=None
-            )
-            if r["image_path"] and not sidecar_path(r["image_path"]).exists()
-        ]
-        ids = [r["job_id"] for r in rows]
-        all_ = True  # each job on its own, as --all
-        if len(rows) > 1 and not force_new:
-            # Several at once, as a batch runs (each job still resumed on its own).
-            from imagen.cli.batch import resume_many
-
-            code = resume_many(
-                store,
-                rows,
-                json_output=json_output,
-                label=f"batch {batch}" if batch else "resume",
-                hint=f"imagen resume {batch}" if batch else "imagen resume --all",
-            )
-            sync_usage_best_effort(store, context.config())
-            return code
-    else:
-        ids = [resolve_job_id(store, job_id or "")]
-    worst = ExitCode.OK
     collected: list[dict] = []
-    for jid in ids:
-        try:
-            code = _resume_one(
-                store, jid, force_new=force_new, json_output=json_output, collect=collected
-            )
-        except UserError as exc:
-            if not all_:
-                raise
-            # Each job on its own: one that halts or cannot run does not stop the rest.
-            message = str(exc) if str(exc).startswith(f"job {jid}") else f"job {jid}: {exc}"
-            context.err(f"imagen: error: {message}")
-            code = exc.code
-        except Exception as exc:
-            if not all_ or context.ledger_failure(exc) is not None:
-                raise  # the ledger itself failed: no other job can be recorded either
-            context.err(
-                f"imagen: error: job {jid} could not be resumed ({type(exc).__name__}: "
-                f"{str(exc)[:200]}); it stays interrupted"
-            )
-            code = ExitCode.JOB_FAILED
-        worst = most_severe(worst, code)
-    if json_output:
-        render.print_json(collected)
-    if all_ and not ids:
-        context.note(f"batch {batch}: no unfinished jobs" if batch else "no interrupted jobs")
-    if ids:
-        sync_usage_best_effort(store, context.config())
-    return int(worst)
-
-
-def _batch_named(store, name: str) -> str | None:  # type: ignore[no-untyped-def]
-    """The batch `name` names (an id or a unique prefix), when it names no job; else None."""
-    from imagen.projections.jobs import query as jobs_query
-
-    batches = jobs_query.batches_with_prefix(store, name)
-    if not batches:
-        return None
-    if name in batches:
-        return name
-    jobs = [] if set(name) - set("0123456789abcdef") else store.streams_with_prefix(name, limit=1)
-    if jobs or len(batches) > 1:
-        raise UserError(f"{name!r} matches several jobs or batches; give more characters")
-    return batches[0]
-
-
-def _check_backend_usable(state, jid: str) -> None:  # type: ignore[no-untyped-def]
-    from imagen import backends
-
-    req = state.request
-    if req is None:
-        return
-    try:
-        module = backends.load(req.backend_type)
-    except ValueError:
-        return  # the runner reports an unknown type on its own
-    status = module.status(req.backend_config, context.ENV.env)
-    if status != "ok":
-        raise UserError(f"job {jid}: backend {req.backend} is {status}", ExitCode.BAD_INPUT)
-
-
-def _resume_one(  # type: ignore[no-untyped-def]
-    store, jid: str, *, force_new: bool, json_output: bool, collect: list[dict]
-) -> ExitCode:
-    from imagen.app.sidecars import write_sidecar
-    from imagen.cli.drive import drive, report
-    from imagen.core.events import ForceNewRequested
-    from imagen.runner.liveness import job_owner_alive as owner_alive
-    from imagen.runner.load import load
-
-    state = load(store, jid)
-    if state.finished:
-        from imagen.app.sidecars import sidecar_problem
-
-        missing = sidecar_problem(state)
-        written = write_sidecar(state, context.config().output.sidecar_mode)
-        if missing is not None and written is not None:
-            context.note(f"job {jid} already {state.status}; wrote its sidecar {written}")
-        else:
-            context.note(f"job {jid} already {state.status}")
-        code = report(state, json_output=json_output, collect=collect)
-    elif owner_alive(state, context.ENV):
-        claim = state.claim
-        assert claim is not None
-        context.err(
-            f"imagen: error: job {jid} is being driven by pid {claim.pid} on {claim.host}; "
-            "not resuming it twice"
-        )
-        code = ExitCode.CONFLICT
-    else:
-        _check_backend_usable(state, jid)  # before the claim is appended: exit 2 records nothing
-        extra = [ForceNewRequested("--force-new")] if force_new else []
-        state = drive(store, jid, state=state, resumed=True, extra=extra)
-        code = report(state, json_output=json_output, collect=collect)
-    return code
+    return resume_jobs(
+        context.session(),
+        job_id,
+        all_=all_,
+        force_new=force_new,
+        shown=lambda state: report(state, json_output=json_output, collect=collected),
+        watcher=lambda: BatchDrive(json_output, collected),
+        ended=lambda: render.print_json(collected) if json_output else None,
+    )
 
 
 def cancel(
@@ -408,18 +275,10 @@ def cancel(
         Print one JSON object.
     """
     from imagen.app.cancel import cancel as cancel_job
-    from imagen.app.outcome import resolve_job_id
-    from imagen.cli.progress import RichReporter
     from imagen.core.events import JobCancelled
-    from imagen.runner.loop import Runner
 
-    store = context.store()
-    jid = resolve_job_id(store, job_id)
-    reporter = RichReporter(context.ENV.stderr)
-    try:
-        state, message = cancel_job(store, jid, context.ENV, Runner(store, context.ENV, reporter))
-    finally:
-        reporter.close()
+    state, message = cancel_job(context.session(), job_id)
+    jid = state.job_id
     if json_output:
         t = state.terminal
         print(

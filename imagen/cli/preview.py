@@ -11,9 +11,9 @@ from imagen.cli import context
 
 def _image_of(job_id: str) -> Path:
     from imagen.app.outcome import resolve_job_id
-    from imagen.runner.load import load
+    from imagen.repository import load
 
-    store = context.reader()
+    store = context.session().reader()
     state = load(store, resolve_job_id(store, job_id))
     if state.image is None:
         raise UserError(f"job {state.job_id} has no image ({state.status})", ExitCode.NOT_FOUND)
@@ -41,10 +41,10 @@ def open_(job_id: str, /, *, desktop: bool = False) -> int:
     from imagen.app import preview as pv
 
     image = _image_of(job_id)
-    env = context.ENV.env
+    env = context.session().env.env
     try:
         if env.get("TMUX") and not desktop:
-            pv.spawn(image, context.config().output.preview_command, env=env)
+            pv.spawn(image, context.session().config().output.preview_command, env=env)
             context.note(f"opened {image} in a new tmux window")
         else:
             opener = pv.open_on_desktop(image, env=env)
@@ -72,7 +72,9 @@ def preview(job_id: str, /) -> int:
 
     image = _image_of(job_id)
     try:
-        pv.spawn(image, context.config().output.preview_command, env=context.ENV.env)
+        pv.spawn(
+            image, context.session().config().output.preview_command, env=context.session().env.env
+        )
     except pv.PreviewError as exc:
         # The image is on disk either way: a preview problem is a warning, not a failure.
         context.warn(f"preview: {exc}")

@@ -59,7 +59,7 @@ def usage(
     """
     from imagen.core.times import parse_since
 
-    now, tz = context.ENV.clock(), context.ENV.tz
+    now, tz = context.session().env.clock(), context.session().env.tz
     since_t = parse_since(since, now, tz) if since else None
     until_t = parse_since(until, now, tz, "--until") if until else None
     keys = list(dict.fromkeys(by or ["backend", "model"]))
@@ -67,7 +67,9 @@ def usage(
         from imagen.app.usage_sync import fetch
         from imagen.projections.usage.sync import group
 
-        rows = fetch(context.config(), context.ENV, since=since_t, until=until_t)
+        rows = fetch(
+            context.session().config(), context.session().env, since=since_t, until=until_t
+        )
         if raw:
             data = rows
         elif "day" in keys:
@@ -79,7 +81,7 @@ def usage(
     else:
         from imagen.projections.usage import query as usage_query
 
-        reader = context.usage_reader()
+        reader = context.session().usage_reader()
         if raw:
             data = usage_query.rows(reader, since=since_t, until=until_t)
         elif "day" in keys:
@@ -92,7 +94,7 @@ def usage(
         print(json.dumps(data, default=str))
         return
     _table(data, raw, keys)
-    if standing and "caller" not in keys and context.ENV.stdout_isatty:
+    if standing and "caller" not in keys and context.session().env.stdout_isatty:
         from imagen.cli.budget import print_usage_summary
 
         print_usage_summary(standing)
@@ -104,7 +106,7 @@ def _budget_summary(keys: list[str], data: list[dict], as_json: bool) -> dict | 
     from imagen.app.budgets import describe
     from imagen.cli.budget import usage_summary
 
-    standing = usage_summary(context.reader())
+    standing = usage_summary(context.session().reader())
     if standing and "caller" in keys:
         for row in data:
             entries = standing.get(row.get("caller") or "", [])
@@ -161,7 +163,7 @@ def _local(value: object) -> str:
     from imagen.core.times import human
 
     try:
-        return human(str(value), context.ENV.tz, zone=True)
+        return human(str(value), context.session().env.tz, zone=True)
     except ValueError:
         return _fmt(value)
 
@@ -190,10 +192,10 @@ def sync(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> i
     """
     from imagen.app.usage_sync import sync as sync_usage
 
-    cfg = context.config()
+    cfg = context.session().config()
     if not cfg.usage.supabase_url:
         raise UserError("no Supabase configured: set [usage] supabase_url or SUPABASE_URL")
-    result = sync_usage(context.store(), cfg, context.ENV, timeout_s=30.0)
+    result = sync_usage(context.session().store(), cfg, context.session().env, timeout_s=30.0)
     if json_output:
         print(json.dumps(result.as_dict()))
     else:

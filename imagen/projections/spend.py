@@ -93,7 +93,7 @@ def _is_job(stream_id: str) -> bool:
 
 
 def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
-    from imagen.runner.load import load
+    from imagen.repository import load
 
     touched = dict.fromkeys(
         e.stream_id for e in events if e.type in _CHANGES and _is_job(e.stream_id)
@@ -130,7 +130,7 @@ def committed(view: LockedView, filters: Sequence[Filter], *, batch: int = 5000)
     """Micro-dollars committed for each filter: the table's sums, with the jobs that events
     after its checkpoint touched taken from their streams instead."""
     from imagen.core.job import fold as fold_job
-    from imagen.runner.load import load, to_recorded
+    from imagen.repository import load, to_recorded
 
     after = view.checkpoint(CHECKPOINT) if view.has_checkpoint(CHECKPOINT) else None
     callers = {f.caller for f in filters}

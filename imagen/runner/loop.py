@@ -51,10 +51,10 @@ from imagen.core.events import (
 )
 from imagen.core.failures import Failure
 from imagen.core.job import JobState, Recorded, evolve, parse_time
-from imagen.runner import liveness, redact
-from imagen.runner.environment import Environment
-from imagen.runner.liveness import job_owner_alive as owner_alive  # noqa: F401  (re-export)
-from imagen.runner.load import load, to_recorded
+from imagen.repository import load, to_recorded
+from imagen.runner import redact
+from imagen.runner.admission import Admission, HeldIds, Refused
+from imagen.runner.environment import Environment, proc_start
 from imagen.runner.transports import (
     HttpTransport,
     Stream,
@@ -116,6 +116,15 @@ class Terminated(BaseException):
         self.signame = signame
 
 
+class _RemoteIdTaken(Exception):
+    """Another job adopted this remote id first (found under the write lock)."""
+
+    def __init__(self, remote_id: str, holder: str) -> None:
+        super().__init__(f"remote job {remote_id} is already held by job {holder}")
+        self.remote_id = remote_id
+        self.holder = holder
+
+
 class Gate(Protocol):
     """Shared by the runners of one process (a batch's workers): a 429 that asks one of them to
     wait holds every request to that backend until then."""
@@ -132,7 +141,11 @@ class Runner:
     A runner in a worker thread (a batch) receives no signals: `interrupt` says what the main
     thread was told ("cancel" for Ctrl-C, a signal name for SIGTERM/SIGHUP, else None), and the
     runner acts on it between steps and while it waits, as the signal would in the main thread.
-    `gate` (optional) is shared with the other workers of the process (see Gate)."""
+    `gate` (optional) is shared with the other workers of the process (see Gate).
+
+    `admission` (the caller's budgets) and `held` (who holds a remote id) come from the
+    application (runner/admission.py; imagen/app/runners.py wires them): the runner reads no
+    projection and knows no budget."""
 
     def __init__(
         self,
@@ -144,6 +157,8 @@ class Runner:
         streams: StreamTransport | None = None,
         interrupt: Callable[[], str | None] | None = None,
         gate: Gate | None = None,
+        admission: Admission,
+        held: HeldIds,
     ) -> None:
         if http is None:
             from imagen.runner.http import Http
@@ -161,6 +176,8 @@ class Runner:
         self._interrupt = interrupt
         self._delivered: str | None = None
         self._gate = gate
+        self._admission = admission
+        self._held = held
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -168,16 +185,14 @@ class Runner:
         """Record a new job and claim it in one atomic append, if the caller's budgets allow
         its price (checked in the same step, under the ledger's write lock). Over budget, the
         job is recorded as failed (category budget) and nothing will be sent."""
-        from imagen.app import budgets
-
         state = JobState(job_id)
-        check = budgets.guard(request, self.envt.clock, self.envt.tz)
+        check = self._admission.guard(request)
         if check is not None:
-            budgets.prepare_check(self.store, request)
+            self._admission.prepare(request)
         try:
             return self._append(state, [request, self._claim(resumed=False)], guard=check)
-        except budgets.OverBudget as over:
-            failed = JobFailed("over_budget", f"job {job_id}: {over}", Failure.BUDGET)
+        except Refused as refused:
+            failed = JobFailed(refused.reason, f"job {job_id}: {refused}", refused.category)
             return self._append(state, [request, failed])
 
     def submit_many(self, jobs: list[tuple[str, JobRequested]]) -> None:
@@ -185,13 +200,11 @@ class Runner:
         records its members before running any, so a crash leaves each one resumable)."""
         if not jobs:
             return
-        from imagen.app import budgets
-
         claim = self._claim(resumed=False)
-        checks = [budgets.guard(request, self.envt.clock, self.envt.tz) for _, request in jobs]
+        checks = [self._admission.guard(request) for _, request in jobs]
         for (_, request), check in zip(jobs, checks, strict=True):
             if check is not None:
-                budgets.prepare_check(self.store, request)
+                self._admission.prepare(request)
                 break
         with _signals_deferred(), self.store.transaction() as conn:
             for (job_id, request), check in zip(jobs, checks, strict=True):
@@ -200,8 +213,8 @@ class Runner:
                     # Each member's budget check sees the members recorded before it in this
                     # transaction: a batch cannot overrun a budget any more than 8 processes.
                     self.store.append(job_id, new, 0, conn=conn, guard=check)
-                except budgets.OverBudget as over:
-                    failed = JobFailed("over_budget", f"job {job_id}: {over}", Failure.BUDGET)
+                except Refused as refused:
+                    failed = JobFailed(refused.reason, f"job {job_id}: {refused}", refused.category)
                     self.store.append(job_id, [new[0], self._to_new(failed)], 0, conn=conn)
                 except ConcurrencyError as exc:
                     raise JobTakenOver(f"job {job_id} already exists") from exc
@@ -290,26 +303,23 @@ class Runner:
         ]
         if not adopted:
             return self._append(state, events)
-        from imagen.projections.jobs import query as jobs_query
 
         def check(view: LockedView) -> None:
             for remote_id in adopted:
-                jobs_query.refuse_if_held(view, remote_id, except_job=state.job_id)
+                holder = self._held.holder_under_lock(view, remote_id, except_job=state.job_id)
+                if holder is not None:
+                    raise _RemoteIdTaken(remote_id, holder)
 
         try:
             return self._append(state, events, guard=check)
-        except jobs_query.RemoteIdTaken as taken:
+        except _RemoteIdTaken as taken:
             # Recorded as the answer to a check, so the adapter decides again without it.
             held = RemoteIdsHeld([taken.remote_id], {taken.remote_id: taken.holder})
             return self._append(state, [held])
 
     def _check_held(self, state: JobState, a: CheckHeld) -> JobState:
         """Ask the ledger which remote ids other jobs hold, and record the answer."""
-        from imagen.projections.jobs import query as jobs_query
-        from imagen.projections.jobs import table as jobs_table
-
-        jobs_table.catch_up(self.store)
-        held = jobs_query.holders(self.store, list(a.remote_ids), except_job=state.job_id)
+        held = self._held.holders(list(a.remote_ids), except_job=state.job_id)
         return self._append(state, [RemoteIdsHeld(list(a.remote_ids), held)])
 
     def _auth(self, auth_env: str | None, url: str = "") -> dict[str, str]:
@@ -581,7 +591,7 @@ class Runner:
             self.envt.pid,
             self.envt.host,
             LEASE_SECONDS,
-            liveness.proc_start(self.envt.pid),
+            proc_start(self.envt.pid),
             resumed,
         )
 
@@ -705,7 +715,7 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-__all__ = ["Runner", "load", "owner_alive", "SECRET_HEADERS"]
+__all__ = ["Runner", "load", "SECRET_HEADERS"]
 
 
 def _event_name(rec: Recorded) -> str:

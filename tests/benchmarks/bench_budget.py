@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from imagen.app import budgets
+from imagen.app.runners import new_runner
 from imagen.core.events import JobRequested
 from imagen.projections import spend
 from imagen.projections.jobs import table as jobs_table
 from imagen.projections.usage import table as usage_table
 from imagen.runner.environment import Environment
-from imagen.runner.loop import Runner
 from ledger import NewEvent, open_store
 from tests.benchmarks.report import line, timed
 
@@ -65,7 +65,7 @@ def run() -> None:
         # Generous budgets: every create passes; "total" sums all 20,000 of the caller's jobs.
         for per in ("day", "week", "month", "total"):
             budgets.set_budget(store, "agent", "1000000", per, None, "bench")
-        runner = Runner(store, Environment(clock=lambda: datetime.now(UTC)))
+        runner = new_runner(store, Environment(clock=lambda: datetime.now(UTC)))
         spent = {"agent": 0.0, "free": 0.0}
         made = 0
         for r in range(ROUNDS):

@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
+from imagen.app.runners import new_runner
 from imagen.core.inputs import GenerateInputs
-from imagen.runner.loop import Runner
 from ledger import open_store
 from tests.benchmarks.report import line
 from tests.benchmarks.sandbox import ROOT, TOKEN, generate, replicate_env
@@ -64,7 +64,7 @@ def _batch(url: str, root: Path, group_commit: bool) -> tuple[float, float]:
                 if not todo:
                     return
                 job = todo.pop()
-            runner = Runner(store, envt)
+            runner = new_runner(store, envt)
             runner.submit(job.job_id, job.request)
             if runner.run(job.job_id).status != "succeeded":
                 failed.append(job.job_id)

@@ -11,10 +11,10 @@ from typing import Any
 
 from imagen.app.config import parse_config
 from imagen.app.prepare import Prepared, prepare
+from imagen.app.runners import new_runner
 from imagen.core.inputs import GenerateInputs
 from imagen.core.job import JobState
 from imagen.runner.environment import Environment
-from imagen.runner.loop import Runner
 from imagen.runner.transports import HttpTransport, StreamTransport
 
 
@@ -69,6 +69,6 @@ def drive(
     http: HttpTransport | None = None,
     streams: StreamTransport | None = None,
 ) -> JobState:
-    runner = Runner(store, envt, http=http, streams=streams)
+    runner = new_runner(store, envt, http=http, streams=streams)
     runner.submit(job.job_id, job.request)
     return runner.run(job.job_id)

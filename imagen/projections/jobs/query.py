@@ -1,15 +1,15 @@
-"""Reading the jobs table with portable SQL through any ledger `Reader` (no SQLAlchemy needed)."""
+"""Reading the jobs table with portable SQL through any ledger `Reader` (no SQLAlchemy needed).
+
+Whether a running job's process still lives is not the table's to say: queries that report
+status take `alive` (row -> is its owner driving it?), imagen/app/liveness.py's row_owner_alive."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from imagen.core.job import parse_time
 from imagen.projections.jobs.fold import COLUMNS
 from imagen.projections.jobs.table import CHECKPOINT, JOBS, TABLE
-from imagen.runner.environment import Environment
-from imagen.runner.liveness import owner_alive
 from ledger.projection import LockedView, as_rows, select_all
 from ledger.reader import Reader
 
@@ -24,25 +24,19 @@ def all_rows(reader: Reader) -> list[dict[str, Any]]:
     return as_rows(JOBS, reader.query(select_all(JOBS)))
 
 
-def effective_status(row: dict[str, Any], env: Environment) -> str:
+Alive = Callable[[dict[str, Any]], bool]
+
+
+def effective_status(row: dict[str, Any], alive: Alive) -> str:
     """running only while the owning process is alive (same host) or its lease holds."""
     if row["status"] not in ("running", "requested"):
         return row["status"]
-    alive = owner_alive(
-        pid=row["pid"],
-        host=row["host"],
-        started=row["proc_start"],
-        claimed_at=parse_time(row["claimed_at"]) if row["claimed_at"] else None,
-        lease_seconds=row["lease_seconds"],
-        my_host=env.host,
-        now=env.clock(),
-    )
-    return "running" if alive else "interrupted"
+    return "running" if alive(row) else "interrupted"
 
 
 def query(
     reader: Reader,
-    env: Environment,
+    alive: Alive,
     *,
     since: str | None = None,
     status: str | None = None,
@@ -78,7 +72,7 @@ def query(
     count = 0
     for values in reader.query(sql, params):
         row = dict(zip(COLUMNS, values, strict=True))
-        row["status"] = effective_status(row, env)
+        row["status"] = effective_status(row, alive)
         if status and row["status"] != status:
             continue
         yield row
@@ -99,8 +93,8 @@ def batches_with_prefix(reader: Reader, prefix: str, limit: int = 2) -> list[str
     return [str(b) for (b,) in reader.query(sql, {"p": prefix, "u": upper})]
 
 
-def count_interrupted(reader: Reader, env: Environment) -> int:
-    return sum(1 for _ in query(reader, env, status="interrupted", limit=None))
+def count_interrupted(reader: Reader, alive: Alive) -> int:
+    return sum(1 for _ in query(reader, alive, status="interrupted", limit=None))
 
 
 def holders(reader: Reader, remote_ids: list[str], *, except_job: str) -> dict[str, str]:
@@ -114,24 +108,16 @@ def holders(reader: Reader, remote_ids: list[str], *, except_job: str) -> dict[s
     return {str(remote): str(job) for remote, job in reader.query(sql, params)}
 
 
-class RemoteIdTaken(Exception):
-    """Another job adopted this remote id first (found under the write lock)."""
-
-    def __init__(self, remote_id: str, holder: str) -> None:
-        super().__init__(f"remote job {remote_id} is already held by job {holder}")
-        self.remote_id = remote_id
-        self.holder = holder
-
-
-def refuse_if_held(view: LockedView, remote_id: str, *, except_job: str) -> None:
-    """A guard for the append that adopts `remote_id`: raise RemoteIdTaken when another job
-    holds it. It runs under the write lock, so it reads the table up to its checkpoint and then
-    every event after it (the table may lag), closing the gap between the runner's earlier
-    RemoteIdsHeld check and this adoption: two jobs with one input never adopt one prediction."""
+def holder_under_lock(view: LockedView, remote_id: str, *, except_job: str) -> str | None:
+    """The job other than `except_job` that holds `remote_id`, read under the write lock (for
+    the guard of the append that adopts it: imagen/app/runners.py). It reads the table up to its
+    checkpoint and then every event after it (the table may lag), closing the gap between the
+    runner's earlier RemoteIdsHeld check and this adoption: two jobs with one input never adopt
+    one prediction."""
     if view.has_checkpoint(CHECKPOINT):
         held = holders(view, [remote_id], except_job=except_job)
         if remote_id in held:
-            raise RemoteIdTaken(remote_id, held[remote_id])
+            return held[remote_id]
         position = view.checkpoint(CHECKPOINT)
     else:
         position = 0
@@ -144,7 +130,7 @@ def refuse_if_held(view: LockedView, remote_id: str, *, except_job: str) -> None
                 except ValueError:  # not ours to judge here: audit names a damaged event
                     continue
                 if isinstance(data, dict) and data.get("remote_id") == remote_id:
-                    raise RemoteIdTaken(remote_id, e.stream_id)
+                    return e.stream_id
         if len(events) < 5000:
-            return
+            return None
         position = events[-1].position

@@ -7,21 +7,25 @@ reused). Another host (a shared PostgreSQL ledger): only the lease tells.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from imagen.core.job import parse_time
+from imagen.runner.environment import proc_start
 
 if TYPE_CHECKING:
+    from imagen.app.session import Session
     from imagen.core.job import JobState
     from imagen.runner.environment import Environment
 
-
-def proc_start(pid: int) -> str:
-    """The process's start time in clock ticks since boot ('' where /proc is absent)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
+__all__ = [
+    "job_owner_alive",
+    "mention_interrupted",
+    "owner_alive",
+    "proc_start",
+    "row_owner_alive",
+]
 
 
 def owner_alive(
@@ -65,3 +69,31 @@ def job_owner_alive(state: JobState, env: Environment) -> bool:
         my_host=env.host,
         now=env.clock(),
     )
+
+
+def row_owner_alive(env: Environment) -> Callable[[dict[str, Any]], bool]:
+    """For the jobs table's queries (projections/jobs/query.py): is the process that claimed
+    this row's job still driving it? The projection stores the claim; whether its owner lives
+    is this machine's business, asked here."""
+
+    def alive(row: dict[str, Any]) -> bool:
+        return owner_alive(
+            pid=row["pid"],
+            host=row["host"],
+            started=row["proc_start"],
+            claimed_at=parse_time(row["claimed_at"]) if row["claimed_at"] else None,
+            lease_seconds=row["lease_seconds"],
+            my_host=env.host,
+            now=env.clock(),
+        )
+
+    return alive
+
+
+def mention_interrupted(session: Session, reader: Any) -> None:
+    """A note when jobs were left interrupted (`imagen resume --all` finishes them)."""
+    from imagen.projections.jobs import query as jobs_query
+
+    n = jobs_query.count_interrupted(reader, row_owner_alive(session.env))
+    if n:
+        session.note(f"{n} interrupted job(s); finish them with `imagen resume --all`")

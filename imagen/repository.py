@@ -1,4 +1,7 @@
-"""Loading a job's state from the ledger: read its stream, upcast, fold."""
+"""A job from the ledger: read its stream, decode and upcast each event, fold.
+
+Its own floor (tests/test_floors.py): below the runner and the projections, which both load
+jobs, and above the core and the ledger, which it joins."""
 
 from __future__ import annotations
 

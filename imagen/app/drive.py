@@ -1,0 +1,74 @@
+"""Driving one job for a use case (generate, resume, demo): the runner's errors as one-line
+user errors, the output names released, the sidecar written, stray temp files swept; and the
+usage sync that follows a job."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from imagen.app.errors import UserError
+from imagen.app.exit_codes import ExitCode
+from imagen.app.session import Session
+from imagen.core.events import Event, JobRequested
+from imagen.core.job import JobState
+
+
+def drive(
+    session: Session,
+    store: Any,
+    job_id: str,
+    *,
+    request: JobRequested | None = None,
+    state: JobState | None = None,
+    resumed: bool = False,
+    extra: Sequence[Event] = (),
+) -> JobState:
+    from imagen.app.runners import new_runner
+    from imagen.app.sidecars import write_sidecar
+    from imagen.runner.loop import Halted, JobTakenOver, MissingCredential
+
+    try:
+        with session.reporting() as reporter:
+            runner = new_runner(store, session.env, reporter)
+            if request is not None:
+                state = runner.submit(job_id, request)
+            state = runner.run(job_id, state, resumed=resumed, extra=list(extra))
+    except JobTakenOver as exc:
+        raise UserError(str(exc), ExitCode.CONFLICT) from None
+    except MissingCredential as exc:
+        # Checked before anything is recorded; this is the token vanishing mid-run.
+        raise UserError(str(exc), ExitCode.BACKEND_UNAVAILABLE) from None
+    except Halted as exc:
+        from imagen.app.outcome import FAILURE_EXIT_CODES
+
+        code = FAILURE_EXIT_CODES[exc.category] if exc.category else ExitCode.CONFLICT
+        raise UserError(f"job {job_id}: {exc}", code) from None
+    if state is not None and state.finished:
+        from imagen.app.prepare import release_output
+
+        release_output(state.request, {i.index for i in state.images})
+    write_sidecar(state, session.config().output.sidecar_mode)
+    if state.request is not None:
+        from pathlib import Path
+
+        from imagen.runner.files import sweep_temp_files
+
+        sweep_temp_files(Path(state.request.output_path).parent, session.env.clock().timestamp())
+    return state
+
+
+def sync_usage_best_effort(session: Session, store: Any) -> None:
+    """After a job: send usage with a short timeout; a failure is one warning, never a failed image."""
+    cfg = session.config()
+    if not cfg.usage.supabase_url:
+        return
+    from imagen.app.remote import SyncError
+    from imagen.app.usage_sync import AnchorRefused, sync
+
+    try:
+        sync(store, cfg, session.env, timeout_s=3.0)
+    except AnchorRefused as exc:
+        session.err(f"imagen: warning: {exc}")
+    except SyncError as exc:
+        session.warn(f"usage not synced ({exc}); it stays queued for `imagen usage sync`")
