@@ -30,7 +30,9 @@ def drive(
 
     try:
         with session.reporting() as reporter:
-            runner = new_runner(store, session.env, reporter)
+            runner = new_runner(
+                store, session.env, reporter, image_mode=session.config().output.sidecar_mode
+            )
             if request is not None:
                 state = runner.submit(job_id, request)
             state = runner.run(job_id, state, resumed=resumed, extra=list(extra))

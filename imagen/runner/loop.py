@@ -145,7 +145,9 @@ class Runner:
 
     `admission` (the caller's budgets) and `held` (who holds a remote id) come from the
     application (runner/admission.py; imagen/app/runners.py wires them): the runner reads no
-    projection and knows no budget."""
+    projection and knows no budget. `image_mode` is the most an image file may allow (the
+    umask takes away from it): the sidecar's privacy, which the application's config sets
+    (`[output] private_sidecars`); private unless told otherwise."""
 
     def __init__(
         self,
@@ -159,6 +161,7 @@ class Runner:
         gate: Gate | None = None,
         admission: Admission,
         held: HeldIds,
+        image_mode: int = 0o600,
     ) -> None:
         if http is None:
             from imagen.runner.http import Http
@@ -178,6 +181,7 @@ class Runner:
         self._gate = gate
         self._admission = admission
         self._held = held
+        self._image_mode = image_mode
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -491,7 +495,7 @@ class Runner:
 
         dest = Path(a.dest)
         try:
-            atomic_write(dest, data, overwrite=a.overwrite)
+            atomic_write(dest, data, overwrite=a.overwrite, mode=self._image_mode)
         except (FileExists, NotRegular) as exc:
             return failed("exists", str(exc))
         except OSError as exc:
