@@ -569,14 +569,24 @@ class Runner:
             except StreamDropped as exc:
                 self._stream = None
                 return self._append(state, [StreamClosed("dropped", str(exc)[:300])])
-            out = self._adapter.interpret_frame(context, frame)
-            context = out.context
-            if out.progress is not None:
-                self.reporter.progress(out.progress.step, out.progress.total, out.progress.label)
-            if out.events:
-                state = self._append(state, list(out.events))
-            if out.done:
-                return state
+            try:
+                out = self._adapter.interpret_frame(context, frame)
+                if not all(map(_recordable_depth, out.events)):
+                    out = None
+            except (ValueError, TypeError, RecursionError):
+                out = None
+            # None: a frame no event can hold (1e400, nesting past any API's depth) is skipped,
+            # as adapters skip any malformed frame; the job's polling still finds its end.
+            if out is not None:
+                context = out.context
+                if out.progress is not None:
+                    self.reporter.progress(
+                        out.progress.step, out.progress.total, out.progress.label
+                    )
+                if out.events:
+                    state = self._append(state, list(out.events))
+                if out.done:
+                    return state
             self._check_interrupt()
             state = self._renew_lease(state)
 
@@ -709,6 +719,16 @@ def _retry_after_s(headers: Any, now: Any) -> float | None:
     # A server asking for a day is the adapter's to refuse (a resumable stop), not a reason to
     # freeze every worker that long.
     return min(max(seconds, 0.0), 60.0) if seconds == seconds else None
+
+
+def _recordable_depth(event: Event) -> bool:
+    """Is the event nested no deeper than a reply may be (runner/http.py MAX_DEPTH)? Deeper,
+    recording it would overflow the recursive walks that check, scrub and encode it."""
+    from dataclasses import fields
+
+    from imagen.runner.http import MAX_DEPTH, depth_at_most
+
+    return depth_at_most([getattr(event, f.name) for f in fields(event)], MAX_DEPTH + 1)
 
 
 def _ms(started: float) -> float:
