@@ -484,6 +484,7 @@ def start_workers(
             reporter() if reporter else None,
             interrupt=stop.get,
             gate=gate,
+            image_mode=sidecar_mode,
         )
         while not stop.terminating:
             try:

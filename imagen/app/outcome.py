@@ -113,5 +113,6 @@ def summary(state: JobState) -> dict[str, Any]:
         },
         "cost_usd": money.times(price, len(paths)) if paths else None,
         **({"asked": data["asked"]} if "asked" in data else {}),
+        **({"expected_size": data["expected_size"]} if "expected_size" in data else {}),
         "error": failure_message(state),
     }

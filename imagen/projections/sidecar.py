@@ -29,6 +29,14 @@ def sent_inputs(state: JobState) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+def expected_size(params: dict[str, Any]) -> str | None:
+    """The size the request expects back, "WxH" (its params width and height), if it says."""
+    width, height = params.get("width"), params.get("height")
+    if isinstance(width, int) and isinstance(height, int):
+        return f"{width}x{height}"
+    return None
+
+
 def sidecars(state: JobState) -> list[dict[str, Any]]:
     """One document per stored image of a succeeded job (empty otherwise)."""
     if state.request is None or not isinstance(state.terminal, JobSucceeded) or not state.images:
@@ -83,6 +91,11 @@ def sidecars(state: JobState) -> list[dict[str, Any]]:
         }
         if asked is not None:
             doc["asked"] = asked
+        expected = expected_size(params)
+        if expected is not None and expected != doc["size"]:
+            # The backend made another size than imagen asked it for: the image is kept (it
+            # was paid for), and the sidecar says what was expected beside what was made.
+            doc["expected_size"] = expected
         out.append(doc)
     return out
 
