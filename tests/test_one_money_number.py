@@ -9,6 +9,9 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from imagen.testing.replicate import ReplicateDouble
 from tests.support.doubles import FAST, SCHNELL, rep_box
 
@@ -98,3 +101,61 @@ def test_every_surface_shows_the_same_cost_for_each_job(
     assert sum(g["paid_failed"] for g in grouped) == 2  # the failed and the cancelled prediction
     [row] = json.loads(box.run("budget", "list", "--json").stdout)
     assert row["spent"] == "0.015000"  # budgets count the same figure
+
+
+# -- the jobs table's incremental fold and the job's folded state give the same figure ---------
+
+_STEPS = st.lists(st.sampled_from(["accept", "image", "succeed", "fail", "cancel"]), max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    price=st.sampled_from([None, 0, 0.003, 0.025, 1e300]),
+    count=st.integers(1, 4),
+    steps=_STEPS,
+)
+def test_the_jobs_table_and_the_job_state_agree_and_usage_rows_sum_to_it(
+    price: object, count: int, steps: list[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from imagen.core.events import (
+        ImageStored,
+        JobCancelled,
+        JobFailed,
+        JobRequested,
+        JobSucceeded,
+        RemoteJobAccepted,
+    )
+    from imagen.core.job import Recorded, fold
+    from imagen.projections.cost import cost_usd, micros_text
+    from imagen.projections.jobs.fold import apply
+    from imagen.projections.usage.fold import usage_rows
+
+    events: list = [
+        JobRequested(
+            "rep", "replicate", SCHNELL, "p", {"count": count}, {}, "/x.png", price_usd=price
+        )
+    ]
+    stored = 0
+    for step in steps:
+        if step == "accept":
+            events.append(RemoteJobAccepted("pid"))
+        elif step == "image" and stored < count:
+            events.append(ImageStored(f"/x-{stored}.png", "0" * 64, 1, "png", 1, 1, index=stored))
+            stored += 1
+        elif step == "succeed":
+            events.append(JobSucceeded({}))
+        elif step == "fail":
+            events.append(JobFailed("prediction_failed", "boom", "server_error"))
+        elif step == "cancel":
+            events.append(JobCancelled("user"))
+    at = datetime(2026, 11, 25, tzinfo=UTC)
+    state = fold("j", [Recorded(e, i + 1, at) for i, e in enumerate(events)])
+    row = None
+    for i, e in enumerate(events):
+        row = apply(row, "j", e.type_name(), e.to_data(), "2026-11-25T00:00:00Z", i + 1)
+    assert row is not None and row["cost_usd"] == cost_usd(state)
+    if state.terminal is not None and cost_usd(state) is not None:
+        rows = usage_rows(state)
+        assert micros_text(sum(r["cost_micros"] or 0 for r in rows)) == cost_usd(state)
