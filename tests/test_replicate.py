@@ -98,10 +98,7 @@ def test_happy_path_needs_no_polling(box: Sandbox, rep: ReplicateDouble) -> None
     with Image.open(out["image"]) as img:
         assert img.size == (1344, 768) and img.format == "PNG"
     sidecar = json.loads(Path(f"{out['image']}.json").read_text())
-    assert (
-        sidecar["prediction_id"] == out["prediction_id"]
-        and sidecar["cost_usd_estimate"] == "0.003000"
-    )
+    assert sidecar["prediction_id"] == out["prediction_id"] and sidecar["cost_usd"] == "0.003000"
     assert sidecar["seed"] == 42 and sidecar["model"] == SCHNELL
     assert_clean(box, out["image"])
 
@@ -318,7 +315,7 @@ def test_resume_after_the_output_was_deleted_fails_and_still_counts(tmp_path: Pa
         assert box.events(job_id)[-1].data["reason"] == "output_deleted"
         assert rep.billed == 1
     [row] = json.loads(box.run("usage", "--raw", "--json").stdout)
-    assert row["id"] == job_id and row["cost_usd_estimate"] == "0.003000"
+    assert row["id"] == job_id and row["cost_usd"] == "0.003000"
     assert row["outcome"] == "paid_failed"
 
 
@@ -580,7 +577,7 @@ def test_ctrl_c_during_the_download_of_a_finished_prediction(
     assert not any(m == "POST" and t.endswith("/cancel") for m, t in rep.requests)
     assert Path(out.strip()).exists()
     [row] = json.loads(box.run("usage", "--raw", "--json").stdout)
-    assert row["id"] == job_id and row["cost_usd_estimate"] == "0.003000"
+    assert row["id"] == job_id and row["cost_usd"] == "0.003000"
     assert rep.billed == 1
 
 

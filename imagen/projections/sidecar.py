@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagen.core import money
 from imagen.core.events import ImageStored, JobSucceeded, RemoteJobAccepted, RequestSent
 from imagen.core.job import JobState, iso
+from imagen.projections.cost import cost_usd
 
 
 def sent_inputs(state: JobState) -> dict[str, Any]:
@@ -55,6 +55,7 @@ def sidecars(state: JobState) -> list[dict[str, Any]]:
         for r in state.history
         if isinstance(r.event, ImageStored)
     }
+    cost = cost_usd(state)
     asked = params.get("asked") if isinstance(params.get("asked"), dict) else None
     out = []
     for image in state.images:
@@ -76,7 +77,7 @@ def sidecars(state: JobState) -> list[dict[str, Any]]:
             "output_format": image.format,
             "extra_inputs": sent.get("extra", params.get("extra", {})),
             "latency_ms": latency_ms,
-            "cost_usd_estimate": money.usd(req.price_usd),
+            "cost_usd": cost,  # the job's, all its images (projections/cost.py)
             "prediction_id": accepted.event.remote_id if accepted else None,  # type: ignore[attr-defined]
             "caller": req.caller,
             "image": {"path": image.path, "sha256": image.sha256, "bytes": image.bytes},
