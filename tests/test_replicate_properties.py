@@ -47,7 +47,7 @@ from tests.support.properties import (
 
 BASE = "https://api.replicate.com"
 IDS = ("aaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbbbb")
-OPEN_DEFECTS = frozenset({"issue26-6"})
+OPEN_DEFECTS: frozenset[str] = frozenset()
 
 
 def new_job(timeout_s: float) -> History:
@@ -163,27 +163,13 @@ class ReplicateWorld:
         if draw is None:
             settled(h, action, action.purpose)
             return True
-        steer = (
-            steer_around_issue26_6
-            if "issue26-6" in OPEN_DEFECTS and action.purpose == "lookup"
-            else None
-        )
-        return answer(h, action, action.purpose, draw, shaped(h, action.purpose), steer)
+        return answer(h, action, action.purpose, draw, shaped(h, action.purpose))
 
     def resume(self, h: History, draw: Draw) -> None:
         h.wait(draw(st.sampled_from([1.0, 3600.0])))
         h.resume()
         if draw(st.booleans()):
             h.add(ForceNewRequested("--force-new"))
-
-
-def steer_around_issue26_6(status: int, body: Any) -> int:
-    """Issue #26 item 6 (open): a lookup answered 200 with a JSON object that is not a listing
-    is retried every 50 ms forever, the deadline ignored. While it is open, such an answer is
-    recorded as a 502 instead (test_issue26_6_... replays it)."""
-    if status == 200 and isinstance(body, dict) and not isinstance(body.get("results"), list):
-        return 502
-    return status
 
 
 def origin(url: str) -> tuple[str, str, int] | None:
@@ -257,28 +243,39 @@ def test_every_history_ends_without_raising_or_creating_twice(data: Any, timeout
     Drive(new_job(timeout_s), ReplicateWorld(), data.draw).run()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #26 item 6: a lookup answered 200 with a JSON object that is not a listing "
-    "is retried forever (replicate._lookup counts only non-200 or non-object answers as "
-    "failures), the job's deadline ignored",
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"detail": "maintenance"},
+        {"id": IDS[0], "status": "processing", "urls": {}},
+        {"results": None, "status": 3},
+        ["not", "an", "object"],
+    ],
+    ids=["empty", "detail", "a-prediction", "results-null", "a-list"],
 )
-def test_issue26_6_a_lookup_answered_200_with_a_non_listing_ends() -> None:
-    """The minimal history hypothesis found: the create times out (its outcome unknown), and
-    every lookup is answered `200 {}`. The run must end (a bounded number of lookups, then a
-    resumable halt, or the deadline) instead of scheduling a lookup retry every 0.5 s."""
+def test_issue26_6_a_lookup_answered_200_with_a_non_listing_ends(body: Any) -> None:
+    """Issue #26 item 6, the minimal history hypothesis found: the create times out (its
+    outcome unknown), and every lookup is answered `200 {}` (or another 200 that is not a
+    listing). The run ends with a resumable halt after a bounded number of lookups (it
+    scheduled a lookup retry every 0.5 s forever, the deadline ignored)."""
     h = new_job(2.0)
     h.step()
     h.fail("create", "timeout", "read timed out")
-    Drive(h, _Settled(), no_draw, resumes=0).run()
+    assert Drive(h, _Settled(body), no_draw, resumes=0).run() == ["halt"]
+    lookups = [r for r in h.records if isinstance(r.event, RequestSent)][1:]
+    assert [r.event.purpose for r in lookups] == ["lookup"] * 3  # type: ignore[attr-defined]
 
 
 class _Settled(ReplicateWorld):
-    """Every request is answered `200 {}`, 5 s later."""
+    """Every request is answered 200 with `body`, 5 s later."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
 
     def perform(self, h: History, action: Action, draw: Draw | None) -> bool:
         assert isinstance(action, HttpRequest), action
         h.send(action)
         h.wait(5.0)
-        h.answer(action.purpose, 200, {})
+        h.answer(action.purpose, 200, self.body)
         return True
