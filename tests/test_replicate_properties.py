@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imagen.backends import replicate
-from imagen.core.actions import Action, HttpRequest, StoreImage
+from imagen.core.actions import Action, HttpRequest, Record, StoreImage
 from imagen.core.events import (
     ForceNewRequested,
     JobRequested,
@@ -32,6 +32,7 @@ from imagen.core.events import (
     RequestFailed,
     RequestSent,
     ResponseReceived,
+    RetryScheduled,
 )
 from imagen.core.job import iso
 from tests.support.history import History
@@ -100,7 +101,7 @@ def shaped(h: History, purpose: str) -> st.SearchStrategy[tuple[int, dict[str, s
     errors = st.tuples(
         st.sampled_from([401, 402, 404, 422, 429, 500, 502, 503]),
         st.sampled_from([{}, {"retry-after": "2"}, {"retry-after": "86400"}]),
-        st.sampled_from([{"detail": "no"}, "<html>bad gateway</html>"]),
+        st.sampled_from([{"detail": "no"}, "<html>bad gateway</html>", {"retry_after": 10**400}]),
     )
     if purpose == "create":
         made = st.builds(lambda pid, s: prediction(h, pid, s), st.sampled_from(IDS), STATUS)
@@ -279,3 +280,14 @@ class _Settled(ReplicateWorld):
         h.wait(5.0)
         h.answer(action.purpose, 200, self.body)
         return True
+
+
+def test_a_retry_after_too_large_for_a_float_is_a_backoff() -> None:
+    """Found by property review: `retry_after: 10**400` in a 429 body (JSON carries integers of
+    any size) raised OverflowError in replicate.retry_after."""
+    h = new_job(30.0)
+    h.step()
+    h.answer("create", 429, {"retry_after": 10**400})
+    action = h.decide()
+    assert isinstance(action, Record) and isinstance(action.events[0], RetryScheduled)
+    assert action.events[0].delay_s == 1.0
