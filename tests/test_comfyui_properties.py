@@ -413,6 +413,31 @@ def test_a_server_that_never_answers_post_prompt_ends(timeout_s: float, end: str
     assert _prompts(h) == (3 if end == "JobFailed" else 1)
 
 
+def test_an_answer_naming_an_earlier_attempt_is_not_an_acceptance() -> None:
+    """Found by these properties (5,000 examples): a POST answered `200 {"prompt_id": <an
+    earlier attempt's id>}` (a replayed answer) was taken as this POST's acceptance, so the
+    adapter followed a prompt already seen lost and never looked for the one it had just
+    posted. Such an answer is "unknown": the posted id is looked up first."""
+    h = new_job(30.0)
+    first: list[str] = []
+
+    def replayed(h: History) -> tuple[int, Any]:
+        if not first:
+            first.append(posted(h))
+            return 502, "<html>bad gateway</html>"
+        return 200, {"prompt_id": first[0], "number": 1, "node_errors": {}}
+
+    answers = {
+        ("POST", "/prompt"): replayed,
+        ("GET", "/system_stats"): STATS,
+        ("GET", "/queue"): EMPTY_QUEUE,
+        ("GET", "/history"): (200, {}),
+    }
+    assert Drive(h, _Script(answers), no_draw, resumes=0).run() == ["finished"]
+    assert _kinds(h, "RemoteJobAccepted", "JobFailed") == ["JobFailed"]
+    assert h.records[-1].event.reason == "protocol"  # type: ignore[attr-defined]
+
+
 def test_interpret_frame_takes_a_huge_integer() -> None:
     """Found by property review: an integer too large for a float (JSON carries any size)
     raised OverflowError; such a progress frame is ignored."""

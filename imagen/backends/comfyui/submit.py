@@ -143,14 +143,14 @@ def _answered(state: JobState, o: ResponseReceived) -> Action | None:
     5xx, which a proxy may send after ComfyUI queued it; a 2xx/3xx that is not an
     acceptance)."""
     if o.status == 200 and isinstance(o.body, dict):
+        if _not_an_acceptance(state, o.body):
+            return None
         errors = o.body.get("node_errors")
         if not errors:
             got = o.body.get("prompt_id")
             sent = submitted_id(state)
             return Record((RemoteJobAccepted(got if isinstance(got, str) else str(sent)),))
-        if isinstance(errors, dict):
-            return _validation_failure(o.body)
-        return None  # node_errors is neither empty nor an object
+        return _validation_failure(o.body)
     if o.status == 400:
         return _validation_failure(o.body)
     if o.status in (401, 403):
@@ -166,6 +166,26 @@ def _answered(state: JobState, o: ResponseReceived) -> Action | None:
         )
     if 400 <= o.status < 500:
         return _server_error(o)  # refused: nothing was queued
+    return None
+
+
+def _not_an_acceptance(state: JobState, body: dict[str, Any]) -> str | None:
+    """Why a 200 object from POST /prompt is not this POST's acceptance, None when it is one.
+
+    ComfyUI echoes the prompt_id it was sent (an older server names its own, a fresh uuid);
+    an answer naming an earlier attempt's prompt is not about this POST (a replayed or cached
+    answer), and adopting it would follow a prompt already seen lost."""
+    errors = body.get("node_errors")
+    if errors and not isinstance(errors, dict):
+        return "node_errors is not an object"
+    got = body.get("prompt_id")
+    earlier = {
+        ex.sent.body.get("prompt_id")
+        for ex in exchanges(state, "prompt")[:-1]
+        if isinstance(ex.sent.body, dict)
+    }
+    if isinstance(got, str) and got != submitted_id(state) and got in earlier:
+        return f"it names prompt {snippet(got, 40)}, an earlier attempt's"
     return None
 
 
@@ -195,11 +215,11 @@ def _post_again(state: JobState, o: ResponseReceived | RequestFailed | None) -> 
         return _server_error(o)
     if isinstance(o, ResponseReceived) and o.status == 200:
         why = (
-            "the answer is not an object"
-            if not isinstance(o.body, dict)
-            else ("node_errors is not an object")
+            _not_an_acceptance(state, o.body)
+            if isinstance(o.body, dict)
+            else "the answer is not an object"
         )
-        return malformed(state, "prompt", "/prompt", why)
+        return malformed(state, "prompt", "/prompt", why or "not an acceptance")
     if isinstance(o, ResponseReceived):
         return _server_error(o)  # 1xx, 3xx, another 2xx: not what ComfyUI sends
     lost = retries(state, "prompt", "not found")
