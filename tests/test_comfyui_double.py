@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from imagen.backends.comfyui import flux_schnell_graph
 from imagen.testing.comfyui import ComfyUIDouble, free_port
+from tests.support.doubles import comfyui_double
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RECV_TIMEOUT = 5.0
@@ -36,12 +36,6 @@ def flux_graph(
     against what imagen sends (a copy kept here once drifted: its clip names were swapped)."""
     params = {"seed": seed, "width": width, "height": height, "steps": steps}
     return flux_schnell_graph("a red fox", params, {"unet": unet} if unet else {}, prefix)
-
-
-@pytest.fixture
-def comfy() -> Iterator[ComfyUIDouble]:
-    with ComfyUIDouble(step_time=0.0) as double:
-        yield double
 
 
 @pytest.fixture
@@ -176,7 +170,7 @@ def test_same_seed_same_bytes_and_cached_rerun(
     image = comfy.history(first)["outputs"]["10"]["images"][0]
     data = http.request("GET", f"{comfy.url}/view", fields=image).data
 
-    with ComfyUIDouble(output_dir=tmp_path) as other:
+    with comfyui_double(output_dir=tmp_path) as other:
         pid = submit(http, other, flux_graph(seed=7))["prompt_id"]
         other.wait_until(finished(pid))
         assert (tmp_path / "imagen" / "test_00001_.png").read_bytes() == data
@@ -197,7 +191,7 @@ def test_client_chosen_prompt_id_is_echoed(comfy: ComfyUIDouble, http: urllib3.P
 
 
 def test_missing_models_are_value_not_in_list(http: urllib3.PoolManager) -> None:
-    with ComfyUIDouble(
+    with comfyui_double(
         models={"unet": ["a.safetensors", "b.safetensors"], "clip": [], "vae": []}
     ) as comfy:
         response = post_json(
@@ -245,7 +239,7 @@ def test_models_dir_lists_files(http: urllib3.PoolManager, tmp_path: Path) -> No
     ]:
         (tmp_path / sub).mkdir(exist_ok=True)
         (tmp_path / sub / name).write_bytes(b"")
-    with ComfyUIDouble(models_dir=tmp_path) as comfy:
+    with comfyui_double(models_dir=tmp_path) as comfy:
         assert get_json(http, f"{comfy.url}/models/vae") == ["ae.safetensors"]
         info = get_json(http, f"{comfy.url}/object_info/UNETLoader")["UNETLoader"]
         assert info["input"]["required"]["unet_name"][0] == [
@@ -513,7 +507,7 @@ def test_system_stats_object_info_and_features(
 
 
 def test_bearer_token(http: urllib3.PoolManager) -> None:
-    with ComfyUIDouble(token="s3cret") as comfy:
+    with comfyui_double(token="s3cret") as comfy:
         assert http.request("GET", f"{comfy.url}/system_stats").status == 401
         auth = {"Authorization": "Bearer s3cret"}
         assert http.request("GET", f"{comfy.url}/system_stats", headers=auth).status == 200
@@ -529,7 +523,7 @@ def test_bearer_token(http: urllib3.PoolManager) -> None:
 
 
 def test_refused_connection_after_close(http: urllib3.PoolManager) -> None:
-    comfy = ComfyUIDouble()
+    comfy = comfyui_double()
     comfy.hold_next()
     pid = submit(http, comfy, flux_graph())["prompt_id"]
     ws = open_ws(comfy, "w")
@@ -733,7 +727,7 @@ def test_the_double_agrees_with_the_recorded_session(
 
 
 def test_object_info_and_system_stats_have_the_recorded_shapes(http: urllib3.PoolManager) -> None:
-    with ComfyUIDouble(models={"unet": [], "clip": [], "vae": []}) as comfy:
+    with comfyui_double(models={"unet": [], "clip": [], "vae": []}) as comfy:
         for loader in ("UNETLoader", "DualCLIPLoader", "VAELoader"):
             real = recorded(f"GET /object_info/{loader}")["body"][loader]
             mine = get_json(http, f"{comfy.url}/object_info/{loader}")[loader]
@@ -752,7 +746,7 @@ def test_the_flux_graph_without_models_gets_the_recorded_400(http: urllib3.PoolM
     from imagen.backends.comfyui import flux_schnell_graph
 
     real = recorded("POST /prompt with imagen's FLUX")
-    with ComfyUIDouble(models={"unet": [], "clip": [], "vae": []}) as comfy:
+    with comfyui_double(models={"unet": [], "clip": [], "vae": []}) as comfy:
         graph = flux_schnell_graph(
             "x", {"width": 1024, "height": 1024, "seed": 1, "steps": 4}, {}, "p"
         )

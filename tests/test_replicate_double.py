@@ -19,8 +19,8 @@ import urllib3
 from PIL import Image
 
 from imagen.testing.replicate import ASPECT_SIZES, REPLICATE_VERSIONS, ReplicateDouble
+from tests.support.doubles import TOKEN, replicate_double
 
-TOKEN = "r8_test_token"
 SCHNELL = "black-forest-labs/flux-schnell"
 DEV = "black-forest-labs/flux-dev"
 SCHNELL_CREATE = f"/v1/models/{SCHNELL}/predictions"
@@ -66,19 +66,13 @@ class Api:
 
 
 @pytest.fixture
-def rep() -> Iterator[ReplicateDouble]:
-    with ReplicateDouble(token=TOKEN) as double:
-        yield double
-
-
-@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
 
 @pytest.fixture
 def fake(clock: FakeClock) -> Iterator[ReplicateDouble]:
-    with ReplicateDouble(token={TOKEN, "other"}, clock=clock) as double:
+    with replicate_double(token={TOKEN, "other"}, clock=clock) as double:
         yield double
 
 
@@ -91,7 +85,7 @@ def _json(r: urllib3.BaseHTTPResponse) -> Any:
 
 def test_auth_401_problem_body_and_accepted_schemes(fake: ReplicateDouble) -> None:
     api = Api(fake)
-    for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic r8_test_token"}):
+    for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
         r = urllib3.request("GET", fake.url + "/v1/predictions", headers=auth)
         assert r.status == 401
         assert r.headers["Content-Type"] == "application/problem+json"
@@ -332,7 +326,7 @@ def test_slow_next_and_wait_for_request(rep: ReplicateDouble) -> None:
 
 
 def test_close_does_not_hang_on_a_held_wait() -> None:
-    rep = ReplicateDouble(token=TOKEN)
+    rep = replicate_double()
     rep.behaviour(never_finish=True)
     api = Api(rep)
     outcome: list[object] = []
@@ -360,7 +354,7 @@ def test_close_does_not_hang_on_a_held_wait() -> None:
 
 
 def test_list_pagination_newest_first(clock: FakeClock) -> None:
-    with ReplicateDouble(token=TOKEN, clock=clock, page_size=2) as rep:
+    with replicate_double(clock=clock, page_size=2) as rep:
         api = Api(rep)
         ids = []
         for i in range(5):
@@ -384,7 +378,7 @@ def test_list_pagination_newest_first(clock: FakeClock) -> None:
 def test_list_is_100_a_page_newest_first_through_the_official_client(clock: FakeClock) -> None:
     """Replicate's reference: "a paginated JSON array of prediction objects, sorted with the
     most recent prediction first", 100 records a page, `next` null on the last page."""
-    with ReplicateDouble(token=TOKEN, clock=clock) as rep:
+    with replicate_double(clock=clock) as rep:
         api = Api(rep)
         ids = []
         for i in range(101):
@@ -400,7 +394,7 @@ def test_list_is_100_a_page_newest_first_through_the_official_client(clock: Fake
 
 
 def test_enforced_rate_limit_answers_429_until_the_minute_ends(clock: FakeClock) -> None:
-    with ReplicateDouble(token=TOKEN, clock=clock, rate_limits={"other": 2}) as rep:
+    with replicate_double(clock=clock, rate_limits={"other": 2}) as rep:
         api = Api(rep)
         api.create({"prompt": "x"})  # creates have their own bucket
         first = api.request("GET", "/v1/predictions")
@@ -608,7 +602,7 @@ def test_hostile_next_replaces_the_link_and_output_url_template(rep: ReplicateDo
     for seed in (1, 2):
         api.create({"prompt": "x", "seed": seed})
     rep.hostile_next("https://evil.example/v1/predictions?cursor=x")
-    with ReplicateDouble(token=TOKEN, page_size=1) as small:
+    with replicate_double(page_size=1) as small:
         small.hostile_next("https://evil.example/next")
         Api(small).create({"prompt": "a"})
         Api(small).create({"prompt": "b"})
