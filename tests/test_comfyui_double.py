@@ -21,7 +21,7 @@ from imagen.testing.comfyui import ComfyUIDouble, free_port
 from tests.support.doubles import comfyui_double
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-RECV_TIMEOUT = 5.0
+RECV_TIMEOUT = 60.0  # generous: a loaded machine may take seconds; a correct double is quicker
 
 
 def flux_graph(
@@ -40,7 +40,7 @@ def flux_graph(
 
 @pytest.fixture
 def http() -> urllib3.PoolManager:
-    return urllib3.PoolManager(timeout=urllib3.Timeout(total=5.0), retries=False)
+    return urllib3.PoolManager(timeout=urllib3.Timeout(total=60.0), retries=False)
 
 
 def post_json(
@@ -64,7 +64,7 @@ def open_ws(comfy: ComfyUIDouble, client_id: str, **kwargs: Any) -> ClientConnec
     # An unbounded queue: with websockets' default (16) unread messages pause the reader
     # thread, and close() then waits close_timeout (10 s) for a close frame it cannot read.
     kwargs.setdefault("max_queue", None)
-    ws = connect(f"ws://127.0.0.1:{comfy.port}/ws?clientId={client_id}", open_timeout=5, **kwargs)
+    ws = connect(f"ws://127.0.0.1:{comfy.port}/ws?clientId={client_id}", open_timeout=60, **kwargs)
     first = json.loads(ws.recv(timeout=RECV_TIMEOUT))
     assert first["type"] == "status" and first["data"]["sid"] == client_id
     return ws
@@ -328,7 +328,9 @@ def test_scripted_5xx_and_slow(comfy: ComfyUIDouble, http: urllib3.PoolManager) 
     response = http.request("GET", f"{comfy.url}/history/lost")
     assert response.status == 503 and json.loads(response.data) == {"error": "busy"}
     assert http.request("GET", f"{comfy.url}/history/lost").status == 200
-    comfy.slow_next("system_stats", 1.0)
+    # A slow answer: held far longer than the client waits, so the timeout fires however
+    # the client thread is scheduled.
+    comfy.slow_next("system_stats", 300.0)
     with pytest.raises(urllib3.exceptions.TimeoutError):
         http.request("GET", f"{comfy.url}/system_stats", timeout=0.2)
     assert ("POST", "/prompt") in comfy.requests
@@ -390,10 +392,13 @@ def test_ws_dropped_mid_run_history_completes(
     assert [m["data"]["value"] for m in got if m["type"] == "progress"] == [1, 2]
     comfy.wait_until(finished(pid))
     assert comfy.history(pid)["status"]["status_str"] == "success"
-    # Later messages were dropped, not buffered: a reconnect only gets a fresh status.
+    # Later messages were dropped, not buffered: a reconnect gets a fresh status, then only
+    # what comes next (buffered messages would arrive before the next prompt's, whatever the
+    # machine's speed).
     with open_ws(comfy, "drop") as ws:
-        with pytest.raises(TimeoutError):
-            ws.recv(timeout=0.2)
+        marker = submit(http, comfy, flux_graph(seed=2), client_id="drop")["prompt_id"]
+        after = recv_until_done(ws, marker)
+    assert all(m["data"].get("prompt_id") in (None, marker) for m in after), after
 
 
 def test_hold_interrupt_queue_and_vram(comfy: ComfyUIDouble, http: urllib3.PoolManager) -> None:
@@ -512,7 +517,7 @@ def test_bearer_token(http: urllib3.PoolManager) -> None:
         auth = {"Authorization": "Bearer s3cret"}
         assert http.request("GET", f"{comfy.url}/system_stats", headers=auth).status == 200
         with pytest.raises(InvalidStatus) as refused:
-            connect(f"ws://127.0.0.1:{comfy.port}/ws?clientId=a", open_timeout=5)
+            connect(f"ws://127.0.0.1:{comfy.port}/ws?clientId=a", open_timeout=60)
         assert refused.value.response.status_code == 401
         with open_ws(comfy, "a", additional_headers=auth) as ws:
             reply = post_json(
@@ -554,7 +559,7 @@ def test_standalone_prints_url_first(http: urllib3.PoolManager) -> None:
         }
     finally:
         proc.terminate()
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=60) == 0
 
 
 # -- the double held to a recorded real ComfyUI 0.3.64 session ---------------------------------
