@@ -651,3 +651,33 @@ def test_a_rewrite_of_the_same_image_is_not_a_clobber(tmp_path: Path) -> None:
         atomic_write(out, b"\x89PNG other bytes", overwrite=False)
     assert out.read_bytes() == b"\x89PNG same bytes"
     assert [p.name for p in tmp_path.iterdir()] == ["done.png"]  # no temp file left
+
+
+def test_two_jobs_with_one_prompt_and_seed_each_adopt_their_own_prediction(
+    box: Sandbox, rep: ReplicateDouble
+) -> None:
+    """Issue #26 item 7: both interrupted after their creates (the answers lost, the lookups
+    failing), then resumed: each job adopts one of the two interchangeable predictions, nothing
+    is paid a third time."""
+    ids = []
+    for _ in range(2):
+        rep.reset_after_create()
+        rep.fail_next("list", 500, times=3)
+        halted = box.run("generate", "twin foxes", "--seed", "7")
+        assert halted.returncode == 5, halted.stderr
+        ids.append(next(j for j in box.job_ids() if j not in ids))
+    assert rep.billed == 2
+    images = set()
+    for job_id in ids:
+        resumed = box.run("resume", job_id, "--json")
+        assert resumed.returncode == 0, resumed.stderr
+        [job] = json.loads(resumed.stdout)
+        images.add(job["image"])
+    assert rep.billed == 2 and len(images) == 2
+    adopted = {
+        e.data["remote_id"]
+        for job_id in ids
+        for e in box.events(job_id)
+        if e.type == "RemoteJobAccepted"
+    }
+    assert adopted == set(rep.predictions)

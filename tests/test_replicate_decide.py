@@ -147,26 +147,42 @@ def test_other_inputs_do_not_match() -> None:
     assert h.decide() == Record((LookupConcluded([], "create"),))
 
 
-def test_two_matches_are_ambiguous_and_halt() -> None:
+def test_matches_with_this_jobs_input_are_interchangeable_first_free_id_adopted() -> None:
+    h = created_unknown(new_job())
+    h.step()
+    second = prediction("bbbbbbbbbbbbbbbbbbbbbbbbbb")
+    h.answer("lookup", 200, listing(second, prediction()), date_header(h.now))
+    h.step()
+    h.add(RemoteIdsHeld([second["id"], PID], {}))
+    chosen = min(PID, second["id"])
+    assert h.decide() == Record(
+        (LookupConcluded([second["id"], PID], "adopt"), RemoteJobAccepted(chosen, via="lookup"))
+    )
+
+
+def test_of_interchangeable_matches_one_another_job_holds_is_skipped() -> None:
     h = created_unknown(new_job())
     h.step()
     second = prediction("bbbbbbbbbbbbbbbbbbbbbbbbbb")
     h.answer("lookup", 200, listing(prediction(), second), date_header(h.now))
     h.step()
-    h.add(RemoteIdsHeld([PID, second["id"]], {}))
-    assert h.step() == Record((LookupConcluded([PID, second["id"]], "ambiguous"),))
-    halt = h.decide()
-    assert isinstance(halt, Halt) and "--force-new" in halt.message
+    first = min(PID, second["id"])
+    other = max(PID, second["id"])
+    h.add(RemoteIdsHeld([PID, second["id"]], {first: "otherjob"}))
+    assert h.decide() == Record(
+        (LookupConcluded([other], "adopt"), RemoteJobAccepted(other, via="lookup"))
+    )
 
 
 def test_force_new_creates_once_beyond_the_evidence() -> None:
     h = created_unknown(new_job())
     h.step()
-    second = prediction("bbbbbbbbbbbbbbbbbbbbbbbbbb")
-    h.answer("lookup", 200, listing(prediction(), second), date_header(h.now))
-    h.step()
-    h.add(RemoteIdsHeld([PID, second["id"]], {}))
-    h.step()
+    h.answer("lookup", 500, {"detail": "down"})
+    for _ in range(2):  # every answer that is not a listing counts; the third halts
+        h.step()  # RetryScheduled
+        h.step()  # the lookup again
+        h.answer("lookup", 500, {"detail": "down"})
+    assert isinstance(h.decide(), Halt)
     h.resume().add(ForceNewRequested("--force-new"))
     create = h.decide()
     assert isinstance(create, HttpRequest) and create.purpose == "create"

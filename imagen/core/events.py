@@ -47,9 +47,12 @@ class AcceptedVia(StrEnum):
 
 
 class LookupDecision(StrEnum):
-    ADOPT = "adopt"  # exactly one earlier remote job matches: it is this job's
+    ADOPT = "adopt"  # earlier remote jobs match this job's exact input: one no other job holds
+    # is this job's (they are interchangeable; the first in id order is taken)
     CREATE = "create"  # none matches: creating is safe
-    AMBIGUOUS = "ambiguous"  # several match: a person decides (resume --force-new)
+    # Older imagen halted when several matched (a person then chose resume --force-new, paying
+    # again); still read in old ledgers, no longer decided.
+    AMBIGUOUS = "ambiguous"
     RESUBMIT = "resubmit"  # the server lost the job before running it (ComfyUI restart)
     REFUSED = "refused"  # a listing linked to another origin: not followed, the job halts
 

@@ -127,15 +127,21 @@ def lookup(state: JobState, create: Exchange, on_none: Action | None) -> Action:
             return CheckHeld(tuple(candidates))
         held = checked.event.held  # type: ignore[attr-defined]
         candidates = [c for c in candidates if c not in held]
-    if len(candidates) == 1:
+    if candidates:
+        # Predictions that echo exactly this job's input (its seed included) are
+        # interchangeable: each makes the same image. Several match when two jobs were given
+        # one prompt and seed, or this job's own lost creates both ran. Adopt the first in a
+        # fixed order that no other job holds; the adoption is appended under a guard that
+        # sees every job holding it (runner: `_record`), so two such jobs resumed at once each
+        # get their own, and neither is asked to pay a third time. A prediction left over is
+        # what `imagen audit --provider` reports as paid but not counted.
+        chosen = sorted(candidates)[0]
         return Record(
             (
                 LookupConcluded(candidates, "adopt"),
-                RemoteJobAccepted(candidates[0], via="lookup"),
+                RemoteJobAccepted(chosen, via="lookup"),
             )
         )
-    if len(candidates) > 1:
-        return Record((LookupConcluded(candidates, "ambiguous"),))
     if on_none is not None:
         return on_none
     return Record((LookupConcluded([], "create"),))
