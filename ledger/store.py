@@ -378,6 +378,11 @@ class Snapshot:
     def read_after(self, after: int, limit: int) -> list[RecordedEvent]:
         return _read_after(self._store, self._conn, after, limit)
 
+    def hash_at(self, position: int) -> str | None:
+        """The hash recorded at `position` (None past the head): whether a cache folded up to
+        there still describes this chain."""
+        return self._store._hash_at(self._conn, position)
+
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         return _read_stream(self._store, self._conn, stream_id, after_version)
 
