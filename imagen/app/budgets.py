@@ -212,6 +212,33 @@ def _new(event: Event) -> NewEvent:
     return NewEvent(event.type_name(), event.to_data(), event.SCHEMA_VERSION)
 
 
+class NotOwner(Exception):
+    """On a team PostgreSQL ledger, budgets are the owner role's to set and remove."""
+
+
+def protect(store: Any) -> None:
+    """Register the budget stream as protected: on PostgreSQL only the ledger's owner role may
+    append to it (a database trigger refuses everyone else), so an agent running as the writer
+    cannot raise or remove its own budget. Done by `imagen db upgrade ledger` and before every
+    budget change (both the owner's)."""
+    from ledger import ProtectedStreamError
+
+    try:
+        store.protect_streams([BUDGET_STREAM])
+    except ProtectedStreamError as exc:
+        raise NotOwner(f"budgets are the ledger owner's to change: {exc}") from None
+
+
+def _append_budget_events(store: Any, events: list[NewEvent], version: int | None) -> None:
+    from ledger import ProtectedStreamError
+
+    protect(store)
+    try:
+        store.append(BUDGET_STREAM, events, version)
+    except ProtectedStreamError as exc:
+        raise NotOwner(f"budgets are the ledger owner's to change: {exc}") from None
+
+
 def set_budget(
     store: Any, caller: str, amount: str, per: str, backend: str | None, by: str, zone: str = ""
 ) -> Budget:
@@ -224,7 +251,7 @@ def set_budget(
         by,
         zone,
     )
-    store.append(BUDGET_STREAM, [_new(event)], None)
+    _append_budget_events(store, [_new(event)], None)
     return Budget(event.caller, event.per, event.amount_micros, event.backend, by, zone=zone)
 
 
@@ -247,7 +274,7 @@ def remove_budgets(
             raise NoSuchBudget(caller, per, backend)
         events = [_new(BudgetRemoved(b.caller, b.per, b.backend, by)) for b in chosen]
         try:
-            store.append(BUDGET_STREAM, events, version)  # only if nobody changed them since
+            _append_budget_events(store, events, version)  # only if nobody changed them since
             return chosen
         except ConcurrencyError:
             continue

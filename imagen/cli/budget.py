@@ -78,7 +78,7 @@ def set_(
         b = budgets.set_budget(
             context.session().store(), caller, amount, per, backend, _who(), zone
         )
-    except BadBudget as exc:
+    except (BadBudget, budgets.NotOwner) as exc:
         raise UserError(str(exc), ExitCode.BAD_INPUT) from None
     context.note(f"budget set: {b.describe()} ${budgets.dollars(b.amount_micros)}")
 
@@ -110,7 +110,7 @@ def remove(
 
     try:
         gone = budgets.remove_budgets(context.session().store(), caller, per, backend, _who())
-    except budgets.NoSuchBudget as exc:
+    except (budgets.NoSuchBudget, budgets.NotOwner) as exc:
         raise UserError(str(exc), ExitCode.BAD_INPUT) from None
     for b in gone:
         context.note(f"budget removed: {b.describe()}")
