@@ -417,6 +417,11 @@ def test_the_guard_folds_the_chain_alike_cold_warm_and_whatever_the_table(tmp_pa
             warm_a.advance(view, batch=3)
             assert warm.committed(filters) == cold.committed(filters)
             assert warm_a.committed(filters[:2]) == cold.committed(filters[:2])
+            # The running sums are the plain sums of each row's contribution.
+            rows = cold.rows.values()
+            assert cold.committed(filters) == [
+                sum(spend._contribution(r, f) for r in rows) for f in filters
+            ]
             return cold.committed(filters)
 
     for n in range(3):
@@ -629,3 +634,17 @@ def _request_for(caller: str):  # type: ignore[no-untyped-def]
         "rep", "replicate", SCHNELL, "p", {"count": 1}, {}, "/tmp/x.png", caller=caller,
         price_usd=0.003,
     )  # fmt: skip
+
+
+def test_ended_spend_sums_by_window_whatever_order_jobs_end_in() -> None:
+    from imagen.projections.spend import _Ended
+
+    ended = _Ended()
+    ended.add("a", "2026-05-01T10:00:00Z", 1)
+    ended.add("b", "2026-05-02T10:00:00Z", 10)
+    assert ended.since("2026-05-02") == 10 and ended.since(None) == 11
+    ended.add("c", "2026-05-01T12:00:00Z", 100)  # out of order (another machine's clock)
+    assert ended.since("2026-05-01T11") == 110 and ended.since(None) == 111
+    ended.remove("b")
+    ended.add("b", "2026-04-30T00:00:00Z", 1000)  # the same job, folded again
+    assert ended.since("2026-05-01") == 101 and ended.since(None) == 1101

@@ -199,7 +199,8 @@ class Budgets:
         if not price_micros(request) or not self.store.stream_version(BUDGET_STREAM):
             return
         with self.store.snapshot() as view:
-            chain_spend(self.store, request.caller).advance(view)
+            if rules.applicable(in_force(view).values(), request.caller, request.backend):
+                chain_spend(self.store, request.caller).advance(view)
 
     def guard(self, request: JobRequested) -> Guard | None:
         return guard(request, self.clock, self.tz, chain_spend(self.store, request.caller))

@@ -15,6 +15,7 @@ that `imagen audit` compares with that fold (`differences`).
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -147,6 +148,7 @@ class ChainSpend:
     def _forget(self) -> None:
         self.position, self.hash = 0, ""
         self.rows: dict[str, Row] = {}
+        self._sums = _Sums()
         self._others: set[str] = set()  # jobs of callers not wanted here
 
     def advance(self, view: LockedView, *, batch: int = 5000) -> None:
@@ -188,18 +190,92 @@ class ChainSpend:
 
     def _put(self, jid: str, state: JobState) -> None:
         r = row(state)
+        old = self.rows.pop(jid, None)
+        if old is not None:
+            self._sums.remove(jid, old)
         if r is None:
-            self.rows.pop(jid, None)
-        elif self.callers is not None and r["caller"] not in self.callers:
-            self.rows.pop(jid, None)
+            return
+        if self.callers is not None and r["caller"] not in self.callers:
             self._others.add(jid)
-        else:
-            self.rows[jid] = r
+            return
+        self.rows[jid] = r
+        self._sums.add(jid, r)
 
     def committed(self, filters: Sequence[Filter]) -> list[int]:
-        """Micro-dollars committed for each filter, as of the last `advance`."""
+        """Micro-dollars committed for each filter, as of the last `advance` (each the sum of
+        `_contribution` over the rows, read from running sums: no walk over every job)."""
         with self._lock:
-            return [sum(_contribution(r, f) for r in self.rows.values()) for f in filters]
+            return [self._sums.total(f) for f in filters]
+
+
+class _Sums:
+    """The rows' contributions kept summed per caller and backend: the full price of jobs under
+    way, and what ended jobs spent in order of their end, so a window's sum is one bisection."""
+
+    def __init__(self) -> None:
+        self.open: dict[tuple[str, str], int] = {}
+        self.ended: dict[tuple[str, str], _Ended] = {}
+
+    def add(self, jid: str, r: Row) -> None:
+        key = (r["caller"], r["backend"])
+        if r["ended_at"] is None:
+            self.open[key] = self.open.get(key, 0) + int(r["reserved_micros"] or 0)
+        else:
+            self.ended.setdefault(key, _Ended()).add(
+                jid, r["ended_at"], int(r["spent_micros"] or 0)
+            )
+
+    def remove(self, jid: str, r: Row) -> None:
+        key = (r["caller"], r["backend"])
+        if r["ended_at"] is None:
+            self.open[key] -= int(r["reserved_micros"] or 0)
+        else:
+            self.ended[key].remove(jid)
+
+    def total(self, f: Filter) -> int:
+        keys = {k for k in (*self.open, *self.ended) if k[0] == f.caller}
+        keys = {k for k in keys if not f.backend or k[1] == f.backend}
+        out = 0
+        for k in keys:
+            out += self.open.get(k, 0)
+            if k in self.ended:
+                out += self.ended[k].since(f.since)
+        return out
+
+
+class _Ended:
+    """What ended jobs spent, by the time they ended: sorted, with prefix sums. Jobs end in
+    about the order they are read, so adding is an append; anything else (an end out of order,
+    a job folded again) rebuilds the order once, at the next sum."""
+
+    def __init__(self) -> None:
+        self.where: dict[str, tuple[str, int]] = {}
+        self.ats: list[str] = []
+        self.prefix: list[int] = [0]
+        self.dirty = False
+
+    def add(self, jid: str, at: str, value: int) -> None:
+        self.where[jid] = (at, value)
+        if self.dirty or (self.ats and at < self.ats[-1]):
+            self.dirty = True
+            return
+        self.ats.append(at)
+        self.prefix.append(self.prefix[-1] + value)
+
+    def remove(self, jid: str) -> None:
+        del self.where[jid]
+        self.dirty = True
+
+    def since(self, since: str | None) -> int:
+        if self.dirty:
+            pairs = sorted(self.where.values())
+            self.ats = [a for a, _ in pairs]
+            self.prefix = [0]
+            for _, v in pairs:
+                self.prefix.append(self.prefix[-1] + v)
+            self.dirty = False
+        start = 0 if since is None else bisect.bisect_left(self.ats, since)
+        return self.prefix[-1] - self.prefix[start]
 
 
 def _fold(job_id: str, events: Sequence[RecordedEvent]) -> JobState:
