@@ -11,7 +11,13 @@ package is cheap: SQLAlchemy is imported when a store is opened.
 
 from typing import TYPE_CHECKING, Any
 
-from ledger.errors import ConcurrencyError, LedgerError, NoLedgerError, SchemaTooNewError
+from ledger.errors import (
+    ConcurrencyError,
+    LedgerError,
+    NoLedgerError,
+    ProtectedStreamError,
+    SchemaTooNewError,
+)
 from ledger.events import IDENTITY_STREAM, NewEvent, RecordedEvent, identity_of
 from ledger.interface import Reader, Store
 
@@ -45,6 +51,7 @@ __all__ = [
     "LedgerError",
     "NoLedgerError",
     "NewEvent",
+    "ProtectedStreamError",
     "Reader",
     "RecordedEvent",
     "SchemaTooNewError",

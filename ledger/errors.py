@@ -21,6 +21,11 @@ class ConcurrencyError(LedgerError):
         self.stream_id, self.expected, self.actual = stream_id, expected, actual
 
 
+class ProtectedStreamError(LedgerError):
+    """An append to a protected stream (`EventStore.protect_streams`) by a role that is not
+    the ledger's owner, refused by the database (PostgreSQL); the message names the owner."""
+
+
 class SchemaTooNewError(LedgerError):
     """The database was migrated by a newer version of the code."""
 

@@ -51,7 +51,7 @@ from ledger.chain import (
     verify_rows,
 )
 from ledger.dialects import Dialect, Opened
-from ledger.errors import ConcurrencyError, LedgerError, NoLedgerError
+from ledger.errors import ConcurrencyError, LedgerError, NoLedgerError, ProtectedStreamError
 from ledger.events import GENESIS_HASH, NewEvent, RecordedEvent, identity_of
 from ledger.group import GroupCommit
 from ledger.interface import ColumnType, Guard, Row, TableSpec
@@ -170,6 +170,11 @@ class EventStore:
             conn.exec_driver_sql(self._sql["insert"], [as_row(r) for r in recorded])
         except IntegrityError as exc:  # only reachable if a writer bypassed the lock
             raise ConcurrencyError(stream_id, expected_version, current) from exc
+        except DBAPIError as exc:
+            refused = _protected_refusal(exc)
+            if refused is None:
+                raise
+            raise ProtectedStreamError(refused) from exc
         if self.head_path is not None and (
             # An earlier append in this transaction found the file true; it still is.
             _HEAD_INFO in conn.info
@@ -177,6 +182,44 @@ class EventStore:
         ):
             conn.info[_HEAD_INFO] = Head(recorded[-1].position, recorded[-1].hash)
         return recorded[len(recorded) - len(new_events) :]
+
+    # -- protected streams ------------------------------------------------------------------
+
+    def protect_streams(self, prefixes: Sequence[str]) -> None:
+        """Register stream-id prefixes only the ledger's owner role may append to (enforced by
+        a trigger on PostgreSQL; SQLite has no roles and records them only). Registering is
+        the owner's too: another role gets a ProtectedStreamError naming the owner."""
+        missing = sorted(set(prefixes) - set(self.protected_streams()))
+        if not missing:
+            return
+        try:
+            with self.transaction() as conn:
+                for prefix in missing:
+                    conn.exec_driver_sql(
+                        f"INSERT INTO {_PROTECTED} (prefix) VALUES ({self._dialect.param})"
+                        " ON CONFLICT (prefix) DO NOTHING",
+                        (prefix,),
+                    )
+        except DBAPIError as exc:
+            if not _insufficient_privilege(exc):
+                raise
+            raise ProtectedStreamError(
+                f"only the ledger's owner role {self.owner_role()} may protect streams "
+                f"({', '.join(missing)}): run `imagen db upgrade ledger` as that role"
+            ) from exc
+
+    def protected_streams(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.exec_driver_sql(f"SELECT prefix FROM {_PROTECTED}")]
+
+    def owner_role(self) -> str | None:
+        """The role that owns the events table (PostgreSQL), None on SQLite."""
+        if self.dialect != "postgresql":
+            return None
+        with self.engine.connect() as conn:
+            return conn.exec_driver_sql(
+                "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'events'::regclass"
+            ).scalar()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -378,6 +421,11 @@ class Snapshot:
     def read_after(self, after: int, limit: int) -> list[RecordedEvent]:
         return _read_after(self._store, self._conn, after, limit)
 
+    def hash_at(self, position: int) -> str | None:
+        """The hash recorded at `position` (None past the head): whether a cache folded up to
+        there still describes this chain."""
+        return self._store._hash_at(self._conn, position)
+
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         return _read_stream(self._store, self._conn, stream_id, after_version)
 
@@ -394,6 +442,21 @@ class Snapshot:
             for r in self._conn.execute(select(t).where(key.in_(wanted[i : i + 500]))).mappings():
                 out[r[table.key]] = dict(r)
         return out
+
+
+_PROTECTED = "ledger_protected_streams"
+
+
+def _insufficient_privilege(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) == "42501"
+
+
+def _protected_refusal(exc: DBAPIError) -> str | None:
+    """The trigger's one-line refusal of an append to a protected stream, or None."""
+    if not _insufficient_privilege(exc):
+        return None
+    text = str(getattr(exc.orig, "diag", None) and exc.orig.diag.message_primary or exc.orig)
+    return text if "is protected" in text else None
 
 
 def _read_stream(

@@ -138,7 +138,7 @@ def test_list_json_and_usage_show_spent_and_left(box: Sandbox, rep: ReplicateDou
     own, default = listed(box)
     assert set(own) == {
         "caller", "per", "backend", "amount", "window_start", "window_end", "spent", "left",
-        "set_by", "set_at",
+        "set_by", "set_at", "zone",
     }  # fmt: skip
     assert (own["caller"], own["per"], own["backend"], own["amount"]) == (
         "agent-1",
@@ -264,16 +264,36 @@ def test_a_prediction_that_failed_after_being_billed_counts(
     assert rep.billed == 1
 
 
-def test_a_free_backend_is_never_refused(tmp_path: Path, rep: ReplicateDouble) -> None:
-    """A request that costs nothing (price 0 in the config) passes an exhausted budget."""
+def test_a_price_below_imagens_table_neither_frees_a_known_model_nor_lifts_a_budget(
+    tmp_path: Path, rep: ReplicateDouble
+) -> None:
+    """`price_usd = 0` in the config the caller chooses, on flux-dev (in imagen's table at
+    $0.025): the table is the floor, so the request is priced $0.025 and an exhausted budget
+    still refuses it (on main it was free and passed)."""
     box = make_box(tmp_path / "box", rep)
     text = (tmp_path / "box" / "config.toml").read_text()
     (tmp_path / "box" / "config.toml").write_text(
         text.replace("[output]", "price_usd = 0\n[output]")
     )
-    setb(box, "agent-1", "0", "day")
-    assert gen(box, "agent-1", "--backend", "dev").returncode == 0
-    assert gen(box).returncode == 9
+    setb(box, "agent-1", "0.03", "day")
+    made = gen(box, "agent-1", "--backend", "dev")
+    assert made.returncode == 0, made.stderr
+    assert "price_usd 0 is below imagen's rate" in made.stderr
+    [job] = box.job_ids()
+    assert box.events(job)[0].data["price_usd"] == 0.025
+    refused = gen(box, "agent-1", "--backend", "dev")
+    assert refused.returncode == 9 and "spent $0.025000" in refused.stderr
+    assert rep.billed == 1
+
+
+def test_a_model_outside_the_table_keeps_its_configured_price() -> None:
+    from imagen.core.pricing import below_table, price_for
+
+    assert price_for("someone/local-model", 0) == 0.0  # free: never refused by a budget
+    assert price_for("someone/local-model") is None
+    assert price_for(DEV, 0) == price_for(DEV, 0.001) == 0.025
+    assert price_for(DEV + ":abc123", 0.05) == 0.05  # dearer than the table: kept
+    assert below_table(DEV, 0) == 0.025 and below_table(DEV, 0.03) is None
 
 
 # -- windows (local calendar; clocks injected) -------------------------------------------------
@@ -369,18 +389,32 @@ def test_spend_ended_before_midnight_leaves_the_day_window(tmp_path: Path) -> No
     assert [s.spent for s in standing["a"]] == [0]
 
 
-def test_the_guard_reads_events_past_the_spend_table(tmp_path: Path) -> None:
-    """Under the lock the table may lag: events after its checkpoint are folded from their
-    streams, so the sum is the same whether the table is missing, behind or current."""
+def test_the_guard_folds_the_chain_alike_cold_warm_and_whatever_the_table(tmp_path: Path) -> None:
+    """The guard's figure is folded from the events: the same from nothing (a new process),
+    from its cache after more appends (read in small batches), for one caller or all, and
+    whether the spend table is missing, behind or current."""
     from imagen.projections import spend
     from ledger import open_store
 
     store = open_store(f"sqlite:///{tmp_path / 'l.db'}")
     filters = [spend.Filter("a"), spend.Filter("a", "other"), spend.Filter("b")]
+    warm = spend.ChainSpend()
+    warm_a = spend.ChainSpend(frozenset(["a"]))
 
     def sums() -> list[int]:
         with store.snapshot() as view:
-            return spend.committed(view, filters, batch=2)
+            cold = spend.ChainSpend()
+            cold.advance(view, batch=2)
+            warm.advance(view, batch=2)
+            warm_a.advance(view, batch=3)
+            assert warm.committed(filters) == cold.committed(filters)
+            assert warm_a.committed(filters[:2]) == cold.committed(filters[:2])
+            # The running sums are the plain sums of each row's contribution.
+            rows = cold.rows.values()
+            assert cold.committed(filters) == [
+                sum(spend._contribution(r, f) for r in rows) for f in filters
+            ]
+            return cold.committed(filters)
 
     for n in range(3):
         _record_job(store, f"a{n}", "a")
@@ -389,7 +423,7 @@ def test_the_guard_reads_events_past_the_spend_table(tmp_path: Path) -> None:
     spend.catch_up(store)
     _record_job(store, "a3", "a", end=None)
     store.append("a0", [_job_failed()], None)  # a second end: still one job's cost
-    assert sums() == [12000, 0, 3000]  # table + tail
+    assert sums() == [12000, 0, 3000]  # table behind
     spend.catch_up(store)
     assert sums() == [12000, 0, 3000]
 
@@ -458,11 +492,12 @@ def test_rebuild_restores_an_edited_spend_table(tmp_path: Path) -> None:
     spend.catch_up(store)
     with sqlite3.connect(tmp_path / "l.db") as conn:  # whoever can write the file
         conn.execute(f"UPDATE {spend.TABLE} SET spent_micros = 0")
+    chain = spend.ChainSpend()
     with store.snapshot() as view:
-        assert spend.committed(view, [spend.Filter("a")]) == [0]  # the cache was trusted
+        chain.advance(view)
+    assert chain.committed([spend.Filter("a")]) == [3000]  # the table is not what counts
     assert spend.rebuild(store) == ["spend: row j1 differed and was rebuilt"]
-    with store.snapshot() as view:
-        assert spend.committed(view, [spend.Filter("a")]) == [3000]
+    assert store.query(f"SELECT spent_micros FROM {spend.TABLE}") == [(3000,)]
 
 
 def test_exit_code_9_is_documented_and_ranked_as_resume_all_ranks_it() -> None:
@@ -499,7 +534,109 @@ def test_a_refused_request_ending_in_a_later_tail_batch_costs_nothing(tmp_path: 
 
     store = open_store(f"sqlite:///{tmp_path / 'l.db'}")
     _record_job(store, "r0", "a", end=None)
+    warm = spend.ChainSpend(frozenset(["a"]))
+    with store.snapshot() as view:
+        warm.advance(view, batch=1)
+    assert warm.committed([spend.Filter("a")]) == [3000]  # under way: its full price
     failed = {"reason": "unauthorized", "message": "401", "category": "unauthorized"}
     store.append("r0", [NewEvent("JobFailed", failed)], 1)
+    chain = spend.ChainSpend(frozenset(["a"]))
     with store.snapshot() as view:
-        assert spend.committed(view, [spend.Filter("a")], batch=1) == [0]
+        chain.advance(view, batch=1)
+        warm.advance(view, batch=1)
+    assert chain.committed([spend.Filter("a")]) == warm.committed([spend.Filter("a")]) == [0]
+
+
+def test_a_zeroed_spend_table_lifts_no_budget_and_audit_names_it(
+    box: Sandbox, rep: ReplicateDouble
+) -> None:
+    """Whoever can write the ledger's database zeroes the spend table with plain SQL: the
+    guard's figure comes from the events, so the next request past the budget is still refused,
+    `budget list` still shows it spent, and `imagen audit` reports the edited table."""
+    import sqlite3
+
+    from imagen.projections import spend
+
+    setb(box, "agent-1", "0.006", "day")
+    assert gen(box).returncode == 0 and gen(box).returncode == 0
+    store = box.store()
+    spend.catch_up(store)
+    store.close()
+    with sqlite3.connect(box.root / "ledger.db") as conn:
+        conn.execute(f"update {spend.TABLE} set reserved_micros=0, spent_micros=0")
+    refused = gen(box)
+    assert refused.returncode == 9, refused.stderr
+    assert "agent-1 has spent $0.006000" in refused.stderr
+    assert rep.billed == 2
+    [row] = listed(box)
+    assert (row["spent"], row["left"]) == ("0.006000", "0.000000")
+    audit = box.run("audit", "--json")
+    assert audit.returncode != 0, audit.stdout
+    found = [p for p in json.loads(audit.stdout)["problems"] if p.get("projection") == "spend"]
+    assert len(found) == 2 and all("the spend table disagrees" in p["message"] for p in found)
+
+
+def test_a_day_window_stays_in_the_zone_the_budget_was_set_in(tmp_path: Path) -> None:
+    """Set in UTC; checked at 22:00 UTC by a process whose TZ is Etc/GMT-2 (UTC+2, where it
+    is already tomorrow): the day is still the UTC day, so what was spent today still counts.
+    A budget recorded before zones were (no zone) keeps following the checker's zone."""
+    from ledger import open_store
+
+    at_nine = datetime(2026, 5, 1, 21, tzinfo=UTC)
+    store = open_store(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: at_nine)
+    _record_job(store, "j1", "a")  # spent at 21:00 UTC
+    now = datetime(2026, 5, 1, 22, tzinfo=UTC)
+    plus_two = ZoneInfo("Etc/GMT-2")
+    budgets.set_budget(
+        store, "a", "0.003", "day", None, "t", budgets.zone_name(ZoneInfo("UTC"), now)
+    )
+    [(b, [s])] = budgets.standings(store, now, plus_two)
+    assert b.zone == "UTC" and s.spent == 3000 and s.start == datetime(2026, 5, 1, tzinfo=UTC)
+    request = _request_for("a")
+    check = budgets.Budgets(store, lambda: now, plus_two).guard(request)
+    assert check is not None
+    with pytest.raises(budgets.OverBudget), store.snapshot() as view:
+        check(view)
+    # No zone recorded (set by an older imagen): the checker's zone, as before.
+    budgets.set_budget(store, "a", "0.003", "day", None, "t", "")
+    [(b, [s])] = budgets.standings(store, now, plus_two)
+    assert b.zone == "" and s.spent == 0
+    with store.snapshot() as view:
+        check(view)  # passes: a fresh day in the checker's zone
+    store.close()
+
+
+def test_zone_names_and_fixed_offsets_are_recorded_and_read_back() -> None:
+    from datetime import timezone
+
+    now = datetime(2026, 5, 1, 22, tzinfo=UTC)
+    assert budgets.zone_name(ZoneInfo("Europe/Paris"), now) == "Europe/Paris"
+    fixed = timezone(timedelta(hours=5, minutes=30))
+    assert budgets.zone_name(fixed, now) == "+05:30"
+    assert budgets.zone_name(timezone(-timedelta(hours=3)), now) == "-03:00"
+    b = rules.Budget("a", BudgetPeriod.DAY, 1, zone="+05:30")
+    assert budgets.zone_of(b, UTC).utcoffset(now) == timedelta(hours=5, minutes=30)
+    assert budgets.zone_of(rules.Budget("a", BudgetPeriod.DAY, 1, zone="Nowhere/Land"), UTC) is UTC
+
+
+def _request_for(caller: str):  # type: ignore[no-untyped-def]
+    from imagen.core.events import JobRequested
+
+    return JobRequested(
+        "rep", "replicate", SCHNELL, "p", {"count": 1}, {}, "/tmp/x.png", caller=caller,
+        price_usd=0.003,
+    )  # fmt: skip
+
+
+def test_ended_spend_sums_by_window_whatever_order_jobs_end_in() -> None:
+    from imagen.projections.spend import _Ended
+
+    ended = _Ended()
+    ended.add("a", "2026-05-01T10:00:00Z", 1)
+    ended.add("b", "2026-05-02T10:00:00Z", 10)
+    assert ended.since("2026-05-02") == 10 and ended.since(None) == 11
+    ended.add("c", "2026-05-01T12:00:00Z", 100)  # out of order (another machine's clock)
+    assert ended.since("2026-05-01T11") == 110 and ended.since(None) == 111
+    ended.remove("b")
+    ended.add("b", "2026-04-30T00:00:00Z", 1000)  # the same job, folded again
+    assert ended.since("2026-05-01") == 101 and ended.since(None) == 1101

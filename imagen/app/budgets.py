@@ -3,15 +3,22 @@ write lock, and reporting spent and left per window.
 
 The check is a guard on the append that records a new job (`Runner.submit`): it reads the
 budgets and what the caller has committed inside the same locked transaction, so two processes
-can never both take the last of a budget. Rules: imagen/core/budgets.py; what counts as
-committed: imagen/projections/spend.py.
+can never both take the last of a budget. What the caller has committed is folded from the
+events themselves (`spend.ChainSpend`), never read from the spend table, which a writer can
+edit. Rules: imagen/core/budgets.py; what counts as committed: imagen/projections/spend.py.
+
+A budget's windows are in the zone recorded when it was set (`BudgetSet.zone`), whatever the
+TZ of the process that checks; a budget set before zones were recorded follows the checking
+process's zone, as it always did.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from imagen.core import budgets as rules
@@ -73,17 +80,93 @@ def in_force(view: Any) -> dict[tuple[str, str, str], Budget]:
     return rules.fold((r.event, iso(r.at)) for r in recorded)
 
 
+def zone_of(b: Budget, fallback: tzinfo) -> tzinfo:
+    """The zone `b`'s windows are in: the one recorded when it was set; `fallback` (the
+    checking process's zone) for a budget recorded before zones were, or one this machine
+    does not know."""
+    if not b.zone:
+        return fallback
+    offset = rules.parse_offset(b.zone)
+    if offset is not None:
+        return timezone(timedelta(minutes=offset))
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(b.zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return fallback
+
+
+def zone_name(tz: tzinfo, now: datetime) -> str:
+    """What to record for `tz`: its IANA name when known, else its UTC offset now ("+02:00")."""
+    key = getattr(tz, "key", None)
+    if isinstance(key, str) and key and key != "localtime":
+        return key
+    if key == "localtime":
+        named = _local_zone_name()
+        if named:
+            return named
+    return rules.format_offset(now.astimezone(tz).utcoffset() or timedelta(0))
+
+
+def _local_zone_name() -> str | None:
+    """The IANA name behind /etc/localtime (a link into the zoneinfo tree), when it has one."""
+    import os
+
+    try:
+        target = os.path.realpath("/etc/localtime")
+    except OSError:
+        return None
+    marker = "/zoneinfo/"
+    if marker not in target:
+        return None
+    name = target.split(marker, 1)[1]
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+    return name
+
+
+def window_start(b: Budget, now: datetime, tz: tzinfo) -> datetime | None:
+    return rules.window_start(b.per, now, zone_of(b, tz))
+
+
+def window_end(b: Budget, now: datetime, tz: tzinfo) -> datetime | None:
+    return rules.window_end(b.per, now, zone_of(b, tz))
+
+
 def window_filters(
     budgets: Iterable[Budget], caller: str, now: datetime, tz: tzinfo
 ) -> list[spend.Filter]:
     out = []
     for b in budgets:
-        start = rules.window_start(b.per, now, tz)
+        start = window_start(b, now, tz)
         out.append(spend.Filter(caller, b.backend, None if start is None else iso(start)))
     return out
 
 
-def guard(request: JobRequested, clock: Clock, tz: tzinfo) -> Guard | None:
+# The chain's spend per store and caller, shared by every Runner of a process (a batch's
+# workers): each process folds the ledger once, then only the events since its last check.
+_CHAINS: weakref.WeakKeyDictionary[Any, dict[str | None, spend.ChainSpend]] = (
+    weakref.WeakKeyDictionary()
+)
+_CHAINS_LOCK = threading.Lock()
+
+
+def chain_spend(store: Any, caller: str | None) -> spend.ChainSpend:
+    """The cached fold of `caller`'s jobs (None: every caller's) for `store`."""
+    with _CHAINS_LOCK:
+        mine = _CHAINS.setdefault(store, {})
+        found = mine.get(caller)
+        if found is None:
+            found = mine[caller] = spend.ChainSpend(None if caller is None else frozenset([caller]))
+        return found
+
+
+def guard(request: JobRequested, clock: Clock, tz: tzinfo, chain: spend.ChainSpend) -> Guard | None:
     """The check run under the write lock before `request` is recorded; None when the request
     costs nothing (a free job is never refused, whatever was spent)."""
     price = price_micros(request)
@@ -95,7 +178,8 @@ def guard(request: JobRequested, clock: Clock, tz: tzinfo) -> Guard | None:
         if not applicable:
             return
         filters = window_filters(applicable, request.caller, clock(), tz)
-        for b, spent in zip(applicable, spend.committed(view, filters), strict=True):
+        chain.advance(view)  # the events since this process's last look, under the lock
+        for b, spent in zip(applicable, chain.committed(filters), strict=True):
             if spent + price > b.amount_micros:
                 raise OverBudget(b, request.caller, spent, price)
 
@@ -110,24 +194,16 @@ class Budgets:
         self.store, self.clock, self.tz = store, clock, tz
 
     def prepare(self, request: JobRequested) -> None:
-        prepare_check(self.store, request)
+        """Outside the lock, before a paid request when budgets exist: fold the chain up to
+        now, so the guard under the lock folds only what was appended since."""
+        if not price_micros(request) or not self.store.stream_version(BUDGET_STREAM):
+            return
+        with self.store.snapshot() as view:
+            if rules.applicable(in_force(view).values(), request.caller, request.backend):
+                chain_spend(self.store, request.caller).advance(view)
 
     def guard(self, request: JobRequested) -> Guard | None:
-        return guard(request, self.clock, self.tz)
-
-
-# How far the spend table may lag before a paid request catches it up first (outside the
-# lock). Below this the guard folds the lag itself: cheaper than a durable commit per request.
-LAG = 64
-
-
-def prepare_check(store: Any, request: JobRequested) -> None:
-    """Outside the lock, before a paid request: when budgets exist and the spend table is far
-    behind, bring it up to date, so the guard reads only a short tail (not the whole ledger)."""
-    if not price_micros(request) or not store.stream_version(BUDGET_STREAM):
-        return
-    if store.head_position() - store.get_checkpoint(spend.CHECKPOINT) > LAG:
-        spend.catch_up(store)
+        return guard(request, self.clock, self.tz, chain_spend(self.store, request.caller))
 
 
 # -- setting -----------------------------------------------------------------------------------
@@ -137,14 +213,47 @@ def _new(event: Event) -> NewEvent:
     return NewEvent(event.type_name(), event.to_data(), event.SCHEMA_VERSION)
 
 
+class NotOwner(Exception):
+    """On a team PostgreSQL ledger, budgets are the owner role's to set and remove."""
+
+
+def protect(store: Any) -> None:
+    """Register the budget stream as protected: on PostgreSQL only the ledger's owner role may
+    append to it (a database trigger refuses everyone else), so an agent running as the writer
+    cannot raise or remove its own budget. Done by `imagen db upgrade ledger` and before every
+    budget change (both the owner's)."""
+    from ledger import ProtectedStreamError
+
+    try:
+        store.protect_streams([BUDGET_STREAM])
+    except ProtectedStreamError as exc:
+        raise NotOwner(f"budgets are the ledger owner's to change: {exc}") from None
+
+
+def _append_budget_events(store: Any, events: list[NewEvent], version: int | None) -> None:
+    from ledger import ProtectedStreamError
+
+    protect(store)
+    try:
+        store.append(BUDGET_STREAM, events, version)
+    except ProtectedStreamError as exc:
+        raise NotOwner(f"budgets are the ledger owner's to change: {exc}") from None
+
+
 def set_budget(
-    store: Any, caller: str, amount: str, per: str, backend: str | None, by: str
+    store: Any, caller: str, amount: str, per: str, backend: str | None, by: str, zone: str = ""
 ) -> Budget:
+    """Record a budget; `zone` (see `zone_name`) is where its windows' midnights are."""
     event = BudgetSet(
-        rules.check_caller(caller), BudgetPeriod(per), rules.parse_amount(amount), backend or "", by
+        rules.check_caller(caller),
+        BudgetPeriod(per),
+        rules.parse_amount(amount),
+        backend or "",
+        by,
+        zone,
     )
-    store.append(BUDGET_STREAM, [_new(event)], None)
-    return Budget(event.caller, event.per, event.amount_micros, event.backend, by)
+    _append_budget_events(store, [_new(event)], None)
+    return Budget(event.caller, event.per, event.amount_micros, event.backend, by, zone=zone)
 
 
 def remove_budgets(
@@ -166,7 +275,7 @@ def remove_budgets(
             raise NoSuchBudget(caller, per, backend)
         events = [_new(BudgetRemoved(b.caller, b.per, b.backend, by)) for b in chosen]
         try:
-            store.append(BUDGET_STREAM, events, version)  # only if nobody changed them since
+            _append_budget_events(store, events, version)  # only if nobody changed them since
             return chosen
         except ConcurrencyError:
             continue
@@ -199,29 +308,25 @@ class Standing:
 
 
 def standings(store: Any, now: datetime, tz: tzinfo) -> list[tuple[Budget, list[Standing]]]:
-    """Every budget in force with, per caller it governs, spent and left in the current window.
-    A caller's own budget governs that caller; the default governs each caller with spend on
-    record and no budget of its own."""
-    spend.catch_up(store)
+    """Every budget in force with, per caller it governs, spent and left in the current window
+    (folded from the chain, as the guard counts). A caller's own budget governs that caller;
+    the default governs each caller with spend on record and no budget of its own."""
     with store.snapshot() as view:
         budgets = sorted(in_force(view).values(), key=lambda b: (b.caller == DEFAULT, b.key))
-        own = {b.caller for b in budgets if b.caller != DEFAULT}
-        others = sorted(
-            c
-            for (c,) in view.query(f"SELECT DISTINCT caller FROM {spend.TABLE}")
-            if c is not None and c not in own
-        )
-        out = []
-        for b in budgets:
-            start = rules.window_start(b.per, now, tz)
-            since = None if start is None else iso(start)
-            callers = [b.caller] if b.caller != DEFAULT else others
-            filters = [spend.Filter(c, b.backend, since) for c in callers]
-            sums = spend.committed(view, filters) if filters else []
-            end = rules.window_end(b.per, now, tz)
-            out.append(
-                (b, [Standing(b, c, start, end, n) for c, n in zip(callers, sums, strict=True)])
-            )
+        if not budgets:
+            return []
+        chain = chain_spend(store, None)
+        chain.advance(view)
+    own = {b.caller for b in budgets if b.caller != DEFAULT}
+    others = sorted({r["caller"] for r in chain.rows.values()} - own - {None})
+    out = []
+    for b in budgets:
+        start = window_start(b, now, tz)
+        since = None if start is None else iso(start)
+        callers = [b.caller] if b.caller != DEFAULT else others
+        sums = chain.committed([spend.Filter(c, b.backend, since) for c in callers])
+        end = window_end(b, now, tz)
+        out.append((b, [Standing(b, c, start, end, n) for c, n in zip(callers, sums, strict=True)]))
     return out
 
 
@@ -230,8 +335,7 @@ def standing_json(s: Standing) -> dict[str, Any]:
 
 
 def budget_json(b: Budget, rows: list[Standing], now: datetime, tz: tzinfo) -> dict[str, Any]:
-    start = rules.window_start(b.per, now, tz)
-    end = rules.window_end(b.per, now, tz)
+    start, end = window_start(b, now, tz), window_end(b, now, tz)
     out: dict[str, Any] = {
         "caller": b.caller,
         "per": b.per.value,
@@ -241,6 +345,7 @@ def budget_json(b: Budget, rows: list[Standing], now: datetime, tz: tzinfo) -> d
         "window_end": None if end is None else end.isoformat(),
         "set_by": b.set_by,
         "set_at": b.set_at,
+        "zone": b.zone or None,
     }
     if b.caller == DEFAULT:
         out.update(spent=None, left=None, callers=[standing_json(s) for s in rows])
@@ -276,3 +381,35 @@ def describe(entries: list[dict[str, Any]]) -> str:
         on = f" on {e['backend']}" if e["backend"] else ""
         parts.append(f"{e['spent']} of {e['amount']} {per}{on}" + (" (*)" if e["default"] else ""))
     return "; ".join(parts)
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+
+def check_spend_projection(store: Any, head: int) -> list[dict[str, Any]]:
+    """The spend table (a cache for reports) against the chain's own fold, as `imagen audit`
+    checks the jobs and usage tables: a row zeroed, edited or deleted there is a finding."""
+    from imagen.app.audit import _compare
+    from ledger.projection import select_all
+
+    try:
+        spend.catch_up(store)
+    except Exception:  # noqa: BLE001 - a ledger this process may only read: nothing cached
+        return []
+    with store.snapshot() as view:
+        if view.checkpoint(spend.CHECKPOINT) != head:
+            return []  # not comparable (behind: appended since; ahead: reported as such)
+        chain = spend.ChainSpend()
+        chain.advance(view)
+        names = spend.SPEND.column_names
+        stored = {
+            r[0]: dict(zip(names, r, strict=True)) for r in view.query(select_all(spend.SPEND))
+        }
+    return _compare(
+        chain.rows,
+        stored,
+        names,
+        lambda k: {"projection": "spend", "job_id": k},
+        "spend row",
+        "the spend table",
+    )

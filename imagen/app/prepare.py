@@ -15,7 +15,7 @@ from imagen.app.exit_codes import ExitCode
 from imagen.core.events import JobRequested
 from imagen.core.inputs import EXTENSION_FORMATS, BadInput, GenerateInputs, file_name
 from imagen.core.job import image_count, image_path
-from imagen.core.pricing import price_for
+from imagen.core.pricing import below_table, price_for
 from imagen.core.times import file_stamp
 from imagen.runner.environment import Environment
 
@@ -139,6 +139,12 @@ def prepare(
         f"(aspect {params.get('aspect_ratio')}): {backend.type} makes sizes by aspect ratio"
         for key, value in (params.get("asked") or {}).items()
     )
+    floor = below_table(backend.model, options.get("price_usd"))
+    if floor is not None:
+        notes += (
+            f"backends.{backend.name}.price_usd {float(options['price_usd']):g} is below imagen's rate "
+            f"for {backend.model} (${floor} an image); ${floor} is recorded and counted",
+        )
     return Prepared(new_job_id(), request, notes)
 
 

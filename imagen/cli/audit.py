@@ -86,6 +86,9 @@ def audit(
         usage_table.catch_up(store)
         problems.extend(checks.check_jobs_projection(store, rows, head))
         problems.extend(checks.check_usage_projection(store, rows, head))
+        from imagen.app.budgets import check_spend_projection
+
+        problems.extend(check_spend_projection(store, head))
     if remote:
         from imagen.app.usage_sync import audit_remote
 

@@ -47,8 +47,9 @@ def set_(
 
     A paid request that would take the caller past a budget is not sent: the job is recorded
     as failed and `generate` exits 9. What counts: the price of every job still under way, and
-    what `imagen usage` counts as billed for ended ones. Windows follow the local calendar:
-    a day from midnight, a week from Monday 00:00, a month from the 1st; total never resets.
+    what `imagen usage` counts as billed for ended ones. Windows follow the calendar of this
+    zone (TZ, else the system's), recorded with the budget: a day from midnight, a week from
+    Monday 00:00, a month from the 1st; total never resets. A later TZ changes nothing.
 
     Examples of use:
       imagen budget set agent-7 2.50 --per day
@@ -71,9 +72,13 @@ def set_(
     from imagen.core.budgets import BadBudget
 
     _check_backend(backend)
+    env = context.session().env
+    zone = budgets.zone_name(env.tz, env.clock())
     try:
-        b = budgets.set_budget(context.session().store(), caller, amount, per, backend, _who())
-    except BadBudget as exc:
+        b = budgets.set_budget(
+            context.session().store(), caller, amount, per, backend, _who(), zone
+        )
+    except (BadBudget, budgets.NotOwner) as exc:
         raise UserError(str(exc), ExitCode.BAD_INPUT) from None
     context.note(f"budget set: {b.describe()} ${budgets.dollars(b.amount_micros)}")
 
@@ -105,7 +110,7 @@ def remove(
 
     try:
         gone = budgets.remove_budgets(context.session().store(), caller, per, backend, _who())
-    except budgets.NoSuchBudget as exc:
+    except (budgets.NoSuchBudget, budgets.NotOwner) as exc:
         raise UserError(str(exc), ExitCode.BAD_INPUT) from None
     for b in gone:
         context.note(f"budget removed: {b.describe()}")
@@ -125,7 +130,7 @@ def list_(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> 
     ----------
     json_output
         Print a JSON array: caller, per, backend, amount, window_start, window_end, spent,
-        left, set_by, set_at (money as decimal strings; the default's spent and left are per
+        left, set_by, set_at, zone (money as decimal strings; the default's spent and left are per
         caller, in `callers`).
     """
     from imagen.app import budgets
@@ -175,9 +180,9 @@ def list_(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> 
 
 
 def _window(b, now, tz) -> str:  # type: ignore[no-untyped-def]
-    from imagen.core.budgets import window_end, window_start
+    from imagen.app.budgets import window_end, window_start
 
-    start, end = window_start(b.per, now, tz), window_end(b.per, now, tz)
+    start, end = window_start(b, now, tz), window_end(b, now, tz)
     if start is None or end is None:
         return "all time"
     return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M %Z}"

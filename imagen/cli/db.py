@@ -32,7 +32,14 @@ def upgrade(branch: Literal["ledger", "usage"] = "ledger", /, *, url: str | None
     if branch == "ledger":
         # Opening is the one guarded path: the migration lock (PostgreSQL: an advisory lock),
         # a ledger newer than this imagen refused untouched, a new SQLite file made private.
-        context.session().store(url).close()
+        store = context.session().store(url)
+        from imagen.app.budgets import NotOwner, protect
+
+        try:
+            protect(store)  # budgets: the owner's alone (a trigger on PostgreSQL)
+        except NotOwner as exc:
+            context.warn(str(exc))
+        store.close()
         print("ledger at head")
         return
     target = url or cfg.usage.database_url

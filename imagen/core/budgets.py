@@ -3,8 +3,9 @@
 A budget caps what one caller may commit per window: `amount_micros` per day, ISO week
 (Monday 00:00 local time), calendar month, or in total. The caller "*" is the default: it
 applies to every caller that has no budget of its own, each such caller getting its own
-allowance. A budget may be limited to one backend. Windows follow the local calendar of the
-machine that checks (its time zone, DST included).
+allowance. A budget may be limited to one backend. Windows follow the calendar of the zone
+recorded when the budget was set (DST included), whatever the zone of the process that checks;
+the app resolves the zone (imagen/app/budgets.py `zone_of`).
 
 What counts against a budget is computed in imagen/projections/spend.py: what `imagen usage`
 counts as billed for an ended job, the full price for a job still under way.
@@ -23,6 +24,7 @@ DEFAULT = "*"
 MAX_CALLER = 200
 # ASCII digits only: `\d` alone also takes other scripts' digits ("١٢" would be $12).
 _AMOUNT = re.compile(r"\$?(\d{1,12})(?:\.(\d{1,6}))?", re.ASCII)
+_OFFSET = re.compile(r"([+-])(\d\d):(\d\d)", re.ASCII)
 
 
 class BadBudget(ValueError):
@@ -37,6 +39,7 @@ class Budget:
     backend: str = ""  # "" for every backend
     set_by: str = ""
     set_at: str = ""  # when it was recorded (UTC ISO)
+    zone: str = ""  # where its windows are (IANA name or "+02:00"); "" before zones were recorded
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -76,7 +79,7 @@ def fold(events: Iterable[tuple[Event, str]]) -> dict[tuple[str, str, str], Budg
     budgets: dict[tuple[str, str, str], Budget] = {}
     for e, at in events:
         if isinstance(e, BudgetSet):
-            b = Budget(e.caller, e.per, e.amount_micros, e.backend, e.set_by, at)
+            b = Budget(e.caller, e.per, e.amount_micros, e.backend, e.set_by, at, e.zone)
             budgets[b.key] = b
         elif isinstance(e, BudgetRemoved):
             budgets.pop((e.caller, e.per.value, e.backend), None)
@@ -124,3 +127,19 @@ def window_end(per: BudgetPeriod, now: datetime, tz: tzinfo) -> datetime | None:
 
 def _midnight(day: date, tz: tzinfo) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=tz)
+
+
+def format_offset(offset: timedelta) -> str:
+    """A fixed zone as recorded when it has no name: "+02:00", "-05:30"."""
+    minutes = round(offset.total_seconds() / 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def parse_offset(text: str) -> int | None:
+    """Minutes east of UTC for a recorded fixed offset ("+02:00"), None for a zone name."""
+    m = _OFFSET.fullmatch(text)
+    if m is None or int(m.group(2)) > 23 or int(m.group(3)) > 59:
+        return None
+    minutes = int(m.group(2)) * 60 + int(m.group(3))
+    return -minutes if m.group(1) == "-" else minutes

@@ -494,13 +494,17 @@ class BudgetPeriod(StrEnum):
 class BudgetSet(Event):
     """`caller` (or "*", the default for every caller without a budget of its own) may spend
     at most `amount_micros` (micro-dollars) per `per` window, on `backend` only if given.
-    Replaces the budget with the same caller, period and backend. `set_by`: who set it."""
+    Replaces the budget with the same caller, period and backend. `set_by`: who set it (as
+    they named themselves). `zone`: where the windows' midnights are, an IANA name or a fixed
+    UTC offset ("+02:00"), recorded when the budget was set; "" in budgets set before zones
+    were recorded (their windows follow the checking process's zone)."""
 
     caller: str
     per: BudgetPeriod
     amount_micros: int
     backend: str = ""
     set_by: str = ""
+    zone: str = ""
 
 
 @dataclass(frozen=True)

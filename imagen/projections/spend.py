@@ -7,15 +7,19 @@ provider accepted and then failed; a request the provider refused (401, 402, 422
 refused) commits nothing. An ended job counts in the window it ended in, as in `imagen usage`;
 one under way counts in every current window.
 
-`committed` reads the table up to its checkpoint plus the events after it (folded here from
-their streams), so inside an append's guard it sees every event committed before the guard.
+A budget's figure never comes from the table (`imagen_spend_v1`): any writer can edit a table,
+and a zeroed row would lift a budget. `ChainSpend` folds the same rows from the events
+themselves (the guard reads them under the write lock), and the table is a cache for reports
+that `imagen audit` compares with that fold (`differences`).
 """
 
 from __future__ import annotations
 
+import bisect
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from imagen.core.events import TERMINAL_TYPES
 from imagen.core.job import JobState
@@ -61,8 +65,6 @@ SPEND = TableSpec(
     ),
 )
 
-# Events that change a job's row: its request (the price) and its end (what was billed).
-_CHANGES = TERMINAL_TYPES | {"JobRequested"}
 HUGE = 2**53  # micro-dollars: over any budget, and sums of many still fit in 64 bits
 
 
@@ -95,9 +97,9 @@ def _is_job(stream_id: str) -> bool:
 def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
     from imagen.repository import load
 
-    touched = dict.fromkeys(
-        e.stream_id for e in events if e.type in _CHANGES and _is_job(e.stream_id)
-    )
+    # Every job an event touched, read whole: a row is its job's whole stream folded, as
+    # `ChainSpend` folds it (the last event's time dates an ended job).
+    touched = dict.fromkeys(e.stream_id for e in events if _is_job(e.stream_id))
     rows = (row(load(view, jid)) for jid in touched)
     return [r for r in rows if r is not None]
 
@@ -126,46 +128,167 @@ def _contribution(r: Row, f: Filter) -> int:
     return int(r["spent_micros"] or 0)
 
 
-def committed(view: LockedView, filters: Sequence[Filter], *, batch: int = 5000) -> list[int]:
-    """Micro-dollars committed for each filter: the table's sums, with the jobs that events
-    after its checkpoint touched taken from their streams instead."""
-    from imagen.core.job import fold as fold_job
-    from imagen.repository import load, to_recorded
+class ChainSpend:
+    """What each job commits, folded from the chain itself: the figure a budget is checked
+    against. Never read from the spend table, which any writer can edit (a row can be zeroed,
+    an event cannot: the ledger's triggers refuse UPDATE and DELETE).
 
-    after = view.checkpoint(CHECKPOINT) if view.has_checkpoint(CHECKPOINT) else None
-    callers = {f.caller for f in filters}
-    tail: dict[str, Row] = {}
-    loaded: set[str] = set()  # folded from the whole stream: final for this view
-    position = after or 0
-    while True:
-        events = view.read_after(position, batch)
-        ended = {e.stream_id for e in events if e.type in TERMINAL_TYPES}
-        for e in events:
-            if e.type not in _CHANGES or not _is_job(e.stream_id) or e.stream_id in loaded:
-                continue
-            if e.type == "JobRequested" and e.stream_id not in ended:
-                # Requested and still under way: the request alone prices it (the common
-                # case in a tail, read without another query), and only for these callers.
-                if _caller(e) not in callers:
-                    continue
-                state = fold_job(e.stream_id, [to_recorded(e)])
-            else:
-                state = load(view, e.stream_id)
-                loaded.add(e.stream_id)
-            r = row(state)
-            if r is not None:
-                tail[e.stream_id] = r
-        if len(events) < batch:
-            break
-        position = events[-1].position
-    stale = view.rows(SPEND, tail) if after is not None and tail else {}
-    totals = _table_sums(view, filters) if after is not None else [0] * len(filters)
-    return [
-        total
-        - sum(_contribution(r, f) for r in stale.values())
-        + sum(_contribution(r, f) for r in tail.values())
-        for total, f in zip(totals, filters, strict=True)
-    ]
+    A cache, kept in memory and keyed by the chain: the rows of every job (of `callers`, or
+    of all) as folded up to `position`, whose hash was `hash`. `advance(view)` first checks
+    that the chain still holds that hash there (a ledger restored, rebuilt or replaced, or a
+    group commit rolled back, starts over from nothing), then folds only the events after it.
+    So a process pays one fold of the ledger (outside the write lock: `Budgets.prepare`) and
+    each paid create after that the events since its previous one."""
+
+    def __init__(self, callers: frozenset[str] | None = None) -> None:
+        self.callers = callers
+        self._lock = threading.Lock()  # one advance at a time (a batch's workers share this)
+        self._forget()
+
+    def _forget(self) -> None:
+        self.position, self.hash = 0, ""
+        self.rows: dict[str, Row] = {}
+        self._sums = _Sums()
+        self._others: set[str] = set()  # jobs of callers not wanted here
+
+    def advance(self, view: LockedView, *, batch: int = 5000) -> None:
+        with self._lock:
+            if self.position and view.hash_at(self.position) != self.hash:
+                self._forget()
+            cold = self.position == 0
+            pending: dict[str, list[RecordedEvent]] = {}  # a cold fold's streams under way
+            folded: set[str] = set()  # folded at their end in this cold fold
+            touched: set[str] = set()  # to read again whole
+            while True:
+                events = view.read_after(self.position, batch)
+                for e in events:
+                    jid = e.stream_id
+                    if not _is_job(jid) or jid in self._others:
+                        continue
+                    if e.type == "JobRequested" and not self._wanted(e):
+                        self._others.add(jid)
+                        pending.pop(jid, None)
+                        self.rows.pop(jid, None)
+                    elif not cold or jid in folded:
+                        touched.add(jid)  # e.g. an event after the job's end
+                    else:
+                        pending.setdefault(jid, []).append(e)
+                        if e.type in TERMINAL_TYPES:  # fold it now: memory stays bounded
+                            self._put(jid, _fold(jid, pending.pop(jid)))
+                            folded.add(jid)
+                if events:
+                    self.position, self.hash = events[-1].position, events[-1].hash
+                if len(events) < batch:
+                    break
+            for jid, evs in pending.items():
+                self._put(jid, _fold(jid, evs))
+            for jid in touched - self._others:
+                self._put(jid, load_job(view, jid))
+
+    def _wanted(self, e: RecordedEvent) -> bool:
+        return self.callers is None or _caller(e) in self.callers or _caller(e) is None
+
+    def _put(self, jid: str, state: JobState) -> None:
+        r = row(state)
+        old = self.rows.pop(jid, None)
+        if old is not None:
+            self._sums.remove(jid, old)
+        if r is None:
+            return
+        if self.callers is not None and r["caller"] not in self.callers:
+            self._others.add(jid)
+            return
+        self.rows[jid] = r
+        self._sums.add(jid, r)
+
+    def committed(self, filters: Sequence[Filter]) -> list[int]:
+        """Micro-dollars committed for each filter, as of the last `advance` (each the sum of
+        `_contribution` over the rows, read from running sums: no walk over every job)."""
+        with self._lock:
+            return [self._sums.total(f) for f in filters]
+
+
+class _Sums:
+    """The rows' contributions kept summed per caller and backend: the full price of jobs under
+    way, and what ended jobs spent in order of their end, so a window's sum is one bisection."""
+
+    def __init__(self) -> None:
+        self.open: dict[tuple[str, str], int] = {}
+        self.ended: dict[tuple[str, str], _Ended] = {}
+
+    def add(self, jid: str, r: Row) -> None:
+        key = (r["caller"], r["backend"])
+        if r["ended_at"] is None:
+            self.open[key] = self.open.get(key, 0) + int(r["reserved_micros"] or 0)
+        else:
+            self.ended.setdefault(key, _Ended()).add(
+                jid, r["ended_at"], int(r["spent_micros"] or 0)
+            )
+
+    def remove(self, jid: str, r: Row) -> None:
+        key = (r["caller"], r["backend"])
+        if r["ended_at"] is None:
+            self.open[key] -= int(r["reserved_micros"] or 0)
+        else:
+            self.ended[key].remove(jid)
+
+    def total(self, f: Filter) -> int:
+        keys = {k for k in (*self.open, *self.ended) if k[0] == f.caller}
+        keys = {k for k in keys if not f.backend or k[1] == f.backend}
+        out = 0
+        for k in keys:
+            out += self.open.get(k, 0)
+            if k in self.ended:
+                out += self.ended[k].since(f.since)
+        return out
+
+
+class _Ended:
+    """What ended jobs spent, by the time they ended: sorted, with prefix sums. Jobs end in
+    about the order they are read, so adding is an append; anything else (an end out of order,
+    a job folded again) rebuilds the order once, at the next sum."""
+
+    def __init__(self) -> None:
+        self.where: dict[str, tuple[str, int]] = {}
+        self.ats: list[str] = []
+        self.prefix: list[int] = [0]
+        self.dirty = False
+
+    def add(self, jid: str, at: str, value: int) -> None:
+        self.where[jid] = (at, value)
+        if self.dirty or (self.ats and at < self.ats[-1]):
+            self.dirty = True
+            return
+        self.ats.append(at)
+        self.prefix.append(self.prefix[-1] + value)
+
+    def remove(self, jid: str) -> None:
+        del self.where[jid]
+        self.dirty = True
+
+    def since(self, since: str | None) -> int:
+        if self.dirty:
+            pairs = sorted(self.where.values())
+            self.ats = [a for a, _ in pairs]
+            self.prefix = [0]
+            for _, v in pairs:
+                self.prefix.append(self.prefix[-1] + v)
+            self.dirty = False
+        start = 0 if since is None else bisect.bisect_left(self.ats, since)
+        return self.prefix[-1] - self.prefix[start]
+
+
+def _fold(job_id: str, events: Sequence[RecordedEvent]) -> JobState:
+    from imagen.core.job import fold as fold_job
+    from imagen.repository import to_recorded
+
+    return fold_job(job_id, [to_recorded(e) for e in events])
+
+
+def load_job(view: View, job_id: str) -> JobState:
+    from imagen.repository import load
+
+    return load(view, job_id)
 
 
 def _caller(e: RecordedEvent) -> object:
@@ -174,39 +297,6 @@ def _caller(e: RecordedEvent) -> object:
     except ValueError:
         return None  # not JSON: decoding makes it an unknown event, which prices nothing
     return data.get("caller") if isinstance(data, dict) else None
-
-
-def _table_sums(view: LockedView, filters: Sequence[Filter]) -> list[int]:
-    """Every filter's sum in one pass over the table (one range of the covering index per
-    caller, not one per budget)."""
-    out: list[int] = []
-    callers = sorted({f.caller for f in filters})
-    sums: dict[Filter, int] = {}
-    for caller in callers:
-        mine = [f for f in filters if f.caller == caller]
-        params: dict[str, Any] = {"caller": caller}
-        columns = []
-        for n, f in enumerate(mine):
-            cond = ["ended_at IS NULL"]
-            if f.since is None:
-                cond = ["1 = 1"]
-            else:
-                cond.append(f"ended_at >= :since{n}")
-                params[f"since{n}"] = f.since
-            when = f"({' OR '.join(cond)})"
-            if f.backend:
-                when += f" AND backend = :backend{n}"
-                params[f"backend{n}"] = f.backend
-            columns.append(
-                f"coalesce(sum(CASE WHEN {when} THEN coalesce(spent_micros, reserved_micros) "
-                "ELSE 0 END), 0)"
-            )
-        [values] = view.query(
-            f"SELECT {', '.join(columns)} FROM {TABLE} WHERE caller = :caller", params
-        )
-        sums.update(zip(mine, (int(v or 0) for v in values), strict=True))
-    out = [sums[f] for f in filters]
-    return out
 
 
 def rebuild(store: EventStore) -> list[str]:
