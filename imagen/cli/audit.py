@@ -147,7 +147,8 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
     """Re-derive projections from the ledger and report differences.
 
     Rebuilds every projection (job list, sidecars, usage) from the ledger alone and reports
-    what differed from what was there.
+    what differed from what was there. Exit 4 when something differed (and was repaired), 0
+    when nothing did.
 
     Examples of use:
       imagen rebuild
@@ -219,7 +220,8 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
             f"rebuilt {len(after)} job rows, checked {sidecars} sidecars: "
             f"{len(differences)} difference(s)"
         )
-    return 0
+    # A difference repaired is still a finding: a cache disagreed with the chain (exit 4).
+    return int(ExitCode.AUDIT_FAILED if differences else ExitCode.OK)
 
 
 def _same_json(a: bytes, b: bytes) -> bool:
