@@ -85,6 +85,7 @@ def audit(
     problems.extend(checks.invariants(rows))
     found, checked_images = checks.check_files(rows, images)
     problems.extend(found)
+    problems.extend(checks.check_unknown_files(store, head, rows, images, _output_folders()))
     if report.ok and not any(p["kind"] == "checkpoint_past_head" for p in problems):
         from imagen.projections.usage import table as usage_table
 
@@ -151,6 +152,16 @@ def audit(
     if problems:
         return int(ExitCode.AUDIT_FAILED)
     return int(ExitCode.BACKEND_UNAVAILABLE if incomplete else ExitCode.OK)
+
+
+def _output_folders() -> list[Path]:
+    """The configured output directory (where a removed job's files would be), if any."""
+    from imagen.app.errors import UserError
+
+    try:
+        return [Path(context.session().config().output.directory).expanduser()]
+    except UserError:
+        return []
 
 
 def _max_time(text: str | None, provider: bool) -> float | None:
