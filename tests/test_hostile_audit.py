@@ -193,3 +193,38 @@ def test_files_of_a_job_the_ledger_does_not_have_are_a_finding(sandbox: Sandbox)
     [found] = report["problems"]
     assert (found["kind"], found["job_id"]) == ("unknown_job_files", "0" * 26)
     assert str(copy) in found["message"]
+
+
+def test_a_new_ledger_records_its_head_file_and_no_crash_leaves_it_without_one(
+    tmp_path: Path,
+) -> None:
+    from ledger import NewEvent, open_store
+    from ledger.chain import Head, HeadFile
+    from ledger.events import GENESIS_HASH
+
+    path = tmp_path / "ledger.db"
+    store = open_store(f"sqlite:///{path}", identity=True)
+    head_file = HeadFile(Path(f"{path}.head"))
+    try:
+        with store.transaction() as conn:
+            store.append("job-1", [NewEvent("Noted", {"n": 1})], 0, conn=conn)
+            # Before the first commit: a head file at position 0 (it can only lag the chain).
+            assert head_file.read() == Head(0, GENESIS_HASH)
+        first = next(iter(store.read_all(0)))
+        assert first.type == "LedgerCreated" and first.data["head_file"] is True
+        assert head_file.read() == store.head()
+        # A kill between the commit and the head file's write leaves position 0: the next
+        # commit writes the head as usual, and audit has nothing to say.
+        head_file.write(Head(0, GENESIS_HASH))
+        assert store.head_file_problems(store.head()) == []
+        store.append("job-1", [NewEvent("Noted", {"n": 2})], 1)
+        assert head_file.read() == store.head()
+        # Gone: a finding, and the next commit does not make a new one over the evidence.
+        head_file.path.unlink()
+        [problem] = store.head_file_problems(store.head())
+        assert "is missing" in str(problem["message"])
+        store.append("job-1", [NewEvent("Noted", {"n": 3})], 2)
+        assert not head_file.path.exists()
+        assert store.head_file_problems(store.head()) != []
+    finally:
+        store.close()
