@@ -49,15 +49,13 @@ from imagen.core.events import (
 from imagen.core.inputs import BadInput, GenerateInputs
 from imagen.core.job import JobState, Recorded, fold
 from imagen.runner.loop import NullReporter
-from imagen.testing.comfyui import ComfyUIDouble
-from imagen.testing.replicate import ReplicateDouble
 from ledger import open_store
+from tests.support.doubles import TOKEN, TOKEN_ENV, comfyui_double, replicate_double
 from tests.support.echo import EchoServer
 from tests.support.inprocess import environment, prepared
 
 ACTION_TYPES = get_args(Action)
 REQUESTS = (HttpRequest, StoreImage, OpenStream, FollowStream)
-TOKEN = "conformance-secret-token-0123456789"
 
 
 @dataclass
@@ -77,18 +75,18 @@ class Harness:
 
 @contextmanager
 def _replicate() -> Iterator[Live]:
-    with ReplicateDouble(token=TOKEN) as rep:
+    with replicate_double() as rep:
         rep.behaviour(polls=1)  # create, a poll, the download: every request kind
         yield Live(
             {"base_url": rep.url, "poll_interval_s": 0.05, "retry_base_s": 0.01, "wait_s": 1},
-            {"REPLICATE_API_TOKEN": TOKEN},
+            dict(TOKEN_ENV),
             lambda: rep.behaviour(fail_with="CUDA out of memory"),
         )
 
 
 @contextmanager
 def _comfyui() -> Iterator[Live]:
-    with ComfyUIDouble() as comfy:
+    with comfyui_double() as comfy:
         yield Live(
             {"url": comfy.url, "poll_interval_s": 0.05, "retry_base_s": 0.01},
             {},

@@ -8,7 +8,6 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,16 +19,9 @@ from imagen.core import budgets as rules
 from imagen.core.events import BudgetPeriod
 from imagen.testing.replicate import ReplicateDouble
 from tests.support.cli import Sandbox
+from tests.support.doubles import SCHNELL, TOKEN
 
-TOKEN = "r8_test_secret_token_0123456789"
-SCHNELL = "black-forest-labs/flux-schnell"  # 0.003 per image
-DEV = "black-forest-labs/flux-dev"  # 0.025 per image
-
-
-@pytest.fixture
-def rep() -> Iterator[ReplicateDouble]:
-    with ReplicateDouble(token=TOKEN) as double:
-        yield double
+DEV = "black-forest-labs/flux-dev"  # 0.025 per image (SCHNELL: 0.003)
 
 
 def make_box(root: Path, rep: ReplicateDouble, ledger_url: str = "", caller: str = "agent-1"):  # type: ignore[no-untyped-def]

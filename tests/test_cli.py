@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from imagen.testing.comfyui import ComfyUIDouble
-from imagen.testing.replicate import ReplicateDouble
 from tests.support.cli import ROOT, Sandbox
+from tests.support.doubles import TOKEN, TOKEN_ENV, comfyui_double, replicate_double
 
 
 @pytest.fixture
@@ -26,11 +25,7 @@ def test_config_init_show_and_path(box: Sandbox) -> None:
     assert init.returncode == 0 and Path(path).exists()
     assert Path(path).stat().st_mode & 0o077 == 0
     assert box.run("config", "init").returncode == 2  # never overwritten silently
-    shown = json.loads(
-        box.run(
-            "config", "show", "--json", env={"REPLICATE_API_TOKEN": "r8_secret_value_123"}
-        ).stdout
-    )
+    shown = json.loads(box.run("config", "show", "--json", env=TOKEN_ENV).stdout)
     assert set(shown["backends"]) == {
         "flux-schnell-local",
         "flux-schnell-replicate",
@@ -40,8 +35,8 @@ def test_config_init_show_and_path(box: Sandbox) -> None:
     assert (
         shown["backends"]["flux-schnell-replicate"]["api_token_env"] == "REPLICATE_API_TOKEN (set)"
     )
-    text = box.run("config", "show", env={"REPLICATE_API_TOKEN": "r8_secret_value_123"}).stdout
-    assert "r8_secret_value_123" not in text
+    text = box.run("config", "show", env=TOKEN_ENV).stdout
+    assert TOKEN not in text
 
 
 @pytest.mark.parametrize("args", [("backends", "--check"), ("generate", "x"), ("backends",)])
@@ -88,7 +83,7 @@ def test_missing_explicit_config_is_an_error(box: Sandbox, tmp_path: Path) -> No
 
 
 def test_backends_status_and_check(box: Sandbox) -> None:
-    with ReplicateDouble(token="r8_token_for_check_123") as rep, ComfyUIDouble() as comfy:
+    with replicate_double() as rep, comfyui_double() as comfy:
         box.write_config(f"""
 default_backend = "local"
 [backends.local]
@@ -101,20 +96,14 @@ base_url = "{rep.url}"
 type = "replicate"
 api_token_env = "OTHER_TOKEN"
 """)
-        listed = json.loads(
-            box.run(
-                "backends", "--json", env={"REPLICATE_API_TOKEN": "r8_token_for_check_123"}
-            ).stdout
-        )
+        listed = json.loads(box.run("backends", "--json", env=TOKEN_ENV).stdout)
         status = {r["name"]: r["status"] for r in listed}
         assert status == {
             "local": "ok",
             "cloud": "ok",
             "cloud-unset": "not configured (set OTHER_TOKEN)",
         }
-        checked = box.run(
-            "backends", "--check", env={"REPLICATE_API_TOKEN": "r8_token_for_check_123"}
-        ).stdout
+        checked = box.run("backends", "--check", env=TOKEN_ENV).stdout
         assert "ok (ComfyUI" in checked and "token accepted" in checked
         rejected = box.run("backends", "--check", env={"REPLICATE_API_TOKEN": "r8_wrong"}).stdout
         assert "token rejected" in rejected

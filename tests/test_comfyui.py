@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,7 @@ from PIL import Image
 
 from imagen.testing.comfyui import ComfyUIDouble, free_port
 from tests.support.cli import Sandbox
-
-
-@pytest.fixture
-def comfy() -> Iterator[ComfyUIDouble]:
-    with ComfyUIDouble() as double:
-        yield double
+from tests.support.doubles import comfyui_double
 
 
 def make_box(tmp_path: Path, url: str, **options: object) -> Sandbox:
@@ -130,7 +124,7 @@ def test_4xx_is_not_retried(tmp_path: Path, comfy: ComfyUIDouble) -> None:
 
 @pytest.mark.parametrize("with_200", [False, True])
 def test_missing_models_are_listed_with_the_setup_doc(tmp_path: Path, with_200: bool) -> None:
-    with ComfyUIDouble(models={"unet": [], "clip": ["clip_l.safetensors"], "vae": []}) as comfy:
+    with comfyui_double(models={"unet": [], "clip": ["clip_l.safetensors"], "vae": []}) as comfy:
         comfy.node_errors_with_200 = with_200
         box = make_box(tmp_path, comfy.url)
         result = box.run("generate", "x")
@@ -231,7 +225,7 @@ def test_killed_while_the_post_is_in_flight(box: Sandbox, comfy: ComfyUIDouble) 
 
 def test_bearer_token_for_a_proxy_is_sent_and_never_recorded(tmp_path: Path) -> None:
     token = "comfy-proxy-token-0123456789"
-    with ComfyUIDouble(token=token) as comfy:
+    with comfyui_double(token=token) as comfy:
         box = make_box(tmp_path, comfy.url, token_env="COMFY_TOKEN")
         refused = box.run("generate", "x", env={"COMFY_TOKEN": "wrong-token-0123456789"})
         assert refused.returncode == 3 and "token_env" in refused.stderr
@@ -457,7 +451,7 @@ def test_system_stats_metadata_and_asked_again_on_resume(
 
 
 def test_backends_check_names_missing_models_and_exits_non_zero(tmp_path: Path) -> None:
-    with ComfyUIDouble(models={"unet": [], "clip": ["clip_l.safetensors"], "vae": []}) as comfy:
+    with comfyui_double(models={"unet": [], "clip": ["clip_l.safetensors"], "vae": []}) as comfy:
         box = make_box(tmp_path, comfy.url)
         result = box.run("backends", "--check")
         assert result.returncode == 3, result.stderr

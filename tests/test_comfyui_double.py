@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,10 @@ from websockets.sync.client import ClientConnection, connect
 
 from imagen.backends.comfyui import flux_schnell_graph
 from imagen.testing.comfyui import ComfyUIDouble, free_port
+from tests.support.doubles import comfyui_double
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-RECV_TIMEOUT = 5.0
+RECV_TIMEOUT = 60.0  # generous: a loaded machine may take seconds; a correct double is quicker
 
 
 def flux_graph(
@@ -39,14 +39,8 @@ def flux_graph(
 
 
 @pytest.fixture
-def comfy() -> Iterator[ComfyUIDouble]:
-    with ComfyUIDouble(step_time=0.0) as double:
-        yield double
-
-
-@pytest.fixture
 def http() -> urllib3.PoolManager:
-    return urllib3.PoolManager(timeout=urllib3.Timeout(total=5.0), retries=False)
+    return urllib3.PoolManager(timeout=urllib3.Timeout(total=60.0), retries=False)
 
 
 def post_json(
@@ -70,7 +64,7 @@ def open_ws(comfy: ComfyUIDouble, client_id: str, **kwargs: Any) -> ClientConnec
     # An unbounded queue: with websockets' default (16) unread messages pause the reader
     # thread, and close() then waits close_timeout (10 s) for a close frame it cannot read.
     kwargs.setdefault("max_queue", None)
-    ws = connect(f"ws://127.0.0.1:{comfy.port}/ws?clientId={client_id}", open_timeout=5, **kwargs)
+    ws = connect(f"ws://127.0.0.1:{comfy.port}/ws?clientId={client_id}", open_timeout=60, **kwargs)
     first = json.loads(ws.recv(timeout=RECV_TIMEOUT))
     assert first["type"] == "status" and first["data"]["sid"] == client_id
     return ws
@@ -176,7 +170,7 @@ def test_same_seed_same_bytes_and_cached_rerun(
     image = comfy.history(first)["outputs"]["10"]["images"][0]
     data = http.request("GET", f"{comfy.url}/view", fields=image).data
 
-    with ComfyUIDouble(output_dir=tmp_path) as other:
+    with comfyui_double(output_dir=tmp_path) as other:
         pid = submit(http, other, flux_graph(seed=7))["prompt_id"]
         other.wait_until(finished(pid))
         assert (tmp_path / "imagen" / "test_00001_.png").read_bytes() == data
@@ -197,7 +191,7 @@ def test_client_chosen_prompt_id_is_echoed(comfy: ComfyUIDouble, http: urllib3.P
 
 
 def test_missing_models_are_value_not_in_list(http: urllib3.PoolManager) -> None:
-    with ComfyUIDouble(
+    with comfyui_double(
         models={"unet": ["a.safetensors", "b.safetensors"], "clip": [], "vae": []}
     ) as comfy:
         response = post_json(
@@ -245,7 +239,7 @@ def test_models_dir_lists_files(http: urllib3.PoolManager, tmp_path: Path) -> No
     ]:
         (tmp_path / sub).mkdir(exist_ok=True)
         (tmp_path / sub / name).write_bytes(b"")
-    with ComfyUIDouble(models_dir=tmp_path) as comfy:
+    with comfyui_double(models_dir=tmp_path) as comfy:
         assert get_json(http, f"{comfy.url}/models/vae") == ["ae.safetensors"]
         info = get_json(http, f"{comfy.url}/object_info/UNETLoader")["UNETLoader"]
         assert info["input"]["required"]["unet_name"][0] == [
@@ -334,7 +328,9 @@ def test_scripted_5xx_and_slow(comfy: ComfyUIDouble, http: urllib3.PoolManager) 
     response = http.request("GET", f"{comfy.url}/history/lost")
     assert response.status == 503 and json.loads(response.data) == {"error": "busy"}
     assert http.request("GET", f"{comfy.url}/history/lost").status == 200
-    comfy.slow_next("system_stats", 1.0)
+    # A slow answer: held far longer than the client waits, so the timeout fires however
+    # the client thread is scheduled.
+    comfy.slow_next("system_stats", 300.0)
     with pytest.raises(urllib3.exceptions.TimeoutError):
         http.request("GET", f"{comfy.url}/system_stats", timeout=0.2)
     assert ("POST", "/prompt") in comfy.requests
@@ -396,10 +392,13 @@ def test_ws_dropped_mid_run_history_completes(
     assert [m["data"]["value"] for m in got if m["type"] == "progress"] == [1, 2]
     comfy.wait_until(finished(pid))
     assert comfy.history(pid)["status"]["status_str"] == "success"
-    # Later messages were dropped, not buffered: a reconnect only gets a fresh status.
+    # Later messages were dropped, not buffered: a reconnect gets a fresh status, then only
+    # what comes next (buffered messages would arrive before the next prompt's, whatever the
+    # machine's speed).
     with open_ws(comfy, "drop") as ws:
-        with pytest.raises(TimeoutError):
-            ws.recv(timeout=0.2)
+        marker = submit(http, comfy, flux_graph(seed=2), client_id="drop")["prompt_id"]
+        after = recv_until_done(ws, marker)
+    assert all(m["data"].get("prompt_id") in (None, marker) for m in after), after
 
 
 def test_hold_interrupt_queue_and_vram(comfy: ComfyUIDouble, http: urllib3.PoolManager) -> None:
@@ -513,12 +512,12 @@ def test_system_stats_object_info_and_features(
 
 
 def test_bearer_token(http: urllib3.PoolManager) -> None:
-    with ComfyUIDouble(token="s3cret") as comfy:
+    with comfyui_double(token="s3cret") as comfy:
         assert http.request("GET", f"{comfy.url}/system_stats").status == 401
         auth = {"Authorization": "Bearer s3cret"}
         assert http.request("GET", f"{comfy.url}/system_stats", headers=auth).status == 200
         with pytest.raises(InvalidStatus) as refused:
-            connect(f"ws://127.0.0.1:{comfy.port}/ws?clientId=a", open_timeout=5)
+            connect(f"ws://127.0.0.1:{comfy.port}/ws?clientId=a", open_timeout=60)
         assert refused.value.response.status_code == 401
         with open_ws(comfy, "a", additional_headers=auth) as ws:
             reply = post_json(
@@ -529,7 +528,7 @@ def test_bearer_token(http: urllib3.PoolManager) -> None:
 
 
 def test_refused_connection_after_close(http: urllib3.PoolManager) -> None:
-    comfy = ComfyUIDouble()
+    comfy = comfyui_double()
     comfy.hold_next()
     pid = submit(http, comfy, flux_graph())["prompt_id"]
     ws = open_ws(comfy, "w")
@@ -560,7 +559,7 @@ def test_standalone_prints_url_first(http: urllib3.PoolManager) -> None:
         }
     finally:
         proc.terminate()
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=60) == 0
 
 
 # -- the double held to a recorded real ComfyUI 0.3.64 session ---------------------------------
@@ -733,7 +732,7 @@ def test_the_double_agrees_with_the_recorded_session(
 
 
 def test_object_info_and_system_stats_have_the_recorded_shapes(http: urllib3.PoolManager) -> None:
-    with ComfyUIDouble(models={"unet": [], "clip": [], "vae": []}) as comfy:
+    with comfyui_double(models={"unet": [], "clip": [], "vae": []}) as comfy:
         for loader in ("UNETLoader", "DualCLIPLoader", "VAELoader"):
             real = recorded(f"GET /object_info/{loader}")["body"][loader]
             mine = get_json(http, f"{comfy.url}/object_info/{loader}")[loader]
@@ -752,7 +751,7 @@ def test_the_flux_graph_without_models_gets_the_recorded_400(http: urllib3.PoolM
     from imagen.backends.comfyui import flux_schnell_graph
 
     real = recorded("POST /prompt with imagen's FLUX")
-    with ComfyUIDouble(models={"unet": [], "clip": [], "vae": []}) as comfy:
+    with comfyui_double(models={"unet": [], "clip": [], "vae": []}) as comfy:
         graph = flux_schnell_graph(
             "x", {"width": 1024, "height": 1024, "seed": 1, "steps": 4}, {}, "p"
         )

@@ -18,13 +18,12 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, reject
+from hypothesis import given
 from hypothesis import strategies as st
 
 from imagen.backends import comfyui
 from imagen.core.actions import Action, FollowStream, HttpRequest, OpenStream, StoreImage
 from imagen.core.events import (
-    CancelRequested,
     ImageStored,
     JobRequested,
     RequestFailed,
@@ -41,8 +40,6 @@ from tests.support.properties import (
     SETTINGS,
     Draw,
     Drive,
-    NoEnd,
-    NoProgress,
     answer,
     download,
     no_draw,
@@ -53,7 +50,7 @@ from tests.support.properties import (
 
 URL = "http://127.0.0.1:8188"
 # Open defects found by these properties (see the xfail tests at the end).
-OPEN_DEFECTS = frozenset({"issue25-1", "post-unlooked", "endless-resubmit"})
+OPEN_DEFECTS: frozenset[str] = frozenset()
 
 
 def new_job(timeout_s: float) -> History:
@@ -159,18 +156,12 @@ def frames(pid: str) -> st.SearchStrategy[str | bytes]:
 
 
 class ComfyWorld:
-    def __init__(self, steer: bool = True) -> None:
-        self.steer = steer  # around OPEN_DEFECTS (a regression replay does not)
+    def __init__(self) -> None:
         self.stream = False  # a websocket open in the driving process (the runner's _stream)
 
     def check(self, h: History, action: Action) -> None:
         if isinstance(action, HttpRequest) and action.purpose == "prompt":
-            try:
-                assert_post_allowed(h)
-            except AssertionError:
-                if self.steer and "post-unlooked" in OPEN_DEFECTS:
-                    reject()
-                raise
+            assert_post_allowed(h)
 
     def perform(self, h: History, action: Action, draw: Draw | None) -> bool:
         if isinstance(action, OpenStream):
@@ -278,27 +269,10 @@ def assert_post_allowed(h: History) -> None:
         )
 
 
-def loops_on_issue25_1(h: History) -> bool:
-    """Issue #25 defect 1: an image stored after a timeout cancel, then CancelRequested(timeout)
-    recorded again and again."""
-    last = h.records[-1].event
-    return bool(h.state.images) and last == CancelRequested("timeout")
-
-
 @SETTINGS
 @given(st.data(), st.sampled_from([2.0, 10.0, 30.0]))
 def test_every_history_ends_without_raising_or_posting_twice(data: Any, timeout_s: float) -> None:
-    h = new_job(timeout_s)
-    try:
-        Drive(h, ComfyWorld(), data.draw).run()
-    except NoProgress:
-        if "issue25-1" in OPEN_DEFECTS and loops_on_issue25_1(h):
-            reject()
-        raise
-    except NoEnd:
-        if "endless-resubmit" in OPEN_DEFECTS and resubmits(h) > 3:
-            reject()
-        raise
+    Drive(new_job(timeout_s), ComfyWorld(), data.draw).run()
 
 
 @SETTINGS
@@ -312,17 +286,11 @@ def test_interpret_frame_never_raises(data: Any, first: str | bytes) -> None:
         json.dumps(context)  # JSON-safe: the runner hands it back with the next frame
 
 
-def resubmits(h: History) -> int:
-    return sum(
-        1 for r in h.records if isinstance(r.event, RequestSent) and r.event.purpose == "prompt"
-    )
-
-
 class _Script(ComfyWorld):
     """Answers by URL: `answers[(method, path)]` is (status, body) or an error string."""
 
     def __init__(self, answers: dict[tuple[str, str], Any]) -> None:
-        super().__init__(steer=False)
+        super().__init__()
         self.answers = answers
 
     def perform(self, h: History, action: Action, draw: Draw | None) -> bool:
@@ -363,42 +331,60 @@ EMPTY_QUEUE = (200, {"queue_running": [], "queue_pending": []})
 STATS = (200, {"system": {"comfyui_version": "0.3.64"}, "devices": []})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #25 defect 1: after a timeout cancel stores the finished prompt's image, "
-    "_follow sees the stream closed at the deadline and records CancelRequested(timeout) "
-    "again, forever",
-)
+def _accept(h: History) -> tuple[int, Any]:
+    return 200, {"prompt_id": posted(h), "number": 1, "node_errors": {}}
+
+
+def _kinds(h: History, *names: str) -> list[str]:
+    return [type(r.event).__name__ for r in h.records if type(r.event).__name__ in names]
+
+
 def test_issue25_1_a_prompt_finished_at_the_deadline_ends() -> None:
-    """The prompt finished but its end never came on the websocket: the deadline closes the
-    stream, the timeout cancel finds the prompt finished and stores its image; the job must
-    then succeed, not ask for another timeout cancel."""
+    """Issue #25 defect 1, the minimal history: the prompt finished but its end never came on
+    the websocket; the deadline closes the stream, the timeout cancel finds the prompt finished
+    in /history and stores its image. The job succeeds from the cancel's own /history answer
+    (it asked for another timeout cancel, forever)."""
     h = new_job(10.0)
     answers = {
-        ("POST", "/prompt"): lambda h: (
-            200,
-            {"prompt_id": posted(h), "number": 1, "node_errors": {}},
-        ),
+        ("POST", "/prompt"): _accept,
         ("GET", "/system_stats"): STATS,
         ("GET", "/queue"): EMPTY_QUEUE,
         ("GET", "/history"): _finished_entry,
     }
-    Drive(h, _Script(answers), no_draw, resumes=0).run()
-    assert h.state.finished
+    assert Drive(h, _Script(answers), no_draw, resumes=0).run() == ["finished"]
+    assert _kinds(h, "CancelRequested", "ImageStored", "JobSucceeded") == [
+        "CancelRequested",
+        "ImageStored",
+        "JobSucceeded",
+    ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by these properties: POST /prompt answered 200 with a body that is not an "
-    "acceptance, or 5xx, then /queue not readable: comfyui._submit posts again (a new "
-    "prompt_id) without having seen the first missing from /queue, though it may be queued",
-)
+def _prompts(h: History) -> int:
+    return sum(
+        1 for r in h.records if isinstance(r.event, RequestSent) and r.event.purpose == "prompt"
+    )
+
+
 @pytest.mark.parametrize(
-    ("prompt_answer", "queue_answer"),
-    [((200, None), EMPTY_QUEUE), ((502, "<html>bad gateway</html>"), (200, None))],
-    ids=["200-not-an-object", "502-then-queue-unreadable"],
+    ("prompt_answer", "queue_answer", "ends", "posts"),
+    [
+        # Seen missing from a well-formed /queue and /history: posted again, a bounded number
+        # of times (a malformed answer: twice more), then the job fails saying why.
+        ((200, None), EMPTY_QUEUE, "finished", 3),
+        # /queue never readable: the prompt may be queued, so never posted again; the run
+        # stops after a few asks, the job resumable.
+        ((502, "<html>bad gateway</html>"), (200, None), "halt", 1),
+        ((200, None), (503, "busy"), "halt", 1),
+        ("timeout", "reset", "halt", 1),
+    ],
+    ids=["200-not-an-object", "502-then-queue-unreadable", "200-null-queue-503", "all-lost"],
 )
-def test_post_prompt_again_only_after_seeing_it_lost(prompt_answer: Any, queue_answer: Any) -> None:
+def test_post_prompt_again_only_after_seeing_it_lost(
+    prompt_answer: Any, queue_answer: Any, ends: str, posts: int
+) -> None:
+    """Found by these properties: a POST answered `200 null` (not an acceptance) was posted
+    again at once, and a 502 followed by an unreadable /queue and `/history {}` too, though
+    the first prompt may have been queued. `_Script.check` asserts the rule on every POST."""
     h = new_job(30.0)
     answers = {
         ("POST", "/prompt"): prompt_answer,
@@ -406,31 +392,55 @@ def test_post_prompt_again_only_after_seeing_it_lost(prompt_answer: Any, queue_a
         ("GET", "/queue"): queue_answer,
         ("GET", "/history"): (200, {}),
     }
-    Drive(h, _Script(answers), no_draw, resumes=0).run()
+    assert Drive(h, _Script(answers), no_draw, resumes=0).run() == [ends]
+    assert _prompts(h) == posts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by these properties: a POST /prompt that times out every time, with the "
-    "prompt then in neither /queue nor /history, is posted again without bound (a new "
-    "prompt_id each time), the deadline ignored",
-)
-def test_a_server_that_never_answers_post_prompt_ends() -> None:
-    h = new_job(10.0)
+@pytest.mark.parametrize(("timeout_s", "end"), [(30.0, "JobFailed"), (2.0, "JobCancelled")])
+def test_a_server_that_never_answers_post_prompt_ends(timeout_s: float, end: str) -> None:
+    """Found by these properties: every POST times out and the prompt is then in neither
+    /queue nor /history; it was posted again without bound. Now at most MAX_LOST_POSTS POSTs,
+    and none past the deadline (the timeout cancel then verifies nothing runs)."""
+    h = new_job(timeout_s)
     answers = {
         ("POST", "/prompt"): "timeout",
         ("GET", "/system_stats"): STATS,
         ("GET", "/queue"): EMPTY_QUEUE,
         ("GET", "/history"): (200, {}),
     }
-    Drive(h, _Script(answers), no_draw, resumes=0).run()
+    assert Drive(h, _Script(answers), no_draw, resumes=0).run() == ["finished"]
+    assert _kinds(h, "JobFailed", "JobCancelled") == [end]
+    assert _prompts(h) == (3 if end == "JobFailed" else 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by property review: comfyui._num calls float() on an integer too large for "
-    "a float (JSON carries any size), so interpret_frame raises OverflowError",
-)
+def test_an_answer_naming_an_earlier_attempt_is_not_an_acceptance() -> None:
+    """Found by these properties (5,000 examples): a POST answered `200 {"prompt_id": <an
+    earlier attempt's id>}` (a replayed answer) was taken as this POST's acceptance, so the
+    adapter followed a prompt already seen lost and never looked for the one it had just
+    posted. Such an answer is "unknown": the posted id is looked up first."""
+    h = new_job(30.0)
+    first: list[str] = []
+
+    def replayed(h: History) -> tuple[int, Any]:
+        if not first:
+            first.append(posted(h))
+            return 502, "<html>bad gateway</html>"
+        return 200, {"prompt_id": first[0], "number": 1, "node_errors": {}}
+
+    answers = {
+        ("POST", "/prompt"): replayed,
+        ("GET", "/system_stats"): STATS,
+        ("GET", "/queue"): EMPTY_QUEUE,
+        ("GET", "/history"): (200, {}),
+    }
+    assert Drive(h, _Script(answers), no_draw, resumes=0).run() == ["finished"]
+    assert _kinds(h, "RemoteJobAccepted", "JobFailed") == ["JobFailed"]
+    assert h.records[-1].event.reason == "protocol"  # type: ignore[attr-defined]
+
+
 def test_interpret_frame_takes_a_huge_integer() -> None:
+    """Found by property review: an integer too large for a float (JSON carries any size)
+    raised OverflowError; such a progress frame is ignored."""
     frame = json.dumps({"type": "progress", "data": {"prompt_id": "p", "value": 10**400, "max": 4}})
-    comfyui.interpret_frame({"prompt_id": "p"}, frame)
+    out = comfyui.interpret_frame({"prompt_id": "p"}, frame)
+    assert out.events == () and not out.done

@@ -22,11 +22,11 @@ from imagen.testing.comfyui import ComfyUIDouble
 from imagen.testing.replicate import ReplicateDouble
 from ledger import IDENTITY_STREAM, open_store
 from tests.support.cli import Sandbox
+from tests.support.doubles import TOKEN_ENV, comfyui_double, replicate_double
 
 # CI runs these; `-m "not slow"` leaves them out of a quick local run.
 pytestmark = pytest.mark.slow
 
-TOKEN = "r8_test_secret_token_0123456789"
 WORKERS = 8
 # Generates per worker in a row. Each PostgreSQL generate is a process that loads SQLAlchemy and
 # a driver (a SQLite one no longer does), ~2.5x the CPU on CI's 2 cores: 10 in a row still
@@ -61,7 +61,7 @@ sys.exit(1 if failures or locked else 0)
 
 @pytest.fixture
 def doubles() -> Iterator[tuple[ComfyUIDouble, ReplicateDouble]]:
-    with ComfyUIDouble(step_time=0.0) as comfy, ReplicateDouble(token=TOKEN) as rep:
+    with comfyui_double(step_time=0.0) as comfy, replicate_double() as rep:
         rep.behaviour(duration=0.0)
         yield comfy, rep
 
@@ -78,7 +78,7 @@ def box(
         if request.param == "sqlite"
         else request.getfixturevalue("pg_url")
     )
-    box = Sandbox(tmp_path, ledger_url=url, env={"REPLICATE_API_TOKEN": TOKEN})
+    box = Sandbox(tmp_path, ledger_url=url, env=dict(TOKEN_ENV))
     box.write_config(f"""
 [backends.local]
 type = "comfyui"

@@ -26,8 +26,8 @@ from imagen.core.events import CATALOGUE, TERMINAL_TYPES
 from imagen.testing.comfyui import ComfyUIDouble
 from imagen.testing.replicate import ReplicateDouble
 from tests.support.cli import Sandbox
+from tests.support.doubles import TOKEN, TOKEN_ENV, comfyui_double, replicate_double
 
-TOKEN = "r8_crash_suite_secret_token_0123456789"
 SCHNELL = "black-forest-labs/flux-schnell"
 
 
@@ -302,8 +302,8 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     backend = request.param
     if backend == "replicate":
         shift = [timedelta(0)]
-        with ReplicateDouble(token=TOKEN, clock=lambda: datetime.now(UTC) + shift[0]) as rep:
-            box = Sandbox(tmp_path, env={"REPLICATE_API_TOKEN": TOKEN})
+        with replicate_double(clock=lambda: datetime.now(UTC) + shift[0]) as rep:
+            box = Sandbox(tmp_path, env=dict(TOKEN_ENV))
             box.write_backend(
                 "rep",
                 "replicate",
@@ -316,7 +316,7 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
             )
             yield World(box, rep=rep, shift=shift)
     else:
-        with ComfyUIDouble() as comfy:
+        with comfyui_double() as comfy:
             box = Sandbox(tmp_path)
             box.write_backend(
                 "local",

@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 from tests.support.cli import ROOT, Sandbox
+from tests.support.doubles import TOKEN, TOKEN_ENV
 
 
 def test_usage_reference_is_the_real_help() -> None:
@@ -54,7 +55,7 @@ def test_testing_md_recipe_works_against_the_standalone_double(tmp_path: Path) -
     config = re.search(r"<<'EOF'\n(.*?)\nEOF", text, re.S).group(1)  # type: ignore[union-attr]
     config = config.replace("/tmp/imagen-try", str(tmp_path / "try"))
     double = subprocess.Popen(
-        [sys.executable, "-m", "imagen.testing.replicate", "--port", "0", "--token", "r8_local"],
+        [sys.executable, "-m", "imagen.testing.replicate", "--port", "0", "--token", TOKEN],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -64,7 +65,7 @@ def test_testing_md_recipe_works_against_the_standalone_double(tmp_path: Path) -
         url = double.stdout.readline().strip()  # type: ignore[union-attr]
         assert url.startswith("http://127.0.0.1:")
         config = re.sub(r"http://127\.0\.0\.1:8700", url, config)
-        box = Sandbox(tmp_path, env={"REPLICATE_API_TOKEN": "r8_local"})
+        box = Sandbox(tmp_path, env=dict(TOKEN_ENV))
         box.write_config(config)
         box.env.pop("IMAGEN_LEDGER_URL")  # the recipe's own [ledger] url applies
         assert "token accepted" in box.run("backends", "--check").stdout

@@ -52,17 +52,11 @@ def _generate(box: Sandbox, caller: str, *args: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def comfy() -> Iterator[ComfyUIDouble]:
-    with ComfyUIDouble() as double:
-        yield double
-
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory: pytest.TempPathFactory, comfy: ComfyUIDouble) -> Sandbox:
+def made(tmp_path_factory: pytest.TempPathFactory, module_comfy: ComfyUIDouble) -> Sandbox:
     """Five jobs: three of one image (two backends, two callers, one hostile prompt), one of two
     images (a ComfyUI batch) and a failure."""
     box = Sandbox(tmp_path_factory.mktemp("gallery"))
-    _config(box, comfy.url)
+    _config(box, module_comfy.url)
     for caller, args in [
         ("alice", ("a red fox in the snow", "--seed", "7")),
         ("bob", (HOSTILE, "--seed", "8")),
@@ -71,7 +65,9 @@ def made(tmp_path_factory: pytest.TempPathFactory, comfy: ComfyUIDouble) -> Sand
     ]:
         result = _generate(box, caller, *args)
         assert result.returncode == 0, result.stderr
-    comfy.execution_error(message="CUDA out of memory", exception_type="torch.OutOfMemoryError")
+    module_comfy.execution_error(
+        message="CUDA out of memory", exception_type="torch.OutOfMemoryError"
+    )
     assert _generate(box, "alice", "a broken dream", "--seed", "10").returncode == 1
     return box
 
@@ -263,7 +259,7 @@ def test_the_site_is_owner_only_and_thumbnails_are_made_once(
 
 
 def test_served_gallery_refreshes_when_an_image_lands(
-    page: Any, made: Sandbox, comfy: ComfyUIDouble, tmp_path: Path
+    page: Any, made: Sandbox, module_comfy: ComfyUIDouble, tmp_path: Path
 ) -> None:
     server = made.popen("gallery", "--serve", "--output", str(tmp_path / "served"))
     try:
@@ -329,10 +325,10 @@ def test_embedded_json_cannot_end_the_script_element() -> None:
 
 
 def test_an_image_changed_on_disk_is_shown_as_such_not_published(
-    tmp_path: Path, comfy: ComfyUIDouble
+    tmp_path: Path, module_comfy: ComfyUIDouble
 ) -> None:
     box = Sandbox(tmp_path)
-    _config(box, comfy.url)
+    _config(box, module_comfy.url)
     image = Path(_generate(box, "dana", "a quiet harbour", "--seed", "3").stdout.strip())
     image.write_bytes(image.read_bytes()[:-1] + b"\0")
     result = box.run("gallery", "--json", "--output", str(tmp_path / "site"))
@@ -344,10 +340,10 @@ def test_an_image_changed_on_disk_is_shown_as_such_not_published(
 
 
 def test_an_image_edited_in_place_after_it_was_published_is_withdrawn(
-    tmp_path: Path, comfy: ComfyUIDouble
+    tmp_path: Path, module_comfy: ComfyUIDouble
 ) -> None:
     box = Sandbox(tmp_path)
-    _config(box, comfy.url)
+    _config(box, module_comfy.url)
     image = Path(_generate(box, "dana", "a quiet harbour", "--seed", "3").stdout.strip())
     site = tmp_path / "site"
     first = box.run("gallery", "--json", "--output", str(site))

@@ -13,11 +13,10 @@ from typing import Any
 from imagen.app.runners import new_runner
 from imagen.core.inputs import GenerateInputs
 from imagen.runner.http import Http, Reply
-from imagen.testing.replicate import ReplicateDouble
 from ledger import open_store
+from tests.support.doubles import TOKEN_ENV, replicate_double
 from tests.support.inprocess import environment, prepared
 
-TOKEN = "r8_group_commit_secret_token_0123"
 JOBS, WORKERS = 24, 12
 
 
@@ -54,8 +53,8 @@ def test_jobs_driven_at_once_record_each_request_before_sending_it(tmp_path: Pat
     ledger = tmp_path / "ledger.db"
     store = open_store(f"sqlite:///{ledger}")
     http = CommittedBeforeSent(ledger)
-    with ReplicateDouble(token=TOKEN) as rep:
-        envt = environment({"REPLICATE_API_TOKEN": TOKEN})
+    with replicate_double() as rep:
+        envt = environment(dict(TOKEN_ENV))
         todo = [
             prepared(
                 tmp_path / "out",

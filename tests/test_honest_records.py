@@ -256,14 +256,14 @@ def test_sidecar_reports_what_was_sent_not_what_was_meant() -> None:
 # -- 3. spend that never happened ---------------------------------------------------------------
 
 
-def test_a_refused_create_shows_no_cost(tmp_path: Path, rep: ReplicateDouble) -> None:
+def test_a_refused_create_costs_nothing(tmp_path: Path, rep: ReplicateDouble) -> None:
     box = rep_box(tmp_path, rep)
     rep.fail_next("create", status=402)
     result = box.run("generate", "x")
     assert result.returncode == 3
     [job] = json.loads(box.run("jobs", "--json").stdout)
-    assert job["status"] == "failed" and job["cost_usd"] is None
-    assert "$" not in box.run("jobs").stdout
+    assert job["status"] == "failed" and job["cost_usd"] == "0.000000"
+    assert "\t0.000000\t" in box.run("jobs").stdout  # piped: the exact amount
     assert json.loads(box.run("usage", "--json").stdout) == []
     assert rep.billed == 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -358,7 +359,13 @@ def test_projection_tables_match_the_stdlib_stores(tmp_path: Path) -> None:
                     text("SELECT type, name, sql FROM sqlite_master WHERE name LIKE '%imagen%'")
                 ).all()
             )
-    assert schemas[0] and sorted(schemas[0]) == sorted(schemas[1])
+
+    # Table versions move on (a new version is a new table, rebuilt from the ledger): the
+    # shapes must still be the ones this store creates.
+    def shape(rows: list) -> list:  # type: ignore[type-arg]
+        return sorted(tuple(re.sub(r"_v\d+", "_vN", str(v)) for v in r) for r in rows)
+
+    assert schemas[0] and shape(schemas[0]) == shape(schemas[1])
 
 
 def test_a_sqlite_ledger_below_head_is_migrated_then_appended_to(tmp_path: Path) -> None:

@@ -23,10 +23,9 @@ from imagen.runner.http import Http
 from imagen.testing.replicate import ReplicateDouble
 from ledger import open_store
 from tests.support.cli import Sandbox
+from tests.support.doubles import SCHNELL, TOKEN, TOKEN_ENV, replicate_double
 from tests.support.inprocess import ManualTime, drive, environment, prepared
 
-TOKEN = "r8_reconcile_secret_token_0123456789"
-SCHNELL = "black-forest-labs/flux-schnell"
 OPTIONS = {"retry_base_s": 0.01, "poll_interval_s": 0.05}
 
 
@@ -37,7 +36,7 @@ def time() -> ManualTime:
 
 @pytest.fixture
 def rep(time: ManualTime) -> Iterator[ReplicateDouble]:
-    with ReplicateDouble(token=TOKEN, clock=time.clock, page_size=2) as double:
+    with replicate_double(clock=time.clock, page_size=2) as double:
         yield double
 
 
@@ -50,7 +49,7 @@ def store(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def envt(time: ManualTime) -> Environment:
-    return environment({"REPLICATE_API_TOKEN": TOKEN}, time)
+    return environment(dict(TOKEN_ENV), time)
 
 
 def generate(store: Any, rep: ReplicateDouble, envt: Environment, tmp: Path, seed: int) -> str:
@@ -210,7 +209,7 @@ def test_since_window_is_measured_on_replicates_clock(
     on trust: the window starts at the earlier of `since` on either clock (wider, never
     narrower), with a note saying the clocks are off."""
     skew = timedelta(seconds=skew_s)
-    with ReplicateDouble(token=TOKEN, clock=lambda: time.now + skew, page_size=2) as rep:
+    with replicate_double(clock=lambda: time.now + skew, page_size=2) as rep:
         for _ in range(6):
             raw_post(rep, "long before the window")
         time.now += timedelta(hours=2)
@@ -254,7 +253,7 @@ def test_since_window_is_measured_on_replicates_clock(
 def test_hostile_next_is_refused_without_the_token(
     store: Any, rep: ReplicateDouble, envt: Environment, tmp_path: Path
 ) -> None:
-    with ReplicateDouble() as evil:
+    with replicate_double(token=None) as evil:
         ids = [generate(store, rep, envt, tmp_path, seed) for seed in range(1, 5)]
         rep.forget(ids[0])  # the oldest: it would be on page 2, which is never read
         rep.hostile_next(f"{evil.url}/v1/predictions?cursor=x")
@@ -294,9 +293,7 @@ def test_spent_rate_limit_is_waited_for_not_hit(
 ) -> None:
     """With 2 list requests left a minute, the audit waits for the reset Replicate announces
     (ratelimit-remaining 0) instead of being throttled."""
-    with ReplicateDouble(
-        token=TOKEN, clock=time.clock, page_size=1, rate_limits={"other": 2}
-    ) as rep:
+    with replicate_double(clock=time.clock, page_size=1, rate_limits={"other": 2}) as rep:
         for i in range(5):
             raw_post(rep, f"p{i}")
         report = audit(store, rep, envt)
@@ -308,8 +305,8 @@ def test_spent_rate_limit_is_waited_for_not_hit(
 
 
 def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
-    with ReplicateDouble(token=TOKEN, page_size=1) as rep, ReplicateDouble() as evil:
-        box = Sandbox(tmp_path, env={"REPLICATE_API_TOKEN": TOKEN})
+    with replicate_double(page_size=1) as rep, replicate_double(token=None) as evil:
+        box = Sandbox(tmp_path, env=dict(TOKEN_ENV))
         box.write_backend("rep", "replicate", model=SCHNELL, base_url=rep.url, **OPTIONS)
         for seed in ("1", "2"):
             made = box.run("generate", "a fox", "--seed", seed)
@@ -591,8 +588,8 @@ def test_cli_time_limit_and_clock_off(tmp_path: Path) -> None:
     """The real CLI: a throttling server past --max-time is exit 3 in one line, at once (its
     Retry-After is 60 s, the limit 2 s: no wait is started); a Date header a day off with
     --since is a finding, not "ok"."""
-    with ReplicateDouble(token=TOKEN, page_size=1) as rep:
-        box = Sandbox(tmp_path, env={"REPLICATE_API_TOKEN": TOKEN})
+    with replicate_double(page_size=1) as rep:
+        box = Sandbox(tmp_path, env=dict(TOKEN_ENV))
         box.write_backend("rep", "replicate", model=SCHNELL, base_url=rep.url, **OPTIONS)
         made = box.run("generate", "a fox", "--seed", "1")
         assert made.returncode == 0, made.stderr

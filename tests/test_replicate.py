@@ -17,15 +17,9 @@ from PIL import Image
 
 from imagen.testing.replicate import REPLICATE_VERSIONS, ReplicateDouble
 from tests.support.cli import Sandbox
+from tests.support.doubles import TOKEN, TOKEN_ENV, replicate_double
 
-TOKEN = "r8_test_secret_token_0123456789"
 SCHNELL = "black-forest-labs/flux-schnell"
-
-
-@pytest.fixture
-def rep() -> Iterator[ReplicateDouble]:
-    with ReplicateDouble(token=TOKEN) as double:
-        yield double
 
 
 _BOXES: list[Sandbox] = []
@@ -44,7 +38,7 @@ def token_never_recorded() -> Iterator[None]:
 
 
 def make_box(tmp_path: Path, rep: ReplicateDouble, **options: object) -> Sandbox:
-    box = Sandbox(tmp_path, env={"REPLICATE_API_TOKEN": TOKEN})
+    box = Sandbox(tmp_path, env=dict(TOKEN_ENV))
     _BOXES.append(box)
     opts = {"model": SCHNELL, "base_url": rep.url, "poll_interval_s": 0.05, "retry_base_s": 0.01}
     box.write_backend("rep", "replicate", **{**opts, **options})
@@ -98,10 +92,7 @@ def test_happy_path_needs_no_polling(box: Sandbox, rep: ReplicateDouble) -> None
     with Image.open(out["image"]) as img:
         assert img.size == (1344, 768) and img.format == "PNG"
     sidecar = json.loads(Path(f"{out['image']}.json").read_text())
-    assert (
-        sidecar["prediction_id"] == out["prediction_id"]
-        and sidecar["cost_usd_estimate"] == "0.003000"
-    )
+    assert sidecar["prediction_id"] == out["prediction_id"] and sidecar["cost_usd"] == "0.003000"
     assert sidecar["seed"] == 42 and sidecar["model"] == SCHNELL
     assert_clean(box, out["image"])
 
@@ -306,7 +297,7 @@ def test_resume_after_the_output_was_deleted_fails_and_still_counts(tmp_path: Pa
     from datetime import UTC, datetime, timedelta
 
     now = {"t": datetime(2026, 11, 24, 12, tzinfo=UTC)}
-    with ReplicateDouble(token=TOKEN, clock=lambda: now["t"]) as rep:
+    with replicate_double(clock=lambda: now["t"]) as rep:
         box = make_box(tmp_path, rep)
         crashed = box.run("generate", "late", env={"IMAGEN_CRASH_AFTER": "RemoteJobAccepted"})
         assert crashed.returncode == -signal.SIGKILL
@@ -318,7 +309,7 @@ def test_resume_after_the_output_was_deleted_fails_and_still_counts(tmp_path: Pa
         assert box.events(job_id)[-1].data["reason"] == "output_deleted"
         assert rep.billed == 1
     [row] = json.loads(box.run("usage", "--raw", "--json").stdout)
-    assert row["id"] == job_id and row["cost_usd_estimate"] == "0.003000"
+    assert row["id"] == job_id and row["cost_usd"] == "0.003000"
     assert row["outcome"] == "paid_failed"
 
 
@@ -341,7 +332,7 @@ def test_late_resume_downloads_a_prediction_that_succeeded(tmp_path: Path) -> No
     from datetime import UTC, datetime, timedelta
 
     now = {"t": datetime.now(UTC)}
-    with ReplicateDouble(token=TOKEN, clock=lambda: now["t"]) as rep:
+    with replicate_double(clock=lambda: now["t"]) as rep:
         box = make_box(tmp_path, rep, timeout_s=1, wait_s=1)
         rep.behaviour(duration=3)
         crashed = box.run("generate", "late", env={"IMAGEN_CRASH_AFTER": "RemoteJobAccepted"})
@@ -372,7 +363,7 @@ def test_token_is_never_sent_to_another_host(box: Sandbox, rep: ReplicateDouble)
 
 
 def test_hostile_next_link_with_small_pages(tmp_path: Path) -> None:
-    with ReplicateDouble(token=TOKEN, page_size=1) as rep:
+    with replicate_double(page_size=1) as rep:
         box = make_box(tmp_path, rep)
         assert box.run("generate", "first", "--seed", "1").returncode == 0
         assert box.run("generate", "second", "--seed", "3").returncode == 0
@@ -427,9 +418,7 @@ def test_clock_skew_does_not_pay_twice(tmp_path: Path) -> None:
     finds the prediction (its window is measured on Replicate's clock)."""
     from datetime import UTC, datetime, timedelta
 
-    with ReplicateDouble(
-        token=TOKEN, clock=lambda: datetime.now(UTC) - timedelta(seconds=400)
-    ) as rep:
+    with replicate_double(clock=lambda: datetime.now(UTC) - timedelta(seconds=400)) as rep:
         box = make_box(tmp_path, rep)
         rep.reset_after_create()
         result = box.run("generate", "skewed")
@@ -580,7 +569,7 @@ def test_ctrl_c_during_the_download_of_a_finished_prediction(
     assert not any(m == "POST" and t.endswith("/cancel") for m, t in rep.requests)
     assert Path(out.strip()).exists()
     [row] = json.loads(box.run("usage", "--raw", "--json").stdout)
-    assert row["id"] == job_id and row["cost_usd_estimate"] == "0.003000"
+    assert row["id"] == job_id and row["cost_usd"] == "0.003000"
     assert rep.billed == 1
 
 

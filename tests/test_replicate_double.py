@@ -19,8 +19,8 @@ import urllib3
 from PIL import Image
 
 from imagen.testing.replicate import ASPECT_SIZES, REPLICATE_VERSIONS, ReplicateDouble
+from tests.support.doubles import TOKEN, replicate_double
 
-TOKEN = "r8_test_token"
 SCHNELL = "black-forest-labs/flux-schnell"
 DEV = "black-forest-labs/flux-dev"
 SCHNELL_CREATE = f"/v1/models/{SCHNELL}/predictions"
@@ -66,19 +66,13 @@ class Api:
 
 
 @pytest.fixture
-def rep() -> Iterator[ReplicateDouble]:
-    with ReplicateDouble(token=TOKEN) as double:
-        yield double
-
-
-@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
 
 @pytest.fixture
 def fake(clock: FakeClock) -> Iterator[ReplicateDouble]:
-    with ReplicateDouble(token={TOKEN, "other"}, clock=clock) as double:
+    with replicate_double(token={TOKEN, "other"}, clock=clock) as double:
         yield double
 
 
@@ -91,7 +85,7 @@ def _json(r: urllib3.BaseHTTPResponse) -> Any:
 
 def test_auth_401_problem_body_and_accepted_schemes(fake: ReplicateDouble) -> None:
     api = Api(fake)
-    for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic r8_test_token"}):
+    for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
         r = urllib3.request("GET", fake.url + "/v1/predictions", headers=auth)
         assert r.status == 401
         assert r.headers["Content-Type"] == "application/problem+json"
@@ -149,19 +143,24 @@ def test_create_via_version_endpoint(rep: ReplicateDouble) -> None:
 
 def test_prefer_wait_fast_succeeds_slow_returns_processing(rep: ReplicateDouble) -> None:
     api = Api(rep)
+    # Held until the prediction ends (0.3 s), not for the whole wait (60 s): the bounds are a
+    # floor the double's own sleep sets and a ceiling far below the wait, whatever the load.
     rep.behaviour(duration=0.3)
     t0 = time.monotonic()
-    r = api.request("POST", SCHNELL_CREATE, {"input": {"prompt": "fast"}}, Prefer="wait=5")
-    assert 0.25 <= time.monotonic() - t0 < 2
+    r = api.request("POST", SCHNELL_CREATE, {"input": {"prompt": "fast"}}, Prefer="wait=60")
+    assert 0.25 <= time.monotonic() - t0 < 30
     p = _json(r)
-    assert r.headers["Preference-Applied"] == "wait=5"
+    assert r.headers["Preference-Applied"] == "wait=60"
     assert p["status"] == "succeeded" and len(p["output"]) == 1
     assert p["metrics"]["total_time"] == pytest.approx(0.3, abs=0.01)
     assert p["metrics"]["predict_time"] == pytest.approx(0.27, abs=0.01)
-    rep.behaviour(duration=5)
+    # Held for the wait (4 s), then answered processing: the double's first 10 % (3 s) are
+    # `starting`, and the prediction ends 26 s after the wait does (a machine would have to
+    # stall that long for it to have ended).
+    rep.behaviour(duration=30)
     t0 = time.monotonic()
-    r = api.request("POST", SCHNELL_CREATE, {"input": {"prompt": "slow"}}, Prefer="wait=1")
-    assert 0.9 <= time.monotonic() - t0 < 2
+    r = api.request("POST", SCHNELL_CREATE, {"input": {"prompt": "slow"}}, Prefer="wait=4")
+    assert time.monotonic() - t0 >= 3.9
     p = _json(r)
     assert p["status"] == "processing" and p["output"] is None and "completed_at" not in p
     assert "Using seed: " in p["logs"]
@@ -318,21 +317,26 @@ def test_reset_after_create_bills_and_is_found_by_listing(rep: ReplicateDouble) 
 def test_slow_next_and_wait_for_request(rep: ReplicateDouble) -> None:
     api = Api(rep)
     rep.slow_next("list", 0.2)
-    got: list[int] = []
-    thread = threading.Thread(
-        target=lambda: got.append(api.request("GET", "/v1/predictions").status)
-    )
+    got: list[tuple[int, float]] = []
+
+    def listing() -> None:
+        t0 = time.monotonic()
+        status = api.request("GET", "/v1/predictions").status
+        got.append((status, time.monotonic() - t0))
+
+    thread = threading.Thread(target=listing)
     thread.start()
     assert rep.wait_for_request(lambda r: r[0] == "GET") == ("GET", "/v1/predictions")
-    assert not got  # held by slow_next
-    thread.join(5)
-    assert got == [200]
+    thread.join(60)
+    # Held by slow_next: the answer came at least 0.2 s after the request (a floor load only
+    # raises), and then it came.
+    assert len(got) == 1 and got[0][0] == 200 and got[0][1] >= 0.2
     with pytest.raises(TimeoutError):
         rep.wait_for_request(lambda r: r[0] == "DELETE", timeout=0.05)
 
 
 def test_close_does_not_hang_on_a_held_wait() -> None:
-    rep = ReplicateDouble(token=TOKEN)
+    rep = replicate_double()
     rep.behaviour(never_finish=True)
     api = Api(rep)
     outcome: list[object] = []
@@ -352,15 +356,16 @@ def test_close_does_not_hang_on_a_held_wait() -> None:
     rep.wait_for_request(lambda r: r[0] == "POST")
     t0 = time.monotonic()
     rep.close()
-    thread.join(5)
-    assert time.monotonic() - t0 < 2 and outcome
+    thread.join(120)
+    # Released by close, not by the end of the wait (60 s): far below it, whatever the load.
+    assert time.monotonic() - t0 < 30 and outcome
 
 
 # ------------------------------------------------------------------------------ list, cancel
 
 
 def test_list_pagination_newest_first(clock: FakeClock) -> None:
-    with ReplicateDouble(token=TOKEN, clock=clock, page_size=2) as rep:
+    with replicate_double(clock=clock, page_size=2) as rep:
         api = Api(rep)
         ids = []
         for i in range(5):
@@ -384,7 +389,7 @@ def test_list_pagination_newest_first(clock: FakeClock) -> None:
 def test_list_is_100_a_page_newest_first_through_the_official_client(clock: FakeClock) -> None:
     """Replicate's reference: "a paginated JSON array of prediction objects, sorted with the
     most recent prediction first", 100 records a page, `next` null on the last page."""
-    with ReplicateDouble(token=TOKEN, clock=clock) as rep:
+    with replicate_double(clock=clock) as rep:
         api = Api(rep)
         ids = []
         for i in range(101):
@@ -400,7 +405,7 @@ def test_list_is_100_a_page_newest_first_through_the_official_client(clock: Fake
 
 
 def test_enforced_rate_limit_answers_429_until_the_minute_ends(clock: FakeClock) -> None:
-    with ReplicateDouble(token=TOKEN, clock=clock, rate_limits={"other": 2}) as rep:
+    with replicate_double(clock=clock, rate_limits={"other": 2}) as rep:
         api = Api(rep)
         api.create({"prompt": "x"})  # creates have their own bucket
         first = api.request("GET", "/v1/predictions")
@@ -629,7 +634,7 @@ def test_hostile_next_replaces_the_link_and_output_url_template(rep: ReplicateDo
     for seed in (1, 2):
         api.create({"prompt": "x", "seed": seed})
     rep.hostile_next("https://evil.example/v1/predictions?cursor=x")
-    with ReplicateDouble(token=TOKEN, page_size=1) as small:
+    with replicate_double(page_size=1) as small:
         small.hostile_next("https://evil.example/next")
         Api(small).create({"prompt": "a"})
         Api(small).create({"prompt": "b"})

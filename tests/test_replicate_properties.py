@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imagen.backends import replicate
-from imagen.core.actions import Action, HttpRequest, StoreImage
+from imagen.core.actions import Action, HttpRequest, Record, StoreImage
 from imagen.core.events import (
     ForceNewRequested,
     JobRequested,
@@ -32,6 +32,7 @@ from imagen.core.events import (
     RequestFailed,
     RequestSent,
     ResponseReceived,
+    RetryScheduled,
 )
 from imagen.core.job import iso
 from tests.support.history import History
@@ -47,7 +48,7 @@ from tests.support.properties import (
 
 BASE = "https://api.replicate.com"
 IDS = ("aaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbbbb")
-OPEN_DEFECTS = frozenset({"issue26-6"})
+OPEN_DEFECTS: frozenset[str] = frozenset()
 
 
 def new_job(timeout_s: float) -> History:
@@ -100,7 +101,7 @@ def shaped(h: History, purpose: str) -> st.SearchStrategy[tuple[int, dict[str, s
     errors = st.tuples(
         st.sampled_from([401, 402, 404, 422, 429, 500, 502, 503]),
         st.sampled_from([{}, {"retry-after": "2"}, {"retry-after": "86400"}]),
-        st.sampled_from([{"detail": "no"}, "<html>bad gateway</html>"]),
+        st.sampled_from([{"detail": "no"}, "<html>bad gateway</html>", {"retry_after": 10**400}]),
     )
     if purpose == "create":
         made = st.builds(lambda pid, s: prediction(h, pid, s), st.sampled_from(IDS), STATUS)
@@ -163,27 +164,13 @@ class ReplicateWorld:
         if draw is None:
             settled(h, action, action.purpose)
             return True
-        steer = (
-            steer_around_issue26_6
-            if "issue26-6" in OPEN_DEFECTS and action.purpose == "lookup"
-            else None
-        )
-        return answer(h, action, action.purpose, draw, shaped(h, action.purpose), steer)
+        return answer(h, action, action.purpose, draw, shaped(h, action.purpose))
 
     def resume(self, h: History, draw: Draw) -> None:
         h.wait(draw(st.sampled_from([1.0, 3600.0])))
         h.resume()
         if draw(st.booleans()):
             h.add(ForceNewRequested("--force-new"))
-
-
-def steer_around_issue26_6(status: int, body: Any) -> int:
-    """Issue #26 item 6 (open): a lookup answered 200 with a JSON object that is not a listing
-    is retried every 50 ms forever, the deadline ignored. While it is open, such an answer is
-    recorded as a 502 instead (test_issue26_6_... replays it)."""
-    if status == 200 and isinstance(body, dict) and not isinstance(body.get("results"), list):
-        return 502
-    return status
 
 
 def origin(url: str) -> tuple[str, str, int] | None:
@@ -257,28 +244,50 @@ def test_every_history_ends_without_raising_or_creating_twice(data: Any, timeout
     Drive(new_job(timeout_s), ReplicateWorld(), data.draw).run()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #26 item 6: a lookup answered 200 with a JSON object that is not a listing "
-    "is retried forever (replicate._lookup counts only non-200 or non-object answers as "
-    "failures), the job's deadline ignored",
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"detail": "maintenance"},
+        {"id": IDS[0], "status": "processing", "urls": {}},
+        {"results": None, "status": 3},
+        ["not", "an", "object"],
+    ],
+    ids=["empty", "detail", "a-prediction", "results-null", "a-list"],
 )
-def test_issue26_6_a_lookup_answered_200_with_a_non_listing_ends() -> None:
-    """The minimal history hypothesis found: the create times out (its outcome unknown), and
-    every lookup is answered `200 {}`. The run must end (a bounded number of lookups, then a
-    resumable halt, or the deadline) instead of scheduling a lookup retry every 0.5 s."""
+def test_issue26_6_a_lookup_answered_200_with_a_non_listing_ends(body: Any) -> None:
+    """Issue #26 item 6, the minimal history hypothesis found: the create times out (its
+    outcome unknown), and every lookup is answered `200 {}` (or another 200 that is not a
+    listing). The run ends with a resumable halt after a bounded number of lookups (it
+    scheduled a lookup retry every 0.5 s forever, the deadline ignored)."""
     h = new_job(2.0)
     h.step()
     h.fail("create", "timeout", "read timed out")
-    Drive(h, _Settled(), no_draw, resumes=0).run()
+    assert Drive(h, _Settled(body), no_draw, resumes=0).run() == ["halt"]
+    lookups = [r for r in h.records if isinstance(r.event, RequestSent)][1:]
+    assert [r.event.purpose for r in lookups] == ["lookup"] * 3  # type: ignore[attr-defined]
 
 
 class _Settled(ReplicateWorld):
-    """Every request is answered `200 {}`, 5 s later."""
+    """Every request is answered 200 with `body`, 5 s later."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
 
     def perform(self, h: History, action: Action, draw: Draw | None) -> bool:
         assert isinstance(action, HttpRequest), action
         h.send(action)
         h.wait(5.0)
-        h.answer(action.purpose, 200, {})
+        h.answer(action.purpose, 200, self.body)
         return True
+
+
+def test_a_retry_after_too_large_for_a_float_is_a_backoff() -> None:
+    """Found by property review: `retry_after: 10**400` in a 429 body (JSON carries integers of
+    any size) raised OverflowError in replicate.retry_after."""
+    h = new_job(30.0)
+    h.step()
+    h.answer("create", 429, {"retry_after": 10**400})
+    action = h.decide()
+    assert isinstance(action, Record) and isinstance(action.events[0], RetryScheduled)
+    assert action.events[0].delay_s == 1.0

@@ -16,12 +16,9 @@ from imagen.core.events import AcceptedVia, RemoteJobAccepted, RequestSent, Stre
 from imagen.core.inputs import GenerateInputs
 from imagen.runner.http import Http, Reply
 from imagen.runner.transports import Stream, StreamDropped, Websockets
-from imagen.testing.comfyui import ComfyUIDouble
-from imagen.testing.replicate import ReplicateDouble
 from ledger import NewEvent, open_store
+from tests.support.doubles import TOKEN_ENV, comfyui_double, replicate_double
 from tests.support.inprocess import ManualTime, drive, environment, prepared
-
-TOKEN = "r8_inprocess_secret_token_0123456789"
 
 
 @pytest.fixture
@@ -48,9 +45,9 @@ def test_waits_go_through_the_environment_and_requests_through_the_transport(
 ) -> None:
     time = ManualTime()
     http = RecordingHttp()
-    with ReplicateDouble(token=TOKEN) as rep:
+    with replicate_double() as rep:
         rep.fail_next("create", status=429, retry_after=3)
-        envt = environment({"REPLICATE_API_TOKEN": TOKEN}, time)
+        envt = environment(dict(TOKEN_ENV), time)
         job = prepared(
             tmp_path / "out",
             "replicate",
@@ -104,7 +101,7 @@ def test_a_stream_transport_that_drops_is_reconnected_and_the_prompt_located(
     tmp_path: Path, store: Any
 ) -> None:
     streams = DroppingStreams(keep=1)
-    with ComfyUIDouble() as comfy:
+    with comfyui_double() as comfy:
         envt = environment({})
         job = prepared(
             tmp_path / "out",
@@ -143,7 +140,7 @@ def test_comfyui_progress_is_what_a_user_sees(tmp_path: Path, store: Any) -> Non
     from imagen.app.runners import new_runner
 
     reporter = ShownProgress()
-    with ComfyUIDouble() as comfy:
+    with comfyui_double() as comfy:
         envt = environment({})
         job = prepared(
             tmp_path / "out",
@@ -198,8 +195,8 @@ def test_a_prediction_another_job_adopted_after_the_check_is_not_adopted_again(
     adoption's guard (under the write lock) sees it, so this job creates its own prediction
     instead: one prediction, one job."""
     time = ManualTime()
-    with ReplicateDouble(token=TOKEN) as rep:
-        envt = environment({"REPLICATE_API_TOKEN": TOKEN}, time)
+    with replicate_double() as rep:
+        envt = environment(dict(TOKEN_ENV), time)
         options = {"base_url": rep.url, "retry_base_s": 0.01, "poll_interval_s": 0.05}
         inputs = GenerateInputs("one kite, twice", seed=9)
         rival = prepared(tmp_path / "a", "replicate", options, inputs, envt)

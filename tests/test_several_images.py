@@ -38,7 +38,7 @@ def test_replicate_num_outputs_keeps_every_image_and_costs_per_image(
     summary = json.loads(result.stdout)
     assert summary["images"] == [str(out), str(tmp_path / "fox-2.png"), str(tmp_path / "fox-3.png")]
     docs = check_all(summary["images"], 3)
-    assert all(d["cost_usd_estimate"] == "0.003000" for d in docs)
+    assert all(d["cost_usd"] == "0.009000" for d in docs)  # the job's cost, in each sidecar
     assert summary["cost_usd"] == "0.009000"  # exact: not 0.009000000000000001
     assert rep.billed == 1  # one prediction made the three images
     [create] = [
@@ -46,7 +46,7 @@ def test_replicate_num_outputs_keeps_every_image_and_costs_per_image(
     ]
     assert create.data["body"]["input"]["num_outputs"] == 3
     rows = json.loads(box.run("usage", "--raw", "--json").stdout)
-    assert sorted(r["cost_usd_estimate"] for r in rows) == ["0.003000"] * 3
+    assert sorted(r["cost_usd"] for r in rows) == ["0.003000"] * 3
     assert {r["outcome"] for r in rows} == {"image"}
     [grouped] = json.loads(box.run("usage", "--json").stdout)
     assert grouped["images"] == 3 and grouped["cost_usd"] == "0.009000"

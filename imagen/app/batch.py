@@ -426,17 +426,10 @@ def run_one(
 
 
 def _spent(state: JobState) -> str | None:
-    """What the job cost: its images, or every image asked for once the provider accepted it."""
-    from imagen.core import money
+    """What the job cost: the one figure (imagen/projections/cost.py)."""
+    from imagen.projections.cost import cost_usd
 
-    price = state.request.price_usd if state.request else None
-    if price is None:
-        return None
-    if state.images:
-        return money.times(price, len(state.images))
-    if state.remote_id is not None:
-        return money.times(price, state.count)
-    return None
+    return cost_usd(state)
 
 
 def concurrency(recorded: Recorded, config: Config, override: int | None) -> dict[str, int]:
@@ -484,6 +477,7 @@ def start_workers(
             reporter() if reporter else None,
             interrupt=stop.get,
             gate=gate,
+            image_mode=sidecar_mode,
         )
         while not stop.terminating:
             try:

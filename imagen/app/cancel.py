@@ -30,7 +30,14 @@ def cancel(session: Session, job_id: str) -> tuple[JobState, str]:
     store = session.store()
     jid = resolve_job_id(store, job_id)
     with session.reporting() as reporter:
-        return _cancel(store, jid, session.env, new_runner(store, session.env, reporter))
+        return _cancel(
+            store,
+            jid,
+            session.env,
+            new_runner(
+                store, session.env, reporter, image_mode=session.config().output.sidecar_mode
+            ),
+        )
 
 
 def _cancel(store: Any, job_id: str, env: Environment, runner: Any) -> tuple[JobState, str]:

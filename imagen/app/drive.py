@@ -30,7 +30,9 @@ def drive(
 
     try:
         with session.reporting() as reporter:
-            runner = new_runner(store, session.env, reporter)
+            runner = new_runner(
+                store, session.env, reporter, image_mode=session.config().output.sidecar_mode
+            )
             if request is not None:
                 state = runner.submit(job_id, request)
             state = runner.run(job_id, state, resumed=resumed, extra=list(extra))
@@ -49,6 +51,7 @@ def drive(
 
         release_output(state.request, {i.index for i in state.images})
     write_sidecar(state, session.config().output.sidecar_mode)
+    _note_unexpected_sizes(session, state)
     if state.request is not None:
         from pathlib import Path
 
@@ -56,6 +59,19 @@ def drive(
 
         sweep_temp_files(Path(state.request.output_path).parent, session.env.clock().timestamp())
     return state
+
+
+def _note_unexpected_sizes(session: Session, state: JobState) -> None:
+    """Say when an image kept is not the size the backend was asked for (its sidecar says so
+    too): kept, because a paid image is never thrown away."""
+    from imagen.projections.sidecar import sidecars
+
+    for doc in sidecars(state):
+        if "expected_size" in doc:
+            session.err(
+                f"imagen: note: job {state.job_id}: {doc['image']['path']} is {doc['size']}, "
+                f"not the {doc['expected_size']} asked for; kept as the backend made it"
+            )
 
 
 def sync_usage_best_effort(session: Session, store: Any) -> None:

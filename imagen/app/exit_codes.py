@@ -14,7 +14,7 @@ class ExitCode(IntEnum):
     JOB_FAILED = 1  # the job is recorded; it ran and produced no kept image (may have been paid)
     BAD_INPUT = 2  # bad arguments or configuration: nothing was recorded or written
     BACKEND_UNAVAILABLE = 3  # the job is recorded: unreachable, unauthorised, out of credit...
-    AUDIT_FAILED = 4  # audit or rebuild found a problem; usage sync refused to report a head
+    AUDIT_FAILED = 4  # audit/rebuild found a problem; usage sync refused a head; resume: image gone
     CONFLICT = 5  # the job is driven by a live process, or a resume needs --force-new
     NOT_FOUND = 6  # no job matches the id
     LEDGER_ERROR = 7  # the ledger cannot be opened (schema too new, unreachable database)

@@ -145,8 +145,9 @@ _FINISHED = ("succeeded", "failed", "cancelled")
 
 
 # Version 2: a list of entries per job (one per image); a version 1 cache (one entry per job)
-# is ignored and costs one full rebuild.
-CACHE_VERSION = 2
+# is ignored and costs one full rebuild. Version 3: `cost_usd` is the job's cost (a decimal
+# string, projections/cost.py), no longer the per-image price.
+CACHE_VERSION = 3
 
 
 def _read_cache(out: Path) -> dict[str, Any]:
@@ -363,7 +364,11 @@ dt { font-weight: 600; } dd { margin: 0; overflow-wrap: anywhere; }
     list.forEach(function (e) { if (!seen[e.job_id]) { seen[e.job_id] = true; n++; } });
     return n;
   }
-  function money(v) { return v === null || v === undefined ? "-" : "$" + Number(v).toFixed(3); }
+  function money(v) {  // as `imagen jobs` shows it: three places unless more are needed
+    if (v === null || v === undefined) return "-";
+    var n = Number(v), s = n.toFixed(3);
+    return "$" + (Number(s) === n ? s : String(v).replace(/0+$/, ""));
+  }
   function secs(ms) { return ms === null || ms === undefined ? "-" : (ms / 1000).toFixed(1) + " s"; }
   function when(t) {  // the reader's own time zone
     if (!t) return "-";

@@ -84,12 +84,11 @@ def resolve_job_id(store: Any, prefix: str) -> str:
 def summary(state: JobState) -> dict[str, Any]:
     """The --json object: every image with its sidecar; inputs as they were sent; money as
     exact decimal strings."""
-    from imagen.core import money
+    from imagen.projections.cost import cost_usd
     from imagen.projections.sidecar import sidecar
 
     data = sidecar(state) or {}
     paths = [i.path for i in state.images]
-    price = state.request.price_usd if state.request else None
     return {
         "job_id": state.job_id,
         "status": state.status,
@@ -107,11 +106,11 @@ def summary(state: JobState) -> dict[str, Any]:
                 "height",
                 "steps",
                 "latency_ms",
-                "cost_usd_estimate",
                 "prediction_id",
             )
         },
-        "cost_usd": money.times(price, len(paths)) if paths else None,
+        "cost_usd": cost_usd(state),
         **({"asked": data["asked"]} if "asked" in data else {}),
+        **({"expected_size": data["expected_size"]} if "expected_size" in data else {}),
         "error": failure_message(state),
     }

@@ -3,12 +3,14 @@
 One job id: that job, continued from its last recorded event. A batch id, or every interrupted
 job (`all_`): each on its own; several at once run as a batch runs (app/batch.py), a few at a
 time per backend. A job driven by a live process is refused (exit 5); a finished job without
-its sidecar gets it written (a crash right after the success was recorded)."""
+its sidecar gets it written (a crash right after the success was recorded), unless its image
+was removed since (exit 4: one line saying so, and how it may come back)."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagen.app.errors import UserError
@@ -57,7 +59,9 @@ def resume(
         rows += [
             r
             for r in jobs_query.query(store, alive, status="succeeded", batch=batch, limit=None)
-            if r["image_path"] and not sidecar_path(r["image_path"]).exists()
+            if r["image_path"]
+            and not sidecar_path(r["image_path"]).exists()
+            and Path(r["image_path"]).is_file()  # a removed image gets no sidecar either
         ]
         ids = [r["job_id"] for r in rows]
         all_ = True  # each job on its own, as --all
@@ -151,7 +155,13 @@ def _resume_one(
     from imagen.repository import load
 
     state = load(store, jid)
-    if state.finished:
+    gone = missing_image_message(state) if state.finished else None
+    if gone is not None:
+        # Its image was removed after it was stored: no sidecar for an absent file, and no
+        # path printed as if it were there.
+        session.err(f"imagen: error: {gone}")
+        code = ExitCode.AUDIT_FAILED
+    elif state.finished:
         from imagen.app.sidecars import sidecar_problem
 
         missing = sidecar_problem(state)
@@ -176,6 +186,29 @@ def _resume_one(
         state = drive(session, store, jid, state=state, resumed=True, extra=extra)
         code = shown(state)
     return code
+
+
+def missing_image_message(state: JobState) -> str | None:
+    """One line for a finished job whose stored image file is gone (None when none is): what
+    is missing and how it may come back."""
+    from imagen.app.sidecars import missing_images
+
+    gone = missing_images(state)
+    if not gone:
+        return None
+    more = f" (and {len(gone) - 1} more of its images)" if len(gone) > 1 else ""
+    image = next(i for i in state.images if i.path == gone[0])
+    if image.source.startswith(("http://", "https://")):
+        replicate = state.request is not None and state.request.backend_type == "replicate"
+        kept = " (Replicate keeps outputs about an hour)" if replicate else ""
+        back = f"the backend's copy may still be downloadable{kept}: {image.source}"
+    else:
+        back = "put the file back"
+    return (
+        f"job {state.job_id}: its image {gone[0]}{more} is missing (removed after it was "
+        f"stored), so no sidecar was written; {back}; until then `imagen audit` reports it "
+        "as image_missing"
+    )
 
 
 def _resume_many(

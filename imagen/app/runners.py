@@ -33,7 +33,8 @@ class JobsTableHeldIds:
 
 def new_runner(store: Any, env: Environment, reporter: Any = None, **options: Any) -> Runner:
     """A Runner over `store` with budgets and the held-ids check wired; `options` are the
-    Runner's own (http, streams, interrupt, gate)."""
+    Runner's own (http, streams, interrupt, gate, image_mode: give the config's
+    `output.sidecar_mode`, so an image is as private as its sidecar)."""
     from imagen.app.budgets import Budgets
     from imagen.runner.loop import Runner
 

@@ -39,9 +39,18 @@ def sidecar_owner(path: Path) -> str | None:
     return owner if isinstance(owner, str) and "job_id" in data else None
 
 
+def missing_images(state: JobState) -> list[str]:
+    """The paths of the job's stored images that are no longer files (removed after they
+    were stored): no sidecar is written beside a missing image."""
+    return [i.path for i in state.images if not Path(i.path).is_file()]
+
+
 def write_sidecars(state: JobState, mode: int = PRIVATE) -> list[Path]:
     written = []
+    gone = set(missing_images(state))
     for data in sidecars(state):
+        if data["image"]["path"] in gone:
+            continue  # a sidecar describes an image on disk, never an empty name
         path = sidecar_path(data["image"]["path"])
         if (path.exists() or path.is_symlink()) and sidecar_owner(path) != data["image"]["path"]:
             # Someone else's file took the name after the job was prepared: keep it.
@@ -62,7 +71,10 @@ def sidecar_problems(state: JobState) -> list[dict[str, Any]]:
     says), with the command that fixes it; [] when they are right (or the job has none)."""
     problems = []
     jid = state.job_id
+    gone = set(missing_images(state))
     for data in sidecars(state):
+        if data["image"]["path"] in gone:
+            continue  # the image itself is missing: that is the problem, not its sidecar
         path = sidecar_path(data["image"]["path"])
         try:
             current = path.read_bytes() if path.is_file() else None

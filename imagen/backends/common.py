@@ -141,10 +141,15 @@ def backoff_delay(base: float, attempt: int, cap: float) -> float:
 
 
 def finite(value: Any) -> float | None:
-    """A finite number from a JSON or config value, else None ("abc", null, true, NaN)."""
+    """A finite number from a JSON or config value, else None ("abc", null, true, NaN, and an
+    integer too large for a float: JSON carries integers of any size)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if value == value and abs(value) != float("inf") else None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
 
 
 def since_claim(state: JobState, kind: type) -> list[Recorded]:

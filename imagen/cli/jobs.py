@@ -177,17 +177,23 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
     job_id
         The job id or any unique prefix of it.
     json_output
-        Print one JSON object {job_id, status, events}.
+        Print one JSON object {job_id, status, cost_usd, events}.
     """
     from imagen.app.outcome import resolve_job_id
+    from imagen.projections.cost import cost_usd
     from imagen.projections.timeline import timeline
     from imagen.repository import load
 
     reader = context.session().reader()
     state = load(reader, resolve_job_id(reader, job_id))
     rows = timeline(state)
+    cost = cost_usd(state)
     if json_output:
-        print(json.dumps({"job_id": state.job_id, "status": _status(state), "events": rows}))
+        print(
+            json.dumps(
+                {"job_id": state.job_id, "status": _status(state), "cost_usd": cost, "events": rows}
+            )
+        )
         return
     req = state.request
     print(printable(f"job {state.job_id}  {_status(state)}"))
@@ -195,6 +201,8 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
         print(f"started {_local_moment(state.started_at)}")
     if req:
         print(f"prompt: {printable(req.prompt)}")
+    if cost is not None:
+        print(f"cost: {_dollars(cost)}")
     for r in rows:
         print(f"  +{r['t']:8.3f}s  {printable(r['text'])}")
 

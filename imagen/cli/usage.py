@@ -38,7 +38,7 @@ def usage(
       imagen usage --since 7d
       imagen usage --by caller --by model
       imagen usage --by day --since 2026-11-01   # per local calendar day
-      imagen usage --raw --json | jq 'map(.cost_usd_estimate) | add'
+      imagen usage --raw --json | jq -r '.[].cost_usd'
       imagen usage --source remote --since 2026-11-01   # the whole team's, from Supabase
 
     Parameters
@@ -65,11 +65,13 @@ def usage(
     keys = list(dict.fromkeys(by or ["backend", "model"]))
     if source == "remote":
         from imagen.app.usage_sync import fetch
+        from imagen.projections.usage.fold import from_remote
         from imagen.projections.usage.sync import group
 
-        rows = fetch(
+        fetched = fetch(
             context.session().config(), context.session().env, since=since_t, until=until_t
         )
+        rows = [from_remote(r) for r in fetched]
         if raw:
             data = rows
         elif "day" in keys:
@@ -121,7 +123,7 @@ RAW_COLUMNS = [
     "outcome",
     "seed",
     "latency_ms",
-    "cost_usd_estimate",
+    "cost_usd",
     "caller",
 ]
 

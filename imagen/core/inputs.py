@@ -25,6 +25,12 @@ class GenerateInputs:
     extra: dict[str, Any] = field(default_factory=dict)
     count: int = 1
 
+    def __post_init__(self) -> None:
+        # Checked here, not by each backend, so that it holds for every backend and for
+        # --from lines: an empty aspect would otherwise fall back to the default silently.
+        if self.aspect is not None and not self.aspect.strip():
+            raise BadInput("--aspect is empty: give a ratio such as 16:9, or leave it out")
+
 
 _SIZE = re.compile(r"^(\d{2,5})[xX×](\d{2,5})$", re.ASCII)  # no other scripts' digits
 

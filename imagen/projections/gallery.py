@@ -16,6 +16,7 @@ from typing import Any
 from imagen.core.events import JobFailed
 from imagen.core.job import JobState
 from imagen.core.times import iso
+from imagen.projections.cost import cost_usd
 from imagen.projections.sidecar import sidecars
 
 # `imagen generate` refuses a prompt that looks like an option (and reads stdin for "-"): such a
@@ -81,7 +82,7 @@ def entries(state: JobState, status: str) -> list[dict[str, Any]]:
         "backend": req.backend if req else None,
         "backend_type": req.backend_type if req else None,
         "caller": (req.caller or None) if req else None,
-        "cost_usd": req.price_usd if req else None,
+        "cost_usd": cost_usd(state),
         "latency_ms": docs[0]["latency_ms"] if docs else None,
         "error": error,
         "command": regenerate_command(state),

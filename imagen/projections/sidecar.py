@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagen.core import money
 from imagen.core.events import ImageStored, JobSucceeded, RemoteJobAccepted, RequestSent
 from imagen.core.job import JobState, iso
+from imagen.projections.cost import cost_usd
 
 
 def sent_inputs(state: JobState) -> dict[str, Any]:
@@ -27,6 +27,14 @@ def sent_inputs(state: JobState) -> dict[str, Any]:
     except Exception:  # an unknown backend type or a body of another shape: say nothing
         return {}
     return found if isinstance(found, dict) else {}
+
+
+def expected_size(params: dict[str, Any]) -> str | None:
+    """The size the request expects back, "WxH" (its params width and height), if it says."""
+    width, height = params.get("width"), params.get("height")
+    if isinstance(width, int) and isinstance(height, int):
+        return f"{width}x{height}"
+    return None
 
 
 def sidecars(state: JobState) -> list[dict[str, Any]]:
@@ -47,6 +55,7 @@ def sidecars(state: JobState) -> list[dict[str, Any]]:
         for r in state.history
         if isinstance(r.event, ImageStored)
     }
+    cost = cost_usd(state)
     asked = params.get("asked") if isinstance(params.get("asked"), dict) else None
     out = []
     for image in state.images:
@@ -68,7 +77,7 @@ def sidecars(state: JobState) -> list[dict[str, Any]]:
             "output_format": image.format,
             "extra_inputs": sent.get("extra", params.get("extra", {})),
             "latency_ms": latency_ms,
-            "cost_usd_estimate": money.usd(req.price_usd),
+            "cost_usd": cost,  # the job's, all its images (projections/cost.py)
             "prediction_id": accepted.event.remote_id if accepted else None,  # type: ignore[attr-defined]
             "caller": req.caller,
             "image": {"path": image.path, "sha256": image.sha256, "bytes": image.bytes},
@@ -83,6 +92,11 @@ def sidecars(state: JobState) -> list[dict[str, Any]]:
         }
         if asked is not None:
             doc["asked"] = asked
+        expected = expected_size(params)
+        if expected is not None and expected != doc["size"]:
+            # The backend made another size than imagen asked it for: the image is kept (it
+            # was paid for), and the sidecar says what was expected beside what was made.
+            doc["expected_size"] = expected
         out.append(doc)
     return out
 

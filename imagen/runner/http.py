@@ -9,6 +9,7 @@ request's socket down when the deadline passes. What is read of a reply is bound
 from __future__ import annotations
 
 import json
+import math
 import socket
 import threading
 from dataclasses import dataclass
@@ -56,15 +57,43 @@ class Reply:
             return f"{excerpt}… [reply cut: {more}{len(self.data)} bytes]"
         text = self.data.decode("utf-8", "replace")
         try:
-            # NaN/Infinity are not JSON (Python accepts them): the ledger could not record
-            # them, so such a reply is kept as text.
-            return json.loads(text, parse_constant=_not_json)
-        except ValueError:
+            # NaN/Infinity are not JSON (Python accepts them), and 1e400 would parse to inf:
+            # the ledger could not record them, so such a reply is kept as text. So is one
+            # nested past any API's depth (a RecursionError in the parser or, later, in the
+            # event checks and the scrubber that walk it).
+            value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
+        except (ValueError, RecursionError):
             return text[:EXCERPT_CHARS]
+        return value if depth_at_most(value, MAX_DEPTH) else text[:EXCERPT_CHARS]
+
+
+# Replicate's predictions and ComfyUI's /history (graphs included) nest about ten deep.
+MAX_DEPTH = 64
 
 
 def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is not a finite number")
+    return value
+
+
+def depth_at_most(value: Any, limit: int) -> bool:
+    """Is `value` nested no deeper than `limit`? (Walked without recursion.)"""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth >= limit:
+                return False
+            stack.extend((child, depth + 1) for child in item)
+    return True
 
 
 class TransportFailure(Exception):

@@ -145,7 +145,9 @@ class Runner:
 
     `admission` (the caller's budgets) and `held` (who holds a remote id) come from the
     application (runner/admission.py; imagen/app/runners.py wires them): the runner reads no
-    projection and knows no budget."""
+    projection and knows no budget. `image_mode` is the most an image file may allow (the
+    umask takes away from it): the sidecar's privacy, which the application's config sets
+    (`[output] private_sidecars`); private unless told otherwise."""
 
     def __init__(
         self,
@@ -159,6 +161,7 @@ class Runner:
         gate: Gate | None = None,
         admission: Admission,
         held: HeldIds,
+        image_mode: int = 0o600,
     ) -> None:
         if http is None:
             from imagen.runner.http import Http
@@ -178,6 +181,7 @@ class Runner:
         self._gate = gate
         self._admission = admission
         self._held = held
+        self._image_mode = image_mode
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -491,7 +495,7 @@ class Runner:
 
         dest = Path(a.dest)
         try:
-            atomic_write(dest, data, overwrite=a.overwrite)
+            atomic_write(dest, data, overwrite=a.overwrite, mode=self._image_mode)
         except (FileExists, NotRegular) as exc:
             return failed("exists", str(exc))
         except OSError as exc:
@@ -565,14 +569,24 @@ class Runner:
             except StreamDropped as exc:
                 self._stream = None
                 return self._append(state, [StreamClosed("dropped", str(exc)[:300])])
-            out = self._adapter.interpret_frame(context, frame)
-            context = out.context
-            if out.progress is not None:
-                self.reporter.progress(out.progress.step, out.progress.total, out.progress.label)
-            if out.events:
-                state = self._append(state, list(out.events))
-            if out.done:
-                return state
+            try:
+                out = self._adapter.interpret_frame(context, frame)
+                if not all(map(_recordable_depth, out.events)):
+                    out = None
+            except (ValueError, TypeError, RecursionError):
+                out = None
+            # None: a frame no event can hold (1e400, nesting past any API's depth) is skipped,
+            # as adapters skip any malformed frame; the job's polling still finds its end.
+            if out is not None:
+                context = out.context
+                if out.progress is not None:
+                    self.reporter.progress(
+                        out.progress.step, out.progress.total, out.progress.label
+                    )
+                if out.events:
+                    state = self._append(state, list(out.events))
+                if out.done:
+                    return state
             self._check_interrupt()
             state = self._renew_lease(state)
 
@@ -705,6 +719,16 @@ def _retry_after_s(headers: Any, now: Any) -> float | None:
     # A server asking for a day is the adapter's to refuse (a resumable stop), not a reason to
     # freeze every worker that long.
     return min(max(seconds, 0.0), 60.0) if seconds == seconds else None
+
+
+def _recordable_depth(event: Event) -> bool:
+    """Is the event nested no deeper than a reply may be (runner/http.py MAX_DEPTH)? Deeper,
+    recording it would overflow the recursive walks that check, scrub and encode it."""
+    from dataclasses import fields
+
+    from imagen.runner.http import MAX_DEPTH, depth_at_most
+
+    return depth_at_most([getattr(event, f.name) for f in fields(event)], MAX_DEPTH + 1)
 
 
 def _ms(started: float) -> float:

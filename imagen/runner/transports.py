@@ -50,7 +50,15 @@ class StreamTransport(Protocol):
 
 
 class Websockets:
-    """The real stream transport: a websocket (the `websockets` library's sync client)."""
+    """The real stream transport: a websocket (the `websockets` library's sync client).
+
+    A silent network drop is noticed by keepalive pings: one every `ping_interval` s, the
+    connection given up when a pong takes more than `ping_timeout` s (~20 s by default, not
+    the library's 40 s)."""
+
+    def __init__(self, ping_interval: float = 10, ping_timeout: float = 10) -> None:
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
 
     def connect(self, url: str, *, headers: dict[str, str], timeout_s: float) -> Stream:
         from websockets.exceptions import InvalidHandshake
@@ -66,9 +74,12 @@ class Websockets:
                 # Unbounded: with the default queue a paused reader makes close() wait out
                 # its timeout when unread messages (status, executing null) are pending.
                 max_queue=None,
-                # A silent network drop is noticed within ~20 s, not the default 40 s.
-                ping_interval=10,
-                ping_timeout=10,
+                ping_interval=self.ping_interval,
+                ping_timeout=self.ping_timeout,
+                # The library logs a keepalive timeout on a silent network as an error with its
+                # traceback (on stderr when nothing is configured). The runner records the
+                # closed stream as one event and says it in one line: the library says nothing.
+                logger=_silent_logger(),
             )
         except InvalidHandshake as exc:
             raise StreamRejected(f"{type(exc).__name__}: {exc}") from None
@@ -89,3 +100,13 @@ class _Websocket:
 
     def close(self) -> None:
         self._connection.close()
+
+
+def _silent_logger() -> Any:
+    import logging
+
+    logger = logging.getLogger("imagen.websocket")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False
+    return logger

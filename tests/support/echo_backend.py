@@ -88,6 +88,17 @@ def decide(state: JobState) -> Action:
     if last.outcome is None:
         return send  # sent, never answered (the process died): rendering is free, ask again
     if isinstance(last.outcome, ResponseReceived) and last.outcome.status == 200:
+        body = last.outcome.body
+        if not isinstance(body, dict) or not isinstance(body.get("image"), str):
+            # A hostile or broken server's 200 (the runner records any body it cannot hold
+            # as text): a failed render, never a crash.
+            return Record(
+                (
+                    JobFailed(
+                        "render", "render answered without an image", Failure.GENERATION_FAILED
+                    ),
+                )
+            )
         download = last_exchange(state, "download")
         if download is not None and download.outcome is not None:
             return Record(
@@ -101,7 +112,7 @@ def decide(state: JobState) -> Action:
             )
         return StoreImage(
             request_id(state, "download"),
-            last.outcome.body["image"],
+            body["image"],
             req.output_path,
             overwrite=req.overwrite,
         )

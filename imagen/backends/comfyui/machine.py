@@ -79,9 +79,16 @@ def decide(state: JobState) -> Action:
 
 def _follow(state: JobState, pid: str) -> Action:
     """From acceptance to the image: listen, locate, reconnect, fetch."""
-    # 1. What the latest /history answer says (after the end, a locate, or a poll).
+    # 1. What the latest /history answer says (after the end, a locate, a poll, or a cancel's
+    # own look: a cancel that found the prompt finished stored its first image, and that
+    # answer is what the rest are fetched from; following the stream again would ask for the
+    # cancel whose outcome is already recorded).
     polls = [ex for ex in exchanges(state, "history") if ex.sent_at.version > accepted_at(state)]
-    last = polls[-1] if polls else None
+    looks = [
+        ex for ex in exchanges(state, "cancel_history") if ex.sent_at.version > accepted_at(state)
+    ]
+    looked = sorted([*polls, *looks], key=lambda ex: ex.sent_at.version)
+    last = looked[-1] if looked else None
     if last is not None and last.outcome is not None:
         o = last.outcome
         if isinstance(o, ResponseReceived) and o.status == 200:
@@ -148,7 +155,10 @@ def _follow_stream(state: JobState, pid: str) -> FollowStream:
 
 def _locate(state: JobState, pid: str, *, since: int, stream_open: bool) -> Action:
     """After (re)connecting: /queue first, then /history. ComfyUI moves a prompt from the queue
-    to the history under one lock, so a prompt in neither, in that order, is lost."""
+    to the history under one lock, so a prompt in neither, in that order, is lost. Only what
+    was asked after this prompt was accepted counts (an earlier attempt's answers say nothing
+    of it)."""
+    since = max(since, accepted_at(state))
     queue = [ex for ex in exchanges(state, "queue") if ex.sent_at.version > since]
     if not queue or (pending_retry(state, "queue") is not None and queue[-1].outcome is not None):
         return request(state, "queue", "GET", "/queue", not_before=retry_at(state, "queue"))
@@ -179,7 +189,26 @@ def _locate(state: JobState, pid: str, *, since: int, stream_open: bool) -> Acti
         n = len(looked)
         return Record((RetryScheduled("queue", n, backoff(n), outcome_text(h)),))
     # In neither place (a finished entry was handled by _follow): ComfyUI restarted and lost
-    # it. ComfyUI is local and free, so a new attempt (a new prompt_id) finishes the job.
+    # it. ComfyUI is local and free, so a new attempt (a new prompt_id) finishes the job; a
+    # few times, and not past the deadline (nothing runs then: the timeout cancel verifies it).
+    if past_deadline(state):
+        return Record((CancelRequested("timeout"),))
+    lost = sum(
+        1
+        for r in state.events_of(LookupConcluded)
+        if r.event.decision == "resubmit"  # type: ignore[attr-defined]
+    )
+    if lost >= MAX_RESUBMITS:
+        return Record(
+            (
+                JobFailed(
+                    "lost",
+                    f"ComfyUI lost this job's prompt {lost + 1} times (in neither /queue nor "
+                    "/history after it was accepted: restarted?)",
+                    Failure.SERVER_ERROR,
+                ),
+            )
+        )
     return Record(
         (
             LookupConcluded([], "resubmit"),
@@ -194,6 +223,7 @@ def _locate(state: JobState, pid: str, *, since: int, stream_open: bool) -> Acti
 
 
 POLL_WINDOW_S = 60.0
+MAX_RESUBMITS = 3  # prompts ComfyUI may lose (a restart each) before the job fails
 
 
 def _poll(state: JobState, pid: str, *, since: int) -> Action:

@@ -7,7 +7,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from imagen.backends.common import Exchange, exchanges, pending_retry, retry_time, run_start
-from imagen.backends.replicate.job import api_base, backoff, get_request, last_after
+from imagen.backends.replicate.job import (
+    PAST_DEADLINE_MAX_WAIT_S,
+    api_base,
+    backoff,
+    get_request,
+    job_deadline,
+    last_after,
+)
 from imagen.backends.replicate.wire import (
     PREDICTION_ID,
     created_at,
@@ -72,25 +79,22 @@ def lookup(state: JobState, create: Exchange, on_none: Action | None) -> Action:
     last = pages[-1]
     if last.outcome is None or pending_retry(state, "lookup") is not None:
         return get_request(state, "lookup", last.sent.url, retry_time(state, "lookup"))
-    body = (
-        last.outcome.body
-        if isinstance(last.outcome, ResponseReceived) and last.outcome.status == 200
-        else None
-    )
-    if not (isinstance(body, dict) and isinstance(body.get("results"), list)):
-        failures = sum(
-            1
-            for ex in pages
-            if not (isinstance(ex.outcome, ResponseReceived) and ex.outcome.status == 200)
-            or not isinstance(getattr(ex.outcome, "body", None), dict)
-        )
-        if failures < 3:
+    body = listing_body(last)
+    if body is None:
+        # Every answer that is not a listing counts against the bound, whatever its status or
+        # shape (`200 {}`, a prediction, `{"detail": "maintenance"}`): the retries of one run
+        # are bounded, and past the job's deadline they are brief.
+        failures = sum(1 for ex in pages if listing_body(ex) is None)
+        delay = backoff(state, failures - 1)
+        assert state.now is not None
+        in_time = state.now + timedelta(seconds=delay) < job_deadline(state)
+        if failures < 3 and (in_time or delay <= PAST_DEADLINE_MAX_WAIT_S):
             return Record(
                 (
                     RetryScheduled(
                         "lookup",
                         failures,
-                        backoff(state, failures - 1),
+                        delay,
                         f"lookup failed: {describe(last.outcome)}"[:300],
                     ),
                 )

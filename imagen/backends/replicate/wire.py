@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from imagen.backends.common import Exchange, backoff_delay
+from imagen.backends.common import Exchange, backoff_delay, finite
 from imagen.core.events import RequestFailed, ResponseReceived
 
 # What decide reads (Retry-After; Date: Replicate's clock, which measures the lookup window) and
@@ -87,9 +87,8 @@ def retry_after(outcome: ResponseReceived, attempt: int, base: float) -> float:
     if re.fullmatch(r"\d+(\.\d+)?", header):
         delay = float(header)
     body = outcome.body if isinstance(outcome.body, dict) else {}
-    ra = body.get("retry_after")
-    if delay is None and isinstance(ra, int | float) and not isinstance(ra, bool):
-        delay = float(ra)
+    if delay is None:
+        delay = finite(body.get("retry_after"))  # an integer of any size: JSON allows it
     if delay is None:
         m = re.search(r"~(\d{1,6})s", str(body.get("detail", ""))[:2000])
         delay = float(m[1]) if m else None

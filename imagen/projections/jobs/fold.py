@@ -4,8 +4,8 @@ The shell keeps these rows in a table that follows the ledger from a checkpoint,
 reads an index instead of the whole ledger. Every value is made to fit its column
 (projections/safe.py): no recorded event can break the table.
 
-Cost is shown only once the provider accepted the job (`RemoteJobAccepted`): a request refused
-(connection refused, 401, 402, 422, 5xx on create) was never billed.
+Cost is the one figure of imagen/projections/cost.py, over the facts folded here (price, images
+asked for and stored, whether the provider accepted the job, how it ended).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from imagen.core import money
 from imagen.core.events import TERMINAL_TYPES, readable
 from imagen.projections import safe
+from imagen.projections.cost import billed
 
 COLUMNS = (
     "job_id",
@@ -50,9 +51,13 @@ _STATUS = {"JobSucceeded": "succeeded", "JobFailed": "failed", "JobCancelled": "
 
 
 def _cost(r: dict[str, Any]) -> str | None:
-    if not r["accepted"] or r["price_usd"] is None:
-        return None
-    return money.times(r["price_usd"], r["count"] or 1)
+    return billed(
+        r["price_usd"],
+        asked=r["count"] or 1,
+        stored=r["images"] or 0,
+        accepted=bool(r["accepted"]),
+        succeeded=r["status"] == "succeeded",
+    ).usd
 
 
 def apply(

@@ -18,8 +18,9 @@ from ledger.projection import reset as reset_projection
 if TYPE_CHECKING:
     from ledger import EventStore
 
-TABLE = "imagen_jobs_v3"
-CHECKPOINT = "imagen.jobs.v3"
+# v4: cost_usd is the one figure of projections/cost.py (0 when nothing was billed).
+TABLE = "imagen_jobs_v4"
+CHECKPOINT = "imagen.jobs.v4"
 
 _T, _I, _R = ColumnType.TEXT, ColumnType.INTEGER, ColumnType.REAL
 

@@ -1,8 +1,10 @@
 """Usage rows, folded from a job's events (pure).
 
-One row per stored image (`outcome` "image", cost = the per-image price), and one row for
-the images of a prediction the provider accepted and then failed (`outcome` "paid_failed":
-the provider may bill it). A request the provider never accepted costs nothing and has no row.
+The rows split the job's cost (imagen/projections/cost.py, the one rule) and sum to it: one
+row per stored image (`outcome` "image", cost = the per-image price), and one row for the images
+a prediction the provider accepted did not deliver because it failed, timed out or was
+cancelled (`outcome` "paid_failed": the provider may bill it). A request the provider never
+accepted costs nothing and has no row.
 
 Values are made to fit the local and remote columns (projections/safe.py): seeds within
 0..2^64-1 (numeric(20,0) remotely), latency within int4, text without NULs, money as exact
@@ -13,13 +15,22 @@ the machine: rows carry its sha256 only.
 from __future__ import annotations
 
 import hashlib
-from decimal import Decimal
 from typing import Any
 
 from imagen.core import money
-from imagen.core.events import JobFailed, JobSucceeded, RemoteJobAccepted
 from imagen.core.job import JobState, iso
 from imagen.projections import safe
+from imagen.projections.cost import micros, micros_text, of_job
+
+__all__ = [
+    "COLUMNS",
+    "LOCAL_COLUMNS",
+    "from_remote",
+    "micros",
+    "micros_text",
+    "to_remote",
+    "usage_rows",
+]
 
 # What goes to Supabase (mai.imagen_usage), in order.
 COLUMNS = (
@@ -55,19 +66,6 @@ def prompt_hash(prompt: object) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def micros(price: object, n: int = 1) -> int | None:
-    d = money.to_decimal(price)
-    if d is None:
-        return None
-    value = int((d * n * 1_000_000).to_integral_value())
-    return safe.integer(value)
-
-
-def micros_text(value: int | None) -> str | None:
-    """Micro-dollars to the wire form "0.003000"."""
-    return None if value is None else money.usd(Decimal(value) / 1_000_000)
-
-
 def _seed(state: JobState) -> int | None:
     from imagen.projections.sidecar import sent_inputs
 
@@ -81,10 +79,11 @@ def _seed(state: JobState) -> int | None:
 
 
 def usage_rows(state: JobState) -> list[dict[str, Any]]:
-    req, end = state.request, state.terminal
-    if req is None or end is None:
+    """The rows of an ended job (none while it is under way)."""
+    req = state.request
+    if req is None or state.terminal is None:
         return []
-    accepted = state.last(RemoteJobAccepted) is not None
+    bill = of_job(state)
     ended = state.history[-1].at
     latency = (
         safe.integer(round((ended - state.started_at).total_seconds() * 1000), safe.INT32)
@@ -100,25 +99,21 @@ def usage_rows(state: JobState) -> list[dict[str, Any]]:
         "latency_ms": latency,
         "caller": safe.text(req.caller),
     }
-    rows = []
-    if isinstance(end, JobSucceeded | JobFailed):
-        for image in state.images:
-            rows.append(
-                {
-                    **base,
-                    "id": state.job_id if image.index == 0 else f"{state.job_id}:{image.index}",
-                    # An image on disk was made, so it was billed (whatever events were lost).
-                    "cost_micros": micros(req.price_usd),
-                    "outcome": "image",
-                }
-            )
-    missing = max(state.count - len(state.images), 0)
-    if isinstance(end, JobFailed) and accepted and req.price_usd and missing:
+    rows = [
+        {
+            **base,
+            "id": state.job_id if image.index == 0 else f"{state.job_id}:{image.index}",
+            "cost_micros": micros(req.price_usd),
+            "outcome": "image",
+        }
+        for image in state.images
+    ]
+    if bill.undelivered and req.price_usd:
         rows.append(
             {
                 **base,
                 "id": state.job_id if not state.images else f"{state.job_id}:failed",
-                "cost_micros": micros(req.price_usd, missing),
+                "cost_micros": micros(req.price_usd, bill.undelivered),
                 "outcome": "paid_failed",
             }
         )
@@ -126,9 +121,18 @@ def usage_rows(state: JobState) -> list[dict[str, Any]]:
 
 
 def to_remote(row: dict[str, Any]) -> dict[str, Any]:
-    """A local row as Supabase receives it."""
+    """A local row as Supabase receives it (the remote column keeps its first name,
+    `cost_usd_estimate`, for the same figure as `cost_usd`)."""
     out = {c: row.get(c) for c in COLUMNS if c != "cost_usd_estimate"}
     out["cost_usd_estimate"] = micros_text(row.get("cost_micros"))
     seed = row.get("seed")
     out["seed"] = int(seed) if isinstance(seed, str) and seed.isdigit() else None
     return {c: out.get(c) for c in COLUMNS}
+
+
+def from_remote(row: dict[str, Any]) -> dict[str, Any]:
+    """A remote row as `imagen usage` shows it: the same keys as a local row (`cost_usd`, the
+    six-place decimal string)."""
+    out = {k: v for k, v in row.items() if k != "cost_usd_estimate"}
+    out["cost_usd"] = money.usd(row.get("cost_usd_estimate"))
+    return out

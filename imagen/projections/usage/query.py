@@ -37,7 +37,7 @@ def rows(
     out = []
     for r in reader.query(sql, params):
         row = dict(zip(LOCAL_COLUMNS, r, strict=True))
-        row["cost_usd_estimate"] = micros_text(row.pop("cost_micros"))
+        row["cost_usd"] = micros_text(row.pop("cost_micros"))
         out.append(row)
     return out
 

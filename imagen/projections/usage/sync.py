@@ -182,7 +182,8 @@ def needs_report(here: Here, latest: Reported | None) -> bool:
 
 
 def group(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
-    """Remote usage rows grouped like the local `imagen usage` table: images, paid_failed,
+    """Usage rows as `imagen usage` shows them (local, or remote through `from_remote`)
+    grouped like the local `imagen usage` table: images, paid_failed,
     exact cost (a decimal string), mean latency of the images."""
     from decimal import Decimal
 
@@ -204,7 +205,7 @@ def group(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
         )
         failed = r.get("outcome") == "paid_failed"
         g["paid_failed" if failed else "images"] += 1
-        g["_cost"] += to_decimal(r.get("cost_usd_estimate")) or Decimal(0)
+        g["_cost"] += to_decimal(r.get("cost_usd")) or Decimal(0)
         if r.get("latency_ms") is not None and not failed:
             g["_lat"] += float(r["latency_ms"])
             g["_n"] += 1

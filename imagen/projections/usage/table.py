@@ -1,7 +1,7 @@
 """The local usage table: follows the ledger from a checkpoint; the outbox for Supabase sync.
 
 `seq` orders rows as they were projected; the remote sync confirms rows up to a seq
-(checkpoint `imagen.usage.synced.v2`), so anything not confirmed is sent again next time.
+(checkpoint `imagen.usage.synced.v3`), so anything not confirmed is sent again next time.
 Declared through the ledger's projection API, so no SQL dialect appears here.
 """
 
@@ -21,9 +21,11 @@ from ledger.reader import Reader
 if TYPE_CHECKING:
     from ledger import EventStore
 
-TABLE = "imagen_usage_v2"
-CHECKPOINT = "imagen.usage.v2"
-SYNCED = "imagen.usage.synced.v2"
+# v3: a cancelled job counts like a failed one (its stored images, and what an accepted
+# prediction did not deliver): projections/cost.py. Rows already sent are ignored remotely.
+TABLE = "imagen_usage_v3"
+CHECKPOINT = "imagen.usage.v3"
+SYNCED = "imagen.usage.synced.v3"
 
 _T, _I, _R = ColumnType.TEXT, ColumnType.INTEGER, ColumnType.REAL
 
@@ -48,10 +50,10 @@ USAGE = TableSpec(
     # Covering indexes: `imagen usage` groups a million rows from the index alone.
     indexes=(
         (
-            "ix_imagen_usage_v2_backend_model",
+            "ix_imagen_usage_v3_backend_model",
             ("backend", "model", "outcome", "cost_micros", "latency_ms"),
         ),
-        ("ix_imagen_usage_v2_caller_cost", ("caller", "outcome", "cost_micros", "latency_ms")),
+        ("ix_imagen_usage_v3_caller_cost", ("caller", "outcome", "cost_micros", "latency_ms")),
     ),
 )
 assert USAGE.column_names[1:] == LOCAL_COLUMNS
