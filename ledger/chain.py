@@ -77,12 +77,14 @@ def link(
     recorded_at: str,
     *,
     identity: bool = False,
+    head_file: bool = False,
 ) -> list[RecordedEvent]:
     """The events to insert after `tip`, each hashed over the one before. With `identity` and
-    an empty ledger, a `LedgerCreated` event comes first (the caller returns only its own)."""
+    an empty ledger, a `LedgerCreated` event comes first (the caller returns only its own); it
+    records `head_file` (the ledger keeps a head file beside it)."""
     batch = [(stream_id, current + n, new) for n, new in enumerate(new_events, start=1)]
     if identity and tip.position == 0 and stream_id != IDENTITY_STREAM:
-        batch.insert(0, (IDENTITY_STREAM, 1, identity_event()))
+        batch.insert(0, (IDENTITY_STREAM, 1, identity_event(head_file)))
     position, prev = tip.position, tip.hash
     recorded: list[RecordedEvent] = []
     for stream, version, new in batch:
@@ -159,12 +161,25 @@ def verify_rows(rows: Iterable[Sequence[Any]]) -> VerifyReport:
 
 class HeadFile:
     """A SQLite ledger keeps its chain head in a file beside it too (`<ledger>.head`): a tail
-    deleted from the database (triggers dropped) then shows in `imagen audit`."""
+    deleted from the database (triggers dropped) then shows in `imagen audit`.
+
+    A ledger created with a head file records so in its identity (`keeps`): the file going
+    missing or blank is then evidence too (a tail deleted with it), kept like any other: the
+    store does not write a new one. So that no crash can leave such a ledger without one, the
+    file is made (position 0, synced) before the ledger's first commit (`start`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def write(self, head: Head) -> None:
+    def start(self) -> None:
+        """Before the first commit of an empty ledger: a durable head file at position 0 (never
+        ahead of the chain), so a kill or power cut right after that commit leaves a file that
+        lags, not none."""
+        if self.read() is not None:
+            return  # a record already there is evidence (see `holds`) or a lagging head
+        self.write(Head(0, GENESIS_HASH), sync=True)
+
+    def write(self, head: Head, *, sync: bool = False) -> None:
         """After a commit: record the head beside the ledger. One fixed-width write at offset 0
         (readers see the old record or the new, never a mix); not temp + rename, which ext4
         turns into a flush when it replaces a file (~7 ms a commit, measured, against ~4 us).
@@ -175,8 +190,12 @@ class HeadFile:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
             try:
                 os.pwrite(fd, record, 0)
+                if sync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
+            if sync:
+                _sync_dir(self.path.parent)
         except OSError:
             pass  # the commit stands; a stale head file only weakens what audit can see
 
@@ -190,31 +209,49 @@ class HeadFile:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def holds(self, tip: Head, hash_at: Callable[[int], str | None]) -> bool:
+    def holds(
+        self, tip: Head, hash_at: Callable[[int], str | None], keeps: Callable[[], bool]
+    ) -> bool:
         """Under the write lock, before appending after `tip`: does the chain still hold the
         head the file recorded? If not, the file is evidence (of a tail removed or rewritten)
-        and is not overwritten. Usually the file names the tip itself: no query."""
+        and is not overwritten. Usually the file names the tip itself: no query. A missing or
+        blank file is evidence only for a ledger that records keeping one (`keeps`)."""
         recorded = self.read()
         if recorded is None:
-            return True
+            return tip.position == 0 or not keeps()
+        if recorded.position == 0:
+            return True  # made before the first commit (`start`): it can only lag
         if recorded.position >= tip.position:
             # The file is written after each commit, so it can only be ahead if events went.
             return recorded == tip
         return hash_at(recorded.position) == recorded.hash
 
-    def problems(self, head: Head, hash_at: Callable[[int], str | None]) -> list[dict[str, object]]:
-        """Findings for audit: the head file against the verified chain."""
-        if not self.path.exists():
-            return []
-        recorded = self.read()
+    def problems(
+        self, head: Head, hash_at: Callable[[int], str | None], keeps: bool = False
+    ) -> list[dict[str, object]]:
+        """Findings for audit: the head file against the verified chain. `keeps`: the ledger
+        records that it keeps one, so a missing or blank file is a finding too."""
+        missing = not self.path.exists()
+        recorded = None if missing else self.read()
         try:
-            blank = not self.path.read_text(errors="replace").strip("\x00 \n")
+            blank = missing or not self.path.read_text(errors="replace").strip("\x00 \n")
         except OSError:
             blank = True
         if recorded is None and blank:
-            return []  # never written, or lost to a power cut before writeback
+            if not keeps or head.position == 0:
+                return []  # a ledger from before head files were recorded: nothing to go by
+            what = "is missing" if missing else "is blank"
+            return [
+                {
+                    "kind": "head_file",
+                    "message": f"{self.path} {what}, though the ledger records that it keeps "
+                    "one: events may have been removed with it (rebuilding does not clear this)",
+                }
+            ]
         if recorded is None:
             return [{"kind": "head_file", "message": f"{self.path}: unreadable chain head file"}]
+        if recorded.position == 0:
+            return []  # made before the first commit: it lags, like any head file may
         if recorded.position > head.position:
             return [
                 {
@@ -232,3 +269,17 @@ class HeadFile:
                 }
             ]
         return []
+
+
+def _sync_dir(path: Path) -> None:
+    """Make a file's creation durable (its directory entry), where the platform allows."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

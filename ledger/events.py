@@ -50,8 +50,23 @@ IDENTITY_STREAM = "$ledger"
 IDENTITY_TYPE = "LedgerCreated"
 
 
-def identity_event() -> NewEvent:
-    return NewEvent(IDENTITY_TYPE, {"ledger_id": uuid.uuid4().hex})
+def identity_event(head_file: bool = False) -> NewEvent:
+    """`head_file`: the ledger keeps its chain head in a file beside it (ledger.chain.HeadFile);
+    recorded once, under the chain, so a head file that later goes missing is evidence."""
+    data: dict[str, Any] = {"ledger_id": uuid.uuid4().hex}
+    if head_file:
+        data["head_file"] = True
+    return NewEvent(IDENTITY_TYPE, data)
+
+
+def keeps_head_file(first: RecordedEvent | None) -> bool:
+    """Whether the ledger's identity (its first event) records that it keeps a head file."""
+    if first is None or first.stream_id != IDENTITY_STREAM or first.type != IDENTITY_TYPE:
+        return False
+    try:
+        return json.loads(first.data_json).get("head_file") is True
+    except (ValueError, AttributeError):
+        return False
 
 
 def identity_of(first: RecordedEvent | None) -> str | None:

@@ -52,7 +52,7 @@ from ledger.chain import (
 )
 from ledger.dialects import Dialect, Opened
 from ledger.errors import ConcurrencyError, LedgerError, NoLedgerError, ProtectedStreamError
-from ledger.events import GENESIS_HASH, NewEvent, RecordedEvent, identity_of
+from ledger.events import GENESIS_HASH, NewEvent, RecordedEvent, identity_of, keeps_head_file
 from ledger.group import GroupCommit
 from ledger.interface import ColumnType, Guard, Row, TableSpec
 from ledger.revision import current_revision, refuse_newer
@@ -98,6 +98,7 @@ class EventStore:
             "insert": f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join([p] * 10)})",
             "head": "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1",
             "hash_at": f"SELECT hash FROM events WHERE position = {p}",
+            "first": f"SELECT {_COLUMNS} FROM events WHERE position = 1",
             "version": f"SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = {p}",
             "stream": f"{where} stream_id = {p} AND stream_version > {p} ORDER BY stream_version",
             "after": f"{where} position > {p} ORDER BY position LIMIT {p}",
@@ -165,7 +166,15 @@ class EventStore:
         recorded_at = format_timestamp(self._clock())
         # Under the write lock and in the caller's transaction: exactly one identity, and
         # never a ledger with content but without it.
-        recorded = link(head, stream_id, current, new_events, recorded_at, identity=self._identity)
+        recorded = link(
+            head,
+            stream_id,
+            current,
+            new_events,
+            recorded_at,
+            identity=self._identity,
+            head_file=self.head_path is not None,
+        )
         try:
             conn.exec_driver_sql(self._sql["insert"], [as_row(r) for r in recorded])
         except IntegrityError as exc:  # only reachable if a writer bypassed the lock
@@ -175,10 +184,14 @@ class EventStore:
             if refused is None:
                 raise
             raise ProtectedStreamError(refused) from exc
+        if self.head_path is not None and head.position == 0 and _HEAD_INFO not in conn.info:
+            HeadFile(self.head_path).start()  # the first commit: no crash leaves it without one
         if self.head_path is not None and (
             # An earlier append in this transaction found the file true; it still is.
             _HEAD_INFO in conn.info
-            or HeadFile(self.head_path).holds(head, lambda p: self._hash_at(conn, p))
+            or HeadFile(self.head_path).holds(
+                head, lambda p: self._hash_at(conn, p), lambda: self._keeps_head_file(conn)
+            )
         ):
             conn.info[_HEAD_INFO] = Head(recorded[-1].position, recorded[-1].hash)
         return recorded[len(recorded) - len(new_events) :]
@@ -376,6 +389,10 @@ class EventStore:
         row = self._one(conn, "hash_at", position)
         return None if row is None else str(row[0])
 
+    def _keeps_head_file(self, conn: Connection) -> bool:
+        row = self._one(conn, "first")
+        return keeps_head_file(None if row is None else RecordedEvent(*row))
+
     def read_head_file(self) -> Head | None:
         return None if self.head_path is None else HeadFile(self.head_path).read()
 
@@ -384,7 +401,9 @@ class EventStore:
         if self.head_path is None:
             return []
         with self.engine.connect() as conn:
-            return HeadFile(self.head_path).problems(head, lambda p: self._hash_at(conn, p))
+            return HeadFile(self.head_path).problems(
+                head, lambda p: self._hash_at(conn, p), self._keeps_head_file(conn)
+            )
 
     # -- a ledger this process cannot write --------------------------------------------------
 

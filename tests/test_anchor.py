@@ -93,8 +93,29 @@ def _forget_projections(box: Sandbox) -> None:
 
 
 def _forget_head_file(box: Sandbox) -> None:
-    """Remove the chain head file beside the ledger (what a careful attacker also does)."""
+    """Remove the chain head file beside the ledger (what a careless attacker also does): a
+    ledger that records keeping one says so."""
     Path(box.ledger_url.removeprefix("sqlite:///") + ".head").unlink()
+
+
+def _forge_local_evidence(box: Sandbox) -> None:
+    """What a careful attacker also does: a head file naming the chain as it now is, and no
+    image or sidecar left of a removed job."""
+    from ledger.chain import Head, HeadFile
+
+    last = box.events()[-1]
+    HeadFile(Path(box.ledger_url.removeprefix("sqlite:///") + ".head")).write(
+        Head(last.position, last.hash)
+    )
+    jobs = {e.stream_id for e in box.events()}
+    for side in box.root.parent.rglob("*.json"):  # (the output folder is beside the box)
+        try:
+            job = json.loads(side.read_text()).get("job_id")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(job, str) and job not in jobs:
+            side.unlink()
+            Path(str(side).removesuffix(".json")).unlink(missing_ok=True)
 
 
 def _positions_of(box: Sandbox, type_: str) -> list[int]:
@@ -181,9 +202,13 @@ def test_a_rewritten_ledger_is_never_laundered_by_a_sync(
     problems = attack(box)
     # Locally the head file beside the ledger (and the projections' checkpoints) show it...
     assert box.run("audit").returncode == 4
-    # ...until the attacker also rewrites those: then the chain alone cannot tell.
+    # ...and a head file gone from a ledger that records keeping one is a finding too...
     _forget_projections(box)
     _forget_head_file(box)
+    if attack is not _ledger_id:  # (the rewritten identity no longer records keeping one)
+        assert box.run("audit").returncode == 4
+    # ...until the attacker also forges those: then the chain alone cannot tell.
+    _forge_local_evidence(box)
     assert box.run("audit").returncode == 0
     _assert_refused_and_named(box, usage_db, heads, problems)
 

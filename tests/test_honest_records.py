@@ -185,7 +185,8 @@ def test_extreme_recorded_values_never_break_a_read_command(
             result = box.run(*args)
             assert "Traceback" not in result.stderr, (args, result.stderr[-2000:])
             # audit may find problems (exit 4: the image files do not exist): it names them
-            allowed = {0, 4} if args[0] == "audit" else {0}
+            # (and so may rebuild: a sidecar it cannot write beside a missing image differs)
+            allowed = {0, 4} if args[0] in ("audit", "rebuild") else {0}
             assert result.returncode in allowed, (args, result.returncode, result.stderr[-500:])
         usage = json.loads(box.run("usage", "--raw", "--json").stdout)
         assert {r["id"][:16] for r in usage} == {"a" * 16, "b" * 16}

@@ -8,6 +8,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.support.cli import Sandbox
@@ -74,8 +75,9 @@ def test_a_sidecar_that_is_not_the_chains_is_a_finding(sandbox: Sandbox) -> None
     data["image"]["sha256"] = "0" * 64
     side.write_text(json.dumps(data))
     assert [p["kind"] for p in _audit(sandbox)["problems"]] == ["sidecar"]
-    assert sandbox.run("rebuild").returncode == 0
+    assert sandbox.run("rebuild").returncode == 4  # it differed, and was rewritten
     assert _audit(sandbox)["ok"]
+    assert sandbox.run("rebuild").returncode == 0
 
 
 def _drop_tail(box: Sandbox, count: int) -> int:
@@ -129,8 +131,100 @@ def test_edited_or_deleted_usage_rows_are_a_finding(sandbox: Sandbox) -> None:
     report = _audit(sandbox)
     edited = [p for p in report["problems"] if p.get("projection") == "usage"]
     assert len(edited) == 2 and all(set(p["columns"]) >= {"caller"} for p in edited)
-    assert sandbox.run("rebuild").returncode in (0, 4)
+    assert sandbox.run("rebuild").returncode == 4
     assert _audit(sandbox)["ok"]
     _sql(sandbox, "DELETE FROM imagen_usage_v3 WHERE seq = (SELECT min(seq) FROM imagen_usage_v3)")
     report = _audit(sandbox)
     assert any("missing from the usage table" in p["message"] for p in report["problems"])
+
+
+def _drop_last_job(box: Sandbox) -> str:
+    """Delete the last job's events (triggers dropped): the tail a careless attacker removes.
+    Its image and sidecar stay on disk."""
+    last = [e for e in box.events() if e.type == "JobRequested"][-1]
+    _sql(
+        box,
+        "DROP TRIGGER events_no_delete",
+        f"DELETE FROM events WHERE position >= {last.position}",
+    )
+    return last.stream_id
+
+
+@pytest.mark.parametrize("how", ["deleted", "blanked"])
+def test_a_tail_removed_with_its_head_file_is_found_and_rebuild_does_not_hide_it(
+    sandbox: Sandbox, how: str
+) -> None:
+    for n in range(3):
+        _generate(sandbox, f"cat {n}")
+    assert _audit(sandbox)["ok"]
+    gone = _drop_last_job(sandbox)
+    head_file = sandbox.root / "ledger.db.head"
+    if how == "deleted":
+        head_file.unlink()
+    else:
+        head_file.write_bytes(b"")
+    assert sandbox.run("rebuild").returncode in (0, 4)  # the projections forget the job
+    report = _audit(sandbox)
+    kinds = {p["kind"] for p in report["problems"]}
+    assert {"head_file", "unknown_job_files"} <= kinds, report["problems"]
+    [files] = [p for p in report["problems"] if p["kind"] == "unknown_job_files"]
+    assert files["job_id"] == gone and "does not have" in files["message"]
+    [head] = [p for p in report["problems"] if p["kind"] == "head_file"]
+    assert f"is {'missing' if how == 'deleted' else 'blank'}" in head["message"]
+    # Carrying on does not write a new head file over the evidence, nor does another rebuild.
+    _generate(sandbox, "dog")
+    sandbox.run("rebuild")
+    again = _audit(sandbox)
+    assert "head_file" in {p["kind"] for p in again["problems"]}, again["problems"]
+
+
+def test_files_of_a_job_the_ledger_does_not_have_are_a_finding(sandbox: Sandbox) -> None:
+    """Even on a ledger from before head files were recorded: an imagen sidecar (and its
+    image) in the output folder naming a job the chain lacks."""
+    image = _generate(sandbox, "a cat")
+    side = Path(f"{image}.json")
+    copy = image.with_name("copy.png")
+    copy.write_bytes(image.read_bytes())
+    data = json.loads(side.read_text())
+    data["job_id"], data["image"]["path"] = "0" * 26, str(copy)
+    Path(f"{copy}.json").write_text(json.dumps(data))
+    Path(image.parent / "notes.json").write_text('{"job_id": "x"}')  # not a sidecar: ignored
+    report = _audit(sandbox)
+    [found] = report["problems"]
+    assert (found["kind"], found["job_id"]) == ("unknown_job_files", "0" * 26)
+    assert str(copy) in found["message"]
+
+
+def test_a_new_ledger_records_its_head_file_and_no_crash_leaves_it_without_one(
+    tmp_path: Path,
+) -> None:
+    from ledger import NewEvent, open_store
+    from ledger.chain import Head, HeadFile
+    from ledger.events import GENESIS_HASH
+
+    path = tmp_path / "ledger.db"
+    store = open_store(f"sqlite:///{path}", identity=True)
+    head_file = HeadFile(Path(f"{path}.head"))
+    try:
+        with store.transaction() as conn:
+            store.append("job-1", [NewEvent("Noted", {"n": 1})], 0, conn=conn)
+            # Before the first commit: a head file at position 0 (it can only lag the chain).
+            assert head_file.read() == Head(0, GENESIS_HASH)
+        first = next(iter(store.read_all(0)))
+        assert first.type == "LedgerCreated" and first.data["head_file"] is True
+        assert head_file.read() == store.head()
+        # A kill between the commit and the head file's write leaves position 0: the next
+        # commit writes the head as usual, and audit has nothing to say.
+        head_file.write(Head(0, GENESIS_HASH))
+        assert store.head_file_problems(store.head()) == []
+        store.append("job-1", [NewEvent("Noted", {"n": 2})], 1)
+        assert head_file.read() == store.head()
+        # Gone: a finding, and the next commit does not make a new one over the evidence.
+        head_file.path.unlink()
+        [problem] = store.head_file_problems(store.head())
+        assert "is missing" in str(problem["message"])
+        store.append("job-1", [NewEvent("Noted", {"n": 3})], 2)
+        assert not head_file.path.exists()
+        assert store.head_file_problems(store.head()) != []
+    finally:
+        store.close()

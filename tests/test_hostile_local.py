@@ -314,7 +314,7 @@ def test_temp_files_left_by_a_kill_are_swept_by_the_next_run_and_by_rebuild(
     assert not old.exists() and fresh.exists() and notes.exists()
     os.utime(fresh, (hour_ago, hour_ago))
     rebuilt = sandbox.run("rebuild")
-    assert rebuilt.returncode == 0 and not fresh.exists() and notes.exists()
+    assert rebuilt.returncode == 4 and not fresh.exists() and notes.exists()
     assert "removed a temp file" in rebuilt.stdout
 
 

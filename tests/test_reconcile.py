@@ -200,31 +200,39 @@ def test_429_mid_pagination_is_waited_out(
     assert time.slept[slept:] == [7.0, 60.0]
 
 
+@pytest.mark.parametrize("skew_s", [30, 600, -600], ids=["near", "ahead", "behind"])
 def test_since_window_is_measured_on_replicates_clock(
-    store: Any, envt: Environment, time: ManualTime, tmp_path: Path
+    store: Any, envt: Environment, time: ManualTime, tmp_path: Path, skew_s: int
 ) -> None:
-    """Replicate's clock runs 10 minutes ahead of ours: the window starts at `since` on ours,
-    which is since + 10 min on Replicate's (its Date header says so)."""
-    skew = timedelta(minutes=10)
+    """Replicate's clock runs `skew_s` from ours (its Date header says so). Near ours, the
+    window starts at `since` moved onto Replicate's clock. Further off, the header is not taken
+    on trust: the window starts at the earlier of `since` on either clock (wider, never
+    narrower), with a note saying the clocks are off."""
+    skew = timedelta(seconds=skew_s)
     with replicate_double(clock=lambda: time.now + skew, page_size=2) as rep:
         for _ in range(6):
             raw_post(rep, "long before the window")
         time.now += timedelta(hours=2)
         since = time.now
-        # 2 min before `since` on our clock, 8 min after it on Replicate's: outside the window.
-        time.now = since - timedelta(minutes=2)
+        # The window's start on Replicate's clock, and how to make a prediction at a moment of it.
+        start = since + (skew if abs(skew_s) <= 60 else min(skew, timedelta(0)))
+
+        def at(moment: Any) -> None:
+            time.now = moment - skew
+
+        at(start - timedelta(seconds=20))
         raw_post(rep, "just before")
-        time.now = since - timedelta(minutes=1)
+        at(start - timedelta(seconds=10))
         before = generate(store, rep, envt, tmp_path, 1)
-        time.now = since
-        on_the_edge = raw_post(rep, "exactly at since")
-        time.now = since + timedelta(seconds=30)
+        at(start)
+        on_the_edge = raw_post(rep, "exactly at the start")
+        at(start + timedelta(seconds=30))
         inside = generate(store, rep, envt, tmp_path, 2)
-        time.now = since + timedelta(minutes=1)
+        at(start + timedelta(minutes=1))
         after = raw_post(rep, "inside")
         rep.forget(before)
         rep.forget(inside)
-        time.now = since + timedelta(minutes=5)
+        time.now = since + timedelta(minutes=15)
         report = audit(store, rep, envt, since=since)
     assert kinds(report) == sorted(
         [
@@ -234,7 +242,9 @@ def test_since_window_is_measured_on_replicates_clock(
         ]
     )
     [account] = report.accounts
-    assert account["clock_offset_s"] == pytest.approx(600, abs=1)
+    assert account["clock_offset_s"] == pytest.approx(skew_s, abs=1)
+    clock = [n for n in report.notes if n["kind"] == "provider_clock"]
+    assert bool(clock) == (abs(skew_s) > 60)
     # The listing stops once a page is older than the window (less a margin): the six old
     # predictions' pages are not all read.
     assert account["complete"] and account["pages"] < 5
@@ -476,3 +486,135 @@ def test_an_unadopted_create_is_unknown_and_names_its_job(
         "job-lost",
     )
     assert "paid but not counted" in found["message"]
+
+
+class ThrottleEachPage:
+    """The real client; each page of the list is throttled `times` times (Retry-After
+    `seconds`, on the double) before it is answered: a server that keeps an audit for hours."""
+
+    def __init__(self, rep: ReplicateDouble, times: int, seconds: int) -> None:
+        self.real, self.rep, self.times, self.seconds = Http(), rep, times, seconds
+        self.answered = True
+
+    def send(self, method: str, url: str, **kwargs: Any) -> Any:
+        if self.answered:
+            self.rep.fail_next("list", status=429, retry_after=self.seconds, times=self.times)
+        reply = self.real.send(method, url, **kwargs)
+        self.answered = reply.status == 200
+        return reply
+
+
+def test_a_throttling_server_is_read_within_the_time_limit(
+    store: Any, rep: ReplicateDouble, envt: Environment, time: ManualTime
+) -> None:
+    """5 pages, each throttled 5 times for 60 s: 25 minutes without a limit. The default limit
+    (300 s) counts every wait and does not start one that would pass it."""
+    for i in range(9):
+        raw_post(rep, f"p{i}")
+    slept = len(time.slept)
+    report = audit(store, rep, envt, http=ThrottleEachPage(rep, 5, 60))
+    [account] = report.accounts
+    assert sum(time.slept[slept:]) <= 300
+    assert time.slept[slept:] == [60.0] * 4  # a fifth wait would reach the limit
+    assert not account["complete"] and account["pages"] == 0
+    assert "time limit (300 s, --max-time)" in account["error"]
+    assert "not read whole" in account["error"] and report.problems == []
+    # With room for it, the same server is waited out and read whole.
+    report = audit(store, rep, envt, http=ThrottleEachPage(rep, 2, 60), max_time_s=3600)
+    [account] = report.accounts
+    assert account["complete"] and account["pages"] == 5 and account["error"] is None
+
+
+def test_a_provider_date_far_off_widens_the_window_and_says_so(
+    store: Any, rep: ReplicateDouble, envt: Environment, time: ManualTime, tmp_path: Path
+) -> None:
+    """Replicate's Date header says a day later than its own created_at (a proxy or host with a
+    wrong clock): measured on that header, `--since 1h` would start tomorrow and hide a
+    prediction made a minute ago. The window starts at the earlier reading instead."""
+    ours = generate(store, rep, envt, tmp_path, 1)
+    time.now += timedelta(minutes=1)
+    outside = raw_post(rep, "made outside imagen")
+    rep.skew_date(timedelta(days=1))
+    report = audit(store, rep, envt, since=time.now - timedelta(hours=1))
+    assert kinds(report) == [("provider_unknown", outside)]
+    assert ours not in json.dumps(report.problems)
+    [clock] = [n for n in report.notes if n["kind"] == "provider_clock"]
+    assert "clocks are off" in clock["message"] and "widened" in clock["message"]
+    [account] = report.accounts
+    assert account["clock_offset_s"] == pytest.approx(86400, abs=5)
+
+
+def test_predictions_recorded_below_the_price_table_are_a_finding(
+    store: Any, rep: ReplicateDouble, envt: Environment, tmp_path: Path
+) -> None:
+    """A job recorded a flux-dev prediction at $0 (a config's price_usd = 0): the spend is
+    counted short. A job at the table's price is not named."""
+    from imagen.core.events import JobRequested, RemoteJobAccepted, RequestSent, ResponseReceived
+    from ledger import NewEvent
+
+    fair = generate(store, rep, envt, tmp_path, 1)  # flux-schnell at the table's $0.003
+    dev = "black-forest-labs/flux-dev"
+    r = urllib3.request(
+        "POST",
+        f"{rep.url}/v1/models/{dev}/predictions",
+        json={"input": {"prompt": "free fox"}},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+    made = r.json()
+    url = f"{rep.url}/v1/models/{dev}/predictions"
+    events = [
+        JobRequested(
+            "b", "replicate", dev, "free fox", {}, {"base_url": rep.url}, "/x", price_usd=0.0
+        ),
+        RequestSent("r1", "create", "POST", url, {}, {"input": {"prompt": "free fox"}}),
+        ResponseReceived("r1", "create", 201, {}, made),
+        RemoteJobAccepted(made["id"]),
+    ]
+    store.append("job-free", [NewEvent(e.type_name(), e.to_data()) for e in events], 0)
+    report = audit(store, rep, envt)
+    [found] = report.problems
+    assert (found["kind"], found["job_id"], found["remote_id"]) == (
+        "price_below_table",
+        "job-free",
+        made["id"],
+    )
+    assert (found["recorded_usd"], found["table_usd"]) == ("0.000000", "0.025000")
+    assert "job-free" in found["message"] and "0.025" in found["message"]
+    assert fair not in json.dumps(report.problems)
+
+
+def test_cli_time_limit_and_clock_off(tmp_path: Path) -> None:
+    """The real CLI: a throttling server past --max-time is exit 3 in one line, at once (its
+    Retry-After is 60 s, the limit 2 s: no wait is started); a Date header a day off with
+    --since is a finding, not "ok"."""
+    with replicate_double(page_size=1) as rep:
+        box = Sandbox(tmp_path, env=dict(TOKEN_ENV))
+        box.write_backend("rep", "replicate", model=SCHNELL, base_url=rep.url, **OPTIONS)
+        made = box.run("generate", "a fox", "--seed", "1")
+        assert made.returncode == 0, made.stderr
+
+        rep.fail_next("list", status=429, retry_after=60, times=50)
+        slow = box.run("audit", "--provider", "--max-time", "2")
+        assert slow.returncode == 3, slow.stdout + slow.stderr
+        [line] = [ln for ln in slow.stdout.splitlines() if "--max-time" in ln]
+        assert "not read whole" in line and slow.stdout.splitlines()[-1].startswith("INCOMPLETE")
+        rep.fail_next("list", status=429, retry_after=60, times=50)
+        data = json.loads(box.run("audit", "--provider", "--max-time", "2", "--json").stdout)
+        assert data["ok"] is False and data["provider_complete"] is False
+        assert "time limit" in data["provider"][0]["error"]
+        rep.clear_faults()
+        for bad in ("0", "-1", "abc", "nan", "١٢"):
+            refused = box.run("audit", "--provider", "--max-time", bad)
+            assert refused.returncode == 2 and "--max-time" in refused.stderr, bad
+        alone = box.run("audit", "--max-time", "5")
+        assert alone.returncode == 2 and "needs --provider" in alone.stderr
+
+        outside = raw_post(rep, "made outside imagen")
+        rep.skew_date(timedelta(days=1))
+        found = box.run("audit", "--provider", "--since", "1h")
+        assert found.returncode == 4, found.stdout + found.stderr
+        assert any(
+            outside in ln and "unknown to the ledger" in ln for ln in found.stdout.splitlines()
+        )
+        assert "clocks are off" in found.stdout

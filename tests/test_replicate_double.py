@@ -582,6 +582,27 @@ def test_date_header_comes_from_the_doubles_clock(fake: ReplicateDouble, clock: 
     assert parsedate_to_datetime(r.headers["Date"]) == clock.now.replace(microsecond=0)
 
 
+def test_skew_date_moves_the_date_header_alone(fake: ReplicateDouble, clock: FakeClock) -> None:
+    """A hostile clock: the Date header a day ahead, created_at still on the double's clock."""
+    from email.utils import parsedate_to_datetime
+
+    fake.skew_date(timedelta(days=1))
+    made = Api(fake).create({"prompt": "a fox"})
+    r = Api(fake).request("GET", "/v1/predictions")
+    assert parsedate_to_datetime(r.headers["Date"]) == clock.now.replace(microsecond=0) + timedelta(
+        days=1
+    )
+    [listed] = _json(r)["results"]
+    assert (
+        datetime.fromisoformat(listed["created_at"])
+        == clock.now
+        == datetime.fromisoformat(made["created_at"])
+    )
+    fake.skew_date(timedelta(0))
+    r = Api(fake).request("GET", "/v1/predictions")
+    assert parsedate_to_datetime(r.headers["Date"]) == clock.now.replace(microsecond=0)
+
+
 def test_received_records_host_and_authorization(rep: ReplicateDouble) -> None:
     Api(rep).request("GET", "/v1/predictions")
     urllib3.request("GET", rep.url.replace("127.0.0.1", "localhost") + "/v1/predictions")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,68 @@ def check_files(
                 }
             )
     return problems, checked
+
+
+def check_unknown_files(
+    store: Any,
+    head: int,
+    rows: dict[str, dict[str, Any]],
+    images: dict[str, tuple[str, str]],
+    folders: Sequence[Path],
+) -> list[Problem]:
+    """Sidecars (and their images) for jobs the chain does not have, in the folders the chain's
+    images are in and in `folders` (the configured output directory): what a removed tail
+    leaves on disk, whatever the projections and the head file were made to say. A job
+    recorded after `head` (one running while audit reads) is not unknown."""
+    problems: list[Problem] = []
+    later: set[str] | None = None
+    where = sorted({Path(p).parent for p in images} | set(folders))
+    for folder in where:
+        try:
+            names = sorted(e.name for e in os.scandir(folder) if e.name.endswith(".json"))
+        except OSError:
+            continue
+        for name in names:
+            side = folder / name
+            jid = _sidecar_job(side)
+            if jid is None or jid in rows:
+                continue
+            if later is None:
+                later = {e.stream_id for e in store.read_all(head)}
+            if jid in later:
+                continue
+            image = Path(str(side)[: -len(".json")])
+            with_image = (
+                "the image " + str(image) + " and its sidecar"
+                if image.is_file()
+                else (f"the sidecar {side}")
+            )
+            problems.append(
+                {
+                    "kind": "unknown_job_files",
+                    "job_id": jid,
+                    "path": str(side),
+                    "message": f"{with_image} belong to job {jid}, which the ledger does not "
+                    "have: its events were removed (or another ledger wrote them here)",
+                }
+            )
+    return problems
+
+
+def _sidecar_job(side: Path) -> str | None:
+    """The job an imagen sidecar names, when it is one written beside its own image path."""
+    try:
+        if side.is_symlink() or not side.is_file() or side.stat().st_size > 10_000_000:
+            return None
+        data = json.loads(side.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("image"), dict):
+        return None
+    jid = data.get("job_id")
+    if not isinstance(jid, str) or data["image"].get("path") != str(side)[: -len(".json")]:
+        return None
+    return jid
 
 
 def check_checkpoints(store: Reader, head: int) -> list[Problem]:

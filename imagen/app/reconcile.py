@@ -12,6 +12,15 @@ verified; so its requests, throttling and retries are reported (stderr notes and
 
 Credentials go only to the configured API's origin: a `next` link elsewhere is refused (the
 listing is then incomplete and no prediction is called missing), as the lookup does.
+
+The whole listing has one time limit (`max_time_s`, every request and every wait counted): a
+server that throttles page after page ends the audit with the list not read whole (exit 3),
+not after hours. A wait that would pass the limit is not started.
+
+The window is measured on Replicate's clock (its Date header). When that clock is off ours by
+more than SKEW_NOTE_S the header may be the one that is wrong (a proxy, a host with a bad
+clock): the window then starts at the earlier of the two readings of `since`, so a prediction
+is never left out because of a clock nobody can check.
 """
 
 from __future__ import annotations
@@ -42,7 +51,8 @@ MAX_PAGES = 500  # 50,000 predictions in one window: beyond that, a later --sinc
 MAX_THROTTLED = 6  # 429 answers for one page before giving up
 MAX_FAILURES = 3  # network failures or 5xx answers for one page before giving up
 TIMEOUT_S = 30.0
-SKEW_NOTE_S = 60.0  # a larger offset between the clocks is worth a note
+SKEW_NOTE_S = 60.0  # a larger offset between the clocks is worth a note, and widens the window
+MAX_TIME_S = 300.0  # the whole listing, every account, waits included (--max-time)
 
 
 @dataclass
@@ -55,6 +65,39 @@ class Listing:
     dated: bool = False  # page 1 carried a usable Date header
     retries: list[dict[str, Any]] = field(default_factory=list)
     pause_s: float = 0.0  # to wait before the next page (the rate limit's window is spent)
+
+    @property
+    def skewed(self) -> bool:
+        """Replicate's Date header is too far from our clock to be taken on trust."""
+        return self.dated and abs(self.offset.total_seconds()) > SKEW_NOTE_S
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The listing's time limit, on the environment's clock."""
+
+    env: Environment
+    at: datetime
+    limit_s: float
+
+    def left(self) -> float:
+        return (self.at - self.env.clock()).total_seconds()
+
+    def allows(self, delay: float) -> bool:
+        return delay < self.left()
+
+    def stop(self, out: Listing, names: str) -> None:
+        out.error = (
+            f"{names}: stopped at the time limit ({self.limit_s:g} s, --max-time) with "
+            f"{out.pages} page(s) read: the list was not read whole"
+        )
+
+
+def window_start(since: datetime, offset: timedelta, skewed: bool) -> datetime:
+    """Where the window starts on Replicate's clock: `since` moved by the measured offset; when
+    the offset is too large to trust, the earlier of that and `since` itself (wider, never
+    narrower: a wrong Date header must not hide a prediction)."""
+    return since + (min(offset, timedelta(0)) if skewed else offset)
 
 
 @dataclass
@@ -85,9 +128,11 @@ def audit_provider(
     head: int,
     http: Any = None,
     note: Callable[[str], None] = lambda _m: None,
+    max_time_s: float = MAX_TIME_S,
 ) -> ProviderReport:
     """Compare every configured Replicate account's predictions (created at or after `since`,
-    our clock; None: all) with the verified chain up to `head`."""
+    our clock; None: all) with the verified chain up to `head`, listing them all within
+    `max_time_s`."""
     targets = accounts(config)
     if not targets:
         raise UserError(
@@ -102,8 +147,9 @@ def audit_provider(
     book.feed(_upto(store.read_all(0), head))
     billed = {pid for pid, k in book.predictions.items() if k.billed}
     listings: dict[Account, Listing] = {}
+    deadline = Deadline(env, env.clock() + timedelta(seconds=max_time_s), max_time_s)
     for account, names in targets.items():
-        listings[account] = _list(http, account, env, since, note, ", ".join(names))
+        listings[account] = _list(http, account, env, since, note, ", ".join(names), deadline)
     # Jobs that ran while the provider was listed may have made some of the listed predictions:
     # learn them (they are not looked for as missing: the verified chain did not hold them).
     book.feed(store.read_all(head))
@@ -113,7 +159,7 @@ def audit_provider(
     for account, names in targets.items():
         listing = listings[account]
         window = Window(
-            since + listing.offset if since is not None else None,
+            window_start(since, listing.offset, listing.skewed) if since is not None else None,
             listing.offset,
         )
         found, noted, in_window = compare(
@@ -127,12 +173,15 @@ def audit_provider(
         )
         problems.extend(found)
         notes.extend(noted)
-        if listing.dated and abs(listing.offset.total_seconds()) > SKEW_NOTE_S:
+        if listing.skewed:
+            widened = "" if since is None else "; the window is widened to cover both clocks"
             notes.append(
                 {
                     "kind": "provider_clock",
-                    "message": f"Replicate's clock is {listing.offset.total_seconds():+.0f} s "
-                    "from this machine's; the window is measured on Replicate's",
+                    "offset_s": round(listing.offset.total_seconds(), 3),
+                    "message": f"the clocks are off: Replicate's Date header is "
+                    f"{listing.offset.total_seconds():+.0f} s from this machine's clock"
+                    f"{widened}",
                 }
             )
         base = account[0]
@@ -167,6 +216,7 @@ def _list(
     since: datetime | None,
     note: Callable[[str], None],
     names: str,
+    deadline: Deadline,
 ) -> Listing:
     out = Listing()
     base_origin, token_env = account
@@ -193,10 +243,13 @@ def _list(
         if out.pause_s:
             # Replicate said none are left in its window: wait for the reset, not a 429.
             delay, out.pause_s = out.pause_s, 0.0
+            if not deadline.allows(delay):
+                deadline.stop(out, names)
+                return out
             out.retries.append({"page": out.pages + 1, "reason": "rate limit", "delay_s": delay})
             note(f"{names}: Replicate's rate limit is spent; waiting {delay:g} s")
             env.sleep(delay)
-        fetched = _fetch(http, url, token, env, out, note, names)
+        fetched = _fetch(http, url, token, env, out, note, names, deadline)
         if fetched is None:
             return out
         sent_at, reply = fetched
@@ -208,7 +261,8 @@ def _list(
                 out.dated = True
                 out.offset = server_now - sent_at
             if since is not None:
-                stop_at = since + out.offset - timedelta(seconds=LOOKUP_MARGIN_S)
+                start = window_start(since, out.offset, out.skewed)
+                stop_at = start - timedelta(seconds=LOOKUP_MARGIN_S)
         page = _page(body)
         if page is None:
             out.error = f"{names}: page {out.pages} of the list is not a listing of predictions"
@@ -266,20 +320,32 @@ def _fetch(
     out: Listing,
     note: Callable[[str], None],
     names: str,
+    deadline: Deadline,
 ) -> tuple[datetime, Any] | None:
     """One page, with bounded retries: 429 waits as Replicate asks (capped), a failure or 5xx
-    backs off; each is reported. None (and `out.error`) when the page cannot be had."""
+    backs off; each is reported. None (and `out.error`) when the page cannot be had, or the
+    time limit would pass first."""
     from imagen.runner.http import TransportFailure
 
     throttled = failed = 0
     page = out.pages + 1
     while True:
+        left = deadline.left()
+        if left <= 0:
+            deadline.stop(out, names)
+            return None
         sent_at = env.clock()
         try:
             reply = http.send(
-                "GET", url, headers={"Authorization": f"Bearer {token}"}, timeout_s=TIMEOUT_S
+                "GET",
+                url,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout_s=min(TIMEOUT_S, left),
             )
         except TransportFailure as failure:
+            if deadline.left() <= 0:
+                deadline.stop(out, names)
+                return None
             reply, why = None, f"{failure.kind}"
         else:
             why = f"HTTP {reply.status}"
@@ -304,6 +370,9 @@ def _fetch(
             delay = min(0.5 * 2 ** (failed - 1), MAX_RETRY_AFTER_S)
         else:
             out.error = f"{names}: page {page} was refused ({why})"
+            return None
+        if not deadline.allows(delay):
+            deadline.stop(out, names)
             return None
         out.retries.append({"page": page, "reason": why, "delay_s": delay})
         note(f"{names}: page {page} of Replicate's list: {why}; retrying in {delay:g} s")

@@ -18,13 +18,14 @@ def audit(
     remote: bool = False,
     provider: bool = False,
     since: str | None = None,
+    max_time: Annotated[str | None, Parameter(name="--max-time")] = None,
 ) -> int:
     """Verify the ledger's chain, invariants and image files.
 
     Checks the hash chain (naming the first broken position), each job's invariants (one
     terminal event, nothing after it) and every stored image's sha256. Exit 4 on a problem.
     --provider also compares the ledger with Replicate's own list of predictions (exit 4 when
-    the books differ, 3 when the list could not be read whole).
+    the books differ, 3 when the list could not be read whole, in time included).
 
     Examples of use:
       imagen audit
@@ -46,6 +47,10 @@ def audit(
         With --provider: predictions created from this age (30m, 24h, 7d, 2w), local date
         (2026-11-01: from local midnight) or time (2026-11-01T12:00 local, or with Z or an
         offset); default: all.
+    max_time
+        With --provider: the longest reading Replicate's list may take, in seconds, every wait
+        for a throttling server included (default 300); past it the list is not read whole
+        (exit 3).
     """
     from imagen.app import audit as checks
     from imagen.projections.jobs import table as jobs_index
@@ -58,6 +63,7 @@ def audit(
         if not provider:
             raise UserError("--since needs --provider (it bounds the provider's predictions)")
         since_at = parse_moment(since, context.session().env.clock(), context.session().env.tz)
+    limit_s = _max_time(max_time, provider)
     store = context.session().store()
     problems: list[dict[str, Any]] = []
     report = store.verify()
@@ -79,6 +85,7 @@ def audit(
     problems.extend(checks.invariants(rows))
     found, checked_images = checks.check_files(rows, images)
     problems.extend(found)
+    problems.extend(checks.check_unknown_files(store, head, rows, images, _output_folders()))
     if report.ok and not any(p["kind"] == "checkpoint_past_head" for p in problems):
         from imagen.projections.usage import table as usage_table
 
@@ -104,12 +111,15 @@ def audit(
             since=since_at,
             head=head,
             note=context.note,
+            **({} if limit_s is None else {"max_time_s": limit_s}),
         )
         problems.extend(found.problems)
         notes.extend(found.notes)
         accounts = found.accounts
+    # A list not read whole (an error, the time limit) is not "ok", though nothing was found.
+    incomplete = any(a["error"] for a in accounts or [])
     summary = {
-        "ok": not problems,
+        "ok": not problems and not incomplete,
         "events_verified": report.checked,
         "head": {"position": report.head.position, "hash": report.head.hash},
         "images_checked": checked_images,
@@ -118,7 +128,7 @@ def audit(
     }
     if accounts is not None:
         summary["provider"] = accounts
-    incomplete = any(a["error"] for a in accounts or [])
+        summary["provider_complete"] = not incomplete
     if json_output:
         print(json.dumps(summary))
     else:
@@ -136,8 +146,9 @@ def audit(
                     f"window, {a['pages']} page(s), {len(a['retries'])} retry(ies); {state}"
                 )
             )
+        verdict = "PROBLEMS" if problems else "INCOMPLETE" if incomplete else "ok"
         print(
-            f"{'ok' if not problems else 'PROBLEMS'}: {report.checked} events verified, "
+            f"{verdict}: {report.checked} events verified, "
             f"{checked_images} images checked, {len(problems)} problem(s); "
             f"head {report.head.position} {report.head.hash[:16]}"
         )
@@ -146,11 +157,39 @@ def audit(
     return int(ExitCode.BACKEND_UNAVAILABLE if incomplete else ExitCode.OK)
 
 
+def _output_folders() -> list[Path]:
+    """The configured output directory (where a removed job's files would be), if any."""
+    from imagen.app.errors import UserError
+
+    try:
+        return [Path(context.session().config().output.directory).expanduser()]
+    except UserError:
+        return []
+
+
+def _max_time(text: str | None, provider: bool) -> float | None:
+    """--max-time: a positive number of seconds (ASCII digits), only with --provider; None:
+    the default."""
+    import re
+
+    from imagen.app.errors import UserError
+
+    if text is None:
+        return None
+    if not provider:
+        raise UserError("--max-time needs --provider (it bounds reading the provider's list)")
+    value = float(text) if re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,3})?", text.strip()) else 0.0
+    if value <= 0:
+        raise UserError(f"--max-time {text!r}: give a number of seconds above 0, e.g. 300")
+    return value
+
+
 def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> int:
     """Re-derive projections from the ledger and report differences.
 
     Rebuilds every projection (job list, sidecars, usage) from the ledger alone and reports
-    what differed from what was there.
+    what differed from what was there. Exit 4 when something differed (and was repaired), 0
+    when nothing did.
 
     Examples of use:
       imagen rebuild
@@ -222,7 +261,8 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
             f"rebuilt {len(after)} job rows, checked {sidecars} sidecars: "
             f"{len(differences)} difference(s)"
         )
-    return 0
+    # A difference repaired is still a finding: a cache disagreed with the chain (exit 4).
+    return int(ExitCode.AUDIT_FAILED if differences else ExitCode.OK)
 
 
 def _same_json(a: bytes, b: bytes) -> bool:

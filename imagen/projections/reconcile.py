@@ -21,6 +21,8 @@ from typing import Any
 
 from imagen.backends.replicate.inputs import api_base_of, token_env_of
 from imagen.backends.replicate.wire import created_at, origin, outputs, prediction
+from imagen.core import money
+from imagen.core.pricing import price_for
 from imagen.core.times import iso, parse_iso
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
@@ -56,6 +58,8 @@ class Known:
 @dataclass
 class _Job:
     account: Account
+    model: str = ""
+    price_usd: Any = None  # the per-image price the request recorded
     inputs: list[dict[str, Any]] = field(default_factory=list)  # each create's sent input
     accepted: str | None = None
     ended: str | None = None  # the terminal event's type
@@ -78,7 +82,11 @@ class LedgerBook:
         if type_name == "JobRequested":
             if data.get("backend_type") == "replicate":
                 options = data.get("backend_config")
-                self.jobs[job_id] = _Job(account_of(options if isinstance(options, dict) else {}))
+                self.jobs[job_id] = _Job(
+                    account_of(options if isinstance(options, dict) else {}),
+                    str(data.get("model") or ""),
+                    data.get("price_usd"),
+                )
             return
         job = self.jobs.get(job_id)
         if job is None:
@@ -230,6 +238,7 @@ def compare(
                     f"{known.outputs} output(s), Replicate lists {theirs}",
                 }
             )
+    problems.extend(below_table(book, account, window, billed_before))
     if complete:
         for pid in sorted(billed_before - seen):
             known = book.predictions[pid]
@@ -245,6 +254,40 @@ def compare(
                 }
             )
     return problems, notes, in_window
+
+
+def below_table(
+    book: LedgerBook, account: Account, window: Window, billed: set[str]
+) -> list[Finding]:
+    """Billed predictions in the window whose job recorded a per-image price below imagen's
+    table for its model (none recorded counts as $0): spend counted short, whatever the
+    config said (a caller cannot price its own predictions down)."""
+    found: list[Finding] = []
+    for pid in sorted(billed):
+        known = book.predictions[pid]
+        job = book.jobs.get(known.job_id)
+        if job is None or known.account != account or not window.holds(place(known, window.offset)):
+            continue
+        table = money.to_decimal(price_for(job.model))
+        if table is None:
+            continue  # a model imagen has no rate for: nothing to hold it to
+        recorded = money.to_decimal(job.price_usd)
+        if recorded is not None and recorded >= table:
+            continue
+        found.append(
+            {
+                "kind": "price_below_table",
+                "remote_id": pid,
+                "job_id": known.job_id,
+                "model": job.model,
+                "recorded_usd": money.usd(job.price_usd),
+                "table_usd": money.usd(table),
+                "message": f"job {known.job_id} (prediction {pid}, {job.model}) recorded "
+                f"${money.usd(job.price_usd) or 'none'} an image, below imagen's price table "
+                f"(${money.usd(table)})",
+            }
+        )
+    return found
 
 
 def _unknown(book: LedgerBook, p: dict[str, Any], account: Account, backends: str) -> Finding:

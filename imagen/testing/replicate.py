@@ -27,6 +27,7 @@ Choices where the real API is unverified or the double simplifies:
 - the list holds every prediction, newest first, 100 a page (`page_size=`), with an opaque
   `cursor` in `next`/`previous` links and `created_after`/`created_before` filters;
 - without Prefer the create answer is the fresh `starting` state, even when `duration=0`;
+- `skew_date(offset)` moves the `Date` header alone off the double's clock (hostile clocks);
 - output file URLs are http://127.0.0.1 (the official client wraps only https:/data: outputs in
   FileOutput, so `run()` returns plain URL strings unless `output_as="data"`).
 """
@@ -511,6 +512,7 @@ class ReplicateDouble:
         self._requests: list[tuple[str, str]] = []
         self._received: list[Received] = []
         self._hostile_next: str | None = None
+        self._date_offset = timedelta(0)
         self._faults: dict[str, deque[_Fault]] = {r: deque() for r in ROUTES}
         self._slow: dict[str, deque[float]] = {r: deque() for r in ROUTES}
         self._holds: dict[str, deque[threading.Event]] = {r: deque() for r in ROUTES}
@@ -682,6 +684,11 @@ class ReplicateDouble:
         """Listing pages that have a next page link to `url` instead (None: honest links)."""
         with self._cond:
             self._hostile_next = url
+
+    def skew_date(self, offset: timedelta) -> None:
+        """A server whose `Date` header is `offset` off its own clock (a proxy or host with a
+        wrong clock) while `created_at` and every deadline stay on the double's clock."""
+        self._date_offset = offset
 
     def clear_faults(self) -> None:
         """Forget scripted faults and delays not yet used (the service recovers)."""
@@ -1094,7 +1101,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         # The Date header comes from the double's clock, so an injected clock is a skewed server.
-        return format_datetime(self.server.double._clock().astimezone(UTC), usegmt=True)
+        # skew_date() moves the header alone (a Date that disagrees with created_at).
+        double = self.server.double
+        return format_datetime((double._clock() + double._date_offset).astimezone(UTC), usegmt=True)
 
     def setup(self) -> None:
         super().setup()
