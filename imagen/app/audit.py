@@ -19,7 +19,7 @@ from imagen.core.events import newer_than_this
 from imagen.projections.jobs import fold as projection
 from imagen.projections.jobs.fold import COLUMNS
 from imagen.projections.jobs.query import CHECKPOINT, TABLE
-from ledger.reader import Reader
+from ledger.interface import Reader
 
 IDENTITY_STREAM = "$ledger"
 

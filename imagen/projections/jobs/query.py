@@ -10,8 +10,8 @@ from typing import Any
 
 from imagen.projections.jobs.fold import COLUMNS
 from imagen.projections.jobs.table import CHECKPOINT, JOBS, TABLE
+from ledger.interface import Reader
 from ledger.projection import LockedView, as_rows, select_all
-from ledger.reader import Reader
 
 
 def is_current(reader: Reader) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 
 from imagen.projections.usage.fold import LOCAL_COLUMNS, micros_text
 from imagen.projections.usage.table import CHECKPOINT, TABLE
-from ledger.reader import Reader
+from ledger.interface import Reader
 
 GROUPS = ("backend", "model", "caller")
 

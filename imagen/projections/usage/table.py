@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from imagen.core.events import TERMINAL_TYPES
 from imagen.projections.usage.fold import LOCAL_COLUMNS, usage_rows
 from ledger.events import RecordedEvent
+from ledger.interface import Reader
 from ledger.projection import ColumnSpec, ColumnType, Projection, Row, TableSpec, View, as_rows
 from ledger.projection import catch_up as catch_up_projection
 from ledger.projection import reset as reset_projection
-from ledger.reader import Reader
 
 if TYPE_CHECKING:
     from ledger import EventStore
