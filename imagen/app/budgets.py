@@ -32,7 +32,7 @@ from imagen.core.events import (
     JobRequested,
 )
 from imagen.core.failures import Failure
-from imagen.core.job import image_count
+from imagen.core.job import JobState, image_count
 from imagen.core.money import usd
 from imagen.core.times import iso
 from imagen.projections import spend
@@ -204,6 +204,11 @@ class Budgets:
 
     def guard(self, request: JobRequested) -> Guard | None:
         return guard(request, self.clock, self.tz, chain_spend(self.store, request.caller))
+
+    def at_end(self, state: JobState) -> dict[str, Any] | None:
+        """Recorded in every job's terminal event, budgeted or not (a budget set later sums
+        the caller's whole history): the job's spend row, by the one rule (projections/spend.py)."""
+        return spend.at_end(state)
 
 
 # -- setting -----------------------------------------------------------------------------------
@@ -400,7 +405,7 @@ def check_spend_projection(store: Any, head: int) -> list[dict[str, Any]]:
         if view.checkpoint(spend.CHECKPOINT) != head:
             return []  # not comparable (behind: appended since; ahead: reported as such)
         chain = spend.ChainSpend()
-        chain.advance(view)
+        chain.advance(view, trust_ends=False)  # every job folded: a recorded figure is checked
         names = spend.SPEND.column_names
         stored = {
             r[0]: dict(zip(names, r, strict=True)) for r in view.query(select_all(spend.SPEND))

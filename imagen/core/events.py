@@ -430,6 +430,7 @@ class CancelRequested(Event):
 @dataclass(frozen=True)
 class JobSucceeded(Event):
     result: JSON = field(default_factory=dict)
+    spend: JSON | None = None  # see SPEND_AT_END
 
 
 @dataclass(frozen=True)
@@ -444,6 +445,7 @@ class JobFailed(Event):
     reason: str
     message: str
     category: Failure
+    spend: JSON | None = None  # see SPEND_AT_END
 
     def __post_init__(self) -> None:
         if isinstance(self.category, str) and not isinstance(self.category, Failure):
@@ -468,6 +470,7 @@ class JobCancelled(Event):
     reason: str
     remote_cancelled: bool = False
     detail: str = ""
+    spend: JSON | None = None  # see SPEND_AT_END
 
 
 @dataclass(frozen=True)
@@ -516,6 +519,11 @@ class BudgetRemoved(Event):
 
 
 TERMINAL_TYPES = frozenset({"JobSucceeded", "JobFailed", "JobCancelled"})
+# SPEND_AT_END: a terminal event's `spend` is what the job commits against budgets as it ends
+# (its row in imagen/projections/spend.py, computed by the one cost rule when the runner records
+# the end, and recorded in the chain, which no writer can edit). A process's first budget check
+# sums these instead of folding every ended job; None (an older imagen, or a path that does not
+# record it): that job is folded whole, as before.
 
 CATALOGUE: dict[str, type[Event]] = {
     cls.type_name(): cls

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from imagen.core.events import TERMINAL_TYPES
 from imagen.core.job import JobState
-from imagen.core.times import iso
+from imagen.core.times import iso, parse_iso
 from imagen.projections.usage.fold import micros, usage_rows
 from ledger.events import RecordedEvent
 from ledger.projection import (
@@ -36,6 +36,7 @@ from ledger.projection import (
     View,
 )
 from ledger.projection import catch_up as catch_up_projection
+from ledger.schema_names import COLUMNS as EVENT_COLUMNS
 
 if TYPE_CHECKING:
     from ledger import EventStore
@@ -88,6 +89,36 @@ def row(state: JobState) -> Row | None:
         out["spent_micros"] = sum(max(r["cost_micros"] or 0, 0) for r in billed)
         out["ended_at"] = iso(state.history[-1].at)  # as usage_rows dates the job
     return out
+
+
+_RECORDED = ("caller", "backend", "reserved_micros", "spent_micros")
+
+
+def at_end(state: JobState) -> dict[str, object] | None:
+    """What a terminal event records of its job (core/events.py SPEND_AT_END): the job's row,
+    less what the event itself says (its stream, its time)."""
+    r = row(state)
+    if r is None or r["ended_at"] is None:
+        return None
+    return {k: r[k] for k in _RECORDED}
+
+
+def _recorded_row(e: RecordedEvent) -> Row | None:
+    """The row a terminal event recorded (SPEND_AT_END), or None when it recorded none."""
+    try:
+        spend = e.data.get("spend")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(spend, dict) or set(spend) != set(_RECORDED):
+        return None
+    caller, backend = spend["caller"], spend["backend"]
+    figures = [spend["reserved_micros"], spend["spent_micros"]]
+    if not all(isinstance(x, str) or x is None for x in (caller, backend)) or not all(
+        isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= HUGE for x in figures
+    ):
+        return None
+    ended = iso(parse_iso(e.recorded_at))  # as `row` dates the job: its last event's time
+    return {"job_id": e.stream_id, **spend, "ended_at": ended}
 
 
 def _is_job(stream_id: str) -> bool:
@@ -151,10 +182,16 @@ class ChainSpend:
         self._sums = _Sums()
         self._others: set[str] = set()  # jobs of callers not wanted here
 
-    def advance(self, view: LockedView, *, batch: int = 5000) -> None:
+    def advance(self, view: LockedView, *, batch: int = 5000, trust_ends: bool = True) -> None:
+        """Fold up to the chain's head. `trust_ends`: a cold fold (nothing cached) takes an
+        ended job's row from its terminal event (SPEND_AT_END) when that event is the job's last,
+        instead of folding the job; `imagen audit` folds every job (trust_ends=False) and
+        compares (`recorded_differences`)."""
         with self._lock:
             if self.position and view.hash_at(self.position) != self.hash:
                 self._forget()
+            if self.position == 0 and trust_ends:
+                self._cold(view)
             cold = self.position == 0
             pending: dict[str, list[RecordedEvent]] = {}  # a cold fold's streams under way
             folded: set[str] = set()  # folded at their end in this cold fold
@@ -184,6 +221,39 @@ class ChainSpend:
                 self._put(jid, _fold(jid, evs))
             for jid in touched - self._others:
                 self._put(jid, load_job(view, jid))
+
+    def _cold(self, view: LockedView) -> None:
+        """The first fold of a process: the recorded rows of jobs whose terminal event is their
+        last (read by type, their stream versions in the same snapshot), every other job (under
+        way, ended by an older imagen, or with events after its end) folded whole."""
+        head = view.query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+        if not head:
+            return
+        position, hash_ = head[0]
+        last = dict(view.query("SELECT stream_id, max(stream_version) FROM events GROUP BY 1"))
+        ends = view.query(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE type IN ('JobSucceeded', 'JobFailed',"
+            " 'JobCancelled') AND position <= :p",
+            {"p": position},
+        )
+        done: set[str] = set()
+        for values in ends:
+            e = RecordedEvent(*values)
+            if not _is_job(e.stream_id) or last.get(e.stream_id) != e.stream_version:
+                continue
+            r = _recorded_row(e)
+            if r is None:
+                continue
+            done.add(e.stream_id)
+            if self.callers is not None and r["caller"] not in self.callers:
+                self._others.add(e.stream_id)
+                continue
+            self.rows[e.stream_id] = r
+            self._sums.add(e.stream_id, r)
+        for jid in last:
+            if _is_job(jid) and jid not in done:
+                self._put(jid, load_job(view, jid))
+        self.position, self.hash = position, hash_
 
     def _wanted(self, e: RecordedEvent) -> bool:
         return self.callers is None or _caller(e) in self.callers or _caller(e) is None

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 from imagen.core.failures import Failure
 
 if TYPE_CHECKING:
-    from imagen.core.events import JobRequested
+    from imagen.core.events import JSON, JobRequested
+    from imagen.core.job import JobState
     from ledger.projection import Guard, LockedView
 
 
@@ -37,6 +38,10 @@ class Admission(Protocol):
         """The check run under the write lock as `request` is recorded (raising Refused), or
         None when there is nothing to check."""
 
+    def at_end(self, state: JobState) -> JSON | None:
+        """What the job in `state` (its terminal event folded in) commits against budgets,
+        recorded in that terminal event (core/events.py SPEND_AT_END); None: nothing recorded."""
+
 
 class HeldIds(Protocol):
     def holders(self, remote_ids: list[str], *, except_job: str) -> dict[str, str]:
@@ -53,4 +58,7 @@ class AdmitAll:
         pass
 
     def guard(self, request: JobRequested) -> Guard | None:
+        return None
+
+    def at_end(self, state: JobState) -> JSON | None:
         return None

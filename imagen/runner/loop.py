@@ -8,13 +8,14 @@ Crash points are named by event type (IMAGEN_CRASH_AFTER=<type>[:n], tests only)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,6 +32,7 @@ from imagen.core.actions import (
 )
 from imagen.core.events import (
     SECRET_HEADERS,
+    TERMINAL_TYPES,
     AcceptedVia,
     Event,
     ImageStored,
@@ -625,6 +627,7 @@ class Runner:
     def _append(self, state: JobState, events: list[Event], guard: Guard | None = None) -> JobState:
         if not events:
             return state
+        events = self._spend_at_end(state, events)
         new = [self._to_new(e) for e in events]
         with _signals_deferred():
             try:
@@ -641,6 +644,23 @@ class Runner:
             self.reporter.event(state, rec)
             self._maybe_crash(rec)
         return state
+
+    def _spend_at_end(self, state: JobState, events: list[Event]) -> list[Event]:
+        """Each terminal event with what its job commits against budgets (SPEND_AT_END),
+        computed by the application over the job as it will be once the end is recorded."""
+        if not any(type(e).__name__ in TERMINAL_TYPES for e in events):
+            return events
+        out: list[Event] = []
+        ahead = state
+        for e in events:
+            if type(e).__name__ in TERMINAL_TYPES and getattr(e, "spend", None) is None:
+                at = ahead.now or datetime.now(UTC)  # the time plays no part in the figure
+                spend = self._admission.at_end(evolve(ahead, Recorded(e, ahead.version + 1, at)))
+                if spend is not None:
+                    e = dataclasses.replace(e, spend=spend)  # type: ignore[type-var]
+            ahead = evolve(ahead, Recorded(e, ahead.version + 1, ahead.now or datetime.now(UTC)))
+            out.append(e)
+        return out
 
     # -- crash injection (tests only) --------------------------------------------------------
 

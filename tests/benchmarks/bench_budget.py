@@ -45,6 +45,10 @@ def _request(caller: str) -> JobRequested:
 def _fill(store, jobs: int, caller: str) -> None:  # type: ignore[no-untyped-def]
     data = _request(caller).to_data()
     image = {"path": "/tmp/x.png", "sha256": "0" * 64, "bytes": 1, "format": "png"}
+    # As the runner records an end: with the job's spend row (core/events.py SPEND_AT_END).
+    end = {
+        "spend": {"caller": caller, "backend": "rep", "reserved_micros": 3000, "spent_micros": 3000}
+    }
     for start in range(0, jobs, PER_COMMIT):
         with store.transaction() as conn:
             for n in range(start, min(start + PER_COMMIT, jobs)):
@@ -52,7 +56,7 @@ def _fill(store, jobs: int, caller: str) -> None:  # type: ignore[no-untyped-def
                     NewEvent("JobRequested", data),
                     NewEvent("RemoteJobAccepted", {"remote_id": f"r{n}"}),
                     NewEvent("ImageStored", {**image, "width": 1, "height": 1}),
-                    NewEvent("JobSucceeded", {}),
+                    NewEvent("JobSucceeded", end),
                 ]
                 store.append(f"job{n:06d}", events, 0, conn=conn)
 
