@@ -640,3 +640,63 @@ def test_ended_spend_sums_by_window_whatever_order_jobs_end_in() -> None:
     ended.remove("b")
     ended.add("b", "2026-04-30T00:00:00Z", 1000)  # the same job, folded again
     assert ended.since("2026-05-01") == 101 and ended.since(None) == 1101
+
+
+def _end_recording(job_id: str, caller: str, spent: int, end: str = "JobSucceeded"):  # type: ignore[no-untyped-def]
+    from ledger import NewEvent
+
+    figure = {"caller": caller, "backend": "rep", "reserved_micros": 3000, "spent_micros": spent}
+    return NewEvent(end, {"spend": figure})
+
+
+def test_a_cold_fold_sums_recorded_ends_and_folds_the_rest_alike(tmp_path: Path) -> None:
+    """A process's first budget check takes an ended job's figure from its terminal event
+    (SPEND_AT_END) when that event is the job's last; jobs ended by an older imagen (no figure),
+    jobs under way and jobs with an event after their end are folded whole. Both give the sums
+    a full fold gives."""
+    from imagen.projections import spend
+    from ledger import NewEvent, open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'l.db'}")
+    _record_job(store, "old", "a")  # no figure: folded
+    _record_job(store, "open", "a", end=None)  # under way: folded
+    for jid in ("new1", "new2"):
+        _record_job(store, jid, "a", end=None)
+        store.append(jid, [NewEvent("RemoteJobAccepted", {"remote_id": f"r-{jid}"})], None)
+        image = {"path": f"/tmp/{jid}.png", "sha256": "0" * 64, "bytes": 1, "format": "png"}
+        store.append(jid, [NewEvent("ImageStored", {**image, "width": 1, "height": 1})], None)
+        store.append(jid, [_end_recording(jid, "a", 3000)], None)
+    store.append("new2", [_job_failed()], None)  # an event after its end: folded whole
+    filters = [spend.Filter("a")]
+    with store.snapshot() as view:
+        cold, full = spend.ChainSpend(), spend.ChainSpend()
+        cold.advance(view)
+        full.advance(view, trust_ends=False)
+        assert cold.committed(filters) == full.committed(filters) == [12000]
+        assert spend.recorded_differences(view, full.position, full.rows) == []
+
+
+def test_a_false_figure_recorded_in_an_end_is_an_audit_finding(
+    box: Sandbox, rep: ReplicateDouble
+) -> None:
+    """A writer appends an end to its own paid job recording that it spent nothing: a new
+    process's budget check would sum that figure instead of folding the job, so `imagen audit`
+    folds every job and names the end whose figure its events contradict."""
+    from imagen.projections import spend
+
+    assert gen(box).returncode == 0
+    store = box.store()
+    try:
+        [jid] = [j for j in box.job_ids()]
+        with store.snapshot() as view:
+            full = spend.ChainSpend()
+            full.advance(view, trust_ends=False)
+            assert spend.recorded_differences(view, full.position, full.rows) == []
+        # Forged: an end with a false figure appended after the real one (the last end counts).
+        store.append(jid, [_end_recording(jid, "agent-1", 0)], None)
+    finally:
+        store.close()
+    audit = box.run("audit", "--json")
+    assert audit.returncode == 4, audit.stderr
+    found = [p for p in json.loads(audit.stdout)["problems"] if p["kind"] == "spend_recorded"]
+    assert [p["job_id"] for p in found] == [jid] and "spent_micros" in found[0]["columns"]

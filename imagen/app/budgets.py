@@ -400,17 +400,19 @@ def check_spend_projection(store: Any, head: int) -> list[dict[str, Any]]:
     try:
         spend.catch_up(store)
     except Exception:  # noqa: BLE001 - a ledger this process may only read: nothing cached
-        return []
+        pass
     with store.snapshot() as view:
-        if view.checkpoint(spend.CHECKPOINT) != head:
-            return []  # not comparable (behind: appended since; ahead: reported as such)
         chain = spend.ChainSpend()
-        chain.advance(view, trust_ends=False)  # every job folded: a recorded figure is checked
+        chain.advance(view, trust_ends=False)  # every job folded whole
+        problems = spend.recorded_differences(view, chain.position, chain.rows)
+        if not view.has_checkpoint(spend.CHECKPOINT) or view.checkpoint(spend.CHECKPOINT) != head:
+            return problems  # the table is not comparable (behind: appended since; ahead:
+            # reported as such; absent: a ledger this process may only read)
         names = spend.SPEND.column_names
         stored = {
             r[0]: dict(zip(names, r, strict=True)) for r in view.query(select_all(spend.SPEND))
         }
-    return _compare(
+    return problems + _compare(
         chain.rows,
         stored,
         names,

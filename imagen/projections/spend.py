@@ -19,7 +19,7 @@ import bisect
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imagen.core.events import TERMINAL_TYPES
 from imagen.core.job import JobState
@@ -119,6 +119,54 @@ def _recorded_row(e: RecordedEvent) -> Row | None:
         return None
     ended = iso(parse_iso(e.recorded_at))  # as `row` dates the job: its last event's time
     return {"job_id": e.stream_id, **spend, "ended_at": ended}
+
+
+def last_ends(view: Any, position: int) -> tuple[list[RecordedEvent], dict[str, int]]:
+    """The terminal events up to `position` that are their job's last event (whose recorded
+    figure is the job's whole story), and every stream's last version, in one read view."""
+    last = dict(view.query("SELECT stream_id, max(stream_version) FROM events GROUP BY 1"))
+    rows = view.query(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE type IN ('JobSucceeded', 'JobFailed',"
+        " 'JobCancelled') AND position <= :p",
+        {"p": position},
+    )
+    ends = [RecordedEvent(*values) for values in rows]
+    return [
+        e for e in ends if _is_job(e.stream_id) and last.get(e.stream_id) == e.stream_version
+    ], last
+
+
+def recorded_differences(view: Any, position: int, folded: dict[str, Row]) -> list[dict[str, Any]]:
+    """For `imagen audit`: each terminal event's recorded figure (SPEND_AT_END) against its
+    job folded whole. A figure a writer forged into an end (what a process's first budget
+    check sums instead of folding the job) is a finding."""
+    problems: list[dict[str, Any]] = []
+    for e in last_ends(view, position)[0]:
+        try:
+            present = e.data.get("spend") is not None
+        except (ValueError, AttributeError):
+            present = False
+        if not present:
+            continue  # an older imagen's end, or a path that records none: folded, not summed
+        recorded, want = _recorded_row(e), folded.get(e.stream_id)
+        differ = (
+            ["spend"]
+            if recorded is None or want is None
+            else [k for k in (*_RECORDED, "ended_at") if recorded.get(k) != want.get(k)]
+        )
+        if differ:
+            problems.append(
+                {
+                    "kind": "spend_recorded",
+                    "job_id": e.stream_id,
+                    "position": e.position,
+                    "columns": differ,
+                    "message": f"job {e.stream_id}: the figure its end recorded (event "
+                    f"{e.position}) disagrees with the job's own events on {', '.join(differ)}; "
+                    "budget checks summed a false figure",
+                }
+            )
+    return problems
 
 
 def _is_job(stream_id: str) -> bool:
@@ -230,17 +278,9 @@ class ChainSpend:
         if not head:
             return
         position, hash_ = head[0]
-        last = dict(view.query("SELECT stream_id, max(stream_version) FROM events GROUP BY 1"))
-        ends = view.query(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE type IN ('JobSucceeded', 'JobFailed',"
-            " 'JobCancelled') AND position <= :p",
-            {"p": position},
-        )
+        ends, last = last_ends(view, position)
         done: set[str] = set()
-        for values in ends:
-            e = RecordedEvent(*values)
-            if not _is_job(e.stream_id) or last.get(e.stream_id) != e.stream_version:
-                continue
+        for e in ends:
             r = _recorded_row(e)
             if r is None:
                 continue
