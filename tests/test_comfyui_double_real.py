@@ -342,3 +342,31 @@ def test_object_info_keys_are_the_real_ones(http: urllib3.PoolManager) -> None:
 def test_fresh_prompt_ids_are_uuids(comfy: ComfyUIDouble, http: urllib3.PoolManager) -> None:
     pid = submit(http, comfy, recorded_graph())["prompt_id"]
     uuid.UUID(pid)
+
+
+def test_imagen_cancel_says_the_prompt_had_not_stopped_when_a_node_works_on(
+    tmp_path: Any, comfy: ComfyUIDouble
+) -> None:
+    # A node busy past imagen's 5 s of /history checks (a CPU ImageBlur over a big batch):
+    # the cancel says so rather than claiming a stop; the interrupt lands later.
+    import signal
+
+    from tests.test_comfyui import make_box
+
+    box = make_box(tmp_path, comfy.url)
+    comfy.hold_in_node("VAEDecode")
+    proc = box.popen("generate", "busy node")
+    comfy.wait_until(lambda c: c.held is not None, timeout=30)
+    held = comfy.held
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    last = box.events(box.only_job())[-1].data
+    assert last["remote_cancelled"] is False
+    assert last["detail"] == (
+        f"asked ComfyUI to interrupt prompt {held}; it had not stopped after 5 s: it may still finish"
+    )
+    comfy.release()
+    comfy.wait_until(lambda c: c.history(held) is not None, timeout=30)
+    stop = dict(comfy.events_for(held))["execution_interrupted"]
+    assert stop["node_type"] == "SaveImage"  # the next node boundary
