@@ -2280,8 +2280,9 @@ class ComfyUIDouble:
             if size > _RAM_TOTAL:
                 raise _NodeFailed(
                     node_id,
-                    "[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: not enough "
-                    f"memory: you tried to allocate {size} bytes.",
+                    "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                    f"allocate memory: you tried to allocate {size} bytes. Error code 12 "
+                    "(Cannot allocate memory)",
                     "RuntimeError",
                     {},
                 )
