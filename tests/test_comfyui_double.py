@@ -109,12 +109,13 @@ def test_happy_path_ws_sequence_history_and_png(
     executing = [d["node"] for t, d in ours if t == "executing"]
     assert kinds[:2] == ["execution_start", "execution_cached"]
     assert kinds[-3:] == ["executed", "execution_success", "executing"]
-    assert executing == ["1", "7", "2", "4", "5", "6", "8", "3", "9", "10", None]
+    # ExecutionList order: the VAE loader (two links from SaveImage) first, then add_node's.
+    assert executing == ["3", "6", "2", "5", "4", "1", "7", "8", "9", "10", None]
     progress = [d for t, d in ours if t == "progress"]
     assert [(p["value"], p["max"], p["node"]) for p in progress] == [
         (i, 4, "8") for i in (1, 2, 3, 4)
     ]
-    # Progress comes between `executing 8` and `executing 3`.
+    # Progress comes between `executing 8` and `executing 9`.
     i8 = kinds.index("executing", kinds.index("execution_cached"))
     assert kinds.index("progress") > i8
     assert ours[0][1]["timestamp"] > 0 and ours[1][1]["nodes"] == []
@@ -357,7 +358,7 @@ def test_execution_error_shape(comfy: ComfyUIDouble, http: urllib3.PoolManager) 
     assert (error["node_id"], error["node_type"]) == ("8", "KSampler")
     assert error["exception_message"] == "boom\n" and error["exception_type"] == "RuntimeError"
     assert error["current_inputs"]["seed"] == [42]
-    assert set(error["executed"]) == {"1", "2", "4", "5", "6", "7"}
+    assert set(error["executed"]) == {"1", "2", "3", "4", "5", "6", "7"}
     assert isinstance(error["traceback"], list)
     assert "execution_success" not in [m["type"] for m in messages]
     entry = comfy.history(pid)

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -91,6 +92,8 @@ _MODEL_FOLDERS = (
 _MODEL_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
 _ROUTES = {"prompt", "history", "view", "system_stats", "queue", "interrupt", "object_info", "ws"}
 _GIB = 1024**3
+_RAM_TOTAL = 64 * _GIB
+_RAM_FREE = 48 * _GIB
 _VRAM_TOTAL = 24 * _GIB
 _VRAM_BASELINE = _GIB // 2  # CUDA context and the desktop, never given back
 _TORCH_SLACK = _GIB // 4  # reserved-but-free torch memory while a model is loaded
@@ -115,6 +118,8 @@ _SAMPLERS = [
     "dpmpp_2m_cfg_pp",
     "dpmpp_2m_sde",
     "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun",
+    "dpmpp_2m_sde_heun_gpu",
     "dpmpp_3m_sde",
     "dpmpp_3m_sde_gpu",
     "ddpm",
@@ -124,7 +129,10 @@ _SAMPLERS = [
     "deis",
     "res_multistep",
     "res_multistep_cfg_pp",
+    "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp",
     "gradient_estimation",
+    "gradient_estimation_cfg_pp",
     "er_sde",
     "seeds_2",
     "seeds_3",
@@ -172,6 +180,21 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# The FUNCTION of the V1 nodes that raise in the double (a traceback's last frame).
+_FUNCTIONS = {
+    "SaveImage": "save_images",
+    "EmptyImage": "generate",
+    "KSampler": "sample",
+    "UNETLoader": "load_unet",
+    "DualCLIPLoader": "load_clip",
+    "VAELoader": "load_vae",
+}
+# Node output kinds that are plain Python values in ComfyUI (format_value shows them as is).
+_PRIMITIVES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+# Nodes whose IS_CHANGED returns time.time(): never cached (websocket_image_save.py).
+_NEVER_CACHED = {"SaveImageWebsocket"}
+
+
 def _full_type_name(klass: type) -> str:
     # ComfyUI's execution.full_type_name: builtins are bare, others module-qualified.
     module = klass.__module__
@@ -179,6 +202,136 @@ def _full_type_name(klass: type) -> str:
 
 
 # ------------------------------------------------------------------------------ node catalogue
+
+# What server.py's /object_info shows for these nodes in 0.3.64 beyond the catalogue below:
+# input hints and tooltips, descriptions, output tooltips; "v3" marks comfy_api io.ComfyNode
+# classes (every NodeInfoV1 key, display_name null unless set). Taken from a real server.
+_REAL_NODES: dict[str, dict[str, Any]] = {
+    "DualCLIPLoader": {
+        "description": "[Recipes]\n"
+        "\n"
+        "sdxl: clip-l, clip-g\n"
+        "sd3: clip-l, clip-g / clip-l, t5 / clip-g, t5\n"
+        "flux: clip-l, t5\n"
+        "hidream: at least one of t5 or llama, recommended t5 and "
+        "llama\n"
+        "hunyuan_image: qwen2.5vl 7b and byt5 small"
+    },
+    "CLIPTextEncode": {
+        "inputs": {
+            "text": {"tooltip": "The text to be encoded."},
+            "clip": {"tooltip": "The CLIP model used for encoding the text."},
+        },
+        "description": "Encodes a text prompt using a CLIP model into an embedding "
+        "that can be used to guide the diffusion model towards "
+        "generating specific images.",
+        "output_tooltips": [
+            "A conditioning containing the embedded text used to guide the diffusion model."
+        ],
+    },
+    "EmptyLatentImage": {
+        "inputs": {
+            "width": {"tooltip": "The width of the latent images in pixels."},
+            "height": {"tooltip": "The height of the latent images in pixels."},
+            "batch_size": {"tooltip": "The number of latent images in the batch."},
+        },
+        "description": "Create a new batch of empty latent images to be denoised via sampling.",
+        "output_tooltips": ["The empty latent image batch."],
+    },
+    "EmptySD3LatentImage": {"output_tooltips": [None], "display_name": None, "v3": True},
+    "KSampler": {
+        "inputs": {
+            "model": {"tooltip": "The model used for denoising the input latent."},
+            "seed": {
+                "control_after_generate": True,
+                "tooltip": "The random seed used for creating the noise.",
+            },
+            "steps": {"tooltip": "The number of steps used in the denoising process."},
+            "cfg": {
+                "round": 0.01,
+                "tooltip": "The Classifier-Free Guidance scale balances "
+                "creativity and adherence to the prompt. Higher "
+                "values result in images more closely matching the "
+                "prompt however too high values will negatively "
+                "impact quality.",
+            },
+            "sampler_name": {
+                "tooltip": "The algorithm used when sampling, this "
+                "can affect the quality, speed, and style "
+                "of the generated output."
+            },
+            "scheduler": {
+                "tooltip": "The scheduler controls how noise is "
+                "gradually removed to form the image."
+            },
+            "positive": {
+                "tooltip": "The conditioning describing the attributes "
+                "you want to include in the image."
+            },
+            "negative": {
+                "tooltip": "The conditioning describing the attributes "
+                "you want to exclude from the image."
+            },
+            "latent_image": {"tooltip": "The latent image to denoise."},
+            "denoise": {
+                "tooltip": "The amount of denoising applied, lower values "
+                "will maintain the structure of the initial "
+                "image allowing for image to image sampling."
+            },
+        },
+        "description": "Uses the provided model, positive and negative conditioning to "
+        "denoise the latent image.",
+        "output_tooltips": ["The denoised latent."],
+    },
+    "VAEDecode": {
+        "inputs": {
+            "samples": {"tooltip": "The latent to be decoded."},
+            "vae": {"tooltip": "The VAE model used for decoding the latent."},
+        },
+        "description": "Decodes latent images back into pixel space images.",
+        "output_tooltips": ["The decoded image."],
+    },
+    "SaveImage": {
+        "inputs": {
+            "images": {"tooltip": "The images to save."},
+            "filename_prefix": {
+                "tooltip": "The prefix for the file to save. "
+                "This may include formatting "
+                "information such as "
+                "%date:yyyy-MM-dd% or %Empty Latent "
+                "Image.width% to include values from "
+                "nodes."
+            },
+        }
+    },
+    "FluxGuidance": {
+        "inputs": {"conditioning": {}},
+        "output_tooltips": [None],
+        "display_name": None,
+        "v3": True,
+    },
+    "PrimitiveString": {
+        "inputs": {"value": {"multiline": False}},
+        "output_tooltips": [None],
+        "v3": True,
+    },
+    "StringLength": {"output_tooltips": [None], "v3": True},
+    "EmptyImage": {"inputs": {"color": {"display": "color"}}},
+    "ImageAddNoise": {
+        "inputs": {
+            "seed": {
+                "control_after_generate": True,
+                "tooltip": "The random seed used for creating the noise.",
+            }
+        }
+    },
+    "ImageBlur": {
+        "inputs": {"image": {}},
+        "output_tooltips": [None],
+        "display_name": None,
+        "v3": True,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -195,6 +348,20 @@ class _NodeDef:
     output_node: bool = False
     description: str = ""
 
+    def __post_init__(self) -> None:
+        # What the real node classes add (tooltips, widget hints): one table, _REAL_NODES.
+        real = _REAL_NODES.get(self.name, {})
+        extras = real.get("inputs", {})
+        v3 = "v3" in real
+        for attr in ("required", "optional"):
+            specs = {}
+            for name, spec in getattr(self, attr).items():
+                if name in extras or (v3 and len(spec) == 1):
+                    base = dict(spec[1]) if len(spec) > 1 else {}
+                    spec = (spec[0], {**base, **extras.get(name, {})})
+                specs[name] = spec
+            object.__setattr__(self, attr, specs)
+
     def inputs(self) -> Iterable[tuple[str, tuple[Any, ...], bool]]:
         for name, spec in self.required.items():
             yield name, spec, True
@@ -210,22 +377,28 @@ class _NodeDef:
         if self.hidden:
             inputs["hidden"] = dict(self.hidden)
             order["hidden"] = list(self.hidden)
-        return {
+        real = _REAL_NODES.get(self.name, {})
+        info = {
             "input": inputs,
             "input_order": order,
             "output": list(self.outputs),
             "output_is_list": [False] * len(self.outputs),
             "output_name": list(self.output_names),
             "name": self.name,
-            "display_name": self.display_name,
-            "description": self.description,
+            "display_name": real.get("display_name", self.display_name),
+            "description": real.get("description", self.description),
             "python_module": self.python_module,
             "category": self.category,
             "output_node": self.output_node,
-            "deprecated": False,
-            "experimental": False,
-            "api_node": False,
         }
+        # server.py node_info: a V1 node has output_tooltips only if it sets OUTPUT_TOOLTIPS,
+        # and no deprecated/experimental/api_node keys unless set; a V3 node (NodeInfoV1
+        # dataclass) has every key.
+        if "output_tooltips" in real:
+            info["output_tooltips"] = real["output_tooltips"]
+        if "v3" in real:
+            info.update(deprecated=False, experimental=False, api_node=False)
+        return info
 
 
 def _node_defs(models: Mapping[str, list[str]]) -> dict[str, _NodeDef]:
@@ -257,7 +430,7 @@ def _node_defs(models: Mapping[str, list[str]]) -> dict[str, _NodeDef]:
             {
                 "clip_name1": (encoders,),
                 "clip_name2": (encoders,),
-                "type": (["sdxl", "sd3", "flux", "hunyuan_video", "hidream"],),
+                "type": (["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image"],),
             },
             ("CLIP",),
             ("CLIP",),
@@ -578,7 +751,7 @@ def _validate_inputs(
                                 "input_config": config,
                                 "exception_message": str(ex),
                                 "exception_type": _full_type_name(type(ex)),
-                                "traceback": [],
+                                "traceback": traceback.format_tb(ex.__traceback__),
                                 "linked_node": val,
                             },
                         }
@@ -726,7 +899,10 @@ def _validate_prompt(
                     "type": "exception_during_validation",
                     "message": "Exception when validating node",
                     "details": str(ex),
-                    "extra_info": {"exception_type": _full_type_name(type(ex)), "traceback": []},
+                    "extra_info": {
+                        "exception_type": _full_type_name(type(ex)),
+                        "traceback": traceback.format_tb(ex.__traceback__),
+                    },
                 }
             ]
             validated[out] = (False, reasons)
@@ -831,6 +1007,80 @@ class _Run:
     progress_nodes: dict[str, Any] = field(default_factory=dict)
 
 
+class _ExecutionList:
+    """comfy_execution/graph.py ExecutionList: the order ComfyUI runs a prompt's nodes in.
+
+    Nodes enter in add_node's depth-first order (inputs pushed in the graph's key order,
+    popped last first); cached nodes are never added unless they are outputs themselves. Of
+    the ready nodes (nothing pending upstream) ux_friendly_pick_node takes an output node,
+    else one feeding an output, else one two links from an output, else the first.
+    """
+
+    def __init__(
+        self, graph: dict[str, Any], defs: Mapping[str, _NodeDef], cached: set[str]
+    ) -> None:
+        self.graph, self.defs, self.cached = graph, defs, cached
+        self.pending: dict[str, bool] = {}
+        self.block_count: dict[str, int] = {}
+        self.blocking: dict[str, dict[str, bool]] = {}
+
+    def add_node(self, node_id: str) -> None:
+        stack, links = [node_id], []
+        while stack:
+            unique_id = stack.pop()
+            if unique_id in self.pending:
+                continue
+            self.pending[unique_id] = True
+            self.block_count[unique_id] = 0
+            self.blocking[unique_id] = {}
+            for value in self.graph[unique_id]["inputs"].values():
+                if _is_link(value) and len(value) == 2 and value[0] not in self.cached:
+                    stack.append(value[0])
+                    links.append((value[0], unique_id))
+        for source, target in links:
+            if target not in self.blocking[source]:
+                self.blocking[source][target] = True
+                self.block_count[target] += 1
+
+    def _is_output(self, node_id: str) -> bool:
+        spec = self.defs.get(self.graph[node_id]["class_type"])
+        return spec is not None and spec.output_node
+
+    def next(self) -> str | None:
+        ready = [n for n in self.pending if self.block_count[n] == 0]
+        if not ready:
+            return None
+        for node_id in ready:
+            if self._is_output(node_id):
+                return node_id
+        for node_id in ready:
+            if any(self._is_output(b) for b in self.blocking[node_id]):
+                return node_id
+        for node_id in ready:
+            for b in self.blocking[node_id]:
+                if any(self._is_output(b1) for b1 in self.blocking[b]):
+                    return node_id
+        return ready[0]
+
+    def complete(self, node_id: str) -> None:
+        del self.pending[node_id]
+        for target in self.blocking.pop(node_id):
+            self.block_count[target] -= 1
+
+
+def _traceback(node_def: _NodeDef | None) -> list[str]:
+    """What traceback.format_tb gives for an exception a node raised inside execution.py."""
+    module = node_def.python_module.replace(".", "/") if node_def else "nodes"
+    function = _FUNCTIONS.get(node_def.name if node_def else "", "execute")
+    return [
+        *_FAKE_TRACEBACK,
+        '  File "/ComfyUI/execution.py", line 289, in _async_map_node_over_list\n'
+        "    await process_inputs(input_dict, i)\n",
+        '  File "/ComfyUI/execution.py", line 277, in process_inputs\n    result = f(**inputs)\n',
+        f'  File "/ComfyUI/{module}.py", line 1, in {function}\n',
+    ]
+
+
 def _render(width: int, height: int, seed: int, index: int) -> Image.Image:
     # A 4x4 palette from the seed, stretched: deterministic, cheap at any size, not flat.
     rng = random.Random(f"{seed}:{index}")
@@ -917,8 +1167,19 @@ class ComfyUIDouble:
         token: str | None = None,
         port: int = 0,
         host: str = "127.0.0.1",
+        node_time: float = 0.0,
+        device: str = "cuda",
     ) -> None:
         self.step_time = step_time
+        # Seconds of work every node but the sampler takes (the sampler takes step_time per
+        # step); node_times overrides it per class. An interrupt waits for that work to end.
+        self.node_time = node_time
+        self.node_times: dict[str, float] = {}
+        # "cuda" (a 24 GiB card) or "cpu" (ComfyUI on --cpu: memory figures are the RAM's).
+        self.device = device
+        # After a prompt, main.prompt_worker may run gc.collect() (at most every 10 s); it
+        # holds the GIL, so the HTTP loop stalls this long. 0: no pause.
+        self.gc_pause = 0.0
         self.token = token
         self.node_errors_with_200 = False
         self.send_progress_state = True  # ComfyUI >= 0.3.4x also sends `progress_state`
@@ -965,6 +1226,9 @@ class ComfyUIDouble:
         self._offline = False
         self.reject_websockets = False
         self._hold_step: int | None = None
+        self._node_holds: deque[str] = deque()
+        self._node_hold_event: asyncio.Event | None = None
+        self._last_gc = 0.0
 
         self._loop = asyncio.new_event_loop()
         self._wake = asyncio.Event()
@@ -1098,10 +1362,20 @@ class ComfyUIDouble:
         with self._lock:
             self._hold_step = step
 
+    def hold_in_node(self, class_type: str) -> None:
+        """Park the next execution inside the work of its first `class_type` node (after its
+        `executing`) until release(). An interrupt does not end the park: like ComfyUI, it
+        lands at the next node boundary or progress callback (a CPU ImageBlur that takes
+        24 s to notice one)."""
+        with self._lock:
+            self._node_holds.append(class_type)
+
     def release(self) -> None:
         """Let the held execution go on; with none held yet, cancel one pending hold."""
         with self._lock:
-            if self._hold_event is not None:
+            if self._node_hold_event is not None:
+                self._loop.call_soon_threadsafe(self._node_hold_event.set)
+            elif self._hold_event is not None:
                 self._loop.call_soon_threadsafe(self._hold_event.set)
             elif self._holds > 0:
                 self._holds -= 1
@@ -1179,7 +1453,7 @@ class ComfyUIDouble:
         # folder_paths.get_filename_list: recursive, known extensions, sorted, both dir names.
         assert self.models_dir is not None
         found: set[str] = set()
-        for sub in _FOLDER_DIRS[folder]:
+        for sub in _FOLDER_DIRS.get(folder, (folder,)):
             root = os.path.join(self.models_dir, sub)
             for dirpath, _dirs, files in os.walk(root, followlinks=True):
                 for name in files:
@@ -1211,6 +1485,8 @@ class ComfyUIDouble:
             ("GET", "/object_info/{node_class}", self._h_object_info_one),
             ("GET", "/models", self._h_models),
             ("GET", "/models/{folder}", self._h_models_folder),
+            ("GET", "/embeddings", self._h_embeddings),
+            ("GET", "/extensions", self._h_extensions),
         ]
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
@@ -1448,21 +1724,22 @@ class ComfyUIDouble:
             body = await request.json()
         except ValueError:
             return _aiohttp_500()
-        if not isinstance(body, dict):
+        # server.py uses `in` on the body: a list or string body has no "prompt" (400), other
+        # JSON values raise (500).
+        if not isinstance(body, dict | list | str):
             return _aiohttp_500()
         if "number" in body:
             try:
-                number: float = float(body["number"])
+                number: float = float(body["number"])  # type: ignore[call-overload,index]
             except (TypeError, ValueError):
                 return _aiohttp_500()
         else:
             with self._lock:
                 number = self._number
-                if body.get("front"):
+                if "front" in body and body["front"]:  # type: ignore[call-overload]
                     number = -number
-        with self._lock:
-            self._number += 1
-        if "prompt" not in body:
+                self._number += 1  # only when the client gave no number
+        if not isinstance(body, dict) or "prompt" not in body:
             error = {
                 "type": "no_prompt",
                 "message": "No prompt provided",
@@ -1471,6 +1748,9 @@ class ComfyUIDouble:
             }
             return web.json_response({"error": error, "node_errors": {}}, status=400)
         graph = body["prompt"]
+        if isinstance(graph, list | str) and not graph:
+            # validate_prompt iterates the prompt: an empty one has no output node.
+            graph = {}
         if not isinstance(graph, dict):
             return _aiohttp_500()
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
@@ -1565,7 +1845,7 @@ class ComfyUIDouble:
         wanted = body.get("prompt_id")
         run = self._run
         # With a prompt_id only that running prompt is interrupted; otherwise whatever runs.
-        if run is not None and (wanted is None or wanted == run.prompt_id):
+        if run is not None and (not wanted or wanted == run.prompt_id):
             run.interrupted = True
             if self._hold_event is not None:
                 self._hold_event.set()
@@ -1616,32 +1896,48 @@ class ComfyUIDouble:
             busy = self._running is not None
         used = self.vram_used_while_executing if busy else 0
         torch_total = used + _TORCH_SLACK if busy else 0
+        argv = ["main.py", "--listen", self.host, "--port", str(self.port)]
+        if self.device == "cpu":
+            # model_management on --cpu: the device is the CPU and every memory figure,
+            # torch's included, is the machine's RAM (the recording shows it).
+            ram_free = _RAM_FREE - used
+            argv.insert(1, "--cpu")
+            device = {
+                "name": "cpu",
+                "type": "cpu",
+                "index": None,
+                "vram_total": _RAM_TOTAL,
+                "vram_free": ram_free,
+                "torch_vram_total": _RAM_TOTAL,
+                "torch_vram_free": ram_free,
+            }
+        else:
+            ram_free = _RAM_FREE
+            device = {
+                "name": "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync",
+                "type": "cuda",
+                "index": 0,
+                "vram_total": _VRAM_TOTAL,
+                "vram_free": _VRAM_TOTAL - _VRAM_BASELINE - used,
+                "torch_vram_total": torch_total,
+                "torch_vram_free": _TORCH_SLACK if busy else 0,
+            }
         return web.json_response(
             {
                 "system": {
                     "os": os.name,
-                    "ram_total": 64 * _GIB,
-                    "ram_free": 48 * _GIB,
+                    "ram_total": _RAM_TOTAL,
+                    "ram_free": ram_free,
                     "comfyui_version": COMFYUI_VERSION,
                     "required_frontend_version": "1.27.10",
-                    "installed_templates_version": "0.1.94",
-                    "required_templates_version": "0.1.94",
+                    "installed_templates_version": "0.1.95",
+                    "required_templates_version": "0.1.95",
                     "python_version": sys.version,
-                    "pytorch_version": "2.8.0+cu128",
+                    "pytorch_version": "2.8.0+cu128" if self.device != "cpu" else "2.8.0+cpu",
                     "embedded_python": False,
-                    "argv": ["main.py", "--listen", self.host, "--port", str(self.port)],
+                    "argv": argv,
                 },
-                "devices": [
-                    {
-                        "name": "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync",
-                        "type": "cuda",
-                        "index": 0,
-                        "vram_total": _VRAM_TOTAL,
-                        "vram_free": _VRAM_TOTAL - _VRAM_BASELINE - used,
-                        "torch_vram_total": torch_total,
-                        "torch_vram_free": _TORCH_SLACK if busy else 0,
-                    }
-                ],
+                "devices": [device],
             }
         )
 
@@ -1659,6 +1955,15 @@ class ComfyUIDouble:
 
     async def _h_models(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(list(_MODEL_FOLDERS))
+
+    async def _h_embeddings(self, request: web.Request) -> web.StreamResponse:
+        # server.py: the embeddings folder's files without their extension.
+        names = self._scan("embeddings") if self.models_dir is not None else []
+        return web.json_response([os.path.splitext(n)[0] for n in names])
+
+    async def _h_extensions(self, request: web.Request) -> web.StreamResponse:
+        # The frontend package's extension scripts (no custom node ships web files).
+        return web.json_response(list(_EXTENSIONS))
 
     async def _h_models_folder(self, request: web.Request) -> web.StreamResponse:
         folder = request.match_info["folder"]
@@ -1758,30 +2063,14 @@ class ComfyUIDouble:
                         parts.append([name, "link", sig(val[0]), val[1]])
                     else:
                         parts.append([name, val])
+                if node["class_type"] in _NEVER_CACHED:
+                    parts.append(["is_changed", uuid.uuid4().hex])
                 sigs[node_id] = json.dumps([node["class_type"], parts], sort_keys=True)
             return sigs[node_id]
 
         for node_id in graph:
             sig(node_id)
         return sigs
-
-    @staticmethod
-    def _order(graph: dict[str, Any], outputs: list[str]) -> list[str]:
-        order: list[str] = []
-        seen: set[str] = set()
-
-        def visit(node_id: str) -> None:
-            if node_id in seen:
-                return
-            seen.add(node_id)
-            for val in graph[node_id]["inputs"].values():
-                if _is_link(val) and len(val) == 2 and val[0] in graph:
-                    visit(val[0])
-            order.append(node_id)
-
-        for out in sorted(outputs):
-            visit(out)
-        return order
 
     async def _progress_state(
         self, run: _Run, node_id: str, value: float, top: float, state: str
@@ -1802,57 +2091,63 @@ class ComfyUIDouble:
         await self._send("progress_state", data, run.client_id)
 
     async def _execute(self, run: _Run) -> tuple[str, bool, dict[str, Any]]:
+        """PromptExecutor.execute_async: stage nodes as ExecutionList orders them, run each,
+        stop at the first error or at an interrupt seen at a node's start or a progress
+        callback."""
         graph, prompt_id, client = run.graph, run.prompt_id, run.client_id
+        defs = _node_defs(self._model_lists())
         await self._add_message(run, "execution_start", {"prompt_id": prompt_id}, False)
         sigs = self._signatures(graph)
         cached = [n for n in graph if sigs[n] in self._cache]
         await self._add_message(
             run, "execution_cached", {"nodes": cached, "prompt_id": prompt_id}, False
         )
-        order = self._order(graph, run.outputs_to_execute)
-        sampler_runs = any(graph[n]["class_type"] == "KSampler" and n not in cached for n in order)
-        if not sampler_runs:
-            await self._maybe_hold(run)
+        # current_outputs of an execution_error: the output cache's node ids, taken before
+        # the run, which (CacheKeySetInputSignature) are all the prompt's nodes.
+        all_nodes = list(graph)
         results: dict[str, list[_Value]] = {}
         ui_outputs: dict[str, Any] = {}
-        done: list[str] = []
         new_cache: dict[str, tuple[list[_Value], dict[str, Any] | None]] = {}
+        for node_id in cached:
+            values, ui = self._cache[sigs[node_id]]
+            results[node_id] = values
+            new_cache[sigs[node_id]] = (values, ui)
+            if ui is not None:  # history lists the UI cache of every node of the prompt
+                ui_outputs[node_id] = ui
+        plan = _ExecutionList(graph, defs, set(cached))
+        for out in run.outputs_to_execute:
+            plan.add_node(out)
+        sampler_runs = any(
+            graph[n]["class_type"] == "KSampler" and n not in cached for n in plan.pending
+        )
+        if not sampler_runs:
+            await self._maybe_hold(run)
+        executed: list[str] = []  # cached nodes are never "executed"
         sampler_completed = False
         node_id = ""
         try:
-            for node_id in order:
+            while (staged := plan.next()) is not None:
+                node_id = staged
                 class_type = graph[node_id]["class_type"]
                 if node_id in cached:
-                    values, ui = self._cache[sigs[node_id]]
-                    results[node_id] = values
-                    new_cache[sigs[node_id]] = (values, ui)
-                    if ui is not None:
-                        ui_outputs[node_id] = ui
-                        if client is not None:
-                            await self._send(
-                                "executed",
-                                {
-                                    "node": node_id,
-                                    "display_node": node_id,
-                                    "output": ui,
-                                    "prompt_id": prompt_id,
-                                },
-                                client,
-                            )
-                    done.append(node_id)
+                    # execute(): a cached output node re-sends its UI and finishes at once.
+                    await self._send_executed(run, node_id, self._cache[sigs[node_id]][1])
+                    await self._progress_state(run, node_id, 1, 1, "finished")
+                    plan.complete(node_id)
                     continue
-                if run.interrupted:
-                    raise _Interrupted(node_id)
                 self._last_node_id = node_id
                 # As recorded from ComfyUI 0.3.64: progress_state (running) comes before
                 # `executing`, and `executed` before progress_state (finished, value = max).
-                await self._progress_state(run, node_id, 0, 1, "running")
+                await self._progress_state(run, node_id, 0.0, 1.0, "running")
                 if client is not None:
                     await self._send(
                         "executing",
                         {"node": node_id, "display_node": node_id, "prompt_id": prompt_id},
                         client,
                     )
+                if run.interrupted:  # nodes.before_node_execution
+                    raise _Interrupted(node_id)
+                await self._node_work(run, node_id, class_type, results)
                 values, ui = await self._run_node(run, node_id, results)
                 if class_type == "KSampler":
                     sampler_completed = True
@@ -1860,20 +2155,11 @@ class ComfyUIDouble:
                 new_cache[sigs[node_id]] = (values, ui)
                 if ui is not None:
                     ui_outputs[node_id] = ui
-                    if client is not None:
-                        await self._send(
-                            "executed",
-                            {
-                                "node": node_id,
-                                "display_node": node_id,
-                                "output": ui,
-                                "prompt_id": prompt_id,
-                            },
-                            client,
-                        )
-                top = run.progress_nodes.get(node_id, {}).get("max", 1)
+                    await self._send_executed(run, node_id, ui)
+                top = run.progress_nodes.get(node_id, {}).get("max", 1.0)
                 await self._progress_state(run, node_id, top, top, "finished")
-                done.append(node_id)
+                executed.append(node_id)
+                plan.complete(node_id)
             await self._add_message(run, "execution_success", {"prompt_id": prompt_id}, False)
             outcome: tuple[str, bool] = ("success", True)
         except _Interrupted as stop:
@@ -1884,14 +2170,14 @@ class ComfyUIDouble:
                     "prompt_id": prompt_id,
                     "node_id": stop.node_id,
                     "node_type": graph[stop.node_id]["class_type"],
-                    "executed": list(done),
+                    "executed": list(executed),
                 },
                 True,
             )
             outcome = ("error", False)
         except _NodeFailed as fail:
-            message = fail.message
             tips = _OOM_TIPS if "OutOfMemory" in fail.exception_type else ""
+            spec = defs.get(graph[fail.node_id]["class_type"])
             await self._add_message(
                 run,
                 "execution_error",
@@ -1899,12 +2185,12 @@ class ComfyUIDouble:
                     "prompt_id": prompt_id,
                     "node_id": fail.node_id,
                     "node_type": graph[fail.node_id]["class_type"],
-                    "executed": list(done),
-                    "exception_message": f"{message}\n{tips}",
+                    "executed": list(executed),
+                    "exception_message": f"{fail.message}\n{tips}",
                     "exception_type": fail.exception_type,
-                    "traceback": list(_FAKE_TRACEBACK),
-                    "current_inputs": fail.inputs,
-                    "current_outputs": list(results),
+                    "traceback": _traceback(spec),
+                    "current_inputs": self._current_inputs(run, fail.node_id, results, spec),
+                    "current_outputs": all_nodes,
                 },
                 False,
             )
@@ -1918,6 +2204,88 @@ class ComfyUIDouble:
                 self._executed += 1
             self._notify()
         return outcome[0], outcome[1], ui_outputs
+
+    async def _send_executed(self, run: _Run, node_id: str, ui: dict[str, Any] | None) -> None:
+        if run.client_id is not None:
+            data = {
+                "node": node_id,
+                "display_node": node_id,
+                "output": ui,
+                "prompt_id": run.prompt_id,
+            }
+            await self._send("executed", data, run.client_id)
+
+    def _current_inputs(
+        self,
+        run: _Run,
+        node_id: str,
+        results: dict[str, list[_Value]],
+        spec: _NodeDef | None,
+    ) -> dict[str, list[Any]]:
+        """execution.get_input_data + format_value: literals as given, linked values as
+        str(value) (a primitive output as itself), then a V1 node's hidden inputs."""
+        out: dict[str, list[Any]] = {}
+        for name, val in run.graph[node_id]["inputs"].items():
+            if _is_link(val) and len(val) == 2:
+                if val[0] not in results or val[1] >= len(results[val[0]]):
+                    out[name] = [None]
+                    continue
+                value = results[val[0]][val[1]]
+                plain = value.info.get("value") if value.kind in _PRIMITIVES else None
+                out[name] = [plain if plain is not None else str(value)]
+            elif spec is not None and any(name == n for n, _, _ in spec.inputs()):
+                out[name] = [val if isinstance(val, int | float | bool | str) else str(val)]
+        for name, kind in (spec.hidden if spec is not None else {}).items():
+            if kind == "PROMPT":
+                out[name] = [str(run.graph)]
+            elif kind == "EXTRA_PNGINFO":
+                extra = run.extra_data.get("extra_pnginfo")
+                out[name] = [None if extra is None else str(extra)]
+            elif kind == "UNIQUE_ID":
+                out[name] = [node_id]
+        return out
+
+    async def _node_work(
+        self, run: _Run, node_id: str, class_type: str, results: dict[str, list[_Value]]
+    ) -> None:
+        """A node's own work, which no interrupt cuts short: its cost in time (the sampler's
+        is per step, in _sample), a scripted park, and the errors a graph itself raises."""
+        with self._lock:
+            park = bool(self._node_holds) and self._node_holds[0] == class_type
+            if park:
+                self._node_holds.popleft()
+                event = asyncio.Event()
+                self._node_hold_event = event
+                self._held = run.prompt_id
+        if park:
+            self._notify()
+            try:
+                await event.wait()
+            finally:
+                with self._lock:
+                    self._node_hold_event = None
+                    self._held = None
+                self._notify()
+        elif class_type != "KSampler":
+            cost = self.node_times.get(class_type, self.node_time)
+            if cost > 0:
+                await asyncio.sleep(cost)
+        if class_type == "EmptyImage":
+            # torch.full([batch, height, width, 1]) of float32 on the CPU: past the RAM the
+            # allocator refuses before anything is written.
+            inputs = self._resolve(run, node_id, results)
+            size = 4
+            for name in ("batch_size", "height", "width"):
+                size *= int(_plain(inputs[name]))
+            if size > _RAM_TOTAL:
+                raise _NodeFailed(
+                    node_id,
+                    "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                    f"allocate memory: you tried to allocate {size} bytes. Error code 12 "
+                    "(Cannot allocate memory)",
+                    "RuntimeError",
+                    {},
+                )
 
     async def _maybe_hold(self, run: _Run) -> None:
         with self._lock:
@@ -2104,6 +2472,33 @@ class ComfyUIDouble:
 
 
 _FEATURES = {"supports_preview_metadata": True, "max_upload_size": 104857600}
+# GET /extensions of a stock 0.3.64 (frontend 1.27.10), as a real server listed them.
+_EXTENSIONS = (
+    "/extensions/core/groupNode.js",
+    "/extensions/core/maskEditorOld.js",
+    "/extensions/core/clipspace.js",
+    "/extensions/core/maskEditorLayerFilenames.js",
+    "/extensions/core/widgetInputs.js",
+    "/extensions/core/groupNodeManage.js",
+    *(
+        f"/extensions/core/load3d/{name}.js"
+        for name in (
+            "NodeStorage",
+            "ViewHelperManager",
+            "ControlsManager",
+            "RecordingManager",
+            "ModelExporter",
+            "AnimationManager",
+            "LoaderManager",
+            "LightingManager",
+            "CameraManager",
+            "SceneModelManager",
+            "SceneManager",
+            "PreviewManager",
+            "EventManager",
+        )
+    ),
+)
 
 
 def _reason(status: int) -> str:
