@@ -11,10 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from imagen.testing.replicate import ReplicateDouble
 from tests.support.cli import Sandbox
-
-TOKEN = "r8_startup_test_token_0123456789"
+from tests.support.doubles import TOKEN, replicate_double
 
 
 def test_generate_has_one_parser() -> None:
@@ -39,7 +37,7 @@ def test_generate_on_an_existing_ledger_loads_cyclopts_and_nothing_it_does_not_n
         "from imagen.cli import main\n"
         "main(sys.argv[2:])\n"
     )
-    with ReplicateDouble(token=TOKEN) as rep:
+    with replicate_double() as rep:
         box = Sandbox(tmp_path / "box", env={"REPLICATE_API_TOKEN": TOKEN})
         box.root.mkdir()
         box.write_backend(
@@ -81,7 +79,7 @@ def test_the_use_cases_run_without_cyclopts(tmp_path: Path) -> None:
         "print(json.dumps([state.status, message, sorted(m for m in mods\n"
         "    if m in ('cyclopts', 'rich') or m.startswith('imagen.cli'))]))\n"
     )
-    with ReplicateDouble(token=TOKEN) as rep:
+    with replicate_double() as rep:
         box = Sandbox(tmp_path / "box", env={"REPLICATE_API_TOKEN": TOKEN})
         box.root.mkdir()
         box.write_backend(
