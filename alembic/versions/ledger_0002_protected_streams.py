@@ -16,7 +16,9 @@ granted nothing on it); which prefixes are protected is the application's to reg
 SQLite has no roles: the table exists, nothing enforces it (on a one-person ledger, whoever can
 append can also edit the file).
 
-`events` is altered in place (ADD COLUMN), never rebuilt: its immutability triggers stay.
+`events` is altered in place (ADD COLUMN, CREATE INDEX), never rebuilt: its immutability
+triggers stay. The index on (type, stream_id) lets a reader find the events of a few types
+without reading the whole table (imagen's budget check reads jobs' ends and requests so).
 """
 
 import sqlalchemy as sa
@@ -62,6 +64,7 @@ def _pg_statements(schema: str) -> list[str]:
 
 def upgrade() -> None:
     op.create_table(TABLE, sa.Column("prefix", sa.String(200), primary_key=True))
+    op.create_index("ix_events_type_stream", "events", ["type", "stream_id"])
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         schema = bind.exec_driver_sql("SELECT current_schema()").scalar()
@@ -70,6 +73,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_events_type_stream", "events")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS events_protected_streams ON events")
         op.execute("DROP FUNCTION IF EXISTS events_protected_streams()")

@@ -16,10 +16,12 @@ that `imagen audit` compares with that fold (`differences`).
 from __future__ import annotations
 
 import bisect
+import json
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from imagen.core.events import TERMINAL_TYPES
 from imagen.core.job import JobState
@@ -36,7 +38,6 @@ from ledger.projection import (
     View,
 )
 from ledger.projection import catch_up as catch_up_projection
-from ledger.schema_names import COLUMNS as EVENT_COLUMNS
 
 if TYPE_CHECKING:
     from ledger import EventStore
@@ -103,12 +104,30 @@ def at_end(state: JobState) -> dict[str, object] | None:
     return {k: r[k] for k in _RECORDED}
 
 
-def _recorded_row(e: RecordedEvent) -> Row | None:
+class End(NamedTuple):
+    """What the budget check reads of a job's terminal event (not the whole event: the cold
+    fold reads one per ended job)."""
+
+    stream_id: str
+    position: int
+    data_json: str
+    recorded_at: str
+
+    def spend(self) -> Any:
+        try:
+            data = json.loads(self.data_json)
+        except ValueError:
+            return None
+        return data.get("spend") if isinstance(data, dict) else None
+
+
+# The ledger's own timestamp form (ledger.chain.format_timestamp), which is also `iso`'s.
+_CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)
+
+
+def _recorded_row(e: End, spend: Any = None) -> Row | None:
     """The row a terminal event recorded (SPEND_AT_END), or None when it recorded none."""
-    try:
-        spend = e.data.get("spend")
-    except (ValueError, AttributeError):
-        return None
+    spend = e.spend() if spend is None else spend
     if not isinstance(spend, dict) or set(spend) != set(_RECORDED):
         return None
     caller, backend = spend["caller"], spend["backend"]
@@ -117,23 +136,29 @@ def _recorded_row(e: RecordedEvent) -> Row | None:
         isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= HUGE for x in figures
     ):
         return None
-    ended = iso(parse_iso(e.recorded_at))  # as `row` dates the job: its last event's time
+    # As `row` dates the job: its last event's time, in `iso`'s form (the ledger's own).
+    at = e.recorded_at
+    ended = at if _CANONICAL.fullmatch(at) else iso(parse_iso(at))
     return {"job_id": e.stream_id, **spend, "ended_at": ended}
 
 
-def last_ends(view: Any, position: int) -> tuple[list[RecordedEvent], dict[str, int]]:
+def last_ends(view: Any, position: int) -> tuple[list[End], list[str]]:
     """The terminal events up to `position` that are their job's last event (whose recorded
-    figure is the job's whole story), and every stream's last version, in one read view."""
-    last = dict(view.query("SELECT stream_id, max(stream_version) FROM events GROUP BY 1"))
+    figure is the job's whole story), and every job's id, in one read view. Both read the
+    (type, stream_id) index and the (stream_id, stream_version) one, never the whole table."""
     rows = view.query(
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE type IN ('JobSucceeded', 'JobFailed',"
-        " 'JobCancelled') AND position <= :p",
+        "SELECT e.stream_id, e.position, e.data, e.recorded_at FROM events e WHERE e.type IN"
+        " ('JobSucceeded', 'JobFailed', 'JobCancelled') AND e.position <= :p AND NOT EXISTS"
+        " (SELECT 1 FROM events x WHERE x.stream_id = e.stream_id AND"
+        " x.stream_version > e.stream_version AND x.position <= :p)",
         {"p": position},
     )
-    ends = [RecordedEvent(*values) for values in rows]
-    return [
-        e for e in ends if _is_job(e.stream_id) and last.get(e.stream_id) == e.stream_version
-    ], last
+    jobs = view.query(
+        "SELECT DISTINCT stream_id FROM events WHERE type = 'JobRequested' AND position <= :p",
+        {"p": position},
+    )
+    ends = [End(*values) for values in rows]
+    return [e for e in ends if _is_job(e.stream_id)], [j for (j,) in jobs if _is_job(j)]
 
 
 def recorded_differences(view: Any, position: int, folded: dict[str, Row]) -> list[dict[str, Any]]:
@@ -142,13 +167,10 @@ def recorded_differences(view: Any, position: int, folded: dict[str, Row]) -> li
     check sums instead of folding the job) is a finding."""
     problems: list[dict[str, Any]] = []
     for e in last_ends(view, position)[0]:
-        try:
-            present = e.data.get("spend") is not None
-        except (ValueError, AttributeError):
-            present = False
-        if not present:
+        spend = e.spend()
+        if spend is None:
             continue  # an older imagen's end, or a path that records none: folded, not summed
-        recorded, want = _recorded_row(e), folded.get(e.stream_id)
+        recorded, want = _recorded_row(e, spend), folded.get(e.stream_id)
         differ = (
             ["spend"]
             if recorded is None or want is None
@@ -278,7 +300,7 @@ class ChainSpend:
         if not head:
             return
         position, hash_ = head[0]
-        ends, last = last_ends(view, position)
+        ends, jobs = last_ends(view, position)
         done: set[str] = set()
         for e in ends:
             r = _recorded_row(e)
@@ -290,8 +312,8 @@ class ChainSpend:
                 continue
             self.rows[e.stream_id] = r
             self._sums.add(e.stream_id, r)
-        for jid in last:
-            if _is_job(jid) and jid not in done:
+        for jid in jobs:
+            if jid not in done:
                 self._put(jid, load_job(view, jid))
         self.position, self.hash = position, hash_
 
