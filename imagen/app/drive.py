@@ -49,7 +49,7 @@ def drive(
     if state is not None and state.finished:
         from imagen.app.prepare import release_output
 
-        release_output(state.request, {i.index for i in state.images})
+        release_output(state.request, {i.path for i in state.images})
     write_sidecar(state, session.config().output.sidecar_mode)
     _note_unexpected_sizes(session, state)
     if state.request is not None:

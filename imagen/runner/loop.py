@@ -515,6 +515,7 @@ class Runner:
                     info.height,
                     shown,
                     a.index,
+                    info.frames,
                 ),
             ],
         )
