@@ -160,3 +160,26 @@ def test_animated_webp_and_apng_pass_their_checks_with_their_frames_and_a_cut_on
         assert (info.format, info.width, info.height, info.frames) == (name, 8, 6, 3)
         with pytest.raises(InvalidImage):
             check(buf.getvalue()[: len(buf.getvalue()) * 2 // 3], name)
+
+
+def test_cancel_of_a_dead_job_whose_prompt_finished_ends_it_complete_with_sidecars(
+    tmp_path: Path, comfy: ComfyUIDouble
+) -> None:
+    """Issue #25 defect 4: `imagen cancel` fetches the finished prompt's image; it also writes
+    its sidecar, so audit is clean without a resume."""
+    import signal
+
+    box = comfy_box(tmp_path, comfy)
+    crashed = box.run(
+        "generate", "dead", "--size", "64x64", env={"IMAGEN_CRASH_AFTER": "RemoteJobAccepted"}
+    )
+    assert crashed.returncode == -signal.SIGKILL
+    job = box.only_job()
+    pid = next(e.data["remote_id"] for e in box.events(job) if e.type == "RemoteJobAccepted")
+    comfy.wait_until(lambda c: c.history(pid) is not None, timeout=120)
+    cancelled = box.run("cancel", job)
+    assert cancelled.returncode == 0, cancelled.stderr
+    (stored,) = [e.data for e in box.events(job) if e.type == "ImageStored"]
+    assert Path(f"{stored['path']}.json").is_file()
+    audit = box.run("audit")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
