@@ -241,7 +241,9 @@ def release_output(request: JobRequested | None, stored: set[str] | bool) -> Non
     stored under another extension than reserved (a ComfyUI .webp) leaves its name to give back."""
     if request is None or request.overwrite:
         return
-    for index in range(image_count(request)):
+    # No backend takes more than 4096 images a job (ComfyUI's batch_size): a record saying
+    # more reserved no more, and must not keep `imagen cancel` looping.
+    for index in range(min(image_count(request), 4096)):
         dest = Path(image_path(request.output_path, index))
         if (index == 0 and stored is True) or (isinstance(stored, set) and str(dest) in stored):
             continue
