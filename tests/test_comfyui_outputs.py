@@ -183,3 +183,17 @@ def test_cancel_of_a_dead_job_whose_prompt_finished_ends_it_complete_with_sideca
     assert Path(f"{stored['path']}.json").is_file()
     audit = box.run("audit")
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_a_workflow_without_a_sampler_claims_no_steps_sampler_or_scheduler(
+    tmp_path: Path, comfy: ComfyUIDouble
+) -> None:
+    """Issue #25 item 6: sidecars record only what the posted graph holds."""
+    box = _box(tmp_path, comfy, _mixed(("2", "SaveImage")))
+    result = box.run("generate", "no sampler", "--size", "64x48", "--output", "one.png")
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads(Path(f"{result.stdout.splitlines()[0]}.json").read_text())
+    assert sidecar["steps"] is None and sidecar["seed"] is None
+    assert {k: sidecar["result"][k] for k in ("steps", "sampler", "scheduler")} == dict.fromkeys(
+        ("steps", "sampler", "scheduler")
+    )
