@@ -402,7 +402,7 @@ def run_one(
         code = ExitCode.INTERRUPTED
     state: JobState = load(store, job_id)
     if state.finished:
-        release_output(state.request, {i.index for i in state.images})
+        release_output(state.request, {i.path for i in state.images})
     write_sidecar(state, sidecar_mode)
     if code is None:
         code = exit_code(state)

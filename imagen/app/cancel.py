@@ -30,7 +30,7 @@ def cancel(session: Session, job_id: str) -> tuple[JobState, str]:
     store = session.store()
     jid = resolve_job_id(store, job_id)
     with session.reporting() as reporter:
-        return _cancel(
+        state, said = _cancel(
             store,
             jid,
             session.env,
@@ -38,6 +38,12 @@ def cancel(session: Session, job_id: str) -> tuple[JobState, str]:
                 store, session.env, reporter, image_mode=session.config().output.sidecar_mode
             ),
         )
+    # The adapter's cancel may have found the work finished and stored its images: the job
+    # ends complete, sidecars written (audit is clean without a resume), as generate ends it.
+    from imagen.app.drive import settle
+
+    settle(session, state)
+    return state, said
 
 
 def _cancel(store: Any, job_id: str, env: Environment, runner: Any) -> tuple[JobState, str]:

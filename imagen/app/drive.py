@@ -25,7 +25,6 @@ def drive(
     extra: Sequence[Event] = (),
 ) -> JobState:
     from imagen.app.runners import new_runner
-    from imagen.app.sidecars import write_sidecar
     from imagen.runner.loop import Halted, JobTakenOver, MissingCredential
 
     try:
@@ -46,10 +45,20 @@ def drive(
 
         code = FAILURE_EXIT_CODES[exc.category] if exc.category else ExitCode.CONFLICT
         raise UserError(f"job {job_id}: {exc}", code) from None
-    if state is not None and state.finished:
+    assert state is not None
+    settle(session, state)
+    return state
+
+
+def settle(session: Session, state: JobState) -> None:
+    """What follows a run however it ended (generate, resume, cancel): an ended job gives
+    back the names it did not use, every stored image gets its sidecar, stray temp files go."""
+    from imagen.app.sidecars import write_sidecar
+
+    if state.finished:
         from imagen.app.prepare import release_output
 
-        release_output(state.request, {i.index for i in state.images})
+        release_output(state.request, {i.path for i in state.images})
     write_sidecar(state, session.config().output.sidecar_mode)
     _note_unexpected_sizes(session, state)
     if state.request is not None:
@@ -58,7 +67,6 @@ def drive(
         from imagen.runner.files import sweep_temp_files
 
         sweep_temp_files(Path(state.request.output_path).parent, session.env.clock().timestamp())
-    return state
 
 
 def _note_unexpected_sizes(session: Session, state: JobState) -> None:

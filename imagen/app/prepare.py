@@ -241,16 +241,18 @@ def reserve_output(request: JobRequested) -> None:
         made.append(dest)
 
 
-def release_output(request: JobRequested | None, stored: set[int] | bool) -> None:
+def release_output(request: JobRequested | None, stored: set[str] | bool) -> None:
     """A job that ended gives back the reserved (still empty) names of images it did not make.
-    `stored`: the indexes of its stored images (True/False: the first image, or none)."""
+    `stored`: the paths of its stored images (True/False: the first image, or none); a file
+    stored under another extension than reserved (a ComfyUI .webp) leaves its name to give back."""
     if request is None or request.overwrite:
         return
-    kept = ({0} if stored else set()) if isinstance(stored, bool) else stored
-    for index in range(image_count(request)):
-        if index in kept:
-            continue
+    # No backend takes more than 4096 images a job (ComfyUI's batch_size): a record saying
+    # more reserved no more, and must not keep `imagen cancel` looping.
+    for index in range(min(image_count(request), 4096)):
         dest = Path(image_path(request.output_path, index))
+        if (index == 0 and stored is True) or (isinstance(stored, set) and str(dest) in stored):
+            continue
         try:
             st = os.lstat(dest)
             if stat.S_ISREG(st.st_mode) and st.st_size == 0:

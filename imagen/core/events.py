@@ -420,6 +420,7 @@ class ImageStored(Event):
     height: int
     source: str = ""
     index: int = 0
+    frames: int = 1  # more than one: an animation (APNG, animated WebP or GIF)
 
 
 @dataclass(frozen=True)

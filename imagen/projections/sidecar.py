@@ -75,6 +75,7 @@ def sidecars(state: JobState) -> list[dict[str, Any]]:
             "aspect_ratio": sent.get("aspect_ratio", params.get("aspect_ratio")),
             "steps": sent.get("steps", params.get("steps")),
             "output_format": image.format,
+            "frames": image.frames,  # the kind: more than one is an animation
             "extra_inputs": sent.get("extra", params.get("extra", {})),
             "latency_ms": latency_ms,
             "cost_usd": cost,  # the job's, all its images (projections/cost.py)

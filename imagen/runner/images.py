@@ -27,6 +27,7 @@ class ImageInfo:
     format: str
     width: int
     height: int
+    frames: int = 1  # an animated PNG (APNG), WebP or GIF has more than one
 
 
 def sniff(data: bytes) -> str | None:
@@ -46,14 +47,17 @@ def check(data: bytes, expected_format: str | None) -> ImageInfo:
     if expected and fmt != expected:
         raise InvalidImage(f"expected a {expected} image, got {fmt}")
     if fmt == "png":
-        width, height = check_png(data)
-        return ImageInfo(fmt, width, height)
+        return ImageInfo(fmt, *_read_png(data))
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # decoded in full: a truncated file fails
-            return ImageInfo(fmt, img.width, img.height)
+            frames = int(getattr(img, "n_frames", 1))
+            if frames > 1:
+                img.seek(frames - 1)  # the last frame too: an animation cut short fails
+                img.load()
+            return ImageInfo(fmt, img.width, img.height, frames)
     except Exception as exc:  # Pillow raises many types for broken files
         raise InvalidImage(f"broken {fmt} image: {exc}") from None
 
@@ -65,14 +69,20 @@ _MAX_PIXELS = 2 * (1024 * 1024 * 1024 // 4 // 3)
 
 
 def check_png(data: bytes) -> tuple[int, int]:
-    """A PNG's width and height, once its transfer is whole: the header (IHDR) valid, then every
+    """A PNG's width and height (see _read_png)."""
+    width, height, _frames = _read_png(data)
+    return width, height
+
+
+def _read_png(data: bytes) -> tuple[int, int, int]:
+    """A PNG's width, height and frames (an APNG's acTL count, else 1), once its transfer is whole: the header (IHDR) valid, then every
     chunk complete with its CRC holding, up to IEND, with image data (IDAT) before it (what
     Pillow's verify() checks), and that data decoding to exactly the scanlines the header
     promises (what Pillow's load() would find: garbage with valid CRCs is no image). Done with
     the standard library because importing Pillow costs more CPU (~50 ms) than the rest of
     storing a PNG.
     tests/test_images.py holds it to Pillow's verdict on damaged files."""
-    pos, size, seen_data = 8, len(data), False
+    pos, size, seen_data, frames = 8, len(data), False, 1
     width = height = depth = colour = interlace = 0
     idat: list[bytes] = []
     while True:
@@ -85,7 +95,7 @@ def check_png(data: bytes) -> tuple[int, int]:
             if not seen_data:
                 raise InvalidImage("broken png image: no image data (IDAT)")
             _check_png_data(idat, width, height, depth, colour, interlace)
-            return width, height
+            return width, height, frames
         end = pos + 12 + length
         if end > size:
             raise InvalidImage(f"broken png image: truncated {kind!r} chunk at byte {pos}")
@@ -109,6 +119,8 @@ def check_png(data: bytes) -> tuple[int, int]:
         elif kind == b"IDAT":
             seen_data = True
             idat.append(body)
+        elif kind == b"acTL" and length == 8:
+            frames = max(struct.unpack(">I", body[:4])[0], 1)
         pos = end
 
 

@@ -517,6 +517,7 @@ class Runner:
                     info.height,
                     shown,
                     a.index,
+                    info.frames,
                 ),
             ],
         )

@@ -40,7 +40,7 @@ import traceback
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
@@ -635,6 +635,37 @@ def _node_defs(models: Mapping[str, list[str]]) -> dict[str, _NodeDef]:
             ("CONDITIONING",),
         ),
     ]
+    # PreviewImage subclasses SaveImage (nodes.py): its description too, without the prefix.
+    save = next(d for d in defs if d.name == "SaveImage")
+    # comfy_extras/nodes_images.py: the animated savers share SaveImage's inputs, plus fps.
+    fps = ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01})
+    for name, more in (
+        (
+            "SaveAnimatedWEBP",
+            {
+                "lossless": ("BOOLEAN", {"default": True}),
+                "quality": ("INT", {"default": 80, "min": 0, "max": 100}),
+                "method": (["default", "fastest", "slowest"],),
+            },
+        ),
+        ("SaveAnimatedPNG", {"compress_level": ("INT", {"default": 4, "min": 0, "max": 9})}),
+    ):
+        defs.append(
+            replace(
+                save,
+                name=name,
+                display_name=name,
+                category="image/animation",
+                python_module="comfy_extras.nodes_images",
+                required={**save.required, "fps": fps, **more},
+                description="",
+            )
+        )
+    defs.append(
+        replace(
+            save, name="PreviewImage", display_name="Preview Image", required={"images": ("IMAGE",)}
+        )
+    )
     return {d.name: d for d in defs}
 
 
@@ -1101,15 +1132,8 @@ def _next_counter(folder: str, base: str) -> int:
     return highest + 1
 
 
-def _save_pngs(
-    output_dir: str,
-    prefix: str,
-    image: _Value,
-    graph: dict[str, Any],
-    extra_pnginfo: Any,
-) -> list[dict[str, str]]:
-    """SaveImage: `{prefix}_{counter:05}_.png`, subfolder from the prefix, PNG text chunks."""
-    width, height = int(image.info["width"]), int(image.info["height"])
+def _save_path(output_dir: str, prefix: str, width: int, height: int) -> tuple[str, str, str, int]:
+    """folder_paths.get_save_image_path: (folder, subfolder, base name, counter) of a prefix."""
     prefix = prefix.replace("%width%", str(width)).replace("%height%", str(height))
     subfolder = os.path.dirname(os.path.normpath(prefix))
     base = os.path.basename(os.path.normpath(prefix))
@@ -1120,7 +1144,21 @@ def _save_pngs(
             f"\n full_output_folder: {os.path.abspath(folder)}\n         output_dir: {output_dir}"
         )
     os.makedirs(folder, exist_ok=True)
-    counter = _next_counter(folder, base)
+    return folder, subfolder, base, _next_counter(folder, base)
+
+
+def _save_pngs(
+    output_dir: str,
+    prefix: str,
+    image: _Value,
+    graph: dict[str, Any],
+    extra_pnginfo: Any,
+    folder_type: str = "output",
+) -> list[dict[str, str]]:
+    """SaveImage: `{prefix}_{counter:05}_.png`, subfolder from the prefix, PNG text chunks
+    (PreviewImage: the same into the temp directory, `type` "temp")."""
+    width, height = int(image.info["width"]), int(image.info["height"])
+    folder, subfolder, base, counter = _save_path(output_dir, prefix, width, height)
     results = []
     for index in range(int(image.info["batch"])):
         meta = PngInfo()
@@ -1135,9 +1173,48 @@ def _save_pngs(
         )
         with open(os.path.join(folder, name), "wb") as fh:
             fh.write(buf.getvalue())
-        results.append({"filename": name, "subfolder": subfolder, "type": "output"})
+        results.append({"filename": name, "subfolder": subfolder, "type": folder_type})
         counter += 1
     return results
+
+
+def _save_animated(
+    output_dir: str, prefix: str, image: _Value, graph: dict[str, Any], fmt: str
+) -> dict[str, Any]:
+    """SaveAnimatedWEBP / SaveAnimatedPNG (comfy_extras/nodes_images.py): the whole batch as
+    the frames of one `{prefix}_{counter:05}_.webp` (or .png, an APNG); the ui carries
+    `animated`, as a list once it is JSON (WEBP: more than one frame; APNG: always true)."""
+    width, height = int(image.info["width"]), int(image.info["height"])
+    folder, subfolder, base, counter = _save_path(output_dir, prefix, width, height)
+    frames = [
+        _render(width, height, int(image.info["seed"]), i) for i in range(int(image.info["batch"]))
+    ]
+    name = f"{base}_{counter:05}_.{fmt}"
+    buf = io.BytesIO()
+    if fmt == "webp":
+        exif = frames[0].getexif()
+        exif[0x0110] = f"prompt:{json.dumps(graph)}"
+        frames[0].save(
+            buf,
+            "WEBP",
+            save_all=True,
+            append_images=frames[1:],
+            duration=166,
+            exif=exif,
+            lossless=True,
+        )
+        animated = len(frames) != 1
+    else:
+        frames[0].save(
+            buf, "PNG", save_all=True, append_images=frames[1:], duration=166, compress_level=4
+        )
+        animated = True
+    with open(os.path.join(folder, name), "wb") as fh:
+        fh.write(buf.getvalue())
+    return {
+        "images": [{"filename": name, "subfolder": subfolder, "type": "output"}],
+        "animated": [animated],
+    }
 
 
 class _SaveOutsideOutput(Exception):
@@ -2384,21 +2461,41 @@ class ComfyUIDouble:
         if class_type == "SaveImageWebsocket":
             await self._save_websocket(run, node_id, inputs["images"])
             return [], None
-        if class_type == "SaveImage":
+        if class_type in ("SaveImage", "PreviewImage"):
             image = inputs["images"]
+            # PreviewImage: prefix "ComfyUI" + "_temp_" + five random letters, into temp.
+            preview = class_type == "PreviewImage"
+            letters = "".join(random.choice("abcdefghijklmnopqrstupvxyz") for _ in range(5))
             try:
                 images = await asyncio.get_running_loop().run_in_executor(
                     None,
                     _save_pngs,
-                    self.output_dir,
-                    str(inputs.get("filename_prefix", "ComfyUI")),
+                    self.temp_dir if preview else self.output_dir,
+                    f"ComfyUI_temp_{letters}"
+                    if preview
+                    else str(inputs.get("filename_prefix", "ComfyUI")),
                     image,
                     run.graph,
                     run.extra_data.get("extra_pnginfo"),
+                    "temp" if preview else "output",
                 )
             except _SaveOutsideOutput as ex:
                 raise _NodeFailed(node_id, str(ex), "Exception", formatted) from None
             return [], {"images": images}
+        if class_type in ("SaveAnimatedWEBP", "SaveAnimatedPNG"):
+            try:
+                ui = await asyncio.get_running_loop().run_in_executor(
+                    None,
+                    _save_animated,
+                    self.output_dir,
+                    str(inputs.get("filename_prefix", "ComfyUI")),
+                    inputs["images"],
+                    run.graph,
+                    "webp" if class_type == "SaveAnimatedWEBP" else "png",
+                )
+            except _SaveOutsideOutput as ex:
+                raise _NodeFailed(node_id, str(ex), "Exception", formatted) from None
+            return [], ui
         raise _NodeFailed(node_id, f"{class_type} is not runnable", "RuntimeError", formatted)
 
     def _check_model_file(

@@ -12,6 +12,7 @@ from imagen.backends.comfyui.job import (
     server_url,
     still_unreachable,
 )
+from imagen.backends.comfyui.outputs import KEPT_FORMATS, KEPT_TEXT, file_format
 from imagen.backends.comfyui.report import success_result
 from imagen.backends.comfyui.wire import HistoryEntry, outcome_text
 from imagen.backends.common import (
@@ -45,11 +46,29 @@ def finished(state: JobState, entry: HistoryEntry) -> Action:
                 ),
             )
         )
+    # Files of type "output" are kept; previews (PreviewImage's "temp") only when the graph
+    # saved nothing else (docs/setup-comfyui.md, "Outputs").
     saved = [i for i in entry.images if i["type"] == "output"] or list(entry.images)
+    unkept = [i for i in saved if file_format(i["filename"]) is None]
+    if unkept and not state.images:
+        # Refused whole, before any file is kept: never a failed job with files on disk.
+        names = ", ".join(f"{i['filename']} (node {i['node']})" for i in unkept[:3])
+        return Record(
+            (
+                JobFailed(
+                    "unsupported_output",
+                    f"ComfyUI saved {names}: imagen keeps {KEPT_TEXT} only, so it kept none "
+                    "of this job's files; remove that node from the workflow",
+                    Failure.GENERATION_FAILED,
+                ),
+            )
+        )
+    saved = [i for i in saved if file_format(i["filename"]) is not None]
     index = next_image_index(state, len(saved))
     if index is None:
         return Record((JobSucceeded(success_result(state)),))
     img = saved[index]
+    fmt = file_format(img["filename"]) or "png"
     req = state.request
     assert req is not None
     query = urlencode(
@@ -59,8 +78,8 @@ def finished(state: JobState, entry: HistoryEntry) -> Action:
     store = StoreImage(
         request_id(state, "download"),
         f"{server_url(state)}/view?{query}",
-        image_path(req.output_path, index),
-        expected_format="png",
+        dest_for(req.output_path, index, fmt),
+        expected_format=fmt,
         overwrite=req.overwrite,
         timeout_s=60,
         auth_env=config_of(state).get("token_env"),
@@ -93,3 +112,13 @@ def finished(state: JobState, entry: HistoryEntry) -> Action:
 
 
 NETWORK_ERRORS = ("refused", "timeout", "reset", "connection", "network", "dns", "unreachable")
+
+
+def dest_for(output_path: str, index: int, fmt: str) -> str:
+    """Where file `index` goes: beside the output path (core.job.image_path), its extension
+    the file's own format when it is another image format (a .webp is never named .png)."""
+    path = image_path(output_path, index)
+    head, dot, ext = path.rpartition(".")
+    if not dot or "/" in ext or KEPT_FORMATS.get(ext.lower()) in (None, fmt):
+        return path
+    return f"{head}.{fmt}"

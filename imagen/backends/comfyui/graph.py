@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from imagen.backends.comfyui.inputs import DEFAULT_MODEL
+from imagen.backends.comfyui.outputs import KEPT_NODES, PREFIXED_NODES, refusal
 from imagen.backends.comfyui.wire import as_dict
 from imagen.backends.common import config_of, exchanges
 from imagen.core.inputs import BadInput
@@ -93,7 +94,8 @@ def custom_graph(
 ) -> dict[str, Any]:
     """A user's API-format workflow with {{prompt}} {{seed}} {{steps}} {{width}} {{height}}
     {{count}} {{sampler}} {{scheduler}} placeholders, and {{key}} for each `-o key=value`. A string that is exactly one placeholder takes the
-    value's own type (numbers stay numbers); SaveImage nodes get the job's filename_prefix."""
+    value's own type (numbers stay numbers); the save nodes imagen keeps files of (SaveImage,
+    SaveAnimatedPNG, SaveAnimatedWEBP) get the job's filename_prefix."""
     values = {
         **(params.get("extra") or {}),  # -o key=value fills {{key}}
         "prompt": prompt,
@@ -120,7 +122,7 @@ def custom_graph(
 
     graph = fill(json.loads(text))
     for node in graph.values():
-        if isinstance(node, dict) and node.get("class_type") == "SaveImage":
+        if isinstance(node, dict) and node.get("class_type") in PREFIXED_NODES:
             node.setdefault("inputs", {})["filename_prefix"] = prefix
     return graph
 
@@ -135,12 +137,16 @@ def validate_request(params: Mapping[str, Any], options: Mapping[str, Any]) -> N
     except ValueError as exc:
         raise BadInput(f"workflow {options.get('workflow')}: not valid JSON: {exc}") from None
     if not isinstance(graph, dict) or not any(
-        isinstance(n, dict) and n.get("class_type") == "SaveImage" for n in graph.values()
+        isinstance(n, dict) and n.get("class_type") in KEPT_NODES for n in graph.values()
     ):
         raise BadInput(
-            f"workflow {options.get('workflow')}: an API-format graph with a SaveImage node "
-            "is needed (ComfyUI: Workflow > Export (API))"
+            f"workflow {options.get('workflow')}: an API-format graph with a SaveImage (or "
+            "SaveAnimatedWEBP, SaveAnimatedPNG, PreviewImage) node is needed (ComfyUI: "
+            "Workflow > Export (API))"
         )
+    refused = refusal(options.get("workflow"), graph)
+    if refused is not None:
+        raise BadInput(refused)
     used = set(re.findall(r"\{\{(\w+)\}\}", text))
     for key in params.get("extra") or {}:
         if key not in used:

@@ -13,6 +13,7 @@ from imagen.backends.comfyui.graph import (
     flux_schnell_graph,
 )
 from imagen.backends.comfyui.inputs import DEFAULT_URL
+from imagen.backends.comfyui.outputs import refusal
 from imagen.backends.comfyui.wire import as_dict, system_facts
 
 
@@ -75,6 +76,9 @@ def check_verdict(options: Mapping[str, Any], answers: list[tuple[int | None, An
         graph = _check_graph(options)
     except ValueError as exc:
         return f"workflow {options.get('workflow')} is not valid JSON ({exc})"
+    refused = refusal(options.get("workflow"), as_dict(graph))
+    if refused is not None:
+        return refused
     info: dict[str, Any] = {}
     for (_method, url), (status, body) in zip(check_requests(options), answers, strict=False):
         cls = url.rsplit("/", 1)[-1]

@@ -48,14 +48,15 @@ def success_result(state: JobState) -> dict[str, Any]:
         else None
     )
     workflow = workflow_info(cfg)
+    sent = sent_inputs(state)
     return {
         "model": describe_model(cfg),
         "workflow": workflow or "flux-schnell",
         "seed_used": req.params.get("seed"),
         "latency_ms": latency,
-        "steps": req.params.get("steps"),
-        "sampler": cfg.get("sampler"),
-        "scheduler": cfg.get("scheduler"),
+        # What the posted graph took, never the defaults it may not have used (a custom
+        # workflow without a sampler took none of them).
+        **{k: sent.get(k) for k in ("steps", "sampler", "scheduler")},
         "width": state.image.width,
         "height": state.image.height,
         "prompt_id": current_prompt(state),
@@ -75,7 +76,8 @@ def success_result(state: JobState) -> dict[str, Any]:
 
 
 def sent_inputs(state: JobState) -> dict[str, Any]:
-    """Seed, steps and batch size of the graph last posted to /prompt, read from its nodes."""
+    """Seed, steps, sampler, scheduler and batch size of the graph last posted to /prompt, read
+    from its nodes (None for what it does not hold)."""
     prompts = exchanges(state, "prompt")
     body = prompts[-1].sent.body if prompts else None
     graph = body.get("prompt") if isinstance(body, dict) else None
@@ -86,17 +88,18 @@ def sent_inputs(state: JobState) -> dict[str, Any]:
         if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
             continue
         kind, inputs = node.get("class_type"), node["inputs"]
-        if kind in ("KSampler", "KSamplerAdvanced"):
-            for key in ("seed", "noise_seed"):
-                if isinstance(inputs.get(key), int):
-                    out.setdefault("seed", inputs[key])
+        for key in ("seed", "noise_seed"):  # any node's: KSampler, RandomNoise, ImageAddNoise...
+            if isinstance(inputs.get(key), int) and not isinstance(inputs[key], bool):
+                out.setdefault("seed", inputs[key])
+        if kind in ("KSampler", "KSamplerAdvanced", "BasicScheduler"):
             if isinstance(inputs.get("steps"), int):
                 out.setdefault("steps", inputs["steps"])
-        elif kind == "RandomNoise" and isinstance(inputs.get("noise_seed"), int):
-            out.setdefault("seed", inputs["noise_seed"])
-        elif kind == "BasicScheduler" and isinstance(inputs.get("steps"), int):
-            out.setdefault("steps", inputs["steps"])
-        elif kind in ("EmptySD3LatentImage", "EmptyLatentImage"):
+        if kind in ("KSampler", "KSamplerAdvanced", "KSamplerSelect", "BasicScheduler"):
+            for key, name in (("sampler_name", "sampler"), ("scheduler", "scheduler")):
+                if isinstance(inputs.get(key), str):
+                    out.setdefault(name, inputs[key])
+        if kind in ("EmptySD3LatentImage", "EmptyLatentImage"):
             if isinstance(inputs.get("batch_size"), int):
                 out.setdefault("count", inputs["batch_size"])
-    return out
+    # Only what the graph holds: a sidecar never claims a seed or steps a workflow did not take.
+    return {"seed": None, "steps": None, "sampler": None, "scheduler": None, **out}

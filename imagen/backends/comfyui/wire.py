@@ -98,22 +98,37 @@ def read_history(body: Any, pid: str) -> HistoryEntry | str | None:
     if not isinstance(outputs, dict):
         return f"outputs is {type(outputs).__name__}, not an object"
     images: list[dict[str, str]] = []
-    for node in outputs.values():
+    for node_id, node in outputs.items():
         if not isinstance(node, dict):
             return "an output is not an object"
         listed = node.get("images", [])
         if not isinstance(listed, list):
             return "images is not a list"
-        for img in listed:
-            if not isinstance(img, dict) or not isinstance(img.get("filename"), str):
-                return "an image is not an object with a filename"
-            images.append(
-                {
-                    "filename": img["filename"],
-                    "subfolder": img["subfolder"] if isinstance(img.get("subfolder"), str) else "",
-                    "type": img["type"] if isinstance(img.get("type"), str) else "output",
-                }
-            )
+        # Every list of files a node reports counts, whatever its key: SaveImage and the
+        # animated savers report `images` (SaveWEBM and SaveVideo too, with `animated`), the
+        # audio savers `audio`, SaveGLB `3d`, SaveLatent `latents`, custom nodes `gifs`... A
+        # file of a kind imagen does not keep must be seen, so the job refuses it whole.
+        for key, value in node.items():
+            if key != "images" and not (
+                isinstance(value, list) and any(isinstance(i, dict) for i in value)
+            ):
+                continue
+            for img in value:
+                if not isinstance(img, dict) or not isinstance(img.get("filename"), str):
+                    if key != "images":
+                        continue  # not a file list after all (a custom node's own shape)
+                    return "an image is not an object with a filename"
+                images.append(
+                    {
+                        "filename": img["filename"],
+                        "subfolder": img["subfolder"]
+                        if isinstance(img.get("subfolder"), str)
+                        else "",
+                        "type": img["type"] if isinstance(img.get("type"), str) else "output",
+                        "node": str(node_id),
+                        "key": key,
+                    }
+                )
     return HistoryEntry(True, tuple(images))
 
 
