@@ -1,0 +1,54 @@
+"""A half-open network drop mid-job (issue #25, defect 2), end to end: imagen through a TCP
+forwarder (imagen/testing/netcut.py) to the ComfyUI double, whose socket table pops a client id
+when any connection under it closes, as the real server's does.
+
+imagen's side of every connection is cut; imagen reconnects; only then does the server notice
+the old connections end (the worst order: a reconnect under the same client id would be popped
+and hear nothing until the deadline). The prompt still runs, then finishes: imagen must end
+with the image long before the deadline, in well under 200 events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imagen.testing.comfyui import ComfyUIDouble
+from imagen.testing.netcut import CutProxy
+from tests.support.cli import Sandbox
+
+DEADLINE_S = 600  # what a silent socket would wait for; the test allows a fraction of it
+WAIT_S = 120  # generous for a loaded machine, far below the deadline
+
+
+def test_a_half_open_drop_mid_job_ends_with_the_image_not_at_the_deadline(
+    tmp_path: Path,
+) -> None:
+    with ComfyUIDouble(step_time=0.01) as comfy, CutProxy(comfy.port) as proxy:
+        box = Sandbox(tmp_path)
+        box.write_backend(
+            "local", "comfyui", url=proxy.url, poll_interval_s=0.05, timeout_s=DEADLINE_S
+        )
+        comfy.hold_at_step(2)
+        out = tmp_path / "img.png"
+        proc = box.popen("generate", "a fox", "--steps", "8", "--output", str(out))
+        try:
+            comfy.wait_until(lambda c: c.held is not None, timeout=WAIT_S)
+            before = set(comfy.clients)
+            assert len(before) == 1
+            assert proxy.cut_clients() >= 1  # imagen's side ends now
+            # imagen reconnects while the server still holds the old connection open.
+            comfy.wait_until(lambda c: set(c.clients) - before, timeout=WAIT_S)
+            assert proxy.cut_servers() >= 1  # the server notices the old connection's end
+            comfy.wait_until(lambda c: not before & set(c.clients), timeout=WAIT_S)
+            comfy.release()
+            stdout, stderr = proc.communicate(timeout=WAIT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, stderr
+        assert stdout.strip() == str(out) and out.is_file()
+        events = box.types(box.only_job())
+        assert events[-1] == "JobSucceeded"
+        assert len(events) < 200, events
+        assert comfy.submitted == 1 and comfy.executed == 1  # one execution, no resubmit
+        assert "CancelRequested" not in events
