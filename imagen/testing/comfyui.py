@@ -953,6 +953,7 @@ class ComfyUIDouble:
         self._sockets: dict[str, web.WebSocketResponse] = {}
         self._transports: dict[str, Any] = {}
         self._open_transports: set[Any] = set()  # every websocket's, in the table or not
+        self._websockets_opened = 0
         self._last_node_id: str | None = None
         self._cache: dict[str, tuple[list[_Value], dict[str, Any] | None]] = {}
         self._fails: dict[str, deque[_Fault]] = {r: deque() for r in _ROUTES}
@@ -1017,6 +1018,12 @@ class ComfyUIDouble:
         """The prompt id the worker is executing, else None."""
         with self._lock:
             return self._running[1] if self._running else None
+
+    @property
+    def websockets_opened(self) -> int:
+        """Websocket connections put in the socket table so far (reconnections included)."""
+        with self._lock:
+            return self._websockets_opened
 
     @property
     def clients(self) -> list[str]:
@@ -1398,6 +1405,7 @@ class ComfyUIDouble:
             self._sockets[sid] = ws
             self._transports[sid] = request.transport
             self._open_transports.add(request.transport)
+            self._websockets_opened += 1
         self._notify()
         try:
             await ws.send_str(
