@@ -51,3 +51,35 @@ def test_a_half_open_drop_mid_job_ends_with_the_image_not_at_the_deadline(
         assert len(events) < 200, events
         assert comfy.submitted == 1 and comfy.executed == 1  # one execution, no resubmit
         assert "CancelRequested" not in events
+
+
+def test_a_server_gone_mid_job_is_said_once_with_how_to_stop_and_resume(tmp_path: Path) -> None:
+    """Issue #25 defect 7: ComfyUI out of reach mid-job; with -v (as on a terminal) one line
+    says since when, that imagen keeps trying until the deadline, and Ctrl-C + resume."""
+    with ComfyUIDouble(step_time=0.01) as comfy:
+        box = Sandbox(tmp_path)
+        box.write_backend("local", "comfyui", url=comfy.url, poll_interval_s=0.05, timeout_s=60)
+        comfy.hold_at_step(2)
+        proc = box.popen("-v", "generate", "a fox", "--steps", "8")
+        try:
+            comfy.wait_until(lambda c: c.held is not None, timeout=WAIT_S)
+            comfy.go_offline()
+            assert proc.stderr is not None
+            seen = []
+            for line in proc.stderr:  # -v: one line per event, so this never stalls long
+                seen.append(line)
+                if "unreachable since" in line:
+                    break
+            comfy.go_online()
+            comfy.release()
+            rest, err = proc.communicate(timeout=WAIT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, err
+        said = [x for x in [*seen, *err.splitlines()] if "unreachable since" in x]
+        assert len(said) == 1, seen
+        job = box.only_job()
+        assert "keeps trying until the deadline" in said[0]
+        assert f"Ctrl-C, then `imagen resume {job}`" in said[0]
