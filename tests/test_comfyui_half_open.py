@@ -9,6 +9,9 @@ with the image long before the deadline, in well under 200 events."""
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from imagen.testing.comfyui import ComfyUIDouble
@@ -17,6 +20,17 @@ from tests.support.cli import Sandbox
 
 DEADLINE_S = 600  # what a silent socket would wait for; the test allows a fraction of it
 WAIT_S = 120  # generous for a loaded machine, far below the deadline
+
+
+@contextmanager
+def reaped(proc: subprocess.Popen[str]) -> Iterator[None]:
+    """A failed check leaves no imagen running."""
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def test_a_half_open_drop_mid_job_ends_with_the_image_not_at_the_deadline(
@@ -30,7 +44,7 @@ def test_a_half_open_drop_mid_job_ends_with_the_image_not_at_the_deadline(
         comfy.hold_at_step(2)
         out = tmp_path / "img.png"
         proc = box.popen("generate", "a fox", "--steps", "8", "--output", str(out))
-        try:
+        with reaped(proc):
             comfy.wait_until(lambda c: c.held is not None, timeout=WAIT_S)
             assert comfy.websockets_opened == 1
             assert proxy.cut_clients() >= 1  # imagen's side ends now
@@ -40,10 +54,6 @@ def test_a_half_open_drop_mid_job_ends_with_the_image_not_at_the_deadline(
             # Under the posted client id the new socket would now be out of the table, deaf.
             comfy.release()
             stdout, stderr = proc.communicate(timeout=WAIT_S)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
         assert proc.returncode == 0, stderr
         assert stdout.strip() == str(out) and out.is_file()
         events = box.types(box.only_job())
@@ -61,7 +71,7 @@ def test_a_server_gone_mid_job_is_said_once_with_how_to_stop_and_resume(tmp_path
         box.write_backend("local", "comfyui", url=comfy.url, poll_interval_s=0.05, timeout_s=60)
         comfy.hold_at_step(2)
         proc = box.popen("-v", "generate", "a fox", "--steps", "8")
-        try:
+        with reaped(proc):
             comfy.wait_until(lambda c: c.held is not None, timeout=WAIT_S)
             comfy.go_offline()
             assert proc.stderr is not None
@@ -73,10 +83,6 @@ def test_a_server_gone_mid_job_is_said_once_with_how_to_stop_and_resume(tmp_path
             comfy.go_online()
             comfy.release()
             rest, err = proc.communicate(timeout=WAIT_S)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
         assert proc.returncode == 0, err
         said = [x for x in [*seen, *err.splitlines()] if "unreachable since" in x]
         assert len(said) == 1, seen
