@@ -33,6 +33,7 @@ from imagen.core.events import (
     RunnerRenewed,
     StreamClosed,
     StreamMessage,
+    StreamQuiet,
 )
 from imagen.core.inputs import GenerateInputs
 from tests.support.history import History
@@ -112,6 +113,37 @@ def test_socket_first_then_post_with_our_ids_then_follow() -> None:
     assert follow.context["classes"]["8"] == "KSampler"
 
 
+def test_a_quiet_stream_is_checked_in_queue_and_history() -> None:
+    """Issue #25 defect 2: a socket can stay open and hear nothing (ComfyUI popped its client
+    id). The follow is bounded by quiet_s; each quiet spell asks /queue (and /history when it
+    is gone from the queue), the wait doubling while the prompt stays queued."""
+    job = accepted(new_job())
+    follow = job.decide()
+    assert isinstance(follow, FollowStream) and follow.quiet_s == 5.0
+    job.add(StreamQuiet(5.0), after=5)
+    look = job.decide()
+    assert isinstance(look, HttpRequest) and look.url == f"{URL}/queue"
+    item = [5, prompt(job), {}, {}, ["10"]]
+    job.do(look, {"queue_running": [item], "queue_pending": []})
+    again = job.decide()
+    assert isinstance(again, FollowStream) and again.quiet_s == 10.0
+    job.add(StreamQuiet(10.0), after=10)
+    look = job.decide()
+    assert isinstance(look, HttpRequest) and look.url == f"{URL}/queue"
+    job.do(look, {"queue_running": [], "queue_pending": []})
+    history = job.decide()
+    assert isinstance(history, HttpRequest) and history.url == f"{URL}/history/{prompt(job)}"
+    entry = {
+        "status": {"status_str": "success", "completed": True},
+        "outputs": {"9": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}},
+    }
+    job.do(history, {prompt(job): entry})
+    assert isinstance(job.decide(), StoreImage)
+    # The stream speaking again starts the waits over.
+    job.add(ProgressObserved("KSampler", 2, 8))
+    assert comfyui.machine._quiet_looks(job.state) == 0
+
+
 @pytest.mark.parametrize(
     "renewal",
     [RunnerRenewed(100, 120.0), RunnerClaimed(100, "host", 120.0, "1")],
@@ -131,9 +163,16 @@ def test_another_process_does_not_inherit_the_socket() -> None:
     job.add(RunnerClaimed(200, "host", 120.0, "777", resumed=True))
     reopen = job.decide()
     assert isinstance(reopen, OpenStream)
-    # The same client id: ComfyUI routes the prompt's messages to the id it was posted with.
+    # A fresh client id for every connection: reconnecting under the posted one, the old
+    # connection's late close would pop the new socket from ComfyUI's table (issue #25 #2).
     posted = next(e.body for e in _events(job, RequestSent) if e.purpose == "prompt")
-    assert reopen.client_id == posted["client_id"]
+    assert reopen.client_id != posted["client_id"]
+    assert reopen.client_id in reopen.url
+    job.opened(reopen)
+    # The prompt's messages go to the id it was posted under: never waited for on this
+    # socket; /queue says where the prompt is, then /history is polled.
+    where = job.decide()
+    assert isinstance(where, HttpRequest) and where.url.endswith("/queue"), where
 
 
 def _events(job: History, kind: type) -> list[Any]:
@@ -179,8 +218,10 @@ def test_unreachable_past_the_deadline_is_interrupted_not_failed() -> None:
 @pytest.mark.parametrize(
     "queue, expect",
     [
-        ("running", FollowStream),
-        ("pending", FollowStream),
+        # Posted under the dropped connection's client id: the new socket never hears of it,
+        # so /history is polled (repeats summarised), not the stream followed.
+        ("running", "poll"),
+        ("pending", "poll"),
         ("neither", "history"),
     ],
 )
@@ -198,7 +239,10 @@ def test_after_reconnecting_the_prompt_is_located(queue: str, expect: Any) -> No
     }[queue]
     job.do(look, body)
     action = job.decide()
-    if expect == "history":
+    if expect == "poll":
+        assert isinstance(action, HttpRequest) and action.repeat_for_s > 0, action
+        assert action.url == f"{URL}/history/{prompt(job)}"
+    elif expect == "history":
         assert isinstance(action, HttpRequest) and action.url == f"{URL}/history/{prompt(job)}"
     else:
         assert isinstance(action, expect)

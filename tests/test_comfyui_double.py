@@ -402,6 +402,29 @@ def test_ws_dropped_mid_run_history_completes(
     assert all(m["data"].get("prompt_id") in (None, marker) for m in after), after
 
 
+def test_an_older_sockets_close_pops_the_newer_one(
+    comfy: ComfyUIDouble, http: urllib3.PoolManager
+) -> None:
+    """server.py's websocket_handler ends with `sockets.pop(clientId)`, whichever socket holds
+    the id by then: when an old connection closes after a reconnect under the same id (a
+    half-open drop the server notices late), the new socket leaves the table and hears nothing
+    more, though it stays open (issue #25, defect 2)."""
+    old = open_ws(comfy, "same")
+    new = open_ws(comfy, "same")
+    old.close()
+    comfy.wait_until(lambda c: "same" not in c.clients, timeout=60)
+    pid = submit(http, comfy, flux_graph(steps=2), client_id="same")["prompt_id"]
+    comfy.wait_until(finished(pid), timeout=60)
+    # Delivered messages would be queued on the open socket before the next connection's
+    # status: the first thing a fresh socket under another id sees proves the run is over.
+    with open_ws(comfy, "marker") as marker:
+        marker_pid = submit(http, comfy, flux_graph(seed=3), client_id="marker")["prompt_id"]
+        recv_until_done(marker, marker_pid)
+    with pytest.raises(TimeoutError):
+        new.recv(timeout=0)
+    new.close()
+
+
 def test_hold_interrupt_queue_and_vram(comfy: ComfyUIDouble, http: urllib3.PoolManager) -> None:
     idle = get_json(http, f"{comfy.url}/system_stats")["devices"][0]
     comfy.hold_next()

@@ -189,6 +189,15 @@ COMFYUI: dict[str, Scenario] = {
         0,
         before_resume=lambda w: (_comfy(w).go_online(), _comfy(w).release()) and None,
     ),
+    # The prompt is held and the stream says nothing: after its quiet spell (5 s) imagen asks
+    # /queue (issue #25 defect 2).
+    "quiet": Scenario(
+        lambda w: _comfy(w).hold_next(),
+        _generate,
+        "JobSucceeded",
+        0,
+        before_resume=lambda w: _comfy(w).release(),
+    ),
     "sigterm": Scenario(
         lambda w: _comfy(w).hold_next(),
         _popen_then(_held, signal.SIGTERM),
@@ -253,6 +262,7 @@ COMFYUI_POINTS = [
     ("timeout", "JobCancelled"),
     ("offline", "StreamClosed"),
     ("polled", "PollsUnchanged"),
+    ("quiet", "StreamQuiet"),
     ("offline", "RequestFailed"),
     ("sigterm", "JobInterrupted"),
 ]
@@ -270,6 +280,7 @@ NOT_RECORDED = {
         "StreamOpened": "Replicate has no progress stream",
         "StreamMessage": "Replicate has no progress stream",
         "StreamClosed": "Replicate has no progress stream",
+        "StreamQuiet": "Replicate has no progress stream",
         "ProgressObserved": "Replicate has no progress stream",
         "RunnerRenewed": RENEWED,
         "PollsUnchanged": "Replicate's polls are Prefer: wait requests, each recorded",

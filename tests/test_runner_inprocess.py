@@ -123,6 +123,59 @@ def test_a_stream_transport_that_drops_is_reconnected_and_the_prompt_located(
     assert state.image is not None and Path(state.image.path).exists()
 
 
+class DeafStreams:
+    """The real websocket, deaf from the start: what a socket ComfyUI popped from its table
+    hears (nothing), while it stays open. Its waits pass on the test's clock, once the double
+    has finished every prompt (so what the quiet check finds never depends on speed)."""
+
+    def __init__(self, comfy: Any, time: ManualTime) -> None:
+        self.comfy, self.time = comfy, time
+
+    def connect(self, url: str, *, headers: dict[str, str], timeout_s: float) -> Stream:
+        return _Deaf(Websockets().connect(url, headers=headers, timeout_s=timeout_s), self)
+
+
+class _Deaf:
+    def __init__(self, inner: Stream, streams: DeafStreams) -> None:
+        self.inner, self.streams = inner, streams
+
+    def recv(self, timeout: float) -> str | bytes:
+        comfy = self.streams.comfy
+        comfy.wait_until(lambda c: c.submitted and c.running is None, timeout=120)
+        self.streams.time.sleep(timeout)
+        raise TimeoutError
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_deaf_stream_is_noticed_by_its_quiet_and_the_image_found(
+    tmp_path: Path, store: Any
+) -> None:
+    """Issue #25 defect 2: an open socket that hears nothing is no reason to wait for the
+    deadline. After quiet_s without a word the runner records StreamQuiet; /queue and /history
+    find the finished prompt."""
+    time = ManualTime()
+    with comfyui_double() as comfy:
+        envt = environment({}, time)
+        job = prepared(
+            tmp_path / "out",
+            "comfyui",
+            {"url": comfy.url, "poll_interval_s": 0.05, "retry_base_s": 0.01},
+            GenerateInputs("a kite", seed=5, size=(256, 256)),
+            envt,
+        )
+        started = time.now
+        state = drive(store, job, envt, streams=DeafStreams(comfy, time))
+        executed = comfy.executed
+    assert state.status == "succeeded", state.terminal
+    assert executed == 1
+    kinds = [type(r.event).__name__ for r in state.history]
+    assert kinds.count("StreamQuiet") == 1 and "CancelRequested" not in kinds
+    assert (time.now - started).total_seconds() < 10  # the first quiet spell, not the deadline
+    assert len(kinds) < 40, kinds
+
+
 class ShownProgress:
     """A reporter noting what the progress display would show."""
 

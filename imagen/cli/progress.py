@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from imagen.core.events import (
@@ -24,6 +25,7 @@ class RichReporter:
         self.enabled = stderr.isatty() if enabled is None else enabled
         self._stderr = stderr if events else None
         self.retries = 0
+        self._down_since: datetime | None = None  # the server out of reach since (said once)
         self._progress: Any = None
         self._task: Any = None
         if self.enabled:
@@ -67,6 +69,7 @@ class RichReporter:
         if isinstance(e, RequestSent):
             self._say(f"{e.purpose} …")
         elif isinstance(e, ResponseReceived):
+            self._down_since = None  # it answers again: a later outage is said again
             body = e.body if isinstance(e.body, dict) else {}
             self._say(
                 f"{e.purpose}: HTTP {e.status}"
@@ -74,6 +77,7 @@ class RichReporter:
             )
         elif isinstance(e, RequestFailed):
             self._say(f"{e.purpose}: {e.error}")
+            self._unreachable(state, rec)
         elif isinstance(e, RetryScheduled):
             self.retries += 1
             self._say(f"retrying {e.purpose} in {e.delay_s:g}s ({e.reason})")
@@ -83,6 +87,27 @@ class RichReporter:
             self._say(e.status)
         elif isinstance(e, ImageStored):
             self._say(f"stored {e.width}x{e.height} {e.format}")
+
+    def _unreachable(self, state: JobState, rec: Recorded) -> None:
+        """Once per outage of a job the server has accepted (it may still be running there):
+        since when, that imagen keeps trying until the deadline, and how to stop and resume.
+        On a terminal and with -v; a pipe without -v stays quiet."""
+        if self._down_since is not None or state.remote_id is None or state.request is None:
+            return
+        if rec.event.error not in ("refused", "timeout", "network", "unreachable"):  # type: ignore[attr-defined]
+            return
+        self._down_since = rec.at
+        deadline = _deadline(state)
+        until = f" (until {deadline.astimezone():%H:%M:%S})" if deadline else ""
+        text = (
+            f"imagen: {state.request.backend} is unreachable since "
+            f"{rec.at.astimezone():%H:%M:%S}; imagen keeps trying until the deadline{until}. "
+            f"To stop now and go on later: Ctrl-C, then `imagen resume {state.job_id}`"
+        )
+        if self._stderr is not None:
+            print(text, file=self._stderr, flush=True)
+        elif self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
 
     def progress(self, step: int | None, total: int | None, label: str = "") -> None:
         """`label` names what runs (e.g. the sampler node); work without steps shows no bar."""
@@ -95,3 +120,15 @@ class RichReporter:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def _deadline(state: JobState) -> datetime | None:
+    """The adapter's deadline for this run, when its backend says (`deadline(state)`)."""
+    from imagen import backends
+
+    assert state.request is not None
+    try:
+        find = getattr(backends.load(state.request.backend_type), "deadline", None)
+        return find(state) if find is not None else None
+    except Exception:  # a display never fails a job
+        return None

@@ -72,6 +72,9 @@ class FollowStream:
     context: dict[str, Any]
     deadline: str | None = None
     waiting: Progress | None = None  # what to show until a frame says otherwise
+    # After this long without a frame the adapter says something of (events, progress, done),
+    # the runner records StreamQuiet and returns, the stream left open.
+    quiet_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -389,6 +389,15 @@ class StreamClosed(Event):
 
 
 @dataclass(frozen=True)
+class StreamQuiet(Event):
+    """The open stream brought nothing about the followed work for `seconds` (a socket can go
+    deaf without closing: ComfyUI drops a client id from its table when an older connection
+    under that id closes). It stays open; the adapter asks the server instead."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class StreamMessage(Event):
     """A significant message from a progress stream (start, finish, error); step frames are
     summarised as ProgressObserved instead of being recorded one by one."""
@@ -543,6 +552,7 @@ CATALOGUE: dict[str, type[Event]] = {
         RemoteIdsHeld,
         StreamOpened,
         StreamClosed,
+        StreamQuiet,
         StreamMessage,
         ProgressObserved,
         ImageStored,

@@ -27,6 +27,7 @@ from imagen.core.events import (
     StreamClosed,
     StreamMessage,
     StreamOpened,
+    StreamQuiet,
     UnknownEvent,
 )
 from imagen.core.job import JobState
@@ -75,6 +76,8 @@ def _describe(e: Event) -> str:
             return f"progress stream open ({e.client_id})"
         case StreamClosed():
             return f"progress stream closed: {e.reason} {e.message}".rstrip()
+        case StreamQuiet():
+            return f"progress stream quiet for {e.seconds:g} s: asking the server"
         case StreamMessage():
             return f"stream: {e.kind}"
         case ProgressObserved():

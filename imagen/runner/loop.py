@@ -49,6 +49,7 @@ from imagen.core.events import (
     RunnerRenewed,
     StreamClosed,
     StreamOpened,
+    StreamQuiet,
     redact_headers,
 )
 from imagen.core.failures import Failure
@@ -558,13 +559,21 @@ class Runner:
         context = a.context
         if a.waiting is not None:
             self.reporter.progress(a.waiting.step, a.waiting.total, a.waiting.label)
+        heard = self.envt.clock()  # the last frame the adapter said something of
         while True:
-            if deadline is not None and self.envt.clock() >= deadline:
+            now = self.envt.clock()
+            if deadline is not None and now >= deadline:
                 return self._append(
                     state, [StreamClosed("deadline", "no result before the deadline")]
                 )
+            wait = 1.0
+            if a.quiet_s is not None:
+                left = a.quiet_s - (now - heard).total_seconds()
+                if left <= 0:
+                    return self._append(state, [StreamQuiet(round(a.quiet_s, 3))])
+                wait = min(wait, max(left, 0.01))
             try:
-                frame = self._stream.recv(timeout=1.0)
+                frame = self._stream.recv(timeout=wait)
             except TimeoutError:
                 self._check_interrupt()
                 state = self._renew_lease(state)
@@ -582,6 +591,8 @@ class Runner:
             # as adapters skip any malformed frame; the job's polling still finds its end.
             if out is not None:
                 context = out.context
+                if out.events or out.progress is not None or out.done:
+                    heard = self.envt.clock()
                 if out.progress is not None:
                     self.reporter.progress(
                         out.progress.step, out.progress.total, out.progress.label

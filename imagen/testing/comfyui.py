@@ -1290,6 +1290,8 @@ class ComfyUIDouble:
         self._requests: list[tuple[str, str]] = []
         self._sockets: dict[str, web.WebSocketResponse] = {}
         self._transports: dict[str, Any] = {}
+        self._open_transports: set[Any] = set()  # every websocket's, in the table or not
+        self._websockets_opened = 0
         self._last_node_id: str | None = None
         self._cache: dict[str, tuple[list[_Value], dict[str, Any] | None]] = {}
         self._fails: dict[str, deque[_Fault]] = {r: deque() for r in _ROUTES}
@@ -1357,6 +1359,12 @@ class ComfyUIDouble:
         """The prompt id the worker is executing, else None."""
         with self._lock:
             return self._running[1] if self._running else None
+
+    @property
+    def websockets_opened(self) -> int:
+        """Websocket connections put in the socket table so far (reconnections included)."""
+        with self._lock:
+            return self._websockets_opened
 
     @property
     def clients(self) -> list[str]:
@@ -1578,9 +1586,9 @@ class ComfyUIDouble:
         with self._lock:
             self._offline = True
         await self._site.stop()
-        for sid in list(self._transports):
+        for transport in list(self._open_transports):
             with contextlib.suppress(Exception):
-                self._transports[sid].abort()
+                transport.abort()
 
     async def _go_online(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -1615,9 +1623,9 @@ class ComfyUIDouble:
         self._worker_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._worker_task
-        for sid in list(self._transports):
+        for transport in list(self._open_transports):
             with contextlib.suppress(Exception):
-                self._transports[sid].abort()
+                transport.abort()
         await self._runner.cleanup()
 
     # ------------------------------------------------------------------------ middleware
@@ -1744,9 +1752,13 @@ class ComfyUIDouble:
         await ws.prepare(request)
         sid = request.rel_url.query.get("clientId", "") or uuid.uuid4().hex
         with self._lock:
-            # Reconnecting replaces the old socket, which is left to die on its own.
+            # Reconnecting replaces the old socket, which is left to die on its own: and when
+            # it dies, its handler pops the client id whatever socket holds it now (server.py's
+            # `finally: self.sockets.pop(sid, None)`), so the newer socket hears nothing more.
             self._sockets[sid] = ws
             self._transports[sid] = request.transport
+            self._open_transports.add(request.transport)
+            self._websockets_opened += 1
         self._notify()
         try:
             await ws.send_str(
@@ -1765,9 +1777,9 @@ class ComfyUIDouble:
             pass
         finally:
             with self._lock:
-                if self._sockets.get(sid) is ws:
-                    del self._sockets[sid]
-                    self._transports.pop(sid, None)
+                self._sockets.pop(sid, None)
+                self._transports.pop(sid, None)
+                self._open_transports.discard(request.transport)
             self._notify()
         return ws
 

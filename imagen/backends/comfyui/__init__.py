@@ -40,6 +40,7 @@ from imagen.backends.comfyui.job import (
     current_prompt,
     prompt_id,
 )
+from imagen.backends.comfyui.job import run_deadline as deadline
 from imagen.backends.comfyui.machine import POLL_WINDOW_S, decide
 from imagen.backends.comfyui.probe import (
     check_requests,
@@ -85,6 +86,7 @@ __all__ = [
     "client_id",
     "current_prompt",
     "custom_graph",
+    "deadline",
     "decide",
     "describe_model",
     "flux_schnell_graph",

@@ -52,13 +52,37 @@ def session_start(state: JobState) -> datetime | None:
 
 
 def client_id(state: JobState) -> str:
-    """One websocket client id per job: ComfyUI sends a prompt's messages only to the client id
-    it was posted with, so a resumed run must reconnect under the same id."""
+    """The client id a prompt is posted under now: the open websocket's. ComfyUI sends a
+    prompt's messages only to the client id it was posted with, and only while that id is in
+    its socket table."""
+    s = stream_state(state)
+    if s.state == "open" and s.at is not None:
+        return s.at.event.client_id  # type: ignore[attr-defined,no-any-return]
     for ex in reversed(exchanges(state, "prompt")):
         body = ex.sent.body
         if isinstance(body, dict) and isinstance(body.get("client_id"), str):
             return body["client_id"]
     return str(uuid.uuid5(_NS, f"{state.job_id}:client"))
+
+
+def posted_client(state: JobState, pid: str) -> str | None:
+    """The client id prompt `pid` was posted under (None if not found)."""
+    for ex in reversed(exchanges(state, "prompt")):
+        body = ex.sent.body
+        if isinstance(body, dict) and body.get("prompt_id") == pid:
+            got = body.get("client_id")
+            return got if isinstance(got, str) else None
+    return None
+
+
+def connection_id(state: JobState) -> str:
+    """A fresh client id for every websocket connection. ComfyUI's websocket_handler ends each
+    connection with `sockets.pop(clientId)`: reconnecting under the same id, the old
+    connection's late close (a half-open drop the server notices after imagen reconnected)
+    would remove the new socket from the table and leave it deaf. A unique id cannot be taken
+    away by another connection; a prompt posted under an earlier connection's id is then
+    found by asking /queue and /history, never by waiting on the stream."""
+    return str(uuid.uuid5(_NS, f"{state.job_id}:client:{state.version}"))
 
 
 @dataclass(frozen=True)
@@ -87,9 +111,10 @@ def stream_state(state: JobState) -> StreamState:
 
 
 def open_stream(state: JobState, not_before: str | None = None) -> OpenStream:
+    cid = connection_id(state)
     return OpenStream(
-        f"{server_url(state).replace('http', 'ws', 1)}/ws?clientId={client_id(state)}",
-        client_id(state),
+        f"{server_url(state).replace('http', 'ws', 1)}/ws?clientId={cid}",
+        cid,
         auth_env=config_of(state).get("token_env"),
         not_before=not_before,
     )
@@ -125,14 +150,6 @@ def current_prompt(state: JobState) -> str | None:
 def accepted_at(state: JobState) -> int:
     rec = state.last(RemoteJobAccepted)
     return rec.version if rec else 0
-
-
-def posted_at(state: JobState, pid: str) -> int:
-    """The version at which the POST of this prompt was recorded (0 if not found)."""
-    for ex in reversed(exchanges(state, "prompt")):
-        if isinstance(ex.sent.body, dict) and ex.sent.body.get("prompt_id") == pid:
-            return ex.sent_at.version
-    return 0
 
 
 def prompt_id(state: JobState) -> str:

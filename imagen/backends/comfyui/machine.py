@@ -21,7 +21,7 @@ from imagen.backends.comfyui.job import (
     malformed,
     open_stream,
     past_deadline,
-    posted_at,
+    posted_client,
     request,
     retry_at,
     run_deadline,
@@ -46,10 +46,13 @@ from imagen.core.events import (
     JobFailed,
     JobSucceeded,
     LookupConcluded,
+    ProgressObserved,
     RequestFailed,
     ResponseReceived,
     RetryScheduled,
     StreamMessage,
+    StreamOpened,
+    StreamQuiet,
 )
 from imagen.core.failures import Failure
 from imagen.core.job import JobState, Recorded, iso
@@ -127,9 +130,15 @@ def _follow(state: JobState, pid: str) -> Action:
     stream = stream_state(state)
     if stream.state == "open":
         assert stream.at is not None
-        if posted_at(state, pid) > stream.at.version:
+        if posted_client(state, pid) != stream.at.event.client_id:  # type: ignore[attr-defined]
+            # Posted under an earlier connection's id: ComfyUI sends its messages to that id
+            # alone, so this socket will never hear of it. Where is it, then poll.
+            return _locate(state, pid, since=stream.at.version, stream_open=False)
+        quiet = _last_quiet(state, since=stream.at.version)
+        if quiet is None:
             return _follow_stream(state, pid)  # posted with this socket open: nothing missed
-        return _locate(state, pid, since=stream.at.version, stream_open=True)
+        # Quiet for a while: ask the server (a deaf socket never says so itself).
+        return _locate(state, pid, since=quiet.version, stream_open=True)
     if stream.state == "closed" and stream.why == "deadline":
         return Record((CancelRequested("timeout"),))
     if stream.state == "failed" and stream.why == "handshake":
@@ -144,13 +153,38 @@ def _follow(state: JobState, pid: str) -> Action:
     return open_stream(state, not_before)
 
 
+# A followed prompt the stream says nothing of for this long is looked for in /queue and
+# /history (3 events a look), the wait doubling while it stays quiet (a queue ahead of it, a
+# long node without progress) and back to the start once the stream speaks.
+QUIET_BASE_S = 5.0
+QUIET_CAP_S = 60.0
+
+
 def _follow_stream(state: JobState, pid: str) -> FollowStream:
     deadline = run_deadline(state)
     return FollowStream(
         {"prompt_id": pid, "classes": posted_classes(state), "recorded": {}},
         deadline=iso(deadline) if deadline else None,
         waiting=Progress("queued in ComfyUI"),
+        quiet_s=min(QUIET_BASE_S * 2 ** _quiet_looks(state), QUIET_CAP_S),
     )
+
+
+def _last_quiet(state: JobState, *, since: int) -> Recorded | None:
+    rec = state.last(StreamQuiet)
+    return rec if rec is not None and rec.version > since else None
+
+
+def _quiet_looks(state: JobState) -> int:
+    """StreamQuiet events since the stream last spoke (a recorded message or progress) or
+    opened."""
+    n = 0
+    for rec in reversed(state.history):
+        if isinstance(rec.event, StreamQuiet):
+            n += 1
+        elif isinstance(rec.event, StreamMessage | ProgressObserved | StreamOpened):
+            break
+    return min(n, 8)
 
 
 def _locate(state: JobState, pid: str, *, since: int, stream_open: bool) -> Action:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from imagen.backends.comfyui.inputs import DEFAULT_MODEL
-from imagen.backends.comfyui.job import client_id, current_prompt
+from imagen.backends.comfyui.job import client_id, current_prompt, posted_client
 from imagen.backends.comfyui.wire import stats_body, system_facts
 from imagen.backends.common import config_of, exchanges
 from imagen.core.job import JobState
@@ -67,7 +67,7 @@ def success_result(state: JobState) -> dict[str, Any]:
                 if isinstance(ex.sent.body, dict)
             }
         ),
-        "client_id": client_id(state),
+        "client_id": _posted_under(state),
         **system_facts(stats),
         "path": state.image.path,
         "sha256": state.image.sha256,
@@ -103,3 +103,9 @@ def sent_inputs(state: JobState) -> dict[str, Any]:
                 out.setdefault("count", inputs["batch_size"])
     # Only what the graph holds: a sidecar never claims a seed or steps a workflow did not take.
     return {"seed": None, "steps": None, "sampler": None, "scheduler": None, **out}
+
+
+def _posted_under(state: JobState) -> str:
+    """The client id the current prompt was posted under (each connection has its own)."""
+    pid = current_prompt(state)
+    return (posted_client(state, pid) if pid else None) or client_id(state)
