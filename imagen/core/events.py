@@ -437,14 +437,25 @@ class CancelRequested(Event):
     reason: CancelReason
 
 
+class _End(Event):
+    """A job's end. `spend` (SPEND_AT_END, below) is written only when the runner gave one, so
+    an end without it records what an end always recorded."""
+
+    def to_data(self) -> JSON:
+        data = super().to_data()
+        if data.get("spend") is None:
+            data.pop("spend", None)
+        return data
+
+
 @dataclass(frozen=True)
-class JobSucceeded(Event):
+class JobSucceeded(_End):
     result: JSON = field(default_factory=dict)
     spend: JSON | None = None  # see SPEND_AT_END
 
 
 @dataclass(frozen=True)
-class JobFailed(Event):
+class JobFailed(_End):
     """`reason` is the adapter's own word for what happened (e.g. prediction_failed);
     `category` is what kind of failure it is, which decides the exit code (app/outcome.py).
 
@@ -473,7 +484,7 @@ class JobFailed(Event):
 
 
 @dataclass(frozen=True)
-class JobCancelled(Event):
+class JobCancelled(_End):
     """`remote_cancelled` is true only when imagen verified that the remote job will not run
     (or finish); `detail` says what was done and seen, in words a user can act on."""
 
