@@ -606,3 +606,16 @@ def test_without_websockets_the_adapter_asks_for_compact_polls() -> None:
     job.do(poll, {})  # a quiet window: is it still queued?
     check = job.decide()
     assert isinstance(check, HttpRequest) and check.url.endswith("/queue")
+
+
+def test_a_reconnect_shows_what_the_queue_says_running_or_queued() -> None:
+    """Resuming or reconnecting, the display says what /queue says (issue #25, item 6)."""
+    for where, shown in (("queue_running", "running in ComfyUI"), ("queue_pending", "queued")):
+        job = accepted(new_job())
+        job.add(StreamClosed("dropped", "x"))
+        open_stream(job)
+        other = {"queue_running": [], "queue_pending": []}
+        job.do(job.decide(), {**other, where: [[1, prompt(job), {}, {}, []]]})
+        follow = job.decide()
+        assert isinstance(follow, FollowStream), follow
+        assert follow.waiting is not None and follow.waiting.label.startswith(shown), where
