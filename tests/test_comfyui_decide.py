@@ -606,3 +606,21 @@ def test_without_websockets_the_adapter_asks_for_compact_polls() -> None:
     job.do(poll, {})  # a quiet window: is it still queued?
     check = job.decide()
     assert isinstance(check, HttpRequest) and check.url.endswith("/queue")
+
+
+def test_a_quiet_look_shows_what_the_queue_says_running_or_queued() -> None:
+    """When the stream goes quiet and /queue is asked, the display then says what /queue says,
+    not always "queued in ComfyUI" (issue #25, item 6). (A reconnect or resume polls: a new
+    socket's client id never hears of the prompt.)"""
+    from imagen.core.events import StreamQuiet
+
+    for where, shown in (("queue_running", "running in ComfyUI"), ("queue_pending", "queued")):
+        job = accepted(new_job())
+        job.add(StreamQuiet(5.0))
+        other = {"queue_running": [], "queue_pending": []}
+        look = job.decide()
+        assert isinstance(look, HttpRequest) and look.purpose == "queue", look
+        job.do(look, {**other, where: [[1, prompt(job), {}, {}, []]]})
+        follow = job.decide()
+        assert isinstance(follow, FollowStream), follow
+        assert follow.waiting is not None and follow.waiting.label.startswith(shown), where

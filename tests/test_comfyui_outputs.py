@@ -197,3 +197,50 @@ def test_a_workflow_without_a_sampler_claims_no_steps_sampler_or_scheduler(
     assert {k: sidecar["result"][k] for k in ("steps", "sampler", "scheduler")} == dict.fromkeys(
         ("steps", "sampler", "scheduler")
     )
+
+
+def test_a_corrupt_last_output_fails_the_job_before_any_file_is_stored() -> None:
+    """Two good PNGs then a corrupt WebP: every output is checked before any is stored, so the
+    job fails with nothing on disk instead of keeping two PNGs without sidecars (defect 3)."""
+    from imagen.core.actions import StoreImage
+    from imagen.core.events import RequestFailed, ResponseReceived
+    from tests.test_comfyui_decide import accepted, new_job, prompt
+
+    job = accepted(new_job())
+    pid = prompt(job)
+    entry = {
+        "status": {"status_str": "success", "completed": True, "messages": []},
+        "outputs": {
+            "9": {
+                "images": [
+                    {"filename": f"a_0000{n}_.png", "subfolder": "", "type": "output"}
+                    for n in (1, 2)
+                ]
+            },
+            "12": {
+                "images": [{"filename": "w_00001_.webp", "subfolder": "", "type": "output"}],
+                "animated": [True],
+            },
+        },
+    }
+    job.add(StreamMessage("execution_success", {"prompt_id": pid}))
+    job.do(job.decide(), {pid: entry})
+    for _ in range(30):
+        action = job.decide()
+        if isinstance(action, Record):
+            if any(isinstance(e, JobFailed) for e in action.events):
+                break
+            job.apply(action)
+            continue
+        assert isinstance(action, StoreImage), action
+        assert action.check_only, f"stored {action.url} before every output was checked"
+        rid = job.send(action)
+        if "webp" in action.url:
+            job.add(RequestFailed(rid, "check", "invalid_image", "expected a webp image"))
+        else:
+            job.add(ResponseReceived(rid, "check", 200, {}, {"bytes": 9, "format": "png"}))
+    else:
+        raise AssertionError("no end")
+    (failed,) = action.events
+    assert failed.reason == "download_failed" and "w_00001_.webp (node 12)" in failed.message
+    assert not job.state.images

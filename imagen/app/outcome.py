@@ -85,9 +85,11 @@ def summary(state: JobState) -> dict[str, Any]:
     """The --json object: every image with its sidecar; inputs as they were sent; money as
     exact decimal strings."""
     from imagen.projections.cost import cost_usd
-    from imagen.projections.sidecar import sidecar
+    from imagen.projections.sidecar import job_fields, sidecar
 
-    data = sidecar(state) or {}
+    # One job object everywhere: a job without a sidecar (failed, cancelled) still says what
+    # the ledger knows of it.
+    data = sidecar(state) or job_fields(state)
     paths = [i.path for i in state.images]
     return {
         "job_id": state.job_id,

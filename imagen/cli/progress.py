@@ -111,10 +111,17 @@ class RichReporter:
 
     def progress(self, step: int | None, total: int | None, label: str = "") -> None:
         """`label` names what runs (e.g. the sampler node); work without steps shows no bar."""
-        if self._progress is not None:
-            self._progress.update(
-                self._task, completed=step or 0, total=total, description=label or "sampling"
-            )
+        if self._progress is None:
+            return
+        if total is None:
+            # Work without steps comes after the stepped work (the sampler) has ended, which
+            # ComfyUI may have counted 0..n-1: the bar stays full, never back to 0/n.
+            shown = self._progress.tasks[0].total
+            self._progress.update(self._task, completed=shown or 0, description=label or "sampling")
+            return
+        self._progress.update(
+            self._task, completed=step or 0, total=total, description=label or "sampling"
+        )
 
     def close(self) -> None:
         if self._progress is not None:

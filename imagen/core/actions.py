@@ -49,6 +49,9 @@ class StoreImage:
     headers: tuple[tuple[str, str], ...] = ()
     not_before: str | None = None
     index: int = 0  # which of the job's images this is (recorded on ImageStored)
+    # Fetch and check only, write nothing (purpose "check"): ComfyUI checks every output of a
+    # job before storing any, so a bad last file never leaves a failed job with files on disk.
+    check_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,27 @@ def expected_size(params: dict[str, Any]) -> str | None:
     return None
 
 
+def job_fields(state: JobState) -> dict[str, Any]:
+    """What the ledger knows of a job whatever its end: backend, model, the inputs as sent,
+    the size asked for, the remote id. A failed job's `--json` reports these too; a sidecar
+    overrides the size with the image's own."""
+    req = state.request
+    if req is None:
+        return {}
+    params = req.params if isinstance(req.params, dict) else {}
+    sent = sent_inputs(state)
+    accepted = state.last(RemoteJobAccepted)
+    return {
+        "backend": req.backend,
+        "model": req.model,
+        "seed": sent.get("seed", params.get("seed")),
+        "width": params.get("width"),
+        "height": params.get("height"),
+        "steps": sent.get("steps", params.get("steps")),
+        "prediction_id": accepted.event.remote_id if accepted else None,  # type: ignore[attr-defined]
+    }
+
+
 def sidecars(state: JobState) -> list[dict[str, Any]]:
     """One document per stored image of a succeeded job (empty otherwise)."""
     if state.request is None or not isinstance(state.terminal, JobSucceeded) or not state.images:

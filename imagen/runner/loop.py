@@ -461,14 +461,15 @@ class Runner:
         is_data = a.url.startswith("data:")
         shown = f"{a.url.split(',', 1)[0]},…({len(a.url)} chars)" if is_data else a.url
         headers = {**dict(a.headers), **self._auth(a.auth_env, a.url)}
+        purpose = "check" if a.check_only else "download"
         state = self._append(
-            state, [RequestSent(a.request_id, "download", "GET", shown, redact_headers(headers))]
+            state, [RequestSent(a.request_id, purpose, "GET", shown, redact_headers(headers))]
         )
         started = time.perf_counter()
 
         def failed(kind: str, message: str) -> JobState:
             return self._append(
-                state, [RequestFailed(a.request_id, "download", kind, message, _ms(started))]
+                state, [RequestFailed(a.request_id, purpose, kind, message, _ms(started))]
             )
 
         try:
@@ -484,7 +485,7 @@ class Runner:
                         state,
                         [
                             ResponseReceived(
-                                a.request_id, "download", reply.status, {}, body, _ms(started)
+                                a.request_id, purpose, reply.status, {}, body, _ms(started)
                             )
                         ],
                     )
@@ -494,6 +495,11 @@ class Runner:
             return failed(f.kind, str(f))
         except InvalidImage as exc:
             return failed("invalid_image", str(exc))
+        if a.check_only:
+            checked = {"bytes": len(data), "format": info.format}
+            return self._append(
+                state, [ResponseReceived(a.request_id, purpose, 200, {}, checked, _ms(started))]
+            )
         import hashlib
 
         dest = Path(a.dest)

@@ -99,7 +99,8 @@ class History:
     def send(self, action: HttpRequest | StoreImage | OpenStream) -> str:
         """Record a request as sent (unanswered); returns its request id."""
         if isinstance(action, StoreImage):
-            self.add(RequestSent(action.request_id, "download", "GET", action.url))
+            purpose = "check" if action.check_only else "download"
+            self.add(RequestSent(action.request_id, purpose, "GET", action.url))
             return action.request_id
         if isinstance(action, OpenStream):
             rid = f"stream-{self.state.version + 1}"  # as the runner names it

@@ -160,12 +160,13 @@ QUIET_BASE_S = 5.0
 QUIET_CAP_S = 60.0
 
 
-def _follow_stream(state: JobState, pid: str) -> FollowStream:
+def _follow_stream(state: JobState, pid: str, running: bool = False) -> FollowStream:
+    """`running`: /queue had it running (a reconnect or resume); shown until a frame says more."""
     deadline = run_deadline(state)
     return FollowStream(
         {"prompt_id": pid, "classes": posted_classes(state), "recorded": {}},
         deadline=iso(deadline) if deadline else None,
-        waiting=Progress("queued in ComfyUI"),
+        waiting=Progress("running in ComfyUI" if running else "queued in ComfyUI"),
         quiet_s=min(QUIET_BASE_S * 2 ** _quiet_looks(state), QUIET_CAP_S),
     )
 
@@ -209,7 +210,7 @@ def _locate(state: JobState, pid: str, *, since: int, stream_open: bool) -> Acti
         return malformed(state, "queue", "/queue", "queue_running/queue_pending are not lists")
     if pid in ids[0] or pid in ids[1]:
         if stream_open:
-            return _follow_stream(state, pid)
+            return _follow_stream(state, pid, running=pid in ids[0])
         return _poll(state, pid, since=queue[-1].outcome_at.version)  # type: ignore[union-attr]
     looked = [
         ex for ex in exchanges(state, "history") if ex.sent_at.version > queue[-1].sent_at.version
