@@ -11,6 +11,7 @@ from pathlib import Path
 
 from imagen.testing.comfyui import ComfyUIDouble
 from imagen.testing.replicate import ReplicateDouble
+from tests.support.cli import ROOT
 from tests.support.doubles import comfy_box, rep_box
 
 
@@ -48,6 +49,11 @@ def test_replicate_num_outputs_keeps_every_image_and_costs_per_image(
     rows = json.loads(box.run("usage", "--raw", "--json").stdout)
     assert sorted(r["cost_usd"] for r in rows) == ["0.003000"] * 3
     assert {r["outcome"] for r in rows} == {"image"}
+    # Row ids as docs/usage.md says: the job id, then JOB:1, JOB:2 (each image's index).
+    job_id = box.only_job()
+    assert sorted(r["id"] for r in rows) == [job_id, f"{job_id}:1", f"{job_id}:2"]
+    usage_doc = (ROOT / "docs" / "usage.md").read_text()
+    assert "`JOB:1`, `JOB:2`…" in usage_doc and "`JOB:2`…, a paid" not in usage_doc
     [grouped] = json.loads(box.run("usage", "--json").stdout)
     assert grouped["images"] == 3 and grouped["cost_usd"] == "0.009000"
     [job] = json.loads(box.run("jobs", "--json").stdout)
