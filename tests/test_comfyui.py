@@ -487,6 +487,8 @@ def test_backends_check_ok_missing_workflow_and_down(tmp_path: Path, comfy: Comf
     assert box.run("backends", "--check", "down").returncode == 3
     assert box.run("backends", "--check", "flow").returncode == 3
     assert box.run("backends", "--check", "local").returncode == 0
+    missing = {r["name"]: r["model"] for r in json.loads(box.run("backends", "--json").stdout)}
+    assert missing["flow"] == "workflow flow.json (file missing or unreadable)"  # no FLUX unet
     workflow.write_text(json.dumps({"9": {"class_type": "NoSuchNode", "inputs": {}}}))
     flow = box.run("backends", "--check", "flow")
     assert flow.returncode == 3 and "node types not installed: NoSuchNode" in flow.stdout

@@ -28,6 +28,10 @@ def describe_model(options: Mapping[str, Any], configured: str | None = None) ->
     info = workflow_info(options)
     if info is not None:
         return f"workflow {info['file']} (sha256 {info['sha256'][:12]})"
+    if options.get("workflow"):
+        # Configured but not read (missing, unreadable): never the FLUX UNet it would not use.
+        name = str(options["workflow"]).replace("\\", "/").rsplit("/", 1)[-1]
+        return f"workflow {name} (file missing or unreadable)"
     return configured or str(options.get("unet") or DEFAULT_MODEL)
 
 
