@@ -451,6 +451,7 @@ def test_system_stats_metadata_and_asked_again_on_resume(
     }
     assert meta["comfyui_version"] == "0.3.64"
     assert meta["vram_total_mib"] == 24 * 1024 and meta["vram_used_mib"] > 0
+    assert meta["memory"] == "vram"  # a GPU's (the double's default device is a CUDA card)
 
 
 def test_backends_check_names_missing_models_and_exits_non_zero(tmp_path: Path) -> None:

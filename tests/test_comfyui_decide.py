@@ -298,6 +298,7 @@ def test_execution_success_then_history_then_image_then_result() -> None:
     assert result["comfyui_version"] == "0.3.64"
     assert result["vram_total_mib"] == round(25276063744 / 2**20)
     assert result["vram_used_mib"] == round((25276063744 - 23462133760) / 2**20)
+    assert result["memory"] == "ram"  # a CPU server's vram_* fields are its RAM
     assert result["model"] == comfyui.DEFAULT_MODEL and result["workflow"] == "flux-schnell"
 
 

@@ -162,11 +162,15 @@ def system_facts(stats: Mapping[str, Any] | None) -> dict[str, Any]:
     device = as_dict(devices[0]) if isinstance(devices, list) and devices else {}
     total, free = finite(device.get("vram_total")), finite(device.get("vram_free"))
     version = system.get("comfyui_version")
+    kind = device["type"] if isinstance(device.get("type"), str) else None
     return {
         "device": {
             "name": device["name"] if isinstance(device.get("name"), str) else None,
-            "type": device["type"] if isinstance(device.get("type"), str) else None,
+            "type": kind,
         },
+        # On a CPU server (`--cpu`) ComfyUI reports the machine's RAM in its vram_* fields:
+        # the keys stay (older readers), this says which memory they measure.
+        "memory": None if kind is None else ("ram" if kind == "cpu" else "vram"),
         "comfyui_version": version if isinstance(version, str) else None,
         "vram_total_mib": round(total / 2**20) if total is not None else None,
         "vram_used_mib": round((total - (free or 0)) / 2**20) if total is not None else None,
