@@ -132,12 +132,7 @@ class Session:
                 durability="normal" if durability == "normal" else "full",
             )
         except Exception as exc:
-            if not _open_failure(exc):
-                raise
-            raise UserError(
-                f"cannot open the ledger at {_shown(url)}: {_ledger_reason(exc)}",
-                ExitCode.LEDGER_ERROR,
-            ) from None
+            raise _cannot_open(url, exc) from None
 
     def ledger_failure(self, exc: BaseException) -> UserError | None:
         """A database error raised while a command ran, as a one-line ledger error (or None).
@@ -178,12 +173,7 @@ class Session:
             except NoLedgerError as exc:
                 raise NoLedgerYet(str(exc), ExitCode.NOT_FOUND) from None
             except Exception as exc:
-                if not _open_failure(exc):
-                    raise
-                raise UserError(
-                    f"cannot open the ledger at {_shown(url)}: {_ledger_reason(exc)}",
-                    ExitCode.LEDGER_ERROR,
-                ) from None
+                raise _cannot_open(url, exc) from None
         return self._store
 
     def jobs_reader(self) -> Any:
@@ -234,11 +224,16 @@ class Session:
         return self.store()
 
 
-def _open_failure(exc: BaseException) -> bool:
-    """Is this why a ledger could not be opened (rather than a bug)?"""
+def _cannot_open(url: str, exc: Exception) -> Exception:
+    """Why the ledger at `url` could not be opened, as the one-line error to raise; a bug (not
+    a reason a ledger cannot be opened) is returned as it is, to be raised as it is."""
     from ledger.errors import open_failure
 
-    return open_failure(exc)
+    if not open_failure(exc):
+        return exc
+    return UserError(
+        f"cannot open the ledger at {_shown(url)}: {_ledger_reason(exc)}", ExitCode.LEDGER_ERROR
+    )
 
 
 def _shown(url: str) -> str:

@@ -2,7 +2,7 @@
 the global options, and the mapping of every way a command can end to one line and an exit code.
 
 The ledger-opening functions that lived here (store, _open, reader, _read_store, jobs_reader,
-usage_reader, _open_failure, ledger_failure, _cannot_write) are the Session's now."""
+usage_reader, _cannot_open, ledger_failure, _cannot_write) are the Session's now."""
 
 from __future__ import annotations
 
