@@ -115,6 +115,8 @@ def box(tmp_path: Path) -> Sandbox:
         (["jobs", "--limit", "x"], 'invalid value for --limit: unable to convert "x" into int'),
         (["jobs", "--json-output"], "unknown option: --json-output"),
         (["nope"], 'unknown command "nope"'),
+        (["genrate", "a fox"], 'unknown command "genrate". Did you mean "generate"?'),
+        (["jobs", "--limit", "-1"], "--limit -1: give 1 or more rows"),
         (["-x", "jobs"], "unknown option: -x (see `imagen --help`)"),
         (["generate"], "no prompt: pass the text to draw"),
         (["generate", "--typo"], "unknown option: --typo (see `imagen generate --help`)"),
