@@ -120,8 +120,8 @@ JOB_COLUMNS = [
     render.Column("job_id", tty=lambda v: v[:8]),
     render.Column("created_at", tty=lambda v: _local(v)),
     render.Column("status"),
-    render.Column("backend"),
-    render.Column("model"),
+    render.Column("backend", drop=1),
+    render.Column("model", drop=2),
     render.Column("cost_usd", tty=lambda v: _dollars(v), align=">"),
     render.Column("prompt", shrink=True),
 ]
