@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -471,6 +472,55 @@ def test_desktop_opener_inside_tmux_finds_the_display_in_the_sessions_environmen
         pv.open_on_desktop(image, env=env)
     assert "in this tmux session's environment" in str(info.value)
     assert "not in tmux" not in str(info.value)
+
+
+BATCH_DRIVER = """
+import sys
+from types import SimpleNamespace
+
+from imagen.app.exit_codes import ExitCode
+from imagen.cli.batch import BatchDrive
+
+drive = BatchDrive(json_output=False)  # what `generate -n 3` shows, in this pane's terminal
+drive.begin(3, SimpleNamespace(value=None, terminating=False))
+for n in range(3):
+    drive.on_start(f"job{n}")
+    drive.display._live.refresh()  # the live region is on screen when the path lands
+    done = SimpleNamespace(
+        job_id=f"job{n}", status="succeeded", spent=None, code=ExitCode.OK, summary={},
+        images=[f"/images/fox-{n}.png"], message=None,
+    )
+    drive.on_done(done)
+    drive.display._live.refresh()
+drive.close()
+sys.exit(drive.finish(None, "batch b1", "imagen resume b1"))
+"""
+
+
+@needs_tmux
+def test_a_batchs_image_paths_stay_on_screen_and_its_bar_leaves_none(
+    server: Server, workdir: Path
+) -> None:
+    script = workdir / "batch.py"
+    script.write_text(BATCH_DRIVER)
+    channel = f"imagen-{uuid.uuid4().hex}"
+    run = (
+        f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}; "
+        f"{shlex.quote(TMUX or 'tmux')} -S {shlex.quote(server.socket)} wait-for -S {channel}; "
+        "exec sleep 60"
+    )
+    pane = server.tmux(
+        "new-window", "-d", "-P", "-F", "#{pane_id}", "-t", "t:", "--", "/bin/sh", "-c", run
+    ).stdout.strip()
+    try:
+        server.tmux("wait-for", channel)
+        screen = server.tmux("capture-pane", "-p", "-t", pane).stdout.splitlines()
+    finally:
+        server.tmux("kill-window", "-t", pane)
+    for n in range(3):
+        assert f"/images/fox-{n}.png" in screen, screen
+    assert not [line for line in screen if line.startswith(("batch ", "  job"))], screen
+    assert any("batch b1: 3 done" in line for line in screen), screen
 
 
 @needs_tmux
