@@ -53,7 +53,6 @@ def test_steps_counted_0_to_n_minus_1_end_full_when_the_next_node_starts() -> No
         reporter.close()
 
 
-
 def _line(reporter: RichReporter) -> str:
     from rich.console import Console
 
