@@ -157,6 +157,8 @@ def test_unreachable_host_gives_the_hint(tmp_path: Path) -> None:
     result = box.run("generate", "x")
     assert result.returncode == 3
     assert url in result.stderr and "run `wake-gpu-box` first" in result.stderr
+    # The first run's ways on, from the config: another backend, or the simulator.
+    assert result.stderr.splitlines()[-1].endswith("with `imagen demo`")
     assert box.types(only_job(box)).count("RetryScheduled") == 1
 
 
