@@ -1,4 +1,5 @@
-"""Who is generating: MAI_FROM_ID, else the tmux pane's @mai-name, else the OS user."""
+"""Who is generating: MAI_FROM_ID, else the tmux pane's @mai-name, else the OS user (or, for
+the MCP server, the name its client gave: `default`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 from collections.abc import Mapping
 
 
-def resolve_caller(env: Mapping[str, str]) -> str:
+def resolve_caller(env: Mapping[str, str], default: str | None = None) -> str:
     if env.get("MAI_FROM_ID"):
         return env["MAI_FROM_ID"]
     pane = env.get("TMUX_PANE")
@@ -25,6 +26,8 @@ def resolve_caller(env: Mapping[str, str]) -> str:
                 return out.stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             pass
+    if default:
+        return default
     try:
         return getpass.getuser()
     except Exception:
