@@ -72,8 +72,9 @@ def mcp() -> int:
 
 
 def job_object(state: JobState, *, status: str | None = None) -> dict[str, Any]:
-    """The job object: the --json summary generate prints (app/outcome.py summary) until the
-    contract's job_object lands; MCP results are built only through this function."""
+    """The job object. MCP results are built only through this function and `error_object`:
+    on merging the JSON contract (app/contract.py), both become its imports. Until then, the
+    --json summary `generate` prints (app/outcome.py summary)."""
     from imagen.app.outcome import summary
 
     obj = summary(state)
@@ -287,8 +288,9 @@ def build(config_path: str | None = None, verbosity: int = 0) -> MCPServer:
             data = await anyio.to_thread.run_sync(run)
         except Failed as exc:
             return failure(exc.error)
-        except UserError as exc:
-            return failure(error_object(exc.code, str(exc)))
+        except UserError as exc:  # (a UserError may name its hint and job: the contract's)
+            hint, job_id = getattr(exc, "hint", None), getattr(exc, "job_id", None)
+            return failure(error_object(exc.code, str(exc), hint=hint, job_id=job_id))
         except Exception as exc:  # noqa: BLE001 - a bug: one line, never a dead server
             return failure(
                 error_object(ExitCode.INTERNAL, f"internal error ({type(exc).__name__}: {exc})")
@@ -424,11 +426,12 @@ def build(config_path: str | None = None, verbosity: int = 0) -> MCPServer:
         caller: str | None = None,
         limit: int = 20,
     ) -> types.CallToolResult:
-        """Jobs from the ledger, newest first: {"jobs": [...]}. `status`: running,
+        """Jobs from the ledger, newest first: {"jobs": [job objects]}. `status`: running,
         interrupted, succeeded, failed or cancelled; `since`: 30m, 24h, 7d or a date."""
         from imagen.app.liveness import row_owner_alive
         from imagen.core.times import parse_since
         from imagen.projections.jobs import query as jobs_query
+        from imagen.repository import load
 
         def work(session: Session) -> dict[str, Any]:
             if not 1 <= limit <= 1000:
@@ -447,7 +450,10 @@ def build(config_path: str | None = None, verbosity: int = 0) -> MCPServer:
                 caller=caller,
                 limit=limit,
             )
-            return {"jobs": [job_row(r) for r in rows]}
+            # Each listed job as the one job object, read from the ledger (as `jobs --json`).
+            return {
+                "jobs": [job_object(load(reader, r["job_id"]), status=r["status"]) for r in rows]
+            }
 
         return await call(ctx, work)
 
@@ -609,7 +615,7 @@ def _images(data: dict[str, Any]) -> list[tuple[str, str, str]]:
     out = []
     for obj in data.get("jobs", [data]):
         paths = obj.get("images") if isinstance(obj, dict) else None
-        if isinstance(paths, list) and obj.get("job_id"):  # a jobs row counts them instead
+        if isinstance(paths, list) and obj.get("job_id"):
             for n, path in enumerate(paths, start=1):
                 if isinstance(path, str):
                     out.append((image_uri(obj["job_id"], n), f"{obj['job_id']} image {n}", path))
@@ -628,28 +634,6 @@ def _status(session: Session, state: JobState) -> str:
     if state.status == "running" and not job_owner_alive(state, session.env):
         return "interrupted"
     return state.status
-
-
-JOB_ROW_FIELDS = (
-    "job_id",
-    "created_at",
-    "status",
-    "backend",
-    "model",
-    "caller",
-    "cost_usd",
-    "images",
-    "prompt",
-    "image_path",
-    "error",
-    "batch",
-)
-
-
-def job_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A jobs-table row as `imagen jobs --json` shows it (the contract's job object once that
-    lands)."""
-    return {k: row.get(k) for k in JOB_ROW_FIELDS}
 
 
 def backend_rows(session: Session) -> list[dict[str, Any]]:
