@@ -72,3 +72,26 @@ def test_dry_run_prices_and_shows_the_request_and_records_nothing(
     # It prices one job: a batch is a bad input (exit 2), as every refusal before recording.
     batch = box.run("generate", "a red fox", "-n", "2", "--dry-run")
     assert batch.returncode == 2 and "--dry-run prices one job" in batch.stderr
+
+
+def test_the_quote_of_a_comfyui_job_is_its_prompt_post(tmp_path: Path) -> None:
+    """In-process (the use case the MCP `quote` tool calls): ComfyUI opens its progress stream
+    before it posts the graph; the quote takes the stream as opened and shows the POST /prompt.
+    No price is known for a local server: no cost, and no budget can refuse it."""
+    from imagen.app import generate
+    from imagen.app.quote import quote
+    from imagen.app.session import Session
+    from imagen.runner.environment import Environment
+    from tests.support.cli import Sandbox
+
+    box = Sandbox(tmp_path)
+    box.write_backend("local", "comfyui", url="http://127.0.0.1:9")  # never contacted
+    session = Session(Environment(env={**box.env, "MAI_FROM_ID": "agent-7"}))
+    q = quote(session, generate.inputs("a lighthouse", seed=11, aspect="16:9"))
+    assert (q["backend_type"], q["caller"], q["seed"]) == ("comfyui", "agent-7", 11)
+    assert q["cost_usd"] is None and q["budget"] == {"admitted": True, "message": None}
+    req = q["request"]
+    assert (req["method"], req["url"]) == ("POST", "http://127.0.0.1:9/prompt")
+    texts = [n["inputs"].get("text") for n in req["body"]["prompt"].values()]
+    assert "a lighthouse" in texts
+    assert not (tmp_path / "ledger.db").exists()

@@ -27,7 +27,6 @@ def quote(
     backend: str | None = None,
     output: str | None = None,
     overwrite: bool = False,
-    caller: str | None = None,
 ) -> dict[str, Any]:
     """What `generate` with these inputs would record, send and cost, and whether the caller's
     budgets would admit it: one JSON-ready object (a bad input is a UserError, as generate's)."""
@@ -44,7 +43,7 @@ def quote(
         output=output,
         overwrite=overwrite,
         env=env,
-        caller=caller or resolve_caller(env.env),
+        caller=resolve_caller(env.env),
     )
     request = prepared.request
     count = image_count(request)
