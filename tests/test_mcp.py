@@ -1,7 +1,8 @@
 """`imagen mcp` as an agent meets it: the official SDK's client (mcp.client.stdio) starts the
 server as a real stdio subprocess against the Replicate double. One session covers the tools
 listed, a generate recorded under the client's name with progress notified and its image read
-back as a resource, and a generate over budget answered with the JSON error object."""
+back as a resource, a detached generate followed by `wait`, and a generate over budget answered
+with the JSON error object."""
 
 from __future__ import annotations
 
@@ -60,6 +61,13 @@ async def _session_with_the_server(box: Sandbox) -> dict[str, Any]:
                 job = json.loads(seen["made"].content[0].text)
                 seen["listed"] = [r.uri for r in (await session.list_resources()).resources]
                 seen["read"] = await session.read_resource(f"imagen://job/{job['job_id']}/image/1")
+                seen["detached"] = await session.call_tool(
+                    "generate", {"prompt": "an owl", "detach": True}
+                )
+                detached = json.loads(seen["detached"].content[0].text)
+                seen["waited"] = await session.call_tool(
+                    "wait", {"job_ids": [detached["job_id"]], "timeout_s": 60}
+                )
                 seen["refused"] = await session.call_tool("generate", {"prompt": "one too many"})
                 seen["whoami"] = await session.call_tool("whoami", {})
     return seen
@@ -71,8 +79,8 @@ def test_an_agent_generates_through_the_sdk_client_and_budgets_hold(
     box = rep_box(tmp_path, rep)
     box.root.mkdir(exist_ok=True)
     store = box.store()
-    try:  # one image ($0.003 on flux-schnell) fits, a second does not
-        budgets.set_budget(store, "agent-under-test", "0.004", "total", None, "test")
+    try:  # two images ($0.003 each on flux-schnell) fit, a third does not
+        budgets.set_budget(store, "agent-under-test", "0.007", "total", None, "test")
     finally:
         store.close()
 
@@ -101,13 +109,20 @@ def test_an_agent_generates_through_the_sdk_client_and_budgets_hold(
     [content] = seen["read"].contents
     assert content.mime_type == "image/png"
     assert base64.b64decode(content.blob) == image.read_bytes()
+    # Detached: the job object as soon as it is recorded; `wait` returns it ended.
+    detached = json.loads(seen["detached"].content[0].text)
+    # (how far it got by then depends on the machine: only that it was not refused)
+    assert not seen["detached"].is_error and detached["status"] != "failed"
+    waited = json.loads(seen["waited"].content[0].text)
+    assert waited["pending"] == [] and [j["job_id"] for j in waited["jobs"]] == [detached["job_id"]]
+    assert waited["jobs"][0]["status"] == "succeeded" and Path(waited["jobs"][0]["image"]).is_file()
     # Over budget: a tool error whose text is the JSON error object; nothing was sent for it.
     refused = seen["refused"]
     assert refused.is_error
     error = json.loads(refused.content[0].text)["error"]
     assert error["code"] == "over_budget" and error["exit"] == 9
     assert "over budget" in error["message"] and error["job_id"] in box.job_ids()
-    assert len(rep.predictions) == 1
+    assert len(rep.predictions) == 2
     assert TOKEN not in box.ledger_text()
 
 

@@ -22,6 +22,7 @@ this module to that.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -203,6 +204,48 @@ class Progress:
             self._tell(f"{label or 'step'} {step}/{total}")
 
 
+class Recorded:
+    """A Reporter that tells when the job it reports is recorded (its first event)."""
+
+    def __init__(self) -> None:
+        self.job_id: str | None = None
+        self.ready = threading.Event()
+
+    def event(self, state: JobState, rec: Any) -> None:
+        if self.job_id is None:
+            self.job_id = state.job_id
+            self.ready.set()
+
+    def progress(self, step: int | None, total: int | None, label: str = "") -> None:
+        pass
+
+
+def _in_background(drive: Callable[[], Any], session: Session) -> JobState:
+    """Start `drive()` (one generate) in a thread of its own and return the job's state once it
+    is recorded; a failure before that (a bad input) is raised here, as in the foreground.
+    The thread is not a daemon: a server told to stop finishes the jobs it drives first."""
+    from imagen.repository import load
+
+    said: Recorded = session.reporter()  # type: ignore[assignment]
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            drive()
+        except BaseException as exc:  # noqa: BLE001 - after recording, the ledger has it
+            failed.append(exc)
+            if said.job_id is not None:
+                session.err(f"imagen: job {said.job_id}: {exc}")
+        finally:
+            said.ready.set()
+
+    threading.Thread(target=run, name="imagen-detached", daemon=False).start()
+    said.ready.wait()
+    if said.job_id is None:
+        raise failed[0] if failed else UserError("the job was not recorded", ExitCode.INTERNAL)
+    return load(session.store(), said.job_id)
+
+
 def build(config_path: str | None = None, verbosity: int = 0) -> MCPServer:
     """The MCPServer with imagen's tools and resources."""
     from imagen import __version__
@@ -260,11 +303,11 @@ def build(config_path: str | None = None, verbosity: int = 0) -> MCPServer:
         *,
         write: bool = False,
         progress: bool = False,
+        reporter: Any = None,
     ) -> types.CallToolResult:
         """Run `work(session)` in a worker thread; its answer, or its failure as the error
         object (a UserError keeps its exit code; anything else is a bug, INTERNAL)."""
         name = client_name(ctx)
-        reporter = None
         if progress:
 
             def send(n: float, message: str) -> None:
@@ -313,6 +356,7 @@ def build(config_path: str | None = None, verbosity: int = 0) -> MCPServer:
         output: str | None = None,
         format: str | None = None,
         overwrite: bool = False,
+        detach: bool = False,
     ) -> types.CallToolResult:
         """Generate an image from a prompt: records the job, drives it to its end and returns
         the job object (image paths in `image` and `images`). Progress is notified as it
@@ -320,7 +364,9 @@ def build(config_path: str | None = None, verbosity: int = 0) -> MCPServer:
         `size` WIDTHxHEIGHT; `seed` (random when not given, recorded); `steps`; `per_job`:
         images made by this one job; `options`: extra model inputs (e.g. {"guidance": "3.5"});
         `output`: an image path or a directory ending in /; `format`: png, webp or jpg.
-        A failure (over budget, backend down, ...) is an error with the JSON error object."""
+        `detach`: return the job object as soon as the job is recorded (this server drives it
+        on; `wait` for it). A failure (over budget, backend down, ...) is an error with the
+        JSON error object."""
         from imagen.app import generate as use_case
 
         def work(session: Session) -> dict[str, Any]:
@@ -334,12 +380,25 @@ def build(config_path: str | None = None, verbosity: int = 0) -> MCPServer:
                 options=_options(options),
                 per_job=per_job,
             )
-            state = use_case.generate(
-                session, job_inputs, backend=backend, output=output, overwrite=overwrite
+            drive = functools.partial(
+                use_case.generate,
+                session,
+                job_inputs,
+                backend=backend,
+                output=output,
+                overwrite=overwrite,
             )
+            if detach:
+                state = _in_background(drive, session)
+                if state.finished:  # refused as it was recorded (over budget)
+                    check_ended_well(state)
+                return job_object(state)
+            state = drive()
             check_ended_well(state)
             return job_object(state)
 
+        if detach:
+            return await call(ctx, work, write=True, reporter=Recorded())
         return await call(ctx, work, write=True, progress=True)
 
     @server.tool()
