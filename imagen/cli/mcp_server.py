@@ -35,6 +35,7 @@ import anyio.from_thread
 import anyio.to_thread
 import mcp_types as types
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError
 
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
@@ -640,20 +641,27 @@ def build(config_path: str | None = None, verbosity: int = 0) -> MCPServer:
         "images this server made are listed with their own type).",
         mime_type="image/png",
     )
-    async def image(job_id: str, n: str) -> bytes:
+    async def image(job_id: str, n: str, ctx: Context) -> bytes:
         from imagen.app.outcome import resolve_job_id
         from imagen.repository import load
 
+        name = client_name(ctx)  # the caller is fixed by the first request, whichever it is
+
         def read() -> bytes:
-            reader = shared.session(None, write=False).reader()
+            reader = shared.session(name, write=False).reader()
             state = load(reader, resolve_job_id(reader, job_id))
             index = int(n) if n.isdigit() else 0
             if not 1 <= index <= len(state.images):
-                raise ValueError(f"job {state.job_id} has {len(state.images)} image(s)")
+                raise UserError(
+                    f"job {state.job_id} has {len(state.images)} image(s)", ExitCode.NOT_FOUND
+                )
             with open(state.images[index - 1].path, "rb") as fh:
                 return fh.read()
 
-        return await anyio.to_thread.run_sync(read)
+        try:
+            return await anyio.to_thread.run_sync(read)
+        except (UserError, OSError) as exc:  # one line for the client, no traceback logged
+            raise ResourceError(str(exc)) from None
 
     return server
 
