@@ -88,7 +88,8 @@ def test_dry_run_examples_run_as_written(tmp_path: Path) -> None:
     Replicate double with `imagen` on PATH, succeeds, and none records or sends anything."""
     import os
 
-    from tests.support.doubles import rep_box, replicate_double
+    from tests.support.cli import Sandbox
+    from tests.support.doubles import FAST, SCHNELL, TOKEN_ENV, replicate_double
 
     [block] = re.findall(r"```sh\n(.*?)```", _section("### A price before paying"), re.S)
     bin_dir = tmp_path / "bin"
@@ -98,13 +99,19 @@ def test_dry_run_examples_run_as_written(tmp_path: Path) -> None:
     shim.chmod(0o755)
     with replicate_double() as rep:
         (tmp_path / "box").mkdir()
-        box = rep_box(tmp_path / "box", rep)
+        box = Sandbox(tmp_path / "box", env=dict(TOKEN_ENV))  # named as in the sample config
+        box.write_backend(
+            "flux-schnell-replicate", "replicate", model=SCHNELL, base_url=rep.url, **FAST
+        )
         env = {**box.env, "PATH": f"{bin_dir}{os.pathsep}{box.env.get('PATH', '')}"}
         for example in block.strip().splitlines():
             done = subprocess.run(
                 ["sh", "-ec", example], env=env, cwd=box.root, capture_output=True, text=True
             )
-            assert done.returncode == 0, (example, done.stderr)
+            assert done.returncode == 0 and done.stdout.strip() not in ("", "null"), (
+                example,
+                done.stderr,
+            )
         assert rep.requests == [] and not (box.root / "ledger.db").exists()
 
 

@@ -58,9 +58,9 @@ def mcp() -> int:
     Register it with an MCP client as the command `imagen mcp`.
 
     Examples of use:
-      imagen mcp
-      claude mcp add imagen -- imagen mcp
-      MAI_FROM_ID=agent-7 imagen --config ~/team.toml mcp
+      imagen mcp                          # as a client starts it: claude mcp add imagen -- imagen mcp
+      imagen --config ~/team.toml mcp     # another config: the global option goes first
+      MAI_FROM_ID=agent-7 imagen mcp      # jobs recorded and budgeted as agent-7
     """
     from imagen.cli import context
 
