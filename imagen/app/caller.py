@@ -1,5 +1,4 @@
-"""Who is generating: MAI_FROM_ID, else the tmux pane's @mai-name, else the OS user (or, for
-the MCP server, the name its client gave: `default`)."""
+"""Who is generating: MAI_FROM_ID, else the tmux pane's @mai-name, else the OS user."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import subprocess
 from collections.abc import Mapping
 
 
-def resolve_caller(env: Mapping[str, str], default: str | None = None) -> str:
+def resolve_caller(env: Mapping[str, str]) -> str:
     if env.get("MAI_FROM_ID"):
         return env["MAI_FROM_ID"]
     pane = env.get("TMUX_PANE")
@@ -26,8 +25,6 @@ def resolve_caller(env: Mapping[str, str], default: str | None = None) -> str:
                 return out.stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             pass
-    if default:
-        return default
     try:
         return getpass.getuser()
     except Exception:

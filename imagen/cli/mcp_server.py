@@ -139,20 +139,10 @@ class Imagen:
         case resolves the same one), stdout pointed at stderr (stdout is the protocol's)."""
         with self._lock:
             if self._env is None:
-                from imagen.app.caller import resolve_caller
                 from imagen.runner.environment import Environment
 
                 env = dict(os.environ)
-                caller = resolve_caller(env, default=client_name)
-                self.caller_source = (
-                    "env"
-                    if env.get("MAI_FROM_ID")
-                    else "client"
-                    if client_name and caller == client_name
-                    else "tmux"
-                    if env.get("TMUX_PANE") and env.get("TMUX")
-                    else "default"
-                )
+                caller, self.caller_source = server_caller(env, client_name)
                 self._env = Environment(env={**env, "MAI_FROM_ID": caller}, stdout=sys.stderr)
                 self._base = Session(self._env, config_path=self.config_path)
             return self._env
@@ -180,6 +170,22 @@ class Imagen:
             store=store,
             reporter=(lambda: reporter) if reporter is not None else None,
         )
+
+
+def server_caller(env: dict[str, str], client_name: str | None) -> tuple[str, str]:
+    """The caller and where it came from: MAI_FROM_ID ("env"), the tmux pane's name ("tmux"),
+    else the client's name ("client"), else the OS user ("default"); app/caller.py decides
+    the first two exactly as for the CLI. (With the contract's resolve_caller_source, the
+    tmux/default test below is one call.)"""
+    from imagen.app.caller import resolve_caller
+
+    caller = resolve_caller(env)
+    if env.get("MAI_FROM_ID"):
+        return caller, "env"
+    outside_tmux = {k: v for k, v in env.items() if k not in ("TMUX", "TMUX_PANE")}
+    if caller != resolve_caller(outside_tmux):
+        return caller, "tmux"
+    return (client_name, "client") if client_name else (caller, "default")
 
 
 class Progress:
