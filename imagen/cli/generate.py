@@ -208,6 +208,7 @@ def _dry_run(
     from imagen.app import generate as use_case
     from imagen.app.quote import quote
     from imagen.cli import render
+    from imagen.cli.safe import printable
 
     session = context.session()
     job_inputs = use_case.inputs(prompt, options=option, per_job=per_job, **words)
@@ -222,7 +223,11 @@ def _dry_run(
         f"caller   {q['caller']}",
         *(f"image    {path}" for path in q["images"]),
         f"cost     {'$' + q['cost_usd'] if q['cost_usd'] else 'no price known'}"
-        + (f" ({len(q['images'])} x ${q['price_usd']})" if len(q["images"]) > 1 else ""),
+        + (
+            f" ({len(q['images'])} x ${q['price_usd']})"
+            if q["cost_usd"] and len(q["images"]) > 1
+            else ""
+        ),
         f"budget   {'admits it' if budget['admitted'] else 'refuses it: ' + budget['message']}",
     ]
     req = q["request"]
@@ -232,8 +237,6 @@ def _dry_run(
         lines.append(json.dumps(req["body"], indent=2, ensure_ascii=False))
     for note in q["notes"]:
         context.note(f"note: {note}")
-    from imagen.cli.safe import printable
-
     for line in lines:
         print("\n".join(printable(part) for part in line.split("\n")), file=session.env.stdout)
     return 0
