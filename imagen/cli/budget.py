@@ -54,7 +54,7 @@ def set_(
     Examples of use:
       imagen budget set agent-7 2.50 --per day
       imagen budget set '*' 1 --per day          # every caller without a budget of its own
-      imagen budget set alice 20 --per month --backend flux-pro-replicate
+      imagen budget set alice 20 --per month --backend flux-dev-replicate
 
     Parameters
     ----------
