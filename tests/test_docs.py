@@ -229,10 +229,18 @@ class Shell:
             timeout=120,
         )
 
-    def budgets_to_remove(self) -> None:
-        """The reference's `budget remove` examples remove budgets set before them."""
-        for line in ("imagen budget set agent-7 3 --per week", "imagen budget set '*' 2 --per week"):
-            assert self.run(line).returncode == 0, line
+    def before_reference(self) -> None:
+        """What the reference's examples assume: budgets for its `budget remove` lines to
+        remove, and a caller under the default budget who has spent all of it (claude-1, whom
+        `gallery --caller` names too), for `budget list --json | jq …` to find."""
+        for line in (
+            "imagen budget set agent-7 3 --per week",
+            "imagen budget set '*' 2 --per week",
+            "imagen budget set '*' 0.003 --per day",
+            'MAI_FROM_ID=claude-1 imagen generate "a wren" -b flux-schnell-replicate',
+        ):
+            done = self.run(line)
+            assert done.returncode == 0, (line, done.stderr)
 
     def check(self, where: str, lines: list[str]) -> list[str]:
         """Run each line; what failed, one entry each."""
@@ -241,14 +249,15 @@ class Shell:
             if any(line.startswith(k) for k in NOT_RUN):
                 continue
             want = EXIT.get(line, 0)
-            import time; t0 = time.monotonic()
             done = self.run(line)
-            print(f"TIME {time.monotonic()-t0:.2f} {line}")
             if done.returncode != want:
                 failed.append(
                     f"{where}: `{line}` exited {done.returncode} (want {want}): "
                     f"{done.stderr.strip()[-400:]}"
                 )
+            elif "| jq" in line and "$(" not in line and set(done.stdout.split()) <= {"null"}:
+                # A filter naming a key that is not there prints null, or nothing, and exits 0.
+                failed.append(f"{where}: `{line}` printed {done.stdout[:200]!r}")
         return failed
 
 
@@ -282,7 +291,7 @@ def test_every_shell_example_in_the_docs_runs(shell: Shell) -> None:
         lines = sh_examples(text)
         if path.name == "usage.md":
             lines = lines[5:]  # the Install block ran first
-            shell.budgets_to_remove()
+            shell.before_reference()
             failed += shell.check("usage.md reference", reference_examples(text))
         failed += shell.check(path.name, lines)
     assert not failed, "\n".join(failed)

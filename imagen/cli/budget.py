@@ -124,7 +124,7 @@ def list_(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> 
 
     Examples of use:
       imagen budget list
-      imagen budget list --json | jq '.[] | select(.left == "0.000000")'
+      imagen budget list --json | jq -r '.[] | ., .callers[]? | select(.left == "0.000000") | .caller'
 
     Parameters
     ----------

@@ -76,7 +76,7 @@ def status(*, target: Targets = None, json_output: Json = False) -> None:
 
     Examples of use:
       imagen skills status
-      imagen skills status --json | jq -r '.[] | select(.state == "stale") | .path'
+      imagen skills status --json | jq -r '.[] | select(.state != "missing") | .path'
 
     Parameters
     ----------
