@@ -4,6 +4,7 @@ docs/testing.md's recipe works as written."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -305,3 +306,26 @@ def test_every_command_in_the_skill_runs(shell: Shell) -> None:
     pending = [line for line in lines if any(p in line for p in PENDING)]
     failed = shell.check("SKILL.md", [line for line in lines if line not in pending])
     assert not failed, "\n".join(failed)
+
+
+def test_every_toml_block_is_a_config_imagen_accepts() -> None:
+    from imagen.app.config import parse_config
+
+    blocks = [
+        (path.name, block)
+        for path in sorted((ROOT / "docs").glob("*.md"))
+        for block in re.findall(r"^```toml\n(.*?)^```", path.read_text(), re.S | re.M)
+    ]
+    assert len(blocks) >= 2
+    for name, block in blocks:
+        parse_config(tomllib.loads(block), name, {})  # raises ConfigError naming the key
+
+
+def test_every_python_block_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # docs/testing.md's script drives the double and the installed `imagen` command.
+    for key in [k for k in os.environ if k.startswith(("IMAGEN_", "REPLICATE_", "TMUX"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    for path in sorted((ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"^```python\n(.*?)^```", path.read_text(), re.S | re.M):
+            exec(compile(block, str(path), "exec"), {"__name__": "__docs__"})
