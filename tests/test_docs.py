@@ -112,6 +112,9 @@ NOT_RUN = {
     "imagen audit --remote": "Supabase (tests/test_usage.py, with the PostgREST double)",
     "imagen gallery --serve": "serves until Ctrl-C (tests/test_gallery.py)",
     "imagen preview": "a tmux session (tests/test_preview.py)",
+    # Commands other #27/#28 branches add that serve until stopped.
+    "imagen worker": "drains jobs until stopped (the workers branch's tests)",
+    "imagen mcp": "a stdio server until its client leaves (the MCP branch's tests)",
 }
 # Subcommands and options of the final surface that other branches of #27 add (whoami and the
 # JSON error object: agents-contract; --detach and wait: workers). The lead empties this list
@@ -280,7 +283,8 @@ def shell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shell]:
         made = box.run('imagen generate "a lighthouse" "an owl" --json')
         assert made.returncode == 0, made.stderr
         first = json.loads(made.stdout.splitlines()[0])
-        box.ids = {"3f2a": first["job_id"][:8], "5d1e2f3a": first["batch"], "5d1e": first["batch"]}
+        job, batch = first["job_id"], first["batch"]
+        box.ids = {"3f2a": job[:8], "3f9c2a1b": job[:8], "5d1e2f3a": batch, "5d1e": batch}
         yield box
 
 
