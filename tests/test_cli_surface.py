@@ -35,6 +35,9 @@ DATA_COMMANDS = {
     "budget list",
     "generate",
     "gallery",
+    "skills install",
+    "skills status",
+    "skills uninstall",
 }
 
 

@@ -54,7 +54,7 @@ def set_(
     Examples of use:
       imagen budget set agent-7 2.50 --per day
       imagen budget set '*' 1 --per day          # every caller without a budget of its own
-      imagen budget set alice 20 --per month --backend flux-pro-replicate
+      imagen budget set alice 20 --per month --backend flux-dev-replicate
 
     Parameters
     ----------
@@ -124,7 +124,7 @@ def list_(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> 
 
     Examples of use:
       imagen budget list
-      imagen budget list --json | jq '.[] | select(.left == "0.000000")'
+      imagen budget list --json | jq -r '.[] | ., .callers[]? | select(.left == "0.000000") | .caller'
 
     Parameters
     ----------

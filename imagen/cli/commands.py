@@ -54,6 +54,10 @@ COMMANDS = {
         "imagen.cli.budget:budget_app",
         "Cap what each caller may spend per day, week, month or in total.",
     ),
+    "skills": (
+        "imagen.cli.skills:skills_app",
+        "Install the /imagine skill that teaches agents imagen.",
+    ),
     "db": ("imagen.cli.db:db_app", "Database schema migrations (alembic)."),
     "completion": ("imagen.cli.completion:completion", "Print or install shell completion."),
     "mcp": ("imagen.cli.mcp_server:mcp", "Serve imagen's tools to agents over MCP (stdio)."),
