@@ -49,6 +49,30 @@ def test_replicate_batch_of_prompts_and_count(tmp_path: Path, rep: ReplicateDoub
     assert "6 done, 0 failed, 0 cancelled" in result.stderr
 
 
+def test_a_batch_whose_reader_goes_away_finishes_quietly(
+    tmp_path: Path, rep: ReplicateDouble
+) -> None:
+    # `| head -c 1`: the first line printed breaks the pipe in a worker's thread. No
+    # traceback; every job still ends recorded; the broken-pipe code, as a single generate.
+    box = rep_box(tmp_path, rep)
+    with subprocess.Popen(
+        box.cmd("generate", "a b", "c d", "--json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=box.env,
+        cwd=box.root,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.read(1)
+        proc.stdout.close()
+        err = proc.stderr.read()
+        code = proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert code == 141, err
+    assert rep.billed == 2 and len(box.job_ids()) == 2
+
+
 def test_comfyui_batch_from_file_json_lines(tmp_path: Path, comfy: ComfyUIDouble) -> None:
     box = comfy_box(tmp_path, comfy)
     prompts = tmp_path / "prompts.jsonl"

@@ -226,15 +226,22 @@ class BatchDrive:
             if o.spent:
                 self.spent = money.total([self.spent or "0", o.spent])
             self.worst = most_severe(self.worst, o.code)
-            if self.json_output and self.collect is not None:
-                self.collect.append(o.summary)
-            elif self.json_output:
-                print(json.dumps(o.summary), file=out)
-            elif o.code == ExitCode.OK:
-                for path in o.images:
-                    if not above(path):
-                        print(path, file=out)
-            out.flush()
+            try:
+                if self.json_output and self.collect is not None:
+                    self.collect.append(o.summary)
+                elif self.json_output:
+                    print(json.dumps(o.summary), file=out)
+                elif o.code == ExitCode.OK:
+                    for path in o.images:
+                        if not above(path):
+                            print(path, file=out)
+                out.flush()
+            except BrokenPipeError:
+                # The reader of stdout went away (`| head`), in a worker's thread: the batch
+                # goes on (every job is recorded; `imagen jobs` lists what was not printed),
+                # and ends with the broken-pipe code as a one-image generate would.
+                context.silence_stdout()
+                self.worst = most_severe(self.worst, ExitCode.BROKEN_PIPE)
             if o.message and o.code != ExitCode.OK and o.code != ExitCode.INTERRUPTED:
                 self.err(f"imagen: error: {o.message}")
             self.display.advance(_tally_text(self.tally))
