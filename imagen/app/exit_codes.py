@@ -20,6 +20,8 @@ class ExitCode(IntEnum):
     LEDGER_ERROR = 7  # the ledger cannot be opened (schema too new, unreachable database)
     REJECTED = 8  # the job is recorded: the backend refused its input (422, invalid graph)
     OVER_BUDGET = 9  # the job is recorded as failed: its price would pass a budget; nothing sent
+    # `wait` stopped (its --timeout, Ctrl-C) before every job ended: they go on (EX_TEMPFAIL)
+    STILL_RUNNING = 75
     INTERNAL = 70  # a bug in imagen (EX_SOFTWARE): one line, the traceback with -v
     INTERRUPTED = 130  # Ctrl-C: the job was cancelled
     BROKEN_PIPE = 141  # the reader of stdout closed early (`imagen jobs | head -1`), as SIGPIPE
@@ -32,6 +34,7 @@ SEVERITY = (
     ExitCode.TERMINATED,
     ExitCode.INTERRUPTED,
     ExitCode.BROKEN_PIPE,
+    ExitCode.STILL_RUNNING,
     ExitCode.INTERNAL,
     ExitCode.LEDGER_ERROR,
     ExitCode.AUDIT_FAILED,
