@@ -32,6 +32,7 @@ def generate(
     force: bool = False,
     json_output: Annotated[bool, Parameter(name="--json")] = False,
     preview: Annotated[bool | None, Parameter(name="--preview", negative="--no-preview")] = None,
+    detach: bool = False,
 ) -> int:
     """Generate an image from a prompt, or many at once.
 
@@ -91,6 +92,9 @@ def generate(
         Print one JSON object instead of the path.
     preview
         Open (or not) a preview window in tmux; default from config/IMAGEN_PREVIEW.
+    detach
+        Record the job(s), hand them to a background worker and print their ids at once
+        (--json: the job objects as they stand); `imagen wait ID…` waits for them.
     """
     from imagen.app import generate as use_case
     from imagen.app.errors import UserError
@@ -135,6 +139,7 @@ def generate(
             force=force,
             json_output=json_output,
             concurrency=concurrency,
+            detach=detach,
         )
     assert prompt is not None
     session = context.session()
@@ -154,6 +159,12 @@ def generate(
         options=option,
         per_job=per_job,
     )
+    if detach:
+        from imagen.app.detach import detach_one
+        from imagen.cli.worker import detached
+
+        ids = detach_one(session, job_inputs, backend=backend, output=output, overwrite=force)
+        return detached(ids, json_output=json_output)
     codes: list[ExitCode] = []
 
     def shown(state: JobState) -> None:
