@@ -21,9 +21,9 @@ def worker(
     exit_when_idle: bool = False,
     json_output: Annotated[bool, Parameter(name="--json")] = False,
 ) -> int:
-    """Drive jobs recorded for workers (`generate --detach`) and jobs whose driver died.
+    """Drive jobs recorded for workers, on this machine, until stopped.
 
-    Run one on each machine that should make images (one ledger: PostgreSQL shared through
+    Takes jobs recorded by `generate --detach` and jobs whose driver died. Run one on each machine that should make images (one ledger: PostgreSQL shared through
     IMAGEN_LEDGER_URL). Each job is claimed through the ledger, so no two workers drive one;
     a worker that dies leaves its jobs to the others once its lease lapses (120 s, or
     IMAGEN_LEASE_SECONDS). stdout: one line per image as it lands (--json: one object per job);
@@ -124,10 +124,9 @@ def wait(
     timeout: float | None = None,
     json_output: Annotated[bool, Parameter(name="--json")] = False,
 ) -> int:
-    """Wait for jobs to end (`generate --detach` printed their ids) and print each as
-    `generate` would.
+    """Wait for jobs to end (from generate --detach); print them as generate would.
 
-    Prints each job as it ends: its image paths (--json: one object per job). Exit code: the
+    `generate --detach` printed their ids. Prints each job as it ends: its image paths (--json: one object per job). Exit code: the
     worst of the jobs' codes, as `generate` would exit; 75 when --timeout passed (or Ctrl-C
     stopped the wait) before every job ended: those jobs go on, with whoever drives them.
 
