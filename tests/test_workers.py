@@ -79,9 +79,10 @@ def test_detach_then_wait_on_sqlite_under_the_callers_budget(tmp_path: Path) -> 
         context._session = session
         assert cli_wait(*ids, timeout=0.2) == ExitCode.STILL_RUNNING
         assert "they go on" in session.env.stderr.getvalue()  # type: ignore[attr-defined]
-        accepted = lambda: any(
-            e["type"] == "RemoteJobAccepted" for e in _claims(box).get(ids[0], [])
-        )  # noqa: E731
+
+        def accepted() -> bool:
+            return any(e["type"] == "RemoteJobAccepted" for e in _claims(box).get(ids[0], []))
+
         _until("the prediction made", accepted)
         clock.advance(40)
         w = box.run("wait", *ids, "--json", "--timeout", "60")

@@ -70,8 +70,8 @@ def jobs_at_once(session: Session, options: WorkerOptions) -> int:
 
 
 def claimable(session: Session, store: Any, options: WorkerOptions) -> list[str]:
-    """Jobs nobody drives, oldest first: what `imagen resume --all` would take (or, with
-    `only`, those of the listed jobs)."""
+    """Jobs nobody drives, oldest first: those recorded for a worker and not yet claimed, and
+    what `imagen resume --all` would take (or, with `only`, those of the listed jobs)."""
     from imagen.app.liveness import job_owner_alive, row_owner_alive
     from imagen.projections.jobs import query as jobs_query
     from imagen.projections.jobs import table as jobs_index
@@ -85,14 +85,12 @@ def claimable(session: Session, store: Any, options: WorkerOptions) -> list[str]
                 out.append(jid)
         return out
     jobs_index.catch_up(store)
-    rows = jobs_query.query(
-        store,
-        row_owner_alive(session.env),
-        status="interrupted",
-        backend=options.backend,
-        limit=None,
-    )
-    return [r["job_id"] for r in reversed(list(rows))]
+    alive = row_owner_alive(session.env)
+    found = []
+    for status in ("interrupted", "requested"):  # requested: recorded unclaimed (--detach)
+        rows = jobs_query.query(store, alive, status=status, backend=options.backend, limit=None)
+        found += [(r["created_at"], r["batch_index"] or 0, r["job_id"]) for r in rows]
+    return [jid for *_, jid in sorted(found)]
 
 
 def run_worker(

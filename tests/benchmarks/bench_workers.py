@@ -6,6 +6,7 @@ finishing its jobs after a 3 s lease; each job created once at the double either
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
