@@ -156,12 +156,8 @@ def wait(
 
     def on_end(state: Any) -> None:
         nonlocal worst
+        # An unfinished job here was left interrupted: its line names `imagen resume ID`.
         worst = most_severe(worst, report(state, json_output=json_output))
-        if not state.finished:
-            context.err(
-                f"imagen: job {state.job_id} was left interrupted (its runner stopped); "
-                f"finish it with `imagen resume {state.job_id}`"
-            )
         context.session().env.stdout.flush()
 
     waited = wait_for(session, job_ids, on_end=on_end, timeout_s=timeout)
