@@ -110,3 +110,57 @@ def test_detach_wait_and_worker_examples_run_as_written(tmp_path: Path) -> None:
     paths = [p for p in lines if p.endswith(".png")]
     assert len(paths) == 4 + 2 and all(Path(p).is_file() for p in paths)
     assert lines.count("succeeded") == 4 and "wait exited" not in done.stdout
+
+
+def _section(title: str) -> str:
+    text = (ROOT / "docs" / "usage.md").read_text()
+    return text.split(title, 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+
+
+def test_dry_run_examples_run_as_written(tmp_path: Path) -> None:
+    """docs/usage.md "A price before paying": each example line, run by sh against the
+    Replicate double with `imagen` on PATH, succeeds, and none records or sends anything."""
+    import os
+
+    from tests.support.cli import Sandbox
+    from tests.support.doubles import FAST, SCHNELL, TOKEN_ENV, replicate_double
+
+    [block] = re.findall(r"```sh\n(.*?)```", _section("### A price before paying"), re.S)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "imagen"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m imagen "$@"\n')
+    shim.chmod(0o755)
+    with replicate_double() as rep:
+        (tmp_path / "box").mkdir()
+        box = Sandbox(tmp_path / "box", env=dict(TOKEN_ENV))  # named as in the sample config
+        box.write_backend(
+            "flux-schnell-replicate", "replicate", model=SCHNELL, base_url=rep.url, **FAST
+        )
+        env = {**box.env, "PATH": f"{bin_dir}{os.pathsep}{box.env.get('PATH', '')}"}
+        for example in block.strip().splitlines():
+            done = subprocess.run(
+                ["sh", "-ec", example], env=env, cwd=box.root, capture_output=True, text=True
+            )
+            assert done.returncode == 0 and done.stdout.strip() not in ("", "null"), (
+                example,
+                done.stderr,
+            )
+        assert rep.requests == [] and not (box.root / "ledger.db").exists()
+
+
+def test_the_mcp_section_lists_the_servers_tools() -> None:
+    """docs/usage.md "Agents: the MCP server": the client settings name `imagen mcp`, and the
+    tools listed are the server's own (built in-process, no server started)."""
+    import asyncio
+    import json
+
+    from imagen.cli.mcp_server import build
+
+    section = _section("## Agents: the MCP server")
+    [settings] = re.findall(r"```json\n(.*?)```", section, re.S)
+    server = json.loads(settings)["mcpServers"]["imagen"]
+    assert [server["command"], *server["args"]] == ["imagen", "mcp"]
+    listed = set(re.findall(r"^- `(\w+)`:", section, re.M))
+    tools = {t.name for t in asyncio.run(build().list_tools())}
+    assert listed == tools

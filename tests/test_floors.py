@@ -234,3 +234,16 @@ def test_the_cli_builds_no_runner() -> None:
         and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) == "Runner"
     ]
     assert not built, f"Runner built in the CLI (use imagen.app.runners.new_runner): {built}"
+
+
+def test_the_mcp_server_stands_on_the_cli_floor_beside_cyclopts_not_on_it() -> None:
+    """imagen/cli/mcp_server.py is a second shell at the cli floor: it calls app/ use cases and
+    takes from the CLI only the global options' session (cli/context.py), never a command or
+    cyclopts; and no other module imports it (only `imagen mcp` pays for the SDK)."""
+    name = "imagen.cli.mcp_server"
+    from_cli = {t for t in GRAPH[name] if t.startswith("imagen.cli")}
+    assert from_cli == {"imagen.cli.context"}, from_cli
+    text = SOURCES[name].read_text()
+    assert "import cyclopts" not in text and "from cyclopts" not in text
+    importers = [n for n, edges in GRAPH.items() if name in edges]
+    assert importers == [], importers

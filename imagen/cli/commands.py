@@ -64,6 +64,7 @@ COMMANDS = {
     ),
     "db": ("imagen.cli.db:db_app", "Database schema migrations (alembic)."),
     "completion": ("imagen.cli.completion:completion", "Print or install shell completion."),
+    "mcp": ("imagen.cli.mcp_server:mcp", "Serve imagen's tools to agents over MCP (stdio)."),
     "docs": (
         "imagen.cli.docs:docs",
         "Print imagen's documentation (usage, setup-comfyui, testing, architecture).",

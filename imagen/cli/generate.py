@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from imagen.cli import context
 from imagen.cli.params import Parameter
+
+if TYPE_CHECKING:
+    from imagen.core.job import JobState
 
 
 def generate(
@@ -33,6 +36,7 @@ def generate(
     json_output: Annotated[bool, Parameter(name="--json")] = False,
     preview: Annotated[bool | None, Parameter(name="--preview", negative="--no-preview")] = None,
     detach: bool = False,
+    dry_run: bool = False,
 ) -> int:
     """Generate an image from a prompt, or many at once.
 
@@ -49,6 +53,7 @@ def generate(
       imagen generate "a fox" "an owl" -n 4 --output ~/owls-and-foxes/
       imagen generate --from prompts.txt --concurrency 4
       imagen generate --from prompts.jsonl --json   # {"prompt": "...", "seed": 7, "aspect": "16:9"}
+      imagen generate "a red fox" --dry-run --json   # the price and the request; nothing sent
 
     Parameters
     ----------
@@ -95,12 +100,15 @@ def generate(
     detach
         Record the job(s), hand them to a background worker and print their ids at once
         (--json: the job objects as they stand); `imagen wait ID…` waits for them.
+    dry_run
+        Check everything (config, backend, inputs, output, budget), then print the request that
+        would be sent (credentials redacted), what it would cost and whether the caller's
+        budget admits it; record and send nothing. One prompt (--per-job for more images).
     """
     from imagen.app import generate as use_case
     from imagen.app.errors import UserError
     from imagen.app.exit_codes import ExitCode
     from imagen.cli.report import report
-    from imagen.core.job import JobState
 
     prompts = ([] if prompt is None else [prompt]) + list(more)
     for word in prompts:
@@ -118,6 +126,11 @@ def generate(
     # Checked for one image too: a bad value is a bad input whether or not it is used.
     if concurrency is not None and not 1 <= concurrency <= 64:
         raise UserError(f"--concurrency {concurrency}: use 1 to 64")
+    if dry_run and (from_ is not None or len(prompts) > 1 or count != 1):
+        raise UserError(
+            "--dry-run prices one job: give one prompt, without --count or --from "
+            "(--per-job N for several images in it)"
+        )
     if from_ is not None or len(prompts) > 1 or count != 1:
         if "-" in prompts:
             raise UserError("`-` reads one prompt; for many, use --from - (one per line)")
@@ -144,6 +157,17 @@ def generate(
     assert prompt is not None
     session = context.session()
     cfg = session.config()
+    if dry_run:
+        return _dry_run(
+            _read_stdin_prompt() if prompt == "-" else prompt,
+            dict(seed=seed, size=size, aspect=aspect, steps=steps, output_format=format),
+            option,
+            per_job,
+            backend=backend,
+            output=output,
+            force=force,
+            json_output=json_output,
+        )
     # Before anything is recorded or paid: a bad IMAGEN_PREVIEW is a bad input, not a warning
     # after the image was bought.
     preview_mode = _preview_mode(cfg, preview)
@@ -172,11 +196,89 @@ def generate(
         codes.append(report(state, json_output=json_output))
         if codes[0] == ExitCode.OK and state.image and preview_mode is not None:
             _after_success(state, cfg, preview_mode)
+        hint = _unreachable_hint(state, cfg)
+        if hint is not None:
+            context.note(hint)
 
     use_case.generate(
         session, job_inputs, backend=backend, output=output, overwrite=force, shown=shown
     )
     return int(codes[0])
+
+
+def _unreachable_hint(state: JobState, cfg) -> str | None:  # type: ignore[no-untyped-def]
+    """After a backend that did not answer (the first run: no local ComfyUI yet): the ways on.
+    Not recorded: the other backends are this config's, not the job's."""
+    from imagen.core.events import JobFailed
+    from imagen.core.failures import Failure
+
+    t = state.terminal
+    if not isinstance(t, JobFailed) or t.category is not Failure.UNREACHABLE:
+        return None
+    assert state.request is not None
+    others = [name for name in cfg.backends if name != state.request.backend]
+    another = (
+        f"use another backend with --backend NAME ({', '.join(others[:3])}; "
+        "`imagen backends --check` says which answer)"
+        if others
+        else "configure another backend (`imagen config show`)"
+    )
+    return (
+        f"hint: {state.request.backend} did not answer: start its server, {another}, "
+        "or try imagen on its built-in simulator with `imagen demo`"
+    )
+
+
+def _dry_run(
+    prompt: str,
+    words: dict,
+    option: list[str] | None,
+    per_job: int,
+    *,
+    backend: str | None,
+    output: str | None,
+    force: bool,
+    json_output: bool,
+) -> int:
+    """`--dry-run`: the quote (app/quote.py) on stdout; exit 0 whether or not the budget admits
+    it (that is in the answer)."""
+    import json
+
+    from imagen.app import generate as use_case
+    from imagen.app.quote import quote
+    from imagen.cli import render
+    from imagen.cli.safe import printable
+
+    session = context.session()
+    job_inputs = use_case.inputs(prompt, options=option, per_job=per_job, **words)
+    q = quote(session, job_inputs, backend=backend, output=output, overwrite=force)
+    if json_output:
+        render.print_json(q, out=session.env.stdout)
+        return 0
+    budget = q["budget"]
+    lines = [
+        "dry run: nothing recorded, nothing sent",
+        f"backend  {q['backend']} ({q['backend_type']}, {q['model']})",
+        f"caller   {q['caller']}",
+        *(f"image    {path}" for path in q["images"]),
+        f"cost     {'$' + q['cost_usd'] if q['cost_usd'] else 'no price known'}"
+        + (
+            f" ({len(q['images'])} x ${q['price_usd']})"
+            if q["cost_usd"] and len(q["images"]) > 1
+            else ""
+        ),
+        f"budget   {'admits it' if budget['admitted'] else 'refuses it: ' + budget['message']}",
+    ]
+    req = q["request"]
+    if req is not None:
+        lines.append(f"request  {req['method']} {req['url']}")
+        lines += [f"  {k}: {v}" for k, v in req["headers"].items()]
+        lines.append(json.dumps(req["body"], indent=2, ensure_ascii=False))
+    for note in q["notes"]:
+        context.note(f"note: {note}")
+    for line in lines:
+        print("\n".join(printable(part) for part in line.split("\n")), file=session.env.stdout)
+    return 0
 
 
 def _read_stdin_prompt() -> str:
