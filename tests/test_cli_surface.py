@@ -33,6 +33,8 @@ DATA_COMMANDS = {
     "usage",
     "usage sync",
     "budget list",
+    "wait",
+    "worker",
     "generate",
     "gallery",
     "skills install",

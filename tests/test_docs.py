@@ -84,6 +84,40 @@ def test_testing_md_recipe_works_against_the_standalone_double(tmp_path: Path) -
         double.wait(timeout=30)
 
 
+def _sh_block(text: str, heading: str) -> str:
+    """The first ```sh block after `heading` in a doc."""
+    section = text.split(f"\n{heading}\n", 1)[1]
+    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+
+
+def test_detach_wait_and_worker_examples_run_as_written(tmp_path: Path) -> None:
+    from tests.support.doubles import FAST, SCHNELL, replicate_double
+
+    text = (ROOT / "docs" / "usage.md").read_text()
+    detach = _sh_block(text, "## Detach and wait")
+    workers = _sh_block(text, "### Workers on several machines")
+    # The shared ledger is this sandbox's own (SQLite, so `--detach` starts its own worker):
+    # the `export` is left out; the worker, which runs until stopped, exits once idle.
+    workers = "".join(line for line in workers.splitlines(True) if not line.startswith("export "))
+    assert "imagen worker --backend flux-schnell-replicate --max 8 " in workers
+    workers = workers.replace("--max 8", "--max 8 --exit-when-idle")
+    with replicate_double() as rep:
+        box = Sandbox(tmp_path, env=dict(TOKEN_ENV))
+        box.write_backend(
+            "flux-schnell-replicate", "replicate", model=SCHNELL, base_url=rep.url, **FAST
+        )
+        (tmp_path / "prompts.txt").write_text("a heron\na crane\n")
+        script = f'imagen() {{ "{sys.executable}" -m imagen "$@"; }}\nset -e\n{detach}{workers}'
+        done = subprocess.run(
+            ["bash", "-c", script], env=box.env, cwd=tmp_path, capture_output=True, text=True
+        )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    paths = [p for p in lines if p.endswith(".png")]
+    assert len(paths) == 4 + 2 and all(Path(p).is_file() for p in paths)
+    assert lines.count("succeeded") == 4 and "wait exited" not in done.stdout
+
+
 def _section(title: str) -> str:
     text = (ROOT / "docs" / "usage.md").read_text()
     return text.split(title, 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]

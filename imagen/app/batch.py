@@ -250,9 +250,18 @@ class Recorded:
 
 
 def record(
-    plan: Plan, source: Source, runner: Any, batch_id: str, stop: Stop | None = None
+    plan: Plan,
+    source: Source,
+    runner: Any,
+    batch_id: str,
+    stop: Stop | None = None,
+    *,
+    detached: bool = False,
+    reserve: bool = True,
 ) -> Recorded:
     """Record every member (its output names reserved first), a chunk per transaction.
+    `detached`: recorded unclaimed, for a worker (`generate --detach`); `reserve=False`: the
+    names are left to the machine that writes them (a worker elsewhere).
 
     A member whose output name was taken since validation (another process) is not recorded
     and is reported; the others go ahead. Ctrl-C stops recording where it is: what is recorded
@@ -265,7 +274,7 @@ def record(
 
     def flush() -> None:
         try:
-            runner.submit_many(chunk)
+            runner.submit_many(chunk, claimed=not detached)
         except BaseException:
             for _, req in chunk:
                 release_output(req, False)
@@ -291,7 +300,8 @@ def record(
             batch_input=member.input.index,
         )
         try:
-            reserve_output(request)
+            if reserve:
+                reserve_output(request)
         except UserError as exc:
             out.refused.append((member.input.where, exc))
             continue
@@ -388,7 +398,8 @@ def run_one(
             runner.run(job_id, state0)
         elif not state0.finished:
             resume(state0)
-            runner.run(job_id, state0, resumed=True)
+            # Taken anew; a job recorded unclaimed (`generate --detach`) is taken, not resumed.
+            runner.run(job_id, state0, resumed=state0.claim is not None, claim=True)
     except UserError as exc:
         code, message = exc.code, str(exc)
     except JobTakenOver as exc:

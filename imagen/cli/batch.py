@@ -134,6 +134,7 @@ def run_batch(
     force: bool,
     json_output: bool,
     concurrency: int | None,
+    detach: bool = False,
 ) -> int:
     from imagen.app import batch as b
     from imagen.app.caller import resolve_caller
@@ -164,6 +165,12 @@ def run_batch(
         source = b.Source(path=from_file)
     else:
         source = b.Source(prompts=prompts)
+    if detach:
+        from imagen.app.detach import detach_batch
+        from imagen.cli.worker import detached
+
+        ids = detach_batch(session, plan, source)
+        return detached(ids, json_output=json_output, concurrency=concurrency)
     return b.run_batch(
         session, plan, source, concurrency_override=concurrency, watcher=BatchDrive(json_output)
     )

@@ -34,6 +34,14 @@ COMMANDS = {
     ),
     "show": ("imagen.cli.jobs:show", "Show one job's whole timeline."),
     "resume": ("imagen.cli.jobs:resume", "Finish interrupted jobs without paying twice."),
+    "wait": (
+        "imagen.cli.worker:wait",
+        "Wait for jobs to end (from generate --detach); print them as generate would.",
+    ),
+    "worker": (
+        "imagen.cli.worker:worker",
+        "Drive jobs recorded for workers, on this machine, until stopped.",
+    ),
     "cancel": (
         "imagen.cli.jobs:cancel",
         "End an unfinished job: cancel remote work, record the end.",

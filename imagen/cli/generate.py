@@ -35,6 +35,7 @@ def generate(
     force: bool = False,
     json_output: Annotated[bool, Parameter(name="--json")] = False,
     preview: Annotated[bool | None, Parameter(name="--preview", negative="--no-preview")] = None,
+    detach: bool = False,
     dry_run: bool = False,
 ) -> int:
     """Generate an image from a prompt, or many at once.
@@ -96,6 +97,9 @@ def generate(
         Print one JSON object instead of the path.
     preview
         Open (or not) a preview window in tmux; default from config/IMAGEN_PREVIEW.
+    detach
+        Record the job(s), hand them to a background worker and print their ids at once
+        (--json: the job objects as they stand); `imagen wait ID…` waits for them.
     dry_run
         Check everything (config, backend, inputs, output, budget), then print the request that
         would be sent (credentials redacted), what it would cost and whether the caller's
@@ -148,6 +152,7 @@ def generate(
             force=force,
             json_output=json_output,
             concurrency=concurrency,
+            detach=detach,
         )
     assert prompt is not None
     session = context.session()
@@ -178,6 +183,12 @@ def generate(
         options=option,
         per_job=per_job,
     )
+    if detach:
+        from imagen.app.detach import detach_one
+        from imagen.cli.worker import detached
+
+        ids = detach_one(session, job_inputs, backend=backend, output=output, overwrite=force)
+        return detached(ids, json_output=json_output)
     codes: list[ExitCode] = []
 
     def shown(state: JobState) -> None:

@@ -12,7 +12,7 @@ from imagen.cli import context, render
 from imagen.cli.params import Parameter
 from imagen.cli.safe import printable
 
-STATUSES = ("running", "interrupted", "succeeded", "failed", "cancelled")
+STATUSES = ("requested", "running", "interrupted", "succeeded", "failed", "cancelled")
 
 
 def jobs(
@@ -43,7 +43,8 @@ def jobs(
         Only jobs since this age (30m, 24h, 7d, 2w), local date (2026-11-01: from local
         midnight) or time (2026-11-01T12:00 local, or with Z or an offset).
     status
-        running, interrupted, succeeded, failed or cancelled.
+        requested (recorded for a worker, not yet taken), running, interrupted, succeeded,
+        failed or cancelled.
     backend
         Only this backend instance.
     caller

@@ -51,7 +51,8 @@ class Environment:
     clock: Callable[[], datetime] = _now
     sleep: Callable[[float], None] = time.sleep
     pid: int = field(default_factory=os.getpid)
-    host: str = field(default_factory=socket.gethostname)
+    # IMAGEN_HOST: the name claims record, where machines share a hostname (containers).
+    host: str = field(default_factory=lambda: os.environ.get("IMAGEN_HOST") or socket.gethostname())
     tz: tzinfo = field(default_factory=local_zone)
 
     @property

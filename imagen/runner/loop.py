@@ -73,6 +73,18 @@ if TYPE_CHECKING:
     from ledger.projection import Guard, LockedView
 
 LEASE_SECONDS = 120.0
+
+
+def lease_seconds(env: Any) -> float:
+    """How long a claim holds without renewal: IMAGEN_LEASE_SECONDS (at least 1), else 120 s.
+    Other hosts' workers take a job over once it lapses; it must outlast the longest single
+    request (renewals happen between steps)."""
+    try:
+        return max(1.0, float(env.get("IMAGEN_LEASE_SECONDS") or LEASE_SECONDS))
+    except ValueError:
+        return LEASE_SECONDS
+
+
 MAX_STEPS = 5000
 
 
@@ -185,6 +197,7 @@ class Runner:
         self._admission = admission
         self._held = held
         self._image_mode = image_mode
+        self._lease = lease_seconds(self.envt.env)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -202,12 +215,13 @@ class Runner:
             failed = JobFailed(refused.reason, f"job {job_id}: {refused}", refused.category)
             return self._append(state, [request, failed])
 
-    def submit_many(self, jobs: list[tuple[str, JobRequested]]) -> None:
+    def submit_many(self, jobs: list[tuple[str, JobRequested]], *, claimed: bool = True) -> None:
         """Record several new jobs, each claimed by this process, in one transaction (a batch
-        records its members before running any, so a crash leaves each one resumable)."""
+        records its members before running any, so a crash leaves each one resumable).
+        Unclaimed (`generate --detach`): recorded for a worker to claim and drive."""
         if not jobs:
             return
-        claim = self._claim(resumed=False)
+        claim = [self._claim(resumed=False)] if claimed else []
         checks = [self._admission.guard(request) for _, request in jobs]
         for (_, request), check in zip(jobs, checks, strict=True):
             if check is not None:
@@ -215,7 +229,7 @@ class Runner:
                 break
         with _signals_deferred(), self.store.transaction() as conn:
             for (job_id, request), check in zip(jobs, checks, strict=True):
-                new = [self._to_new(request), self._to_new(claim)]
+                new = [self._to_new(e) for e in (request, *claim)]
                 try:
                     # Each member's budget check sees the members recorded before it in this
                     # transaction: a batch cannot overrun a budget any more than 8 processes.
@@ -232,8 +246,12 @@ class Runner:
         state: JobState | None = None,
         *,
         resumed: bool = False,
+        claim: bool = False,
         extra: list[Event] | None = None,
     ) -> JobState:
+        """Drive the job to its end. `resumed` or `claim`: take it first (a RunnerClaimed
+        appended at the version read, so of two processes taking one job, one fails with
+        JobTakenOver); `claim` alone takes a job recorded unclaimed (`generate --detach`)."""
         state = state or load(self.store, job_id)
         if state.request is None:
             raise RunnerError(f"job {job_id} has no request")
@@ -246,8 +264,8 @@ class Runner:
                 "resume this job with that version"
             )
         self._delivered = None
-        if resumed:
-            state = self._append(state, [self._claim(resumed=True), *(extra or [])])
+        if resumed or claim:
+            state = self._append(state, [self._claim(resumed=resumed), *(extra or [])])
         elif extra:
             state = self._append(state, list(extra))
         self._adapter = backends.load(state.request.backend_type)
@@ -624,7 +642,7 @@ class Runner:
         return RunnerClaimed(
             self.envt.pid,
             self.envt.host,
-            LEASE_SECONDS,
+            self._lease,
             proc_start(self.envt.pid),
             resumed,
         )
@@ -632,8 +650,8 @@ class Runner:
     def _renew_lease(self, state: JobState) -> JobState:
         if state.claim_at is None or state.claim is None:
             return state
-        if (self.envt.clock() - state.claim_at).total_seconds() > LEASE_SECONDS / 3:
-            return self._append(state, [RunnerRenewed(self.envt.pid, LEASE_SECONDS)])
+        if (self.envt.clock() - state.claim_at).total_seconds() > self._lease / 3:
+            return self._append(state, [RunnerRenewed(self.envt.pid, self._lease)])
         return state
 
     def _to_new(self, event: Event) -> NewEvent:

@@ -31,6 +31,8 @@ def effective_status(row: dict[str, Any], alive: Alive) -> str:
     """running only while the owning process is alive (same host) or its lease holds."""
     if row["status"] not in ("running", "requested"):
         return row["status"]
+    if row["status"] == "requested" and row["pid"] is None:
+        return "requested"  # recorded for a worker (`generate --detach`), not yet claimed
     return "running" if alive(row) else "interrupted"
 
 
