@@ -33,7 +33,7 @@ def jobs(
     Examples of use:
       imagen jobs
       imagen jobs --status interrupted --since 24h
-      imagen jobs --json | jq -r '.[] | select(.status == "succeeded") | .image_path'
+      imagen jobs --json | jq -r '.[] | select(.status == "succeeded") | .image'
       imagen jobs | cut -f1,3          # piped: tab-separated, with a header row
       imagen jobs --batch 5d1e         # one batch's jobs, in batch order
 
@@ -53,7 +53,7 @@ def jobs(
     limit
         At most this many rows (default 20; every job of a --batch).
     json_output
-        Print a JSON array of jobs (keys as in the header row, plus image_path and error).
+        Print a JSON array of job objects (as `generate --json` prints; see `imagen discover`).
     """
     from imagen.core.times import parse_since
     from imagen.projections.jobs import query as jobs_query
@@ -92,11 +92,22 @@ def jobs(
     )
     if reader is not None and not json_output and status != "interrupted":
         mention_interrupted(context.session(), reader)
-    data = [{k: r[k] for k in JOB_FIELDS} for r in rows]
     if json_output:
-        render.print_json(data)
+        render.print_json(job_objects(rows))
     else:
-        render.table(data, JOB_COLUMNS)
+        render.table([{k: r[k] for k in JOB_FIELDS} for r in rows], JOB_COLUMNS)
+
+
+def job_objects(rows: list[dict]) -> list[dict]:
+    """The listed jobs as the one job object (app/contract.py), each read from the ledger
+    (the table holds a summary; the object names every image and the inputs as sent)."""
+    from imagen.app.contract import job_object
+    from imagen.repository import load
+
+    if not rows:
+        return []
+    reader = context.session().reader()
+    return [dict(job_object(load(reader, r["job_id"]), status=r["status"])) for r in rows]
 
 
 JOB_FIELDS = (
@@ -177,7 +188,7 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
     job_id
         The job id or any unique prefix of it.
     json_output
-        Print one JSON object {job_id, status, cost_usd, events}.
+        Print the job object (as `generate --json` prints) with its `events`.
     """
     from imagen.app.outcome import resolve_job_id
     from imagen.projections.cost import cost_usd
@@ -189,11 +200,9 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
     rows = timeline(state)
     cost = cost_usd(state)
     if json_output:
-        print(
-            json.dumps(
-                {"job_id": state.job_id, "status": _status(state), "cost_usd": cost, "events": rows}
-            )
-        )
+        from imagen.app.contract import job_object
+
+        render.print_json({**job_object(state, status=_status(state)), "events": rows})
         return
     req = state.request
     print(printable(f"job {state.job_id}  {_status(state)}"))
