@@ -33,6 +33,7 @@ DATA_COMMANDS = {
     "usage",
     "usage sync",
     "budget list",
+    "whoami",
     "generate",
     "gallery",
 }

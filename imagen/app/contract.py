@@ -40,6 +40,40 @@ class Moment(str):
     PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$"
 
 
+class CallerBudget(TypedDict):
+    """A budget as it stands for one caller (`usage --by caller --json`, `whoami --json`)."""
+
+    per: Literal["day", "week", "month", "total"]
+    backend: str | None
+    amount: Money
+    spent: Money
+    left: Money
+    default: bool  # the `*` budget, governing a caller without one of its own
+
+
+class StandingObject(TypedDict):
+    caller: str
+    spent: Money
+    left: Money
+
+
+class BudgetObject(TypedDict):
+    """One budget as `budget list --json` prints it (the default's standing per caller)."""
+
+    caller: str
+    per: Literal["day", "week", "month", "total"]
+    backend: str | None
+    amount: Money
+    window_start: Moment | None
+    window_end: Moment | None
+    set_by: str
+    set_at: Moment
+    zone: str | None
+    spent: Money | None
+    left: Money | None
+    callers: NotRequired[list[StandingObject]]
+
+
 class ErrorBody(TypedDict):
     code: str  # ExitCode's name in snake_case: "over_budget", "not_found", ...
     exit: int  # the process's exit code
@@ -78,6 +112,12 @@ class JobObject(TypedDict):
     error: ErrorBody | None
     asked: NotRequired[dict[str, Any]]  # what was asked when it differs from what was sent
     expected_size: NotRequired[str]  # the size asked for, when the backend made another
+
+
+class GeneratedJob(JobObject):
+    """`generate --json` (one per line in a batch, with its input's `index`) and `resume`."""
+
+    index: NotRequired[int]
 
 
 def error_body(

@@ -54,6 +54,14 @@ COMMANDS = {
         "imagen.cli.budget:budget_app",
         "Cap what each caller may spend per day, week, month or in total.",
     ),
+    "whoami": (
+        "imagen.cli.whoami:whoami",
+        "Who this process generates as, and what it may still spend.",
+    ),
+    "discover": (
+        "imagen.cli.discover:discover",
+        "Describe imagen for programs: commands, JSON schemas, exit codes.",
+    ),
     "db": ("imagen.cli.db:db_app", "Database schema migrations (alembic)."),
     "completion": ("imagen.cli.completion:completion", "Print or install shell completion."),
     "docs": (

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from cyclopts import Parameter
 
+from imagen.app.contract import JobObject
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
 from imagen.cli import context, render
 
 if TYPE_CHECKING:
-    from imagen.app.contract import JobObject
     from imagen.app.gallery import Built
 
 
@@ -35,6 +35,7 @@ class ServedObject(TypedDict):
     directory: str
 
 
+@render.outputs(GalleryObject | ServedObject)
 def gallery(
     *,
     since: str | None = None,

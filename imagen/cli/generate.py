@@ -7,10 +7,12 @@ import shlex
 import sys
 from typing import Annotated
 
-from imagen.cli import context
+from imagen.app.contract import GeneratedJob
+from imagen.cli import context, render
 from imagen.cli.params import Parameter
 
 
+@render.outputs(GeneratedJob)
 def generate(
     # allow_leading_hyphen: so that `-` (read stdin) reaches us; option-like words are refused below
     # (only the first: global options such as -v after the prompts stay global options)

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
+from imagen.app.contract import GeneratedJob, JobObject
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
 from imagen.app.liveness import mention_interrupted, row_owner_alive
 from imagen.cli import context, render
 from imagen.cli.params import Parameter
 from imagen.cli.safe import printable
+from imagen.projections.timeline import TimelineRow
+
+
+class ShowObject(JobObject):
+    """`show --json`: the job object and every recorded event."""
+
+    events: list[TimelineRow]
+
+
+class CancelObject(JobObject):
+    """`cancel --json`: the job object, whether remote work was cancelled, and what was done."""
+
+    remote_cancelled: bool
+    message: str
+
 
 STATUSES = ("running", "interrupted", "succeeded", "failed", "cancelled")
 
 
+@render.outputs(list[JobObject])
 def jobs(
     *,
     since: str | None = None,
@@ -173,6 +189,7 @@ def resolve_batch_id(reader, prefix: str) -> str:  # type: ignore[no-untyped-def
     return prefix if prefix in found else found[0]
 
 
+@render.outputs(ShowObject)
 def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json")] = False) -> None:
     """Show one job's whole timeline.
 
@@ -202,7 +219,8 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
     if json_output:
         from imagen.app.contract import job_object
 
-        render.print_json({**job_object(state, status=_status(state)), "events": rows})
+        shown: ShowObject = {**job_object(state, status=_status(state)), "events": rows}
+        render.print_json(shown)
         return
     req = state.request
     print(printable(f"job {state.job_id}  {_status(state)}"))
@@ -224,6 +242,7 @@ def _status(state) -> str:  # type: ignore[no-untyped-def]
     return state.status
 
 
+@render.outputs(list[GeneratedJob])
 def resume(
     job_id: str | None = None,
     /,
@@ -270,6 +289,7 @@ def resume(
     )
 
 
+@render.outputs(CancelObject)
 def cancel(
     job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json")] = False
 ) -> int:
@@ -289,25 +309,22 @@ def cancel(
     job_id
         The job id or a unique prefix.
     json_output
-        Print one JSON object.
+        Print the job object with `remote_cancelled` and `message`.
     """
     from imagen.app.cancel import cancel as cancel_job
     from imagen.core.events import JobCancelled
 
     state, message = cancel_job(context.session(), job_id)
-    jid = state.job_id
     if json_output:
+        from imagen.app.contract import job_object
+
         t = state.terminal
-        print(
-            json.dumps(
-                {
-                    "job_id": jid,
-                    "status": state.status,
-                    "remote_cancelled": isinstance(t, JobCancelled) and t.remote_cancelled,
-                    "message": message,
-                }
-            )
-        )
+        done: CancelObject = {
+            **job_object(state),  # type: ignore[typeddict-item]
+            "remote_cancelled": isinstance(t, JobCancelled) and t.remote_cancelled,
+            "message": message,
+        }
+        render.print_json(done)
     else:
         context.err(f"imagen: {message}")
     return 0
