@@ -249,11 +249,13 @@ def json_schema(tp: Any) -> dict[str, Any]:
     if isinstance(tp, type) and issubclass(tp, (Money, Moment)):
         return {"type": "string", "pattern": tp.PATTERN}
     if isinstance(tp, type) and typing.is_typeddict(tp):
-        hints = typing.get_type_hints(tp)
+        # NotRequired is read from the hints: under `from __future__ import annotations` the
+        # class's own __required_keys__ cannot see it (it sees strings).
+        hints = typing.get_type_hints(tp, include_extras=True)
         return {
             "type": "object",
             "properties": {k: json_schema(v) for k, v in hints.items()},
-            "required": sorted(tp.__required_keys__),  # type: ignore[attr-defined]
+            "required": [k for k, v in hints.items() if typing.get_origin(v) is not NotRequired],
             "additionalProperties": False,
         }
     simple = {str: "string", bool: "boolean", int: "integer", float: "number"}
