@@ -154,3 +154,38 @@ def test_open_on_a_job_without_an_image_is_no_image_not_not_found(
     assert code == 9
     code, _, err = run("open", refused["job_id"])
     assert code == 11 and "has no image" in err
+
+
+def test_the_docs_exit_codes_and_agent_examples_are_the_codes(
+    tmp_path: Path, rep: ReplicateDouble
+) -> None:
+    """docs/usage.md: the exit-code table lists exactly app/exit_codes.py's codes, and every
+    example of "For programs and agents" runs as written (a shell, jq, the real CLI)."""
+    import re
+    import subprocess
+    import sys
+
+    from imagen.app.exit_codes import ExitCode
+    from tests.support.cli import ROOT
+
+    text = (ROOT / "docs" / "usage.md").read_text()
+    table = text.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    assert [int(c) for c in re.findall(r"^\| (\d+) \|", table, re.M)] == [int(c) for c in ExitCode]
+    section = text.split("## For programs and agents", 1)[1].split("\n## ", 1)[0]
+    examples = re.search(r"```sh\n(.*?)```", section, re.S).group(1).splitlines()  # type: ignore[union-attr]
+    box = rep_box(tmp_path, rep)
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "imagen").write_text(f'#!/bin/sh\nexec {sys.executable} -m imagen "$@"\n')
+    (bin_ / "imagen").chmod(0o755)
+    env = {**box.env, "PATH": f"{bin_}:/usr/bin:/bin", "MAI_FROM_ID": "agent-1"}
+    outputs = []
+    for line in filter(None, examples):
+        done = subprocess.run(
+            ["bash", "-c", line], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+        )
+        assert done.returncode == 0 and done.stdout.strip(), (line, done.stderr)  # jq's status
+        assert "Traceback" not in done.stderr and "jq: error" not in done.stderr, line
+        outputs.append(done.stdout.strip())
+    assert "whoami" in outputs[0] and json.loads(outputs[1])["code"] == "over_budget"
+    assert outputs[2] == "agent-1" and Path(outputs[4]).is_file() and outputs[5] == "not_found"
