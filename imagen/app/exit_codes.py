@@ -82,7 +82,7 @@ def hint_for(code: ExitCode | int, job_id: str | None = None) -> str | None:
     hint = HINTS.get(ExitCode(code))
     if hint is None:
         return None
-    return hint.replace("JOB", job_id) if job_id else hint
+    return hint.replace("JOB", job_id or "ID")
 
 
 # What `resume --all` exits with when its jobs ended differently: the code most in need of a
