@@ -377,7 +377,7 @@ def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
     # No ledger yet: an empty gallery, and reading did not create a ledger.
     empty = box.run("gallery", "--json")
     assert empty.returncode == 0, empty.stderr
-    assert json.loads(empty.stdout)["jobs"] == 0 and not (tmp_path / "ledger.db").exists()
+    assert json.loads(empty.stdout)["job_count"] == 0 and not (tmp_path / "ledger.db").exists()
     # --open with no desktop to open it on: the site is written, a warning says why not opened.
     opened = box.run("gallery", "--open", env={"DISPLAY": "", "WAYLAND_DISPLAY": ""})
     assert opened.returncode == 0 and (tmp_path / "out" / "gallery" / "index.html").is_file()
