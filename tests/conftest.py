@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +12,33 @@ import pytest
 from imagen.testing.postgres import PostgresCluster, PostgresUnavailable, create_database
 
 pytest_plugins = ["tests.support.echo", "tests.support.doubles"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A suite started in the background by a shell without job control (`pytest &` in a
+    # script, a CI harness) inherits SIGINT ignored, as POSIX asks of background jobs; Python
+    # then installs no Ctrl-C handler, and every imagen the suite starts inherits the ignore
+    # too and rightly sits through the Ctrl-C tests' SIGINT (those tests once hung in CI this
+    # way). The suite plays a person at a terminal: its children start with Ctrl-C live.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_processes() -> Iterator[None]:
+    """Kill what a test started with Sandbox.popen and left running (a failed test's hung
+    imagen), so it cannot reach a later test's double on a reused port."""
+    from tests.support.cli import STARTED
+
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 @pytest.fixture(scope="session")

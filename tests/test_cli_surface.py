@@ -116,6 +116,8 @@ def box(tmp_path: Path) -> Sandbox:
         (["jobs", "--limit", "x"], 'invalid value for --limit: unable to convert "x" into int'),
         (["jobs", "--json-output"], "unknown option: --json-output"),
         (["nope"], 'unknown command "nope"'),
+        (["genrate", "a fox"], 'unknown command "genrate". Did you mean "generate"?'),
+        (["jobs", "--limit", "-1"], "--limit -1: give 1 or more rows"),
         (["-x", "jobs"], "unknown option: -x (see `imagen --help`)"),
         (["generate"], "no prompt: pass the text to draw"),
         (["generate", "--typo"], "unknown option: --typo (see `imagen generate --help`)"),
@@ -247,6 +249,43 @@ def test_terminal_table_has_a_header_and_fits(monkeypatch: pytest.MonkeyPatch) -
     assert lines[0].split() == ["NAME", "N", "TEXT"]
     assert all(len(line) <= 60 for line in lines) and lines[1].endswith("…")
     assert lines[2].split() == ["bbb", "-", "y"] and lines[3].strip() == "total"
+
+
+def test_at_80_columns_tables_drop_columns_rather_than_wrap_or_cut_a_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from imagen.cli import render
+    from imagen.cli.backends import COLUMNS as BACKENDS
+    from imagen.cli.jobs import JOB_COLUMNS
+
+    monkeypatch.setenv("COLUMNS", "80")
+    status = "not configured (set REPLICATE_API_TOKEN)"
+    backends = [
+        {"name": "flux-schnell-replicate", "type": "replicate", "default": True, "status": status},
+        {"name": "flux-schnell-local", "type": "comfyui", "default": False, "status": "ok"},
+    ]
+    for row in backends:
+        row["model"] = "black-forest-labs/flux-schnell"
+    job = {
+        "job_id": "0123456789abcdef",
+        "created_at": "2026-12-06T03:14:23.000000Z",
+        "status": "succeeded",
+        "backend": "flux-schnell-replicate",
+        "model": "black-forest-labs/flux-schnell",
+        "cost_usd": "0.003000",
+        "prompt": "a red fox in the snow, watercolour, " * 3,
+    }
+    for rows, columns, kept in ((backends, BACKENDS, status), ([job], JOB_COLUMNS, "$0.003")):
+        out = io.StringIO()
+        render.table(rows, columns, out=out, isatty=True)
+        lines = out.getvalue().splitlines()
+        assert all(len(line) <= 80 for line in lines), lines
+        assert kept in lines[1]
+        piped = io.StringIO()
+        render.table(rows, columns, out=piped, isatty=False)
+        assert len(piped.getvalue().splitlines()[0].split("\t")) == len(columns)  # all kept
 
 
 def test_quiet_and_verbose_are_global(sandbox: Sandbox) -> None:

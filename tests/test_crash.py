@@ -353,10 +353,6 @@ def _cases(backend: str) -> list[Any]:
     ]
 
 
-# Once, in a full CI run, the ComfyUI "sigterm" case's imagen did not exit within 60 s of
-# SIGTERM while its prompt was held (as test_comfyui's Ctrl-C test once did); not reproduced
-# since. A known open defect, rerun once until it is found.
-@pytest.mark.flaky(reruns=1)
 @pytest.mark.parametrize(
     ("world", "case"), _cases("replicate") + _cases("comfyui"), indirect=["world"]
 )

@@ -63,3 +63,34 @@ def test_gallery_server_answers_hostile_paths_without_a_traceback(
     assert warned == []
     err = capfd.readouterr().err
     assert "Traceback" not in err, err
+
+
+def test_gallery_server_says_nothing_when_a_client_hangs_up_mid_answer(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import struct
+
+    (tmp_path / "big.png").write_bytes(b"\0" * (16 << 20))  # more than the socket buffers hold
+    (tmp_path / "index.html").write_text("<p>gallery</p>")
+    warned: list[str] = []
+    server = GalleryServer(tmp_path, 0, head=lambda: 0, rebuild=lambda: 0)
+    server.warn = warned.append
+    thread = server.start()
+    port = server.server_address[1]
+    try:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            s.sendall(f"GET /{server.token}/big.png HTTP/1.0\r\n\r\n".encode())
+            assert s.recv(1024).startswith(b"HTTP/1.0 200")
+            # Gone with a reset (SO_LINGER 0), as a closed tab: the server is mid-answer.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        ok = _ask(port, f"/{server.token}/index.html".encode())
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+    assert ok.startswith(b"HTTP/1.0 200")
+    assert warned == []
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Error" not in err, err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -107,8 +108,12 @@ def test_should_preview(mode: Mode, isatty: bool, env: dict[str, str], expected:
 
 
 def test_build_argv_direct_exec() -> None:
-    argv = build_argv(DEFAULT_COMMAND, Path("/img/a b.png"), window_name="w")
-    assert argv == ["tmux", "new-window", "-a", "-d", "-n", "w", "--"] + [
+    argv = build_argv(DEFAULT_COMMAND, Path("/img/a b.png"), window_name="w", session="$3")
+    # At the session's first free index (never -a: it renumbered the windows after it).
+    assert argv == ["tmux", "new-window", "-P", "-F", "#{window_id}", "-t", "$3:", "-d"] + [
+        "-n",
+        "w",
+        "--",
         "tmux-img",
         "--hold",
         "/img/a b.png",
@@ -304,8 +309,11 @@ class Viewer:
     channel: str
 
 
-def make_viewer(directory: Path, server: Server, name: str = "fake-viewer") -> Viewer:
-    """A viewer that records its argv as JSON (atomically), then signals a tmux channel."""
+def make_viewer(
+    directory: Path, server: Server, name: str = "fake-viewer", linger: bool = False
+) -> Viewer:
+    """A viewer that records its argv as JSON (atomically), then signals a tmux channel; with
+    `linger`, it then stays (reading its terminal) as a viewer does until a key."""
     channel = f"imagen-{uuid.uuid4().hex}"
     out = directory / f"{channel}.json"
     program = directory / name
@@ -317,6 +325,7 @@ def make_viewer(directory: Path, server: Server, name: str = "fake-viewer") -> V
         "    json.dump(sys.argv[1:], f)\n"
         "os.replace(out + '.tmp', out)\n"
         f"subprocess.run([{TMUX!r}, '-S', {server.socket!r}, 'wait-for', '-S', {channel!r}])\n"
+        + ("sys.stdin.read()\n" if linger else "")
     )
     program.chmod(0o755)
     return Viewer(program=program, out=out, channel=channel)
@@ -383,13 +392,43 @@ def test_default_style_command_with_flags_and_viewer_from_path(
 
 
 @needs_tmux
-def test_window_opens_in_background_next_to_current(server: Server, workdir: Path) -> None:
+def test_window_opens_in_background(server: Server, workdir: Path) -> None:
     active_before = server.tmux("display-message", "-p", "-t", "t", "#{window_id}").stdout
     viewer = make_viewer(workdir, server)
     spawn(workdir / "a.png", [str(viewer.program)], env=server.env(), window_name="#{x}")
     assert received(server, viewer) == [str(workdir / "a.png")]
     # -d: focus stays where the user is.
     assert server.tmux("display-message", "-p", "-t", "t", "#{window_id}").stdout == active_before
+
+
+@needs_tmux
+def test_previews_reuse_one_window_and_never_renumber_the_users(
+    server: Server, workdir: Path
+) -> None:
+    server.tmux("new-session", "-d", "-s", "reuse", "-x", "80", "-y", "24")
+    try:
+        server.tmux("new-window", "-d", "-t", "reuse:1")  # the window right after the user's
+        pane = server.tmux("display-message", "-p", "-t", "reuse:0", "#{pane_id}").stdout.strip()
+        env = {**server.env(), "TMUX_PANE": pane}
+
+        def windows() -> dict[str, str]:
+            listing = server.tmux(
+                "list-windows", "-t", "reuse", "-F", "#{window_id} #{window_index}"
+            )
+            return dict(line.split() for line in listing.stdout.splitlines())
+
+        users = windows()
+        for n in (1, 2):
+            viewer = make_viewer(workdir, server, name=f"viewer-{n}", linger=True)
+            spawn(workdir / f"{n}.png", [str(viewer.program)], env=env)
+            assert received(server, viewer) == [str(workdir / f"{n}.png")]
+            now = windows()
+            assert len(now) == len(users) + 1, now  # one preview window, reused
+            assert {w: now[w] for w in users} == users  # nothing renumbered
+        active = server.tmux("display-message", "-p", "-t", "reuse", "#{window_index}").stdout
+        assert active.strip() == "0"  # -d: focus stays where the user is
+    finally:
+        server.tmux("kill-session", "-t", "reuse")
 
 
 @needs_tmux
@@ -409,12 +448,88 @@ def test_preview_opens_window_and_returns_true(server: Server, workdir: Path) ->
 
 
 @needs_tmux
+def test_desktop_opener_inside_tmux_finds_the_display_in_the_sessions_environment(
+    server: Server, workdir: Path
+) -> None:
+    opener = workdir / "xdg-open"  # records its argument and the display it was given
+    opener.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        f"open({str(workdir / 'opened.json')!r}, 'w').write("
+        "json.dumps([sys.argv[1:], os.environ.get('DISPLAY')]))\n"
+    )
+    opener.chmod(0o755)
+    env = {k: v for k, v in server.env().items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["PATH"] = f"{workdir}{os.pathsep}{env.get('PATH', os.defpath)}"
+    image = workdir / "a.png"
+    # The pane's shell lost $DISPLAY (made before the desktop attached): tmux knows it.
+    server.tmux("set-environment", "-t", "t", "DISPLAY", ":77")
+    try:
+        assert pv.open_on_desktop(image, env=env) == "xdg-open"
+        assert json.loads((workdir / "opened.json").read_text()) == [[str(image)], ":77"]
+    finally:
+        server.tmux("set-environment", "-t", "t", "-u", "DISPLAY")
+    with pytest.raises(pv.NoDesktop) as info:  # the real reason, never "not in tmux"
+        pv.open_on_desktop(image, env=env)
+    assert "in this tmux session's environment" in str(info.value)
+    assert "not in tmux" not in str(info.value)
+
+
+BATCH_DRIVER = """
+import sys
+from types import SimpleNamespace
+
+from imagen.app.exit_codes import ExitCode
+from imagen.cli.batch import BatchDrive
+
+drive = BatchDrive(json_output=False)  # what `generate -n 3` shows, in this pane's terminal
+drive.begin(3, SimpleNamespace(value=None, terminating=False))
+for n in range(3):
+    drive.on_start(f"job{n}")
+    drive.display._live.refresh()  # the live region is on screen when the path lands
+    done = SimpleNamespace(
+        job_id=f"job{n}", status="succeeded", spent=None, code=ExitCode.OK, summary={},
+        images=[f"/images/fox-{n}.png"], message=None,
+    )
+    drive.on_done(done)
+    drive.display._live.refresh()
+drive.close()
+sys.exit(drive.finish(None, "batch b1", "imagen resume b1"))
+"""
+
+
+@needs_tmux
+def test_a_batchs_image_paths_stay_on_screen_and_its_bar_leaves_none(
+    server: Server, workdir: Path
+) -> None:
+    script = workdir / "batch.py"
+    script.write_text(BATCH_DRIVER)
+    channel = f"imagen-{uuid.uuid4().hex}"
+    run = (
+        f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}; "
+        f"{shlex.quote(TMUX or 'tmux')} -S {shlex.quote(server.socket)} wait-for -S {channel}; "
+        "exec sleep 60"
+    )
+    pane = server.tmux(
+        "new-window", "-d", "-P", "-F", "#{pane_id}", "-t", "t:", "--", "/bin/sh", "-c", run
+    ).stdout.strip()
+    try:
+        server.tmux("wait-for", channel)
+        screen = server.tmux("capture-pane", "-p", "-t", pane).stdout.splitlines()
+    finally:
+        server.tmux("kill-window", "-t", pane)
+    for n in range(3):
+        assert f"/images/fox-{n}.png" in screen, screen
+    assert not [line for line in screen if line.startswith(("batch ", "  job"))], screen
+    assert any("batch b1: 3 done" in line for line in screen), screen
+
+
+@needs_tmux
 def test_dead_server_is_spawn_failed(workdir: Path) -> None:
     viewer = workdir / "v"
     viewer.write_text("#!/bin/sh\n")
     viewer.chmod(0o755)
     env = {"TMUX": f"{workdir}/no-server,1,0", "PATH": os.environ.get("PATH", os.defpath)}
-    with pytest.raises(SpawnFailed, match="tmux new-window failed"):
+    with pytest.raises(SpawnFailed, match="tmux display-message failed"):
         spawn(workdir / "a.png", [str(viewer)], env=env)
 
 

@@ -51,3 +51,32 @@ def test_steps_counted_0_to_n_minus_1_end_full_when_the_next_node_starts() -> No
         assert _bar(reporter) == (16, 16)
     finally:
         reporter.close()
+
+
+def _line(reporter: RichReporter) -> str:
+    from rich.console import Console
+
+    out = io.StringIO()
+    progress = reporter._progress
+    Console(file=out, width=100).print(progress.make_tasks_table(progress.tasks))
+    return out.getvalue()
+
+
+def test_before_steps_are_known_the_line_says_what_it_waits_for_never_0_of_unknown() -> None:
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from imagen.core.events import RequestSent
+    from imagen.core.job import Recorded
+
+    reporter = RichReporter(io.StringIO(), enabled=True)
+    try:
+        state = SimpleNamespace(request=SimpleNamespace(backend="flux-schnell-replicate"))
+        sent = RequestSent("r1", "create", "POST", "http://127.0.0.1/x", {}, None)
+        reporter.event(state, Recorded(sent, 1, datetime.now(UTC)))  # type: ignore[arg-type]
+        line = _line(reporter)
+        assert "create: waiting for flux-schnell-replicate" in line and "0/?" not in line
+        reporter.progress(3, 4, "sampling")
+        assert "3/4" in _line(reporter)
+    finally:
+        reporter.close()

@@ -205,6 +205,29 @@ def test_ctrl_c_cancels_the_remote_prediction(tmp_path: Path, rep: ReplicateDoub
     assert rep.billed == 1
 
 
+def test_a_second_ctrl_c_names_the_job_and_how_to_finish_it(
+    tmp_path: Path, rep: ReplicateDouble
+) -> None:
+    box = make_box(tmp_path, rep, wait_s=1)
+    rep.behaviour(never_finish=True)
+    release = rep.hold_next("cancel")  # the first Ctrl-C's cancel is in flight at the second
+    proc = box.popen("generate", "interrupt me twice")
+    try:
+        rep.wait_for_request(lambda r: r[0] == "GET" and "/v1/predictions/" in r[1], timeout=30)
+        proc.send_signal(signal.SIGINT)
+        rep.wait_for_request(lambda r: r[1].endswith("/cancel"), timeout=30)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        release.set()
+    job_id = only_job(box)
+    assert proc.returncode == 130, err
+    assert err.splitlines()[-1] == (
+        f"imagen: interrupted; job {job_id} is left unfinished: "
+        f"finish it with `imagen resume {job_id}`"
+    )
+
+
 def test_truncated_download_is_retried_once(box: Sandbox, rep: ReplicateDouble) -> None:
     rep.truncate_next_download()
     result = box.run("generate", "x")

@@ -623,6 +623,11 @@ def run_batch(
             for where, exc in recorded.refused:
                 watcher.refused(where, exc)
             drive_recorded(session, store, recorded, concurrency_override, stop, watcher)
+        except KeyboardInterrupt:
+            # A second Ctrl-C: what is unfinished stays resumable, by the batch's id.
+            raise KeyboardInterrupt(
+                f"batch {batch_id} is left unfinished: finish it with `imagen resume {batch_id}`"
+            ) from None
         finally:
             watcher.close()
         return watcher.finish(recorded, f"batch {batch_id}", f"imagen resume {batch_id}")

@@ -35,6 +35,11 @@ def drive(
             if request is not None:
                 state = runner.submit(job_id, request)
             state = runner.run(job_id, state, resumed=resumed, extra=list(extra))
+    except KeyboardInterrupt:
+        # A second Ctrl-C stops at once: say which job is left unfinished and how to end it.
+        raise KeyboardInterrupt(
+            f"job {job_id} is left unfinished: finish it with `imagen resume {job_id}`"
+        ) from None
     except JobTakenOver as exc:
         raise UserError(str(exc), ExitCode.CONFLICT, job_id=job_id) from None
     except MissingCredential as exc:

@@ -26,6 +26,13 @@ class _Handler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
         pass  # requests are not news; errors reach the page
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):
+            # The browser hung up mid-answer (a reload, a closed tab): no news, no traceback.
+            self.close_connection = True
+
     def end_headers(self) -> None:
         self.send_header("Content-Security-Policy", CSP)
         self.send_header("Cache-Control", "no-store")

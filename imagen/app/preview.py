@@ -21,11 +21,14 @@ How the viewer is started (verified against tmux 3.3a, see tests/test_preview.py
   to the user's ``default-shell``), we run ``/bin/sh -c 'exec <shlex-quoted words>'`` instead:
   explicit POSIX sh, so ``shlex.quote`` is exact, and the quoted string ends in ``'``.
 * ``-n`` (window name) *is* format-expanded by tmux, so names are sanitised (``#`` doubled).
-* ``-t %pane`` is rejected by new-window ("can't specify pane here"); instead the tmux client
-  reads ``$TMUX_PANE`` from its environment to pick the caller's session, and ``-a`` inserts
-  the window right after that session's current window.
+* One preview window per session, marked with the window option ``@imagen-preview``: a later
+  preview respawns its pane (``respawn-pane -k``, the old viewer goes; respawn-window would
+  make it the current window) instead of opening another.
+* It opens at the session's first free index (``new-window -t SESSION:``, the session's id
+  read with ``display-message -t $TMUX_PANE``; new-window refuses a pane as target): never
+  ``-a`` after the current window, which renumbered the user's windows after it.
 * ``-d``: the window opens without taking focus, so a user (or an agent) typing in the current
-  pane is not interrupted; it shows up in the status line next to the current window.
+  pane is not interrupted; it shows up in the status line.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pathlib import Path
 __all__ = [
     "DEFAULT_COMMAND",
     "Mode",
+    "NoDesktop",
     "NotInTmux",
     "PreviewConfigError",
     "PreviewError",
@@ -53,6 +57,7 @@ __all__ = [
     "VIEWERS",
     "build_argv",
     "detect_viewer",
+    "desktop_env",
     "open_on_desktop",
     "preview",
     "resolve_mode",
@@ -74,6 +79,7 @@ _HOLD = "printf '\\n[Enter closes this window] '; read -r _"
 ENV_VAR = "IMAGEN_PREVIEW"
 MIN_TMUX = (3, 0)
 _OFF_HINT = "or turn preview off with --no-preview / IMAGEN_PREVIEW=off"
+MARK = "@imagen-preview"  # the window option naming a session's preview window
 
 _SYNONYMS: dict[str, str] = {
     "auto": "auto",
@@ -187,12 +193,22 @@ def build_argv(
     window_name: str,
     tmux: str = "tmux",
     focus: bool = False,
+    session: str = "",
 ) -> list[str]:
-    """The full ``tmux new-window`` argv for ``command`` showing ``path``. Pure.
+    """The full ``tmux new-window`` argv for ``command`` showing ``path`` in a new window at
+    ``session``'s first free index (it prints the new window's id). Pure.
 
     ``{path}`` is replaced inside each element (so ``--file={path}`` works); a command with no
     ``{path}`` gets the path appended as its last argument.
     """
+    argv = [tmux, "new-window", "-P", "-F", "#{window_id}", "-t", f"{session}:"]
+    if not focus:
+        argv.append("-d")
+    return [*argv, "-n", _window_name(window_name), "--", *viewer_words(command, path)]
+
+
+def viewer_words(command: Sequence[str], path: Path) -> list[str]:
+    """The words tmux runs for ``command`` on ``path`` (see build_argv). Pure."""
     if isinstance(command, str) or not command:
         raise PreviewConfigError(
             f"output.preview_command must be a non-empty list of strings, e.g. {list(DEFAULT_COMMAND)}"
@@ -207,11 +223,7 @@ def build_argv(
         words.append(target)
     if _needs_shell(words):
         words = ["/bin/sh", "-c", "exec " + shlex.join(words)]
-    argv = [tmux, "new-window", "-a"]
-    if not focus:
-        argv.append("-d")
-    argv += ["-n", _window_name(window_name), "--", *words]
-    return argv
+    return words
 
 
 def _tmux_version(text: str) -> tuple[int, int] | None:
@@ -323,29 +335,87 @@ def spawn(
             + _OFF_HINT
         )
     viewer = _find_viewer(command[0], env)
-    argv = build_argv(
-        [viewer, *command[1:]],
-        path,
-        window_name=window_name if window_name is not None else f"imagen {path.name}",
-        tmux=tmux_path,
-        focus=focus,
-    )
-    done = _run(argv, env, timeout)
-    if done.returncode != 0:
-        reason = _first_line(done.stderr) or f"exit status {done.returncode}"
-        raise SpawnFailed(
-            f"tmux new-window failed ({reason}): check that the tmux server in $TMUX is "
-            "running, " + _OFF_HINT
-        )
+    command = [viewer, *command[1:]]
+    name = window_name if window_name is not None else f"imagen {path.name}"
+
+    def tmux_do(*args: str) -> str:
+        done = _run([tmux_path, *args], env, timeout)
+        if done.returncode != 0:
+            reason = _first_line(done.stderr) or f"exit status {done.returncode}"
+            raise SpawnFailed(
+                f"tmux {args[0]} failed ({reason}): check that the tmux server in $TMUX is "
+                "running, " + _OFF_HINT
+            )
+        return done.stdout.strip()
+
+    pane = env.get("TMUX_PANE")
+    session = tmux_do("display-message", "-p", *(("-t", pane) if pane else ()), "#{session_id}")
+    windows = tmux_do("list-windows", "-t", session, "-F", f"#{{window_id}}\t#{{{MARK}}}")
+    reuse = _marked(windows)
+    if reuse is not None:
+        try:
+            # respawn-pane: respawn-window would make the window the current one.
+            tmux_do("respawn-pane", "-k", "-t", reuse, "--", *viewer_words(command, path))
+        except SpawnFailed:
+            reuse = None  # closed since it was listed (its viewer ended): open another
+    if reuse is not None:
+        tmux_do("rename-window", "-t", reuse, _window_name(name))  # format-expanded too
+        if focus:
+            tmux_do("select-window", "-t", reuse)
+        return
+    argv = build_argv(command, path, window_name=name, focus=focus, session=session)
+    tmux_do("set-option", "-w", "-t", tmux_do(*argv[1:]), MARK, "1")
+
+
+def _marked(listing: str) -> str | None:
+    """The preview window's id in list-windows' `ID<tab>MARK` lines, if there is one."""
+    for line in listing.splitlines():
+        window, _, mark = line.partition("\t")
+        if mark == "1":
+            return window
+    return None
+
+
+class NoDesktop(PreviewError):
+    pass
+
+
+_DISPLAYS = ("DISPLAY", "WAYLAND_DISPLAY")
+
+
+def desktop_env(env: Mapping[str, str], timeout: float = 5.0) -> Mapping[str, str]:
+    """`env` with the desktop's display. Inside tmux a shell keeps the variables of the day its
+    pane was made: when they are unset here, the tmux session's own environment (which tmux
+    updates from each client that attaches) says where the desktop is now."""
+    if any(env.get(name) for name in _DISPLAYS) or not env.get("TMUX"):
+        return env
+    tmux = shutil.which("tmux", path=env.get("PATH", os.defpath))
+    if tmux is None:
+        return env
+    pane = env.get("TMUX_PANE")
+    found: dict[str, str] = {}
+    for name in _DISPLAYS:
+        try:
+            done = _run(
+                [tmux, "show-environment", *(("-t", pane) if pane else ()), name], env, timeout
+            )
+        except SpawnFailed:
+            return env
+        line = done.stdout.strip()
+        if done.returncode == 0 and line.startswith(f"{name}=") and line != f"{name}=":
+            found[name] = line.split("=", 1)[1]
+    return {**env, **found} if found else env
 
 
 def desktop_opener(env: Mapping[str, str], platform: str = sys.platform) -> str:
-    """The desktop's own "open this file" program: `open` on macOS, else xdg-open."""
+    """The desktop's own "open this file" program: `open` on macOS, else xdg-open. `env` is
+    the one desktop_env gives."""
     program = "open" if platform == "darwin" else "xdg-open"
-    if platform != "darwin" and not (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")):
-        raise NotInTmux(
-            "no desktop session here ($DISPLAY and $WAYLAND_DISPLAY are unset) and not in tmux: "
-            "open the image from a desktop, or run imagen inside tmux"
+    if platform != "darwin" and not any(env.get(name) for name in _DISPLAYS):
+        where = " here or in this tmux session's environment" if env.get("TMUX") else " here"
+        raise NoDesktop(
+            f"no desktop session: $DISPLAY and $WAYLAND_DISPLAY are unset{where}; "
+            "open it from a desktop session"
         )
     found = shutil.which(program, path=env.get("PATH", os.defpath))
     if found is None:
@@ -363,7 +433,7 @@ def open_on_desktop(
 
     Openers return once the viewer is launched; one that keeps running past `timeout` (some
     fall back to a viewer in the foreground) is left running, not killed."""
-    env = os.environ if env is None else env
+    env = desktop_env(os.environ if env is None else env, timeout)
     opener = desktop_opener(env)
     try:
         proc = subprocess.Popen(

@@ -27,6 +27,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = fast.answer(args)
         if code is None:
+            import signal
+
+            # A parent can hand us these blocked (a signal mask survives exec): a blocked stop
+            # signal never reaches the handlers that record an interrupted job, and `kill`
+            # would not stop us. Unblocked here; one the parent set to ignore stays ignored.
+            signal.pthread_sigmask(
+                signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+            )
             from imagen.cli.app import run
 
             code = run(args)

@@ -35,7 +35,12 @@ app = _App(
     exit_on_error=False,
     help_on_error=False,
     result_action="return_value",
+    # A Ctrl-C reaches context.run_guarded, which names what it left unfinished; cyclopts
+    # would exit 130 silently.
+    suppress_keyboard_interrupt=False,
 )
+
+app.meta.suppress_keyboard_interrupt = False
 
 for _name, (_path, _help) in COMMANDS.items():
     app.command(_path, name=_name, help=_help)

@@ -34,8 +34,9 @@ def backends(
 ) -> int:
     """List configured backends and their status.
 
-    One row per backend: name, type, model, whether it is the default, status (ok, or what is
-    missing), and in JSON whether it is ready.
+    One row per backend: name, type, model, whether it is the default, status, and in JSON
+    whether it is ready. Status: `configured` (set up here; not asked), what is missing, or with
+    --check what the server answered (`ok (...)` once it answered and has what jobs need).
 
     Examples of use:
       imagen backends
@@ -73,13 +74,15 @@ def backends(
         status = module.status(b.options, context.session().env.env)
         if check and status == "ok":
             status = _check(module, b.options)
+        elif status == "ok":
+            status = "configured"  # set up here; not asked: only --check says it answers
         rows.append(
             {
                 "name": bname,
                 "type": b.type,
                 "model": module.describe_model(_with_files(module, b.options), b.model),
                 "status": status,
-                "ready": status.startswith("ok"),
+                "ready": status.startswith("ok") or status == "configured",
                 "default": bname == cfg.default_backend,
             }
         )
@@ -96,10 +99,10 @@ def backends(
 
 COLUMNS = [
     render.Column("name"),
-    render.Column("type"),
-    render.Column("model"),
+    render.Column("type", drop=2),
+    render.Column("model", shrink=True, drop=1),
     render.Column("default", tty=lambda v: "*" if v else ""),
-    render.Column("status", shrink=True),
+    render.Column("status"),  # whole: a cut `not config…` hides what to set
 ]
 
 

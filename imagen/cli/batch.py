@@ -81,6 +81,17 @@ class BatchProgress:
             self._bar.update(self._task, advance=1, description=description)
             self._live.update(self._render())
 
+    def above(self, line: str) -> bool:
+        """Print a finished line above the live region (it stays on screen; the region is
+        redrawn below it); False when there is no live region (print it as usual)."""
+        if self._live is None:
+            return False
+        from imagen.cli.safe import printable
+
+        with self._lock:
+            self._live.console.print(printable(line), markup=False, highlight=False, soft_wrap=True)
+        return True
+
     def close(self) -> None:
         if self._live is not None:
             self._live.stop()
@@ -181,7 +192,7 @@ class BatchDrive:
             total, enabled=session.verbosity == 0 and session.env.stderr.isatty()
         )
         self.stop = stop
-        self._old_handlers = _install_signals(stop)
+        self._old_handlers = _install_signals(stop, self.note)
 
     def close(self) -> None:
         self.display.close()
@@ -191,10 +202,22 @@ class BatchDrive:
     def reporter(self) -> Any:
         return _JobLine(self.display)
 
+    def err(self, line: str) -> None:
+        """A line on stderr; in a terminal, above the live region (never overwritten by it)."""
+        if not self.display.above(line):
+            context.err(line)
+
+    def note(self, message: str) -> None:
+        if context.session().verbosity >= 0:
+            self.err(f"imagen: {message}")
+
     def on_done(self, o: Any) -> None:
         from imagen.core import money
 
-        out = context.session().env.stdout
+        env = context.session().env
+        out = env.stdout
+        # Both on the terminal: a path printed past the live region would be drawn over.
+        above = self.display.above if env.stdout_isatty else lambda _line: False
         with self.lock:
             self.running -= 1
             self.display.update(o.job_id, None)
@@ -209,10 +232,11 @@ class BatchDrive:
                 print(json.dumps(o.summary), file=out)
             elif o.code == ExitCode.OK:
                 for path in o.images:
-                    print(path, file=out)
+                    if not above(path):
+                        print(path, file=out)
             out.flush()
             if o.message and o.code != ExitCode.OK and o.code != ExitCode.INTERRUPTED:
-                context.err(f"imagen: error: {o.message}")
+                self.err(f"imagen: error: {o.message}")
             self.display.advance(_tally_text(self.tally))
 
     def on_start(self, job_id: str) -> None:
@@ -221,7 +245,7 @@ class BatchDrive:
         self.display.update(job_id, "starting")
 
     def refused(self, where: str, exc: UserError) -> None:
-        context.err(f"imagen: error: {where}: {exc}; not recorded")
+        self.err(f"imagen: error: {where}: {exc}; not recorded")
         # Not 2: the rest of the batch was recorded. Another process took the name meanwhile.
         code = ExitCode.CONFLICT if exc.code == ExitCode.BAD_INPUT else exc.code
         self.worst = most_severe(self.worst, code)
@@ -258,7 +282,7 @@ def _tally_text(tally: dict[str, int]) -> str:
     return f"{bad} not done" if bad else ""
 
 
-def _install_signals(stop: Any) -> dict[int, Any]:
+def _install_signals(stop: Any, note: Any) -> dict[int, Any]:
     """For the whole batch: the first Ctrl-C cancels it (the workers end each job, remote work
     cancelled), a second one stops at once (what is unfinished stays resumable); SIGTERM and
     SIGHUP stop the workers at their next step, leaving every unfinished job resumable."""
@@ -272,9 +296,7 @@ def _install_signals(stop: Any) -> dict[int, Any]:
         if stop.value is not None:
             raise KeyboardInterrupt
         stop.cancel()
-        context.note(
-            "cancelling the batch (Ctrl-C again to stop at once; unfinished jobs stay resumable)"
-        )
+        note("cancelling the batch (Ctrl-C again to stop at once; unfinished jobs stay resumable)")
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     old[signal.SIGINT] = signal.signal(signal.SIGINT, on_interrupt)

@@ -100,8 +100,25 @@ def _parse_error(exc: Any) -> str:
     bad = re.match(r'unknown command "(-[^"]*)"', text)
     if bad:  # cyclopts calls a stray option before the command a command
         text = f"unknown option: {bad.group(1)}"
+    elif not getattr(exc, "command_chain", None):
+        text = _suggest_command(text)
     chain = " ".join(getattr(exc, "command_chain", None) or [])
     return f"{text.rstrip('.')} (see `imagen {chain + ' ' if chain else ''}--help`)"
+
+
+def _suggest_command(text: str) -> str:
+    """`imagen genrate`: cyclopts suggests only among commands of its own App class, and
+    imagen's top-level commands are registered lazily (cli/commands.py), so it says nothing
+    and lists no commands; the closest name of COMMANDS is suggested here instead."""
+    import difflib
+
+    from imagen.cli.commands import COMMANDS
+
+    typo = re.match(r'unknown command "([^"]*)"\.?$', text)
+    if typo is None:
+        return text
+    close = difflib.get_close_matches(typo.group(1), list(COMMANDS), n=1, cutoff=0.6)
+    return f'{text.rstrip(".")}. Did you mean "{close[0]}"?' if close else text
 
 
 def silence_stdout() -> None:
@@ -142,10 +159,12 @@ def run_guarded(call: Callable[[], Any], *, json_errors: bool = False) -> int:
             if cyclopts_errors is None or not isinstance(exc, cyclopts_errors.CycloptsError):
                 raise
             return fail(ExitCode.BAD_INPUT, _parse_error(exc))
-        except KeyboardInterrupt:
-            err("imagen: interrupted")
+        except KeyboardInterrupt as exc:
+            # A second Ctrl-C: the use case names what it left unfinished and how to finish it.
+            what = f"interrupted{'; ' + str(exc) if str(exc) else ''}"
+            err(f"imagen: {what}")
             if json_errors:
-                _print_error(ExitCode.INTERRUPTED, "interrupted", None)
+                _print_error(ExitCode.INTERRUPTED, what, None)
             return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         silence_stdout()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from imagen.app.contract import GeneratedJob
 from imagen.cli import context, render
 from imagen.cli.params import Parameter
+
+if TYPE_CHECKING:
+    from imagen.core.job import JobState
 
 
 @render.outputs(GeneratedJob)
@@ -98,7 +101,6 @@ def generate(
     from imagen.app.errors import UserError
     from imagen.app.exit_codes import ExitCode
     from imagen.cli.report import report
-    from imagen.core.job import JobState
 
     prompts = ([] if prompt is None else [prompt]) + list(more)
     for word in prompts:
@@ -163,11 +165,37 @@ def generate(
         codes.append(report(state, json_output=json_output))
         if codes[0] == ExitCode.OK and state.image and preview_mode is not None:
             _after_success(state, cfg, preview_mode)
+        hint = _unreachable_hint(state, cfg)
+        if hint is not None:
+            context.note(hint)
 
     use_case.generate(
         session, job_inputs, backend=backend, output=output, overwrite=force, shown=shown
     )
     return int(codes[0])
+
+
+def _unreachable_hint(state: JobState, cfg) -> str | None:  # type: ignore[no-untyped-def]
+    """After a backend that did not answer (the first run: no local ComfyUI yet): the ways on.
+    Not recorded: the other backends are this config's, not the job's."""
+    from imagen.core.events import JobFailed
+    from imagen.core.failures import Failure
+
+    t = state.terminal
+    if not isinstance(t, JobFailed) or t.category is not Failure.UNREACHABLE:
+        return None
+    assert state.request is not None
+    others = [name for name in cfg.backends if name != state.request.backend]
+    another = (
+        f"use another backend with --backend NAME ({', '.join(others[:3])}; "
+        "`imagen backends --check` says which answer)"
+        if others
+        else "configure another backend (`imagen config show`)"
+    )
+    return (
+        f"hint: {state.request.backend} did not answer: start its server, {another}, "
+        "or try imagen on its built-in simulator with `imagen demo`"
+    )
 
 
 def _read_stdin_prompt() -> str:

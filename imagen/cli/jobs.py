@@ -67,7 +67,7 @@ def jobs(
     batch
         Only this batch's jobs (its id or a unique prefix), in batch order.
     limit
-        At most this many rows (default 20; every job of a --batch).
+        At most this many rows, 1 or more (default 20; every job of a --batch).
     json_output
         Print a JSON array of job objects (as `generate --json` prints; see `imagen discover`).
     """
@@ -76,6 +76,9 @@ def jobs(
 
     if status and status not in STATUSES:
         raise UserError(f"--status {status!r}: use one of {', '.join(STATUSES)}")
+    if limit is not None and limit < 1:
+        # Not a number of rows: 0 used to list every job and -1 one row.
+        raise UserError(f"--limit {limit}: give 1 or more rows (leave it out for 20)")
     try:
         reader = context.session().jobs_reader()
     except context.NoLedgerYet as exc:
@@ -144,8 +147,8 @@ JOB_COLUMNS = [
     render.Column("job_id", tty=lambda v: v[:8]),
     render.Column("created_at", tty=lambda v: _local(v)),
     render.Column("status"),
-    render.Column("backend"),
-    render.Column("model"),
+    render.Column("backend", drop=1),
+    render.Column("model", drop=2),
     render.Column("cost_usd", tty=lambda v: _dollars(v), align=">"),
     render.Column("prompt", shrink=True),
 ]

@@ -27,8 +27,9 @@ def _image_of(job_id: str) -> Path:
 def open_(job_id: str, /, *, desktop: bool = False) -> int:
     """Open a job's image: tmux window or desktop viewer.
 
-    Inside tmux, a new window next to yours shows it with a terminal image viewer
-    (output.preview_command, else the first installed of tmux-img, chafa, timg, viu, catimg).
+    Inside tmux, the session's preview window (one, reused) shows it with a terminal image
+    viewer (output.preview_command, else the first installed of tmux-img, chafa, timg, viu,
+    catimg).
     Elsewhere, or with --desktop, the desktop's opener shows it (xdg-open; open on macOS).
 
     Examples of use:
@@ -49,12 +50,17 @@ def open_(job_id: str, /, *, desktop: bool = False) -> int:
     try:
         if env.get("TMUX") and not desktop:
             pv.spawn(image, context.session().config().output.preview_command, env=env)
-            context.note(f"opened {image} in a new tmux window")
+            context.note(f"opened {image} in the tmux preview window")
         else:
             opener = pv.open_on_desktop(image, env=env)
             context.note(f"opened {image} with {opener}")
     except pv.PreviewError as exc:
-        raise UserError(f"cannot open {image}: {exc}") from None
+        other = (
+            "; without --desktop it shows in a tmux window"
+            if isinstance(exc, pv.NoDesktop) and env.get("TMUX")
+            else ""
+        )
+        raise UserError(f"cannot open {image}: {exc}{other}") from None
     return 0
 
 

@@ -39,11 +39,17 @@ class RichReporter:
                 TimeElapsedColumn,
             )
 
+            class Steps(MofNCompleteColumn):
+                """n/N once the server counts steps; nothing before (never `0/?`)."""
+
+                def render(self, task: Any) -> Any:
+                    return super().render(task) if task.total is not None else ""
+
             self._progress = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
                 BarColumn(),
-                MofNCompleteColumn(),
+                Steps(),
                 TimeElapsedColumn(),
                 console=Console(file=stderr),
                 transient=True,
@@ -67,7 +73,7 @@ class RichReporter:
 
             print(f"imagen: {describe(e)}", file=self._stderr, flush=True)
         if isinstance(e, RequestSent):
-            self._say(f"{e.purpose} …")
+            self._say(f"{e.purpose}: waiting for {_server(state)}")
         elif isinstance(e, ResponseReceived):
             self._down_since = None  # it answers again: a later outage is said again
             body = e.body if isinstance(e.body, dict) else {}
@@ -127,6 +133,10 @@ class RichReporter:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def _server(state: JobState) -> str:
+    return state.request.backend if state.request is not None else "the server"
 
 
 def _deadline(state: JobState) -> datetime | None:

@@ -27,6 +27,9 @@ class Column:
     tty: Callable[[Any], str] | None = None
     align: str = "<"
     shrink: bool = False  # may be shortened to fit the terminal (one free-text column)
+    # Left out of a terminal too narrow for the table (the highest first) rather than have
+    # its rows wrap; 0: always shown. Piped and --json output always has every column.
+    drop: int = 0
 
 
 def plain_text(value: Any) -> str:
@@ -97,6 +100,10 @@ def table(
         cells.append([_tty_text(footer.get(c.key)) if c.key in footer else "" for c in columns])
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     room = shutil.get_terminal_size((120, 24)).columns
+    keep = _fitting(columns, widths, room)
+    columns = [columns[i] for i in keep]
+    cells = [[line[i] for i in keep] for line in cells]
+    widths = [widths[i] for i in keep]
     over = sum(widths) + 2 * (len(columns) - 1) - room
     for i, c in enumerate(columns):
         if over > 0 and c.shrink:
@@ -113,3 +120,18 @@ def table(
             last = i == len(columns) - 1
             parts.append(text if last and c.align == "<" else f"{text:{c.align}{widths[i]}}")
         print("  ".join(parts).rstrip(), file=out)
+
+
+def _fitting(columns: Sequence[Column], widths: list[int], room: int) -> list[int]:
+    """The indexes of the columns shown: droppable ones leave (highest `drop` first) while
+    the table would not fit even with its shrinkable column cut to 10 characters."""
+    keep = list(range(len(columns)))
+
+    def least(i: int) -> int:
+        return min(widths[i], 10) if columns[i].shrink else widths[i]
+
+    for i in sorted((i for i in keep if columns[i].drop), key=lambda i: -columns[i].drop):
+        if sum(least(k) for k in keep) + 2 * (len(keep) - 1) <= room:
+            break
+        keep.remove(i)
+    return keep

@@ -1383,7 +1383,7 @@ class ComfyUIDouble:
         with self._lock:
             return copy.deepcopy(self._events.get(prompt_id, []))
 
-    def wait_until(self, predicate: Callable[[ComfyUIDouble], bool], timeout: float = 5.0) -> None:
+    def wait_until(self, predicate: Callable[[ComfyUIDouble], bool], timeout: float = 60.0) -> None:
         """Block until predicate(self) holds; re-checked on every server state change."""
         with self._cond:
             if not self._cond.wait_for(lambda: predicate(self), timeout=timeout):

@@ -595,7 +595,7 @@ class ReplicateDouble:
             return list(self._requests)
 
     def wait_for_request(
-        self, predicate: Callable[[tuple[str, str]], bool], timeout: float = 5.0
+        self, predicate: Callable[[tuple[str, str]], bool], timeout: float = 60.0
     ) -> tuple[str, str]:
         """Block until a received (method, path) matches; returns it, or raises TimeoutError."""
         end = time.monotonic() + timeout

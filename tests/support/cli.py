@@ -14,6 +14,11 @@ from ledger import IDENTITY_STREAM, open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# Every process a test started with `Sandbox.popen`; tests/conftest.py kills the ones still
+# running when their test ends. A stray imagen outlives its test's double, and its port may be
+# handed to a later test's double, which the stray would then talk to (reconnect, resubmit).
+STARTED: list[subprocess.Popen[str]] = []
+
 
 @dataclass
 class Sandbox:
@@ -72,7 +77,7 @@ class Sandbox:
         )
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             self.cmd(*args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -80,6 +85,8 @@ class Sandbox:
             env={**self.env, **(env or {})},
             cwd=self.root,
         )
+        STARTED.append(proc)
+        return proc
 
     def store(self):  # type: ignore[no-untyped-def]
         return open_store(self.ledger_url)
