@@ -35,6 +35,7 @@ DATA_COMMANDS = {
     "budget list",
     "wait",
     "worker",
+    "whoami",
     "generate",
     "gallery",
     "skills install",

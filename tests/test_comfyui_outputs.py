@@ -79,7 +79,7 @@ def test_png_and_animated_webp_are_all_kept_with_sidecars_and_kinds(
         assert sidecar["output_format"] == s["format"] and sidecar["frames"] == s["frames"]
         assert sidecar["count"] == 4
     (row,) = json.loads(box.run("jobs", "--json").stdout)
-    assert row["images"] == 4 and row["status"] == "succeeded"
+    assert len(row["images"]) == 4 and row["status"] == "succeeded"
     audit = box.run("audit")
     assert audit.returncode == 0, audit.stdout + audit.stderr
 

@@ -180,7 +180,7 @@ NOT_RUN = {
 # Subcommands and options of the final surface that other branches of #27 add (whoami and the
 # JSON error object: agents-contract; --detach and wait: workers). The lead empties this list
 # when they are merged; until then SKILL.md's lines using them are not run.
-PENDING = ("imagen whoami",)
+PENDING: tuple[str, ...] = ()
 
 CONFIG = """\
 default_backend = "flux-schnell-local"

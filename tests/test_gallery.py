@@ -106,7 +106,7 @@ def cards(page: Any) -> int:
 
 
 def test_the_page_shows_every_job_as_a_person_sees_it(page: Any, site: dict[str, Any]) -> None:
-    assert site["jobs"] == 5 and site["images"] == 5
+    assert site["job_count"] == 5 and site["image_count"] == 5 and len(site["jobs"]) == 5
     page.goto(Path(site["index"]).as_uri())
     assert cards(page) == 6  # one card per image, one for the failed job
     assert page.locator("#count").inner_text() == "5 of 5 jobs, 5 images"
@@ -255,7 +255,7 @@ def test_the_site_is_owner_only_and_thumbnails_are_made_once(
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["thumbnails_made"] == 1 and gone.is_file()
     alice = made.run("gallery", "--caller", "alice", "--json", "--output", str(made.root / "a"))
-    assert json.loads(alice.stdout)["jobs"] == 2  # the fox and the failure
+    assert json.loads(alice.stdout)["job_count"] == 2  # the fox and the failure
 
 
 def test_served_gallery_refreshes_when_an_image_lands(
@@ -333,7 +333,7 @@ def test_an_image_changed_on_disk_is_shown_as_such_not_published(
     image.write_bytes(image.read_bytes()[:-1] + b"\0")
     result = box.run("gallery", "--json", "--output", str(tmp_path / "site"))
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["images"] == 0
+    assert json.loads(result.stdout)["image_count"] == 0
     assert list((tmp_path / "site" / "images").iterdir()) == []
     text = (tmp_path / "site" / "index.html").read_text()
     assert "image file changed since it was made" in text
@@ -347,7 +347,7 @@ def test_an_image_edited_in_place_after_it_was_published_is_withdrawn(
     image = Path(_generate(box, "dana", "a quiet harbour", "--seed", "3").stdout.strip())
     site = tmp_path / "site"
     first = box.run("gallery", "--json", "--output", str(site))
-    assert json.loads(first.stdout)["images"] == 1, first.stderr
+    assert json.loads(first.stdout)["image_count"] == 1, first.stderr
     published = next(p for p in (site / "images").iterdir() if p.suffix == ".png")
     # Edited in place (same size, same inode): the published file is a hard link to it.
     with image.open("r+b") as fh:
@@ -355,7 +355,7 @@ def test_an_image_edited_in_place_after_it_was_published_is_withdrawn(
         fh.write(b"\1")
     again = box.run("gallery", "--json", "--output", str(site))
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["images"] == 0
+    assert json.loads(again.stdout)["image_count"] == 0
     assert not published.exists()
     assert "image file changed since it was made" in (site / "index.html").read_text()
 
@@ -377,7 +377,7 @@ def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
     # No ledger yet: an empty gallery, and reading did not create a ledger.
     empty = box.run("gallery", "--json")
     assert empty.returncode == 0, empty.stderr
-    assert json.loads(empty.stdout)["jobs"] == 0 and not (tmp_path / "ledger.db").exists()
+    assert json.loads(empty.stdout)["job_count"] == 0 and not (tmp_path / "ledger.db").exists()
     # --open with no desktop to open it on: the site is written, a warning says why not opened.
     opened = box.run("gallery", "--open", env={"DISPLAY": "", "WAYLAND_DISPLAY": ""})
     assert opened.returncode == 0 and (tmp_path / "out" / "gallery" / "index.html").is_file()

@@ -59,7 +59,7 @@ def test_comfyui_seed_range_is_ksampler_s(tmp_path: Path, comfy: ComfyUIDouble) 
         result = box.run(*args)
         assert result.returncode == 0, (args, result.stderr)
     [row] = json.loads(box.run("usage", "--raw", "--json").stdout)
-    assert row["seed"] == str(2**64 - 1)  # exact, as text: past a signed 64-bit column
+    assert row["seed"] == 2**64 - 1  # exact: an integer, as in every --json output
 
 
 def test_prompt_and_option_values_the_ledger_cannot_hold_are_refused(

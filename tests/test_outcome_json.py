@@ -27,3 +27,32 @@ def test_a_failed_job_json_names_backend_model_seed_and_size(
     assert (doc["seed"], doc["width"], doc["height"]) == (42, 64, 48)
     assert doc["prediction_id"]  # ComfyUI's prompt id: it was accepted
     assert doc["images"] == []
+
+
+def test_exit_codes_tell_this_runs_ctrl_c_from_a_recorded_cancellation_and_a_backend_gone() -> None:
+    """130 only for the process whose Ctrl-C cancelled the job; read back later (`resume` of a
+    cancelled job, `jobs --json`) it is 10; ComfyUI gone mid-job is 3, never SIGTERM's 143."""
+    from imagen.app.contract import job_object
+    from imagen.app.exit_codes import ExitCode
+    from imagen.app.outcome import exit_code
+    from imagen.core.actions import Record
+    from imagen.core.events import JobCancelled, JobInterrupted, JobRequested
+    from imagen.core.job import JobState
+    from imagen.runner.environment import Environment
+    from tests.support.history import History
+
+    def ended(*events: object) -> JobState:
+        request = JobRequested("b", "echo", "m", "p", {"seed": 1}, {}, "/tmp/o.png")
+        return History(lambda s: Record(()), request).add(*events).state  # type: ignore[arg-type]
+
+    cancelled = ended(JobCancelled("user", remote_cancelled=False))
+    claim = cancelled.claim
+    assert claim is not None
+    here = Environment(env={}, pid=claim.pid, host=claim.host)
+    elsewhere = Environment(env={}, pid=claim.pid + 1, host=claim.host)
+    assert exit_code(cancelled, here) == ExitCode.INTERRUPTED == 130
+    assert exit_code(cancelled, elsewhere) == exit_code(cancelled) == ExitCode.CANCELLED == 10
+    assert job_object(cancelled)["error"]["code"] == "cancelled"  # type: ignore[index]
+    gone = ended(JobInterrupted("unreachable: connection refused"))
+    assert exit_code(gone) == ExitCode.BACKEND_UNAVAILABLE
+    assert exit_code(ended(JobInterrupted("SIGTERM"))) == ExitCode.TERMINATED

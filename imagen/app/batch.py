@@ -384,7 +384,8 @@ def run_one(
 
     With `resume` (`imagen resume` of many jobs): the job is claimed anew (RunnerClaimed,
     resumed), after `resume(state)` has checked it may be (raising UserError if not)."""
-    from imagen.app.outcome import FAILURE_EXIT_CODES, exit_code, failure_message, summary
+    from imagen.app.contract import job_object
+    from imagen.app.outcome import FAILURE_EXIT_CODES, exit_code, failure_message
     from imagen.app.prepare import release_output
     from imagen.app.sidecars import write_sidecar
     from imagen.repository import load
@@ -416,7 +417,7 @@ def run_one(
         release_output(state.request, {i.path for i in state.images})
     write_sidecar(state, sidecar_mode)
     if code is None:
-        code = exit_code(state)
+        code = exit_code(state, runner.envt)
     if message is None and code != ExitCode.OK:
         message = failure_message(state)
     req = state.request
@@ -429,7 +430,7 @@ def run_one(
         job_id,
         code,
         message,
-        {**where, **summary(state)},
+        {**where, **job_object(state, env=runner.envt)},
         tuple(i.path for i in state.images),
         state.status,
         _spent(state),

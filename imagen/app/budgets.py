@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
+from imagen.app.contract import BudgetObject, CallerBudget, Money, StandingObject
 from imagen.core import budgets as rules
 from imagen.core.budgets import DEFAULT, Budget
 from imagen.core.events import (
@@ -335,19 +336,38 @@ def standings(store: Any, now: datetime, tz: tzinfo) -> list[tuple[Budget, list[
     return out
 
 
-def standing_json(s: Standing) -> dict[str, Any]:
-    return {"caller": s.caller, "spent": dollars(s.spent), "left": dollars(s.left)}
+def governing(store: Any, caller: str, now: datetime, tz: tzinfo) -> list[Standing]:
+    """The budgets that govern `caller` (its own, else the default's: rules.applicable) with
+    spent and left now, the default's included when the caller has spent nothing yet."""
+    with store.snapshot() as view:
+        budgets = list(in_force(view).values())
+        if not budgets:
+            return []
+        chain = chain_spend(store, caller)
+        chain.advance(view)
+    own = [b for b in budgets if b.caller == caller]
+    chosen = sorted(own or [b for b in budgets if b.caller == DEFAULT], key=lambda b: b.key)
+    sums = chain.committed(window_filters(chosen, caller, now, tz))
+    return [
+        Standing(b, caller, window_start(b, now, tz), window_end(b, now, tz), n)
+        for b, n in zip(chosen, sums, strict=True)
+    ]
 
 
-def budget_json(b: Budget, rows: list[Standing], now: datetime, tz: tzinfo) -> dict[str, Any]:
+def standing_json(s: Standing) -> StandingObject:
+    return {"caller": s.caller, "spent": Money(dollars(s.spent)), "left": Money(dollars(s.left))}
+
+
+def budget_json(b: Budget, rows: list[Standing], now: datetime, tz: tzinfo) -> BudgetObject:
     start, end = window_start(b, now, tz), window_end(b, now, tz)
     out: dict[str, Any] = {
         "caller": b.caller,
         "per": b.per.value,
         "backend": b.backend or None,
         "amount": dollars(b.amount_micros),
-        "window_start": None if start is None else start.isoformat(),
-        "window_end": None if end is None else end.isoformat(),
+        # The one machine form (UTC, Z); `zone` says whose calendar drew the window.
+        "window_start": None if start is None else iso(start),
+        "window_end": None if end is None else iso(end),
         "set_by": b.set_by,
         "set_at": b.set_at,
         "zone": b.zone or None,
@@ -357,28 +377,31 @@ def budget_json(b: Budget, rows: list[Standing], now: datetime, tz: tzinfo) -> d
     else:
         [s] = rows
         out.update(spent=dollars(s.spent), left=dollars(s.left))
-    return out
+    return out  # type: ignore[return-value]
 
 
-def by_caller(store: Any, now: datetime, tz: tzinfo) -> dict[str, list[dict[str, Any]]]:
+def by_caller(store: Any, now: datetime, tz: tzinfo) -> dict[str, list[CallerBudget]]:
     """Each caller's standing against every budget that governs it (for `imagen usage`)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for b, rows in standings(store, now, tz):
+    out: dict[str, list[CallerBudget]] = {}
+    for _, rows in standings(store, now, tz):
         for s in rows:
-            out.setdefault(s.caller, []).append(
-                {
-                    "per": b.per.value,
-                    "backend": b.backend or None,
-                    "amount": dollars(b.amount_micros),
-                    "spent": dollars(s.spent),
-                    "left": dollars(s.left),
-                    "default": b.caller == DEFAULT,
-                }
-            )
+            out.setdefault(s.caller, []).append(caller_budget(s))
     return out
 
 
-def describe(entries: list[dict[str, Any]]) -> str:
+def caller_budget(s: Standing) -> CallerBudget:
+    b = s.budget
+    return {
+        "per": b.per.value,  # type: ignore[typeddict-item]
+        "backend": b.backend or None,
+        "amount": Money(dollars(b.amount_micros)),
+        "spent": Money(dollars(s.spent)),
+        "left": Money(dollars(s.left)),
+        "default": b.caller == DEFAULT,
+    }
+
+
+def describe(entries: list[CallerBudget]) -> str:
     """ "0.006000 of 0.010000 per day; ..." for a table cell."""
     parts = []
     for e in entries:

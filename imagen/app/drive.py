@@ -41,15 +41,15 @@ def drive(
             f"job {job_id} is left unfinished: finish it with `imagen resume {job_id}`"
         ) from None
     except JobTakenOver as exc:
-        raise UserError(str(exc), ExitCode.CONFLICT) from None
+        raise UserError(str(exc), ExitCode.CONFLICT, job_id=job_id) from None
     except MissingCredential as exc:
         # Checked before anything is recorded; this is the token vanishing mid-run.
-        raise UserError(str(exc), ExitCode.BACKEND_UNAVAILABLE) from None
+        raise UserError(str(exc), ExitCode.BACKEND_UNAVAILABLE, job_id=job_id) from None
     except Halted as exc:
         from imagen.app.outcome import FAILURE_EXIT_CODES
 
         code = FAILURE_EXIT_CODES[exc.category] if exc.category else ExitCode.CONFLICT
-        raise UserError(f"job {job_id}: {exc}", code) from None
+        raise UserError(f"job {job_id}: {exc}", code, job_id=job_id) from None
     assert state is not None
     settle(session, state)
     return state

@@ -11,15 +11,28 @@ from imagen.core.failures import Failure
 from imagen.core.job import JobState
 
 
-def exit_code(state: JobState) -> ExitCode:
+def exit_code(state: JobState, env: Any = None) -> ExitCode:
+    """The exit code a job's recorded end means (app/exit_codes.py: one meaning each). With
+    `env` (the process's Environment), a cancellation this very process recorded after Ctrl-C
+    is INTERRUPTED (130); read back later (`resume`, `jobs`) it is CANCELLED."""
     t = state.terminal
     if isinstance(t, JobSucceeded):
         return ExitCode.OK
     if isinstance(t, JobCancelled):
-        return ExitCode.INTERRUPTED if t.reason == "user" else ExitCode.JOB_FAILED
+        if t.reason != "user":
+            return ExitCode.JOB_FAILED
+        return ExitCode.INTERRUPTED if _claimed_by(state, env) else ExitCode.CANCELLED
     if isinstance(t, JobFailed):
         return FAILURE_EXIT_CODES[t.category]
+    why = state.interrupted.signal if state.interrupted is not None else ""
+    if why.startswith("unreachable"):  # the backend went away mid-job, not a signal to us
+        return ExitCode.BACKEND_UNAVAILABLE
     return ExitCode.TERMINATED
+
+
+def _claimed_by(state: JobState, env: Any) -> bool:
+    claim = state.claim
+    return env is not None and claim is not None and (claim.pid, claim.host) == (env.pid, env.host)
 
 
 FAILURE_EXIT_CODES: dict[Failure, ExitCode] = {
@@ -79,40 +92,3 @@ def resolve_job_id(store: Any, prefix: str) -> str:
             f"{prefix!r} matches several jobs; give more characters", ExitCode.BAD_INPUT
         )
     return prefix if prefix in found else found[0]
-
-
-def summary(state: JobState) -> dict[str, Any]:
-    """The --json object: every image with its sidecar; inputs as they were sent; money as
-    exact decimal strings."""
-    from imagen.projections.cost import cost_usd
-    from imagen.projections.sidecar import job_fields, sidecar
-
-    # One job object everywhere: a job without a sidecar (failed, cancelled) still says what
-    # the ledger knows of it.
-    data = sidecar(state) or job_fields(state)
-    paths = [i.path for i in state.images]
-    return {
-        "job_id": state.job_id,
-        "status": state.status,
-        "image": paths[0] if paths else None,
-        "sidecar": f"{paths[0]}.json" if paths else None,
-        "images": paths,
-        "sidecars": [f"{p}.json" for p in paths],
-        **{
-            k: data.get(k)
-            for k in (
-                "backend",
-                "model",
-                "seed",
-                "width",
-                "height",
-                "steps",
-                "latency_ms",
-                "prediction_id",
-            )
-        },
-        "cost_usd": cost_usd(state),
-        **({"asked": data["asked"]} if "asked" in data else {}),
-        **({"expected_size": data["expected_size"]} if "expected_size" in data else {}),
-        "error": failure_message(state),
-    }

@@ -158,9 +158,8 @@ def _resume_one(
     gone = missing_image_message(state) if state.finished else None
     if gone is not None:
         # Its image was removed after it was stored: no sidecar for an absent file, and no
-        # path printed as if it were there.
-        session.err(f"imagen: error: {gone}")
-        code = ExitCode.AUDIT_FAILED
+        # path printed as if it were there. (Raised: one line, and the JSON error object.)
+        raise UserError(gone, ExitCode.AUDIT_FAILED, job_id=jid)
     elif state.finished:
         from imagen.app.sidecars import sidecar_problem
 
@@ -174,11 +173,11 @@ def _resume_one(
     elif owner_alive(state, session.env):
         claim = state.claim
         assert claim is not None
-        session.err(
-            f"imagen: error: job {jid} is being driven by pid {claim.pid} on {claim.host}; "
-            "not resuming it twice"
+        raise UserError(
+            f"job {jid} is being driven by pid {claim.pid} on {claim.host}; not resuming it twice",
+            ExitCode.CONFLICT,
+            job_id=jid,
         )
-        code = ExitCode.CONFLICT
     else:
         # Before the claim is appended: exit 2 records nothing.
         check_backend_usable(session, state, jid)

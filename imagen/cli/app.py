@@ -67,7 +67,10 @@ def _meta(
 def run(argv: list[str]) -> int:
     from imagen.cli.context import run_guarded
 
-    return run_guarded(lambda: app.meta(_utf8_args(argv)))
+    # --json anywhere on the line (before `--`, after which words are prompts): a failure,
+    # a parse error included, also prints the JSON error object on stdout.
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    return run_guarded(lambda: app.meta(_utf8_args(argv)), json_errors="--json" in words)
 
 
 def _utf8_args(argv: list[str]) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from cyclopts import Parameter
 
@@ -13,6 +13,18 @@ if TYPE_CHECKING:
     from imagen.backends.contract import Backend
 
 
+class BackendObject(TypedDict):
+    """`backends --json`: one per configured backend."""
+
+    name: str
+    type: str
+    model: str | None
+    status: str
+    ready: bool
+    default: bool
+
+
+@render.outputs(list[BackendObject])
 def backends(
     name: str | None = None,
     /,

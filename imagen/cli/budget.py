@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from cyclopts import App, Parameter
 
+from imagen.app.contract import BudgetObject
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
 from imagen.cli import context, render
@@ -117,6 +118,7 @@ def remove(
 
 
 @budget_app.command(name="list")
+@render.outputs(list[BudgetObject])
 def list_(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> None:
     """Every budget with what is spent and left in its current window.
 

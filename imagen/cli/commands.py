@@ -66,6 +66,14 @@ COMMANDS = {
         "imagen.cli.skills:skills_app",
         "Install the /imagine skill that teaches agents imagen.",
     ),
+    "whoami": (
+        "imagen.cli.whoami:whoami",
+        "Who this process generates as, and what it may still spend.",
+    ),
+    "discover": (
+        "imagen.cli.discover:discover",
+        "Describe imagen for programs: commands, JSON schemas, exit codes.",
+    ),
     "db": ("imagen.cli.db:db_app", "Database schema migrations (alembic)."),
     "completion": ("imagen.cli.completion:completion", "Print or install shell completion."),
     "mcp": ("imagen.cli.mcp_server:mcp", "Serve imagen's tools to agents over MCP (stdio)."),

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 
 from imagen.app.errors import UserError
-from imagen.cli import context
+from imagen.cli import context, render
 
 config_app = App(name="config", help="Write, show or locate the configuration file.")
 
@@ -66,6 +66,7 @@ def init(
 
 
 @config_app.command
+@render.outputs(dict[str, Any])  # the configuration as loaded: its keys are the config file's
 def show(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> None:
     """Print the effective config, secrets masked (env var names and whether they are set).
 

@@ -134,28 +134,37 @@ def silence_stdout() -> None:
         pass
 
 
-def run_guarded(call: Callable[[], Any]) -> int:
-    """Run a command; every way it can end becomes one line on stderr and an exit code."""
+def run_guarded(call: Callable[[], Any], *, json_errors: bool = False) -> int:
+    """Run a command; every way it can end becomes one line on stderr and an exit code, and
+    with `json_errors` (--json on the command line) also the JSON error object on stdout
+    (app/contract.py error_object): the one place failures become exit codes."""
+
+    def fail(code: ExitCode, message: str, exc: BaseException | None = None) -> int:
+        err(f"imagen: error: {message}")
+        if json_errors:
+            _print_error(code, message, exc)
+        return int(code)
+
     try:
         try:
             result = call()
             sys.stdout.flush()
         except UserError as exc:
-            err(f"imagen: error: {exc}")
-            return int(exc.code)
+            return fail(exc.code, str(exc), exc)
         except BadInput as exc:  # the pure core's one-line "fix this input" (it knows no UserError)
-            err(f"imagen: error: {exc}")
-            return int(ExitCode.BAD_INPUT)
+            return fail(ExitCode.BAD_INPUT, str(exc))
         except Exception as exc:
             # A parse error; only cyclopts raises those, so it was imported if this is one.
             cyclopts_errors = sys.modules.get("cyclopts.exceptions")
             if cyclopts_errors is None or not isinstance(exc, cyclopts_errors.CycloptsError):
                 raise
-            err(f"imagen: error: {_parse_error(exc)}")
-            return int(ExitCode.BAD_INPUT)
+            return fail(ExitCode.BAD_INPUT, _parse_error(exc))
         except KeyboardInterrupt as exc:
             # A second Ctrl-C: the use case names what it left unfinished and how to finish it.
-            err(f"imagen: interrupted{'; ' + str(exc) if str(exc) else ''}")
+            what = f"interrupted{'; ' + str(exc) if str(exc) else ''}"
+            err(f"imagen: {what}")
+            if json_errors:
+                _print_error(ExitCode.INTERRUPTED, what, None)
             return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         silence_stdout()
@@ -163,19 +172,36 @@ def run_guarded(call: Callable[[], Any]) -> int:
     except Exception as exc:
         failure = session().ledger_failure(exc)
         if failure is not None:
-            err(f"imagen: error: {failure}")
-            return int(failure.code)
+            return fail(failure.code, str(failure), failure)
         # A bug: still one line (the traceback with -v), never a crash dump.
         if session().verbosity > 0:
             import traceback
 
             traceback.print_exc(file=session().env.stderr)
         first = (str(exc).splitlines() or [""])[0]
-        err(
-            f"imagen: error: internal error ({type(exc).__name__}: {first}); "
-            "run again with -v for details and report it"
+        return fail(
+            ExitCode.INTERNAL,
+            f"internal error ({type(exc).__name__}: {first}); "
+            "run again with -v for details and report it",
         )
-        return int(ExitCode.INTERNAL)
     if isinstance(result, int):
         return result
     return 0
+
+
+def _print_error(code: ExitCode, message: str, exc: BaseException | None) -> None:
+    from imagen.app.contract import error_object
+    from imagen.cli.render import print_json
+
+    try:
+        print_json(
+            error_object(
+                code,
+                message,
+                hint=getattr(exc, "hint", None),
+                job_id=getattr(exc, "job_id", None),
+            )
+        )
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from cyclopts import Parameter
 
+from imagen.app.contract import JobObject
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
 from imagen.cli import context, render
@@ -15,6 +16,26 @@ if TYPE_CHECKING:
     from imagen.app.gallery import Built
 
 
+class GalleryObject(TypedDict):
+    """`gallery --json`: the written site, and the jobs on it as job objects."""
+
+    index: str
+    directory: str
+    job_count: int
+    image_count: int
+    thumbnails_made: int
+    head: int
+    jobs: list[JobObject]
+
+
+class ServedObject(TypedDict):
+    """`gallery --serve --json`, once listening."""
+
+    url: str
+    directory: str
+
+
+@render.outputs(GalleryObject | ServedObject)
 def gallery(
     *,
     since: str | None = None,
@@ -57,8 +78,9 @@ def gallery(
     port
         Port for --serve; default: any free port.
     json_output
-        Print one JSON object {index, directory, jobs, images, thumbnails_made, head}; with
-        --serve, {url, directory} once listening.
+        Print one JSON object {index, directory, job_count, image_count, thumbnails_made,
+        head, jobs} (jobs: the job objects shown); with --serve, {url, directory} once
+        listening.
     """
     from imagen.core.times import parse_since
 
@@ -80,6 +102,8 @@ def gallery(
         else None
     )
 
+    shown: list[dict[str, Any]] = []  # the jobs of the last build (for --json)
+
     def rebuild() -> Built:
         from imagen.app.gallery import build, rows
         from imagen.repository import load
@@ -93,6 +117,7 @@ def gallery(
             jobs = rows(
                 reader, context.session().env, since=since_at, caller=caller, backend=backend
             )
+            shown[:] = jobs
             return build(
                 out, jobs, lambda jid: load(reader, jid), head=head, serve=serve, note=context.note
             )
@@ -105,18 +130,21 @@ def gallery(
         built = rebuild()
     except OSError as exc:
         raise UserError(_os_reason(out, exc), ExitCode.BAD_INPUT) from None
-    result = {
-        "index": str(built.index.resolve()),
-        "directory": str(out.resolve()),
-        "jobs": built.jobs,
-        "images": built.images,
-        "thumbnails_made": built.thumbnails_made,
-        "head": built.head,
-    }
     if json_output:
+        from imagen.cli.jobs import job_objects
+
+        result: GalleryObject = {
+            "index": str(built.index.resolve()),
+            "directory": str(out.resolve()),
+            "job_count": built.jobs,
+            "image_count": built.images,
+            "thumbnails_made": built.thumbnails_made,
+            "head": built.head,
+            "jobs": job_objects(shown),  # type: ignore[typeddict-item]
+        }
         render.print_json(result)
     else:
-        print(result["index"])
+        print(built.index.resolve())
         context.note(
             f"{built.jobs} job(s), {built.images} image(s); "
             f"{built.thumbnails_made} new thumbnail(s)"
@@ -164,7 +192,8 @@ def _serve(out: Path, port: int, rebuild: Any, *, json_output: bool) -> int:
     server.warn = context.warn
     server.start()
     if json_output:
-        render.print_json({"url": server.url, "directory": str(out.resolve())})
+        served: ServedObject = {"url": server.url, "directory": str(out.resolve())}
+        render.print_json(served)
     else:
         print(server.url)
     import sys

@@ -7,13 +7,15 @@ import shlex
 import sys
 from typing import TYPE_CHECKING, Annotated
 
-from imagen.cli import context
+from imagen.app.contract import GeneratedJob
+from imagen.cli import context, render
 from imagen.cli.params import Parameter
 
 if TYPE_CHECKING:
     from imagen.core.job import JobState
 
 
+@render.outputs(GeneratedJob)
 def generate(
     # allow_leading_hyphen: so that `-` (read stdin) reaches us; option-like words are refused below
     # (only the first: global options such as -v after the prompts stay global options)

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
+from imagen.app.contract import GeneratedJob, JobObject
 from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
 from imagen.app.liveness import mention_interrupted, row_owner_alive
 from imagen.cli import context, render
 from imagen.cli.params import Parameter
 from imagen.cli.safe import printable
+from imagen.projections.timeline import TimelineRow
+
+
+class ShowObject(JobObject):
+    """`show --json`: the job object and every recorded event."""
+
+    events: list[TimelineRow]
+
+
+class CancelObject(JobObject):
+    """`cancel --json`: the job object, whether remote work was cancelled, and what was done."""
+
+    remote_cancelled: bool
+    message: str
+
 
 STATUSES = ("requested", "running", "interrupted", "succeeded", "failed", "cancelled")
 
 
+@render.outputs(list[JobObject])
 def jobs(
     *,
     since: str | None = None,
@@ -33,7 +49,7 @@ def jobs(
     Examples of use:
       imagen jobs
       imagen jobs --status interrupted --since 24h
-      imagen jobs --json | jq -r '.[] | select(.status == "succeeded") | .image_path'
+      imagen jobs --json | jq -r '.[] | select(.status == "succeeded") | .image'
       imagen jobs | cut -f1,3          # piped: tab-separated, with a header row
       imagen jobs --batch 5d1e         # one batch's jobs, in batch order
 
@@ -54,7 +70,7 @@ def jobs(
     limit
         At most this many rows, 1 or more (default 20; every job of a --batch).
     json_output
-        Print a JSON array of jobs (keys as in the header row, plus image_path and error).
+        Print a JSON array of job objects (as `generate --json` prints; see `imagen discover`).
     """
     from imagen.core.times import parse_since
     from imagen.projections.jobs import query as jobs_query
@@ -96,11 +112,22 @@ def jobs(
     )
     if reader is not None and not json_output and status != "interrupted":
         mention_interrupted(context.session(), reader)
-    data = [{k: r[k] for k in JOB_FIELDS} for r in rows]
     if json_output:
-        render.print_json(data)
+        render.print_json(job_objects(rows))
     else:
-        render.table(data, JOB_COLUMNS)
+        render.table([{k: r[k] for k in JOB_FIELDS} for r in rows], JOB_COLUMNS)
+
+
+def job_objects(rows: list[dict]) -> list[dict]:
+    """The listed jobs as the one job object (app/contract.py), each read from the ledger
+    (the table holds a summary; the object names every image and the inputs as sent)."""
+    from imagen.app.contract import job_object
+    from imagen.repository import load
+
+    if not rows:
+        return []
+    reader = context.session().reader()
+    return [dict(job_object(load(reader, r["job_id"]), status=r["status"])) for r in rows]
 
 
 JOB_FIELDS = (
@@ -166,6 +193,7 @@ def resolve_batch_id(reader, prefix: str) -> str:  # type: ignore[no-untyped-def
     return prefix if prefix in found else found[0]
 
 
+@render.outputs(ShowObject)
 def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json")] = False) -> None:
     """Show one job's whole timeline.
 
@@ -181,7 +209,7 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
     job_id
         The job id or any unique prefix of it.
     json_output
-        Print one JSON object {job_id, status, cost_usd, events}.
+        Print the job object (as `generate --json` prints) with its `events`.
     """
     from imagen.app.outcome import resolve_job_id
     from imagen.projections.cost import cost_usd
@@ -193,11 +221,10 @@ def show(job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json"
     rows = timeline(state)
     cost = cost_usd(state)
     if json_output:
-        print(
-            json.dumps(
-                {"job_id": state.job_id, "status": _status(state), "cost_usd": cost, "events": rows}
-            )
-        )
+        from imagen.app.contract import job_object
+
+        shown: ShowObject = {**job_object(state, status=_status(state)), "events": rows}
+        render.print_json(shown)
         return
     req = state.request
     print(printable(f"job {state.job_id}  {_status(state)}"))
@@ -219,6 +246,7 @@ def _status(state) -> str:  # type: ignore[no-untyped-def]
     return state.status
 
 
+@render.outputs(list[GeneratedJob])
 def resume(
     job_id: str | None = None,
     /,
@@ -265,6 +293,7 @@ def resume(
     )
 
 
+@render.outputs(CancelObject)
 def cancel(
     job_id: str, /, *, json_output: Annotated[bool, Parameter(name="--json")] = False
 ) -> int:
@@ -284,25 +313,22 @@ def cancel(
     job_id
         The job id or a unique prefix.
     json_output
-        Print one JSON object.
+        Print the job object with `remote_cancelled` and `message`.
     """
     from imagen.app.cancel import cancel as cancel_job
     from imagen.core.events import JobCancelled
 
     state, message = cancel_job(context.session(), job_id)
-    jid = state.job_id
     if json_output:
+        from imagen.app.contract import job_object
+
         t = state.terminal
-        print(
-            json.dumps(
-                {
-                    "job_id": jid,
-                    "status": state.status,
-                    "remote_cancelled": isinstance(t, JobCancelled) and t.remote_cancelled,
-                    "message": message,
-                }
-            )
-        )
+        done: CancelObject = {
+            **job_object(state),  # type: ignore[typeddict-item]
+            "remote_cancelled": isinstance(t, JobCancelled) and t.remote_cancelled,
+            "message": message,
+        }
+        render.print_json(done)
     else:
         context.err(f"imagen: {message}")
     return 0

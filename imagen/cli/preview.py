@@ -16,7 +16,11 @@ def _image_of(job_id: str) -> Path:
     store = context.session().reader()
     state = load(store, resolve_job_id(store, job_id))
     if state.image is None:
-        raise UserError(f"job {state.job_id} has no image ({state.status})", ExitCode.NOT_FOUND)
+        raise UserError(
+            f"job {state.job_id} has no image ({state.status})",
+            ExitCode.NO_IMAGE,
+            job_id=state.job_id,
+        )
     return Path(state.image.path)
 
 

@@ -58,6 +58,18 @@ def _cell(column: Column, value: Any) -> str:
     return printable(column.tty(value))
 
 
+def outputs(shape: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare what a command prints with --json (a TypedDict, list[...] of one, or a union):
+    `imagen discover` publishes its JSON Schema (app/contract.py json_schema), and the tests
+    validate real outputs against it."""
+
+    def mark(command: Callable[..., Any]) -> Callable[..., Any]:
+        command.__json_output__ = shape  # type: ignore[attr-defined]
+        return command
+
+    return mark
+
+
 def print_json(data: Any, out: TextIO | None = None) -> None:
     print(json.dumps(data, default=str, ensure_ascii=False), file=out or sys.stdout)
 

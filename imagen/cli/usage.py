@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from cyclopts import App, Parameter
 
+from imagen.app.contract import CallerBudget, Moment, Money
 from imagen.app.errors import UserError
 from imagen.cli import context, render
 
@@ -17,7 +17,37 @@ usage_app = App(
 Group = Literal["backend", "model", "caller", "day"]
 
 
+class UsageRow(TypedDict):
+    """`usage --raw --json`: one row per image (and per paid-but-failed prediction)."""
+
+    id: str
+    created_at: Moment
+    backend: str | None
+    model: str | None
+    seed: int | None
+    prompt_hash: str | None
+    latency_ms: int | None
+    cost_usd: Money | None
+    caller: str | None
+    outcome: Literal["image", "paid_failed"]
+
+
+class UsageGroup(TypedDict):
+    """`usage --json`: one row per group (the --by keys present, the rest absent)."""
+
+    backend: NotRequired[str | None]
+    model: NotRequired[str | None]
+    caller: NotRequired[str | None]
+    day: NotRequired[str]
+    images: int
+    paid_failed: int
+    cost_usd: Money
+    mean_latency_ms: float | None
+    budgets: NotRequired[list[CallerBudget]]  # with --by caller, when budgets are set
+
+
 @usage_app.default
+@render.outputs(list[UsageGroup] | list[UsageRow])
 def usage(
     *,
     since: str | None = None,
@@ -93,7 +123,7 @@ def usage(
             data = usage_query.grouped(reader, keys, since=since_t, until=until_t)
     standing = None if raw else _budget_summary(keys, data, json_output)
     if json_output:
-        print(json.dumps(data, default=str))
+        render.print_json([_raw_json(r) for r in data] if raw else data)
         return
     _table(data, raw, keys)
     if standing and "caller" not in keys and context.session().env.stdout_isatty:
@@ -114,6 +144,20 @@ def _budget_summary(keys: list[str], data: list[dict], as_json: bool) -> dict | 
             entries = standing.get(row.get("caller") or "", [])
             row["budgets"] = entries if as_json else describe(entries)
     return standing
+
+
+def _raw_json(row: dict) -> UsageRow:
+    """A usage row in the JSON contract: the seed an integer (the tables keep it as text, as
+    0..2^64-1 fits no SQL integer) and the time in the one Z form (a remote row's too)."""
+    from imagen.app.contract import seed_integer
+    from imagen.core.times import iso, parse_iso
+
+    at = row.get("created_at")
+    try:
+        created = iso(parse_iso(str(at))) if at else at
+    except ValueError:
+        created = at
+    return {**row, "seed": seed_integer(row.get("seed")), "created_at": created}  # type: ignore[typeddict-item]
 
 
 RAW_COLUMNS = [
@@ -179,6 +223,7 @@ def _fmt(value: object) -> str:
 
 
 @usage_app.command
+@render.outputs(dict[str, Any])  # app/usage_sync.py SyncResult, as it grows
 def sync(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> int:
     """Send usage rows not yet confirmed by Supabase, then report the ledger's chain head,
     unless a head reported before no longer holds (exit 4, no head reported).
@@ -199,7 +244,7 @@ def sync(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> i
         raise UserError("no Supabase configured: set [usage] supabase_url or SUPABASE_URL")
     result = sync_usage(context.session().store(), cfg, context.session().env, timeout_s=30.0)
     if json_output:
-        print(json.dumps(result.as_dict()))
+        render.print_json(result.as_dict())
     else:
         head = "reported" if result.head_reported else "already reported"
         print(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from imagen.core.events import (
     CancelRequested,
@@ -102,9 +102,19 @@ def _describe(e: Event) -> str:
     return type(e).__name__
 
 
-def timeline(state: JobState) -> list[dict[str, Any]]:
+class TimelineRow(TypedDict):
+    """One recorded event as `imagen show` lists it."""
+
+    t: float  # seconds from the job's start
+    at: str  # when it was recorded (the one Z form)
+    type: str
+    text: str
+    data: dict[str, Any]
+
+
+def timeline(state: JobState) -> list[TimelineRow]:
     start = state.started_at
-    rows = []
+    rows: list[TimelineRow] = []
     for rec in state.history:
         offset = (rec.at - start).total_seconds() if start else 0.0
         rows.append(
