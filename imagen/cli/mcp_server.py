@@ -74,31 +74,19 @@ def mcp() -> int:
 
 
 def job_object(state: JobState, *, status: str | None = None) -> dict[str, Any]:
-    """The job object. MCP results are built only through this function and `error_object`:
-    on merging the JSON contract (app/contract.py), both become its imports. Until then, the
-    --json summary `generate` prints (app/outcome.py summary)."""
-    from imagen.app.outcome import summary
+    """The job object of every --json output (app/contract.py): MCP results are the same."""
+    from imagen.app.contract import job_object as contract_job_object
 
-    obj = summary(state)
-    if status is not None:
-        obj["status"] = status
-    return obj
+    return dict(contract_job_object(state, status=status))
 
 
 def error_object(
     code: ExitCode | int, message: str, *, hint: str | None = None, job_id: str | None = None
 ) -> dict[str, Any]:
-    """The JSON error object {"error": {code, exit, message, hint, job_id}}."""
-    code = ExitCode(code)
-    return {
-        "error": {
-            "code": code.name.lower(),
-            "exit": int(code),
-            "message": message,
-            "hint": hint,
-            "job_id": job_id,
-        }
-    }
+    """The JSON error object {"error": {code, exit, message, hint, job_id}} (app/contract.py)."""
+    from imagen.app.contract import error_object as contract_error_object
+
+    return dict(contract_error_object(code, message, hint=hint, job_id=job_id))
 
 
 class Failed(Exception):

@@ -176,8 +176,9 @@ def detached(ids: list[str], *, json_output: bool, concurrency: int | None = Non
     """After `generate --detach` recorded `ids`: start their runner (a local ledger) and print
     the ids (text) or each job object as it stands (--json). A job already ended (refused
     over budget) is reported as `generate` would, and sets the exit code."""
+    from imagen.app.contract import job_object
     from imagen.app.detach import hand_over
-    from imagen.app.outcome import exit_code, failure_message, summary
+    from imagen.app.outcome import exit_code, failure_message
     from imagen.repository import load
 
     session = context.session()
@@ -194,7 +195,7 @@ def detached(ids: list[str], *, json_output: bool, concurrency: int | None = Non
             if message and exit_code(state) != ExitCode.OK:
                 context.err(f"imagen: error: {message}")
         if json_output:
-            objects.append(summary(state))
+            objects.append(job_object(state))
         else:
             print(jid, file=out)
     if json_output:
