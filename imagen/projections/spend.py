@@ -196,12 +196,13 @@ def _is_job(stream_id: str) -> bool:
 
 
 def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
-    from imagen.repository import load
+    from imagen.projections.feed import job_states
 
-    # Every job an event touched, read whole: a row is its job's whole stream folded, as
-    # `ChainSpend` folds it (the last event's time dates an ended job).
+    # Every job an event touched, folded whole up to the batch's end, as `ChainSpend` folds
+    # it (the last event's time dates an ended job).
     touched = dict.fromkeys(e.stream_id for e in events if _is_job(e.stream_id))
-    rows = (row(load(view, jid)) for jid in touched)
+    states = job_states(view, events, touched)
+    rows = (row(states[jid]) for jid in touched)
     return [r for r in rows if r is not None]
 
 

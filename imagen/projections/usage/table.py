@@ -61,10 +61,11 @@ assert USAGE.column_names[1:] == LOCAL_COLUMNS
 
 def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
     """A row for each job the events end (the table keeps a job's first row)."""
-    from imagen.repository import load
+    from imagen.projections.feed import job_states
 
     ended = dict.fromkeys(e.stream_id for e in events if e.type in TERMINAL_TYPES)
-    rows = {r["id"]: r for jid in ended for r in usage_rows(load(view, jid))}
+    states = job_states(view, events, ended)
+    rows = {r["id"]: r for jid in ended for r in usage_rows(states[jid])}
     return list(rows.values())
 
 
