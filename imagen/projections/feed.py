@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from imagen.core.job import JobState, fold
+from imagen.projections.usage.fold import usage_rows
 from imagen.repository import payload, to_recorded
 from ledger.events import RecordedEvent
 
@@ -63,3 +64,17 @@ def job_states(
             recorded += [to_recorded(e, data[e.position]) for e in own]
             states[jid] = fold(jid, recorded)
     return states
+
+
+def job_usage(
+    view: Any, events: Sequence[RecordedEvent], job_ids: Iterable[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each job's `usage_rows` as of the batch's end (the usage table's rows, and what the
+    spend table counts as spent), worked out once for both."""
+    memo, _ = _memo(events)
+    found: dict[str, list[dict[str, Any]]] = memo.setdefault("usage", {})
+    wanted = [j for j in job_ids if j not in found]
+    for jid, state in job_states(view, events, wanted).items():
+        if jid not in found:
+            found[jid] = usage_rows(state)
+    return found
