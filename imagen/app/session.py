@@ -186,11 +186,12 @@ class Session:
         r = self.reader()
         if jobs_query.is_current(r):
             return r
+        from imagen.projections import catchup
         from imagen.projections.jobs import table as jobs_index
 
         try:
             writable = self.store()
-            jobs_index.catch_up(writable)
+            catchup.catch_up(writable)  # every projection behind, in the same pass
             return writable
         except Exception as exc:
             scratch = r.scratch() if self._cannot_write(exc) else None  # None on PostgreSQL
@@ -218,9 +219,9 @@ class Session:
         r = self.reader()
         if usage_query.is_current(r):
             return r
-        from imagen.projections.usage import table as usage_local
+        from imagen.projections import catchup
 
-        usage_local.catch_up(self.store())
+        catchup.catch_up(self.store())  # every projection behind, in the same pass
         return self.store()
 
 
