@@ -12,6 +12,8 @@ the ledger for any number of processes at once:
    first, so drop the work and go round again from its checkpoint.
 
 Folding never holds the write lock, so appends (`generate`) never wait for a projection.
+`catch_up_all` does this for several projections in one pass: each batch is read once and
+fed to every projection behind (a `Batch` they share), each written as in step 2.
 
 Only the standard library here: importing it never imports SQLAlchemy.
 """
