@@ -186,12 +186,13 @@ class Session:
         r = self.reader()
         if jobs_query.is_current(r):
             return r
-        from imagen.projections import catchup
         from imagen.projections.jobs import table as jobs_index
 
         try:
             writable = self.store()
-            catchup.catch_up(writable)  # every projection behind, in the same pass
+            # The jobs table alone: folded from payloads, it costs a fraction of the usage and
+            # spend folds (which decode every job), so `imagen usage` pays those, in one pass.
+            jobs_index.catch_up(writable)
             return writable
         except Exception as exc:
             scratch = r.scratch() if self._cannot_write(exc) else None  # None on PostgreSQL
