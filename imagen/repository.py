@@ -11,13 +11,21 @@ from imagen.core.events import decode
 from imagen.core.job import JobState, Recorded, fold, parse_time
 from ledger.events import RecordedEvent
 
+_NOT_READ = object()
 
-def to_recorded(e: RecordedEvent) -> Recorded:
+
+def payload(e: RecordedEvent) -> Any:
+    """The event's payload as JSON; one that is not JSON is kept visible as `{"data": text}`
+    (it decodes as an event this imagen cannot read)."""
     try:
-        data = e.data
-    except ValueError:  # not JSON: kept visible as an event this imagen cannot read
-        data = {"data": e.data_json}
-    decoded = decode(e.type, e.schema_version, data)
+        return e.data
+    except ValueError:
+        return {"data": e.data_json}
+
+
+def to_recorded(e: RecordedEvent, data: Any = _NOT_READ) -> Recorded:
+    """`data`: the event's `payload`, when the caller has it already (decoded once)."""
+    decoded = decode(e.type, e.schema_version, payload(e) if data is _NOT_READ else data)
     return Recorded(
         decoded.event,
         e.stream_version,

@@ -6,7 +6,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def canonical_json(value: Any) -> str:
@@ -24,8 +24,10 @@ class NewEvent:
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
+class RecordedEvent(NamedTuple):
+    """Immutable; a tuple underneath, so reading millions of rows builds each in one step
+    (a frozen dataclass sets its ten fields one by one: measured, a third of a read)."""
+
     position: int
     event_id: str
     stream_id: str

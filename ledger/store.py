@@ -102,6 +102,7 @@ class EventStore:
             "version": f"SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = {p}",
             "stream": f"{where} stream_id = {p} AND stream_version > {p} ORDER BY stream_version",
             "after": f"{where} position > {p} ORDER BY position LIMIT {p}",
+            "after_all": f"{where} position > {p} AND position <= {p} ORDER BY position",
             "prefix": (
                 f"SELECT DISTINCT stream_id FROM events WHERE stream_id >= {p} AND stream_id < {p}"
                 f" ORDER BY stream_id LIMIT {p}"
@@ -271,6 +272,20 @@ class EventStore:
             if len(rows) < batch:
                 return
             after = rows[-1].position
+
+    def read_batches(
+        self, after: int = 0, *, batch: int = 20000, until: int | None = None
+    ) -> Iterator[list[RecordedEvent]]:
+        """The events after `after` (up to `until`, if given) in position order, as lists of at
+        most `batch`, all in ONE read view (the ledger as of the first read) and streamed from
+        the driver: memory holds one batch, whatever the ledger's length (for audit and any
+        walk that must see one consistent ledger)."""
+        sql, params = self._sql["after_all"], (after, until if until is not None else 2**62)
+        with self.engine.connect() as conn, conn.begin():
+            self._dialect.read_view(conn)
+            result = conn.execution_options(stream_results=True, yield_per=batch)
+            for rows in result.exec_driver_sql(sql, params).partitions(batch):
+                yield [RecordedEvent(*r) for r in rows]
 
     def streams_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
         """Stream ids starting with `prefix` (an index range scan, on both engines)."""

@@ -190,6 +190,8 @@ class Session:
 
         try:
             writable = self.store()
+            # The jobs table alone: folded from payloads, it costs a fraction of the usage and
+            # spend folds (which decode every job), so `imagen usage` pays those, in one pass.
             jobs_index.catch_up(writable)
             return writable
         except Exception as exc:
@@ -218,9 +220,9 @@ class Session:
         r = self.reader()
         if usage_query.is_current(r):
             return r
-        from imagen.projections.usage import table as usage_local
+        from imagen.projections import catchup
 
-        usage_local.catch_up(self.store())
+        catchup.catch_up(self.store())  # every projection behind, in the same pass
         return self.store()
 
 

@@ -661,6 +661,81 @@ def newer_than_this(type_name: str, schema_version: int, data: JSON) -> str | No
     return None
 
 
+class _Plan:
+    """How `decode` builds one event class from a recorded payload without its __init__:
+    everything about the class (field names, defaults, which checks) worked out once, so an
+    event pays only its own values' checks (a value of the field's plain JSON type, e.g. a
+    str for a str field, needs none). The same checks as building it (`Event.__post_init__`
+    while decoding): a payload either builds the event it would build, or raises."""
+
+    __slots__ = ("cls", "names", "required", "defaults", "factories", "checks")
+
+    def __init__(self, cls: type[Event]) -> None:
+        hints = get_type_hints(cls)
+        fields = dataclasses.fields(cls)
+        self.cls = cls
+        self.names = frozenset(f.name for f in fields)
+        self.required = frozenset(
+            f.name
+            for f in fields
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        )
+        self.defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+        self.factories = tuple(
+            (f.name, f.default_factory)
+            for f in fields
+            if f.default_factory is not dataclasses.MISSING
+        )
+        self.checks = tuple(
+            (name, where, check, _plain_types(hints[name]))
+            for name, where, check in _shallow_checkers(cls)
+        )
+
+    def build(self, data: JSON) -> Event:
+        values = {**self.defaults, **data}
+        for name, factory in self.factories:
+            if name not in data:
+                values[name] = factory()
+        for name, where, check, plain in self.checks:
+            value = values[name]
+            if type(value) not in plain:
+                conformed = check(value, where)
+                if conformed is not value:
+                    values[name] = conformed
+        event = object.__new__(self.cls)
+        event.__dict__.update(values)
+        return event
+
+
+_PLANS: dict[type, _Plan | None] = {}
+
+
+def _plan(cls: type[Event]) -> _Plan | None:
+    """None for a class whose building does more than the field checks (its own
+    __post_init__): it is built by its __init__."""
+    plan = _Plan(cls) if cls.__post_init__ is Event.__post_init__ else None
+    _PLANS[cls] = plan
+    return plan
+
+
+def _plain_types(hint: Any) -> frozenset[type]:
+    """The JSON types a value of this annotation may have and pass its check unchanged
+    without being looked at (none for a float, which must be finite, or a walked container)."""
+    if get_origin(hint) in (Union, types.UnionType):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        inner = _plain_types(options[0]) if len(options) == 1 else frozenset()
+        return inner | {type(None)}
+    if hint in (str, bool):
+        return frozenset({hint})
+    if hint is int:
+        return frozenset({int})
+    if hint is float:
+        return frozenset({int})
+    if get_origin(hint) is dict and get_args(hint)[1] is Any:
+        return frozenset({dict})
+    return frozenset()
+
+
 @dataclass(frozen=True)
 class Decoded:
     event: Event
@@ -675,6 +750,13 @@ def decode(type_name: str, schema_version: int, data: Any) -> Decoded:
     if schema_version > cls.SCHEMA_VERSION:
         why = f"schema version {schema_version}, newer than this imagen's {cls.SCHEMA_VERSION}"
         return Decoded(UnknownEvent(type_name, schema_version, _as_json(data), why))
+    if schema_version == cls.SCHEMA_VERSION and type(data) is dict:
+        plan = _PLANS.get(cls) or _plan(cls)
+        if plan is not None and plan.names.issuperset(data) and plan.required <= data.keys():
+            try:
+                return Decoded(plan.build(data))
+            except (TypeError, ValueError):
+                pass  # does not fit: the way below says why, as it always has
     token = _DECODING.set(True)
     try:
         data = upcast(type_name, schema_version, data)

@@ -130,12 +130,16 @@ def image_path(output_path: str, index: int) -> str:
 
 
 def evolve(state: JobState, rec: Recorded) -> JobState:
+    fields = {"history": (*state.history, rec), "in_flight": dict(state.in_flight)}
+    _advance(state, fields, rec)
+    return replace(state, **fields)  # type: ignore[arg-type]
+
+
+def _advance(state: JobState, changes: dict[str, object], rec: Recorded) -> None:
+    """The changes one event makes to a job's state, into `changes` (whose `in_flight` is a
+    dict of its own, changed in place); `state` for what `changes` does not hold yet."""
     e = rec.event
-    changes: dict[str, object] = {
-        "version": rec.version,
-        "history": (*state.history, rec),
-        "now": rec.at,
-    }
+    changes["version"], changes["now"] = rec.version, rec.at
     if isinstance(e, JobRequested):
         changes.update(request=e, started_at=rec.at)
     elif isinstance(e, RunnerClaimed):
@@ -143,14 +147,15 @@ def evolve(state: JobState, rec: Recorded) -> JobState:
     elif isinstance(e, RunnerRenewed):
         changes["claim_at"] = rec.at
     elif isinstance(e, RequestSent):
-        changes["in_flight"] = {**state.in_flight, e.request_id: e}
+        changes["in_flight"][e.request_id] = e  # type: ignore[index]
     elif isinstance(e, ResponseReceived | RequestFailed):
-        changes["in_flight"] = {k: v for k, v in state.in_flight.items() if k != e.request_id}
+        changes["in_flight"].pop(e.request_id, None)  # type: ignore[attr-defined]
     elif isinstance(e, RemoteJobAccepted):
         changes["remote_id"] = e.remote_id
     elif isinstance(e, ImageStored):
         # One entry per index, in index order; a re-stored index replaces the earlier one.
-        kept = [i for i in state.images if i.index != e.index]
+        images = changes.get("images", state.images)
+        kept = [i for i in images if i.index != e.index]  # type: ignore[attr-defined]
         changes["images"] = tuple(sorted([*kept, e], key=lambda i: i.index))
     elif isinstance(e, CancelRequested):
         changes["cancel"] = e
@@ -158,11 +163,12 @@ def evolve(state: JobState, rec: Recorded) -> JobState:
         changes["interrupted"] = e
     if type(e).__name__ in TERMINAL_TYPES:
         changes["terminal"] = e
-    return replace(state, **changes)  # type: ignore[arg-type]
 
 
 def fold(job_id: str, recorded: list[Recorded]) -> JobState:
-    state = JobState(job_id)
+    """`evolve` over every event, building the state once (not once per event)."""
+    start = JobState(job_id)
+    fields: dict[str, object] = {"history": tuple(recorded), "in_flight": {}}
     for rec in recorded:
-        state = evolve(state, rec)
-    return state
+        _advance(start, fields, rec)
+    return replace(start, **fields)  # type: ignore[arg-type]

@@ -70,7 +70,8 @@ SPEND = TableSpec(
 HUGE = 2**53  # micro-dollars: over any budget, and sums of many still fit in 64 bits
 
 
-def row(state: JobState) -> Row | None:
+def row(state: JobState, billed: list[Row] | None = None) -> Row | None:
+    """`billed`: the job's `usage_rows`, when the caller has them already."""
     req = state.request
     if req is None:
         return None
@@ -86,7 +87,7 @@ def row(state: JobState) -> Row | None:
         "spent_micros": None,
     }
     if state.terminal is not None:
-        billed = usage_rows(state)
+        billed = usage_rows(state) if billed is None else billed
         out["spent_micros"] = sum(max(r["cost_micros"] or 0, 0) for r in billed)
         out["ended_at"] = iso(state.history[-1].at)  # as usage_rows dates the job
     return out
@@ -196,12 +197,15 @@ def _is_job(stream_id: str) -> bool:
 
 
 def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
-    from imagen.repository import load
+    from imagen.projections.feed import job_states, job_usage
 
-    # Every job an event touched, read whole: a row is its job's whole stream folded, as
-    # `ChainSpend` folds it (the last event's time dates an ended job).
+    # Every job an event touched, folded whole up to the batch's end, as `ChainSpend` folds
+    # it (the last event's time dates an ended job).
     touched = dict.fromkeys(e.stream_id for e in events if _is_job(e.stream_id))
-    rows = (row(load(view, jid)) for jid in touched)
+    states = job_states(view, events, touched)
+    ended = [j for j in touched if states[j].terminal is not None]
+    usage = job_usage(view, events, ended)
+    rows = (row(states[jid], usage.get(jid)) for jid in touched)
     return [r for r in rows if r is not None]
 
 

@@ -72,26 +72,46 @@ def apply(
     """Fold one event into the job's row (a new row for the job's first event). An event
     this imagen cannot read (a newer imagen's type or schema version) only moves the row's
     times: its meaning is unknown here."""
+    r = dict(row) if row else new_row(job_id, recorded_at)
+    step(r, type_name, data, recorded_at, position, schema_version)
+    return priced(r)
+
+
+def new_row(job_id: str, recorded_at: str) -> dict[str, Any]:
+    """The row of a job before its first event is folded."""
+    return {c: None for c in COLUMNS} | {
+        "job_id": job_id,
+        "created_at": recorded_at,
+        "status": "requested",
+        "accepted": 0,
+        "images": 0,
+        "terminal_events": 0,
+        "events_after_terminal": 0,
+    }
+
+
+def priced(r: dict[str, Any]) -> dict[str, Any]:
+    """The row with its cost, which depends only on the facts folded: set once after the
+    last `step` of a batch, not after each event."""
+    r["cost_usd"] = _cost(r)
+    return r
+
+
+def step(
+    r: dict[str, Any],
+    type_name: str,
+    data: Any,
+    recorded_at: str,
+    position: int,
+    schema_version: int = 1,
+) -> None:
+    """`apply` in place, without the cost (see `priced`)."""
     data = data if isinstance(data, dict) else {}
-    r = (
-        dict(row)
-        if row
-        else {c: None for c in COLUMNS}
-        | {
-            "job_id": job_id,
-            "created_at": recorded_at,
-            "status": "requested",
-            "accepted": 0,
-            "images": 0,
-            "terminal_events": 0,
-            "events_after_terminal": 0,
-        }
-    )
     r["updated_at"], r["last_position"] = recorded_at, position
     if r["terminal_events"]:
         r["events_after_terminal"] += 1
     if not readable(type_name, schema_version):
-        return r
+        return
     if type_name == "JobRequested":
         params = data.get("params") if isinstance(data.get("params"), dict) else {}
         count = safe.integer(params.get("count"), safe.INT32)
@@ -132,5 +152,3 @@ def apply(
         r["status"] = _STATUS[type_name]
         if type_name != "JobSucceeded":
             r["error"] = safe.text(data.get("message")) or safe.text(data.get("reason"))
-    r["cost_usd"] = _cost(r)
-    return r

@@ -65,20 +65,18 @@ assert JOBS.column_names == projection.COLUMNS
 
 def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
     """The rows of every job the events touch, starting from the rows already there."""
+    from imagen.projections.feed import payloads
+
+    data = payloads(events)
     # "$ledger" (the ledger's id), "$budgets": streams that are not jobs.
     events = [e for e in events if not e.stream_id.startswith("$")]
-    rows = view.rows(JOBS, {e.stream_id for e in events})
+    rows = view.rows(JOBS, {e.stream_id for e in events})  # fresh dicts: ours to change
     for e in events:
-        rows[e.stream_id] = projection.apply(
-            rows.get(e.stream_id),
-            e.stream_id,
-            e.type,
-            e.data,
-            e.recorded_at,
-            e.position,
-            e.schema_version,
-        )
-    return list(rows.values())
+        r = rows.get(e.stream_id)
+        if r is None:
+            r = rows[e.stream_id] = projection.new_row(e.stream_id, e.recorded_at)
+        projection.step(r, e.type, data[e.position], e.recorded_at, e.position, e.schema_version)
+    return [projection.priced(r) for r in rows.values()]
 
 
 PROJECTION = Projection(JOBS, CHECKPOINT, fold)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from imagen.core.events import TERMINAL_TYPES
-from imagen.projections.usage.fold import LOCAL_COLUMNS, usage_rows
+from imagen.projections.usage.fold import LOCAL_COLUMNS
 from ledger.events import RecordedEvent
 from ledger.interface import Reader
 from ledger.projection import ColumnSpec, ColumnType, Projection, Row, TableSpec, View, as_rows
@@ -61,10 +61,11 @@ assert USAGE.column_names[1:] == LOCAL_COLUMNS
 
 def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
     """A row for each job the events end (the table keeps a job's first row)."""
-    from imagen.repository import load
+    from imagen.projections.feed import job_usage
 
     ended = dict.fromkeys(e.stream_id for e in events if e.type in TERMINAL_TYPES)
-    rows = {r["id"]: r for jid in ended for r in usage_rows(load(view, jid))}
+    usage = job_usage(view, events, ended)
+    rows = {r["id"]: dict(r) for jid in ended for r in usage[jid]}
     return list(rows.values())
 
 

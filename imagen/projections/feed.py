@@ -1,0 +1,80 @@
+"""What the projections' folds read of one batch of events, derived once for all of them.
+
+A catch-up (imagen/projections/catchup.py) feeds the jobs, usage and spend folds the same batch
+(`ledger.projection.Batch`): each event's payload is json-decoded once, and each job the batch
+touches is decoded and folded once (`job_states`), whichever folds ask. A fold called with a
+plain list of events (no memo) derives the same values for itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from imagen.core.job import JobState, fold
+from imagen.projections.usage.fold import usage_rows
+from imagen.repository import payload, to_recorded
+from ledger.events import RecordedEvent
+
+
+def _memo(events: Sequence[RecordedEvent]) -> tuple[dict[Any, Any], Sequence[RecordedEvent]]:
+    whole = getattr(events, "whole", None)
+    return (events.memo, whole) if whole is not None else ({}, events)  # type: ignore[attr-defined]
+
+
+def payloads(events: Sequence[RecordedEvent]) -> dict[int, Any]:
+    """Each event's payload by position (`repository.payload`), for the whole batch."""
+    memo, whole = _memo(events)
+    found = memo.get("payloads")
+    if found is None:
+        found = memo["payloads"] = {e.position: payload(e) for e in whole}
+    return found  # type: ignore[no-any-return]
+
+
+def job_states(
+    view: Any, events: Sequence[RecordedEvent], job_ids: Iterable[str]
+) -> dict[str, JobState]:
+    """Each job folded from its events up to the batch's last position: the batch's own
+    events, after the ones recorded before the batch (read from `view`, only for a job that
+    began before it)."""
+    memo, whole = _memo(events)
+    states: dict[str, JobState] = memo.setdefault("states", {})
+    wanted = [j for j in job_ids if j not in states]
+    if wanted:
+        streams: dict[str, list[RecordedEvent]] | None = memo.get("streams")
+        if streams is None:
+            streams = memo["streams"] = {}
+            for e in whole:
+                streams.setdefault(e.stream_id, []).append(e)
+        data = payloads(events)
+        last = whole[-1].position if whole else 0
+        for jid in wanted:
+            own = streams.get(jid, [])
+            first = own[0].stream_version if own else None
+            earlier = (
+                []
+                if first == 1
+                else [
+                    e
+                    for e in view.read_stream(jid)
+                    if (e.stream_version < first if first is not None else e.position <= last)
+                ]
+            )
+            recorded = [to_recorded(e) for e in earlier]
+            recorded += [to_recorded(e, data[e.position]) for e in own]
+            states[jid] = fold(jid, recorded)
+    return states
+
+
+def job_usage(
+    view: Any, events: Sequence[RecordedEvent], job_ids: Iterable[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each job's `usage_rows` as of the batch's end (the usage table's rows, and what the
+    spend table counts as spent), worked out once for both."""
+    memo, _ = _memo(events)
+    found: dict[str, list[dict[str, Any]]] = memo.setdefault("usage", {})
+    wanted = [j for j in job_ids if j not in found]
+    for jid, state in job_states(view, events, wanted).items():
+        if jid not in found:
+            found[jid] = usage_rows(state)
+    return found
