@@ -27,6 +27,7 @@ from imagen.core.actions import (
     Halt,
     HttpRequest,
     OpenStream,
+    ProbeMembers,
     Record,
     StoreImage,
 )
@@ -38,7 +39,10 @@ from imagen.core.events import (
     ImageStored,
     JobFailed,
     JobInterrupted,
+    JobMoved,
+    JobPlaced,
     JobRequested,
+    MembersProbed,
     PollsUnchanged,
     RemoteIdsHeld,
     RemoteJobAccepted,
@@ -136,6 +140,31 @@ class Gate(Protocol):
     def hold(self, key: str, seconds: float) -> None: ...
 
 
+class InFlight:
+    """Jobs this process placed on each pool member and has not ended (thread-safe): a
+    member's /queue shows a job only once it is posted, so two workers placing at once would
+    both see an empty queue without this."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_job: dict[str, str] = {}
+
+    def place(self, job_id: str, server: str | None) -> None:
+        with self._lock:
+            if server is None:
+                self._by_job.pop(job_id, None)
+            else:
+                self._by_job[job_id] = server
+
+    def counts(self, urls: tuple[str, ...]) -> dict[str, int]:
+        with self._lock:
+            placed = list(self._by_job.values())
+        return {u: placed.count(u) for u in urls}
+
+
+IN_FLIGHT = InFlight()  # one per process: every runner of a batch shares it
+
+
 class Runner:
     """Drives jobs. Everything it touches outside the ledger comes in as an argument:
     `environment` (clock, sleep, env, pid, host), `http` and `streams` (the transports; the
@@ -165,6 +194,7 @@ class Runner:
         admission: Admission,
         held: HeldIds,
         image_mode: int = 0o600,
+        in_flight: InFlight | None = None,
     ) -> None:
         if http is None:
             from imagen.runner.http import Http
@@ -185,6 +215,7 @@ class Runner:
         self._admission = admission
         self._held = held
         self._image_mode = image_mode
+        self._in_flight = in_flight or IN_FLIGHT
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -279,6 +310,7 @@ class Runner:
                     state = self._append(state, [JobInterrupted(t.signame)])
             finally:
                 self._close_stream()
+                self._in_flight.place(job_id, None)
         return state
 
     # -- performing actions ------------------------------------------------------------------
@@ -298,6 +330,8 @@ class Runner:
             return self._follow_stream(state, action)
         if isinstance(action, CheckHeld):
             return self._check_held(state, action)
+        if isinstance(action, ProbeMembers):
+            return self._probe_members(state, action)
         raise RunnerError(f"unknown action {action!r}")
 
     def _record(self, state: JobState, events: list[Event]) -> JobState:
@@ -323,6 +357,32 @@ class Runner:
             # Recorded as the answer to a check, so the adapter decides again without it.
             held = RemoteIdsHeld([taken.remote_id], {taken.remote_id: taken.holder})
             return self._append(state, [held])
+
+    def _probe_members(self, state: JobState, a: ProbeMembers) -> JobState:
+        """Ask every member the same GET; record what each said (sizes of its lists), with this
+        process's jobs in flight on each."""
+        from imagen.runner.http import TransportFailure
+
+        self._wait_until(a.not_before)
+        headers = self._auth(a.auth_env)
+        answers: dict[str, Any] = {}
+        for url in a.urls:
+            try:
+                reply = self.http.send(
+                    "GET", f"{url}{a.path}", headers=headers, timeout_s=a.timeout_s
+                )
+            except TransportFailure as f:
+                answers[url] = {"error": f.kind, "message": str(f)[:200]}
+                continue
+            body = reply.body()
+            sizes = (
+                {k: len(v) for k, v in body.items() if isinstance(v, list)}
+                if isinstance(body, dict)
+                else {}
+            )
+            answers[url] = {"status": reply.status, "sizes": sizes}
+        ours = self._in_flight.counts(a.urls)
+        return self._append(state, [MembersProbed(answers, ours)])
 
     def _check_held(self, state: JobState, a: CheckHeld) -> JobState:
         """Ask the ledger which remote ids other jobs hold, and record the answer."""
@@ -658,6 +718,11 @@ class Runner:
                 ) from exc
             for rec in recorded:
                 state = evolve(state, to_recorded(rec))
+        for e in events:
+            if isinstance(e, JobPlaced):
+                self._in_flight.place(state.job_id, e.server)
+            elif isinstance(e, JobMoved):
+                self._in_flight.place(state.job_id, None)
         for rec in state.history[-len(recorded) :]:
             self.reporter.event(state, rec)
             self._maybe_crash(rec)
