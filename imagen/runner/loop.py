@@ -148,6 +148,9 @@ class InFlight:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_job: dict[str, str] = {}
+        # Held from a probe until its job's placement is recorded: two workers probing at once
+        # would both see the same queues and pick the same member.
+        self.placing = threading.Lock()
 
     def place(self, job_id: str, server: str | None) -> None:
         with self._lock:
@@ -216,6 +219,7 @@ class Runner:
         self._held = held
         self._image_mode = image_mode
         self._in_flight = in_flight or IN_FLIGHT
+        self._placing = False  # this runner holds self._in_flight.placing
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -310,6 +314,7 @@ class Runner:
                     state = self._append(state, [JobInterrupted(t.signame)])
             finally:
                 self._close_stream()
+                self._release_placing()
                 self._in_flight.place(job_id, None)
         return state
 
@@ -363,7 +368,11 @@ class Runner:
         process's jobs in flight on each."""
         from imagen.runner.http import TransportFailure
 
+        self._release_placing()
         self._wait_until(a.not_before)
+        while not self._in_flight.placing.acquire(timeout=0.1):
+            self._check_interrupt()
+        self._placing = True
         headers = self._auth(a.auth_env)
         answers: dict[str, Any] = {}
         for url in a.urls:
@@ -383,6 +392,11 @@ class Runner:
             answers[url] = {"status": reply.status, "sizes": sizes}
         ours = self._in_flight.counts(a.urls)
         return self._append(state, [MembersProbed(answers, ours)])
+
+    def _release_placing(self) -> None:
+        if self._placing:
+            self._placing = False
+            self._in_flight.placing.release()
 
     def _check_held(self, state: JobState, a: CheckHeld) -> JobState:
         """Ask the ledger which remote ids other jobs hold, and record the answer."""
@@ -723,6 +737,8 @@ class Runner:
                 self._in_flight.place(state.job_id, e.server)
             elif isinstance(e, JobMoved):
                 self._in_flight.place(state.job_id, None)
+        if self._placing and not any(isinstance(e, MembersProbed) for e in events):
+            self._release_placing()  # what the probe led to is recorded (a placement, a failure)
         for rec in state.history[-len(recorded) :]:
             self.reporter.event(state, rec)
             self._maybe_crash(rec)
