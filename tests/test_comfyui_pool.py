@@ -35,8 +35,10 @@ from imagen.core.events import (
     StreamClosed,
 )
 from imagen.core.inputs import GenerateInputs
+from imagen.testing.comfyui import free_port
+from imagen.testing.replicate import ReplicateDouble
 from tests.support.cli import Sandbox
-from tests.support.doubles import FAST, comfyui_double
+from tests.support.doubles import FAST, SCHNELL, TOKEN_ENV, comfyui_double
 from tests.support.history import History
 from tests.support.properties import SETTINGS, Draw, Drive
 
@@ -102,6 +104,39 @@ def test_a_member_killed_mid_batch_moves_its_jobs_and_none_runs_twice(tmp_path: 
         for job in moved:
             [doc] = [d for d in docs if d["job_id"] == job]
             assert doc["server"] == b.url and doc["result"]["moved"] == 1
+
+
+def test_overflow_with_every_member_down_spends_exactly_the_budget(
+    tmp_path: Path, rep: ReplicateDouble
+) -> None:
+    """8 jobs race to overflow on a budget worth 4 images: exactly 4 are paid, 4 refused."""
+    down = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]  # nothing listens there
+    box = Sandbox(tmp_path, env={**TOKEN_ENV, "MAI_FROM_ID": "racer"})
+    box.write_config(
+        'default_backend = "pool"\n'
+        f'[backends.pool]\ntype = "comfyui"\nurls = {json.dumps(down)}\n'
+        'member_grace_s = 0.2\noverflow = "paid"\npoll_interval_s = 0.05\n'
+        f'[backends.paid]\ntype = "replicate"\nmodel = "{SCHNELL}"\n'
+        f'base_url = "{rep.url}"\nretry_base_s = 0.01\n'
+        f'[output]\ndirectory = "{box.out}"\n'
+    )
+    assert box.run("budget", "set", "racer", "0.012", "--per", "day").returncode == 0
+    result = box.run("generate", "--concurrency", "8", *[f"hare {n}" for n in range(8)])
+    assert result.returncode != 0 and "4 done, 4 failed" in result.stderr, result.stderr
+    assert rep.billed == 4
+    ends: list[str] = []
+    for job in box.job_ids():
+        events = box.events(job)
+        sent = [json.loads(e.data_json) for e in events if e.type == "RequestSent"]
+        assert not any(s["purpose"] == "prompt" for s in sent)  # never both local and paid
+        end = events[-1]
+        ends.append(end.type)
+        if end.type == "JobSucceeded":
+            assert "JobOverflowed" in [e.type for e in events]
+        else:  # refused by the budget as the overflow was recorded: nothing sent
+            assert "overflow paid" in end.data_json and "JobOverflowed" not in box.types(job)
+            assert not any(s["purpose"] == "create" for s in sent)
+    assert sorted(ends) == ["JobFailed"] * 4 + ["JobSucceeded"] * 4
 
 
 # -- the property: members that die and come back --------------------------------------------

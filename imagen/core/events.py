@@ -446,6 +446,23 @@ class JobMoved(Event):
     reason: str
 
 
+@dataclass(frozen=True)
+class JobOverflowed(Event):
+    """No member of the job's pool answered (or its queue was too long): the job goes to
+    `backend` instead, a paid create, admitted against the caller's budget as this event is
+    recorded. From here the job's request is this backend's (core/job.py evolve): its adapter
+    drives it, its price is reserved. Only decided while nothing was ever posted to a member,
+    so a job is never both run locally and paid for."""
+
+    backend: str
+    backend_type: str
+    model: str
+    params: JSON
+    backend_config: JSON
+    price_usd: float | None
+    reason: str
+
+
 # -- results -----------------------------------------------------------------------------------
 
 
@@ -602,6 +619,7 @@ CATALOGUE: dict[str, type[Event]] = {
         MembersProbed,
         JobPlaced,
         JobMoved,
+        JobOverflowed,
         ImageStored,
         CancelRequested,
         JobSucceeded,

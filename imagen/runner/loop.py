@@ -40,6 +40,7 @@ from imagen.core.events import (
     JobFailed,
     JobInterrupted,
     JobMoved,
+    JobOverflowed,
     JobPlaced,
     JobRequested,
     MembersProbed,
@@ -286,7 +287,6 @@ class Runner:
         elif extra:
             state = self._append(state, list(extra))
         self._adapter = backends.load(state.request.backend_type)
-        decide: Callable[[JobState], Action] = self._adapter.decide
         with self._signals():
             try:
                 for _ in range(MAX_STEPS):
@@ -295,7 +295,8 @@ class Runner:
                     try:
                         self._check_interrupt()
                         state = self._renew_lease(state)
-                        state = self._perform(state, decide(state))
+                        # The adapter of the job's backend now (an overflow changes it).
+                        state = self._perform(state, self._adapter.decide(state))
                     except KeyboardInterrupt:
                         state = load(self.store, job_id)
                         if state.cancel is not None or state.finished:
@@ -342,6 +343,9 @@ class Runner:
     def _record(self, state: JobState, events: list[Event]) -> JobState:
         """Append what the adapter decided; an adoption of a looked-up remote job is guarded,
         so that no other job adopted it since this job's RemoteIdsHeld check."""
+        spill = next((e for e in events if isinstance(e, JobOverflowed)), None)
+        if spill is not None:
+            return self._overflow(state, spill)
         adopted = [
             e.remote_id
             for e in events
@@ -392,6 +396,27 @@ class Runner:
             answers[url] = {"status": reply.status, "sizes": sizes}
         ours = self._in_flight.counts(a.urls)
         return self._append(state, [MembersProbed(answers, ours)])
+
+    def _overflow(self, state: JobState, spill: JobOverflowed) -> JobState:
+        """The job becomes the overflow backend's, a paid job: admitted against the caller's
+        budgets under the write lock as it is recorded, exactly as a paid job is when first
+        recorded (over budget: the job fails, nothing sent)."""
+        after = evolve(state, Recorded(spill, state.version + 1, state.now or self.envt.clock()))
+        assert after.request is not None
+        check = self._admission.guard(after.request)
+        if check is not None:
+            self._admission.prepare(after.request)
+        try:
+            state = self._append(state, [spill], guard=check)
+        except Refused as refused:
+            failed = JobFailed(
+                refused.reason, f"job {state.job_id}: overflow {spill.backend}: {refused}",
+                refused.category,
+            )  # fmt: skip
+            return self._append(state, [failed])
+        assert state.request is not None
+        self._adapter = backends.load(state.request.backend_type)
+        return state
 
     def _release_placing(self) -> None:
         if self._placing:

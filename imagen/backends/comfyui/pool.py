@@ -20,10 +20,12 @@ from imagen.core.actions import Action, ProbeMembers, Record
 from imagen.core.events import (
     JobFailed,
     JobMoved,
+    JobOverflowed,
     JobPlaced,
     MembersProbed,
     ProgressObserved,
     RequestFailed,
+    RequestSent,
     ResponseReceived,
     StreamMessage,
     StreamOpened,
@@ -139,12 +141,39 @@ def place(state: JobState, urls: tuple[str, ...]) -> Action:
         delay = min(PROBE_BASE_S * 2 ** (len(probes) - 1), PROBE_CAP_S)
         return ProbeMembers(urls, "/queue", auth_env=token, not_before=state.after(delay))
     down = "; ".join(f"{u}: {_said(last.answers.get(u))}" for u in urls)
+    spill = overflow(state, f"no member of the pool answers ({down[:200]})")
+    if spill is not None:
+        return spill
     return Record(
         (
             JobFailed(
                 "unreachable",
                 f"no member of the pool answers ({down[:300]}); is ComfyUI running?",
                 Failure.UNREACHABLE,
+            ),
+        )
+    )
+
+
+def overflow(state: JobState, why: str) -> Record | None:
+    """The job to the pool's overflow backend (a paid create, prepared with the request as
+    `overflow_request`), or None: none is configured, or a prompt was ever posted to a member
+    (it may still run there, and a job is never both run locally and paid for)."""
+    spec = config_of(state).get("overflow_request")
+    if not isinstance(spec, dict) or any(
+        isinstance(r.event, RequestSent) and r.event.purpose == "prompt" for r in state.history
+    ):
+        return None
+    return Record(
+        (
+            JobOverflowed(
+                str(spec.get("backend")),
+                str(spec.get("backend_type")),
+                str(spec.get("model")),
+                dict(spec.get("params") or {}),
+                dict(spec.get("backend_config") or {}),
+                spec.get("price_usd"),
+                why[:300],
             ),
         )
     )
