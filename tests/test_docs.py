@@ -368,3 +368,4 @@ def test_the_pool_example_in_setup_comfyui_is_a_valid_config() -> None:
     cfg = parse_config(tomllib.loads(example.group(1)), "docs", {})
     pool = cfg.backends["flux-schnell-pool"]
     assert pool.options["urls"] == ["http://127.0.0.1:8188", "http://gpu-b.lan:8188"]
+    assert cfg.backends[pool.options["overflow"]].type == "replicate"
