@@ -137,6 +137,9 @@ def test_overflow_with_every_member_down_spends_exactly_the_budget(
             assert "overflow paid" in end.data_json and "JobOverflowed" not in box.types(job)
             assert not any(s["purpose"] == "create" for s in sent)
     assert sorted(ends) == ["JobFailed"] * 4 + ["JobSucceeded"] * 4
+    jobs = json.loads(box.run("jobs", "--json").stdout)
+    paid = [j for j in jobs if j["status"] == "succeeded"]
+    assert {(j["backend"], j["cost_usd"]) for j in paid} == {("paid", "0.003000")}
 
 
 # -- the property: members that die and come back --------------------------------------------
