@@ -393,3 +393,18 @@ def test_every_python_block_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     for path in sorted((ROOT / "docs").glob("*.md")):
         for block in re.findall(r"^```python\n(.*?)^```", path.read_text(), re.S | re.M):
             exec(compile(block, str(path), "exec"), {"__name__": "__docs__"})
+
+
+def test_the_pool_example_in_setup_comfyui_is_a_valid_config() -> None:
+    import re
+
+    from imagen.app.config import parse_config
+
+    text = (ROOT / "docs" / "setup-comfyui.md").read_text()
+    section = text[text.index("## Several GPUs: a pool") :]
+    example = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert example is not None
+    cfg = parse_config(tomllib.loads(example.group(1)), "docs", {})
+    pool = cfg.backends["flux-schnell-pool"]
+    assert pool.options["urls"] == ["http://127.0.0.1:8188", "http://gpu-b.lan:8188"]
+    assert cfg.backends[pool.options["overflow"]].type == "replicate"

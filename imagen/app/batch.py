@@ -452,12 +452,15 @@ def concurrency(recorded: Recorded, config: Config, override: int | None) -> dic
         else:
             known = config.backends.get(backend)  # a backend since removed from the config
             configured = known.options.get("max_concurrency") if known else None
+            # A ComfyUI pool (`urls`): every member gets the depth one server gets.
+            servers = len(known.options.get("urls") or ()) if known else 0
             limit = (
                 int(configured)
                 if configured
                 else DEFAULT_CONCURRENCY.get(
                     recorded.backend_types.get(backend, ""), FALLBACK_CONCURRENCY
                 )
+                * max(servers, 1)
             )
         limits[backend] = max(1, min(limit, len(queue)))
     return limits

@@ -258,6 +258,9 @@ def parse_config(raw: dict[str, Any], source: str, env: Mapping[str, str]) -> Co
         options["model"] = module.DEFAULT_MODEL
         for key, value in _section(source, f"backends.{name}", table, spec).items():
             options[key] = float(value) if spec[key].types == (float, int) else value
+        wrong = getattr(module, "check_options", lambda _table: None)(table)
+        if wrong:  # keys that are wrong together (a ComfyUI pool's url and urls)
+            raise ConfigError(f"{source}: backends.{name}: {wrong}")
         parsed[name] = BackendConfig(name, type_name, options)
     default = raw.get("default_backend", next(iter(parsed), ""))
     if default not in parsed:

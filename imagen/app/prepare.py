@@ -84,8 +84,11 @@ def prepare(
     overwrite: bool,
     env: Environment,
     caller: str,
+    overflow: str | None = None,
 ) -> Prepared:
-    """Validate everything before anything is recorded: a bad input costs nothing."""
+    """Validate everything before anything is recorded: a bad input costs nothing.
+    `overflow` (or a ComfyUI pool's `overflow` option) names the paid backend a pool's job
+    goes to when no member answers: its request is prepared now, checked like any other."""
     backend: BackendConfig = config.backend(backend_name)
     module = backends.load(backend.type)
     target, inputs = output_target(output, inputs)
@@ -97,6 +100,9 @@ def prepare(
     if status != "ok":
         raise UserError(f"backend {backend.name} is {status}", ExitCode.BAD_INPUT)
     options = dict(backend.options)
+    spill = overflow or options.get("overflow")
+    if spill:
+        options["overflow_request"] = _overflow_request(config, backend, spill, inputs, params, env)
     for key in module.FILE_OPTIONS:
         if options.get(key):
             path = Path(options[key]).expanduser()
@@ -146,6 +152,47 @@ def prepare(
             f"for {backend.model} (${floor} an image); ${floor} is recorded and counted",
         )
     return Prepared(new_job_id(), request, notes)
+
+
+def _overflow_request(
+    config: Config,
+    pool: BackendConfig,
+    name: str,
+    inputs: GenerateInputs,
+    params: dict[str, object],
+    env: Environment,
+) -> dict[str, object]:
+    """The overflow backend's request for the same image (same seed, size, format), recorded
+    inside the pool's request so the pure adapter can switch to it (JobOverflowed)."""
+    if not pool.options.get("urls"):
+        raise UserError(
+            f"--overflow {name}: backend {pool.name} is not a ComfyUI pool (urls = [...])",
+            ExitCode.BAD_INPUT,
+        )
+    if name not in config.backends or config.backends[name].type != "replicate":
+        raise UserError(
+            f"overflow {name!r} is not a configured Replicate backend; see `imagen backends`",
+            ExitCode.BAD_INPUT,
+        )
+    other = config.backends[name]
+    module = backends.load(other.type)
+    same = replace(inputs, output_format=str(params.get("output_format") or "png"))
+    try:
+        other_params = module.normalise(same, other.options)
+        module.validate_request(other_params, other.options)
+    except BadInput as exc:
+        raise UserError(f"overflow {name}: {exc}", ExitCode.BAD_INPUT) from None
+    status = module.status(other.options, env.env)
+    if status != "ok":
+        raise UserError(f"overflow backend {name} is {status}", ExitCode.BAD_INPUT)
+    return {
+        "backend": other.name,
+        "backend_type": other.type,
+        "model": module.describe_model(other.options, other.model),
+        "params": other_params,
+        "backend_config": dict(other.options),
+        "price_usd": price_for(other.model, other.options.get("price_usd")),
+    }
 
 
 # The longest name imagen writes beside an image is its sidecar's temp file,

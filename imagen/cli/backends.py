@@ -73,7 +73,7 @@ def backends(
         module = registry.load(b.type)
         status = module.status(b.options, context.session().env.env)
         if check and status == "ok":
-            status = _check(module, b.options)
+            status = _check_members(module, b.options)
         elif status == "ok":
             status = "configured"  # set up here; not asked: only --check says it answers
         rows.append(
@@ -117,6 +117,17 @@ def _with_files(module: Backend, options: dict[str, Any]) -> dict[str, Any]:
             except (OSError, UnicodeDecodeError):
                 pass
     return options
+
+
+def _check_members(module: Backend, options: dict[str, Any]) -> str:
+    """A pool (ComfyUI `urls`) is checked member by member: ready while one member is."""
+    urls = getattr(module, "members", lambda _options: ())(options)
+    if not urls:
+        return _check(module, options)
+    said = [(url, _check(module, {**options, "url": url})) for url in urls]
+    ready = sum(1 for _, s in said if s.startswith("ok"))
+    each = "; ".join(f"{url}: {s}" for url, s in said)
+    return f"{'ok' if ready else 'not ready'} ({ready}/{len(urls)} members ready): {each}"
 
 
 def _check(module: Backend, options: dict[str, Any]) -> str:

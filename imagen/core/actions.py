@@ -110,6 +110,19 @@ class CheckHeld:
 
 
 @dataclass(frozen=True)
+class ProbeMembers:
+    """GET `path` from every member of a pool at once, not before `not_before`; the runner
+    records one MembersProbed: each answer's status and the lengths of its top-level lists, or
+    the failure, with this process's jobs in flight on each member. It interprets nothing."""
+
+    urls: tuple[str, ...]
+    path: str
+    timeout_s: float = 3.0
+    auth_env: str | None = None
+    not_before: str | None = None
+
+
+@dataclass(frozen=True)
 class Record:
     """Record decisions the adapter reached from what it saw (retries, results, failures)."""
 
@@ -126,4 +139,6 @@ class Halt:
     category: Failure | None = None
 
 
-Action = HttpRequest | StoreImage | OpenStream | FollowStream | CheckHeld | Record | Halt
+Action = (
+    HttpRequest | StoreImage | OpenStream | FollowStream | CheckHeld | ProbeMembers | Record | Halt
+)

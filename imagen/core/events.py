@@ -413,6 +413,56 @@ class ProgressObserved(Event):
     total: int | None = None
 
 
+# -- pools (several servers behind one backend) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MembersProbed(Event):
+    """What the runner saw of each member of a pool (ProbeMembers): per server URL either
+    {"status": 200, "sizes": {list name: length}} (e.g. ComfyUI's queue_running/queue_pending)
+    or {"error": kind, "message": ...}; and `ours`, this process's jobs placed on each server
+    and not yet ended (placed but maybe not posted, so not in the server's queue yet)."""
+
+    answers: JSON = field(default_factory=dict)
+    ours: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobPlaced(Event):
+    """The job runs on this member of its pool, recorded before anything is posted to it:
+    every later request (resume, cancel, lookups, downloads) goes to this server."""
+
+    server: str
+    load: int = 0  # the queue the placement saw there
+
+
+@dataclass(frozen=True)
+class JobMoved(Event):
+    """The placed member stopped answering past the pool's grace period (or refused the
+    post): its unfinished prompt is abandoned and the job placed again, an unpaid local
+    re-execution."""
+
+    server: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class JobOverflowed(Event):
+    """No member of the job's pool answered (or its queue was too long): the job goes to
+    `backend` instead, a paid create, admitted against the caller's budget as this event is
+    recorded. From here the job's request is this backend's (core/job.py evolve): its adapter
+    drives it, its price is reserved. Only decided while nothing was ever posted to a member,
+    so a job is never both run locally and paid for."""
+
+    backend: str
+    backend_type: str
+    model: str
+    params: JSON
+    backend_config: JSON
+    price_usd: float | None
+    reason: str
+
+
 # -- results -----------------------------------------------------------------------------------
 
 
@@ -566,6 +616,10 @@ CATALOGUE: dict[str, type[Event]] = {
         StreamQuiet,
         StreamMessage,
         ProgressObserved,
+        MembersProbed,
+        JobPlaced,
+        JobMoved,
+        JobOverflowed,
         ImageStored,
         CancelRequested,
         JobSucceeded,

@@ -19,6 +19,7 @@ from imagen.core.events import (
     Event,
     ImageStored,
     JobInterrupted,
+    JobOverflowed,
     JobRequested,
     RemoteJobAccepted,
     RequestFailed,
@@ -157,6 +158,17 @@ def _advance(state: JobState, changes: dict[str, object], rec: Recorded) -> None
         images = changes.get("images", state.images)
         kept = [i for i in images if i.index != e.index]  # type: ignore[attr-defined]
         changes["images"] = tuple(sorted([*kept, e], key=lambda i: i.index))
+    elif isinstance(e, JobOverflowed) and state.request is not None:
+        # The job is the overflow backend's from here: its adapter, its price.
+        changes["request"] = replace(
+            state.request,
+            backend=e.backend,
+            backend_type=e.backend_type,
+            model=e.model,
+            params=e.params,
+            backend_config=e.backend_config,
+            price_usd=e.price_usd,
+        )
     elif isinstance(e, CancelRequested):
         changes["cancel"] = e
     elif isinstance(e, JobInterrupted):

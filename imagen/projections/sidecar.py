@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagen.core.events import ImageStored, JobSucceeded, RemoteJobAccepted, RequestSent
+from imagen.core.events import (
+    ImageStored,
+    JobPlaced,
+    JobSucceeded,
+    RemoteJobAccepted,
+    RequestSent,
+)
 from imagen.core.job import JobState, iso
 from imagen.projections.cost import cost_usd
 
@@ -78,6 +84,7 @@ def sidecars(state: JobState) -> list[dict[str, Any]]:
     }
     cost = cost_usd(state)
     asked = params.get("asked") if isinstance(params.get("asked"), dict) else None
+    placed = state.last(JobPlaced)
     out = []
     for image in state.images:
         when = stored_at.get(image.index)
@@ -114,6 +121,8 @@ def sidecars(state: JobState) -> list[dict[str, Any]]:
         }
         if asked is not None:
             doc["asked"] = asked
+        if placed is not None:  # a ComfyUI pool: the member that made the image
+            doc["server"] = placed.event.server  # type: ignore[attr-defined]
         expected = expected_size(params)
         if expected is not None and expected != doc["size"]:
             # The backend made another size than imagen asked it for: the image is kept (it

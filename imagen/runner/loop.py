@@ -27,6 +27,7 @@ from imagen.core.actions import (
     Halt,
     HttpRequest,
     OpenStream,
+    ProbeMembers,
     Record,
     StoreImage,
 )
@@ -38,7 +39,11 @@ from imagen.core.events import (
     ImageStored,
     JobFailed,
     JobInterrupted,
+    JobMoved,
+    JobOverflowed,
+    JobPlaced,
     JobRequested,
+    MembersProbed,
     PollsUnchanged,
     RemoteIdsHeld,
     RemoteJobAccepted,
@@ -148,6 +153,34 @@ class Gate(Protocol):
     def hold(self, key: str, seconds: float) -> None: ...
 
 
+class InFlight:
+    """Jobs this process placed on each pool member and has not ended (thread-safe): a
+    member's /queue shows a job only once it is posted, so two workers placing at once would
+    both see an empty queue without this."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_job: dict[str, str] = {}
+        # Held from a probe until its job's placement is recorded: two workers probing at once
+        # would both see the same queues and pick the same member.
+        self.placing = threading.Lock()
+
+    def place(self, job_id: str, server: str | None) -> None:
+        with self._lock:
+            if server is None:
+                self._by_job.pop(job_id, None)
+            else:
+                self._by_job[job_id] = server
+
+    def counts(self, urls: tuple[str, ...]) -> dict[str, int]:
+        with self._lock:
+            placed = list(self._by_job.values())
+        return {u: placed.count(u) for u in urls}
+
+
+IN_FLIGHT = InFlight()  # one per process: every runner of a batch shares it
+
+
 class Runner:
     """Drives jobs. Everything it touches outside the ledger comes in as an argument:
     `environment` (clock, sleep, env, pid, host), `http` and `streams` (the transports; the
@@ -177,6 +210,7 @@ class Runner:
         admission: Admission,
         held: HeldIds,
         image_mode: int = 0o600,
+        in_flight: InFlight | None = None,
     ) -> None:
         if http is None:
             from imagen.runner.http import Http
@@ -198,6 +232,8 @@ class Runner:
         self._held = held
         self._image_mode = image_mode
         self._lease = lease_seconds(self.envt.env)
+        self._in_flight = in_flight or IN_FLIGHT
+        self._placing = False  # this runner holds self._in_flight.placing
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -269,7 +305,6 @@ class Runner:
         elif extra:
             state = self._append(state, list(extra))
         self._adapter = backends.load(state.request.backend_type)
-        decide: Callable[[JobState], Action] = self._adapter.decide
         with self._signals():
             try:
                 for _ in range(MAX_STEPS):
@@ -278,7 +313,8 @@ class Runner:
                     try:
                         self._check_interrupt()
                         state = self._renew_lease(state)
-                        state = self._perform(state, decide(state))
+                        # The adapter of the job's backend now (an overflow changes it).
+                        state = self._perform(state, self._adapter.decide(state))
                     except KeyboardInterrupt:
                         state = load(self.store, job_id)
                         if state.cancel is not None or state.finished:
@@ -297,6 +333,8 @@ class Runner:
                     state = self._append(state, [JobInterrupted(t.signame)])
             finally:
                 self._close_stream()
+                self._release_placing()
+                self._in_flight.place(job_id, None)
         return state
 
     # -- performing actions ------------------------------------------------------------------
@@ -316,11 +354,16 @@ class Runner:
             return self._follow_stream(state, action)
         if isinstance(action, CheckHeld):
             return self._check_held(state, action)
+        if isinstance(action, ProbeMembers):
+            return self._probe_members(state, action)
         raise RunnerError(f"unknown action {action!r}")
 
     def _record(self, state: JobState, events: list[Event]) -> JobState:
         """Append what the adapter decided; an adoption of a looked-up remote job is guarded,
         so that no other job adopted it since this job's RemoteIdsHeld check."""
+        spill = next((e for e in events if isinstance(e, JobOverflowed)), None)
+        if spill is not None:
+            return self._overflow(state, spill)
         adopted = [
             e.remote_id
             for e in events
@@ -341,6 +384,62 @@ class Runner:
             # Recorded as the answer to a check, so the adapter decides again without it.
             held = RemoteIdsHeld([taken.remote_id], {taken.remote_id: taken.holder})
             return self._append(state, [held])
+
+    def _probe_members(self, state: JobState, a: ProbeMembers) -> JobState:
+        """Ask every member the same GET; record what each said (sizes of its lists), with this
+        process's jobs in flight on each."""
+        from imagen.runner.http import TransportFailure
+
+        self._release_placing()
+        self._wait_until(a.not_before)
+        while not self._in_flight.placing.acquire(timeout=0.1):
+            self._check_interrupt()
+        self._placing = True
+        headers = self._auth(a.auth_env)
+        answers: dict[str, Any] = {}
+        for url in a.urls:
+            try:
+                reply = self.http.send(
+                    "GET", f"{url}{a.path}", headers=headers, timeout_s=a.timeout_s
+                )
+            except TransportFailure as f:
+                answers[url] = {"error": f.kind, "message": str(f)[:200]}
+                continue
+            body = reply.body()
+            sizes = (
+                {k: len(v) for k, v in body.items() if isinstance(v, list)}
+                if isinstance(body, dict)
+                else {}
+            )
+            answers[url] = {"status": reply.status, "sizes": sizes}
+        ours = self._in_flight.counts(a.urls)
+        return self._append(state, [MembersProbed(answers, ours)])
+
+    def _overflow(self, state: JobState, spill: JobOverflowed) -> JobState:
+        """The job becomes the overflow backend's, a paid job: admitted against the caller's
+        budgets under the write lock as it is recorded, exactly as a paid job is when first
+        recorded (over budget: the job fails, nothing sent)."""
+        after = evolve(state, Recorded(spill, state.version + 1, state.now or self.envt.clock()))
+        assert after.request is not None
+        check = self._admission.guard(after.request)
+        if check is not None:
+            self._admission.prepare(after.request)
+        try:
+            state = self._append(state, [spill], guard=check)
+        except Refused as refused:
+            failed = JobFailed(
+                refused.reason, f"job {state.job_id}: overflow {spill.backend}: {refused}",
+                refused.category,
+            )  # fmt: skip
+            return self._append(state, [failed])
+        assert state.request is not None
+        self._adapter = backends.load(state.request.backend_type)
+        return state
+
+    def _release_placing(self) -> None:
+        if self._placing:
+            self._placing = False
+            self._in_flight.placing.release()
 
     def _check_held(self, state: JobState, a: CheckHeld) -> JobState:
         """Ask the ledger which remote ids other jobs hold, and record the answer."""
@@ -676,6 +775,13 @@ class Runner:
                 ) from exc
             for rec in recorded:
                 state = evolve(state, to_recorded(rec))
+        for e in events:
+            if isinstance(e, JobPlaced):
+                self._in_flight.place(state.job_id, e.server)
+            elif isinstance(e, JobMoved):
+                self._in_flight.place(state.job_id, None)
+        if self._placing and not any(isinstance(e, MembersProbed) for e in events):
+            self._release_placing()  # what the probe led to is recorded (a placement, a failure)
         for rec in state.history[-len(recorded) :]:
             self.reporter.event(state, rec)
             self._maybe_crash(rec)

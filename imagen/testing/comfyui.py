@@ -1480,6 +1480,16 @@ class ComfyUIDouble:
         cache, websockets); files in the output dir stay. Serving resumes on the same port."""
         self._call(self._restart())
 
+    def kill(self) -> None:
+        """ComfyUI's process dies (a pool member lost): the port refuses connections, open
+        ones are cut, and the queue, the running prompt and the history are gone (files in
+        the output dir stay). `revive()` serves again on the same port, empty, as a restarted
+        ComfyUI would."""
+        self._call(self._kill())
+
+    def revive(self) -> None:
+        self._call(self._go_online())
+
     def close(self) -> None:
         """Stop serving: open websockets are cut, a held or running execution is abandoned."""
         with self._lock:
@@ -1603,6 +1613,10 @@ class ComfyUIDouble:
         self._notify()
 
     async def _restart(self) -> None:
+        await self._kill()
+        await self._go_online()
+
+    async def _kill(self) -> None:
         await self._go_offline()
         self._worker_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -1617,7 +1631,6 @@ class ComfyUIDouble:
             self._held = None
             self._hold_event = None
         self._worker_task = asyncio.get_running_loop().create_task(self._worker())
-        await self._go_online()
 
     async def _shutdown(self) -> None:
         self._worker_task.cancel()

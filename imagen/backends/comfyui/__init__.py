@@ -42,6 +42,7 @@ from imagen.backends.comfyui.job import (
 )
 from imagen.backends.comfyui.job import run_deadline as deadline
 from imagen.backends.comfyui.machine import POLL_WINDOW_S, decide
+from imagen.backends.comfyui.pool import check_options, members
 from imagen.backends.comfyui.probe import (
     check_requests,
     check_verdict,
@@ -81,6 +82,7 @@ __all__ = [
     "SETUP_DOC",
     "TERMINAL_KINDS",
     "HistoryEntry",
+    "check_options",
     "check_requests",
     "check_verdict",
     "client_id",
@@ -91,6 +93,7 @@ __all__ = [
     "describe_model",
     "flux_schnell_graph",
     "interpret_frame",
+    "members",
     "normalise",
     "probe_request",
     "probe_verdict",

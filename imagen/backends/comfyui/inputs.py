@@ -14,6 +14,16 @@ DEFAULT_URL = "http://127.0.0.1:8188"
 
 CONFIG: dict[str, Option] = {
     "url": Option((str,), DEFAULT_URL, "ComfyUI base URL", url=True),
+    "urls": Option((list,), None, "several ComfyUI servers, a pool (instead of url)"),
+    "member_grace_s": Option(
+        (float, int),
+        3.0,
+        "a pool member silent this long gets no new jobs; its unfinished job moves",
+        positive=True,
+    ),
+    "overflow": Option(
+        (str,), None, "a Replicate backend a pool's job goes to when no member answers"
+    ),
     "unet": Option((str,), DEFAULT_MODEL, "diffusion model file (models/unet)"),
     "clip_l": Option((str,), "clip_l.safetensors", "CLIP-L text encoder (models/clip)"),
     "t5xxl": Option((str,), "t5xxl_fp8_e4m3fn.safetensors", "T5-XXL text encoder (models/clip)"),

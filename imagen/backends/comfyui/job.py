@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from imagen.backends.comfyui.inputs import DEFAULT_URL
+from imagen.backends.comfyui.pool import moved_at, placed_server
 from imagen.backends.common import (
     backoff_delay,
     config_of,
@@ -94,8 +95,9 @@ class StreamState:
 
 
 def stream_state(state: JobState) -> StreamState:
-    """This process's websocket, from the events since it claimed the job."""
-    floor = run_start(state)
+    """This process's websocket, from the events since it claimed the job (or since the job
+    moved: a socket to the member it left says nothing of the next)."""
+    floor = max(run_start(state), moved_at(state))
     result = StreamState("none", None, 0)
     for rec in state.history:
         if rec.version <= floor:
@@ -128,11 +130,12 @@ def backoff(failures: int) -> float:
 
 
 def attempt_floor(state: JobState) -> int:
-    """Version of the latest "ComfyUI lost the prompt" conclusion: a new attempt starts there."""
+    """Version of the latest "ComfyUI lost the prompt" conclusion or move to another pool
+    member: a new attempt starts there."""
     for rec in reversed(state.history):
         if isinstance(rec.event, LookupConcluded) and rec.event.decision == "resubmit":
-            return rec.version
-    return 0
+            return max(rec.version, moved_at(state))
+    return moved_at(state)
 
 
 def attempt_prompts(state: JobState) -> list[Any]:
@@ -166,7 +169,8 @@ def submitted_id(state: JobState) -> str | None:
 
 
 def server_url(state: JobState) -> str:
-    return str(config_of(state).get("url") or DEFAULT_URL).rstrip("/")
+    """The server every request of the job goes to: in a pool, the member it is placed on."""
+    return placed_server(state) or str(config_of(state).get("url") or DEFAULT_URL).rstrip("/")
 
 
 def request(

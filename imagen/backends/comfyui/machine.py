@@ -29,6 +29,7 @@ from imagen.backends.comfyui.job import (
     still_unreachable,
     stream_state,
 )
+from imagen.backends.comfyui.pool import step as pool_step
 from imagen.backends.comfyui.report import success_result
 from imagen.backends.comfyui.submit import submit
 from imagen.backends.comfyui.wire import (
@@ -72,6 +73,9 @@ def decide(state: JobState) -> Action:
         return _follow(state, pid) if pid else Record((JobSucceeded(success_result(state)),))
     if state.cancel is not None:
         return cancel(state)
+    placing = pool_step(state)  # a pool: place the job, or move it off a member that is gone
+    if placing is not None:
+        return placing
     pid = current_prompt(state)
     if pid is None:
         if stream_state(state).state == "none":

@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from imagen.backends.comfyui.inputs import DEFAULT_MODEL
-from imagen.backends.comfyui.job import client_id, current_prompt, posted_client
+from imagen.backends.comfyui.job import client_id, current_prompt, posted_client, server_url
 from imagen.backends.comfyui.wire import stats_body, system_facts
 from imagen.backends.common import config_of, exchanges
+from imagen.core.events import JobMoved
 from imagen.core.job import JobState
 
 
@@ -72,6 +73,8 @@ def success_result(state: JobState) -> dict[str, Any]:
             }
         ),
         "client_id": _posted_under(state),
+        "server": server_url(state),  # the server that made the image (a pool's member)
+        "moved": len(state.events_of(JobMoved)),  # pool members left for another
         **system_facts(stats),
         "path": state.image.path,
         "sha256": state.image.sha256,

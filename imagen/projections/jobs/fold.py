@@ -125,6 +125,12 @@ def step(
             batch=safe.text(data.get("batch")) or None,
             batch_index=safe.integer(data.get("batch_index"), safe.INT32),
         )
+    elif type_name == "JobOverflowed":  # the job became the overflow backend's (a paid job)
+        r.update(
+            backend=safe.text(data.get("backend")),
+            model=safe.text(data.get("model")),
+            price_usd=money.usd(data.get("price_usd")),
+        )
     elif type_name == "RunnerClaimed":
         r.update(
             pid=safe.integer(data.get("pid")),
