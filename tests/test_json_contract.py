@@ -195,4 +195,8 @@ def test_the_docs_exit_codes_and_agent_examples_are_the_codes(
         assert "Traceback" not in done.stderr and "jq: error" not in done.stderr, line
         outputs.append(done.stdout.strip())
     assert "whoami" in outputs[0] and json.loads(outputs[1])["code"] == "over_budget"
-    assert outputs[2] == "agent-1" and Path(outputs[4]).is_file() and outputs[5].splitlines() == ["not_found", "exit 6"]
+    assert (
+        outputs[2] == "agent-1"
+        and Path(outputs[4]).is_file()
+        and outputs[5].splitlines() == ["not_found", "exit 6"]
+    )
