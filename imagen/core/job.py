@@ -158,10 +158,11 @@ def _advance(state: JobState, changes: dict[str, object], rec: Recorded) -> None
         images = changes.get("images", state.images)
         kept = [i for i in images if i.index != e.index]  # type: ignore[attr-defined]
         changes["images"] = tuple(sorted([*kept, e], key=lambda i: i.index))
-    elif isinstance(e, JobOverflowed) and state.request is not None:
-        # The job is the overflow backend's from here: its adapter, its price.
+    elif isinstance(e, JobOverflowed) and changes.get("request", state.request) is not None:
+        # The job is the overflow backend's from here: its adapter, its price. (The request
+        # from `changes`: `fold` passes the empty start state for every event.)
         changes["request"] = replace(
-            state.request,
+            changes.get("request", state.request),  # type: ignore[type-var]
             backend=e.backend,
             backend_type=e.backend_type,
             model=e.model,
