@@ -115,6 +115,7 @@ class Plan:
     output_dir: str | None
     overwrite: bool
     caller: str
+    overflow: str | None = None  # --overflow: the paid backend a pool's member job may go to
     seed_of_seeds: int = field(default_factory=lambda: secrets.randbits(64))
 
     def members(self, source: Source) -> Iterator[Member]:
@@ -146,6 +147,7 @@ class Plan:
                 overwrite=self.overwrite,
                 env=self.env,
                 caller=self.caller,
+                overflow=self.overflow,
             )
         except (BadInput, UserError) as exc:
             code = exc.code if isinstance(exc, UserError) else ExitCode.BAD_INPUT
@@ -168,6 +170,7 @@ def make_plan(
     output: str | None,
     overwrite: bool,
     caller: str,
+    overflow: str | None = None,
 ) -> Plan:
     from imagen.core.batch import check_count
     from imagen.core.inputs import EXTENSION_FORMATS
@@ -206,7 +209,11 @@ def make_plan(
         format=output_format,
         options=extra,
     )
-    return Plan(config, frozen, defaults, per_job, output_dir, overwrite, caller)
+    if overflow is not None:
+        from imagen.app.prepare import check_overflow
+
+        check_overflow(config, overflow)  # once, before any line is read
+    return Plan(config, frozen, defaults, per_job, output_dir, overwrite, caller, overflow)
 
 
 def validate(plan: Plan, source: Source, note: Callable[[str], None]) -> int:

@@ -28,6 +28,7 @@ def detach_one(
     backend: str | None = None,
     output: str | None = None,
     overwrite: bool = False,
+    overflow: str | None = None,
 ) -> list[str]:
     """Prepare and record one job unclaimed (its budget checked); its id in a list."""
     from imagen.app.caller import resolve_caller
@@ -44,6 +45,7 @@ def detach_one(
         overwrite=overwrite,
         env=env,
         caller=resolve_caller(env.env),
+        overflow=overflow,
     )
     for note in prepared.notes:
         session.err(f"imagen: note: {note}")

@@ -56,6 +56,7 @@ def generate(
     backend: str | None = None,
     output: str | None = None,
     overwrite: bool = False,
+    overflow: str | None = None,
     shown: Callable[[JobState], object] | None = None,
 ) -> JobState:
     """Prepare, record and drive one job; its end state (succeeded or not: see
@@ -77,6 +78,7 @@ def generate(
         overwrite=overwrite,
         env=env,
         caller=resolve_caller(env.env),
+        overflow=overflow,
     )
     for note in prepared.notes:
         session.err(f"imagen: note: {note}")

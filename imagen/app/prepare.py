@@ -102,7 +102,10 @@ def prepare(
     options = dict(backend.options)
     spill = overflow or options.get("overflow")
     if spill:
-        options["overflow_request"] = _overflow_request(config, backend, spill, inputs, params, env)
+        label = "--overflow" if overflow else f"backends.{backend.name}.overflow"
+        options["overflow_request"] = _overflow_request(
+            config, backend, str(spill), inputs, params, env, label
+        )
     for key in module.FILE_OPTIONS:
         if options.get(key):
             path = Path(options[key]).expanduser()
@@ -154,6 +157,17 @@ def prepare(
     return Prepared(new_job_id(), request, notes)
 
 
+def check_overflow(config: Config, name: str, label: str = "--overflow") -> None:
+    """`--overflow NAME` names a configured Replicate backend (checked like --backend)."""
+    if name not in config.backends or config.backends[name].type != "replicate":
+        paid = [n for n, b in config.backends.items() if b.type == "replicate"]
+        raise UserError(
+            f"{label} {name}: not a configured Replicate backend; configured: "
+            f"{', '.join(paid) or 'none'} (see `imagen backends`)",
+            ExitCode.BAD_INPUT,
+        )
+
+
 def _overflow_request(
     config: Config,
     pool: BackendConfig,
@@ -161,17 +175,14 @@ def _overflow_request(
     inputs: GenerateInputs,
     params: dict[str, object],
     env: Environment,
+    label: str,
 ) -> dict[str, object]:
     """The overflow backend's request for the same image (same seed, size, format), recorded
     inside the pool's request so the pure adapter can switch to it (JobOverflowed)."""
+    check_overflow(config, name, label)
     if not pool.options.get("urls"):
         raise UserError(
-            f"--overflow {name}: backend {pool.name} is not a ComfyUI pool (urls = [...])",
-            ExitCode.BAD_INPUT,
-        )
-    if name not in config.backends or config.backends[name].type != "replicate":
-        raise UserError(
-            f"overflow {name!r} is not a configured Replicate backend; see `imagen backends`",
+            f"{label} {name}: backend {pool.name} is not a ComfyUI pool (urls = [...])",
             ExitCode.BAD_INPUT,
         )
     other = config.backends[name]
@@ -181,10 +192,10 @@ def _overflow_request(
         other_params = module.normalise(same, other.options)
         module.validate_request(other_params, other.options)
     except BadInput as exc:
-        raise UserError(f"overflow {name}: {exc}", ExitCode.BAD_INPUT) from None
+        raise UserError(f"{label} {name}: {exc}", ExitCode.BAD_INPUT) from None
     status = module.status(other.options, env.env)
     if status != "ok":
-        raise UserError(f"overflow backend {name} is {status}", ExitCode.BAD_INPUT)
+        raise UserError(f"{label} {name}: backend {name} is {status}", ExitCode.BAD_INPUT)
     return {
         "backend": other.name,
         "backend_type": other.type,

@@ -27,6 +27,7 @@ def quote(
     backend: str | None = None,
     output: str | None = None,
     overwrite: bool = False,
+    overflow: str | None = None,
 ) -> dict[str, Any]:
     """What `generate` with these inputs would record, send and cost, and whether the caller's
     budgets would admit it: one JSON-ready object (a bad input is a UserError, as generate's)."""
@@ -44,6 +45,7 @@ def quote(
         overwrite=overwrite,
         env=env,
         caller=resolve_caller(env.env),
+        overflow=overflow,
     )
     request = prepared.request
     count = image_count(request)

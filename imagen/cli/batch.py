@@ -135,6 +135,7 @@ def run_batch(
     json_output: bool,
     concurrency: int | None,
     detach: bool = False,
+    overflow: str | None = None,
 ) -> int:
     from imagen.app import batch as b
     from imagen.app.caller import resolve_caller
@@ -156,6 +157,7 @@ def run_batch(
         output=output,
         overwrite=force,
         caller=resolve_caller(env.env),
+        overflow=overflow,
     )
     if from_file == "-":
         if env.env.get("IMAGEN_TESTING") != "1" and sys.stdin.isatty():

@@ -39,6 +39,7 @@ def generate(
     preview: Annotated[bool | None, Parameter(name="--preview", negative="--no-preview")] = None,
     detach: bool = False,
     dry_run: bool = False,
+    overflow: str | None = None,
 ) -> int:
     """Generate an image from a prompt, or many at once.
 
@@ -106,6 +107,10 @@ def generate(
         Check everything (config, backend, inputs, output, budget), then print the request that
         would be sent (credentials redacted), what it would cost and whether the caller's
         budget admits it; record and send nothing. One prompt (--per-job for more images).
+    overflow
+        A Replicate backend (see `imagen backends`) a ComfyUI pool's job goes to, paid and
+        under your budget, when no member answers or its queue is too long (the pool's
+        overflow_after_s); instead of the pool's own `overflow`.
     """
     from imagen.app import generate as use_case
     from imagen.app.errors import UserError
@@ -155,6 +160,7 @@ def generate(
             json_output=json_output,
             concurrency=concurrency,
             detach=detach,
+            overflow=overflow,
         )
     assert prompt is not None
     session = context.session()
@@ -169,6 +175,7 @@ def generate(
             output=output,
             force=force,
             json_output=json_output,
+            overflow=overflow,
         )
     # Before anything is recorded or paid: a bad IMAGEN_PREVIEW is a bad input, not a warning
     # after the image was bought.
@@ -189,7 +196,9 @@ def generate(
         from imagen.app.detach import detach_one
         from imagen.cli.worker import detached
 
-        ids = detach_one(session, job_inputs, backend=backend, output=output, overwrite=force)
+        ids = detach_one(
+            session, job_inputs, backend=backend, output=output, overwrite=force, overflow=overflow
+        )
         return detached(ids, json_output=json_output)
     codes: list[ExitCode] = []
 
@@ -203,7 +212,13 @@ def generate(
             context.note(hint)
 
     use_case.generate(
-        session, job_inputs, backend=backend, output=output, overwrite=force, shown=shown
+        session,
+        job_inputs,
+        backend=backend,
+        output=output,
+        overwrite=force,
+        shown=shown,
+        overflow=overflow,
     )
     return int(codes[0])
 
@@ -241,6 +256,7 @@ def _dry_run(
     output: str | None,
     force: bool,
     json_output: bool,
+    overflow: str | None,
 ) -> int:
     """`--dry-run`: the quote (app/quote.py) on stdout; exit 0 whether or not the budget admits
     it (that is in the answer)."""
@@ -253,7 +269,9 @@ def _dry_run(
 
     session = context.session()
     job_inputs = use_case.inputs(prompt, options=option, per_job=per_job, **words)
-    q = quote(session, job_inputs, backend=backend, output=output, overwrite=force)
+    q = quote(
+        session, job_inputs, backend=backend, output=output, overwrite=force, overflow=overflow
+    )
     if json_output:
         render.print_json(q, out=session.env.stdout)
         return 0

@@ -421,10 +421,13 @@ class MembersProbed(Event):
     """What the runner saw of each member of a pool (ProbeMembers): per server URL either
     {"status": 200, "sizes": {list name: length}} (e.g. ComfyUI's queue_running/queue_pending)
     or {"error": kind, "message": ...}; and `ours`, this process's jobs placed on each server
-    and not yet ended (placed but maybe not posted, so not in the server's queue yet)."""
+    and not yet ended (placed but maybe not posted, so not in the server's queue yet);
+    `image_s`, how long the last of this process's jobs to finish on each server took once
+    the one before it there had finished (its own run, not its wait), where one has."""
 
     answers: JSON = field(default_factory=dict)
     ours: dict[str, int] = field(default_factory=dict)
+    image_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from imagen.core.events import (
     JobOverflowed,
     JobPlaced,
     JobRequested,
+    JobSucceeded,
     MembersProbed,
     PollsUnchanged,
     RemoteIdsHeld,
@@ -161,16 +162,38 @@ class InFlight:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_job: dict[str, str] = {}
+        self._placed_at: dict[str, datetime] = {}
+        # Per member: when one of our jobs there last finished, and how long it ran (from its
+        # placement or the one before it finishing, whichever was later): the queue-wait
+        # estimate's time per prompt (the pool's overflow_after_s), recorded in MembersProbed.
+        self._ended_at: dict[str, datetime] = {}
+        self._run_s: dict[str, float] = {}
         # Held from a probe until its job's placement is recorded: two workers probing at once
         # would both see the same queues and pick the same member.
         self.placing = threading.Lock()
 
-    def place(self, job_id: str, server: str | None) -> None:
+    def place(self, job_id: str, server: str | None, at: datetime | None = None) -> None:
         with self._lock:
             if server is None:
                 self._by_job.pop(job_id, None)
+                self._placed_at.pop(job_id, None)
             else:
                 self._by_job[job_id] = server
+                if at is not None:
+                    self._placed_at[job_id] = at
+
+    def succeeded(self, job_id: str, at: datetime) -> None:
+        with self._lock:
+            server, since = self._by_job.get(job_id), self._placed_at.get(job_id)
+            if server is None or since is None:
+                return
+            start = max(since, self._ended_at.get(server, since))
+            self._run_s[server] = max((at - start).total_seconds(), 0.0)
+            self._ended_at[server] = at
+
+    def run_times(self, urls: tuple[str, ...]) -> dict[str, float]:
+        with self._lock:
+            return {u: self._run_s[u] for u in urls if u in self._run_s}
 
     def counts(self, urls: tuple[str, ...]) -> dict[str, int]:
         with self._lock:
@@ -413,7 +436,8 @@ class Runner:
             )
             answers[url] = {"status": reply.status, "sizes": sizes}
         ours = self._in_flight.counts(a.urls)
-        return self._append(state, [MembersProbed(answers, ours)])
+        ran = self._in_flight.run_times(a.urls)
+        return self._append(state, [MembersProbed(answers, ours, ran)])
 
     def _overflow(self, state: JobState, spill: JobOverflowed) -> JobState:
         """The job becomes the overflow backend's, a paid job: admitted against the caller's
@@ -775,11 +799,13 @@ class Runner:
                 ) from exc
             for rec in recorded:
                 state = evolve(state, to_recorded(rec))
-        for e in events:
-            if isinstance(e, JobPlaced):
-                self._in_flight.place(state.job_id, e.server)
-            elif isinstance(e, JobMoved):
+        for rec in state.history[-len(recorded) :]:
+            if isinstance(rec.event, JobPlaced):
+                self._in_flight.place(state.job_id, rec.event.server, rec.at)
+            elif isinstance(rec.event, JobMoved):
                 self._in_flight.place(state.job_id, None)
+            elif isinstance(rec.event, JobSucceeded):
+                self._in_flight.succeeded(state.job_id, rec.at)
         if self._placing and not any(isinstance(e, MembersProbed) for e in events):
             self._release_placing()  # what the probe led to is recorded (a placement, a failure)
         for rec in state.history[-len(recorded) :]:

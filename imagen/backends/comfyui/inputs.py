@@ -24,6 +24,18 @@ CONFIG: dict[str, Option] = {
     "overflow": Option(
         (str,), None, "a Replicate backend a pool's job goes to when no member answers"
     ),
+    "overflow_after_s": Option(
+        (float, int),
+        None,
+        "a pool's job overflows when every member's queue would keep it waiting longer",
+        positive=True,
+    ),
+    "image_s": Option(
+        (float, int),
+        None,
+        "seconds a member takes per queued prompt, for that wait (default: as observed)",
+        positive=True,
+    ),
     "unet": Option((str,), DEFAULT_MODEL, "diffusion model file (models/unet)"),
     "clip_l": Option((str,), "clip_l.safetensors", "CLIP-L text encoder (models/clip)"),
     "t5xxl": Option((str,), "t5xxl_fp8_e4m3fn.safetensors", "T5-XXL text encoder (models/clip)"),

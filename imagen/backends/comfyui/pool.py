@@ -7,7 +7,12 @@ posted, and every request after that goes to the placed server (job.server_url).
 member that stops answering (refused, reset) for longer than the grace period, or refuses the
 POST itself, gets a JobMoved: its unfinished prompt is abandoned and the job is placed again.
 ComfyUI is local and free, so the move is an unpaid re-execution; a job with an image on disk
-is never moved (what is left is fetched from where it was made)."""
+is never moved (what is left is fetched from where it was made).
+
+Overflow (a paid create on the pool's `overflow` backend, JobOverflowed) happens only before
+a prompt was ever posted: when no member answers past the grace period, or, with
+`overflow_after_s`, when every answering member's queue would keep the job waiting longer
+(its queue length times `image_s`, or the member's last observed run time as probed)."""
 
 from __future__ import annotations
 
@@ -133,6 +138,10 @@ def place(state: JobState, urls: tuple[str, ...]) -> Action:
     loads = {u: _load(last.answers.get(u), last.ours.get(u, 0)) for u in urls}
     up = [(load, i, u) for i, (u, load) in enumerate(loads.items()) if load is not None]
     if up:
+        why = too_long(state, last, up)
+        spill = overflow(state, why) if why is not None else None
+        if spill is not None:
+            return spill
         load, _, url = min(up)
         return Record((JobPlaced(url, load),))
     # No member answers: probe again, backing off, for the grace period.
@@ -153,6 +162,25 @@ def place(state: JobState, urls: tuple[str, ...]) -> Action:
             ),
         )
     )
+
+
+def too_long(state: JobState, probed: MembersProbed, up: list[tuple[int, int, str]]) -> str | None:
+    """Why the job should not wait for the pool (`overflow_after_s`), or None: some member
+    would start it soon enough, or its wait is unknown (a queue and no time per prompt yet:
+    local is free, so it stays)."""
+    cfg = config_of(state)
+    limit = finite(cfg.get("overflow_after_s"))
+    if limit is None:
+        return None
+    waits: list[float] = []
+    for load, _, url in up:
+        per = finite(cfg.get("image_s")) or finite(probed.image_s.get(url))
+        if load and per is None:
+            return None
+        waits.append(load * (per or 0.0))
+    if min(waits) <= limit:
+        return None
+    return f"every member's queue would wait over {limit:g}s (at least {min(waits):.1f}s)"
 
 
 def overflow(state: JobState, why: str) -> Record | None:
