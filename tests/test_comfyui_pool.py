@@ -22,15 +22,18 @@ from imagen.core.actions import (
     HttpRequest,
     OpenStream,
     ProbeMembers,
+    Record,
     StoreImage,
 )
 from imagen.core.events import (
     ImageStored,
     JobMoved,
+    JobOverflowed,
     JobPlaced,
     JobRequested,
     MembersProbed,
     RequestFailed,
+    RequestSent,
     ResponseReceived,
     StreamClosed,
 )
@@ -142,9 +145,106 @@ def test_overflow_with_every_member_down_spends_exactly_the_budget(
     assert {(j["backend"], j["cost_usd"]) for j in paid} == {("paid", "0.003000")}
 
 
-# -- the property: members that die and come back --------------------------------------------
+def _pool_and_paid(box: Sandbox, urls: list[str], rep_url: str, extra: str = "") -> None:
+    box.write_config(
+        'default_backend = "pool"\n'
+        f'[backends.pool]\ntype = "comfyui"\nurls = {json.dumps(urls)}\n'
+        f"member_grace_s = 0.2\npoll_interval_s = 0.05\n{extra}"
+        f'[backends.paid]\ntype = "replicate"\nmodel = "{SCHNELL}"\n'
+        f'base_url = "{rep_url}"\nretry_base_s = 0.01\n'
+        f'[output]\ndirectory = "{box.out}"\n'
+    )
+
+
+@pytest.mark.parametrize("name", ["nope", "pool"])
+def test_overflow_names_a_configured_replicate_backend_or_is_one_line(
+    tmp_path: Path, name: str
+) -> None:
+    box = Sandbox(tmp_path, env=TOKEN_ENV)
+    _pool_and_paid(box, ["http://127.0.0.1:9"], "http://127.0.0.1:9")
+    result = box.run("generate", "a fox", "--overflow", name)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"--overflow {name}: not a configured Replicate backend; configured: paid" in (
+        result.stderr
+    )
+    assert box.job_ids() == []
+
+
+def test_overflow_flag_sends_a_batch_to_replicate_when_every_member_is_down(
+    tmp_path: Path, rep: ReplicateDouble
+) -> None:
+    down = [f"http://127.0.0.1:{free_port()}"]  # the pool has no overflow key: the flag's
+    box = Sandbox(tmp_path, env=TOKEN_ENV)
+    _pool_and_paid(box, down, rep.url)
+    result = box.run("generate", "hare 1", "hare 2", "--overflow", "paid")
+    assert result.returncode == 0, result.stderr
+    assert rep.billed == 2
+    jobs = json.loads(box.run("jobs", "--json").stdout)
+    assert {(j["backend"], j["server"]) for j in jobs} == {("paid", "paid")}
+
 
 A, B = "http://127.0.0.1:9001", "http://127.0.0.1:9002"
+
+
+def _probed_pool(cfg: dict[str, Any], sizes: dict[str, int], ran: dict[str, float]) -> History:
+    cfg = {"urls": [A, B], **cfg}
+    params = comfyui.normalise(GenerateInputs("a fox", 7, steps=2), cfg)
+    request = JobRequested("pool", "comfyui", "flux", "a fox", params, cfg, "/tmp/out.png")
+    h = History(comfyui.decide, request, job_id="job0123456789abc")
+    assert isinstance(h.decide(), ProbeMembers)
+    answers = {
+        u: {"status": 200, "sizes": {"queue_running": min(n, 1), "queue_pending": max(n - 1, 0)}}
+        for u, n in sizes.items()
+    }
+    return h.add(MembersProbed(answers, {}, ran))
+
+
+SPILL = {"backend": "paid", "backend_type": "replicate", "model": SCHNELL, "price_usd": 0.003}
+
+
+@pytest.mark.parametrize(
+    ("cfg", "sizes", "ran", "spills"),
+    [
+        # 3 queued x 10 s > 20 s on both: to Replicate
+        ({"overflow_after_s": 20, "image_s": 10}, {A: 3, B: 4}, {}, True),
+        # one member would start it within 20 s: stays
+        ({"overflow_after_s": 20, "image_s": 10}, {A: 3, B: 1}, {}, False),
+        # no image_s: each member's observed run time (B's unknown: it stays local)
+        ({"overflow_after_s": 20}, {A: 3, B: 3}, {A: 9.0, B: 8.0}, True),
+        ({"overflow_after_s": 20}, {A: 3, B: 3}, {A: 9.0}, False),
+        # an idle member starts it at once, whatever the time per prompt
+        ({"overflow_after_s": 20}, {A: 3, B: 0}, {A: 9.0}, False),
+        # no overflow backend prepared: stays
+        ({"overflow_after_s": 1, "image_s": 9, "overflow_request": None}, {A: 3, B: 3}, {}, False),
+    ],
+)
+def test_a_queue_too_long_on_every_member_overflows_before_anything_is_posted(
+    cfg: dict[str, Any], sizes: dict[str, int], ran: dict[str, float], spills: bool
+) -> None:
+    cfg = {"overflow_request": SPILL, **cfg}
+    h = _probed_pool(cfg, sizes, ran)
+    action = h.decide()
+    assert isinstance(action, Record)
+    [event] = action.events
+    if spills:
+        assert isinstance(event, JobOverflowed) and "would wait over 20s" in event.reason
+    else:
+        assert isinstance(event, JobPlaced)
+
+
+def test_a_job_once_posted_never_overflows_on_its_queue() -> None:
+    """Moved after its prompt was posted: placed again locally, never paid (no JobOverflowed)."""
+    cfg = {"overflow_request": SPILL, "overflow_after_s": 1, "image_s": 10}
+    h = _probed_pool(cfg, {A: 0, B: 0}, {})
+    h.apply(h.decide())  # placed on A
+    h.add(RequestSent("p1", "prompt", "POST", f"{A}/prompt"), JobMoved(A, "refused the prompt"))
+    assert isinstance(h.decide(), ProbeMembers)
+    h.add(MembersProbed(_probed_pool(cfg, {A: 5, B: 5}, {}).records[-1].event.answers, {}, {}))
+    action = h.decide()
+    assert isinstance(action, Record) and isinstance(action.events[0], JobPlaced)
+
+
+# -- the property: members that die and come back --------------------------------------------
 
 
 class PoolWorld:

@@ -109,6 +109,7 @@ class JobObject(TypedDict):
     prediction_id: str | None
     batch: str | None
     batch_index: int | None
+    server: str | None  # the ComfyUI pool member, or the overflow backend; null otherwise
     error: ErrorBody | None
     asked: NotRequired[dict[str, Any]]  # what was asked when it differs from what was sent
     expected_size: NotRequired[str]  # the size asked for, when the backend made another
@@ -156,7 +157,7 @@ def job_object(state: JobState, *, status: str | None = None, env: Any = None) -
     from imagen.app.outcome import exit_code, failure_message
     from imagen.core.job import iso
     from imagen.projections.cost import cost_usd
-    from imagen.projections.sidecar import job_fields, sidecar
+    from imagen.projections.sidecar import job_fields, server_of, sidecar
 
     data = sidecar(state) or job_fields(state)
     req = state.request
@@ -193,6 +194,7 @@ def job_object(state: JobState, *, status: str | None = None, env: Any = None) -
         "prediction_id": data.get("prediction_id"),
         "batch": (req.batch or None) if req else None,
         "batch_index": req.batch_index if req and req.batch else None,
+        "server": server_of(state),
         "error": error,
     }
     if "asked" in data:

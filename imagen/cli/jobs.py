@@ -136,6 +136,7 @@ JOB_FIELDS = (
     "status",
     "backend",
     "model",
+    "server",
     "caller",
     "cost_usd",
     "images",
@@ -150,6 +151,7 @@ JOB_COLUMNS = [
     render.Column("status"),
     render.Column("backend", drop=1),
     render.Column("model", drop=2),
+    render.Column("server", drop=3),
     render.Column("cost_usd", tty=lambda v: _dollars(v), align=">"),
     render.Column("prompt", shrink=True),
 ]

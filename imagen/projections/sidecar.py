@@ -11,6 +11,8 @@ from typing import Any
 
 from imagen.core.events import (
     ImageStored,
+    JobMoved,
+    JobOverflowed,
     JobPlaced,
     JobSucceeded,
     RemoteJobAccepted,
@@ -40,6 +42,21 @@ def expected_size(params: dict[str, Any]) -> str | None:
     width, height = params.get("width"), params.get("height")
     if isinstance(width, int) and isinstance(height, int):
         return f"{width}x{height}"
+    return None
+
+
+def server_of(state: JobState) -> str | None:
+    """Where a job runs or ran: its ComfyUI pool member, or the backend it overflowed to
+    (the jobs table's `server`, folded the same way); None for any other job, or a pool's
+    job between a move and its next placement."""
+    for rec in reversed(state.history):
+        e = rec.event
+        if isinstance(e, JobOverflowed):
+            return e.backend
+        if isinstance(e, JobPlaced):
+            return e.server
+        if isinstance(e, JobMoved):
+            return None
     return None
 
 

@@ -45,6 +45,7 @@ COLUMNS = (
     "error",
     "batch",
     "batch_index",
+    "server",
 )
 
 _STATUS = {"JobSucceeded": "succeeded", "JobFailed": "failed", "JobCancelled": "cancelled"}
@@ -130,7 +131,12 @@ def step(
             backend=safe.text(data.get("backend")),
             model=safe.text(data.get("model")),
             price_usd=money.usd(data.get("price_usd")),
+            server=safe.text(data.get("backend")),
         )
+    elif type_name == "JobPlaced":  # v5: the pool member it runs on (sidecar.server_of)
+        r["server"] = safe.text(data.get("server"))
+    elif type_name == "JobMoved":
+        r["server"] = None
     elif type_name == "RunnerClaimed":
         r.update(
             pid=safe.integer(data.get("pid")),

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from ledger import EventStore
 
 # v4: cost_usd is the one figure of projections/cost.py (0 when nothing was billed).
-TABLE = "imagen_jobs_v4"
-CHECKPOINT = "imagen.jobs.v4"
+# v5: server, the pool member (or overflow backend) that made the job's image.
+TABLE = "imagen_jobs_v5"
+CHECKPOINT = "imagen.jobs.v5"
 
 _T, _I, _R = ColumnType.TEXT, ColumnType.INTEGER, ColumnType.REAL
 
@@ -58,6 +59,7 @@ JOBS = TableSpec(
         ColumnSpec("error", _T),
         ColumnSpec("batch", _T, index=True),  # v3: `imagen jobs --batch`, `imagen resume BATCH`
         ColumnSpec("batch_index", _I),
+        ColumnSpec("server", _T),
     ),
 )
 assert JOBS.column_names == projection.COLUMNS
