@@ -45,7 +45,7 @@ def test_replacing_an_image_and_its_sha256_in_the_projection_is_found(sandbox: S
     import hashlib
 
     forged = hashlib.sha256(image.read_bytes()).hexdigest()
-    _sql(sandbox, f"UPDATE imagen_jobs_v4 SET sha256 = '{forged}'")
+    _sql(sandbox, f"UPDATE imagen_jobs_v5 SET sha256 = '{forged}'")
     report = _audit(sandbox)
     kinds = {p["kind"] for p in report["problems"]}
     assert "image_modified" in kinds  # from the chain's sha256, not the table's
@@ -60,7 +60,7 @@ def test_deleted_projection_rows_are_a_finding_and_their_images_still_checked(
     first = _generate(sandbox, "one")
     _generate(sandbox, "two")
     first.unlink()
-    _sql(sandbox, "DELETE FROM imagen_jobs_v4")
+    _sql(sandbox, "DELETE FROM imagen_jobs_v5")
     report = _audit(sandbox)
     kinds = [p["kind"] for p in report["problems"]]
     # (rows after the projection's checkpoint are folded back by the catch-up; the rest are gone)
@@ -113,7 +113,7 @@ def test_the_head_file_keeps_the_evidence_when_new_events_follow_a_truncation(
         _generate(sandbox, f"cat {n}")
     _drop_tail(sandbox, 10)
     _sql(sandbox, "DELETE FROM projection_checkpoints")  # the projections hide it too
-    _sql(sandbox, "DELETE FROM imagen_jobs_v4")
+    _sql(sandbox, "DELETE FROM imagen_jobs_v5")
     for n in range(3):
         _generate(sandbox, f"dog {n}")  # the chain grows past where it was
     report = _audit(sandbox)

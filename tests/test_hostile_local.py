@@ -191,7 +191,7 @@ def test_reading_a_ledger_that_does_not_exist_creates_nothing(tmp_path: Path) ->
     listed = box.run("jobs")
     # An empty list in the CLI's one shape: piped, just the header row.
     assert listed.returncode == 0 and listed.stdout.splitlines() == [
-        "job_id\tcreated_at\tstatus\tbackend\tmodel\tcost_usd\tprompt"
+        "job_id\tcreated_at\tstatus\tbackend\tmodel\tserver\tcost_usd\tprompt"
     ]
     assert "no ledger yet" in listed.stderr
     one_line(box.run("show", "abcd"), 6, "no ledger yet")
