@@ -227,7 +227,16 @@ def test_piped_jobs_are_complete_tab_separated_with_a_header(sandbox: Sandbox) -
     [job_id] = sandbox.job_ids()
     lines = sandbox.run("jobs").stdout.splitlines()
     header, row = lines[0].split("\t"), lines[1].split("\t")
-    assert header == ["job_id", "created_at", "status", "backend", "model", "server", "cost_usd", "prompt"]
+    assert header == [
+        "job_id",
+        "created_at",
+        "status",
+        "backend",
+        "model",
+        "server",
+        "cost_usd",
+        "prompt",
+    ]
     fields = dict(zip(header, row, strict=True))
     assert fields["job_id"] == job_id and fields["status"] == "succeeded"
     assert fields["prompt"] == prompt.replace("\t", " ").replace("\n", " ")  # never cut

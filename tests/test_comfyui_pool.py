@@ -80,9 +80,15 @@ def test_two_members_take_a_batch_together_each_job_once(tmp_path: Path) -> None
         docs = _sidecars(box)
         assert len(docs) == 6
         assert {d["server"] for d in docs} == {a.url, b.url}
+        ran: dict[str, float] = {}
         for job in box.job_ids():
             placed = [e for e in box.events(job) if e.type == "JobPlaced"]
             assert len(placed) == 1 and placed[0].stream_version < _first(box, job, "RequestSent")
+            for e in box.events(job):
+                if e.type == "MembersProbed":
+                    ran.update(json.loads(e.data_json).get("image_s", {}))
+        # Jobs placed after others had finished saw those members' run times (overflow_after_s)
+        assert ran and set(ran) <= {a.url, b.url} and all(v >= 0 for v in ran.values())
 
 
 def _first(box: Sandbox, job: str, type_: str) -> int:
