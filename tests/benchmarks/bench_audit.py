@@ -46,7 +46,9 @@ print(n)
 """
 
 
-def _run(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> tuple[float, float, str]:
+def _run(
+    argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)
+) -> tuple[float, float, str]:
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
@@ -118,14 +120,33 @@ def run() -> None:
             ours_s, ours_mb, out = _run([*imagen, "audit", "--json"], env, ok=(0, 4))
             report = json.loads(out)
             if report["problems"]:
-                print(f"  (audit found {len(report['problems'])} problem(s), e.g. "
-                      f"{report['problems'][0]['message']})")
+                print(
+                    f"  (audit found {len(report['problems'])} problem(s), e.g. "
+                    f"{report['problems'][0]['message']})"
+                )
             peaks[jobs] = ours_mb
-            line(f"audit {jobs:,} jobs (wall, s)", ours_s, base_s, "s", higher_is_better=False,
-                 target="<= 3x")
-            line(f"audit {jobs:,} jobs (peak RSS, MB)", ours_mb, base_mb, "MB",
-                 higher_is_better=False)
+            line(
+                f"audit {jobs:,} jobs (wall, s)",
+                ours_s,
+                base_s,
+                "s",
+                higher_is_better=False,
+                target="<= 3x",
+            )
+            line(
+                f"audit {jobs:,} jobs (peak RSS, MB)",
+                ours_mb,
+                base_mb,
+                "MB",
+                higher_is_better=False,
+            )
     if len(peaks) > 1:
         small, big = min(peaks), max(peaks)
-        line(f"audit peak RSS {big:,} vs {small:,} jobs (MB)", peaks[big], peaks[small], "MB",
-             higher_is_better=False, target="<= 1.3x (flat)")
+        line(
+            f"audit peak RSS {big:,} vs {small:,} jobs (MB)",
+            peaks[big],
+            peaks[small],
+            "MB",
+            higher_is_better=False,
+            target="<= 1.3x (flat)",
+        )
