@@ -12,9 +12,10 @@ from imagen.core.job import JobState, Recorded, fold, parse_time
 from ledger.events import RecordedEvent
 
 
-def to_recorded(e: RecordedEvent) -> Recorded:
+def to_recorded(e: RecordedEvent, data: Any = None) -> Recorded:
+    """`data`: the event's data when the caller decoded it already (audit folds it too)."""
     try:
-        data = e.data
+        data = e.data if data is None else data
     except ValueError:  # not JSON: kept visible as an event this imagen cannot read
         data = {"data": e.data_json}
     decoded = decode(e.type, e.schema_version, data)

@@ -3,6 +3,13 @@
 Projections (the jobs table, sidecars) are caches: audit never takes a path or a sha256 from
 them. It folds the verified events itself, checks the files against that fold, and reports any
 projection that disagrees with it, or whose checkpoint is past the chain's head, as a finding.
+
+One pass, in flat memory: each event is verified, then folded into its job; a job is held only
+while it is open. Once it ends (or, past `OPEN_LIMIT` open jobs, the longest idle ones) it is
+settled: its invariants, files and recorded spend figure checked, its rows compared with the
+cached tables a few hundred jobs at a time, and dropped. A settled job that has events later
+(after its end: itself a finding; or an idle one resuming) is read again up to there and
+settled again, its first findings replaced.
 """
 
 from __future__ import annotations
@@ -11,10 +18,9 @@ import hashlib
 import json
 import math
 import os
-import sqlite3
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,8 @@ from ledger.events import RecordedEvent
 from ledger.interface import Reader
 
 IDENTITY_STREAM = "$ledger"
+OPEN_LIMIT = 2000  # open jobs held at most; past it the longest idle are settled early
+SETTLE = 500  # settled jobs compared with the cached tables per query
 
 Problem = dict[str, Any]
 
@@ -39,83 +47,323 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class Spill:
-    """Audit's state of the jobs it does not hold in memory (every job once it ended, and the
-    oldest open ones past a bound): a throwaway SQLite file in a temporary directory, so an
-    audit's memory does not grow with the ledger. It holds only what audit folded (rows,
-    usage and spend rows, image paths), never events: not a second reader of the ledger."""
+@dataclass(frozen=True)
+class Cache:
+    """A cached table audit compares with its own fold: its name, columns (the key first),
+    what a row is called in a finding, and where it is cached."""
+
+    table: str
+    columns: Sequence[str]
+    what: str
+    where: str
+    ref: Callable[[str], dict[str, Any]]
+
+    @property
+    def key(self) -> str:
+        return self.columns[0]
+
+
+def caches() -> dict[str, Cache]:
+    from imagen.projections import spend
+    from imagen.projections.usage.fold import LOCAL_COLUMNS
+    from imagen.projections.usage.table import TABLE as USAGE_TABLE
+
+    return {
+        "jobs": Cache(TABLE, COLUMNS, "job", "the jobs projection", lambda k: {"job_id": k}),
+        "usage": Cache(
+            USAGE_TABLE,
+            LOCAL_COLUMNS,
+            "usage row",
+            "the usage table",
+            lambda k: {"projection": "usage", "row": k},
+        ),
+        "spend": Cache(
+            spend.SPEND.name,
+            spend.SPEND.column_names,
+            "spend row",
+            "the spend table",
+            lambda k: {"projection": "spend", "job_id": k},
+        ),
+    }
+
+
+def comparable(store: Any, head: int) -> set[str]:
+    """The cached tables whose checkpoint is the chain's head (after catching them up): only
+    those can be compared row by row (behind: appended since; ahead: reported as such)."""
+    from imagen.projections import spend
+    from imagen.projections.usage.table import CHECKPOINT as USAGE_CHECKPOINT
+
+    names = {"jobs": CHECKPOINT, "usage": USAGE_CHECKPOINT, "spend": spend.CHECKPOINT}
+    out = set()
+    with store.snapshot() as view:
+        for name, checkpoint in names.items():
+            if view.has_checkpoint(checkpoint) and view.checkpoint(checkpoint) == head:
+                out.add(name)
+    return out
+
+
+class KeySet:
+    """A set of keys in constant memory: per bucket of their hashes, a count and an xor.
+    Two sets that differ differ in some bucket, which names the few keys to look at."""
+
+    BUCKETS = 4096
 
     def __init__(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="imagen-audit-")
-        self.db = sqlite3.connect(Path(self._dir.name) / "audit.db")
-        self.db.executescript(
-            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-4000;"
-            "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, version INTEGER, status TEXT,"
-            " row TEXT, spend TEXT);"
-            "CREATE TABLE usage (id TEXT PRIMARY KEY, job_id TEXT, row TEXT);"
-            "CREATE TABLE images (path TEXT PRIMARY KEY, job_id TEXT, sha256 TEXT,"
-            " position INTEGER);"
-        )
+        self.count = [0] * self.BUCKETS
+        self.xor = [0] * self.BUCKETS
 
-    def put(self, jobs: Iterable[tuple[str, int, dict[str, Any], list[Any], Any]]) -> None:
-        for jid, version, row, usage, spend_row in jobs:
-            self.db.execute(
-                "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?)",
-                (jid, version, row["status"], json.dumps(row), json.dumps(spend_row)),
-            )
-            self.db.execute("DELETE FROM usage WHERE job_id = ?", (jid,))
-            self.db.executemany(
-                "INSERT OR IGNORE INTO usage VALUES (?, ?, ?)",
-                [(r["id"], jid, json.dumps(r)) for r in usage],
-            )
+    def flip(self, key: str, n: int = 1) -> None:
+        h = hash(key)
+        b = h % self.BUCKETS
+        self.count[b] += n
+        self.xor[b] ^= h
 
-    def put_images(self, images: dict[str, tuple[str, str, int]]) -> None:
-        self.db.executemany(
-            "INSERT INTO images VALUES (?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
-            " job_id = excluded.job_id, sha256 = excluded.sha256, position = excluded.position"
-            " WHERE excluded.position > images.position",
-            [(p, jid, sha, pos) for p, (jid, sha, pos) in images.items()],
-        )
+    def bucket(self, key: str) -> int:
+        return hash(key) % self.BUCKETS
 
-    def get(self, job_ids: Iterable[str]) -> dict[str, tuple[int, dict[str, Any]]]:
-        out: dict[str, tuple[int, dict[str, Any]]] = {}
-        for chunk in _batched(sorted(job_ids), 500):
-            marks = ", ".join("?" * len(chunk))
-            sql = f"SELECT job_id, version, row FROM jobs WHERE job_id IN ({marks})"
-            for jid, version, row in self.db.execute(sql, chunk):
-                out[jid] = (version, json.loads(row))
-        return out
-
-    def pages(self, sql: str, size: int = 500) -> Iterator[list[tuple[Any, ...]]]:
-        cursor = self.db.execute(sql)
-        while rows := cursor.fetchmany(size):
-            yield rows
-
-    def close(self) -> None:
-        self.db.close()
-        self._dir.cleanup()
+    def differing(self, other: KeySet) -> set[int]:
+        return {
+            b
+            for b in range(self.BUCKETS)
+            if self.count[b] != other.count[b] or self.xor[b] != other.xor[b]
+        }
 
 
 @dataclass(slots=True)
 class _Job:
-    """A job audit holds in memory: its last version, its row so far, and its events while
-    all of them are held (None once it was spilled: what needs them reads the stream again)."""
+    """A job while it is open: its last version, its row so far, its events (each with its
+    decoded data) and the images it stored (path -> sha256, position)."""
 
-    version: int
-    row: dict[str, Any] | None
-    events: list[RecordedEvent] | None = field(default_factory=list)
+    version: int = 0
+    row: dict[str, Any] | None = None
+    events: list[tuple[RecordedEvent, Any]] = field(default_factory=list)
+    images: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Settled:
+    """What audit keeps of a settled job until its batch is compared with the caches."""
+
+    jid: str
+    rows: dict[str, dict[str, dict[str, Any]]]  # cache name -> key -> row folded
 
 
 @dataclass
 class Scan:
     report: VerifyReport
-    spill: Spill
+    problems: list[Problem]
     newer: dict[str, int]
-    start: int  # 0: the whole chain; else the checkpoint an incremental audit started after
-    spend_recorded: list[Problem]
+    images_checked: int
+    folders: set[Path]  # where the chain's images are
+    most_open: int  # the most jobs held at once (flat memory: bounded by OPEN_LIMIT)
 
 
-OPEN_LIMIT = 2000  # open jobs held in memory at most; past it the oldest are spilled
+class Audit:
+    """One pass over the chain: see the module doc."""
+
+    def __init__(
+        self,
+        store: Any,
+        start: Head | None,
+        compare: set[str],
+        *,
+        open_limit: int = OPEN_LIMIT,
+        settle: int = SETTLE,
+    ) -> None:
+        self.store = store
+        self.walk = ChainWalk(start)
+        self.begin = self.walk.head.position
+        self.compare = {name: c for name, c in caches().items() if name in compare}
+        self.open_limit, self.settle_size = open_limit, settle
+        self.held: dict[str, _Job] = {}
+        self.others: dict[str, int] = {}  # streams that are not jobs ("$ledger", "$budgets")
+        self.newer: dict[str, int] = {}
+        self.found: dict[str, list[Problem]] = {}  # per job, replaced when it is settled again
+        self.checked: dict[str, int] = {}  # images checked, per job with any
+        self.pending: dict[str, _Settled] = {}
+        self.keys = {name: KeySet() for name in self.compare}
+        self.folders: set[Path] = set()
+        self.most_open = 0
+
+    def run(
+        self, head: int, progress: Callable[[int], None] | None = None, batch: int = 5000
+    ) -> Scan:
+        from itertools import takewhile
+
+        events = takewhile(
+            lambda e: e.position <= head, self.store.read_all(self.begin, batch=batch)
+        )
+        for chunk in _batched(events, batch):
+            if not self.feed(chunk):
+                break
+            if progress is not None:
+                progress(self.walk.head.position)
+        for jid, job in list(self.held.items()):
+            if job.events:  # (not one opened by an event the chain broke at)
+                self._release(jid)
+        self._settle()
+        return self.finish()
+
+    def feed(self, events: Iterable[RecordedEvent]) -> bool:
+        """Verify and fold `events` (the next in the chain); False once the chain breaks."""
+        held = self.held
+        for e in events:
+            sid = e.stream_id
+            job = held.get(sid)
+            if job is None and not sid.startswith("$"):
+                job = held[sid] = _Job() if e.stream_version == 1 else self._open(sid, e.position)
+                if len(held) > self.most_open:
+                    self.most_open = len(held)
+            if not self.walk.step(
+                as_row(e), self.others.get(sid, 0) if job is None else job.version
+            ):
+                return False
+            data = None if sid == IDENTITY_STREAM else e.data
+            if data is not None and (what := newer_than_this(e.type, e.schema_version, data)):
+                self.newer[what] = self.newer.get(what, 0) + 1
+            if job is None:  # the ledger's identity, budgets: not a job
+                self.others[sid] = e.stream_version
+                continue
+            job.version = e.stream_version
+            job.row = projection.apply(
+                job.row, sid, e.type, data, e.recorded_at, e.position, e.schema_version
+            )
+            job.events.append((e, data))
+            if e.type == "ImageStored":
+                job.images[str(data.get("path"))] = (str(data.get("sha256")), e.position)
+            if e.type in _ENDS:
+                self._release(sid)  # ended: settled now, its state dropped
+            elif len(held) > self.open_limit:
+                idle = sorted(held, key=lambda j: held[j].events[-1][0].position)
+                for jid in idle[: len(held) - self.open_limit // 2]:
+                    self._release(jid)
+        return True
+
+    def _open(self, jid: str, position: int) -> _Job:
+        """A job not held: new, or (its events before `position` in the ledger) settled
+        earlier in this audit or begun before the checkpoint it started from. Those events
+        were verified by this walk, or are vouched for by the checkpoint's hash."""
+        job = _Job()
+        before = [e for e in self.store.read_stream(jid) if e.position < position]
+        for e in before:
+            data = e.data
+            job.version = e.stream_version
+            job.row = projection.apply(
+                job.row, jid, e.type, data, e.recorded_at, e.position, e.schema_version
+            )
+            job.events.append((e, data))
+            if e.type == "ImageStored":
+                job.images[str(data.get("path"))] = (str(data.get("sha256")), e.position)
+        if before and before[-1].position > self.begin:
+            # Settled before in this audit: what it counted then is taken back.
+            self.found.pop(jid, None)
+            self.checked.pop(jid, None)
+            settled = self.pending.pop(jid, None)
+            again = _rows(jid, job) if settled is None else settled.rows
+            for name, rows in again.items():
+                if name not in self.keys:
+                    continue
+                for key in rows:
+                    self.keys[name].flip(key, -1)
+        return job
+
+    def _settled(self, jid: str, job: _Job) -> _Settled:
+        """A job's rows folded, and its own checks (findings kept by job)."""
+        from imagen.projections import spend
+
+        rows = _rows(jid, job)
+        assert job.row is not None
+        problems = invariants(job.row)
+        last, _ = job.events[-1]
+        if job.row["terminal_events"] and last.type in _ENDS:
+            end = spend.End(jid, last.position, last.data_json, last.recorded_at)
+            if (found := spend.recorded_difference(end, rows["spend"].get(jid))) is not None:
+                problems.append(found)
+        if job.row["status"] == "succeeded":
+            for path, (sha, position) in job.images.items():
+                problems.extend(check_image(jid, path, sha, position))
+            self.checked[jid] = len(job.images)
+        self.folders.update(Path(p).parent for p in job.images)
+        if problems:
+            self.found[jid] = problems
+        return _Settled(jid, {n: r for n, r in rows.items() if n in self.compare})
+
+    def _release(self, jid: str) -> None:
+        settled = self._settled(jid, self.held.pop(jid))
+        for name, rows in settled.rows.items():
+            for key in rows:
+                self.keys[name].flip(key)
+        self.pending[jid] = settled
+        if len(self.pending) >= self.settle_size:
+            self._settle()
+
+    def _settle(self) -> None:
+        """The settled jobs' rows against the cached tables, one query per table."""
+        for name, cache in self.compare.items():
+            want = {k: r for s in self.pending.values() for k, r in s.rows[name].items()}
+            if not want:
+                continue
+            have = _cached(self.store, cache, want)
+            for s in self.pending.values():
+                for k, w in s.rows[name].items():
+                    if (p := _differ(k, w, have.get(k), cache)) is not None:
+                        self.found.setdefault(s.jid, []).append(p)
+        self.pending.clear()
+
+    def finish(self) -> Scan:
+        problems = [p for found in self.found.values() for p in found]
+        problems = _last_stored(self.store, self.walk.head.position, problems)
+        if not self.begin and self.walk.first_broken is None:
+            for name, cache in self.compare.items():
+                problems.extend(self._extra(cache, self.keys[name], name))
+        order = {"invariant": 0, "image_missing": 1, "image_modified": 1, "sidecar": 1}
+        problems.sort(key=lambda p: order.get(p["kind"], 2 + (p["kind"] == "projection")))
+        return Scan(
+            self.walk.report(),
+            problems,
+            self.newer,
+            sum(self.checked.values()),
+            self.folders,
+            self.most_open,
+        )
+
+    def _extra(self, cache: Cache, folded: KeySet, name: str) -> list[Problem]:
+        """Rows cached that the chain's fold does not have (a full audit only): the cached
+        keys are read a page at a time into a KeySet; in the few buckets where it differs
+        from the keys folded, each cached key's job is folded again to tell."""
+        cached = KeySet()
+        for page in _keys(self.store, cache):
+            for k in page:
+                cached.flip(k)
+        differ = folded.differing(cached)
+        if not differ:
+            return []
+        problems = []
+        for page in _keys(self.store, cache):
+            for k in page:
+                if folded.bucket(k) in differ and not self._folds(k, name):
+                    problems.append(_differ(k, None, {}, cache))  # type: ignore[arg-type]
+        return [p for p in problems if p is not None]
+
+    def _folds(self, key: str, name: str) -> bool:
+        """Whether the chain's fold has `key` in cache `name` (its job folded again)."""
+        head = self.walk.head.position
+        for jid in dict.fromkeys((key, key.rpartition(":")[0])):
+            if not jid or jid.startswith("$"):
+                continue
+            job = _Job()
+            for e in self.store.read_stream(jid):
+                if e.position <= head:
+                    job.row = projection.apply(
+                        job.row, jid, e.type, e.data, e.recorded_at, e.position, e.schema_version
+                    )
+                    job.events.append((e, e.data))
+            if job.row is not None and key in _rows(jid, job)[name]:
+                return True
+        return False
+
+
+_ENDS = frozenset(("JobSucceeded", "JobFailed", "JobCancelled"))
 
 
 def scan(
@@ -123,141 +371,36 @@ def scan(
     head: Head,
     *,
     start: Head | None = None,
+    compare: Iterable[str] = (),
     progress: Callable[[int], None] | None = None,
-    batch: int = 5000,
     open_limit: int = OPEN_LIMIT,
 ) -> Scan:
-    """One pass over the chain up to `head` (from `start`, a verified checkpoint, or from the
-    genesis): each event verified, then folded into its job's row as the jobs projection
-    folds it. A job is held in memory only while it is open; once it ends (or past
-    `open_limit` open jobs, the oldest) its row, its usage and spend rows and the images it
-    stored go to the spill. So memory depends on the jobs under way, not the ledger's length."""
+    """The chain up to `head` verified (from `start`, a checkpoint an earlier audit verified,
+    or from the genesis), its jobs folded and checked, and compared with the cached tables
+    named in `compare` (see `comparable`)."""
+    return Audit(store, start, set(compare), open_limit=open_limit).run(head.position, progress)
+
+
+def _rows(jid: str, job: _Job) -> dict[str, dict[str, dict[str, Any]]]:
+    """The rows each cached table holds for the job, keyed as there: its jobs row, its usage
+    rows and its spend row (none before its request), folded as the projections fold them."""
     from imagen.projections import spend
+    from imagen.projections.usage.fold import usage_rows
 
-    walk = ChainWalk(start)
-    spill = Spill()
-    held: dict[str, _Job] = {}
-    others: dict[str, int] = {}  # streams that are not jobs ("$ledger", "$budgets")
-    newer: dict[str, int] = {}
-    recorded: list[Problem] = []
-    begin = walk.head.position
-    broken = False
-
-    def release(jids: Iterable[str]) -> None:
-        out = []
-        for jid in jids:
-            job = held.pop(jid)
-            state = (
-                _fold_job(jid, job.events)
-                if job.events is not None
-                else _load_until(store, jid, walk.head.position)
-            )
-            assert job.row is not None
-            out.append((jid, job.version, job.row, _usage_rows(state), spend.row(state)))
-            last = job.events[-1] if job.events else None
-            if last is not None and job.row["terminal_events"] and last.type in _ENDS:
-                end = spend.End(jid, last.position, last.data_json, last.recorded_at)
-                found = spend.recorded_difference(end, spend.row(state))
-                if found is not None:
-                    recorded.append(found)
-        spill.put(out)
-
-    for events in _batches(store, begin, head.position, batch):
-        wanted: dict[str, int] = {}
-        for e in events:
-            if not e.stream_id.startswith("$") and e.stream_id not in held:
-                wanted.setdefault(e.stream_id, e.stream_version)
-        if wanted:
-            _hold(store, spill, held, wanted, begin)
-        images: dict[str, tuple[str, str, int]] = {}
-        for e in events:
-            sid = e.stream_id
-            job = held.get(sid)
-            if not walk.step(as_row(e), others.get(sid, 0) if job is None else job.version):
-                broken = True
-                break
-            if sid == IDENTITY_STREAM:
-                others[sid] = e.stream_version
-                continue
-            data = e.data
-            if what := newer_than_this(e.type, e.schema_version, data):
-                newer[what] = newer.get(what, 0) + 1
-            if job is None:  # budgets: not a job
-                others[sid] = e.stream_version
-                continue
-            job.version = e.stream_version
-            job.row = projection.apply(
-                job.row, sid, e.type, data, e.recorded_at, e.position, e.schema_version
-            )
-            if job.events is not None:
-                job.events.append(e)
-            if e.type == "ImageStored":
-                images[str(data.get("path"))] = (sid, str(data.get("sha256")), e.position)
-        release([j for j, job in held.items() if job.row and job.row["terminal_events"]])
-        if len(held) > open_limit:
-            oldest = sorted(held, key=lambda j: held[j].row["last_position"])  # type: ignore[index]
-            release(oldest[: len(held) - open_limit // 2])
-        spill.put_images(images)
-        if progress is not None:
-            progress(walk.head.position)
-        if broken:
-            break
-    release([j for j, job in held.items() if job.row is not None])
-    spill.db.commit()
-    return Scan(walk.report(), spill, newer, begin, recorded)
+    state = _fold_job(jid, job.events)
+    spend_row = spend.row(state)
+    return {
+        "jobs": {jid: job.row or {}},
+        "usage": {r["id"]: r for r in usage_rows(state)},
+        "spend": {} if spend_row is None else {jid: spend_row},
+    }
 
 
-_ENDS = ("JobSucceeded", "JobFailed", "JobCancelled")
-
-
-def _batches(store: Any, after: int, head: int, size: int) -> Iterator[list[RecordedEvent]]:
-    """The events after `after` up to `head`, in lists of `size` (read in batches by the
-    store: never the whole ledger at once)."""
-    from itertools import takewhile
-
-    events = store.read_all(after, batch=size)
-    return _batched(takewhile(lambda e: e.position <= head, events), size)
-
-
-def _hold(
-    store: Any, spill: Spill, held: dict[str, _Job], wanted: dict[str, int], begin: int
-) -> None:
-    """Bring the jobs of a batch into memory: from the spill (seen before), else new. After a
-    checkpoint (`begin`), a job begun before it is read from the ledger up to the checkpoint,
-    whose hash vouches for those events."""
-    found = spill.get(wanted)
-    for jid, first in wanted.items():
-        if jid in found:
-            version, row = found[jid]
-            held[jid] = _Job(version, row, None)
-        elif begin and first > 1:
-            before = [e for e in store.read_stream(jid) if e.position <= begin]
-            job = held[jid] = _Job(0, None, before)
-            for e in before:
-                job.version = e.stream_version
-                job.row = projection.apply(
-                    job.row, jid, e.type, e.data, e.recorded_at, e.position, e.schema_version
-                )
-        else:
-            held[jid] = _Job(0, None)
-
-
-def _fold_job(jid: str, events: Sequence[RecordedEvent]) -> Any:
+def _fold_job(jid: str, events: Sequence[tuple[RecordedEvent, Any]]) -> Any:
     from imagen.core.job import fold as fold_job
     from imagen.repository import to_recorded
 
-    return fold_job(jid, [to_recorded(e) for e in events])
-
-
-def _load_until(store: Any, jid: str, position: int) -> Any:
-    """A job spilled before it ended, folded again from its stream (up to the verified head)."""
-    return _fold_job(jid, [e for e in store.read_stream(jid) if e.position <= position])
-
-
-def _usage_rows(state: Any) -> list[dict[str, Any]]:
-    from imagen.projections.usage.fold import usage_rows
-
-    return usage_rows(state)
+    return fold_job(jid, [to_recorded(e, data) for e, data in events])
 
 
 def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -269,12 +412,6 @@ def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def rows_of(spill: Spill) -> Iterator[dict[str, Any]]:
-    for page in spill.pages("SELECT row FROM jobs ORDER BY job_id"):
-        for (row,) in page:
-            yield json.loads(row)
 
 
 def newer_events(newer: dict[str, int]) -> list[dict[str, Any]]:
@@ -292,106 +429,133 @@ def newer_events(newer: dict[str, int]) -> list[dict[str, Any]]:
     ]
 
 
-def invariants(rows: Iterable[dict[str, Any]]) -> list[Problem]:
+def invariants(row: dict[str, Any]) -> list[Problem]:
+    """One job's row: one terminal event at most, and nothing after it."""
     problems: list[Problem] = []
-    for row in rows:
-        jid = row["job_id"]
-        if row["terminal_events"] > 1:
-            problems.append(
-                {
-                    "kind": "invariant",
-                    "job_id": jid,
-                    "message": f"job {jid} has {row['terminal_events']} terminal events",
-                }
-            )
-        if row["events_after_terminal"]:
-            problems.append(
-                {
-                    "kind": "invariant",
-                    "job_id": jid,
-                    "message": f"job {jid} has {row['events_after_terminal']} event(s) "
-                    "after it ended",
-                }
-            )
+    jid = row["job_id"]
+    if row["terminal_events"] > 1:
+        problems.append(
+            {
+                "kind": "invariant",
+                "job_id": jid,
+                "message": f"job {jid} has {row['terminal_events']} terminal events",
+            }
+        )
+    if row["events_after_terminal"]:
+        problems.append(
+            {
+                "kind": "invariant",
+                "job_id": jid,
+                "message": f"job {jid} has {row['events_after_terminal']} event(s) after it ended",
+            }
+        )
     return problems
 
 
-def check_files(spill: Spill) -> tuple[list[Problem], int]:
-    """Each succeeded job's image (the chain's path and sha256) and its sidecar."""
+def check_image(jid: str, path_text: str, sha: str, position: int) -> list[Problem]:
+    """A succeeded job's image (the chain's path and sha256, stored at `position`) and its
+    sidecar."""
+    path = Path(path_text)
+    if not path.is_file():
+        return [
+            {
+                "kind": "image_missing",
+                "job_id": jid,
+                "path": path_text,
+                "position": position,
+                "message": f"job {jid}: image missing: {path}",
+            }
+        ]
     problems: list[Problem] = []
-    checked = 0
-    for path_text, jid, sha in _images(spill):
-        checked += 1
-        path = Path(path_text)
-        if not path.is_file():
-            problems.append(
-                {
-                    "kind": "image_missing",
-                    "job_id": jid,
-                    "path": path_text,
-                    "message": f"job {jid}: image missing: {path}",
-                }
-            )
-            continue
-        if file_sha256(path) != sha:
-            problems.append(
-                {
-                    "kind": "image_modified",
-                    "job_id": jid,
-                    "path": path_text,
-                    "message": f"job {jid}: image modified since it was stored: {path}",
-                }
-            )
-        side = Path(f"{path_text}.json")
-        try:
-            data = json.loads(side.read_bytes())
-            ok = (
-                isinstance(data, dict)
-                and data.get("job_id") == jid
-                and isinstance(data.get("image"), dict)
-                and data["image"].get("sha256") == sha
-                and data["image"].get("path") == path_text
-            )
-        except (OSError, ValueError):
-            ok = False
-        if not ok:
-            missing = not side.exists()
-            problems.append(
-                {
-                    "kind": "sidecar",
-                    "job_id": jid,
-                    "path": str(side),
-                    # A crash right after JobSucceeded leaves no sidecar: name the fix.
-                    "message": f"job {jid}: sidecar missing: {side} (`imagen resume {jid}` "
-                    "or `imagen rebuild` writes it)"
-                    if missing
-                    else f"job {jid}: sidecar differs from the ledger: {side} "
-                    "(`imagen rebuild` rewrites it)",
-                }
-            )
-    return problems, checked
+    if file_sha256(path) != sha:
+        problems.append(
+            {
+                "kind": "image_modified",
+                "job_id": jid,
+                "path": path_text,
+                "position": position,
+                "message": f"job {jid}: image modified since it was stored: {path}",
+            }
+        )
+    side = Path(f"{path_text}.json")
+    try:
+        data = json.loads(side.read_bytes())
+        ok = (
+            isinstance(data, dict)
+            and data.get("job_id") == jid
+            and isinstance(data.get("image"), dict)
+            and data["image"].get("sha256") == sha
+            and data["image"].get("path") == path_text
+        )
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        missing = not side.exists()
+        problems.append(
+            {
+                "kind": "sidecar",
+                "job_id": jid,
+                "path": str(side),
+                "position": position,
+                # A crash right after JobSucceeded leaves no sidecar: name the fix.
+                "message": f"job {jid}: sidecar missing: {side} (`imagen resume {jid}` "
+                "or `imagen rebuild` writes it)"
+                if missing
+                else f"job {jid}: sidecar differs from the ledger: {side} "
+                "(`imagen rebuild` rewrites it)",
+            }
+        )
+    return problems
 
 
-def _images(spill: Spill) -> Iterator[tuple[str, str, str]]:
-    """(path, job, sha256) of the last image stored at each path, by a job that succeeded."""
-    for page in spill.pages(
-        "SELECT i.path, i.job_id, i.sha256 FROM images i JOIN jobs j ON j.job_id = i.job_id"
-        " WHERE j.status = 'succeeded' ORDER BY i.path"
+_FILE_KINDS = ("image_missing", "image_modified", "sidecar")
+
+
+def _last_stored(store: Any, head: int, problems: list[Problem]) -> list[Problem]:
+    """A path two jobs stored is the later one's: a file finding of the earlier job there is
+    dropped (only when there are file findings: the image events are read again, a page at
+    a time, for the paths they name)."""
+    paths = {
+        p["path"].removesuffix(".json") if p["kind"] == "sidecar" else p["path"]: 0
+        for p in problems
+        if p["kind"] in _FILE_KINDS
+    }
+    if not paths:
+        return problems
+    after = 0
+    while rows := store.query(
+        "SELECT position, data FROM events WHERE type = 'ImageStored' AND position > :a"
+        " AND position <= :h ORDER BY position LIMIT 5000",
+        {"a": after, "h": head},
     ):
-        yield from page
+        for position, data in rows:
+            try:
+                path = json.loads(data).get("path")
+            except (ValueError, AttributeError):
+                continue
+            if path in paths:
+                paths[path] = position
+        after = rows[-1][0]
+    kept = []
+    for p in problems:
+        if p["kind"] in _FILE_KINDS:
+            path = p["path"].removesuffix(".json") if p["kind"] == "sidecar" else p["path"]
+            if paths[path] > p["position"]:
+                continue  # a later job stored this path: its own check covers it
+        kept.append({k: v for k, v in p.items() if k != "position" or p["kind"] not in _FILE_KINDS})
+    return kept
 
 
 def check_unknown_files(
-    store: Any, head: int, spill: Spill, folders: Sequence[Path]
+    store: Any, head: int, parents: Iterable[Path], folders: Sequence[Path]
 ) -> list[Problem]:
     """Sidecars (and their images) for jobs the chain does not have, in the folders the chain's
     images are in and in `folders` (the configured output directory): what a removed tail
     leaves on disk, whatever the projections and the head file were made to say. A job
     recorded after `head` (one running while audit reads) is not unknown."""
     problems: list[Problem] = []
-    parents = {Path(p).parent for page in spill.pages("SELECT path FROM images") for (p,) in page}
     found: list[tuple[Path, str]] = []
-    for folder in sorted(parents | set(folders)):
+    for folder in sorted(set(parents) | set(folders)):
         try:
             names = (e.name for e in os.scandir(folder) if e.name.endswith(".json"))
             sides = ((folder / n, jid) for n in names if (jid := _sidecar_job(folder / n)))
@@ -483,14 +647,19 @@ def record_checkpoint(path: Path, head: Head, at: str) -> None:
         pass  # the audit stands; the next one starts from the genesis
 
 
-def choose_checkpoint(path: Path, wanted: str) -> Head | None:
+def choose_checkpoint(path: Path, wanted: str, before: datetime | None = None) -> Head | None:
     """--from-position N: the recorded checkpoint at N or the last one before it; `last`:
-    the latest. None when no audit recorded one there."""
+    the latest. `before` (--since): only those verified at or before it. None when no
+    audit recorded one there."""
+    from imagen.core.times import parse_iso
+
     points = read_checkpoints(path)
     try:
         if wanted != "last":
             limit = int(wanted)
             points = [c for c in points if int(c["position"]) <= limit]
+        if before is not None:
+            points = [c for c in points if parse_iso(str(c["verified_at"])) <= before]
         best = max(points, key=lambda c: int(c["position"]), default=None)
         return None if best is None else Head(int(best["position"]), str(best["hash"]))
     except (ValueError, KeyError, TypeError):
@@ -513,37 +682,42 @@ def check_checkpoints(store: Reader, head: int) -> list[Problem]:
     return problems
 
 
-def _compare(
-    want: dict[str, dict[str, Any]],
-    have: dict[str, dict[str, Any]],
-    columns: Sequence[str],
-    ref: Callable[[str], dict[str, Any]],
-    what: str,
-    where: str,
-) -> list[Problem]:
-    """A cache (`have`) against the chain's own fold (`want`), keyed alike: each row missing,
-    extra or differing is a finding that names `what` it is and `where` it is cached."""
-    found = (
-        _differ(key, want.get(key), have.get(key), columns, ref, what, where)
-        for key in sorted(want.keys() | have.keys())
+def _cached(store: Any, cache: Cache, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    wanted = sorted(keys)
+    marks = ", ".join(f":k{i}" for i in range(len(wanted)))
+    rows = store.query(
+        f"SELECT {', '.join(cache.columns)} FROM {cache.table} WHERE {cache.key} IN ({marks})",
+        {f"k{i}": k for i, k in enumerate(wanted)},
     )
-    return [p for p in found if p is not None]
+    return {r[0]: dict(zip(cache.columns, r, strict=True)) for r in rows}
+
+
+def _keys(store: Any, cache: Cache, size: int = 5000) -> Iterator[list[str]]:
+    """The cached table's keys in order, a page at a time."""
+    after = ""
+    while keys := [
+        r[0]
+        for r in store.query(
+            f"SELECT {cache.key} FROM {cache.table} WHERE {cache.key} > :after"
+            f" ORDER BY {cache.key} LIMIT {size}",
+            {"after": after},
+        )
+    ]:
+        yield keys
+        after = keys[-1]
 
 
 def _differ(
-    key: str,
-    w: dict[str, Any] | None,
-    h: dict[str, Any] | None,
-    columns: Sequence[str],
-    ref: Callable[[str], dict[str, Any]],
-    what: str,
-    where: str,
+    key: str, w: dict[str, Any] | None, h: dict[str, Any] | None, cache: Cache
 ) -> Problem | None:
-    found = {"kind": "projection", **ref(key)}
+    """A cached row (`h`) against the chain's own fold (`w`): missing, extra or differing is
+    a finding that names what it is and where it is cached."""
+    found = {"kind": "projection", **cache.ref(key)}
+    what, where = cache.what, cache.where
     if w is None or h is None:
         side = "missing from" if h is None else "not in the chain but in"
         return {**found, "message": f"{what} {key} is {side} {where} (`imagen rebuild`)"}
-    differ = [c for c in columns if not _same(w.get(c), h.get(c))]
+    differ = [c for c in cache.columns if not _same(w.get(c), h.get(c))]
     if not differ:
         return None
     return {
@@ -552,142 +726,6 @@ def _differ(
         "message": f"{what} {key}: {where} disagrees with the chain on "
         f"{', '.join(differ)} (`imagen rebuild`)",
     }
-
-
-def _compare_table(
-    store: Any,
-    spill: Spill,
-    want_sql: str,
-    table: str,
-    columns: Sequence[str],
-    ref: Callable[[str], dict[str, Any]],
-    what: str,
-    where: str,
-    *,
-    whole: bool,
-) -> list[Problem]:
-    """A cached table against the rows audit folded (in the spill, `want_sql` giving key and
-    row as JSON), a page at a time: never either side whole in memory. `whole`: the audit
-    read the whole chain, so a cached row it did not fold is a finding too (an incremental
-    audit folds only the jobs it read)."""
-    key = columns[0]
-    problems: list[Problem] = []
-    for page in spill.pages(want_sql):
-        want = {k: json.loads(r) for k, r in page}
-        have = _cached(store, table, columns, want)
-        for k, w in want.items():
-            if (p := _differ(k, w, have.get(k), columns, ref, what, where)) is not None:
-                problems.append(p)
-    if whole:
-        after = None
-        while True:
-            where_sql = "" if after is None else f" WHERE {key} > :after"
-            keys = [
-                r[0]
-                for r in store.query(
-                    f"SELECT {key} FROM {table}{where_sql} ORDER BY {key} LIMIT 1000",
-                    {"after": after},
-                )
-            ]
-            if not keys:
-                break
-            known = _spilled(spill, want_sql, keys)
-            for k in keys:
-                if k not in known:
-                    problems.append(_differ(k, None, {}, columns, ref, what, where))  # type: ignore[arg-type]
-            after = keys[-1]
-    return problems
-
-
-def _cached(
-    store: Any, table: str, columns: Sequence[str], keys: Iterable[str]
-) -> dict[str, dict[str, Any]]:
-    wanted = sorted(keys)
-    marks = ", ".join(f":k{i}" for i in range(len(wanted)))
-    rows = store.query(
-        f"SELECT {', '.join(columns)} FROM {table} WHERE {columns[0]} IN ({marks})",
-        {f"k{i}": k for i, k in enumerate(wanted)},
-    )
-    return {r[0]: dict(zip(columns, r, strict=True)) for r in rows}
-
-
-def _spilled(spill: Spill, want_sql: str, keys: Sequence[str]) -> set[str]:
-    marks = ", ".join("?" * len(keys))
-    sql = f"SELECT k FROM ({want_sql}) WHERE k IN ({marks})"
-    return {k for (k,) in spill.db.execute(sql, list(keys))}
-
-
-def check_jobs_projection(store: Reader, scanned: Scan, head: int) -> list[Problem]:
-    """The jobs table against the chain's own fold (after catching it up)."""
-    try:
-        checkpoint = store.get_checkpoint(CHECKPOINT)
-    except Exception:  # noqa: BLE001 - no projection table yet: nothing cached to disagree
-        return []
-    if checkpoint != head:
-        return []  # not comparable (behind: catch-up failed; ahead: reported above)
-    return _compare_table(
-        store,
-        scanned.spill,
-        "SELECT job_id AS k, row FROM jobs ORDER BY job_id",
-        TABLE,
-        COLUMNS,
-        lambda k: {"job_id": k},
-        "job",
-        "the jobs projection",
-        whole=not scanned.start,
-    )
-
-
-def check_usage_projection(store: Any, scanned: Scan, head: int) -> list[Problem]:
-    """The usage table (the outbox for Supabase) against usage rows folded from the chain: a row
-    edited or deleted there would change what is reported as spent."""
-    from imagen.projections.usage.fold import LOCAL_COLUMNS
-    from imagen.projections.usage.table import CHECKPOINT as USAGE_CHECKPOINT
-    from imagen.projections.usage.table import TABLE as USAGE_TABLE
-
-    try:
-        checkpoint = store.get_checkpoint(USAGE_CHECKPOINT)
-    except Exception:  # noqa: BLE001 - no usage table yet: nothing cached to disagree
-        return []
-    if checkpoint != head:
-        return []  # not comparable (behind: not caught up yet; ahead: reported above)
-    return _compare_table(
-        store,
-        scanned.spill,
-        "SELECT id AS k, row FROM usage ORDER BY id",
-        USAGE_TABLE,
-        LOCAL_COLUMNS,
-        lambda k: {"projection": "usage", "row": k},
-        "usage row",
-        "the usage table",
-        whole=not scanned.start,
-    )
-
-
-def check_spend_projection(store: Any, scanned: Scan, head: int) -> list[Problem]:
-    """The spend table (a cache for reports) against the chain's own fold, as the jobs and
-    usage tables are checked; and each job's recorded end figure against its fold."""
-    from imagen.projections import spend
-
-    try:
-        spend.catch_up(store)
-    except Exception:  # noqa: BLE001 - a ledger this process may only read: nothing cached
-        pass
-    problems = list(scanned.spend_recorded)
-    with store.snapshot() as view:
-        if not view.has_checkpoint(spend.CHECKPOINT) or view.checkpoint(spend.CHECKPOINT) != head:
-            return problems  # not comparable (behind, ahead, or absent: a read-only ledger)
-    return problems + _compare_table(
-        store,
-        scanned.spill,
-        "SELECT job_id AS k, spend AS row FROM jobs WHERE spend != 'null' ORDER BY job_id",
-        spend.SPEND.name,
-        spend.SPEND.column_names,
-        lambda k: {"projection": "spend", "job_id": k},
-        "spend row",
-        "the spend table",
-        whole=not scanned.start,
-    )
 
 
 def _same(a: Any, b: Any) -> bool:

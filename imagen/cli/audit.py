@@ -34,6 +34,7 @@ def audit(
       imagen audit --provider --since 7d
       imagen audit --json | jq .problems
       imagen audit --from-position last   # only what was appended since the last audit
+      imagen audit --since 7d             # from the checkpoint an audit recorded a week ago
 
     Parameters
     ----------
@@ -48,7 +49,9 @@ def audit(
     since
         With --provider: predictions created from this age (30m, 24h, 7d, 2w), local date
         (2026-11-01: from local midnight) or time (2026-11-01T12:00 local, or with Z or an
-        offset); default: all.
+        offset); default: all. Without --provider: an incremental audit from the latest
+        checkpoint an audit verified and recorded at or before that moment (as
+        --from-position does).
     max_time
         With --provider: the longest reading Replicate's list may take, in seconds, every wait
         for a throttling server included (default 300); past it the list is not read whole
@@ -64,16 +67,14 @@ def audit(
 
     since_at = None
     if since is not None:
-        from imagen.app.errors import UserError
         from imagen.core.times import parse_moment
 
-        if not provider:
-            raise UserError("--since needs --provider (it bounds the provider's predictions)")
         since_at = parse_moment(since, context.session().env.clock(), context.session().env.tz)
     limit_s = _max_time(max_time, provider)
     store = context.session().store()
     problems: list[dict[str, Any]] = []
-    start = _start(store, from_position)
+    # --since without --provider: an incremental audit from a checkpoint recorded by then.
+    start = _start(store, from_position, None if provider else since_at, since)
     head = store.head()
     if start is not None and store.hashes_at([start.position]).get(start.position) != start.hash:
         # The chain no longer holds what was verified: nothing after it can be trusted.
@@ -88,20 +89,33 @@ def audit(
         )
         problems.extend(store.head_file_problems(head))
         return _finish(json_output, problems, [], None, 0, head, 0)
+    compare: set[str] = set()
+    if not checks.check_checkpoints(store, head.position):
+        # Caught up first (what `imagen jobs` would do), so the scan compares as it folds.
+        from imagen.projections import spend
+        from imagen.projections.usage import table as usage_table
+
+        jobs_index.catch_up(store)
+        usage_table.catch_up(store)
+        try:
+            spend.catch_up(store)
+        except Exception:  # noqa: BLE001 - a ledger this process may only read: nothing cached
+            pass
+        compare = checks.comparable(store, head.position)
     progress = _progress(head.position - (start.position if start else 0), json_output)
     try:
-        scanned = checks.scan(store, head, start=start, progress=progress)
+        scanned = checks.scan(store, head, start=start, compare=compare, progress=progress)
     finally:
         if progress is not None:
             progress(None)
     report = scanned.report
     if report.ok:
+        from imagen.core.times import iso
+
         checks.record_checkpoint(
-            checks.checkpoint_path(store),
-            report.head,
-            context.session().env.clock().isoformat(timespec="seconds"),
+            checks.checkpoint_path(store), report.head, iso(context.session().env.clock())
         )
-    if not report.ok:
+    else:
         problems.append(
             {
                 "kind": "chain",
@@ -114,23 +128,13 @@ def audit(
     problems.extend(store.head_file_problems(report.head))
     problems.extend(checks.check_checkpoints(store, head))
     # What is checked comes from the verified chain, never from a projection.
-    spill = scanned.spill
-    try:
-        notes = checks.newer_events(scanned.newer)
-        problems.extend(checks.invariants(checks.rows_of(spill)))
-        found, checked_images = checks.check_files(spill)
-        problems.extend(found)
-        problems.extend(checks.check_unknown_files(store, head, spill, _output_folders()))
-        if report.ok and not any(p["kind"] == "checkpoint_past_head" for p in problems):
-            from imagen.projections.usage import table as usage_table
-
-            jobs_index.catch_up(store)
-            usage_table.catch_up(store)
-            problems.extend(checks.check_jobs_projection(store, scanned, head))
-            problems.extend(checks.check_usage_projection(store, scanned, head))
-            problems.extend(checks.check_spend_projection(store, scanned, head))
-    finally:
-        spill.close()
+    notes = checks.newer_events(scanned.newer)
+    trusted = report.ok and not any(p["kind"] == "checkpoint_past_head" for p in problems)
+    problems.extend(
+        p for p in scanned.problems if trusted or p["kind"] not in ("projection", "spend_recorded")
+    )
+    problems.extend(checks.check_unknown_files(store, head, scanned.folders, _output_folders()))
+    checked_images = scanned.images_checked
     if remote:
         from imagen.app.usage_sync import audit_remote
 
@@ -206,20 +210,23 @@ def _finish(
     return int(ExitCode.BACKEND_UNAVAILABLE if incomplete else ExitCode.OK)
 
 
-def _start(store: Any, wanted: str | None) -> Any:
-    """--from-position: the recorded checkpoint to start from (None: the whole chain)."""
+def _start(store: Any, wanted: str | None, since: Any, since_text: str | None) -> Any:
+    """--from-position, or --since without --provider: the recorded checkpoint to start
+    from (None: the whole chain)."""
     from imagen.app import audit as checks
     from imagen.app.errors import UserError
 
-    if wanted is None:
+    if wanted is None and since is None:
         return None
-    text = wanted.strip()
+    text = "last" if wanted is None else wanted.strip()
     if text != "last" and not (text.isascii() and text.isdigit()):
         raise UserError(f"--from-position {wanted!r}: give `last` or a position, e.g. 120000")
-    start = checks.choose_checkpoint(checks.checkpoint_path(store), text)
+    start = checks.choose_checkpoint(checks.checkpoint_path(store), text, before=since)
     if start is None:
+        what = f"--from-position {wanted}" if wanted is not None else f"--since {since_text}"
         raise UserError(
-            f"--from-position {wanted}: no audit recorded a verified checkpoint there "
+            f"{what}: no audit recorded a verified checkpoint "
+            f"{'there' if wanted is not None else 'by then'} "
             f"({checks.checkpoint_path(store)}); run `imagen audit` first"
         )
     return start
