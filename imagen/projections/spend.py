@@ -70,7 +70,8 @@ SPEND = TableSpec(
 HUGE = 2**53  # micro-dollars: over any budget, and sums of many still fit in 64 bits
 
 
-def row(state: JobState) -> Row | None:
+def row(state: JobState, billed: list[Row] | None = None) -> Row | None:
+    """`billed`: the job's usage rows, when the caller has them already (audit)."""
     req = state.request
     if req is None:
         return None
@@ -86,7 +87,7 @@ def row(state: JobState) -> Row | None:
         "spent_micros": None,
     }
     if state.terminal is not None:
-        billed = usage_rows(state)
+        billed = usage_rows(state) if billed is None else billed
         out["spent_micros"] = sum(max(r["cost_micros"] or 0, 0) for r in billed)
         out["ended_at"] = iso(state.history[-1].at)  # as usage_rows dates the job
     return out
