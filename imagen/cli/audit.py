@@ -34,7 +34,6 @@ def audit(
       imagen audit --provider --since 7d
       imagen audit --json | jq .problems
       imagen audit --from-position last   # only what was appended since the last audit
-      imagen audit --since 7d             # from the checkpoint an audit recorded a week ago
 
     Parameters
     ----------
