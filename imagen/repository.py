@@ -11,14 +11,21 @@ from imagen.core.events import decode
 from imagen.core.job import JobState, Recorded, fold, parse_time
 from ledger.events import RecordedEvent
 
+_NOT_READ = object()
 
-def to_recorded(e: RecordedEvent, data: Any = None) -> Recorded:
-    """`data`: the event's data when the caller decoded it already (audit folds it too)."""
+
+def payload(e: RecordedEvent) -> Any:
+    """The event's payload as JSON; one that is not JSON is kept visible as `{"data": text}`
+    (it decodes as an event this imagen cannot read)."""
     try:
-        data = e.data if data is None else data
-    except ValueError:  # not JSON: kept visible as an event this imagen cannot read
-        data = {"data": e.data_json}
-    decoded = decode(e.type, e.schema_version, data)
+        return e.data
+    except ValueError:
+        return {"data": e.data_json}
+
+
+def to_recorded(e: RecordedEvent, data: Any = _NOT_READ) -> Recorded:
+    """`data`: the event's `payload`, when the caller has it already (decoded once)."""
+    decoded = decode(e.type, e.schema_version, payload(e) if data is _NOT_READ else data)
     return Recorded(
         decoded.event,
         e.stream_version,

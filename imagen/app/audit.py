@@ -29,6 +29,7 @@ from imagen.core.events import newer_than_this
 from imagen.projections.jobs import fold as projection
 from imagen.projections.jobs.fold import COLUMNS
 from imagen.projections.jobs.query import CHECKPOINT, TABLE
+from imagen.repository import payload
 from ledger.chain import ChainWalk, Head, VerifyReport, as_row
 from ledger.events import RecordedEvent
 from ledger.interface import Reader
@@ -140,6 +141,25 @@ class _Job:
     events: list[tuple[RecordedEvent, Any]] = field(default_factory=list)
     images: dict[str, tuple[str, int]] = field(default_factory=dict)
 
+    def add(self, jid: str, e: RecordedEvent, data: Any) -> None:
+        """One more of the job's events, folded as the jobs projection folds it."""
+        self.version = e.stream_version
+        self.row = projection.apply(
+            self.row, jid, e.type, data, e.recorded_at, e.position, e.schema_version
+        )
+        self.events.append((e, data))
+        if e.type == "ImageStored":
+            self.images[str(data.get("path"))] = (str(data.get("sha256")), e.position)
+
+    @classmethod
+    def read(cls, store: Any, jid: str, before: int) -> _Job:
+        """The job as its events before position `before` make it, read from the ledger."""
+        job = cls()
+        for e in store.read_stream(jid):
+            if e.position < before:
+                job.add(jid, e, payload(e))
+        return job
+
 
 @dataclass(slots=True)
 class _Settled:
@@ -229,19 +249,13 @@ class Audit:
                 as_row(e), self.others.get(sid, 0) if job is None else job.version
             ):
                 return False
-            data = None if sid == IDENTITY_STREAM else e.data
+            data = None if sid == IDENTITY_STREAM else payload(e)
             if data is not None and (what := newer_than_this(e.type, e.schema_version, data)):
                 self.newer[what] = self.newer.get(what, 0) + 1
             if job is None:  # the ledger's identity, budgets: not a job
                 self.others[sid] = e.stream_version
                 continue
-            job.version = e.stream_version
-            job.row = projection.apply(
-                job.row, sid, e.type, data, e.recorded_at, e.position, e.schema_version
-            )
-            job.events.append((e, data))
-            if e.type == "ImageStored":
-                job.images[str(data.get("path"))] = (str(data.get("sha256")), e.position)
+            job.add(sid, e, data)
             if e.type in _ENDS:
                 self._release(sid)  # ended: settled now, its state dropped
             elif len(held) > self.open_limit:
@@ -254,18 +268,8 @@ class Audit:
         """A job not held: new, or (its events before `position` in the ledger) settled
         earlier in this audit or begun before the checkpoint it started from. Those events
         were verified by this walk, or are vouched for by the checkpoint's hash."""
-        job = _Job()
-        before = [e for e in self.store.read_stream(jid) if e.position < position]
-        for e in before:
-            data = e.data
-            job.version = e.stream_version
-            job.row = projection.apply(
-                job.row, jid, e.type, data, e.recorded_at, e.position, e.schema_version
-            )
-            job.events.append((e, data))
-            if e.type == "ImageStored":
-                job.images[str(data.get("path"))] = (str(data.get("sha256")), e.position)
-        if before and before[-1].position > self.begin:
+        job = _Job.read(self.store, jid, position)
+        if job.events and job.events[-1][0].position > self.begin:
             # Settled before in this audit: what it counted then is taken back.
             self.found.pop(jid, None)
             self.checked.pop(jid, None)
@@ -366,13 +370,7 @@ class Audit:
         for jid in dict.fromkeys((key, key.rpartition(":")[0])):
             if not jid or jid.startswith("$"):
                 continue
-            job = _Job()
-            for e in self.store.read_stream(jid):
-                if e.position <= head:
-                    job.row = projection.apply(
-                        job.row, jid, e.type, e.data, e.recorded_at, e.position, e.schema_version
-                    )
-                    job.events.append((e, e.data))
+            job = _Job.read(self.store, jid, head + 1)
             if job.row is not None and key in _rows(jid, job)[name]:
                 return True
         return False

@@ -71,7 +71,7 @@ HUGE = 2**53  # micro-dollars: over any budget, and sums of many still fit in 64
 
 
 def row(state: JobState, billed: list[Row] | None = None) -> Row | None:
-    """`billed`: the job's usage rows, when the caller has them already (audit)."""
+    """`billed`: the job's `usage_rows`, when the caller has them already."""
     req = state.request
     if req is None:
         return None
