@@ -200,7 +200,7 @@ class Audit:
         self.others: dict[str, int] = {}  # streams that are not jobs ("$ledger", "$budgets")
         self.newer: dict[str, int] = {}
         self.found: dict[str, list[Problem]] = {}  # per job, replaced when it is settled again
-        self.checked: dict[str, int] = {}  # images checked, per job with any
+        self.checked = 0  # images checked
         self.pending: dict[str, _Settled] = {}
         self.keys = {name: KeySet() for name in self.compare}
         self.folders: set[Path] = set()
@@ -272,7 +272,8 @@ class Audit:
         if job.events and job.events[-1][0].position > self.begin:
             # Settled before in this audit: what it counted then is taken back.
             self.found.pop(jid, None)
-            self.checked.pop(jid, None)
+            if job.row is not None and job.row["status"] == "succeeded":
+                self.checked -= len(job.images)  # checked when it was settled
             settled = self.pending.pop(jid, None)
             again = _rows(jid, job) if settled is None else settled.rows
             for name, rows in again.items():
@@ -297,7 +298,7 @@ class Audit:
         if job.row["status"] == "succeeded":
             for path, (sha, position) in job.images.items():
                 problems.extend(check_image(jid, path, sha, position))
-            self.checked[jid] = len(job.images)
+            self.checked += len(job.images)
         self.folders.update(Path(p).parent for p in job.images)
         if problems:
             self.found[jid] = problems
@@ -341,7 +342,7 @@ class Audit:
             self.walk.report(),
             problems,
             self.newer,
-            sum(self.checked.values()),
+            self.checked,
             self.folders,
             self.most_open,
         )
