@@ -137,26 +137,51 @@ def as_row(r: RecordedEvent) -> tuple[object, ...]:
 
 def verify_rows(rows: Iterable[Sequence[Any]]) -> VerifyReport:
     """Walk `events` rows in position order; name the first position that does not hold."""
-    prev_hash, expected_pos, checked = GENESIS_HASH, 1, 0
+    walk = ChainWalk()
     versions: dict[str, int] = {}
     for row in rows:
+        if not walk.step(row, versions.get(row[2], 0)):
+            break
+        versions[row[2]] = row[3]
+    return walk.report()
+
+
+class ChainWalk:
+    """The chain checked one row at a time, from `start` (the genesis, or a head a previous
+    audit verified and recorded): what `verify_rows` does, for a caller that folds the same
+    rows as it verifies them and keeps each stream's last version itself (`imagen audit`
+    keeps it only while a job is open)."""
+
+    def __init__(self, start: Head | None = None) -> None:
+        self.head = start or Head(0, GENESIS_HASH)
+        self.checked = 0
+        self.first_broken: int | None = None
+        self.reason: str | None = None
+
+    def step(self, row: Sequence[Any], last_version: int) -> bool:
+        """Check one row (`events` columns) after the head; False (and the walk stops) at
+        the first that does not hold. `last_version`: its stream's version before it."""
         pos, eid, sid, ver, typ, sv, data, at, prev, digest = row
+        expected, prev_hash = self.head.position + 1, self.head.hash
         problem = None
-        if pos != expected_pos:
-            problem = f"position {expected_pos} is missing"
-            pos = expected_pos
+        if pos != expected:
+            problem = f"position {expected} is missing"
+            pos = expected
         elif prev != prev_hash:
             problem = "prev_hash does not match the previous event's hash"
-        elif ver != versions.get(sid, 0) + 1:
+        elif ver != last_version + 1:
             problem = f"stream {sid} jumps to version {ver}"
         elif event_hash(prev, pos, eid, sid, ver, typ, sv, data, at) != digest:
             problem = "hash does not match the event's contents"
         if problem:
-            return VerifyReport(checked, Head(pos - 1, prev_hash), pos, problem)
-        versions[sid] = ver
-        prev_hash, expected_pos = digest, pos + 1
-        checked += 1
-    return VerifyReport(checked, Head(expected_pos - 1, prev_hash))
+            self.first_broken, self.reason = pos, problem
+            return False
+        self.head = Head(pos, digest)
+        self.checked += 1
+        return True
+
+    def report(self) -> VerifyReport:
+        return VerifyReport(self.checked, self.head, self.first_broken, self.reason)
 
 
 class HeadFile:

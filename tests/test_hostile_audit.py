@@ -228,3 +228,37 @@ def test_a_new_ledger_records_its_head_file_and_no_crash_leaves_it_without_one(
         assert store.head_file_problems(store.head()) != []
     finally:
         store.close()
+
+
+def test_an_incremental_audit_trusts_only_a_checkpoint_the_chain_still_holds(
+    sandbox: Sandbox,
+) -> None:
+    """--since / --from-position start from the checkpoint a full audit recorded: only what
+    was appended since is read, yet the head file is still checked, and a checkpoint whose
+    hash the chain no longer holds is refused."""
+    from ledger.chain import Head, HeadFile
+
+    _generate(sandbox, "one")
+    full = _audit(sandbox)  # records its checkpoint beside the ledger
+    assert full["ok"]
+    _generate(sandbox, "two")
+    since = sandbox.run("audit", "--json", "--since", "2099-01-01")
+    report = json.loads(since.stdout)
+    assert report["ok"] and report["images_checked"] == 1, since.stderr
+    assert report["events_verified"] == report["head"]["position"] - full["head"]["position"]
+    before = sandbox.run("audit", "--since", "2001-01-01")  # no audit had run by then
+    assert before.returncode == 2 and "no audit recorded a verified checkpoint" in before.stderr
+
+    head = report["head"]
+    HeadFile(sandbox.root / "ledger.db.head").write(Head(head["position"] + 5, head["hash"]))
+    tampered = json.loads(sandbox.run("audit", "--json", "--from-position", "last").stdout)
+    assert "head_file" in {p["kind"] for p in tampered["problems"]}, tampered
+
+    marks = sandbox.root / "ledger.db.audit"
+    recorded = json.loads(marks.read_text())
+    for c in recorded["verified"]:
+        c["hash"] = "f" * 64  # not what the chain holds there
+    marks.write_text(json.dumps(recorded))
+    refused = sandbox.run("audit", "--json", "--from-position", "last")
+    assert refused.returncode == 4
+    assert "checkpoint" in {p["kind"] for p in json.loads(refused.stdout)["problems"]}

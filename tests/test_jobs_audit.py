@@ -175,3 +175,32 @@ def test_rebuild_restores_a_deleted_sidecar(sandbox: Sandbox) -> None:
     assert json.loads(Path(f"{image}.json").read_text())["prompt"] == "a fox"
     again = sandbox.run("rebuild")
     assert again.returncode == 0 and "0 difference(s)" in again.stdout
+
+
+def test_audit_holds_a_job_only_while_it_is_open(tmp_path: Path) -> None:
+    """Audit's memory follows the jobs under way, not the ledger's length: an ended job is
+    settled and dropped at once, and past the open-job bound the longest idle are settled
+    early and read again when their events resume."""
+    from imagen.app.audit import scan
+    from imagen.projections.jobs import table as jobs_index
+    from ledger.store import open_store
+    from tests.benchmarks.bench_jobs import _job_events
+
+    store = open_store(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        # 12 jobs in turns of 6 at once, each event in turn: 6 open together, 3 allowed.
+        for first in (0, 6):
+            streams = {f"job{i:03d}": _job_events(i) for i in range(first, first + 6)}
+            for step in range(max(len(e) for e in streams.values())):
+                for jid, events in streams.items():
+                    if step < len(events):
+                        store.append(jid, [NewEvent(*events[step])], None)
+        jobs_index.catch_up(store)
+        scanned = scan(store, store.head(), compare={"jobs"}, open_limit=3)
+    finally:
+        store.close()
+    assert scanned.report.ok and scanned.report.checked == 12 * len(_job_events(0))
+    assert scanned.most_open <= 4  # the bound, plus the one just opened
+    # Jobs settled early, then resumed, fold whole: no row differs from the jobs table and
+    # each job's finding (no image files were written) is counted once.
+    assert [p["kind"] for p in scanned.problems] == ["image_missing"] * 12

@@ -330,8 +330,10 @@ def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
         }
         assert abs(account["clock_offset_s"]) < 5
 
-        misuse = box.run("audit", "--since", "1h")
-        assert misuse.returncode == 2 and "--since needs --provider" in misuse.stderr
+        # Without --provider, --since is an incremental audit from a checkpoint an audit
+        # recorded by then: the audits above recorded theirs just now, not an hour ago.
+        early = box.run("audit", "--since", "1h")
+        assert early.returncode == 2 and "no audit recorded a verified checkpoint" in early.stderr
         assert box.run("audit", "--provider", "--since", "yesterday").returncode == 2
 
         rep.hostile_next(f"{evil.url}/v1/predictions?cursor=x")

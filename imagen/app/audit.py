@@ -3,6 +3,13 @@
 Projections (the jobs table, sidecars) are caches: audit never takes a path or a sha256 from
 them. It folds the verified events itself, checks the files against that fold, and reports any
 projection that disagrees with it, or whose checkpoint is past the chain's head, as a finding.
+
+One pass, in flat memory: each event is verified, then folded into its job; a job is held only
+while it is open. Once it ends (or, past `OPEN_LIMIT` open jobs, the longest idle ones) it is
+settled: its invariants, files and recorded spend figure checked, its rows compared with the
+cached tables a few hundred jobs at a time, and dropped. A settled job that has events later
+(after its end: itself a finding; or an idle one resuming) is read again up to there and
+settled again, its first findings replaced.
 """
 
 from __future__ import annotations
@@ -11,7 +18,10 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +29,14 @@ from imagen.core.events import newer_than_this
 from imagen.projections.jobs import fold as projection
 from imagen.projections.jobs.fold import COLUMNS
 from imagen.projections.jobs.query import CHECKPOINT, TABLE
+from imagen.repository import payload
+from ledger.chain import ChainWalk, Head, VerifyReport, as_row
+from ledger.events import RecordedEvent
 from ledger.interface import Reader
 
 IDENTITY_STREAM = "$ledger"
+OPEN_LIMIT = 2000  # open jobs held at most; past it the longest idle are settled early
+SETTLE = 500  # settled jobs compared with the cached tables per query
 
 Problem = dict[str, Any]
 
@@ -34,36 +49,384 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fold_chain(
-    store: Any, head: int, newer: dict[str, int] | None = None
-) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[str, str]]]:
-    """Every job's row and, per image path, the last job that stored an image there (with its
-    sha256), from the events up to `head` (the verified part of the chain). `newer` counts
-    what was written by a newer imagen (see `newer_events`)."""
-    rows: dict[str, dict[str, Any]] = {}
-    images: dict[str, tuple[str, str]] = {}
-    for e in store.read_all(0):
-        if e.position > head:
-            break
-        if e.stream_id == IDENTITY_STREAM:
-            continue
-        if newer is not None and (what := newer_than_this(e.type, e.schema_version, e.data)):
-            newer[what] = newer.get(what, 0) + 1
-        if e.stream_id.startswith("$"):  # budgets: not a job
-            continue
-        data = e.data
-        rows[e.stream_id] = projection.apply(
-            rows.get(e.stream_id),
-            e.stream_id,
-            e.type,
-            data,
-            e.recorded_at,
-            e.position,
-            e.schema_version,
+@dataclass(frozen=True)
+class Cache:
+    """A cached table audit compares with its own fold: its name, columns (the key first),
+    what a row is called in a finding, and where it is cached."""
+
+    table: str
+    columns: Sequence[str]
+    what: str
+    where: str
+    ref: Callable[[str], dict[str, Any]]
+
+    @property
+    def key(self) -> str:
+        return self.columns[0]
+
+
+def caches() -> dict[str, Cache]:
+    from imagen.projections import spend
+    from imagen.projections.usage.fold import LOCAL_COLUMNS
+    from imagen.projections.usage.table import TABLE as USAGE_TABLE
+
+    return {
+        "jobs": Cache(TABLE, COLUMNS, "job", "the jobs projection", lambda k: {"job_id": k}),
+        "usage": Cache(
+            USAGE_TABLE,
+            LOCAL_COLUMNS,
+            "usage row",
+            "the usage table",
+            lambda k: {"projection": "usage", "row": k},
+        ),
+        "spend": Cache(
+            spend.SPEND.name,
+            spend.SPEND.column_names,
+            "spend row",
+            "the spend table",
+            lambda k: {"projection": "spend", "job_id": k},
+        ),
+    }
+
+
+def comparable(store: Any, head: int) -> set[str]:
+    """The cached tables whose checkpoint is the chain's head (after catching them up): only
+    those can be compared row by row (behind: appended since; ahead: reported as such)."""
+    from imagen.projections import spend
+    from imagen.projections.usage.table import CHECKPOINT as USAGE_CHECKPOINT
+
+    names = {"jobs": CHECKPOINT, "usage": USAGE_CHECKPOINT, "spend": spend.CHECKPOINT}
+    out = set()
+    with store.snapshot() as view:
+        for name, checkpoint in names.items():
+            if view.has_checkpoint(checkpoint) and view.checkpoint(checkpoint) == head:
+                out.add(name)
+    return out
+
+
+class KeySet:
+    """A set of keys in constant memory: per bucket of their hashes, a count and an xor.
+    Two sets that differ differ in some bucket, which names the few keys to look at."""
+
+    BUCKETS = 4096
+
+    def __init__(self) -> None:
+        self.count = [0] * self.BUCKETS
+        self.xor = [0] * self.BUCKETS
+
+    def flip(self, key: str, n: int = 1) -> None:
+        h = hash(key)
+        b = h % self.BUCKETS
+        self.count[b] += n
+        self.xor[b] ^= h
+
+    def bucket(self, key: str) -> int:
+        return hash(key) % self.BUCKETS
+
+    def differing(self, other: KeySet) -> set[int]:
+        return {
+            b
+            for b in range(self.BUCKETS)
+            if self.count[b] != other.count[b] or self.xor[b] != other.xor[b]
+        }
+
+
+@dataclass(slots=True)
+class _Job:
+    """A job while it is open: its last version, its row so far, its events (each with its
+    decoded data) and the images it stored (path -> sha256, position)."""
+
+    version: int = 0
+    row: dict[str, Any] | None = None
+    events: list[tuple[RecordedEvent, Any]] = field(default_factory=list)
+    images: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def add(self, jid: str, e: RecordedEvent, data: Any) -> None:
+        """One more of the job's events, folded as the jobs projection folds it."""
+        self.version = e.stream_version
+        self.row = projection.apply(
+            self.row, jid, e.type, data, e.recorded_at, e.position, e.schema_version
         )
+        self.events.append((e, data))
         if e.type == "ImageStored":
-            images[str(data.get("path"))] = (e.stream_id, str(data.get("sha256")))
-    return rows, images
+            self.images[str(data.get("path"))] = (str(data.get("sha256")), e.position)
+
+    @classmethod
+    def read(cls, store: Any, jid: str, before: int) -> _Job:
+        """The job as its events before position `before` make it, read from the ledger."""
+        job = cls()
+        for e in store.read_stream(jid):
+            if e.position < before:
+                job.add(jid, e, payload(e))
+        return job
+
+
+@dataclass(slots=True)
+class _Settled:
+    """What audit keeps of a settled job until its batch is compared with the caches."""
+
+    jid: str
+    rows: dict[str, dict[str, dict[str, Any]]]  # cache name -> key -> row folded
+
+
+@dataclass
+class Scan:
+    report: VerifyReport
+    problems: list[Problem]
+    newer: dict[str, int]
+    images_checked: int
+    folders: set[Path]  # where the chain's images are
+    most_open: int  # the most jobs held at once (flat memory: bounded by OPEN_LIMIT)
+
+
+class Audit:
+    """One pass over the chain: see the module doc."""
+
+    def __init__(
+        self,
+        store: Any,
+        start: Head | None,
+        compare: set[str],
+        *,
+        open_limit: int = OPEN_LIMIT,
+        settle: int = SETTLE,
+    ) -> None:
+        self.store = store
+        self.walk = ChainWalk(start)
+        self.begin = self.walk.head.position
+        self.compare = {name: c for name, c in caches().items() if name in compare}
+        self.open_limit, self.settle_size = open_limit, settle
+        self.held: dict[str, _Job] = {}
+        self.others: dict[str, int] = {}  # streams that are not jobs ("$ledger", "$budgets")
+        self.newer: dict[str, int] = {}
+        self.found: dict[str, list[Problem]] = {}  # per job, replaced when it is settled again
+        self.checked = 0  # images checked
+        self.pending: dict[str, _Settled] = {}
+        self.keys = {name: KeySet() for name in self.compare}
+        self.folders: set[Path] = set()
+        self.most_open = 0
+
+    def run(
+        self, head: int, progress: Callable[[int], None] | None = None, batch: int = 5000
+    ) -> Scan:
+        import gc
+        from itertools import takewhile
+
+        events = takewhile(
+            lambda e: e.position <= head, self.store.read_all(self.begin, batch=batch)
+        )
+        # A batch of events, their payloads and the open jobs' states are many acyclic
+        # objects that reference counting frees: the cycle collector scanning them again and
+        # again cost ~10% of an audit (measured), so it waits until the pass is done.
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            for chunk in _batched(events, batch):
+                if not self.feed(chunk):
+                    break
+                if progress is not None:
+                    progress(self.walk.head.position)
+            for jid, job in list(self.held.items()):
+                if job.events:  # (not one opened by an event the chain broke at)
+                    self._release(jid)
+            self._settle()
+        finally:
+            if was:
+                gc.enable()
+        return self.finish()
+
+    def feed(self, events: Iterable[RecordedEvent]) -> bool:
+        """Verify and fold `events` (the next in the chain); False once the chain breaks."""
+        held = self.held
+        for e in events:
+            sid = e.stream_id
+            job = held.get(sid)
+            if job is None and not sid.startswith("$"):
+                job = held[sid] = _Job() if e.stream_version == 1 else self._open(sid, e.position)
+                if len(held) > self.most_open:
+                    self.most_open = len(held)
+            if not self.walk.step(
+                as_row(e), self.others.get(sid, 0) if job is None else job.version
+            ):
+                return False
+            data = None if sid == IDENTITY_STREAM else payload(e)
+            if data is not None and (what := newer_than_this(e.type, e.schema_version, data)):
+                self.newer[what] = self.newer.get(what, 0) + 1
+            if job is None:  # the ledger's identity, budgets: not a job
+                self.others[sid] = e.stream_version
+                continue
+            job.add(sid, e, data)
+            if e.type in _ENDS:
+                self._release(sid)  # ended: settled now, its state dropped
+            elif len(held) > self.open_limit:
+                idle = sorted(held, key=lambda j: held[j].events[-1][0].position)
+                for jid in idle[: len(held) - self.open_limit // 2]:
+                    self._release(jid)
+        return True
+
+    def _open(self, jid: str, position: int) -> _Job:
+        """A job not held: new, or (its events before `position` in the ledger) settled
+        earlier in this audit or begun before the checkpoint it started from. Those events
+        were verified by this walk, or are vouched for by the checkpoint's hash."""
+        job = _Job.read(self.store, jid, position)
+        if job.events and job.events[-1][0].position > self.begin:
+            # Settled before in this audit: what it counted then is taken back.
+            self.found.pop(jid, None)
+            if job.row is not None and job.row["status"] == "succeeded":
+                self.checked -= len(job.images)  # checked when it was settled
+            settled = self.pending.pop(jid, None)
+            again = _rows(jid, job) if settled is None else settled.rows
+            for name, rows in again.items():
+                if name not in self.keys:
+                    continue
+                for key in rows:
+                    self.keys[name].flip(key, -1)
+        return job
+
+    def _settled(self, jid: str, job: _Job) -> _Settled:
+        """A job's rows folded, and its own checks (findings kept by job)."""
+        from imagen.projections import spend
+
+        rows = _rows(jid, job)
+        assert job.row is not None
+        problems = invariants(job.row)
+        last, _ = job.events[-1]
+        if job.row["terminal_events"] and last.type in _ENDS:
+            end = spend.End(jid, last.position, last.data_json, last.recorded_at)
+            if (found := spend.recorded_difference(end, rows["spend"].get(jid))) is not None:
+                problems.append(found)
+        if job.row["status"] == "succeeded":
+            for path, (sha, position) in job.images.items():
+                problems.extend(check_image(jid, path, sha, position))
+            self.checked += len(job.images)
+        self.folders.update(Path(p).parent for p in job.images)
+        if problems:
+            self.found[jid] = problems
+        return _Settled(jid, {n: r for n, r in rows.items() if n in self.compare})
+
+    def _release(self, jid: str) -> None:
+        settled = self._settled(jid, self.held.pop(jid))
+        for name, rows in settled.rows.items():
+            for key in rows:
+                self.keys[name].flip(key)
+        self.pending[jid] = settled
+        if len(self.pending) >= self.settle_size:
+            self._settle()
+
+    def _settle(self) -> None:
+        """The settled jobs' rows against the cached tables, one query per table."""
+        for name, cache in self.compare.items():
+            want = {k: r for s in self.pending.values() for k, r in s.rows[name].items()}
+            if not want:
+                continue
+            have = _cached(self.store, cache, want)
+            values = itemgetter(*cache.columns)
+            for s in self.pending.values():
+                for k, w in s.rows[name].items():
+                    h = have.get(k)
+                    if h is not None and w.keys() >= h.keys() and values(w) == values(h):
+                        continue  # the same, exactly: most rows
+                    if (p := _differ(k, w, h, cache)) is not None:
+                        self.found.setdefault(s.jid, []).append(p)
+        self.pending.clear()
+
+    def finish(self) -> Scan:
+        problems = [p for found in self.found.values() for p in found]
+        problems = _last_stored(self.store, self.walk.head.position, problems)
+        if not self.begin and self.walk.first_broken is None:
+            for name, cache in self.compare.items():
+                problems.extend(self._extra(cache, self.keys[name], name))
+        order = {"invariant": 0, "image_missing": 1, "image_modified": 1, "sidecar": 1}
+        problems.sort(key=lambda p: order.get(p["kind"], 2 + (p["kind"] == "projection")))
+        return Scan(
+            self.walk.report(),
+            problems,
+            self.newer,
+            self.checked,
+            self.folders,
+            self.most_open,
+        )
+
+    def _extra(self, cache: Cache, folded: KeySet, name: str) -> list[Problem]:
+        """Rows cached that the chain's fold does not have (a full audit only): the cached
+        keys are read a page at a time into a KeySet; in the few buckets where it differs
+        from the keys folded, each cached key's job is folded again to tell."""
+        cached = KeySet()
+        for page in _keys(self.store, cache):
+            for k in page:
+                cached.flip(k)
+        differ = folded.differing(cached)
+        if not differ:
+            return []
+        problems = []
+        for page in _keys(self.store, cache):
+            for k in page:
+                if folded.bucket(k) in differ and not self._folds(k, name):
+                    problems.append(_differ(k, None, {}, cache))  # type: ignore[arg-type]
+        return [p for p in problems if p is not None]
+
+    def _folds(self, key: str, name: str) -> bool:
+        """Whether the chain's fold has `key` in cache `name` (its job folded again)."""
+        head = self.walk.head.position
+        for jid in dict.fromkeys((key, key.rpartition(":")[0])):
+            if not jid or jid.startswith("$"):
+                continue
+            job = _Job.read(self.store, jid, head + 1)
+            if job.row is not None and key in _rows(jid, job)[name]:
+                return True
+        return False
+
+
+_ENDS = frozenset(("JobSucceeded", "JobFailed", "JobCancelled"))
+
+
+def scan(
+    store: Any,
+    head: Head,
+    *,
+    start: Head | None = None,
+    compare: Iterable[str] = (),
+    progress: Callable[[int], None] | None = None,
+    open_limit: int = OPEN_LIMIT,
+) -> Scan:
+    """The chain up to `head` verified (from `start`, a checkpoint an earlier audit verified,
+    or from the genesis), its jobs folded and checked, and compared with the cached tables
+    named in `compare` (see `comparable`)."""
+    return Audit(store, start, set(compare), open_limit=open_limit).run(head.position, progress)
+
+
+def _rows(jid: str, job: _Job) -> dict[str, dict[str, dict[str, Any]]]:
+    """The rows each cached table holds for the job, keyed as there: its jobs row, its usage
+    rows and its spend row (none before its request), folded as the projections fold them."""
+    from imagen.projections import spend
+    from imagen.projections.usage.fold import usage_rows
+
+    state = _fold_job(jid, job.events)
+    usage = usage_rows(state)
+    spend_row = spend.row(state, usage)
+    return {
+        "jobs": {jid: job.row or {}},
+        "usage": {r["id"]: r for r in usage},
+        "spend": {} if spend_row is None else {jid: spend_row},
+    }
+
+
+def _fold_job(jid: str, events: Sequence[tuple[RecordedEvent, Any]]) -> Any:
+    from imagen.core.job import fold as fold_job
+    from imagen.repository import to_recorded
+
+    return fold_job(jid, [to_recorded(e, data) for e, data in events])
+
+
+def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def newer_events(newer: dict[str, int]) -> list[dict[str, Any]]:
@@ -81,132 +444,159 @@ def newer_events(newer: dict[str, int]) -> list[dict[str, Any]]:
     ]
 
 
-def invariants(rows: dict[str, dict[str, Any]]) -> list[Problem]:
+def invariants(row: dict[str, Any]) -> list[Problem]:
+    """One job's row: one terminal event at most, and nothing after it."""
     problems: list[Problem] = []
-    for jid, row in rows.items():
-        if row["terminal_events"] > 1:
-            problems.append(
-                {
-                    "kind": "invariant",
-                    "job_id": jid,
-                    "message": f"job {jid} has {row['terminal_events']} terminal events",
-                }
-            )
-        if row["events_after_terminal"]:
-            problems.append(
-                {
-                    "kind": "invariant",
-                    "job_id": jid,
-                    "message": f"job {jid} has {row['events_after_terminal']} event(s) "
-                    "after it ended",
-                }
-            )
+    jid = row["job_id"]
+    if row["terminal_events"] > 1:
+        problems.append(
+            {
+                "kind": "invariant",
+                "job_id": jid,
+                "message": f"job {jid} has {row['terminal_events']} terminal events",
+            }
+        )
+    if row["events_after_terminal"]:
+        problems.append(
+            {
+                "kind": "invariant",
+                "job_id": jid,
+                "message": f"job {jid} has {row['events_after_terminal']} event(s) after it ended",
+            }
+        )
     return problems
 
 
-def check_files(
-    rows: dict[str, dict[str, Any]], images: dict[str, tuple[str, str]]
-) -> tuple[list[Problem], int]:
-    """Each succeeded job's image (the chain's path and sha256) and its sidecar."""
+def check_image(jid: str, path_text: str, sha: str, position: int) -> list[Problem]:
+    """A succeeded job's image (the chain's path and sha256, stored at `position`) and its
+    sidecar."""
+    path = Path(path_text)
+    if not path.is_file():
+        return [
+            {
+                "kind": "image_missing",
+                "job_id": jid,
+                "path": path_text,
+                "position": position,
+                "message": f"job {jid}: image missing: {path}",
+            }
+        ]
     problems: list[Problem] = []
-    checked = 0
-    for path_text, (jid, sha) in images.items():
-        if rows.get(jid, {}).get("status") != "succeeded":
-            continue
-        checked += 1
-        path = Path(path_text)
-        if not path.is_file():
-            problems.append(
-                {
-                    "kind": "image_missing",
-                    "job_id": jid,
-                    "path": path_text,
-                    "message": f"job {jid}: image missing: {path}",
-                }
-            )
-            continue
-        if file_sha256(path) != sha:
-            problems.append(
-                {
-                    "kind": "image_modified",
-                    "job_id": jid,
-                    "path": path_text,
-                    "message": f"job {jid}: image modified since it was stored: {path}",
-                }
-            )
-        side = Path(f"{path_text}.json")
-        try:
-            data = json.loads(side.read_bytes())
-            ok = (
-                isinstance(data, dict)
-                and data.get("job_id") == jid
-                and isinstance(data.get("image"), dict)
-                and data["image"].get("sha256") == sha
-                and data["image"].get("path") == path_text
-            )
-        except (OSError, ValueError):
-            ok = False
-        if not ok:
-            missing = not side.exists()
-            problems.append(
-                {
-                    "kind": "sidecar",
-                    "job_id": jid,
-                    "path": str(side),
-                    # A crash right after JobSucceeded leaves no sidecar: name the fix.
-                    "message": f"job {jid}: sidecar missing: {side} (`imagen resume {jid}` "
-                    "or `imagen rebuild` writes it)"
-                    if missing
-                    else f"job {jid}: sidecar differs from the ledger: {side} "
-                    "(`imagen rebuild` rewrites it)",
-                }
-            )
-    return problems, checked
+    if file_sha256(path) != sha:
+        problems.append(
+            {
+                "kind": "image_modified",
+                "job_id": jid,
+                "path": path_text,
+                "position": position,
+                "message": f"job {jid}: image modified since it was stored: {path}",
+            }
+        )
+    side = Path(f"{path_text}.json")
+    try:
+        data = json.loads(side.read_bytes())
+        ok = (
+            isinstance(data, dict)
+            and data.get("job_id") == jid
+            and isinstance(data.get("image"), dict)
+            and data["image"].get("sha256") == sha
+            and data["image"].get("path") == path_text
+        )
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        missing = not side.exists()
+        problems.append(
+            {
+                "kind": "sidecar",
+                "job_id": jid,
+                "path": str(side),
+                "position": position,
+                # A crash right after JobSucceeded leaves no sidecar: name the fix.
+                "message": f"job {jid}: sidecar missing: {side} (`imagen resume {jid}` "
+                "or `imagen rebuild` writes it)"
+                if missing
+                else f"job {jid}: sidecar differs from the ledger: {side} "
+                "(`imagen rebuild` rewrites it)",
+            }
+        )
+    return problems
+
+
+_FILE_KINDS = ("image_missing", "image_modified", "sidecar")
+
+
+def _last_stored(store: Any, head: int, problems: list[Problem]) -> list[Problem]:
+    """A path two jobs stored is the later one's: a file finding of the earlier job there is
+    dropped (only when there are file findings: the image events are read again, a page at
+    a time, for the paths they name)."""
+    paths = {
+        p["path"].removesuffix(".json") if p["kind"] == "sidecar" else p["path"]: 0
+        for p in problems
+        if p["kind"] in _FILE_KINDS
+    }
+    if not paths:
+        return problems
+    after = 0
+    while rows := store.query(
+        "SELECT position, data FROM events WHERE type = 'ImageStored' AND position > :a"
+        " AND position <= :h ORDER BY position LIMIT 5000",
+        {"a": after, "h": head},
+    ):
+        for position, data in rows:
+            try:
+                path = json.loads(data).get("path")
+            except (ValueError, AttributeError):
+                continue
+            if path in paths:
+                paths[path] = position
+        after = rows[-1][0]
+    kept = []
+    for p in problems:
+        if p["kind"] in _FILE_KINDS:
+            path = p["path"].removesuffix(".json") if p["kind"] == "sidecar" else p["path"]
+            if paths[path] > p["position"]:
+                continue  # a later job stored this path: its own check covers it
+        kept.append({k: v for k, v in p.items() if k != "position" or p["kind"] not in _FILE_KINDS})
+    return kept
 
 
 def check_unknown_files(
-    store: Any,
-    head: int,
-    rows: dict[str, dict[str, Any]],
-    images: dict[str, tuple[str, str]],
-    folders: Sequence[Path],
+    store: Any, head: int, parents: Iterable[Path], folders: Sequence[Path]
 ) -> list[Problem]:
     """Sidecars (and their images) for jobs the chain does not have, in the folders the chain's
     images are in and in `folders` (the configured output directory): what a removed tail
     leaves on disk, whatever the projections and the head file were made to say. A job
     recorded after `head` (one running while audit reads) is not unknown."""
     problems: list[Problem] = []
-    later: set[str] | None = None
-    where = sorted({Path(p).parent for p in images} | set(folders))
-    for folder in where:
+    found: list[tuple[Path, str]] = []
+    for folder in sorted(set(parents) | set(folders)):
         try:
-            names = sorted(e.name for e in os.scandir(folder) if e.name.endswith(".json"))
+            names = (e.name for e in os.scandir(folder) if e.name.endswith(".json"))
+            sides = ((folder / n, jid) for n in names if (jid := _sidecar_job(folder / n)))
+            # Any event of the job (those after `head` too: a job running while audit reads,
+            # or past a break in the chain) makes it known; asked in chunks, never all at once.
+            for chunk in _batched(sides, 500):
+                known = _streams_present(store, {jid for _, jid in chunk})
+                found.extend((side, jid) for side, jid in chunk if jid not in known)
         except OSError:
             continue
-        for name in names:
-            side = folder / name
-            jid = _sidecar_job(side)
-            if jid is None or jid in rows:
-                continue
-            if later is None:
-                later = {e.stream_id for e in store.read_all(head)}
-            if jid in later:
-                continue
-            image = Path(str(side)[: -len(".json")])
-            with_image = (
-                "the image " + str(image) + " and its sidecar"
-                if image.is_file()
-                else (f"the sidecar {side}")
-            )
-            problems.append(
-                {
-                    "kind": "unknown_job_files",
-                    "job_id": jid,
-                    "path": str(side),
-                    "message": f"{with_image} belong to job {jid}, which the ledger does not "
-                    "have: its events were removed (or another ledger wrote them here)",
-                }
-            )
+    for side, jid in sorted(found):
+        image = Path(str(side)[: -len(".json")])
+        with_image = (
+            "the image " + str(image) + " and its sidecar"
+            if image.is_file()
+            else (f"the sidecar {side}")
+        )
+        problems.append(
+            {
+                "kind": "unknown_job_files",
+                "job_id": jid,
+                "path": str(side),
+                "message": f"{with_image} belong to job {jid}, which the ledger does not "
+                "have: its events were removed (or another ledger wrote them here)",
+            }
+        )
     return problems
 
 
@@ -226,6 +616,71 @@ def _sidecar_job(side: Path) -> str | None:
     return jid
 
 
+def _streams_present(store: Any, job_ids: set[str]) -> set[str]:
+    keys = sorted(job_ids)
+    marks = ", ".join(f":k{i}" for i in range(len(keys)))
+    sql = f"SELECT DISTINCT stream_id FROM events WHERE stream_id IN ({marks})"
+    return {r[0] for r in store.query(sql, {f"k{i}": k for i, k in enumerate(keys)})}
+
+
+# -- the audit checkpoint: how far an audit verified the chain ------------------------------
+
+
+def checkpoint_path(store: Any) -> Path:
+    """Beside a SQLite ledger (`<ledger>.audit`, by its head file); for a ledger without a
+    head file (PostgreSQL), in this user's state directory, named by the ledger's id."""
+    if store.head_path is not None:
+        return Path(str(store.head_path).removesuffix(".head") + ".audit")
+    from platformdirs import user_state_path
+
+    from imagen.app.paths import APP
+
+    return user_state_path(APP) / "audit" / f"{store.identity() or 'empty'}.json"
+
+
+def read_checkpoints(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+        return [c for c in data["verified"] if isinstance(c, dict)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def record_checkpoint(path: Path, head: Head, at: str) -> None:
+    """After a verified chain: the position it was verified up to, with its hash (kept for
+    the last 100 audits, so --from-position can start from any of them)."""
+    if head.position == 0:
+        return
+    kept = [c for c in read_checkpoints(path) if c.get("position") != head.position][-99:]
+    kept.append({"position": head.position, "hash": head.hash, "verified_at": at})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"verified": kept}, indent=1) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the audit stands; the next one starts from the genesis
+
+
+def choose_checkpoint(path: Path, wanted: str, before: datetime | None = None) -> Head | None:
+    """--from-position N: the recorded checkpoint at N or the last one before it; `last`:
+    the latest. `before` (--since): only those verified at or before it. None when no
+    audit recorded one there."""
+    from imagen.core.times import parse_iso
+
+    points = read_checkpoints(path)
+    try:
+        if wanted != "last":
+            limit = int(wanted)
+            points = [c for c in points if int(c["position"]) <= limit]
+        if before is not None:
+            points = [c for c in points if parse_iso(str(c["verified_at"])) <= before]
+        best = max(points, key=lambda c: int(c["position"]), default=None)
+        return None if best is None else Head(int(best["position"]), str(best["hash"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def check_checkpoints(store: Reader, head: int) -> list[Problem]:
     """A projection that has seen events the chain no longer has: the chain lost its tail."""
     problems: list[Problem] = []
@@ -242,83 +697,50 @@ def check_checkpoints(store: Reader, head: int) -> list[Problem]:
     return problems
 
 
-def _compare(
-    want: dict[str, dict[str, Any]],
-    have: dict[str, dict[str, Any]],
-    columns: Sequence[str],
-    ref: Callable[[str], dict[str, Any]],
-    what: str,
-    where: str,
-) -> list[Problem]:
-    """A cache (`have`) against the chain's own fold (`want`), keyed alike: each row missing,
-    extra or differing is a finding that names `what` it is and `where` it is cached."""
-    problems: list[Problem] = []
-    for key in sorted(want.keys() | have.keys()):
-        w, h = want.get(key), have.get(key)
-        found = {"kind": "projection", **ref(key)}
-        if w is None or h is None:
-            side = "missing from" if h is None else "not in the chain but in"
-            problems.append(
-                {**found, "message": f"{what} {key} is {side} {where} (`imagen rebuild`)"}
-            )
-            continue
-        differ = [c for c in columns if not _same(w.get(c), h.get(c))]
-        if differ:
-            problems.append(
-                {
-                    **found,
-                    "columns": differ,
-                    "message": f"{what} {key}: {where} disagrees with the chain on "
-                    f"{', '.join(differ)} (`imagen rebuild`)",
-                }
-            )
-    return problems
-
-
-def check_jobs_projection(
-    store: Reader, rows: dict[str, dict[str, Any]], head: int
-) -> list[Problem]:
-    """The jobs table against the chain's own fold (after catching it up)."""
-    try:
-        checkpoint = store.get_checkpoint(CHECKPOINT)
-        stored_rows = store.query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE}")
-    except Exception:  # noqa: BLE001 - no projection table yet: nothing cached to disagree
-        return []
-    if checkpoint != head:
-        return []  # not comparable (behind: catch-up failed; ahead: reported above)
-    stored = {r[0]: dict(zip(COLUMNS, r, strict=True)) for r in stored_rows}
-    return _compare(rows, stored, COLUMNS, lambda k: {"job_id": k}, "job", "the jobs projection")
-
-
-def check_usage_projection(store: Any, rows: dict[str, dict[str, Any]], head: int) -> list[Problem]:
-    """The usage table (the outbox for Supabase) against usage rows folded from the chain: a row
-    edited or deleted there would change what is reported as spent."""
-    from imagen.projections.usage.fold import LOCAL_COLUMNS, usage_rows
-    from imagen.projections.usage.table import CHECKPOINT as USAGE_CHECKPOINT
-    from imagen.projections.usage.table import TABLE as USAGE_TABLE
-    from imagen.repository import load
-
-    try:
-        checkpoint = store.get_checkpoint(USAGE_CHECKPOINT)
-        stored_rows = store.query(f"SELECT {', '.join(LOCAL_COLUMNS)} FROM {USAGE_TABLE}")
-    except Exception:  # noqa: BLE001 - no usage table yet: nothing cached to disagree
-        return []
-    if checkpoint != head:
-        return []  # not comparable (behind: not caught up yet; ahead: reported above)
-    stored = {r[0]: dict(zip(LOCAL_COLUMNS, r, strict=True)) for r in stored_rows}
-    want: dict[str, dict[str, Any]] = {}
-    for jid, row in rows.items():
-        if row.get("status") in ("succeeded", "failed", "cancelled"):
-            for r in usage_rows(load(store, jid)):
-                want.setdefault(r["id"], r)
-    return _compare(
-        want,
-        stored,
-        LOCAL_COLUMNS,
-        lambda k: {"projection": "usage", "row": k},
-        "usage row",
-        "the usage table",
+def _cached(store: Any, cache: Cache, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    wanted = sorted(keys)
+    marks = ", ".join(f":k{i}" for i in range(len(wanted)))
+    rows = store.query(
+        f"SELECT {', '.join(cache.columns)} FROM {cache.table} WHERE {cache.key} IN ({marks})",
+        {f"k{i}": k for i, k in enumerate(wanted)},
     )
+    return {r[0]: dict(zip(cache.columns, r, strict=True)) for r in rows}
+
+
+def _keys(store: Any, cache: Cache, size: int = 5000) -> Iterator[list[str]]:
+    """The cached table's keys in order, a page at a time."""
+    after = ""
+    while keys := [
+        r[0]
+        for r in store.query(
+            f"SELECT {cache.key} FROM {cache.table} WHERE {cache.key} > :after"
+            f" ORDER BY {cache.key} LIMIT {size}",
+            {"after": after},
+        )
+    ]:
+        yield keys
+        after = keys[-1]
+
+
+def _differ(
+    key: str, w: dict[str, Any] | None, h: dict[str, Any] | None, cache: Cache
+) -> Problem | None:
+    """A cached row (`h`) against the chain's own fold (`w`): missing, extra or differing is
+    a finding that names what it is and where it is cached."""
+    found = {"kind": "projection", **cache.ref(key)}
+    what, where = cache.what, cache.where
+    if w is None or h is None:
+        side = "missing from" if h is None else "not in the chain but in"
+        return {**found, "message": f"{what} {key} is {side} {where} (`imagen rebuild`)"}
+    differ = [c for c in cache.columns if not _same(w.get(c), h.get(c))]
+    if not differ:
+        return None
+    return {
+        **found,
+        "columns": differ,
+        "message": f"{what} {key}: {where} disagrees with the chain on "
+        f"{', '.join(differ)} (`imagen rebuild`)",
+    }
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -409,37 +409,3 @@ def describe(entries: list[CallerBudget]) -> str:
         on = f" on {e['backend']}" if e["backend"] else ""
         parts.append(f"{e['spent']} of {e['amount']} {per}{on}" + (" (*)" if e["default"] else ""))
     return "; ".join(parts)
-
-
-# -- audit -------------------------------------------------------------------------------------
-
-
-def check_spend_projection(store: Any, head: int) -> list[dict[str, Any]]:
-    """The spend table (a cache for reports) against the chain's own fold, as `imagen audit`
-    checks the jobs and usage tables: a row zeroed, edited or deleted there is a finding."""
-    from imagen.app.audit import _compare
-    from ledger.projection import select_all
-
-    try:
-        spend.catch_up(store)
-    except Exception:  # noqa: BLE001 - a ledger this process may only read: nothing cached
-        pass
-    with store.snapshot() as view:
-        chain = spend.ChainSpend()
-        chain.advance(view, trust_ends=False)  # every job folded whole
-        problems = spend.recorded_differences(view, chain.position, chain.rows)
-        if not view.has_checkpoint(spend.CHECKPOINT) or view.checkpoint(spend.CHECKPOINT) != head:
-            return problems  # the table is not comparable (behind: appended since; ahead:
-            # reported as such; absent: a ledger this process may only read)
-        names = spend.SPEND.column_names
-        stored = {
-            r[0]: dict(zip(names, r, strict=True)) for r in view.query(select_all(spend.SPEND))
-        }
-    return problems + _compare(
-        chain.rows,
-        stored,
-        names,
-        lambda k: {"projection": "spend", "job_id": k},
-        "spend row",
-        "the spend table",
-    )

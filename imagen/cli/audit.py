@@ -19,6 +19,7 @@ def audit(
     provider: bool = False,
     since: str | None = None,
     max_time: Annotated[str | None, Parameter(name="--max-time")] = None,
+    from_position: Annotated[str | None, Parameter(name="--from-position")] = None,
 ) -> int:
     """Verify the ledger's chain, invariants and image files.
 
@@ -32,6 +33,7 @@ def audit(
       imagen audit --remote            # also compare the head last reported to Supabase
       imagen audit --provider --since 7d
       imagen audit --json | jq .problems
+      imagen audit --from-position last   # only what was appended since the last audit
 
     Parameters
     ----------
@@ -46,28 +48,73 @@ def audit(
     since
         With --provider: predictions created from this age (30m, 24h, 7d, 2w), local date
         (2026-11-01: from local midnight) or time (2026-11-01T12:00 local, or with Z or an
-        offset); default: all.
+        offset); default: all. Without --provider: an incremental audit from the latest
+        checkpoint an audit verified and recorded at or before that moment (as
+        --from-position does).
     max_time
         With --provider: the longest reading Replicate's list may take, in seconds, every wait
         for a throttling server included (default 300); past it the list is not read whole
         (exit 3).
+    from_position
+        Verify the chain from a checkpoint an earlier audit recorded (`last`, or a position:
+        the checkpoint at it or the latest before it), after checking that the chain still
+        holds that checkpoint's hash; the head file and --remote are checked as always. The
+        jobs with events after it are checked (their files and cached rows).
     """
     from imagen.app import audit as checks
     from imagen.projections.jobs import table as jobs_index
 
     since_at = None
     if since is not None:
-        from imagen.app.errors import UserError
         from imagen.core.times import parse_moment
 
-        if not provider:
-            raise UserError("--since needs --provider (it bounds the provider's predictions)")
         since_at = parse_moment(since, context.session().env.clock(), context.session().env.tz)
     limit_s = _max_time(max_time, provider)
     store = context.session().store()
     problems: list[dict[str, Any]] = []
-    report = store.verify()
-    if not report.ok:
+    # --since without --provider: an incremental audit from a checkpoint recorded by then.
+    start = _start(store, from_position, None if provider else since_at, since)
+    head = store.head()
+    if start is not None and store.hashes_at([start.position]).get(start.position) != start.hash:
+        # The chain no longer holds what was verified: nothing after it can be trusted.
+        problems.append(
+            {
+                "kind": "checkpoint",
+                "position": start.position,
+                "message": f"event {start.position} is not the one an earlier audit verified "
+                f"there ({checks.checkpoint_path(store)}): the chain was rewritten; run a full "
+                "`imagen audit`",
+            }
+        )
+        problems.extend(store.head_file_problems(head))
+        return _finish(json_output, problems, [], None, 0, head, 0)
+    compare: set[str] = set()
+    if not checks.check_checkpoints(store, head.position):
+        # Caught up first (what `imagen jobs` would do), so the scan compares as it folds.
+        from imagen.projections import spend
+        from imagen.projections.usage import table as usage_table
+
+        jobs_index.catch_up(store)
+        usage_table.catch_up(store)
+        try:
+            spend.catch_up(store)
+        except Exception:  # noqa: BLE001 - a ledger this process may only read: nothing cached
+            pass
+        compare = checks.comparable(store, head.position)
+    progress = _progress(head.position - (start.position if start else 0), json_output)
+    try:
+        scanned = checks.scan(store, head, start=start, compare=compare, progress=progress)
+    finally:
+        if progress is not None:
+            progress(None)
+    report = scanned.report
+    if report.ok:
+        from imagen.core.times import iso
+
+        checks.record_checkpoint(
+            checks.checkpoint_path(store), report.head, iso(context.session().env.clock())
+        )
+    else:
         problems.append(
             {
                 "kind": "chain",
@@ -76,26 +123,17 @@ def audit(
             }
         )
     head = report.head.position
+    # Against the chain as verified (from a checkpoint: its hash vouches for what is before).
     problems.extend(store.head_file_problems(report.head))
     problems.extend(checks.check_checkpoints(store, head))
     # What is checked comes from the verified chain, never from a projection.
-    newer: dict[str, int] = {}
-    rows, images = checks.fold_chain(store, head, newer)
-    notes = checks.newer_events(newer)
-    problems.extend(checks.invariants(rows))
-    found, checked_images = checks.check_files(rows, images)
-    problems.extend(found)
-    problems.extend(checks.check_unknown_files(store, head, rows, images, _output_folders()))
-    if report.ok and not any(p["kind"] == "checkpoint_past_head" for p in problems):
-        from imagen.projections.usage import table as usage_table
-
-        jobs_index.catch_up(store)
-        usage_table.catch_up(store)
-        problems.extend(checks.check_jobs_projection(store, rows, head))
-        problems.extend(checks.check_usage_projection(store, rows, head))
-        from imagen.app.budgets import check_spend_projection
-
-        problems.extend(check_spend_projection(store, head))
+    notes = checks.newer_events(scanned.newer)
+    trusted = report.ok and not any(p["kind"] == "checkpoint_past_head" for p in problems)
+    problems.extend(
+        p for p in scanned.problems if trusted or p["kind"] not in ("projection", "spend_recorded")
+    )
+    problems.extend(checks.check_unknown_files(store, head, scanned.folders, _output_folders()))
+    checked_images = scanned.images_checked
     if remote:
         from imagen.app.usage_sync import audit_remote
 
@@ -116,12 +154,26 @@ def audit(
         problems.extend(found.problems)
         notes.extend(found.notes)
         accounts = found.accounts
+    return _finish(
+        json_output, problems, notes, accounts, report.checked, report.head, checked_images
+    )
+
+
+def _finish(
+    json_output: bool,
+    problems: list[dict[str, Any]],
+    notes: list[dict[str, Any]],
+    accounts: list[dict[str, Any]] | None,
+    checked: int,
+    head: Any,
+    checked_images: int,
+) -> int:
     # A list not read whole (an error, the time limit) is not "ok", though nothing was found.
     incomplete = any(a["error"] for a in accounts or [])
     summary = {
         "ok": not problems and not incomplete,
-        "events_verified": report.checked,
-        "head": {"position": report.head.position, "hash": report.head.hash},
+        "events_verified": checked,
+        "head": {"position": head.position, "hash": head.hash},
         "images_checked": checked_images,
         "problems": problems,
         "notes": notes,
@@ -148,13 +200,70 @@ def audit(
             )
         verdict = "PROBLEMS" if problems else "INCOMPLETE" if incomplete else "ok"
         print(
-            f"{verdict}: {report.checked} events verified, "
+            f"{verdict}: {checked} events verified, "
             f"{checked_images} images checked, {len(problems)} problem(s); "
-            f"head {report.head.position} {report.head.hash[:16]}"
+            f"head {head.position} {head.hash[:16]}"
         )
     if problems:
         return int(ExitCode.AUDIT_FAILED)
     return int(ExitCode.BACKEND_UNAVAILABLE if incomplete else ExitCode.OK)
+
+
+def _start(store: Any, wanted: str | None, since: Any, since_text: str | None) -> Any:
+    """--from-position, or --since without --provider: the recorded checkpoint to start
+    from (None: the whole chain)."""
+    from imagen.app import audit as checks
+    from imagen.app.errors import UserError
+
+    if wanted is None and since is None:
+        return None
+    text = "last" if wanted is None else wanted.strip()
+    if text != "last" and not (text.isascii() and text.isdigit()):
+        raise UserError(f"--from-position {wanted!r}: give `last` or a position, e.g. 120000")
+    start = checks.choose_checkpoint(checks.checkpoint_path(store), text, before=since)
+    if start is None:
+        what = f"--from-position {wanted}" if wanted is not None else f"--since {since_text}"
+        raise UserError(
+            f"{what}: no audit recorded a verified checkpoint "
+            f"{'there' if wanted is not None else 'by then'} "
+            f"({checks.checkpoint_path(store)}); run `imagen audit` first"
+        )
+    return start
+
+
+def _progress(total: int, json_output: bool) -> Any:
+    """A bar with events/s on a terminal (stderr), for audits longer than a second; None
+    (nothing printed) with --json or when stderr is not a terminal."""
+    import sys
+    import time
+
+    if json_output or total <= 0 or not sys.stderr.isatty():
+        return None
+    began, shown = time.monotonic(), [0.0]
+    first = [None]
+
+    def show(position: int | None) -> None:
+        now = time.monotonic()
+        if position is None:
+            if shown[0]:
+                sys.stderr.write("\r\x1b[K")
+                sys.stderr.flush()
+            return
+        if first[0] is None:
+            first[0] = position
+        if now - began < 1.0 or now - shown[0] < 0.25:
+            return
+        shown[0] = now
+        done = max(0, position - first[0])
+        part = min(1.0, position / total) if total else 1.0
+        bar = "#" * int(part * 30)
+        rate = done / (now - began)
+        sys.stderr.write(
+            f"\raudit [{bar:<30}] {part:4.0%} {position:,}/{total:,} events, {rate:,.0f}/s"
+        )
+        sys.stderr.flush()
+
+    return show
 
 
 def _output_folders() -> list[Path]:

@@ -166,30 +166,33 @@ def recorded_differences(view: Any, position: int, folded: dict[str, Row]) -> li
     """For `imagen audit`: each terminal event's recorded figure (SPEND_AT_END) against its
     job folded whole. A figure a writer forged into an end (what a process's first budget
     check sums instead of folding the job) is a finding."""
-    problems: list[dict[str, Any]] = []
-    for e in last_ends(view, position)[0]:
-        spend = e.spend()
-        if spend is None:
-            continue  # an older imagen's end, or a path that records none: folded, not summed
-        recorded, want = _recorded_row(e, spend), folded.get(e.stream_id)
-        differ = (
-            ["spend"]
-            if recorded is None or want is None
-            else [k for k in (*_RECORDED, "ended_at") if recorded.get(k) != want.get(k)]
-        )
-        if differ:
-            problems.append(
-                {
-                    "kind": "spend_recorded",
-                    "job_id": e.stream_id,
-                    "position": e.position,
-                    "columns": differ,
-                    "message": f"job {e.stream_id}: the figure its end recorded (event "
-                    f"{e.position}) disagrees with the job's own events on {', '.join(differ)}; "
-                    "budget checks summed a false figure",
-                }
-            )
-    return problems
+    found = (recorded_difference(e, folded.get(e.stream_id)) for e in last_ends(view, position)[0])
+    return [p for p in found if p is not None]
+
+
+def recorded_difference(e: End, want: Row | None) -> dict[str, Any] | None:
+    """One job's terminal event (its last) against the job's row folded whole; None when its
+    recorded figure agrees, or it recorded none (an older imagen's end: folded, not summed)."""
+    spend = e.spend()
+    if spend is None:
+        return None
+    recorded = _recorded_row(e, spend)
+    differ = (
+        ["spend"]
+        if recorded is None or want is None
+        else [k for k in (*_RECORDED, "ended_at") if recorded.get(k) != want.get(k)]
+    )
+    if not differ:
+        return None
+    return {
+        "kind": "spend_recorded",
+        "job_id": e.stream_id,
+        "position": e.position,
+        "columns": differ,
+        "message": f"job {e.stream_id}: the figure its end recorded (event "
+        f"{e.position}) disagrees with the job's own events on {', '.join(differ)}; "
+        "budget checks summed a false figure",
+    }
 
 
 def _is_job(stream_id: str) -> bool:
