@@ -107,7 +107,7 @@ def catch_up_all(
     events applied per checkpoint name."""
     for p in projections:
         store.ensure_projection(p.table, p.checkpoint)
-    with _no_cycle_collection():
+    with no_cycle_collection():
         return _catch_up(store, projections, batch)
 
 
@@ -132,7 +132,7 @@ def _catch_up(store: Store, projections: Sequence[Projection], batch: int) -> di
 
 
 @contextmanager
-def _no_cycle_collection() -> Iterator[None]:
+def no_cycle_collection() -> Iterator[None]:
     """Folding a batch builds a great many objects that live until the batch is written (its
     events, their payloads, what the folds derive): the cycle collector would scan them all
     again and again (most of a catch-up's time, measured), though they hold no cycles and go

@@ -29,7 +29,9 @@ def test_jobs_show_and_audit_of_a_good_ledger(sandbox: Sandbox) -> None:
         job_id[:8] in listing.stdout and "succeeded" in listing.stdout and "a fox" in listing.stdout
     )
     [as_json] = json.loads(sandbox.run("jobs", "--json").stdout)
-    assert as_json["job_id"] == job_id and as_json["image"] == image and as_json["images"] == [image]
+    assert (
+        as_json["job_id"] == job_id and as_json["image"] == image and as_json["images"] == [image]
+    )
     for args, listed in (
         (["--since", "1d"], True),
         (["--since", "2099-01-01"], False),

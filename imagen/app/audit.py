@@ -144,9 +144,10 @@ class _Job:
     def add(self, jid: str, e: RecordedEvent, data: Any) -> None:
         """One more of the job's events, folded as the jobs projection folds it."""
         self.version = e.stream_version
-        self.row = projection.apply(
-            self.row, jid, e.type, data, e.recorded_at, e.position, e.schema_version
-        )
+        if self.row is None:
+            self.row = projection.new_row(jid, e.recorded_at)
+        # In place and unpriced: the cost is set once, when the row is compared (`_rows`).
+        projection.step(self.row, e.type, data, e.recorded_at, e.position, e.schema_version)
         self.events.append((e, data))
         if e.type == "ImageStored":
             self.images[str(data.get("path"))] = (str(data.get("sha256")), e.position)
@@ -209,19 +210,12 @@ class Audit:
     def run(
         self, head: int, progress: Callable[[int], None] | None = None, batch: int = 5000
     ) -> Scan:
-        import gc
-        from itertools import takewhile
+        from ledger.projection import no_cycle_collection
 
-        events = takewhile(
-            lambda e: e.position <= head, self.store.read_all(self.begin, batch=batch)
-        )
-        # A batch of events, their payloads and the open jobs' states are many acyclic
-        # objects that reference counting frees: the cycle collector scanning them again and
-        # again cost ~10% of an audit (measured), so it waits until the pass is done.
-        was = gc.isenabled()
-        gc.disable()
-        try:
-            for chunk in _batched(events, batch):
+        # One read view up to the head the audit starts from, one batch in memory at a time;
+        # the cycle collector waits until the pass is done (ledger/projection.py says why).
+        with no_cycle_collection():
+            for chunk in self.store.read_batches(self.begin, batch=batch, until=head):
                 if not self.feed(chunk):
                     break
                 if progress is not None:
@@ -230,9 +224,6 @@ class Audit:
                 if job.events:  # (not one opened by an event the chain broke at)
                     self._release(jid)
             self._settle()
-        finally:
-            if was:
-                gc.enable()
         return self.finish()
 
     def feed(self, events: Iterable[RecordedEvent]) -> bool:
@@ -405,7 +396,7 @@ def _rows(jid: str, job: _Job) -> dict[str, dict[str, dict[str, Any]]]:
     usage = usage_rows(state)
     spend_row = spend.row(state, usage)
     return {
-        "jobs": {jid: job.row or {}},
+        "jobs": {jid: projection.priced(job.row) if job.row else {}},
         "usage": {r["id"]: r for r in usage},
         "spend": {} if spend_row is None else {jid: spend_row},
     }
