@@ -284,6 +284,10 @@ NOT_RECORDED = {
         "ProgressObserved": "Replicate has no progress stream",
         "RunnerRenewed": RENEWED,
         "PollsUnchanged": "Replicate's polls are Prefer: wait requests, each recorded",
+        **dict.fromkeys(
+            ("MembersProbed", "JobPlaced", "JobMoved", "JobOverflowed"),
+            "placement is a ComfyUI pool's (an overflowed job's Replicate part starts after it)",
+        ),
     },
     "comfyui": {
         "BudgetSet": BUDGETS,
