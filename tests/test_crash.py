@@ -7,6 +7,7 @@ the scenario that records that event: success (with a retry and a poll), a lost 
 a backend failure, a timeout (cancel), SIGTERM (interrupt), an ambiguous create (force-new).
 After the resume the doubles are asked what was paid or executed: one prediction, one prompt;
 the ledger's chain verifies; a succeeded job has its image and a sidecar that matches it.
+A ComfyUI pool (two members and an overflow Replicate backend) adds the placement events.
 """
 
 from __future__ import annotations
@@ -33,20 +34,28 @@ SCHNELL = "black-forest-labs/flux-schnell"
 
 @dataclass
 class World:
-    """One test's double, sandbox and manual clock (for the Replicate double)."""
+    """One test's doubles, sandbox and manual clock (for the Replicate double)."""
 
+    kind: str  # "replicate", "comfyui" or "pool"
     box: Sandbox
     rep: ReplicateDouble | None = None
     comfy: ComfyUIDouble | None = None
     shift: list[timedelta] | None = None  # how far the Replicate double's clock is ahead
+    members: tuple[ComfyUIDouble, ...] = ()  # a pool's (rep is its overflow backend)
+
+    def _comfys(self) -> list[ComfyUIDouble]:
+        return [*([self.comfy] if self.comfy is not None else []), *self.members]
 
     def paid(self) -> int:
         """Replicate: predictions billed. ComfyUI: prompts queued (a re-post would execute
-        the graph again)."""
-        if self.rep is not None:
-            return self.rep.billed
-        assert self.comfy is not None
-        return self.comfy.submitted
+        the graph again). A pool: both, over its members and its overflow backend."""
+        billed = self.rep.billed if self.rep is not None else 0
+        return billed + sum(c.submitted for c in self._comfys())
+
+    def made(self) -> int:
+        """Images made: ComfyUI executions, plus a pool's overflow predictions."""
+        overflowed = self.rep.billed if self.members and self.rep is not None else 0
+        return sum(c.executed for c in self._comfys()) + overflowed
 
     def crash(self, point: str, *args: str) -> Any:
         return self.box.run(*args, env={"IMAGEN_CRASH_AFTER": point})
@@ -207,6 +216,35 @@ COMFYUI: dict[str, Scenario] = {
     ),
 }
 
+
+def _member(w: World, n: int) -> ComfyUIDouble:
+    return w.members[n]
+
+
+def _kill_members(w: World) -> None:
+    for m in w.members:
+        m.kill()
+
+
+# A pool of two members (both idle: a job is placed on the first) with an overflow backend.
+POOL: dict[str, Scenario] = {
+    "placed": Scenario(lambda w: None, _generate, "JobSucceeded", 0),
+    # The first member dies while it holds the prompt: no answer for the grace period, the job
+    # moves and runs on the second (the first's prompt was queued there too, and lost with it).
+    "moved": Scenario(
+        lambda w: _member(w, 0).hold_next(),
+        _popen_then(
+            lambda w: _member(w, 0).wait_until(lambda c: c.held is not None, timeout=30),
+            then=lambda w: _member(w, 0).kill(),
+        ),
+        "JobSucceeded",
+        0,
+        paid=2,
+    ),
+    # Every member down past the grace period: one paid prediction on the overflow backend.
+    "overflow": Scenario(_kill_members, _generate, "JobSucceeded", 0),
+}
+
 # (scenario, crash point). Points with :n name the n-th event of the type in that run.
 REPLICATE_POINTS = [
     *[
@@ -266,6 +304,13 @@ COMFYUI_POINTS = [
     ("offline", "RequestFailed"),
     ("sigterm", "JobInterrupted"),
 ]
+# The ComfyUI adapter's pool part: its events are crash points of the ComfyUI adapter too.
+POOL_POINTS = [
+    ("placed", "MembersProbed"),
+    ("placed", "JobPlaced"),
+    ("moved", "JobMoved"),
+    ("overflow", "JobOverflowed"),
+]
 
 RENEWED = (
     "a lease is renewed after 40 s of driving; a crash after it is a crash after a claim "
@@ -299,13 +344,14 @@ NOT_RECORDED = {
         "RunnerRenewed": RENEWED,
     },
 }
-SCENARIOS = {"replicate": REPLICATE, "comfyui": COMFYUI}
-POINTS = {"replicate": REPLICATE_POINTS, "comfyui": COMFYUI_POINTS}
+SCENARIOS = {"replicate": REPLICATE, "comfyui": COMFYUI, "pool": POOL}
+POINTS = {"replicate": REPLICATE_POINTS, "comfyui": COMFYUI_POINTS, "pool": POOL_POINTS}
+ADAPTER_POINTS = {"replicate": REPLICATE_POINTS, "comfyui": COMFYUI_POINTS + POOL_POINTS}
 
 
 @pytest.mark.parametrize("backend", ["replicate", "comfyui"])
 def test_every_event_type_is_a_crash_point(backend: str) -> None:
-    covered = {point.partition(":")[0] for _, point in POINTS[backend]}
+    covered = {point.partition(":")[0] for _, point in ADAPTER_POINTS[backend]}
     assert covered | set(NOT_RECORDED[backend]) == set(CATALOGUE), sorted(
         set(CATALOGUE) - covered - set(NOT_RECORDED[backend])
     )
@@ -329,7 +375,19 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
                 wait_s=1,
                 timeout_s=_TIMEOUT.get(request.node.callspec.params["case"][0], 60),
             )
-            yield World(box, rep=rep, shift=shift)
+            yield World(backend, box, rep=rep, shift=shift)
+    elif backend == "pool":
+        with comfyui_double() as a, comfyui_double() as b, replicate_double() as rep:
+            box = Sandbox(tmp_path, env=dict(TOKEN_ENV))
+            box.write_config(
+                'default_backend = "pool"\n[backends.pool]\ntype = "comfyui"\n'
+                f'urls = {json.dumps([a.url, b.url])}\noverflow = "paid"\n'
+                "member_grace_s = 0.2\npoll_interval_s = 0.05\nretry_base_s = 0.01\n"
+                f'[backends.paid]\ntype = "replicate"\nmodel = "{SCHNELL}"\n'
+                f'base_url = "{rep.url}"\nretry_base_s = 0.01\npoll_interval_s = 0.05\n'
+                f'[output]\ndirectory = "{box.out}"\n'
+            )
+            yield World(backend, box, rep=rep, members=(a, b))
     else:
         with comfyui_double() as comfy:
             box = Sandbox(tmp_path)
@@ -342,7 +400,7 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
                 timeout_s=_TIMEOUT.get(request.node.callspec.params["case"][0], 300),
             )
             try:
-                yield World(box, comfy=comfy)
+                yield World(backend, box, comfy=comfy)
             finally:
                 comfy.release()
 
@@ -350,20 +408,21 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
 _TIMEOUT = {"timeout": 1}
 
 
-def _cases(backend: str) -> list[Any]:
+def _cases(backend: str, name: str | None = None) -> list[Any]:
     return [
-        pytest.param(backend, (scenario, point), id=f"{backend}-{scenario}-{point}")
+        pytest.param(backend, (scenario, point), id=f"{name or backend}-{scenario}-{point}")
         for scenario, point in POINTS[backend]
     ]
 
 
 @pytest.mark.parametrize(
-    ("world", "case"), _cases("replicate") + _cases("comfyui"), indirect=["world"]
+    ("world", "case"),
+    _cases("replicate") + _cases("comfyui") + _cases("pool", "comfyui-pool"),
+    indirect=["world"],
 )
 def test_kill_9_after_the_event_then_resume(world: World, case: tuple[str, str]) -> None:
     scenario_name, point = case
-    backend = "replicate" if world.rep is not None else "comfyui"
-    scenario = SCENARIOS[backend][scenario_name]
+    scenario = SCENARIOS[world.kind][scenario_name]
     scenario.arrange(world)
     crashed = scenario.run(world, point)
     assert crashed.returncode == -signal.SIGKILL, (crashed.returncode, crashed.stderr)
@@ -378,8 +437,8 @@ def test_kill_9_after_the_event_then_resume(world: World, case: tuple[str, str])
     types = box.types(job_id)
     assert [t for t in types if t in TERMINAL_TYPES] == [scenario.ends], types
     assert world.paid() == scenario.paid
-    if world.comfy is not None and scenario.ends == "JobSucceeded":
-        assert world.comfy.executed == 1
+    if world.kind != "replicate" and scenario.ends == "JobSucceeded":
+        assert world.made() == 1  # one execution, or one overflow prediction: never both
     if world.rep is not None and scenario.ends == "JobCancelled":
         [prediction] = world.rep.predictions.values()
         assert prediction["status"] == "canceled"  # billing stopped
@@ -390,3 +449,13 @@ def test_kill_9_after_the_event_then_resume(world: World, case: tuple[str, str])
         sidecar = json.loads(Path(f"{image}.json").read_text())
         assert sidecar["job_id"] == job_id
         assert sidecar["image"]["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+        if world.members and world.rep is not None and not world.rep.billed:
+            # Made on the member it was last placed on, not wherever the resume would post.
+            placed = _placed_on(box, job_id)
+            assert sidecar["server"] == placed, sidecar
+            assert {m.url: m.executed for m in world.members}[placed] == 1
+
+
+def _placed_on(box: Sandbox, job_id: str) -> str:
+    last = [e for e in box.events(job_id) if e.type == "JobPlaced"][-1]
+    return str(json.loads(last.data_json)["server"])
