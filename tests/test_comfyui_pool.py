@@ -149,6 +149,9 @@ def test_overflow_with_every_member_down_spends_exactly_the_budget(
     jobs = json.loads(box.run("jobs", "--json").stdout)
     paid = [j for j in jobs if j["status"] == "succeeded"]
     assert {(j["backend"], j["cost_usd"]) for j in paid} == {("paid", "0.003000")}
+    # The sidecar names where the image was made as the job object does: the overflow backend.
+    assert {j["server"] for j in paid} == {"paid"}
+    assert {json.loads(Path(j["sidecar"]).read_text())["server"] for j in paid} == {"paid"}
 
 
 def _pool_and_paid(box: Sandbox, urls: list[str], rep_url: str, extra: str = "") -> None:

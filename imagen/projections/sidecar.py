@@ -101,7 +101,7 @@ def sidecars(state: JobState) -> list[dict[str, Any]]:
     }
     cost = cost_usd(state)
     asked = params.get("asked") if isinstance(params.get("asked"), dict) else None
-    placed = state.last(JobPlaced)
+    server = server_of(state)
     out = []
     for image in state.images:
         when = stored_at.get(image.index)
@@ -138,8 +138,8 @@ def sidecars(state: JobState) -> list[dict[str, Any]]:
         }
         if asked is not None:
             doc["asked"] = asked
-        if placed is not None:  # a ComfyUI pool: the member that made the image
-            doc["server"] = placed.event.server  # type: ignore[attr-defined]
+        if server is not None:  # a ComfyUI pool: the member, or the backend it overflowed to
+            doc["server"] = server
         expected = expected_size(params)
         if expected is not None and expected != doc["size"]:
             # The backend made another size than imagen asked it for: the image is kept (it
