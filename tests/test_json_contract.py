@@ -120,8 +120,26 @@ def test_every_output_validates_against_its_discovered_schema(
     assert row["seed"] == 7  # usage --raw: an integer, as everywhere
     code, doc, _ = run("backends", "--json")
     check(discovered, "backends", doc)
+    for argv in (["audit", "--json"], ["rebuild", "--json"], ["wait", made["job_id"], "--json"]):
+        code, doc, err = run(*argv)
+        assert code == 0, err
+        check(discovered, argv[0], doc)
+    code, doc, err = run("skills", "status", "--target", str(box.root / "skills"), "--json")
+    assert code == 0 and [d["state"] for d in doc] == ["missing"], err
+    check(discovered, "skills status", doc)
     # discover describes itself too.
     check(discovered, "discover", discovered)
+
+
+def test_every_command_with_json_declares_its_output(discovered: dict[str, Any]) -> None:
+    # discover's schemas are generated from the renderers' declared shapes: a --json command
+    # that declares none would leave agents guessing.
+    undeclared = [
+        c["name"]
+        for c in discovered["commands"]
+        if any("--json" in p["names"] for p in c["parameters"]) and c["json_output"] is None
+    ]
+    assert not undeclared, undeclared
 
 
 def test_failures_print_the_error_object_with_one_meaning_per_code(

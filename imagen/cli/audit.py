@@ -4,14 +4,41 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired, TypedDict
 
 from cyclopts import Parameter
 
 from imagen.app.exit_codes import ExitCode
-from imagen.cli import context
+from imagen.cli import context, render
 
 
+class Head(TypedDict):
+    position: int
+    hash: str
+
+
+class AuditObject(TypedDict):
+    """`audit --json`: each problem and note is {kind, message, ...} (their keys vary by kind)."""
+
+    ok: bool
+    events_verified: int
+    head: Head
+    images_checked: int
+    problems: list[dict[str, Any]]
+    notes: list[dict[str, Any]]
+    provider: NotRequired[list[dict[str, Any]]]  # with --provider: each account as listed
+    provider_complete: NotRequired[bool]
+
+
+class RebuildObject(TypedDict):
+    """`rebuild --json`."""
+
+    jobs: int
+    sidecars: int
+    differences: list[str]
+
+
+@render.outputs(AuditObject)
 def audit(
     *,
     json_output: Annotated[bool, Parameter(name="--json")] = False,
@@ -293,6 +320,7 @@ def _max_time(text: str | None, provider: bool) -> float | None:
     return value
 
 
+@render.outputs(RebuildObject)
 def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -> int:
     """Re-derive projections from the ledger and report differences.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal, TypedDict
 
 from cyclopts import App, Parameter
 
@@ -12,6 +12,15 @@ skills_app = App(name="skills", help="Install the /imagine skill that teaches ag
 
 Targets = Annotated[list[str] | None, Parameter(name="--target")]
 Json = Annotated[bool, Parameter(name="--json")]
+
+
+class SkillObject(TypedDict):
+    """One place the skill is (or could be) installed."""
+
+    target: str  # claude, agents or the directory given
+    path: str
+    state: Literal["current", "stale", "changed", "foreign", "missing"]
+    written_by: str | None  # the imagen version that wrote it
 
 
 def _report(found: list, json_output: bool) -> None:  # type: ignore[type-arg]
@@ -25,6 +34,7 @@ def _report(found: list, json_output: bool) -> None:  # type: ignore[type-arg]
 
 
 @skills_app.command
+@render.outputs(list[SkillObject])
 def install(*, target: Targets = None, force: bool = False, json_output: Json = False) -> None:
     """Write imagine/SKILL.md where agents look for skills.
 
@@ -68,6 +78,7 @@ def show() -> None:
 
 
 @skills_app.command
+@render.outputs(list[SkillObject])
 def status(*, target: Targets = None, json_output: Json = False) -> None:
     """Where the skill is installed, and whether it is this imagen's.
 
@@ -91,6 +102,7 @@ def status(*, target: Targets = None, json_output: Json = False) -> None:
 
 
 @skills_app.command
+@render.outputs(list[SkillObject])
 def uninstall(*, target: Targets = None, force: bool = False, json_output: Json = False) -> None:
     """Remove the imagine/SKILL.md that imagen wrote (and its folder if then empty).
 

@@ -8,11 +8,13 @@ import signal
 import threading
 from typing import Annotated, Any
 
+from imagen.app.contract import GeneratedJob
 from imagen.app.exit_codes import ExitCode, most_severe
-from imagen.cli import context
+from imagen.cli import context, render
 from imagen.cli.params import Parameter
 
 
+@render.outputs(GeneratedJob)  # one per job and line, as it ends
 def worker(
     *,
     backend: Annotated[str | None, Parameter(name=["--backend", "-b"])] = None,
@@ -119,6 +121,7 @@ def _install_signals(stop: Any) -> dict[int, Any]:
     return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
 
 
+@render.outputs(GeneratedJob)  # one per job and line, as it ends
 def wait(
     *ids: str,
     timeout: float | None = None,
