@@ -50,6 +50,20 @@ COLUMNS = (
 
 _STATUS = {"JobSucceeded": "succeeded", "JobFailed": "failed", "JobCancelled": "cancelled"}
 
+# The types whose payload `step` reads (keep in step with its branches): a catch-up that feeds
+# only this table json-decodes no other payload (requests and responses, most of a ledger's
+# events and bytes, only move a row's times).
+READS = frozenset(
+    {
+        "JobRequested",
+        "JobOverflowed",
+        "RunnerClaimed",
+        "RemoteJobAccepted",
+        "ImageStored",
+        *TERMINAL_TYPES,
+    }
+)
+
 
 def _cost(r: dict[str, Any]) -> str | None:
     return billed(
@@ -106,7 +120,8 @@ def step(
     position: int,
     schema_version: int = 1,
 ) -> None:
-    """`apply` in place, without the cost (see `priced`)."""
+    """`apply` in place, without the cost (see `priced`). `data` is read only for the
+    types in `READS` (a type read here must be there)."""
     data = data if isinstance(data, dict) else {}
     r["updated_at"], r["last_position"] = recorded_at, position
     if r["terminal_events"]:
