@@ -163,3 +163,29 @@ def test_jobs_usage_and_spend_in_one_pass_equal_each_caught_up_alone(tmp_path: P
         for rec in recorded:
             stepped = evolve(stepped, rec)
         assert fold(f"job{i}", recorded) == stepped
+
+
+def test_the_jobs_fold_reads_no_payload_of_a_type_outside_reads() -> None:
+    """The jobs table's fold decodes only the payloads of `READS` (the rest stay undecoded):
+    a branch of `step` reading another type's payload would silently read nothing."""
+    from imagen.core.events import CATALOGUE
+    from imagen.projections.jobs import fold as jobs_fold
+
+    class Watched(dict):  # type: ignore[type-arg]
+        def __init__(self, **values: object) -> None:
+            super().__init__(values)
+            self.read: set[str] = set()
+
+        def get(self, key: str, default: object = None) -> object:
+            self.read.add(key)
+            return super().get(key, default)
+
+        def __getitem__(self, key: str) -> object:
+            self.read.add(key)
+            return super().__getitem__(key)
+
+    for type_name in CATALOGUE:
+        data = Watched(message="m", reason="r", index=0)
+        row = jobs_fold.new_row("job", "2025-01-01T00:00:00.000000Z")
+        jobs_fold.step(row, type_name, data, "2025-01-01T00:00:01.000000Z", 2)
+        assert not data.read or type_name in jobs_fold.READS, type_name
