@@ -122,12 +122,13 @@ def step(
 ) -> None:
     """`apply` in place, without the cost (see `priced`). `data` is read only for the
     types in `READS` (a type read here must be there)."""
-    data = data if isinstance(data, dict) else {}
     r["updated_at"], r["last_position"] = recorded_at, position
     if r["terminal_events"]:
         r["events_after_terminal"] += 1
-    if not readable(type_name, schema_version):
+    # Any other type (most of a ledger: requests, responses) only moves the row's times.
+    if type_name not in READS or not readable(type_name, schema_version):
         return
+    data = data if isinstance(data, dict) else {}
     if type_name == "JobRequested":
         params = data.get("params") if isinstance(data.get("params"), dict) else {}
         count = safe.integer(params.get("count"), safe.INT32)
