@@ -50,14 +50,18 @@ COLUMNS = (
 
 _STATUS = {"JobSucceeded": "succeeded", "JobFailed": "failed", "JobCancelled": "cancelled"}
 
-# The types whose payload `step` reads (keep in step with its branches): a catch-up that feeds
-# only this table json-decodes no other payload (requests and responses, most of a ledger's
-# events and bytes, only move a row's times).
+# The types `step` folds beyond a row's times (keep in step with its branches): only their
+# payloads are read, so a catch-up that feeds only this table json-decodes no other payload
+# (requests and responses, most of a ledger's events and bytes, only move a row's times).
 READS = frozenset(
     {
         "JobRequested",
         "JobOverflowed",
+        "JobPlaced",
+        "JobMoved",
         "RunnerClaimed",
+        "RunnerRenewed",
+        "JobInterrupted",
         "RemoteJobAccepted",
         "ImageStored",
         *TERMINAL_TYPES,
