@@ -163,3 +163,24 @@ def test_jobs_usage_and_spend_in_one_pass_equal_each_caught_up_alone(tmp_path: P
         for rec in recorded:
             stepped = evolve(stepped, rec)
         assert fold(f"job{i}", recorded) == stepped
+
+
+def test_the_jobs_fold_reads_no_payload_of_a_type_outside_reads() -> None:
+    """The jobs table's fold decodes only the payloads of `READS` (the rest stay undecoded)
+    and `step` returns early for any other type: so no branch of `step` may name a type
+    outside READS (it would never run), and such a type only moves a row's times."""
+    import inspect
+
+    from imagen.core.events import CATALOGUE, TERMINAL_TYPES
+    from imagen.projections.jobs import fold as jobs_fold
+
+    source = inspect.getsource(jobs_fold.step)
+    assert TERMINAL_TYPES <= jobs_fold.READS <= CATALOGUE.keys()
+    later = "2025-01-01T00:00:01.000000Z"
+    for type_name in CATALOGUE.keys() - jobs_fold.READS:
+        assert f'"{type_name}"' not in source, type_name
+        row = jobs_fold.new_row("job", "2025-01-01T00:00:00.000000Z")
+        jobs_fold.step(row, type_name, None, later, 2)
+        assert row == dict(
+            jobs_fold.new_row("job", row["created_at"]), updated_at=later, last_position=2
+        ), type_name

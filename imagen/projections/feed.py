@@ -22,13 +22,33 @@ def _memo(events: Sequence[RecordedEvent]) -> tuple[dict[Any, Any], Sequence[Rec
     return (events.memo, whole) if whole is not None else ({}, events)  # type: ignore[attr-defined]
 
 
-def payloads(events: Sequence[RecordedEvent]) -> dict[int, Any]:
-    """Each event's payload by position (`repository.payload`), for the whole batch."""
+def payloads(
+    events: Sequence[RecordedEvent], types: frozenset[str] | None = None
+) -> dict[int, Any]:
+    """Each event's payload by position (`repository.payload`), for the whole batch; with
+    `types`, at least those of the events of these types (a fold that reads no others leaves
+    the rest undecoded, unless another fold of the batch asks for them)."""
     memo, whole = _memo(events)
-    found = memo.get("payloads")
-    if found is None:
-        found = memo["payloads"] = {e.position: payload(e) for e in whole}
-    return found  # type: ignore[no-any-return]
+    found: dict[int, Any] | None = memo.get("payloads")
+    if memo.get("every payload"):
+        return found  # type: ignore[return-value]
+    if types is None:
+        if not found:
+            found = memo["payloads"] = {e.position: payload(e) for e in whole}
+        else:
+            for e in whole:
+                if e.position not in found:
+                    found[e.position] = payload(e)
+        memo["every payload"] = True
+        return found
+    found = memo.setdefault("payloads", {})
+    done: set[frozenset[str]] = memo.setdefault("payloads of", set())
+    if types not in done:
+        for e in whole:
+            if e.type in types and e.position not in found:
+                found[e.position] = payload(e)
+        done.add(types)
+    return found
 
 
 def job_states(
