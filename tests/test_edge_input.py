@@ -94,3 +94,16 @@ def test_gallery_server_says_nothing_when_a_client_hangs_up_mid_answer(
     assert warned == []
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Error" not in err, err
+
+
+def test_a_name_imagen_chose_that_is_taken_gets_the_next_free_one(tmp_path: Path) -> None:
+    # Two agents, one prompt and seed, one second: the same stamped name. The second job takes
+    # name_2 (every one of its image names free) instead of failing on the first's file.
+    from imagen.app.prepare import _free_name
+
+    name = "20261206-045644-twin-foxes-7.png"
+    assert _free_name(tmp_path, name, 1) == tmp_path / name
+    (tmp_path / name).write_bytes(b"")
+    assert _free_name(tmp_path, name, 1) == tmp_path / "20261206-045644-twin-foxes-7_2.png"
+    (tmp_path / "20261206-045644-twin-foxes-7_2-2.png").write_bytes(b"")  # image 2 of _2
+    assert _free_name(tmp_path, name, 2) == tmp_path / "20261206-045644-twin-foxes-7_3.png"

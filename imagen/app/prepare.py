@@ -121,7 +121,8 @@ def prepare(
     else:
         date = file_stamp(env.clock(), env.tz)  # local time: the name people see
         folder = target if target is not None else Path(config.output.directory).expanduser()
-        dest = folder / file_name(date, inputs.prompt, inputs.seed, params["output_format"])
+        name = file_name(date, inputs.prompt, inputs.seed, params["output_format"])
+        dest = _free_name(folder.absolute(), name, inputs.count)
     dest = dest.absolute()
     for index in range(inputs.count):
         check_destination(Path(image_path(str(dest), index)), overwrite=overwrite)
@@ -204,6 +205,18 @@ def _overflow_request(
         "backend_config": dict(other.options),
         "price_usd": price_for(other.model, other.options.get("price_usd")),
     }
+
+
+def _free_name(folder: Path, name: str, count: int) -> Path:
+    """A name imagen chooses (no --output file): the first of name, name_2, name_3... whose
+    every image name is free. Two jobs of one prompt and seed in one second (two agents at
+    once) each get their own; a name the caller gave is never changed (check_destination)."""
+    stem, dot, ext = name.rpartition(".")
+    for n in range(1, 100):
+        candidate = folder / (name if n == 1 else f"{stem}_{n}{dot}{ext}")
+        if not any(os.path.lexists(image_path(str(candidate), i)) for i in range(count)):
+            return candidate
+    return folder / name  # 99 taken: check_destination names the one that exists
 
 
 # The longest name imagen writes beside an image is its sidecar's temp file,
