@@ -95,9 +95,12 @@ def test_upgrade_ledger_on_postgresql_waits_for_the_migration_lock(
                     ).fetchone()
                     if waiting and waiting[0]:
                         break
-                    assert proc.poll() is None, proc.communicate()
                     assert time.monotonic() < deadline, "upgrade never reached the lock"
-                    time.sleep(0.05)
+                    try:  # between looks, wait on the upgrade itself: an early end fails here
+                        proc.wait(timeout=0.05)
+                    except subprocess.TimeoutExpired:
+                        continue
+                    raise AssertionError(proc.communicate())
             assert proc.poll() is None  # still queued while the lock is held
             assert _revision_missing(pg_url)
         finally:

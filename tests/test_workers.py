@@ -25,20 +25,26 @@ from imagen.app.session import Session
 from imagen.cli import context
 from imagen.cli.worker import wait as cli_wait
 from imagen.runner.environment import Environment
+from imagen.testing.replicate import ReplicateDouble
 from tests.support.cli import Sandbox
 from tests.support.doubles import FAST, SCHNELL, TOKEN_ENV, rep_box, replicate_double
 
 
-def _until(what: str, check: Callable[[], object], timeout: float = 60.0) -> object:
-    """Poll the ledger (a read, never a sleep standing in for readiness) until `check` holds."""
+def _until(
+    what: str, check: Callable[[], object], rep: ReplicateDouble, timeout: float = 60.0
+) -> object:
+    """Read the ledger until `check` holds, re-reading after each request the double receives
+    (what a worker records follows its talk with the double: it keeps polling the running
+    predictions); the 1 s bound only re-reads after a last request's append."""
     end = time.monotonic() + timeout
+    seen = 0
     while True:
         got = check()
         if got:
             return got
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+        seen = rep.wait_for_more_requests(seen, timeout=1.0)
 
 
 def _claims(box: Sandbox) -> dict[str, list[dict]]:
@@ -83,7 +89,7 @@ def test_detach_then_wait_on_sqlite_under_the_callers_budget(tmp_path: Path) -> 
         def accepted() -> bool:
             return any(e["type"] == "RemoteJobAccepted" for e in _claims(box).get(ids[0], []))
 
-        _until("the prediction made", accepted)
+        _until("the prediction made", accepted, rep)
         clock.advance(40)
         w = box.run("wait", *ids, "--json", "--timeout", "60")
         assert w.returncode == ExitCode.OVER_BUDGET, w.stderr
@@ -140,7 +146,11 @@ def test_two_workers_drain_a_detached_batch_and_outlive_a_kill_9(
 
         try:
             # Each worker holds two jobs, their predictions running at the double.
-            _until("both workers busy", lambda: all(len(accepted_by(h)) == 2 for h in workers))
+            _until(
+                "both workers busy",
+                lambda: all(len(accepted_by(h)) == 2 for h in workers),
+                rep,
+            )
             a_jobs = accepted_by("machine-a")
             workers["machine-a"][0].kill()  # -9: no JobInterrupted, its lease just stops
             workers["machine-a"][0].wait(30)

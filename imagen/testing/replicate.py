@@ -611,6 +611,18 @@ class ReplicateDouble:
                     raise TimeoutError(f"no matching request within {timeout} s")
                 self._cond.wait(remaining)
 
+    def wait_for_more_requests(self, seen: int, timeout: float) -> int:
+        """Block until more than `seen` requests have arrived, or `timeout`; the count now.
+        For a test waiting on what a client records after talking to the double."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while len(self._requests) <= seen and not self._closing.is_set():
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return len(self._requests)
+
     # -- scripting --------------------------------------------------------------------------
 
     def behaviour(

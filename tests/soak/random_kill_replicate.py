@@ -25,6 +25,7 @@ import hashlib
 import json
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -92,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
                 proc = box.popen("generate", f"soak {i}", "--seed", str(i), "--output", str(out))
                 procs.append((proc, time.monotonic() + rng.uniform(0, args.max_kill_s)))
             for proc, kill_at in procs:
-                while proc.poll() is None and time.monotonic() < kill_at:
-                    time.sleep(0.02)
+                try:  # its end, or its kill time, whichever comes first
+                    proc.wait(timeout=max(0.0, kill_at - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
                     killed += 1
