@@ -31,21 +31,13 @@ def detach_one(
     overflow: str | None = None,
 ) -> list[str]:
     """Prepare and record one job unclaimed (its budget checked); its id in a list."""
-    from imagen.app.caller import resolve_caller
-    from imagen.app.prepare import prepare, release_output, reserve_output
+    from imagen.app.prepare import prepare_for, release_output, reserve_output
     from imagen.app.runners import new_runner
     from imagen.app.wait import shared_ledger
 
     env = session.env
-    prepared = prepare(
-        session.config(),
-        backend,
-        job_inputs,
-        output=output,
-        overwrite=overwrite,
-        env=env,
-        caller=resolve_caller(env.env),
-        overflow=overflow,
+    prepared = prepare_for(
+        session, job_inputs, backend=backend, output=output, overwrite=overwrite, overflow=overflow
     )
     for note in prepared.notes:
         session.err(f"imagen: note: {note}")

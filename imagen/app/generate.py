@@ -62,23 +62,13 @@ def generate(
     """Prepare, record and drive one job; its end state (succeeded or not: see
     app/outcome.py for its exit code and message). `shown(state)` is called as soon as the
     job has ended, before usage is synced (best effort, which may wait on the network)."""
-    from imagen.app.caller import resolve_caller
     from imagen.app.drive import drive, sync_usage_best_effort
     from imagen.app.liveness import mention_interrupted
-    from imagen.app.prepare import prepare, reserve_output
+    from imagen.app.prepare import prepare_for, reserve_output
     from imagen.projections.jobs import table as jobs_index
 
-    env = session.env
-    cfg = session.config()
-    prepared = prepare(
-        cfg,
-        backend,
-        job_inputs,
-        output=output,
-        overwrite=overwrite,
-        env=env,
-        caller=resolve_caller(env.env),
-        overflow=overflow,
+    prepared = prepare_for(
+        session, job_inputs, backend=backend, output=output, overwrite=overwrite, overflow=overflow
     )
     for note in prepared.notes:
         session.err(f"imagen: note: {note}")

@@ -7,6 +7,7 @@ import secrets
 import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from imagen import __version__, backends
 from imagen.app.config import BackendConfig, Config
@@ -156,6 +157,32 @@ def prepare(
             f"for {backend.model} (${floor} an image); ${floor} is recorded and counted",
         )
     return Prepared(new_job_id(), request, notes)
+
+
+def prepare_for(
+    session: Any,
+    job_inputs: GenerateInputs,
+    *,
+    backend: str | None = None,
+    output: str | None = None,
+    overwrite: bool = False,
+    overflow: str | None = None,
+) -> Prepared:
+    """`prepare` for a Session's use case (generate, --detach, --dry-run): its config, its
+    environment and the caller that environment names."""
+    from imagen.app.caller import resolve_caller
+
+    env = session.env
+    return prepare(
+        session.config(),
+        backend,
+        job_inputs,
+        output=output,
+        overwrite=overwrite,
+        env=env,
+        caller=resolve_caller(env.env),
+        overflow=overflow,
+    )
 
 
 def check_overflow(config: Config, name: str, label: str = "--overflow") -> None:

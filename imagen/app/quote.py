@@ -31,21 +31,13 @@ def quote(
 ) -> dict[str, Any]:
     """What `generate` with these inputs would record, send and cost, and whether the caller's
     budgets would admit it: one JSON-ready object (a bad input is a UserError, as generate's)."""
-    from imagen.app.caller import resolve_caller
-    from imagen.app.prepare import prepare
+    from imagen.app.prepare import prepare_for
     from imagen.core.job import image_count, image_path
     from imagen.projections import cost
 
     env = session.env
-    prepared = prepare(
-        session.config(),
-        backend,
-        job_inputs,
-        output=output,
-        overwrite=overwrite,
-        env=env,
-        caller=resolve_caller(env.env),
-        overflow=overflow,
+    prepared = prepare_for(
+        session, job_inputs, backend=backend, output=output, overwrite=overwrite, overflow=overflow
     )
     request = prepared.request
     count = image_count(request)

@@ -365,16 +365,7 @@ def build(config_path: str | None = None, verbosity: int = 0) -> MCPServer:
         from imagen.app import generate as use_case
 
         def work(session: Session) -> dict[str, Any]:
-            job_inputs = use_case.inputs(
-                prompt,
-                seed=seed,
-                size=size,
-                aspect=aspect,
-                steps=steps,
-                output_format=format,
-                options=_options(options),
-                per_job=per_job,
-            )
+            job_inputs = _job_inputs(prompt, seed, size, aspect, steps, format, options, per_job)
             drive = functools.partial(
                 use_case.generate,
                 session,
@@ -413,20 +404,10 @@ def build(config_path: str | None = None, verbosity: int = 0) -> MCPServer:
     ) -> types.CallToolResult:
         """What `generate` with the same arguments would cost and send, and whether the
         caller's budget admits it (`budget.admitted`); records and sends nothing."""
-        from imagen.app import generate as use_case
         from imagen.app.quote import quote as quote_job
 
         def work(session: Session) -> dict[str, Any]:
-            job_inputs = use_case.inputs(
-                prompt,
-                seed=seed,
-                size=size,
-                aspect=aspect,
-                steps=steps,
-                output_format=format,
-                options=_options(options),
-                per_job=per_job,
-            )
+            job_inputs = _job_inputs(prompt, seed, size, aspect, steps, format, options, per_job)
             return quote_job(
                 session, job_inputs, backend=backend, output=output, overwrite=overwrite
             )
@@ -681,6 +662,31 @@ def _images(data: dict[str, Any]) -> list[tuple[str, str, str]]:
                 if isinstance(path, str):
                     out.append((image_uri(obj["job_id"], n), f"{obj['job_id']} image {n}", path))
     return out
+
+
+def _job_inputs(
+    prompt: str,
+    seed: int | None,
+    size: str | None,
+    aspect: str | None,
+    steps: int | None,
+    format: str | None,  # noqa: A002 - the tool's argument name
+    options: dict[str, str] | None,
+    per_job: int,
+) -> Any:
+    """generate's and quote's arguments as the use case's inputs (checked as the CLI's)."""
+    from imagen.app import generate as use_case
+
+    return use_case.inputs(
+        prompt,
+        seed=seed,
+        size=size,
+        aspect=aspect,
+        steps=steps,
+        output_format=format,
+        options=_options(options),
+        per_job=per_job,
+    )
 
 
 def _options(options: dict[str, Any] | None) -> list[str]:
