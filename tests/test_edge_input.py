@@ -107,3 +107,17 @@ def test_a_name_imagen_chose_that_is_taken_gets_the_next_free_one(tmp_path: Path
     assert _free_name(tmp_path, name, 1) == tmp_path / "20261206-045644-twin-foxes-7_2.png"
     (tmp_path / "20261206-045644-twin-foxes-7_2-2.png").write_bytes(b"")  # image 2 of _2
     assert _free_name(tmp_path, name, 2) == tmp_path / "20261206-045644-twin-foxes-7_3.png"
+
+
+def test_whoami_never_prints_a_callers_control_characters_raw(tmp_path: Path) -> None:
+    # The caller is whatever MAI_FROM_ID or a tmux option says: a terminal escape in it is
+    # shown, not played.
+    from tests.support.cli import Sandbox
+
+    box = Sandbox(tmp_path, env={"MAI_FROM_ID": "ev\x1b[31mil"})
+    box.write_backend("local", "comfyui", url="http://127.0.0.1:9")
+    shown = box.run("whoami")
+    assert shown.returncode == 0, shown.stderr
+    assert "\x1b" not in shown.stdout and shown.stdout.startswith("ev\\e[31mil\t")
+    refused = box.run("generate", "x", "--dry-run", "--detach")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1

@@ -133,6 +133,8 @@ def generate(
     # Checked for one image too: a bad value is a bad input whether or not it is used.
     if concurrency is not None and not 1 <= concurrency <= 64:
         raise UserError(f"--concurrency {concurrency}: use 1 to 64")
+    if dry_run and detach:
+        raise UserError("--dry-run records nothing and --detach records for later: give one")
     if dry_run and (from_ is not None or len(prompts) > 1 or count != 1):
         raise UserError(
             "--dry-run prices one job: give one prompt, without --count or --from "

@@ -71,7 +71,10 @@ def whoami(*, json_output: Annotated[bool, Parameter(name="--json")] = False) ->
         shown: WhoAmIObject = {"caller": caller, "source": source, "budgets": budgets}  # type: ignore[typeddict-item]
         render.print_json(shown)
         return
-    print(f"{caller}\t(from {SOURCES[source]})")
+    from imagen.cli.safe import printable
+
+    # The caller comes from the environment or a tmux option: never raw to the terminal.
+    print(f"{printable(caller)}\t(from {SOURCES[source]})")
     if not budgets:
         context.note("no budget governs this caller")
         return
