@@ -204,13 +204,17 @@ def run() -> None:
             f"first `imagen jobs` (projection catch-up over the whole ledger): {time.perf_counter() - t:.1f}s"
         )
 
+        from imagen.projections.jobs.table import PROJECTION
+
+        JOBS_TABLE = PROJECTION.table.name  # the table version imagen reads now
         ours = _wall([*imagen, "jobs", "--limit", "20"], env)
         raw = _wall(
             [
                 sys.executable,
                 "-c",
                 "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
-                "print(c.execute('SELECT * FROM imagen_jobs_v3 ORDER BY created_at DESC LIMIT 20').fetchall())",
+                f"print(c.execute('SELECT * FROM {JOBS_TABLE} ORDER BY created_at DESC LIMIT 20')"
+                ".fetchall())",
                 str(db),
             ],
             env,

@@ -52,13 +52,14 @@ MODELS = [
 CALLERS = [f"agent-{n}" for n in range(19)] + [None]
 START = 1_735_689_600  # 2025-01-01T00:00:00Z
 YEAR_S = 365 * 86400
+_TABLE = usage_local.USAGE.name  # the table version imagen reads now
 INSERT = (
-    "INSERT INTO imagen_usage_v2 (seq, id, created_at, backend, model, seed, prompt_hash,"
+    f"INSERT INTO {_TABLE} (seq, id, created_at, backend, model, seed, prompt_hash,"
     " latency_ms, cost_micros, caller, outcome) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 GROUP_SQL = (
     "SELECT backend, model, count(*) AS images, sum(cost_micros) AS cost,"
-    " avg(latency_ms) AS mean_latency_ms FROM imagen_usage_v2"
+    f" avg(latency_ms) AS mean_latency_ms FROM {_TABLE}"
     " GROUP BY backend, model ORDER BY backend, model"
 )
 
