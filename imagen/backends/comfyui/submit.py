@@ -19,6 +19,7 @@ from imagen.backends.comfyui.job import (
     submitted_id,
     unreachable,
 )
+from imagen.backends.comfyui.pool import members
 from imagen.backends.comfyui.wire import as_dict, outcome_text, queue_ids, snippet
 from imagen.backends.common import (
     Exchange,
@@ -273,7 +274,10 @@ def _lookup(state: JobState, pid: str | None) -> Action | None:
         return None
     unknown = [ex for ex in looked if _seen(ex, pid) == "unknown"]
     what = f"{urlsplit(last.sent.url).path}: {outcome_text(last.outcome)}"
-    if len(unknown) < LOOKUP_TRIES and not past_deadline(state):
+    # In a pool the member that does not say is moved off once its grace has passed
+    # (pool.gone, an unpaid re-run elsewhere): look again until then, never halt first.
+    pooled = bool(members(config_of(state)))
+    if (len(unknown) < LOOKUP_TRIES or pooled) and not past_deadline(state):
         n = len(unknown)
         return Record((RetryScheduled("lookup", n, backoff(n), what[:300]),))
     return Halt(
