@@ -186,7 +186,13 @@ def test_two_workers_drain_a_detached_batch_and_outlive_a_kill_9(
                 assert hosts == ["machine-a", "machine-b"]
                 held = claims[jid]
                 b_at = next(n for n, e in enumerate(held) if e.get("host") == "machine-b")
-                last_a = held[b_at - 1]["at"]  # machine-a's last claim or renewal
+                # machine-a's last claim or renewal: what its lease runs from (an acceptance
+                # recorded after it does not renew it)
+                last_a = next(
+                    e["at"]
+                    for e in reversed(held[:b_at])
+                    if e["type"] in ("RunnerClaimed", "RunnerRenewed")
+                )
                 assert (_at(held[b_at]["at"]) - _at(last_a)).total_seconds() >= 2.0
             else:
                 assert len(hosts) == 1  # driven by exactly one worker
