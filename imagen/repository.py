@@ -7,31 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagen.core.events import decode
-from imagen.core.job import JobState, Recorded, fold, parse_time
+from imagen.core.events import payload_of
+from imagen.core.job import UNREAD, JobState, Recorded, fold
 from ledger.events import RecordedEvent
-
-_NOT_READ = object()
 
 
 def payload(e: RecordedEvent) -> Any:
     """The event's payload as JSON; one that is not JSON is kept visible as `{"data": text}`
     (it decodes as an event this imagen cannot read)."""
-    try:
-        return e.data
-    except ValueError:
-        return {"data": e.data_json}
+    return payload_of(e.data_json)
 
 
-def to_recorded(e: RecordedEvent, data: Any = _NOT_READ) -> Recorded:
-    """`data`: the event's `payload`, when the caller has it already (decoded once)."""
-    decoded = decode(e.type, e.schema_version, payload(e) if data is _NOT_READ else data)
-    return Recorded(
-        decoded.event,
-        e.stream_version,
-        parse_time(e.recorded_at),
-        e.position,
-        decoded.unknown_fields,
+def to_recorded(e: RecordedEvent, data: Any = UNREAD) -> Recorded:
+    """`data`: the event's `payload`, when the caller has it already (decoded once); else it
+    is decoded, with the event, only if something reads the event."""
+    return Recorded.stored(
+        e.type, e.schema_version, data, e.data_json, e.stream_version, e.recorded_at, e.position
     )
 
 

@@ -20,6 +20,7 @@ from imagen.core.events import (
 from imagen.core.job import JobState, Recorded, iso
 
 Outcome = ResponseReceived | RequestFailed
+_EXCHANGE_KINDS = frozenset({"RequestSent", "ResponseReceived", "RequestFailed"})
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ def exchanges(state: JobState, purpose: str) -> list[Exchange]:
     """Every request of a purpose in order, each with its outcome (None while unanswered)."""
     out: dict[str, Exchange] = {}
     for rec in state.history:
+        if rec.kind not in _EXCHANGE_KINDS:
+            continue  # not decoded: most of a job's events are not requests or responses
         e = rec.event
         if isinstance(e, RequestSent) and e.purpose == purpose:
             out[e.request_id] = Exchange(e, rec, None, None)
@@ -41,6 +44,16 @@ def exchanges(state: JobState, purpose: str) -> list[Exchange]:
             ex = out[e.request_id]
             out[e.request_id] = Exchange(ex.sent, ex.sent_at, e, rec)
     return list(out.values())
+
+
+def last_sent(state: JobState, purpose: str) -> RequestSent | None:
+    """The last request of a purpose (no answers read: only requests are decoded)."""
+    for rec in reversed(state.history):
+        if rec.kind == "RequestSent" and rec.may_have("purpose", purpose):
+            e = rec.event
+            if isinstance(e, RequestSent) and e.purpose == purpose:
+                return e
+    return None
 
 
 def last_exchange(state: JobState, purpose: str) -> Exchange | None:

@@ -18,6 +18,7 @@ named by the environment variable that holds them, never by value.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 from collections.abc import Callable
@@ -827,6 +828,26 @@ def decode(type_name: str, schema_version: int, data: Any) -> Decoded:
         return Decoded(UnknownEvent(type_name, schema_version, _as_json(data), why))
     finally:
         _DECODING.reset(token)
+
+
+_scan = json.JSONDecoder().scan_once
+
+
+def payload_of(text: str) -> Any:
+    """A recorded payload from its JSON text, as `json.loads` reads it; text that is not JSON is
+    kept visible as `{"data": text}` (it decodes as an event this imagen cannot read). The
+    decoder's own scanner is called directly: the ledger's canonical text is one value with
+    no whitespace around it, and `json.loads`' checks around the scan cost as much again."""
+    try:
+        value, end = _scan(text, 0)
+        if end == len(text):
+            return value
+    except (StopIteration, ValueError):
+        pass
+    try:
+        return json.loads(text)  # whitespace around the value, or the error's own verdict
+    except ValueError:
+        return {"data": text}
 
 
 def _as_json(data: Any) -> JSON:

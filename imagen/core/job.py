@@ -6,14 +6,16 @@ event, so adapters can compute deadlines and poll times without reading a clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from imagen.core.times import iso, parse_iso
 
 __all__ = ["iso", "parse_time"]
 
 from imagen.core.events import (
+    CATALOGUE,
     TERMINAL_TYPES,
     CancelRequested,
     Event,
@@ -28,18 +30,144 @@ from imagen.core.events import (
     RunnerClaimed,
     RunnerRenewed,
     UnknownEvent,
+    decode,
+    payload_of,
 )
 
+UNREAD: Any = object()  # a payload not yet decoded from its JSON text
 
-@dataclass(frozen=True)
-class Recorded:
-    """An event as the ledger holds it: with its stream version and time."""
 
-    event: Event
-    version: int
-    at: datetime
-    position: int = 0
-    unknown_fields: tuple[str, ...] = ()  # dropped when read: written by a newer imagen
+class _Fields:
+    __slots__ = ("_event", "_unknown", "_at", "_payload", "_schema", "version", "position", "kind")
+
+
+class _Building(_Fields):
+    """A `Recorded` while `stored` fills it in: plain attribute stores (a quarter of the cost
+    of going round the immutability guard, per event of a catch-up), then it becomes one."""
+
+    __slots__ = ()
+
+
+class Recorded(_Fields):
+    """An event as the ledger holds it: with its stream version and time. Immutable.
+
+    Read from the ledger (`stored`), its event is decoded and its time parsed only when first
+    asked for: a fold looks at few of a job's events (requests and responses, most of a
+    ledger, are only counted and dated), so a catch-up over millions of events builds only
+    the events something reads. `kind` is the type name as recorded, known without decoding;
+    the event it decodes to is of that catalogue type or an `UnknownEvent`."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        event: Event,
+        version: int,
+        at: datetime,
+        position: int = 0,
+        unknown_fields: tuple[str, ...] = (),  # dropped when read: written by a newer imagen
+    ) -> None:
+        kind = event.type if isinstance(event, UnknownEvent) else type(event).__name__
+        _set(self, "_event", event)
+        _set(self, "_unknown", unknown_fields)
+        _set(self, "_at", at)
+        _set(self, "_payload", None)
+        _set(self, "_schema", 0)
+        _set(self, "version", version)
+        _set(self, "position", position)
+        _set(self, "kind", kind)
+
+    @classmethod
+    def stored(
+        cls,
+        kind: str,
+        schema_version: int,
+        payload: Any,
+        text: str,
+        version: int,
+        at: str,
+        position: int,
+    ) -> Recorded:
+        """An event from a ledger row: `text` its recorded JSON, `payload` that text already
+        decoded (or `UNREAD`), `at` its recorded time."""
+        rec = _new(_Building)
+        rec._event = None
+        rec._unknown = ()
+        rec._at = at
+        rec._payload = text if payload is UNREAD else (payload,)
+        rec._schema = schema_version
+        rec.version = version
+        rec.position = position
+        rec.kind = kind
+        _set(rec, "__class__", cls)
+        return rec
+
+    @property
+    def event(self) -> Event:
+        event = self._event
+        if event is None:
+            source = self._payload
+            data = payload_of(source) if type(source) is str else source[0]
+            decoded = decode(self.kind, self._schema, data)
+            event = decoded.event
+            _set(self, "_unknown", decoded.unknown_fields)
+            _set(self, "_event", event)
+            _set(self, "_payload", None)
+        return event
+
+    def may_have(self, name: str, value: object) -> bool:
+        """False only when the event, decoded, would not have `value` in its field `name`:
+        read from the payload alone where that is exact (a payload of the type's current
+        schema: decoding keeps its field values or yields an UnknownEvent), so a search among
+        many events of one type builds only the one it looks for."""
+        if self._event is None:
+            cls = CATALOGUE.get(self.kind)
+            if cls is not None and self._schema == cls.SCHEMA_VERSION:
+                source = self._payload
+                data = payload_of(source) if type(source) is str else source[0]
+                _set(self, "_payload", (data,))
+                if type(data) is dict and name in data:
+                    return bool(data[name] == value)
+            return True
+        return bool(getattr(self._event, name, _ABSENT) == value)
+
+    @property
+    def unknown_fields(self) -> tuple[str, ...]:
+        self.event  # noqa: B018 -- decoding finds them
+        return self._unknown
+
+    @property
+    def at(self) -> datetime:
+        at = self._at
+        if type(at) is str:
+            at = parse_iso(at)
+            _set(self, "_at", at)
+        return at
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Recorded is immutable: cannot set {name!r}")
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.event, self.version, self.at, self.position, self.unknown_fields)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Recorded:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash((self.version, self.position, self.kind))
+
+    def __repr__(self) -> str:
+        return (
+            f"Recorded(event={self.event!r}, version={self.version!r}, at={self.at!r}, "
+            f"position={self.position!r}, unknown_fields={self.unknown_fields!r})"
+        )
+
+
+_set = object.__setattr__
+_ABSENT = object()
+_new = object.__new__
 
 
 @dataclass(frozen=True)
@@ -57,7 +185,20 @@ class JobState:
     claim: RunnerClaimed | None = None
     claim_at: datetime | None = None
     interrupted: JobInterrupted | None = None
-    in_flight: dict[str, RequestSent] = field(default_factory=dict)
+
+    @property
+    def in_flight(self) -> dict[str, RequestSent]:
+        """Requests sent and not yet answered, by request id (worked out when asked: a fold
+        need not decode a job's requests and responses)."""
+        out: dict[str, RequestSent] = {}
+        for r in self.history:
+            if r.kind in _EXCHANGE_KINDS:
+                e = r.event
+                if isinstance(e, RequestSent):
+                    out[e.request_id] = e
+                elif isinstance(e, ResponseReceived | RequestFailed):
+                    out.pop(e.request_id, None)
+        return out
 
     @property
     def image(self) -> ImageStored | None:
@@ -94,11 +235,17 @@ class JobState:
         return [r for r in self.history if isinstance(r.event, UnknownEvent) or r.unknown_fields]
 
     def events_of(self, kind: type[Event]) -> list[Recorded]:
-        return [r for r in self.history if isinstance(r.event, kind)]
+        names = kinds_of(kind)
+        return [
+            r
+            for r in self.history
+            if (names is None or r.kind in names) and isinstance(r.event, kind)
+        ]
 
     def last(self, kind: type[Event]) -> Recorded | None:
+        names = kinds_of(kind)
         for r in reversed(self.history):
-            if isinstance(r.event, kind):
+            if (names is None or r.kind in names) and isinstance(r.event, kind):
                 return r
         return None
 
@@ -130,27 +277,61 @@ def image_path(output_path: str, index: int) -> str:
     return f"{head}-{index + 1}.{ext}"
 
 
+_EXCHANGE_KINDS = frozenset({"RequestSent", "ResponseReceived", "RequestFailed"})
+_KINDS: dict[type, frozenset[str] | None] = {}
+
+
+def kinds_of(cls: type[Event]) -> frozenset[str] | None:
+    """The recorded type names whose events can be instances of `cls` (None: any, as for
+    `Event` or `UnknownEvent`, which an event of any name decodes to when it does not fit).
+    An event recorded as X decodes to CATALOGUE[X] or to an UnknownEvent, so a fold that
+    looks for `cls` decodes only the events of these names."""
+    if cls not in _KINDS:
+        _KINDS[cls] = (
+            None
+            if issubclass(UnknownEvent, cls)
+            else frozenset(n for n, c in CATALOGUE.items() if issubclass(c, cls))
+        )
+    return _KINDS[cls]
+
+
+# The types `_advance` reads (keep in step with its branches): a job's other events (requests,
+# responses, progress: most of them) only move its version and time, so folding never
+# decodes them.
+ADVANCES = frozenset(
+    {
+        "JobRequested",
+        "RunnerClaimed",
+        "RunnerRenewed",
+        "RemoteJobAccepted",
+        "ImageStored",
+        "JobOverflowed",
+        "CancelRequested",
+        "JobInterrupted",
+        *TERMINAL_TYPES,
+    }
+)
+
+
 def evolve(state: JobState, rec: Recorded) -> JobState:
-    fields = {"history": (*state.history, rec), "in_flight": dict(state.in_flight)}
+    fields: dict[str, object] = {"history": (*state.history, rec)}
     _advance(state, fields, rec)
+    fields["version"], fields["now"] = rec.version, rec.at
     return replace(state, **fields)  # type: ignore[arg-type]
 
 
 def _advance(state: JobState, changes: dict[str, object], rec: Recorded) -> None:
-    """The changes one event makes to a job's state, into `changes` (whose `in_flight` is a
-    dict of its own, changed in place); `state` for what `changes` does not hold yet."""
+    """The changes one event makes to a job's state beyond its version and time, into
+    `changes`; `state` for what `changes` does not hold yet."""
+    if rec.kind not in ADVANCES:
+        return
     e = rec.event
-    changes["version"], changes["now"] = rec.version, rec.at
     if isinstance(e, JobRequested):
         changes.update(request=e, started_at=rec.at)
     elif isinstance(e, RunnerClaimed):
         changes.update(claim=e, claim_at=rec.at, interrupted=None)
     elif isinstance(e, RunnerRenewed):
         changes["claim_at"] = rec.at
-    elif isinstance(e, RequestSent):
-        changes["in_flight"][e.request_id] = e  # type: ignore[index]
-    elif isinstance(e, ResponseReceived | RequestFailed):
-        changes["in_flight"].pop(e.request_id, None)  # type: ignore[attr-defined]
     elif isinstance(e, RemoteJobAccepted):
         changes["remote_id"] = e.remote_id
     elif isinstance(e, ImageStored):
@@ -181,7 +362,12 @@ def _advance(state: JobState, changes: dict[str, object], rec: Recorded) -> None
 def fold(job_id: str, recorded: list[Recorded]) -> JobState:
     """`evolve` over every event, building the state once (not once per event)."""
     start = JobState(job_id)
-    fields: dict[str, object] = {"history": tuple(recorded), "in_flight": {}}
+    if not recorded:
+        return start
+    fields: dict[str, object] = {"history": tuple(recorded)}
     for rec in recorded:
-        _advance(start, fields, rec)
+        if rec.kind in ADVANCES:
+            _advance(start, fields, rec)
+    last = recorded[-1]
+    fields["version"], fields["now"] = last.version, last.at
     return replace(start, **fields)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from imagen.core.job import JobState, fold
+from imagen.core.job import UNREAD, JobState, fold
 from imagen.projections.usage.fold import usage_rows
 from imagen.repository import payload, to_recorded
 from ledger.events import RecordedEvent
@@ -66,7 +66,9 @@ def job_states(
             streams = memo["streams"] = {}
             for e in whole:
                 streams.setdefault(e.stream_id, []).append(e)
-        data = payloads(events)
+        # Whatever payloads the batch's folds decoded already; the rest are decoded (with
+        # their events) only if the job's fold or a rule reads them.
+        data = memo.get("payloads") or {}
         last = whole[-1].position if whole else 0
         for jid in wanted:
             own = streams.get(jid, [])
@@ -81,7 +83,7 @@ def job_states(
                 ]
             )
             recorded = [to_recorded(e) for e in earlier]
-            recorded += [to_recorded(e, data[e.position]) for e in own]
+            recorded += [to_recorded(e, data.get(e.position, UNREAD)) for e in own]
             states[jid] = fold(jid, recorded)
     return states
 

@@ -10,7 +10,7 @@ from typing import Any
 from imagen.backends.comfyui.inputs import DEFAULT_MODEL
 from imagen.backends.comfyui.job import client_id, current_prompt, posted_client, server_url
 from imagen.backends.comfyui.wire import stats_body, system_facts
-from imagen.backends.common import config_of, exchanges
+from imagen.backends.common import config_of, exchanges, last_sent
 from imagen.core.events import JobMoved
 from imagen.core.job import JobState
 
@@ -85,8 +85,8 @@ def success_result(state: JobState) -> dict[str, Any]:
 def sent_inputs(state: JobState) -> dict[str, Any]:
     """Seed, steps, sampler, scheduler and batch size of the graph last posted to /prompt, read
     from its nodes (None for what it does not hold)."""
-    prompts = exchanges(state, "prompt")
-    body = prompts[-1].sent.body if prompts else None
+    sent = last_sent(state, "prompt")
+    body = sent.body if sent else None
     graph = body.get("prompt") if isinstance(body, dict) else None
     if not isinstance(graph, dict):
         return {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagen.backends.common import configured_model, exchanges
+from imagen.backends.common import configured_model, last_sent
 from imagen.core.job import JobState
 
 describe_model = configured_model
@@ -23,8 +23,8 @@ _FIRST_CLASS = {
 
 def sent_inputs(state: JobState) -> dict[str, Any]:
     """The inputs of the last create, as Replicate received them (for sidecars and usage)."""
-    creates = exchanges(state, "create")
-    body = creates[-1].sent.body if creates else None
+    sent = last_sent(state, "create")
+    body = sent.body if sent else None
     inp = body.get("input") if isinstance(body, dict) else None
     if not isinstance(inp, dict):
         return {}

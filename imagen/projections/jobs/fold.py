@@ -116,6 +116,26 @@ def priced(r: dict[str, Any]) -> dict[str, Any]:
     return r
 
 
+def fold_into(rows: dict[str, dict[str, Any]], events: Any, payloads: dict[int, Any]) -> None:
+    """`step` every job event (ledger rows, position order) into `rows` (by job id; a job's
+    first event starts its row), without costs (see `priced`). Streams named "$..." ("$ledger",
+    "$budgets") are not jobs. `payloads` holds the payloads of the types in `READS`.
+
+    The loop does `step`'s first part itself for an event that only moves a row's times (most
+    of a ledger: requests and responses): a call per event would cost more than the rest."""
+    found = payloads.get
+    for position, _, job_id, _, type_name, schema, _, recorded_at, _, _ in events:
+        if job_id[:1] == "$":
+            continue
+        r = rows.get(job_id)
+        if r is None:
+            r = rows[job_id] = new_row(job_id, recorded_at)
+        if type_name in READS or r["terminal_events"]:
+            step(r, type_name, found(position), recorded_at, position, schema)
+        else:
+            r["updated_at"], r["last_position"] = recorded_at, position
+
+
 def step(
     r: dict[str, Any],
     type_name: str,

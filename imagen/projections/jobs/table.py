@@ -71,14 +71,8 @@ def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
 
     data = payloads(events, projection.READS)  # the payloads `step` reads (others: None)
     # "$ledger" (the ledger's id), "$budgets": streams that are not jobs.
-    events = [e for e in events if not e.stream_id.startswith("$")]
-    rows = view.rows(JOBS, {e.stream_id for e in events})  # fresh dicts: ours to change
-    step, new_row, found = projection.step, projection.new_row, data.get
-    for e in events:
-        r = rows.get(e.stream_id)
-        if r is None:
-            r = rows[e.stream_id] = new_row(e.stream_id, e.recorded_at)
-        step(r, e.type, found(e.position), e.recorded_at, e.position, e.schema_version)
+    rows = view.rows(JOBS, {e.stream_id for e in events if e.stream_id[:1] != "$"})
+    projection.fold_into(rows, events, data)  # rows: fresh dicts, ours to change
     return [projection.priced(r) for r in rows.values()]
 
 
