@@ -36,4 +36,10 @@ def load(type_name: str) -> Backend:
         raise ValueError(
             f"unknown backend type {type_name!r}; allowed: {', '.join(names())}"
         ) from None
-    return cast(Backend, importlib.import_module(path))
+    module = _LOADED.get(path)
+    if module is None:  # imported on first use; looked up once (a fold asks once per job)
+        module = _LOADED[path] = importlib.import_module(path)
+    return cast(Backend, module)
+
+
+_LOADED: dict[str, object] = {}

@@ -60,7 +60,7 @@ from imagen.core.events import (
     ResponseReceived,
     RunnerRenewed,
 )
-from imagen.core.job import parse_time
+from imagen.core.job import UNREAD, Recorded, iso, parse_time
 from tests.support.history import History
 
 # Hypothesis keeps caches (unicode tables, constants) in ./.hypothesis unless told otherwise: a
@@ -197,6 +197,7 @@ class Drive:
             if why == "finished" or n == self.resumes:
                 break
             self.world.resume(self.h, self.draw)
+        read_back_agrees(self.h)
         return self.ends
 
     def _one_run(self) -> str:
@@ -373,3 +374,49 @@ def no_draw(strategy: Any) -> Any:
     """The draw of a replayed history: the world is settled at once, nothing happens between
     decisions."""
     return 0
+
+
+def read_back_agrees(h: History) -> None:
+    """The job as a later process reads it from the ledger (each event stored as canonical
+    JSON and decoded only when something reads it) folds to the same state, decides the same
+    next action, and reports the same usage, spend and sidecar fields."""
+    from imagen.core.job import fold
+    from imagen.projections import spend
+    from imagen.projections.sidecar import job_fields
+    from imagen.projections.usage.fold import usage_rows
+    from ledger.events import canonical_json
+
+    state = h.state
+    stored = [
+        Recorded.stored(
+            r.kind,
+            type(r.event).SCHEMA_VERSION,
+            UNREAD,
+            canonical_json(r.event.to_data()),
+            r.version,
+            iso(r.at),
+            i,
+        )
+        for i, r in enumerate(state.history, start=1)
+    ]
+    again = fold(state.job_id, stored)
+    for name in (
+        "version",
+        "request",
+        "started_at",
+        "now",
+        "remote_id",
+        "images",
+        "cancel",
+        "terminal",
+        "claim",
+        "claim_at",
+        "interrupted",
+        "in_flight",
+        "status",
+    ):
+        assert getattr(again, name) == getattr(state, name), f"{name} differs when read back"
+    assert usage_rows(again) == usage_rows(state)
+    assert spend.row(again) == spend.row(state)
+    assert job_fields(again) == job_fields(state)
+    assert h._decide(again) == h.decide()
