@@ -30,7 +30,7 @@ from imagen.projections.jobs import fold as projection
 from imagen.projections.jobs.fold import COLUMNS
 from imagen.projections.jobs.query import CHECKPOINT, TABLE
 from imagen.repository import payload
-from ledger.chain import ChainWalk, Head, VerifyReport, as_row
+from ledger.chain import ChainWalk, Head, VerifyReport
 from ledger.events import RecordedEvent
 from ledger.interface import Reader
 
@@ -144,10 +144,11 @@ class _Job:
     def add(self, jid: str, e: RecordedEvent, data: Any) -> None:
         """One more of the job's events, folded as the jobs projection folds it."""
         self.version = e.stream_version
-        if self.row is None:
-            self.row = projection.new_row(jid, e.recorded_at)
+        row = self.row
+        if row is None:
+            row = self.row = projection.new_row(jid, e.recorded_at)
         # In place and unpriced: the cost is set once, when the row is compared (`_rows`).
-        projection.step(self.row, e.type, data, e.recorded_at, e.position, e.schema_version)
+        projection.step(row, e.type, data, e.recorded_at, e.position, e.schema_version)
         self.events.append((e, data))
         if e.type == "ImageStored":
             self.images[str(data.get("path"))] = (str(data.get("sha256")), e.position)
@@ -236,9 +237,7 @@ class Audit:
                 job = held[sid] = _Job() if e.stream_version == 1 else self._open(sid, e.position)
                 if len(held) > self.most_open:
                     self.most_open = len(held)
-            if not self.walk.step(
-                as_row(e), self.others.get(sid, 0) if job is None else job.version
-            ):
+            if not self.walk.step(e, self.others.get(sid, 0) if job is None else job.version):
                 return False
             data = None if sid == IDENTITY_STREAM else payload(e)
             if data is not None and (what := newer_than_this(e.type, e.schema_version, data)):
