@@ -41,12 +41,9 @@ SETTLE = 500  # settled jobs compared with the cached tables per query
 Problem = dict[str, Any]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def file_sha256(path: Path | str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -205,7 +202,7 @@ class Audit:
         self.checked = 0  # images checked
         self.pending: dict[str, _Settled] = {}
         self.keys = {name: KeySet() for name in self.compare}
-        self.folders: set[Path] = set()
+        self.folders: set[str] = set()
         self.most_open = 0
 
     def run(
@@ -289,7 +286,7 @@ class Audit:
             for path, (sha, position) in job.images.items():
                 problems.extend(check_image(jid, path, sha, position))
             self.checked += len(job.images)
-        self.folders.update(Path(p).parent for p in job.images)
+        self.folders.update(os.path.dirname(p) for p in job.images)  # (a Path per image: slow)
         if problems:
             self.found[jid] = problems
         return _Settled(jid, {n: r for n, r in rows.items() if n in self.compare})
@@ -333,7 +330,7 @@ class Audit:
             problems,
             self.newer,
             self.checked,
-            self.folders,
+            {Path(f) for f in self.folders},
             self.most_open,
         )
 
@@ -460,8 +457,8 @@ def invariants(row: dict[str, Any]) -> list[Problem]:
 def check_image(jid: str, path_text: str, sha: str, position: int) -> list[Problem]:
     """A succeeded job's image (the chain's path and sha256, stored at `position`) and its
     sidecar."""
-    path = Path(path_text)
-    if not path.is_file():
+    if not os.path.isfile(path_text):  # (strings, not Paths: audit checks every image)
+        path = Path(path_text)
         return [
             {
                 "kind": "image_missing",
@@ -472,7 +469,8 @@ def check_image(jid: str, path_text: str, sha: str, position: int) -> list[Probl
             }
         ]
     problems: list[Problem] = []
-    if file_sha256(path) != sha:
+    if file_sha256(path_text) != sha:
+        path = Path(path_text)
         problems.append(
             {
                 "kind": "image_modified",
@@ -482,9 +480,9 @@ def check_image(jid: str, path_text: str, sha: str, position: int) -> list[Probl
                 "message": f"job {jid}: image modified since it was stored: {path}",
             }
         )
-    side = Path(f"{path_text}.json")
     try:
-        data = json.loads(side.read_bytes())
+        with open(f"{path_text}.json", "rb") as fh:
+            data = json.loads(fh.read())
         ok = (
             isinstance(data, dict)
             and data.get("job_id") == jid
@@ -495,6 +493,7 @@ def check_image(jid: str, path_text: str, sha: str, position: int) -> list[Probl
     except (OSError, ValueError):
         ok = False
     if not ok:
+        side = Path(f"{path_text}.json")
         missing = not side.exists()
         problems.append(
             {
@@ -562,8 +561,8 @@ def check_unknown_files(
     found: list[tuple[Path, str]] = []
     for folder in sorted(set(parents) | set(folders)):
         try:
-            names = (e.name for e in os.scandir(folder) if e.name.endswith(".json"))
-            sides = ((folder / n, jid) for n in names if (jid := _sidecar_job(folder / n)))
+            entries = (e for e in os.scandir(folder) if e.name.endswith(".json"))
+            sides = ((folder / e.name, jid) for e in entries if (jid := _sidecar_job(e)))
             # Any event of the job (those after `head` too: a job running while audit reads,
             # or past a break in the chain) makes it known; asked in chunks, never all at once.
             for chunk in _batched(sides, 500):
@@ -590,18 +589,21 @@ def check_unknown_files(
     return problems
 
 
-def _sidecar_job(side: Path) -> str | None:
-    """The job an imagen sidecar names, when it is one written beside its own image path."""
+def _sidecar_job(side: os.DirEntry[str]) -> str | None:
+    """The job an imagen sidecar names, when it is one written beside its own image path.
+    (A directory entry knows whether it is a link or a file without asking the system again:
+    audit reads every sidecar in the chain's folders.)"""
     try:
         if side.is_symlink() or not side.is_file() or side.stat().st_size > 10_000_000:
             return None
-        data = json.loads(side.read_bytes())
+        with open(side.path, "rb") as fh:
+            data = json.loads(fh.read())
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or not isinstance(data.get("image"), dict):
         return None
     jid = data.get("job_id")
-    if not isinstance(jid, str) or data["image"].get("path") != str(side)[: -len(".json")]:
+    if not isinstance(jid, str) or data["image"].get("path") != side.path[: -len(".json")]:
         return None
     return jid
 
