@@ -57,8 +57,17 @@ def _meta(
         bool, Parameter(name=["--verbose", "-v"], help=GLOBAL_OPTIONS["verbose"][1])
     ] = False,
 ) -> int | None:
+    import gc
+
     from imagen.cli import context
 
+    # The command line is parsed: what start-up built lives as long as the process, so the
+    # collector need not look at it again; the command itself runs collected as usual. Only
+    # when cli/__init__.py main turned collection off for start-up (run() called in-process
+    # by a test leaves the caller's collector alone).
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
     context.session().config_path = config
     context.session().verbosity = -1 if quiet else 1 if verbose else 0
     return app(tokens)

@@ -193,11 +193,12 @@ def _window(b, now, tz) -> str:  # type: ignore[no-untyped-def]
 def usage_summary(reader: object) -> dict[str, list[dict[str, object]]] | None:
     """For `imagen usage`: each caller's standing against its budgets, None when the ledger
     holds no budget (then nothing is opened or caught up)."""
-    from imagen.app import budgets
     from imagen.core.events import BUDGET_STREAM
 
     if not reader.read_stream(BUDGET_STREAM):  # type: ignore[attr-defined]
         return None
+    from imagen.app import budgets  # ~6 ms of imports, only where budgets are set
+
     try:
         store = context.session().store()
     except UserError as exc:  # e.g. a ledger this process may only read: usage still prints

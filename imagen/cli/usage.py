@@ -135,11 +135,12 @@ def usage(
 def _budget_summary(keys: list[str], data: list[dict], as_json: bool) -> dict | None:
     """Spend against budgets (this ledger's): per caller row with --by caller, else after the
     table in a terminal."""
-    from imagen.app.budgets import describe
     from imagen.cli.budget import usage_summary
 
     standing = usage_summary(context.session().reader())
     if standing and "caller" in keys:
+        from imagen.app.budgets import describe
+
         for row in data:
             entries = standing.get(row.get("caller") or "", [])
             row["budgets"] = entries if as_json else describe(entries)
