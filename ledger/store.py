@@ -284,9 +284,15 @@ class EventStore:
         sql, params = self._sql["after_all"], (after, until if until is not None else 2**62)
         with self.engine.connect() as conn, conn.begin():
             self._dialect.read_view(conn)
-            result = conn.execution_options(stream_results=True, yield_per=batch)
-            for rows in result.exec_driver_sql(sql, params).partitions(batch):
-                yield list(map(_event, rows))
+            streamed = conn.execution_options(stream_results=True)
+            # The driver's cursor (server-side on PostgreSQL), its tuples made events directly
+            # (as `_events` does): a Row per row, copied, was a third of reading.
+            result = streamed.exec_driver_sql(sql, params)
+            try:
+                while rows := result.cursor.fetchmany(batch):
+                    yield list(map(_event, rows))
+            finally:
+                result.close()
 
     def streams_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
         """Stream ids starting with `prefix` (an index range scan, on both engines)."""

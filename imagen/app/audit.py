@@ -25,7 +25,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from imagen.core.events import newer_than_this
+from imagen.core.events import current_shapes, newer_than_this, payload_of
 from imagen.projections.jobs import fold as projection
 from imagen.projections.jobs.fold import COLUMNS
 from imagen.projections.jobs.query import CHECKPOINT, TABLE
@@ -196,6 +196,7 @@ class Audit:
         self.compare = {name: c for name, c in caches().items() if name in compare}
         self.open_limit, self.settle_size = open_limit, settle
         self.held: dict[str, _Job] = {}
+        self.current = current_shapes()  # `newer_than_this`'s common case, checked in line
         self.others: dict[str, int] = {}  # streams that are not jobs ("$ledger", "$budgets")
         self.newer: dict[str, int] = {}
         self.found: dict[str, list[Problem]] = {}  # per job, replaced when it is settled again
@@ -226,7 +227,7 @@ class Audit:
 
     def feed(self, events: Iterable[RecordedEvent]) -> bool:
         """Verify and fold `events` (the next in the chain); False once the chain breaks."""
-        held = self.held
+        held, current = self.held, self.current
         for e in events:
             sid = e.stream_id
             job = held.get(sid)
@@ -236,9 +237,15 @@ class Audit:
                     self.most_open = len(held)
             if not self.walk.step(e, self.others.get(sid, 0) if job is None else job.version):
                 return False
-            data = None if sid == IDENTITY_STREAM else payload(e)
-            if data is not None and (what := newer_than_this(e.type, e.schema_version, data)):
-                self.newer[what] = self.newer.get(what, 0) + 1
+            data = None if sid == IDENTITY_STREAM else payload_of(e.data_json)
+            if data is not None and not (
+                (shape := current.get(e.type)) is not None
+                and shape[0] == e.schema_version
+                and type(data) is dict
+                and shape[1].issuperset(data)
+            ):
+                if what := newer_than_this(e.type, e.schema_version, data):
+                    self.newer[what] = self.newer.get(what, 0) + 1
             if job is None:  # the ledger's identity, budgets: not a job
                 self.others[sid] = e.stream_version
                 continue

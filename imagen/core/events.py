@@ -705,6 +705,13 @@ def _field_names(type_name: str, cls: type) -> frozenset[str]:
     return names
 
 
+def current_shapes() -> dict[str, tuple[int, frozenset[str]]]:
+    """Each type's current schema version and field names, by type name: a payload of that
+    version whose keys are among them has nothing `newer_than_this` would name (a reader that
+    checks every event asks this first, and the function only for the rest)."""
+    return {name: (cls.SCHEMA_VERSION, _field_names(name, cls)) for name, cls in CATALOGUE.items()}
+
+
 def newer_than_this(type_name: str, schema_version: int, data: JSON) -> str | None:
     """What in a recorded event this imagen does not know (for audit), or None. Cheaper than
     `decode`: names only, no payload checks."""
