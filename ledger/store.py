@@ -511,12 +511,22 @@ _event = partial(tuple.__new__, RecordedEvent)
 def _events(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
     """The events a query selects, built straight from the driver's row tuples: the SQL is
     the driver's own (no result types to process), so SQLAlchemy's `Row` per row would be
-    built only to be copied (measured: a sixth of reading a batch)."""
+    built only to be copied (measured: a sixth of reading a batch).
+
+    Fetched a few hundred rows at a time, each made an event while it is still in the CPU's
+    cache: copying a whole 20,000-row batch after fetching it all touches every value again
+    from memory (measured: 0.46 s CPU against 0.31 s for 210k events)."""
     result = conn.exec_driver_sql(sql, params)
     try:
-        return list(map(_event, result.cursor.fetchall()))
+        events: list[RecordedEvent] = []
+        for rows in iter(partial(result.cursor.fetchmany, _FETCH), []):
+            events.extend(map(_event, rows))
+        return events
     finally:
         result.close()
+
+
+_FETCH = 256  # rows per fetch (see `_events`; 128-512 measured alike)
 
 
 _TYPES = {
