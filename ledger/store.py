@@ -286,13 +286,24 @@ class EventStore:
         """The events after `after` (up to `until`, if given) in position order, as lists of at
         most `batch`, all in ONE read view (the ledger as of the first read) and streamed from
         the driver: memory holds one batch, whatever the ledger's length (for audit and any
-        walk that must see one consistent ledger)."""
+        walk that must see one consistent ledger).
+
+        Rows are made events a few hundred at a time, as in `_events` (measured: 0.35 s CPU
+        against 0.53 s for 20,000-row partitions of 210k events). Through SQLAlchemy's
+        partitions, not the driver's cursor: a server-side cursor's first row is already in
+        SQLAlchemy's buffer."""
         sql, params = self._sql["after_all"], (after, until if until is not None else 2**62)
         with self.engine.connect() as conn, conn.begin():
             self._dialect.read_view(conn)
-            result = conn.execution_options(stream_results=True, yield_per=batch)
-            for rows in result.exec_driver_sql(sql, params).partitions(batch):
-                yield list(map(_event, rows))
+            result = conn.execution_options(stream_results=True, yield_per=_FETCH)
+            events: list[RecordedEvent] = []
+            for rows in result.exec_driver_sql(sql, params).partitions(_FETCH):
+                events.extend(map(_event, rows))
+                while len(events) >= batch:
+                    yield events[:batch]
+                    events = events[batch:]
+            if events:
+                yield events
 
     def streams_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
         """Stream ids starting with `prefix` (an index range scan, on both engines)."""
