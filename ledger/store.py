@@ -3,21 +3,25 @@
 Appends take the database's write lock first (SQLite `BEGIN IMMEDIATE`, PostgreSQL an advisory
 lock), then read the chain head, so positions are gapless and every event's `prev_hash` is the
 hash of the event before it. Readers never block writers (WAL / MVCC). What differs between
-the engines (engine and pragmas, the write lock, the upsert, reading a SQLite ledger this
-process cannot write) is in ledger/dialects/; the chain and the head file in ledger/chain.py.
+the engines (engine and pragmas, the write lock, the driver's placeholder, reading a SQLite
+ledger this process cannot write) is in ledger/dialects/; the chain and the head file in
+ledger/chain.py.
 
-The hot path (`imagen generate` appends several times per image) runs the driver's own SQL,
-precomputed once per store, on pooled connections: no reflection, and alembic is imported only
-when a ledger is not at this code's schema head.
+The hot paths (`imagen generate` appends several times per image; a catch-up reads, looks up
+and upserts projection rows by the thousand) run the driver's own SQL, built once per store
+(projection SQL once per table; its upsert is the same text on both engines), on pooled
+connections: no reflection, and alembic is imported only when a ledger is not at this code's
+schema head.
 """
 
 from __future__ import annotations
 
 import importlib
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -32,7 +36,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    select,
     text,
 )
 from sqlalchemy.engine import URL, make_url
@@ -88,6 +91,9 @@ class EventStore:
         # With identity, the first append to an empty ledger writes a LedgerCreated event first.
         self._identity = identity
         self._tables: dict[TableSpec, Table] = {}
+        # Projection SQL in the driver's own text, built once per table (and row shape).
+        self._upserts: dict[tuple[TableSpec, tuple[str, ...]], str] = {}
+        self._selects: dict[TableSpec, str] = {}
         p = dialect.param
         where = f"SELECT {_COLUMNS} FROM events WHERE"
         self._sql = {
@@ -280,19 +286,24 @@ class EventStore:
         """The events after `after` (up to `until`, if given) in position order, as lists of at
         most `batch`, all in ONE read view (the ledger as of the first read) and streamed from
         the driver: memory holds one batch, whatever the ledger's length (for audit and any
-        walk that must see one consistent ledger)."""
+        walk that must see one consistent ledger).
+
+        Rows are made events a few hundred at a time, as in `_events` (measured: 0.35 s CPU
+        against 0.53 s for 20,000-row partitions of 210k events). Through SQLAlchemy's
+        partitions, not the driver's cursor: a server-side cursor's first row is already in
+        SQLAlchemy's buffer."""
         sql, params = self._sql["after_all"], (after, until if until is not None else 2**62)
         with self.engine.connect() as conn, conn.begin():
             self._dialect.read_view(conn)
-            streamed = conn.execution_options(stream_results=True)
-            # The driver's cursor (server-side on PostgreSQL), its tuples made events directly
-            # (as `_events` does): a Row per row, copied, was a third of reading.
-            result = streamed.exec_driver_sql(sql, params)
-            try:
-                while rows := result.cursor.fetchmany(batch):
-                    yield list(map(_event, rows))
-            finally:
-                result.close()
+            result = conn.execution_options(stream_results=True, yield_per=_FETCH)
+            events: list[RecordedEvent] = []
+            for rows in result.exec_driver_sql(sql, params).partitions(_FETCH):
+                events.extend(map(_event, rows))
+                while len(events) >= batch:
+                    yield events[:batch]
+                    events = events[batch:]
+            if events:
+                yield events
 
     def streams_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
         """Stream ids starting with `prefix` (an index range scan, on both engines)."""
@@ -370,15 +381,49 @@ class EventStore:
         the write lock; False (nothing written) if the checkpoint is no longer `expected`.
 
         Rows are upserted by key; in a `serial` table a row whose unique columns are already
-        present is kept as it is."""
-        t = self._table(table)
+        present is kept as it is. Every row has the first row's columns.
+
+        One executemany of the driver's own SQL over tuples: a SQLAlchemy insert construct
+        compiled and given dicts cost 0.18 s CPU for the 10k jobs of a first catch-up."""
+        if rows:
+            columns = tuple(rows[0])
+            sql = self._upsert_sql(table, columns)
+            values = itemgetter(*columns) if len(columns) > 1 else lambda r: (r[columns[0]],)
+            params = list(map(values, rows))
         with self.transaction() as conn:
             if (self._checkpoint(conn, checkpoint) or 0) != expected:
                 return False
             if rows:
-                conn.execute(_upsert(self._dialect.insert(t), table), list(rows))
+                conn.exec_driver_sql(sql, params)
             self._set_checkpoint(conn, checkpoint, position)
         return True
+
+    def _upsert_sql(self, spec: TableSpec, columns: tuple[str, ...]) -> str:
+        sql = self._upserts.get((spec, columns))
+        if sql is None:
+            unknown = sorted(set(columns) - set(spec.column_names))
+            if unknown:
+                raise LedgerError(f"projection table {spec.name} has no column {unknown[0]!r}")
+            sql = _upsert(spec, columns, self._quote, self._dialect.param)
+            self._upserts[(spec, columns)] = sql
+        return sql
+
+    def _select_sql(self, spec: TableSpec, keys: int) -> str:
+        """SELECT every column of the rows whose key is one of `keys` parameters."""
+        if keys == _IN_LIMIT and spec in self._selects:
+            return self._selects[spec]
+        q = self._quote
+        sql = (
+            f"SELECT {', '.join(map(q, spec.column_names))} FROM {q(spec.name)}"
+            f" WHERE {q(spec.key)} IN ({', '.join([self._dialect.param] * keys)})"
+        )
+        if keys == _IN_LIMIT:
+            self._selects[spec] = sql
+        return sql
+
+    def _quote(self, name: str) -> str:
+        quoted: str = self.engine.dialect.identifier_preparer.quote(name)
+        return quoted
 
     def reset_projection(self, table: TableSpec, checkpoints: Sequence[str]) -> None:
         """Delete every row and set the checkpoints to 0, atomically."""
@@ -475,14 +520,24 @@ class Snapshot:
         return [tuple(r) for r in self._conn.execute(text(sql), dict(params or {})).fetchall()]
 
     def rows(self, table: TableSpec, keys: Iterable[Any]) -> dict[Any, Row]:
-        t = self._store._table(table)
-        key = t.c[table.key]
+        """The rows with these keys, as fresh dicts (the caller's to change)."""
+        names, key = table.column_names, table.column_names.index(table.key)
         wanted = sorted(set(keys))
         out: dict[Any, Row] = {}
-        for i in range(0, len(wanted), 500):  # bounded IN lists (SQLite's variable limit)
-            for r in self._conn.execute(select(t).where(key.in_(wanted[i : i + 500]))).mappings():
-                out[r[table.key]] = dict(r)
+        for i in range(0, len(wanted), _IN_LIMIT):  # bounded IN lists (SQLite's variable limit)
+            part = wanted[i : i + _IN_LIMIT]
+            result = self._conn.exec_driver_sql(
+                self._store._select_sql(table, len(part)), tuple(part)
+            )
+            try:
+                for r in result.cursor.fetchall():
+                    out[r[key]] = dict(zip(names, r, strict=True))
+            finally:
+                result.close()
         return out
+
+
+_IN_LIMIT = 500  # keys in one IN list (SQLite allows 32,766 parameters; PostgreSQL 65,535)
 
 
 _PROTECTED = "ledger_protected_streams"
@@ -517,12 +572,22 @@ _event = partial(tuple.__new__, RecordedEvent)
 def _events(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
     """The events a query selects, built straight from the driver's row tuples: the SQL is
     the driver's own (no result types to process), so SQLAlchemy's `Row` per row would be
-    built only to be copied (measured: a sixth of reading a batch)."""
+    built only to be copied (measured: a sixth of reading a batch).
+
+    Fetched a few hundred rows at a time, each made an event while it is still in the CPU's
+    cache: copying a whole 20,000-row batch after fetching it all touches every value again
+    from memory (measured: 0.46 s CPU against 0.31 s for 210k events)."""
     result = conn.exec_driver_sql(sql, params)
     try:
-        return list(map(_event, result.cursor.fetchall()))
+        events: list[RecordedEvent] = []
+        for rows in iter(partial(result.cursor.fetchmany, _FETCH), []):
+            events.extend(map(_event, rows))
+        return events
     finally:
         result.close()
+
+
+_FETCH = 256  # rows per fetch (see `_events`; 128-512 measured alike)
 
 
 _TYPES = {
@@ -557,11 +622,21 @@ def _sqlalchemy_table(spec: TableSpec) -> Table:
     return Table(spec.name, MetaData(), *columns, *indexes)
 
 
-def _upsert(stmt: Any, spec: TableSpec) -> Any:
-    if spec.serial:
-        return stmt.on_conflict_do_nothing()
-    changed = {c: stmt.excluded[c] for c in spec.column_names if c != spec.key}
-    return stmt.on_conflict_do_update(index_elements=[spec.key], set_=changed)
+def _upsert(
+    spec: TableSpec, columns: Sequence[str], quote: Callable[[str], str], param: str
+) -> str:
+    """Insert rows of `columns`; a row whose key is present replaces every other column (one
+    the row lacks becomes NULL); in a `serial` table, a row conflicting on a unique column is
+    dropped, keeping the row present. The same text on SQLite (3.24+) and PostgreSQL."""
+    sql = (
+        f"INSERT INTO {quote(spec.name)} ({', '.join(map(quote, columns))})"
+        f" VALUES ({', '.join([param] * len(columns))}) ON CONFLICT"
+    )
+    changed = [quote(c) for c in spec.column_names if c != spec.key]
+    if spec.serial or not changed:
+        return f"{sql} DO NOTHING"
+    sets = ", ".join(f"{c} = excluded.{c}" for c in changed)
+    return f"{sql} ({quote(spec.key)}) DO UPDATE SET {sets}"
 
 
 # -- opening ---------------------------------------------------------------------------------

@@ -48,6 +48,19 @@ def test_append_and_read_round_trip(store_url: str) -> None:
     assert store.verify().ok and store.verify().checked == 4
 
 
+def test_batches_span_many_driver_fetches_and_stop_at_until(store_url: str) -> None:
+    """The store fetches a few hundred rows at a time and cuts them into the caller's batches:
+    every event once, in order, in batches of exactly `batch` but the last."""
+    store = open_store(store_url)
+    store.append("s", [NewEvent("T", {"i": i}) for i in range(700)], 0)
+    got = list(store.read_batches(after=5, batch=300, until=650))
+    assert [len(b) for b in got] == [300, 300, 45]
+    assert [e.position for b in got for e in b] == list(range(6, 651))
+    assert [len(b) for b in store.read_batches(after=690, batch=4)] == [4, 4, 2]
+    with store.snapshot() as view:
+        assert [e.data["i"] for e in view.read_after(10, 600)] == list(range(10, 610))
+
+
 def test_stale_expected_version_raises(store_url: str) -> None:
     store = open_store(store_url)
     store.append("s", [NewEvent("A", {})], 0)

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ledger.chain import Durability
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, Engine, Table
+    from sqlalchemy import Connection, Engine
     from sqlalchemy.engine import URL
 
 
@@ -39,9 +39,6 @@ class Dialect(Protocol):
 
     def read_view(self, conn: Connection) -> None:
         """Make this transaction one consistent read view, first thing in it."""
-
-    def insert(self, table: Table) -> Any:
-        """The engine's INSERT construct (it has `on_conflict_do_update`)."""
 
     def scratch(self, source: tuple[Path, str]) -> Engine | None:
         """An engine reading the ledger's events, projection tables in memory (or None)."""

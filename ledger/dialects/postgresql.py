@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine
-from sqlalchemy.dialects.postgresql import insert as insert
 from sqlalchemy.engine import URL
 
 from ledger.chain import Durability
