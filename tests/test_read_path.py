@@ -64,3 +64,30 @@ def test_payload_of_reads_as_json_loads(value: Any, tail: str, head: str) -> Non
 @given(TEXT)
 def test_payload_of_any_text_reads_as_json_loads(text: str) -> None:
     assert repr(payload_of(text)) == repr(loads_or_data(text))  # (NaN != NaN)
+
+
+PURPOSES = st.sampled_from(["create", "poll", "prompt", "crea", "createx", "Create", "é-create"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(PURPOSES, PURPOSES, st.booleans(), st.sampled_from([None, {"input": {"x": "create"}}]))
+def test_may_have_is_false_only_when_the_decoded_event_does_not_have_the_value(
+    recorded: str, looked_for: str, ascii_only: bool, body: Any
+) -> None:
+    """The peek that spares a search building every request (Recorded.may_have) answers from
+    the text only when that is exact: \\u escapes, other fields holding the value."""
+    from imagen.core.job import UNREAD, Recorded
+
+    data = {
+        "request_id": "r-1",
+        "purpose": recorded,
+        "method": "GET",
+        "url": "http://127.0.0.1/x",
+        "headers": {},
+        "body": body,
+    }
+    text = json.dumps(data, ensure_ascii=ascii_only)
+    rec = Recorded.stored("RequestSent", 1, UNREAD, text, 1, "2026-01-01T00:00:00.000000Z", 1)
+    if not rec.may_have("purpose", looked_for):
+        assert rec.event.purpose != looked_for  # type: ignore[attr-defined]
+    assert rec.may_have("purpose", recorded)

@@ -338,17 +338,24 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
         Print one JSON report.
     """
     from imagen.app.sidecars import render_sidecar, sidecar_owner, sidecar_path
+    from imagen.projections import catchup, spend
     from imagen.projections.jobs import query as jobs_query
     from imagen.projections.jobs import table as jobs_index
     from imagen.projections.sidecar import sidecars as sidecars_of
+    from imagen.projections.usage import table as usage_table
     from imagen.repository import load
 
     store = context.session().store()
     differences: list[str] = []
-    jobs_index.catch_up(store)
+    # Every table current, then each rebuilt from the ledger alone: one pass over the events
+    # each time for the three tables (projections/catchup.py).
+    catchup.catch_up(store)
     before = {r["job_id"]: r for r in jobs_query.all_rows(store)}
+    usage_before, spend_before = usage_table.snapshot(store), spend.snapshot(store)
     jobs_index.reset(store)
-    jobs_index.catch_up(store)
+    usage_table.reset(store)  # (re-sending after the reset is harmless: the remote ignores
+    spend.reset(store)  # duplicates)
+    catchup.catch_up(store)
     after = {r["job_id"]: r for r in jobs_query.all_rows(store)}
     for jid in sorted(before.keys() | after.keys()):
         if before.get(jid) != after.get(jid):
@@ -380,15 +387,8 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
     for folder in sorted(folders):
         for gone in sweep_temp_files(folder, context.session().env.clock().timestamp()):
             differences.append(f"removed a temp file left by an interrupted write: {gone}")
-    try:
-        from imagen.projections.usage.table import rebuild as rebuild_usage
-    except ImportError:
-        pass
-    else:
-        differences.extend(rebuild_usage(store))
-    from imagen.projections import spend
-
-    differences.extend(spend.rebuild(store))
+    differences.extend(usage_table.differences(usage_before, usage_table.snapshot(store)))
+    differences.extend(spend.differences(spend_before, spend.snapshot(store)))
     if json_output:
         print(json.dumps({"jobs": len(after), "sidecars": sidecars, "differences": differences}))
     else:

@@ -6,6 +6,7 @@ event, so adapters can compute deadlines and poll times without reading a clock.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -124,6 +125,17 @@ class Recorded(_Fields):
             cls = CATALOGUE.get(self.kind)
             if cls is not None and self._schema == cls.SCHEMA_VERSION:
                 source = self._payload
+                if (
+                    type(source) is str
+                    and type(value) is str
+                    and value not in source
+                    and "\\u" not in source
+                    and _required(cls, name)
+                ):
+                    # A JSON string decodes to `value` only if its text holds `value` as it is
+                    # or writes a letter as a \u escape: with neither, the field (which the
+                    # payload must give: no default) does not hold it.
+                    return False
                 data = payload_of(source) if type(source) is str else source[0]
                 _set(self, "_payload", (data,))
                 if type(data) is dict and name in data:
@@ -166,6 +178,22 @@ class Recorded(_Fields):
 
 
 _set = object.__setattr__
+_REQUIRED: dict[tuple[type, str], bool] = {}
+
+
+def _required(cls: type, name: str) -> bool:
+    """Whether the event class's field `name` has no default (a payload must give it)."""
+    key = (cls, name)
+    if key not in _REQUIRED:
+        f = getattr(cls, "__dataclass_fields__", {}).get(name)
+        _REQUIRED[key] = (
+            f is not None
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        )
+    return _REQUIRED[key]
+
+
 _ABSENT = object()
 _new = object.__new__
 

@@ -438,18 +438,30 @@ def _caller(e: RecordedEvent) -> object:
     return data.get("caller") if isinstance(data, dict) else None
 
 
-def rebuild(store: EventStore) -> list[str]:
-    """Re-derive the table from the ledger alone (budgets trust it); report rows that differed."""
-    from ledger.projection import reset
-
-    catch_up(store)
+def snapshot(reader: Any) -> dict[str, tuple[Any, ...]]:
+    """Every row, by job id (for `imagen rebuild`'s before and after)."""
     names = ", ".join(SPEND.column_names)
-    before = {r[0]: r for r in store.query(f"SELECT {names} FROM {TABLE}")}
-    reset(store, PROJECTION)
-    catch_up(store)
-    after = {r[0]: r for r in store.query(f"SELECT {names} FROM {TABLE}")}
+    return {r[0]: r for r in reader.query(f"SELECT {names} FROM {TABLE}")}
+
+
+def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return [
         f"spend: row {k} differed and was rebuilt"
         for k in sorted(before.keys() | after.keys())
         if before.get(k) != after.get(k)
     ]
+
+
+def reset(store: EventStore) -> None:
+    from ledger.projection import reset as reset_projection
+
+    reset_projection(store, PROJECTION)
+
+
+def rebuild(store: EventStore) -> list[str]:
+    """Re-derive the table from the ledger alone (budgets trust it); report rows that differed."""
+    catch_up(store)
+    before = snapshot(store)
+    reset(store)
+    catch_up(store)
+    return differences(before, snapshot(store))

@@ -85,21 +85,30 @@ def unsynced(reader: Reader, limit: int) -> list[dict[str, Any]]:
     return as_rows(USAGE, rows)
 
 
-def _snapshot(reader: Reader) -> dict[str, tuple[Any, ...]]:
+def snapshot(reader: Reader) -> dict[str, tuple[Any, ...]]:
+    """Every row, by id (for `imagen rebuild`'s before and after)."""
     rows = reader.query(f"SELECT {', '.join(LOCAL_COLUMNS)} FROM {TABLE}")
     return {r[0]: tuple(r) for r in rows}
 
 
-def rebuild(store: EventStore) -> list[str]:
-    """Re-derive the table from the ledger alone; report rows that differed."""
-    catch_up(store)
-    before = _snapshot(store)
-    # Re-sending after the reset is harmless: the remote upsert ignores duplicates.
-    reset_projection(store, PROJECTION)
-    catch_up(store)
-    after = _snapshot(store)
+def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return [
         f"usage: row {k} differed and was rebuilt"
         for k in sorted(before.keys() | after.keys())
         if before.get(k) != after.get(k)
     ]
+
+
+def rebuild(store: EventStore) -> list[str]:
+    """Re-derive the table from the ledger alone; report rows that differed."""
+    catch_up(store)
+    before = snapshot(store)
+    # Re-sending after the reset is harmless: the remote upsert ignores duplicates.
+    reset(store)
+    catch_up(store)
+    return differences(before, snapshot(store))
+
+
+def reset(store: EventStore) -> None:
+    """Empty the table (and what was synced from it) for a rebuild."""
+    reset_projection(store, PROJECTION)
