@@ -25,7 +25,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, NamedTuple, Union, get_args, get_origin, get_type_hints
 
 from imagen.core.failures import Failure
 
@@ -801,8 +801,9 @@ def _plain_types(hint: Any) -> frozenset[type]:
     return frozenset()
 
 
-@dataclass(frozen=True)
-class Decoded:
+class Decoded(NamedTuple):
+    """Immutable; a tuple (built in one step: one per event a fold reads)."""
+
     event: Event
     unknown_fields: tuple[str, ...] = ()  # dropped: written by a newer imagen
 
