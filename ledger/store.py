@@ -323,6 +323,12 @@ class EventStore:
 
     # -- reading for projections (the `Reader` protocol) --------------------------------------
 
+    def rows(self, table: TableSpec, keys: Iterable[Any]) -> dict[Any, Row]:
+        """The rows of a projection table with these keys (`table.key`, which may name any
+        unique column), as fresh dicts."""
+        with self.engine.connect() as conn:
+            return _rows(self, conn, table, keys)
+
     def query(self, sql: str, params: Mapping[str, object] | None = None) -> list[tuple[Any, ...]]:
         """A read-only query with `:name` parameters: the same text runs on both engines."""
         with self.engine.connect() as conn:
@@ -521,20 +527,24 @@ class Snapshot:
 
     def rows(self, table: TableSpec, keys: Iterable[Any]) -> dict[Any, Row]:
         """The rows with these keys, as fresh dicts (the caller's to change)."""
-        names, key = table.column_names, table.column_names.index(table.key)
-        wanted = sorted(set(keys))
-        out: dict[Any, Row] = {}
-        for i in range(0, len(wanted), _IN_LIMIT):  # bounded IN lists (SQLite's variable limit)
-            part = wanted[i : i + _IN_LIMIT]
-            result = self._conn.exec_driver_sql(
-                self._store._select_sql(table, len(part)), tuple(part)
-            )
-            try:
-                for r in result.cursor.fetchall():
-                    out[r[key]] = dict(zip(names, r, strict=True))
-            finally:
-                result.close()
-        return out
+        return _rows(self._store, self._conn, table, keys)
+
+
+def _rows(
+    store: EventStore, conn: Connection, table: TableSpec, keys: Iterable[Any]
+) -> dict[Any, Row]:
+    names, key = table.column_names, table.column_names.index(table.key)
+    wanted = sorted(set(keys))
+    out: dict[Any, Row] = {}
+    for i in range(0, len(wanted), _IN_LIMIT):  # bounded IN lists (SQLite's variable limit)
+        part = wanted[i : i + _IN_LIMIT]
+        result = conn.exec_driver_sql(store._select_sql(table, len(part)), tuple(part))
+        try:
+            for r in result.cursor.fetchall():
+                out[r[key]] = dict(zip(names, r, strict=True))
+        finally:
+            result.close()
+    return out
 
 
 _IN_LIMIT = 500  # keys in one IN list (SQLite allows 32,766 parameters; PostgreSQL 65,535)

@@ -27,12 +27,11 @@ from typing import Any
 
 from imagen.core.events import current_shapes, newer_than_this, payload_of
 from imagen.projections.jobs import fold as projection
-from imagen.projections.jobs.fold import COLUMNS
-from imagen.projections.jobs.query import CHECKPOINT, TABLE
+from imagen.projections.jobs.query import CHECKPOINT
 from imagen.repository import payload
 from ledger.chain import ChainWalk, Head, VerifyReport
 from ledger.events import RecordedEvent
-from ledger.interface import Reader
+from ledger.interface import Reader, TableSpec
 
 IDENTITY_STREAM = "$ledger"
 OPEN_LIMIT = 2000  # open jobs held at most; past it the longest idle are settled early
@@ -51,34 +50,41 @@ class Cache:
     """A cached table audit compares with its own fold: its name, columns (the key first),
     what a row is called in a finding, and where it is cached."""
 
-    table: str
-    columns: Sequence[str]
+    spec: TableSpec  # the table's columns audit compares, looked up by its `key`
     what: str
     where: str
     ref: Callable[[str], dict[str, Any]]
 
     @property
+    def table(self) -> str:
+        return self.spec.name
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.spec.column_names
+
+    @property
     def key(self) -> str:
-        return self.columns[0]
+        return self.spec.key
 
 
 def caches() -> dict[str, Cache]:
     from imagen.projections import spend
-    from imagen.projections.usage.fold import LOCAL_COLUMNS
-    from imagen.projections.usage.table import TABLE as USAGE_TABLE
+    from imagen.projections.jobs.table import JOBS
+    from imagen.projections.usage.table import USAGE
 
+    # The usage table's rows are told apart by `id` (its key is the outbox's counter).
+    usage = TableSpec(USAGE.name, "id", USAGE.columns[1:])
     return {
-        "jobs": Cache(TABLE, COLUMNS, "job", "the jobs projection", lambda k: {"job_id": k}),
+        "jobs": Cache(JOBS, "job", "the jobs projection", lambda k: {"job_id": k}),
         "usage": Cache(
-            USAGE_TABLE,
-            LOCAL_COLUMNS,
+            usage,
             "usage row",
             "the usage table",
             lambda k: {"projection": "usage", "row": k},
         ),
         "spend": Cache(
-            spend.SPEND.name,
-            spend.SPEND.column_names,
+            spend.SPEND,
             "spend row",
             "the spend table",
             lambda k: {"projection": "spend", "job_id": k},
@@ -697,13 +703,7 @@ def check_checkpoints(store: Reader, head: int) -> list[Problem]:
 
 
 def _cached(store: Any, cache: Cache, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
-    wanted = sorted(keys)
-    marks = ", ".join(f":k{i}" for i in range(len(wanted)))
-    rows = store.query(
-        f"SELECT {', '.join(cache.columns)} FROM {cache.table} WHERE {cache.key} IN ({marks})",
-        {f"k{i}": k for i, k in enumerate(wanted)},
-    )
-    return {r[0]: dict(zip(cache.columns, r, strict=True)) for r in rows}
+    return store.rows(cache.spec, keys)  # type: ignore[no-any-return]
 
 
 def _keys(store: Any, cache: Cache, size: int = 5000) -> Iterator[list[str]]:
