@@ -159,6 +159,9 @@ class Recorded(_Fields):
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Recorded is immutable: cannot set {name!r}")
 
+    def __reduce__(self) -> tuple[object, ...]:  # (copy and pickle: rebuilt, decoded)
+        return (Recorded, (self.event, self.version, self.at, self.position, self.unknown_fields))
+
     def _key(self) -> tuple[object, ...]:
         return (self.event, self.version, self.at, self.position, self.unknown_fields)
 
