@@ -384,3 +384,23 @@ def test_reading_an_empty_postgresql_database_creates_nothing(tmp_path: Path, pg
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
         ).fetchone()
     assert tables == (0,)
+
+
+def test_an_event_time_edited_into_nonsense_is_one_line_naming_audit(sandbox: Sandbox) -> None:
+    """A writer that edits the ledger outside imagen (triggers dropped) leaves a recorded time
+    that is not a time: commands that fold the job say so in one line, the ledger error."""
+    assert sandbox.run("generate", "a cat").returncode == 0
+    job = sandbox.only_job()
+    db = sqlite3.connect(sandbox.root / "ledger.db")
+    with db:
+        db.execute("DROP TRIGGER IF EXISTS events_no_update")
+        db.execute(
+            "UPDATE events SET recorded_at = 'yesterday-ish' WHERE stream_id = ? "
+            "AND stream_version = 1",
+            (job,),
+        )
+    db.close()
+    for args in (("show", job), ("usage",)):
+        result = sandbox.run(*args)
+        one_line(result, 7, "which is not a time")
+        assert "imagen audit" in result.stderr

@@ -139,8 +139,16 @@ class Session:
 
         A commit shared by several appends (ledger/group.py) that failed reaches each caller as a
         LedgerError caused by the database's error: the same failure, reported the same way."""
+        from imagen.core.job import DamagedRecord
         from ledger.errors import LedgerError, database_error
 
+        if isinstance(exc, DamagedRecord):
+            where = (
+                _shown(self._config.ledger_url)
+                if self._config and self._config.ledger_url
+                else "the ledger"
+            )
+            return UserError(f"ledger damaged ({where}): {exc}", ExitCode.LEDGER_ERROR)
         if isinstance(exc, LedgerError) and database_error(exc.__cause__):
             assert exc.__cause__ is not None
             exc = exc.__cause__

@@ -38,6 +38,11 @@ from imagen.core.events import (
 UNREAD: Any = object()  # a payload not yet decoded from its JSON text
 
 
+class DamagedRecord(ValueError):
+    """A recorded value no imagen writes (the store writes every event's time itself): one
+    line that names it and the audit that finds the edit, never a crash."""
+
+
 class _Fields:
     __slots__ = ("_event", "_unknown", "_at", "_payload", "_schema", "version", "position", "kind")
 
@@ -152,7 +157,13 @@ class Recorded(_Fields):
     def at(self) -> datetime:
         at = self._at
         if type(at) is str:
-            at = parse_iso(at)
+            try:
+                at = parse_iso(at)
+            except ValueError:
+                raise DamagedRecord(
+                    f"event {self.position} was recorded at {self._at[:40]!r}, which is not a "
+                    "time: the ledger was edited outside imagen; `imagen audit` shows where"
+                ) from None
             _set(self, "_at", at)
         return at
 
