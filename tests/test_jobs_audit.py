@@ -206,3 +206,25 @@ def test_audit_holds_a_job_only_while_it_is_open(tmp_path: Path) -> None:
     # Jobs settled early, then resumed, fold whole: no row differs from the jobs table and
     # each job's finding (no image files were written) is counted once.
     assert [p["kind"] for p in scanned.problems] == ["image_missing"] * 12
+
+
+def test_audit_of_a_postgresql_ledger_compares_every_cached_table(
+    sandbox: Sandbox, pg_url: str
+) -> None:
+    """On PostgreSQL too: the chain read in one streamed view, each settled job's cached rows
+    looked up by their keys (the usage table's by `id`), and a cached row a writer changed is
+    named."""
+    import psycopg
+
+    env = {"IMAGEN_LEDGER_URL": pg_url}
+    for prompt in ("a fox", "a cat"):
+        assert sandbox.run("generate", prompt, env=env).returncode == 0
+    assert sandbox.run("usage", env=env).returncode == 0  # the usage table caught up
+    clean = sandbox.run("audit", env=env)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "2 images checked" in clean.stdout
+    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        conn.execute("UPDATE imagen_usage_v3 SET caller = 'someone-else'")
+    report = json.loads(sandbox.run("audit", "--json", env=env).stdout)
+    kinds = [(p["kind"], p.get("projection")) for p in report["problems"]]
+    assert kinds.count(("projection", "usage")) == 2, report["problems"]
