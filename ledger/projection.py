@@ -98,14 +98,23 @@ class Batch(Sequence[RecordedEvent]):
         return Batch(events[at:], self.whole)
 
 
-def catch_up(store: Store, projection: Projection, *, batch: int = 20000) -> int:
+Progress = Callable[[int], None]  # the position a catch-up has reached, after each batch
+
+
+def catch_up(
+    store: Store, projection: Projection, *, batch: int = 20000, progress: Progress | None = None
+) -> int:
     """Fold every event after the projection's checkpoint into its table; returns how many
     events this call applied (0 when another process did the work)."""
-    return catch_up_all(store, [projection], batch=batch)[projection.checkpoint]
+    return catch_up_all(store, [projection], batch=batch, progress=progress)[projection.checkpoint]
 
 
 def catch_up_all(
-    store: Store, projections: Sequence[Projection], *, batch: int = 20000
+    store: Store,
+    projections: Sequence[Projection],
+    *,
+    batch: int = 20000,
+    progress: Progress | None = None,
 ) -> dict[str, int]:
     """Catch every projection up in one pass over the events: each batch is read once, from
     the lowest checkpoint, and each projection behind folds the part after its own. Each
@@ -116,10 +125,12 @@ def catch_up_all(
     for p in projections:
         store.ensure_projection(p.table, p.checkpoint)
     with no_cycle_collection():
-        return _catch_up(store, projections, batch)
+        return _catch_up(store, projections, batch, progress)
 
 
-def _catch_up(store: Store, projections: Sequence[Projection], batch: int) -> dict[str, int]:
+def _catch_up(
+    store: Store, projections: Sequence[Projection], batch: int, progress: Progress | None
+) -> dict[str, int]:
     applied = {p.checkpoint: 0 for p in projections}
     while True:
         with store.snapshot() as view:
@@ -137,6 +148,8 @@ def _catch_up(store: Store, projections: Sequence[Projection], batch: int) -> di
         for p, part, rows in folded:
             if store.write_projection(p.table, rows, p.checkpoint, at[p.checkpoint], part.last):
                 applied[p.checkpoint] += len(part)
+        if progress is not None:
+            progress(whole.last)
 
 
 @contextmanager

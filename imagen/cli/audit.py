@@ -10,6 +10,7 @@ from cyclopts import Parameter
 
 from imagen.app.exit_codes import ExitCode
 from imagen.cli import context, render
+from imagen.cli.eventbar import event_bar
 
 
 class Head(TypedDict):
@@ -128,7 +129,7 @@ def audit(
         except Exception:  # noqa: BLE001 - a ledger this process may only read: nothing cached
             pass
         compare = checks.comparable(store, head.position)
-    progress = _progress(head.position - (start.position if start else 0), json_output)
+    progress = event_bar("audit", start.position if start else 0, head.position, json_output)
     try:
         scanned = checks.scan(store, head, start=start, compare=compare, progress=progress)
     finally:
@@ -256,41 +257,6 @@ def _start(store: Any, wanted: str | None, since: Any, since_text: str | None) -
             f"({checks.checkpoint_path(store)}); run `imagen audit` first"
         )
     return start
-
-
-def _progress(total: int, json_output: bool) -> Any:
-    """A bar with events/s on a terminal (stderr), for audits longer than a second; None
-    (nothing printed) with --json or when stderr is not a terminal."""
-    import sys
-    import time
-
-    if json_output or total <= 0 or not sys.stderr.isatty():
-        return None
-    began, shown = time.monotonic(), [0.0]
-    first = [None]
-
-    def show(position: int | None) -> None:
-        now = time.monotonic()
-        if position is None:
-            if shown[0]:
-                sys.stderr.write("\r\x1b[K")
-                sys.stderr.flush()
-            return
-        if first[0] is None:
-            first[0] = position
-        if now - began < 1.0 or now - shown[0] < 0.25:
-            return
-        shown[0] = now
-        done = max(0, position - first[0])
-        part = min(1.0, position / total) if total else 1.0
-        bar = "#" * int(part * 30)
-        rate = done / (now - began)
-        sys.stderr.write(
-            f"\raudit [{bar:<30}] {part:4.0%} {position:,}/{total:,} events, {rate:,.0f}/s"
-        )
-        sys.stderr.flush()
-
-    return show
 
 
 def _output_folders() -> list[Path]:

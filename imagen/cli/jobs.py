@@ -81,7 +81,11 @@ def jobs(
         # Not a number of rows: 0 used to list every job and -1 one row.
         raise UserError(f"--limit {limit}: give 1 or more rows (leave it out for 20)")
     try:
-        reader = context.session().jobs_reader()
+        from imagen.cli.eventbar import catch_up_bar
+
+        reader = context.session().jobs_reader(
+            catch_up_bar("catching up the job list", json_output)
+        )
     except context.NoLedgerYet as exc:
         context.note(str(exc))  # an empty list (header row, or []) is the honest answer
         reader = None

@@ -111,9 +111,10 @@ def usage(
         else:
             data = group(rows, keys)
     else:
+        from imagen.cli.eventbar import catch_up_bar
         from imagen.projections.usage import query as usage_query
 
-        reader = context.session().usage_reader()
+        reader = context.session().usage_reader(catch_up_bar("catching up usage", json_output))
         if raw:
             data = usage_query.rows(reader, since=since_t, until=until_t)
         elif "day" in keys:

@@ -6,7 +6,7 @@ Declared through the ledger's projection API, so no SQL dialect appears here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from imagen.projections.jobs import fold as projection
@@ -79,8 +79,10 @@ def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
 PROJECTION = Projection(JOBS, CHECKPOINT, fold)
 
 
-def catch_up(store: EventStore, *, batch: int = 20000) -> int:
-    return catch_up_projection(store, PROJECTION, batch=batch)
+def catch_up(
+    store: EventStore, *, batch: int = 20000, progress: Callable[[int], None] | None = None
+) -> int:
+    return catch_up_projection(store, PROJECTION, batch=batch, progress=progress)
 
 
 def reset(store: EventStore) -> None:
