@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 import gc
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -175,6 +175,12 @@ def reset(store: Store, projection: Projection) -> None:
     )
 
 
+def differed(before: Mapping[Any, Any], after: Mapping[Any, Any]) -> list[Any]:
+    """The keys whose rows differ between two snapshots of a table (one missing from either
+    included), in order: what a rebuild reports."""
+    return [k for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
+
+
 def as_rows(table: TableSpec, values: Iterable[Sequence[Any]]) -> list[Row]:
     names = table.column_names
     return [dict(zip(names, v, strict=True)) for v in values]
@@ -199,6 +205,7 @@ __all__ = [
     "as_rows",
     "catch_up",
     "catch_up_all",
+    "differed",
     "reset",
     "select_all",
 ]

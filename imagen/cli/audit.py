@@ -310,6 +310,7 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
     from imagen.projections.sidecar import sidecars as sidecars_of
     from imagen.projections.usage import table as usage_table
     from imagen.repository import load
+    from ledger.projection import differed
 
     store = context.session().store()
     differences: list[str] = []
@@ -323,9 +324,9 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
     spend.reset(store)  # duplicates)
     catchup.catch_up(store)
     after = {r["job_id"]: r for r in jobs_query.all_rows(store)}
-    for jid in sorted(before.keys() | after.keys()):
-        if before.get(jid) != after.get(jid):
-            differences.append(f"job list: row for {jid} differed and was rebuilt")
+    differences.extend(
+        f"job list: row for {jid} differed and was rebuilt" for jid in differed(before, after)
+    )
     sidecars = 0
     from imagen.runner.files import atomic_write
 
@@ -353,8 +354,11 @@ def rebuild(*, json_output: Annotated[bool, Parameter(name="--json")] = False) -
     for folder in sorted(folders):
         for gone in sweep_temp_files(folder, context.session().env.clock().timestamp()):
             differences.append(f"removed a temp file left by an interrupted write: {gone}")
-    differences.extend(usage_table.differences(usage_before, usage_table.snapshot(store)))
-    differences.extend(spend.differences(spend_before, spend.snapshot(store)))
+    for name, was, now in (
+        ("usage", usage_before, usage_table.snapshot(store)),
+        ("spend", spend_before, spend.snapshot(store)),
+    ):
+        differences.extend(f"{name}: row {k} differed and was rebuilt" for k in differed(was, now))
     if json_output:
         print(json.dumps({"jobs": len(after), "sidecars": sidecars, "differences": differences}))
     else:

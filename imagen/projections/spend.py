@@ -444,14 +444,6 @@ def snapshot(reader: Any) -> dict[str, tuple[Any, ...]]:
     return {r[0]: r for r in reader.query(f"SELECT {names} FROM {TABLE}")}
 
 
-def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    return [
-        f"spend: row {k} differed and was rebuilt"
-        for k in sorted(before.keys() | after.keys())
-        if before.get(k) != after.get(k)
-    ]
-
-
 def reset(store: EventStore) -> None:
     from ledger.projection import reset as reset_projection
 
@@ -460,8 +452,10 @@ def reset(store: EventStore) -> None:
 
 def rebuild(store: EventStore) -> list[str]:
     """Re-derive the table from the ledger alone (budgets trust it); report rows that differed."""
+    from ledger.projection import differed
+
     catch_up(store)
     before = snapshot(store)
     reset(store)
     catch_up(store)
-    return differences(before, snapshot(store))
+    return [f"spend: row {k} differed and was rebuilt" for k in differed(before, snapshot(store))]

@@ -93,24 +93,6 @@ def snapshot(reader: Reader) -> dict[str, tuple[Any, ...]]:
     return {r[0]: tuple(r) for r in rows}
 
 
-def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    return [
-        f"usage: row {k} differed and was rebuilt"
-        for k in sorted(before.keys() | after.keys())
-        if before.get(k) != after.get(k)
-    ]
-
-
-def rebuild(store: EventStore) -> list[str]:
-    """Re-derive the table from the ledger alone; report rows that differed."""
-    catch_up(store)
-    before = snapshot(store)
-    # Re-sending after the reset is harmless: the remote upsert ignores duplicates.
-    reset(store)
-    catch_up(store)
-    return differences(before, snapshot(store))
-
-
 def reset(store: EventStore) -> None:
     """Empty the table (and what was synced from it) for a rebuild."""
     reset_projection(store, PROJECTION)
