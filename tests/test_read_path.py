@@ -91,3 +91,10 @@ def test_may_have_is_false_only_when_the_decoded_event_does_not_have_the_value(
     if not rec.may_have("purpose", looked_for):
         assert rec.event.purpose != looked_for  # type: ignore[attr-defined]
     assert rec.may_have("purpose", recorded)
+
+
+def test_a_payload_nested_past_any_depth_is_kept_as_text() -> None:
+    """A writer that edits the ledger can nest a payload deeper than the interpreter recurses:
+    it becomes an event this imagen cannot read (named by show and audit), not a crash."""
+    text = "[" * 200_000 + "]" * 200_000
+    assert payload_of(text) == {"data": text}

@@ -852,9 +852,11 @@ def payload_of(text: str) -> Any:
             return value
     except (StopIteration, ValueError):
         pass
+    except RecursionError:  # nested past the interpreter's depth: a hostile writer's, unread
+        return {"data": text}
     try:
         return json.loads(text)  # whitespace around the value, or the error's own verdict
-    except ValueError:
+    except (ValueError, RecursionError):
         return {"data": text}
 
 
