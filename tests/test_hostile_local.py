@@ -404,3 +404,6 @@ def test_an_event_time_edited_into_nonsense_is_one_line_naming_audit(sandbox: Sa
         result = sandbox.run(*args)
         one_line(result, 7, "which is not a time")
         assert "imagen audit" in result.stderr
+    with sqlite3.connect(sandbox.root / "ledger.db") as db:  # not even text (SQLite keeps any)
+        db.execute("UPDATE events SET recorded_at = 20261206 WHERE stream_id = ?", (job,))
+    one_line(sandbox.run("show", job), 7, "which is not a time")

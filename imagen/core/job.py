@@ -156,13 +156,13 @@ class Recorded(_Fields):
     @property
     def at(self) -> datetime:
         at = self._at
-        if type(at) is str:
+        if not isinstance(at, datetime):  # the recorded text (or a hostile writer's value)
             try:
                 at = parse_iso(at)
-            except ValueError:
+            except (ValueError, TypeError, AttributeError):
                 raise DamagedRecord(
-                    f"event {self.position} was recorded at {self._at[:40]!r}, which is not a "
-                    "time: the ledger was edited outside imagen; `imagen audit` shows where"
+                    f"event {self.position} was recorded at {str(self._at)[:40]!r}, which is "
+                    "not a time: the ledger was edited outside imagen; `imagen audit` shows where"
                 ) from None
             _set(self, "_at", at)
         return at
