@@ -47,8 +47,9 @@ def file_sha256(path: Path | str) -> str:
 
 @dataclass(frozen=True)
 class Cache:
-    """A cached table audit compares with its own fold: its name, columns (the key first),
-    what a row is called in a finding, and where it is cached."""
+    """A cached table audit compares with its own fold: its spec (name, the columns compared,
+    and the key a row is looked up by), what a row is called in a finding, and where it is
+    cached."""
 
     spec: TableSpec  # the table's columns audit compares, looked up by its `key`
     what: str
