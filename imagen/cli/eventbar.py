@@ -20,11 +20,8 @@ Bar = Callable[[int | None], None]
 def event_bar(label: str, start: int, end: int, json_output: bool = False) -> Bar | None:
     """A bar for events `start` (exclusive) to `end` on this command's stderr: call it with
     each position reached, then with None when done. None when nothing is to be shown."""
-    from imagen.cli import context
-
-    session = context.session()
-    stderr: Any = session.env.stderr
-    if json_output or session.verbosity != 0 or end <= start or not stderr.isatty():
+    stderr = _terminal(json_output)
+    if stderr is None or end <= start:
         return None
     try:
         after = float(os.environ.get("IMAGEN_PROGRESS_AFTER", "1"))
@@ -57,7 +54,20 @@ def event_bar(label: str, start: int, end: int, json_output: bool = False) -> Ba
     return show
 
 
-def catch_up_bar(label: str, json_output: bool = False) -> Callable[[int, int], Bar | None]:
+def catch_up_bar(label: str, json_output: bool = False) -> Callable[[int, int], Bar | None] | None:
     """What `Session.jobs_reader`/`usage_reader` take: a bar from the table's checkpoint to the
-    ledger's head."""
+    ledger's head; None where none would show (so a catch-up asks for neither position)."""
+    if _terminal(json_output) is None:
+        return None
     return lambda start, end: event_bar(label, start, end, json_output)
+
+
+def _terminal(json_output: bool) -> Any:
+    """This command's stderr if a bar may be drawn on it (a terminal, no --json, -q or -v)."""
+    from imagen.cli import context
+
+    session = context.session()
+    stderr = session.env.stderr
+    if json_output or session.verbosity != 0 or not stderr.isatty():
+        return None
+    return stderr
