@@ -1,8 +1,9 @@
 """What the projections' folds read of one batch of events, derived once for all of them.
 
 A catch-up (imagen/projections/catchup.py) feeds the jobs, usage and spend folds the same batch
-(`ledger.projection.Batch`): each event's payload is json-decoded once, and each job the batch
-touches is decoded and folded once (`job_states`), whichever folds ask. A fold called with a
+(`ledger.projection.Batch`): a payload is json-decoded at most once, and each job the batch
+touches is folded once (`job_states`), whichever folds ask; an event no fold reads is never
+decoded. A fold called with a
 plain list of events (no memo) derives the same values for itself.
 """
 
@@ -22,26 +23,12 @@ def _memo(events: Sequence[RecordedEvent]) -> tuple[dict[Any, Any], Sequence[Rec
     return (events.memo, whole) if whole is not None else ({}, events)  # type: ignore[attr-defined]
 
 
-def payloads(
-    events: Sequence[RecordedEvent], types: frozenset[str] | None = None
-) -> dict[int, Any]:
-    """Each event's payload by position (`repository.payload`), for the whole batch; with
-    `types`, at least those of the events of these types (a fold that reads no others leaves
-    the rest undecoded, unless another fold of the batch asks for them)."""
+def payloads(events: Sequence[RecordedEvent], types: frozenset[str]) -> dict[int, Any]:
+    """The payloads of the batch's events of these types, by position (`repository.payload`),
+    each decoded once for every fold of the batch; a job's other events are decoded with
+    their events, only if its fold reads them (`job_states`)."""
     memo, whole = _memo(events)
-    found: dict[int, Any] | None = memo.get("payloads")
-    if memo.get("every payload"):
-        return found  # type: ignore[return-value]
-    if types is None:
-        if not found:
-            found = memo["payloads"] = {e.position: payload(e) for e in whole}
-        else:
-            for e in whole:
-                if e.position not in found:
-                    found[e.position] = payload(e)
-        memo["every payload"] = True
-        return found
-    found = memo.setdefault("payloads", {})
+    found: dict[int, Any] = memo.setdefault("payloads", {})
     done: set[frozenset[str]] = memo.setdefault("payloads of", set())
     if types not in done:
         for e in whole:
