@@ -135,26 +135,22 @@ class Session:
             raise _cannot_open(url, exc) from None
 
     def ledger_failure(self, exc: BaseException) -> UserError | None:
-        """A database error raised while a command ran, as a one-line ledger error (or None).
+        """A database error (or a damaged record) raised while a command ran, as a one-line
+        ledger error (or None).
 
         A commit shared by several appends (ledger/group.py) that failed reaches each caller as a
         LedgerError caused by the database's error: the same failure, reported the same way."""
         from imagen.core.job import DamagedRecord
         from ledger.errors import LedgerError, database_error
 
-        if isinstance(exc, DamagedRecord):
-            where = (
-                _shown(self._config.ledger_url)
-                if self._config and self._config.ledger_url
-                else "the ledger"
-            )
+        cfg = self._config
+        where = _shown(cfg.ledger_url) if cfg and cfg.ledger_url else "the ledger"
+        if isinstance(exc, DamagedRecord):  # a recorded value no imagen writes
             return UserError(f"ledger damaged ({where}): {exc}", ExitCode.LEDGER_ERROR)
         if isinstance(exc, LedgerError) and database_error(exc.__cause__):
             assert exc.__cause__ is not None
             exc = exc.__cause__
         if database_error(exc):
-            _config = self._config
-            where = _shown(_config.ledger_url) if _config and _config.ledger_url else "the ledger"
             return UserError(
                 f"ledger error ({where}): {_ledger_reason(exc)}", ExitCode.LEDGER_ERROR
             )
