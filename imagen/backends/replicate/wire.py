@@ -105,7 +105,9 @@ def describe_body(outcome: ResponseReceived) -> str:
         detail = body.get("detail") or body.get("title")
         if isinstance(detail, str) and detail:
             return detail[:300]
-        return f"a JSON object that is not a prediction (keys: {', '.join(map(str, body))[:200]})"
+        # Sorted: the ledger keeps a body's keys sorted, so a resumed job says the same.
+        keys = ", ".join(sorted(map(str, body)))[:200]
+        return f"a JSON object that is not a prediction (keys: {keys})"
     if isinstance(body, str):
         start = " ".join(body.split())[:60]
         return f"a {ctype} body, not JSON ({start!r}{'…' if len(body) > 60 else ''})"
