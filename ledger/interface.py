@@ -9,7 +9,7 @@ SQL) runs on every engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
@@ -78,7 +78,11 @@ class LockedView(View, Protocol):
 
     def has_checkpoint(self, name: str) -> bool: ...
 
-    def read_after(self, after: int, limit: int) -> list[RecordedEvent]: ...
+    def read_after(
+        self, after: int, limit: int, types: Collection[str] | None = None
+    ) -> list[RecordedEvent]: ...
+
+    def head_position(self) -> int: ...
 
     def hash_at(self, position: int) -> str | None: ...
 

@@ -52,6 +52,10 @@ class Projection:
     fold: Fold
     # Checkpoints that start again from 0 with the table (e.g. an outbox's "sent up to").
     dependent_checkpoints: tuple[str, ...] = ()
+    # The event types the fold reads (None: every type). Declared, a catch-up of this
+    # projection alone reads only those, so the fold must give the same rows without the
+    # others (it may still read whole streams through its view).
+    reads: frozenset[str] | None = None
 
 
 class Batch(Sequence[RecordedEvent]):
@@ -60,10 +64,21 @@ class Batch(Sequence[RecordedEvent]):
     `memo`, so what one fold derives from the events (decoded payloads, folded streams) the
     next reuses instead of deriving again. Every part ends at the same position (`last`)."""
 
-    __slots__ = ("_events", "_whole", "memo")
+    __slots__ = ("_end", "_events", "_whole", "memo")
 
-    def __init__(self, events: Sequence[RecordedEvent], whole: Batch | None = None) -> None:
+    def __init__(
+        self,
+        events: Sequence[RecordedEvent],
+        whole: Batch | None = None,
+        *,
+        end: int | None = None,
+    ) -> None:
         self._events = events
+        # The position the read covered: its last event's, or past it for a read of some
+        # types only (the events of other types up to there were skipped, not missed).
+        self._end = (
+            whole._end if whole is not None else (events[-1].position if end is None else end)
+        )
         # The batch as read (every part's events are its tail), and what folds derived from it.
         # None for the batch as read: a reference to itself would be a cycle, and a batch in a
         # cycle (with all its memo) waits for the cycle collector, paused during a catch-up:
@@ -87,7 +102,7 @@ class Batch(Sequence[RecordedEvent]):
 
     @property
     def last(self) -> int:
-        return self._events[-1].position
+        return self._end
 
     def after(self, position: int) -> Batch:
         """The events after `position`, sharing this batch's memo."""
@@ -132,13 +147,25 @@ def _catch_up(
     store: Store, projections: Sequence[Projection], batch: int, progress: Progress | None
 ) -> dict[str, int]:
     applied = {p.checkpoint: 0 for p in projections}
+    # Only the types every fold reads, if each says (usage alone: a third of a ledger is
+    # responses it never reads); one that does not say reads them all.
+    types: frozenset[str] | None = frozenset()
+    for p in projections:
+        types = None if types is None or p.reads is None else types | p.reads
     while True:
         with store.snapshot() as view:
             at = {p.checkpoint: view.checkpoint(p.checkpoint) for p in projections}
-            events = view.read_after(min(at.values(), default=0), batch)
-            if not events:
+            start = min(at.values(), default=0)
+            events = view.read_after(start, batch, types)
+            if types is not None and len(events) < batch:
+                end = view.head_position()  # every event of those types up to the head
+            elif events:
+                end = events[-1].position
+            else:
                 return applied
-            whole = Batch(events)
+            if end <= start:
+                return applied
+            whole = Batch(events, end=end)
             folded = [
                 (p, part, p.fold(view, part))
                 for p in projections

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from operator import itemgetter
@@ -427,6 +427,19 @@ class EventStore:
             self._selects[spec] = sql
         return sql
 
+    def _after_types(self, n: int) -> str:
+        """Events after a position, of one of `n` types. `type || ''` keeps the planner on
+        the position order: matched through the type index instead, SQLite read each type's
+        events and sorted them (measured 5x slower on a whole ledger)."""
+        key = f"after_types_{n}"
+        if key not in self._sql:
+            p = self._dialect.param
+            self._sql[key] = (
+                f"SELECT {_COLUMNS} FROM events WHERE position > {p}"
+                f" AND (type || '') IN ({', '.join([p] * n)}) ORDER BY position LIMIT {p}"
+            )
+        return self._sql[key]
+
     def _quote(self, name: str) -> str:
         quoted: str = self.engine.dialect.identifier_preparer.quote(name)
         return quoted
@@ -510,8 +523,14 @@ class Snapshot:
         """Was this projection's table created (its checkpoint row exists)?"""
         return self._store._checkpoint(self._conn, name) is not None
 
-    def read_after(self, after: int, limit: int) -> list[RecordedEvent]:
-        return _read_after(self._store, self._conn, after, limit)
+    def read_after(
+        self, after: int, limit: int, types: Collection[str] | None = None
+    ) -> list[RecordedEvent]:
+        """Up to `limit` events after position `after`; only those of `types` if given."""
+        return _read_after(self._store, self._conn, after, limit, types)
+
+    def head_position(self) -> int:
+        return self._store._head(self._conn).position
 
     def hash_at(self, position: int) -> str | None:
         """The hash recorded at `position` (None past the head): whether a cache folded up to
@@ -571,8 +590,19 @@ def _read_stream(
     return _events(conn, store._sql["stream"], (stream_id, after_version))
 
 
-def _read_after(store: EventStore, conn: Connection, after: int, limit: int) -> list[RecordedEvent]:
-    return _events(conn, store._sql["after"], (after, int(limit)))
+def _read_after(
+    store: EventStore,
+    conn: Connection,
+    after: int,
+    limit: int,
+    types: Collection[str] | None = None,
+) -> list[RecordedEvent]:
+    if types is None:
+        return _events(conn, store._sql["after"], (after, int(limit)))
+    wanted = sorted(set(types))
+    if not wanted:
+        return []
+    return _events(conn, store._after_types(len(wanted)), (after, *wanted, int(limit)))
 
 
 # An event from a row's values, in C (no Python frame per row, as `RecordedEvent(*row)` has).

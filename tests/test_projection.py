@@ -92,6 +92,38 @@ def test_catch_up_folds_in_batches_and_readers_query_portably(store_url: str) ->
     assert _counts(store) == {"a": 5, "b": 3}
 
 
+def test_a_projection_that_declares_its_types_reads_only_those_up_to_the_head(
+    store_url: str,
+) -> None:
+    """A fold that says which types it reads gets only those, in batches; its checkpoint
+    still reaches the head when the last events are of other types (no batch read again),
+    and a pass with a projection that reads everything reads everything."""
+    store = open_store(store_url)
+    _append(store, "a", 9)  # T0..T8
+    _append(store, "b", 3)  # T0..T2
+    seen: list[list[str]] = []
+
+    def only(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
+        seen.append([f"{e.stream_id}{e.type}" for e in events])
+        return count(view, events)
+
+    picky = Projection(COUNTS, "test.picky", only, reads=frozenset({"T1", "T2", "T5"}))
+    assert catch_up(store, picky, batch=2) == 5
+    assert seen == [["aT1", "aT2"], ["aT5", "bT1"], ["bT2"]]
+    assert store.get_checkpoint("test.picky") == store.head().position == 12
+    assert catch_up(store, picky) == 0 and seen[-1] == ["bT2"]  # nothing read again
+    _append(store, "b", 4)  # T3..T6: one of them is read
+    assert catch_up(store, picky) == 1 and seen[-1] == ["bT5"]
+    assert store.get_checkpoint("test.picky") == 16
+    _append(store, "b", 1)  # T7: none of its types
+    assert catch_up(store, picky) == 0 and store.get_checkpoint("test.picky") == 17
+    assert _counts(store) == {"a": 3, "b": 3}
+    with store.snapshot() as view:
+        assert [e.position for e in view.read_after(0, 10, ["T8", "T0"])] == [1, 9, 10]
+        assert view.read_after(0, 10, []) == []
+        assert view.head_position() == 17
+
+
 def test_folding_does_not_hold_the_write_lock(store_url: str) -> None:
     """While one process folds, others append: the fold must not hold the ledger's write lock.
     The appends land after the folded batch and are folded by the next catch-up."""
