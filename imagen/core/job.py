@@ -260,6 +260,14 @@ class JobState:
         return self.terminal is not None
 
     @property
+    def ended_at(self) -> datetime | None:
+        """When the job ended: the time of the event that ended it (the last, if a hostile
+        history has several), never of anything recorded after; None while under way."""
+        if self.terminal is None:
+            return None
+        return next((r.at for r in reversed(self.history) if r.kind in TERMINAL_TYPES), None)
+
+    @property
     def status(self) -> str:
         """succeeded | failed | cancelled | interrupted | running | requested (liveness of the
         owning process is decided by the shell, which can see processes)."""

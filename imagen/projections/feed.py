@@ -56,7 +56,8 @@ def job_states(
         # Whatever payloads the batch's folds decoded already; the rest are decoded (with
         # their events) only if the job's fold or a rule reads them.
         data = memo.get("payloads") or {}
-        last = whole[-1].position if whole else 0
+        # (A batch of some types only covers up to its `last`, past its last event.)
+        last = getattr(whole, "last", None) or (whole[-1].position if whole else 0)
         for jid in wanted:
             own = streams.get(jid, [])
             first = own[0].stream_version if own else None

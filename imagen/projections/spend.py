@@ -89,7 +89,7 @@ def row(state: JobState, billed: list[Row] | None = None) -> Row | None:
     if state.terminal is not None:
         billed = usage_rows(state) if billed is None else billed
         out["spent_micros"] = sum(max(r["cost_micros"] or 0, 0) for r in billed)
-        out["ended_at"] = iso(state.history[-1].at)  # as usage_rows dates the job
+        out["ended_at"] = iso(state.ended_at or state.now)  # as usage_rows dates the job
     return out
 
 

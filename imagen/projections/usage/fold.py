@@ -18,6 +18,7 @@ import hashlib
 from typing import Any
 
 from imagen.core import money
+from imagen.core.events import TERMINAL_TYPES
 from imagen.core.job import JobState, iso
 from imagen.projections import safe
 from imagen.projections.cost import micros, micros_text, of_job
@@ -60,6 +61,22 @@ LOCAL_COLUMNS = (
 )
 SEED_MAX = 2**64 - 1
 
+# The event types a job's rows are read from: its request and what replaced it (an
+# overflow), its images, its acceptance by the provider, its end, and the requests a backend
+# reads its sent inputs back from (`sent_inputs`). The rows are the same without the job's
+# other events (tests/support/properties.py checks it for every adapter's histories), so a
+# catch-up of the usage table alone reads only these.
+READS = frozenset(
+    {
+        "JobRequested",
+        "JobOverflowed",
+        "ImageStored",
+        "RemoteJobAccepted",
+        "RequestSent",
+        *TERMINAL_TYPES,
+    }
+)
+
 
 def prompt_hash(prompt: object) -> str:
     text = prompt if isinstance(prompt, str) else ""
@@ -84,7 +101,8 @@ def usage_rows(state: JobState) -> list[dict[str, Any]]:
     if req is None or state.terminal is None:
         return []
     bill = of_job(state)
-    ended = state.history[-1].at
+    ended = state.ended_at  # (nothing recorded after the end moves it: see READS)
+    assert ended is not None
     latency = (
         safe.integer(round((ended - state.started_at).total_seconds() * 1000), safe.INT32)
         if state.started_at

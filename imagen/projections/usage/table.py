@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from imagen.core.events import TERMINAL_TYPES
-from imagen.projections.usage.fold import LOCAL_COLUMNS
+from imagen.projections.usage.fold import LOCAL_COLUMNS, READS
 from ledger.events import RecordedEvent
 from ledger.interface import Reader
 from ledger.projection import ColumnSpec, ColumnType, Projection, Row, TableSpec, View, as_rows
@@ -69,7 +69,7 @@ def fold(view: View, events: Sequence[RecordedEvent]) -> list[Row]:
     return list(rows.values())
 
 
-PROJECTION = Projection(USAGE, CHECKPOINT, fold, dependent_checkpoints=(SYNCED,))
+PROJECTION = Projection(USAGE, CHECKPOINT, fold, dependent_checkpoints=(SYNCED,), reads=READS)
 
 
 def catch_up(
