@@ -420,4 +420,4 @@ def fold(job_id: str, recorded: list[Recorded]) -> JobState:
             _advance(start, fields, rec)
     last = recorded[-1]
     fields["version"], fields["now"] = last.version, last.at
-    return replace(start, **fields)  # type: ignore[arg-type]
+    return JobState(job_id, **fields)  # type: ignore[arg-type]
