@@ -262,3 +262,41 @@ def test_an_incremental_audit_trusts_only_a_checkpoint_the_chain_still_holds(
     refused = sandbox.run("audit", "--json", "--from-position", "last")
     assert refused.returncode == 4
     assert "checkpoint" in {p["kind"] for p in json.loads(refused.stdout)["problems"]}
+
+
+def test_an_image_replaced_by_a_fifo_or_a_directory_is_missing_and_never_hangs(
+    sandbox: Sandbox,
+) -> None:
+    """Audit opens each image and sidecar without blocking: a FIFO in an image's place (which
+    would block a plain open for as long as nobody writes) is reported like a directory
+    there, missing; one in a sidecar's place, a sidecar that differs."""
+    import os
+
+    fifo, folder, side = (_generate(sandbox, p) for p in ("a cat", "a dog", "a fox"))
+    fifo.unlink()
+    os.mkfifo(fifo)
+    folder.unlink()
+    folder.mkdir()
+    sidecar = Path(f"{side}.json")
+    sidecar.unlink()
+    os.mkfifo(sidecar)
+    report = _audit(sandbox)
+    missing = {p["path"] for p in report["problems"] if p["kind"] == "image_missing"}
+    assert missing == {str(fifo), str(folder)}
+    [differs] = [p for p in report["problems"] if p["kind"] == "sidecar"]
+    assert differs["path"] == str(sidecar) and "differs" in differs["message"]
+
+
+def test_the_digest_of_a_regular_file_is_sha256_of_its_bytes_at_any_size(tmp_path: Path) -> None:
+    import hashlib
+
+    from imagen.app import audit
+
+    for size in (0, 1, 4096, audit._WHOLE - 1, audit._WHOLE, audit._WHOLE + 7):
+        path = tmp_path / f"f{size}"
+        data = (b"imagen" * (size // 6 + 1))[:size]
+        path.write_bytes(data)
+        assert audit.regular_file_sha256(str(path)) == hashlib.sha256(data).hexdigest(), size
+    assert audit.regular_file_sha256(str(tmp_path / "none")) is None
+    assert audit.regular_file_sha256(str(tmp_path / "f0" / "below")) is None
+    assert audit.regular_file_sha256(str(tmp_path)) is None
