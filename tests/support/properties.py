@@ -418,9 +418,11 @@ def read_back_agrees(h: History) -> None:
     ):
         assert getattr(again, name) == getattr(state, name), f"{name} differs when read back"
     assert usage_rows(again) == usage_rows(state)
-    # A catch-up of the usage table alone reads only the types it declares (usage/fold.py).
+    # A catch-up of the usage table alone reads only the types it declares (usage/fold.py),
+    # and audit folds a job's usage and spend rows from those.
     kept = [r for r in stored if r.kind in USAGE_READS]
     assert usage_rows(fold(state.job_id, kept)) == usage_rows(state), "usage needs more types"
+    assert spend.row(fold(state.job_id, kept)) == spend.row(state), "spend needs more types"
     assert spend.row(again) == spend.row(state)
     assert job_fields(again) == job_fields(state)
     assert h._decide(again) == h.decide()
