@@ -264,6 +264,19 @@ def test_an_incremental_audit_trusts_only_a_checkpoint_the_chain_still_holds(
     assert "checkpoint" in {p["kind"] for p in json.loads(refused.stdout)["problems"]}
 
 
+def test_an_incremental_audit_knows_the_versions_streams_other_than_jobs_had(
+    sandbox: Sandbox,
+) -> None:
+    """A budget set after the checkpoint is its stream's next version, not a jump: the
+    incremental audit takes the version the stream had at the checkpoint from the ledger."""
+    assert sandbox.run("budget", "set", "alice", "5", "--per", "day").returncode == 0
+    assert _audit(sandbox)["ok"]
+    assert sandbox.run("budget", "set", "bob", "3", "--per", "day").returncode == 0
+    _generate(sandbox, "one")
+    report = json.loads(sandbox.run("audit", "--json", "--from-position", "last").stdout)
+    assert report["ok"] and report["images_checked"] == 1, report["problems"]
+
+
 def test_an_image_replaced_by_a_fifo_or_a_directory_is_missing_and_never_hangs(
     sandbox: Sandbox,
 ) -> None:

@@ -296,7 +296,13 @@ class Audit:
                 job = held[sid] = _Job() if e.stream_version == 1 else self._open(sid, e.position)
                 if len(held) > self.most_open:
                     self.most_open = len(held)
-            if not self.walk.step(e, self.others.get(sid, 0) if job is None else job.version):
+            if job is None:
+                last = self.others.get(sid)
+                if last is None:
+                    last = self.others[sid] = self._other_before(sid)
+            else:
+                last = job.version
+            if not self.walk.step(e, last):
                 return False
             data = None if sid == IDENTITY_STREAM else payload_of(e.data_json)
             if data is not None and not (
@@ -318,6 +324,19 @@ class Audit:
                 for jid in idle[: len(held) - self.open_limit // 2]:
                     self._release(jid)
         return True
+
+    def _other_before(self, sid: str) -> int:
+        """The version a stream that is not a job ("$budgets") had where the audit began:
+        0 from the genesis, else as the ledger holds it up to there (vouched for by the
+        checkpoint's hash)."""
+        if not self.begin:
+            return 0
+        rows = self.store.query(
+            "SELECT coalesce(max(stream_version), 0) FROM events"
+            " WHERE stream_id = :sid AND position <= :begin",
+            {"sid": sid, "begin": self.begin},
+        )
+        return int(rows[0][0])
 
     def _open(self, jid: str, position: int) -> _Job:
         """A job not held: new, or (its events before `position` in the ledger) settled
