@@ -10,15 +10,21 @@ settled: its invariants, files and recorded spend figure checked, its rows compa
 cached tables a few hundred jobs at a time, and dropped. A settled job that has events later
 (after its end: itself a finding; or an idle one resuming) is read again up to there and
 settled again, its first findings replaced.
+
+A long chain is audited in two halves side by side (`_scan_in_halves`, two processes), to the
+same verdict as one pass.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +42,8 @@ from ledger.interface import Reader, TableSpec
 
 IDENTITY_STREAM = "$ledger"
 OPEN_LIMIT = 2000  # open jobs held at most; past it the longest idle are settled early
+# Events from which an audit runs in two processes (below, a second one would not pay).
+PARALLEL_FROM = 200_000
 SETTLE = 500  # settled jobs compared with the cached tables per query
 
 Problem = dict[str, Any]
@@ -181,6 +189,18 @@ class KeySet:
     def bucket(self, key: str) -> int:
         return hash(key) % self.BUCKETS
 
+    @classmethod
+    def of(cls, count: list[int], xor: list[int]) -> KeySet:
+        keys = cls()
+        keys.count, keys.xor = list(count), list(xor)
+        return keys
+
+    def add(self, other: KeySet) -> None:
+        """The keys of both (a key's hash is the same in a process forked from this one)."""
+        for b in range(self.BUCKETS):
+            self.count[b] += other.count[b]
+            self.xor[b] ^= other.xor[b]
+
     def differing(self, other: KeySet) -> set[int]:
         return {
             b
@@ -227,6 +247,7 @@ class _Settled:
 
     jid: str
     rows: dict[str, dict[str, dict[str, Any]]]  # cache name -> key -> row folded
+    images: int = 0  # images it counted as checked
 
 
 @dataclass
@@ -237,6 +258,7 @@ class Scan:
     images_checked: int
     folders: set[Path]  # where the chain's images are
     most_open: int  # the most jobs held at once (flat memory: bounded by OPEN_LIMIT)
+    halves: bool = False  # audited in two processes (`_scan_in_halves`)
 
 
 class Audit:
@@ -250,10 +272,14 @@ class Audit:
         *,
         open_limit: int = OPEN_LIMIT,
         settle: int = SETTLE,
+        handoff: int | None = None,
     ) -> None:
         self.store = store
         self.walk = ChainWalk(start)
         self.begin = self.walk.head.position
+        # The first half of a parallel audit: a job with events after this position is the
+        # second half's (which reads the job's earlier events), so this half drops it.
+        self.handoff = handoff
         self.compare = {name: c for name, c in caches().items() if name in compare}
         self.open_limit, self.settle_size = open_limit, settle
         self.held: dict[str, _Job] = {}
@@ -269,7 +295,7 @@ class Audit:
 
     def run(
         self, head: int, progress: Callable[[int], None] | None = None, batch: int = 5000
-    ) -> Scan:
+    ) -> Part:
         from ledger.projection import no_cycle_collection
 
         # One read view up to the head the audit starts from, one batch in memory at a time;
@@ -284,7 +310,7 @@ class Audit:
                 if job.events:  # (not one opened by an event the chain broke at)
                     self._release(jid)
             self._settle()
-        return self.finish()
+        return self.part()
 
     def feed(self, events: Iterable[RecordedEvent]) -> bool:
         """Verify and fold `events` (the next in the chain); False once the chain breaks."""
@@ -345,17 +371,21 @@ class Audit:
         job = _Job.read(self.store, jid, position)
         if job.events and job.events[-1][0].position > self.begin:
             # Settled before in this audit: what it counted then is taken back.
-            self.found.pop(jid, None)
-            if job.row is not None and job.row["status"] == "succeeded":
-                self.checked -= len(job.images)  # checked when it was settled
             settled = self.pending.pop(jid, None)
-            again = _rows(jid, job) if settled is None else settled.rows
-            for name, rows in again.items():
-                if name not in self.keys:
-                    continue
-                for key in rows:
-                    self.keys[name].flip(key, -1)
+            if settled is None:
+                succeeded = job.row is not None and job.row["status"] == "succeeded"
+                rows = {n: r for n, r in _rows(jid, job).items() if n in self.compare}
+                settled = _Settled(jid, rows, len(job.images) if succeeded else 0)
+            self._take_back(settled)
         return job
+
+    def _take_back(self, settled: _Settled) -> None:
+        """Undo what settling a job counted: its findings, images checked and keys."""
+        self.found.pop(settled.jid, None)
+        self.checked -= settled.images
+        for name, rows in settled.rows.items():
+            for key in rows:
+                self.keys[name].flip(key, -1)
 
     def _settled(self, jid: str, job: _Job) -> _Settled:
         """A job's rows folded, and its own checks (findings kept by job)."""
@@ -369,14 +399,16 @@ class Audit:
             end = spend.End(jid, last.position, last.data_json, last.recorded_at)
             if (found := spend.recorded_difference(end, rows["spend"].get(jid))) is not None:
                 problems.append(found)
+        checked = 0
         if job.row["status"] == "succeeded":
             for path, (sha, position) in job.images.items():
                 problems.extend(check_image(jid, path, sha, position))
-            self.checked += len(job.images)
+            checked = len(job.images)
+            self.checked += checked
         self.folders.update(os.path.dirname(p) for p in job.images)  # (a Path per image: slow)
         if problems:
             self.found[jid] = problems
-        return _Settled(jid, {n: r for n, r in rows.items() if n in self.compare})
+        return _Settled(jid, {n: r for n, r in rows.items() if n in self.compare}, checked)
 
     def _release(self, jid: str) -> None:
         settled = self._settled(jid, self.held.pop(jid))
@@ -389,6 +421,9 @@ class Audit:
 
     def _settle(self) -> None:
         """The settled jobs' rows against the cached tables, one query per table."""
+        if self.handoff is not None and self.pending:
+            for jid in _continued(self.store, list(self.pending), self.handoff):
+                self._take_back(self.pending.pop(jid))  # the second half's to settle
         for name, cache in self.compare.items():
             want = {k: r for s in self.pending.values() for k, r in s.rows[name].items()}
             if not want:
@@ -404,51 +439,122 @@ class Audit:
                         self.found.setdefault(s.jid, []).append(p)
         self.pending.clear()
 
-    def finish(self) -> Scan:
-        problems = [p for found in self.found.values() for p in found]
-        problems = _last_stored(self.store, self.walk.head.position, problems)
-        if not self.begin and self.walk.first_broken is None:
-            for name, cache in self.compare.items():
-                problems.extend(self._extra(cache, self.keys[name], name))
-        order = {"invariant": 0, "image_missing": 1, "image_modified": 1, "sidecar": 1}
-        problems.sort(key=lambda p: order.get(p["kind"], 2 + (p["kind"] == "projection")))
-        return Scan(
+    def part(self) -> Part:
+        """What this pass found, to be finished alone or merged with the other half's."""
+        return Part(
             self.walk.report(),
-            problems,
+            [p for found in self.found.values() for p in found],
             self.newer,
             self.checked,
-            {Path(f) for f in self.folders},
+            self.folders,
             self.most_open,
+            {name: (keys.count, keys.xor) for name, keys in self.keys.items()},
         )
 
-    def _extra(self, cache: Cache, folded: KeySet, name: str) -> list[Problem]:
-        """Rows cached that the chain's fold does not have (a full audit only): the cached
-        keys are read a page at a time into a KeySet; in the few buckets where it differs
-        from the keys folded, each cached key's job is folded again to tell."""
-        cached = KeySet()
-        for page in _keys(self.store, cache):
-            for k in page:
-                cached.flip(k)
-        differ = folded.differing(cached)
-        if not differ:
-            return []
-        problems = []
-        for page in _keys(self.store, cache):
-            for k in page:
-                if folded.bucket(k) in differ and not self._folds(k, name):
-                    problems.append(_differ(k, None, {}, cache))  # type: ignore[arg-type]
-        return [p for p in problems if p is not None]
 
-    def _folds(self, key: str, name: str) -> bool:
-        """Whether the chain's fold has `key` in cache `name` (its job folded again)."""
-        head = self.walk.head.position
-        for jid in dict.fromkeys((key, key.rpartition(":")[0])):
-            if not jid or jid.startswith("$"):
-                continue
-            job = _Job.read(self.store, jid, head + 1)
-            if job.row is not None and key in _rows(jid, job)[name]:
-                return True
-        return False
+@dataclass
+class Part:
+    """One pass's findings over a stretch of the chain (picklable: a parallel audit's second
+    half comes back from its process as one)."""
+
+    report: VerifyReport
+    problems: list[Problem]
+    newer: dict[str, int]
+    checked: int
+    folders: set[str]
+    most_open: int
+    keys: dict[str, tuple[list[int], list[int]]]  # cache name -> its KeySet's buckets
+
+
+def _finish(store: Any, begin: int, compare: set[str], parts: Sequence[Part]) -> Scan:
+    """The parts (in chain order, each starting where the one before ended) as one scan: the
+    checks that need the whole chain (a file two jobs stored; rows cached that no job folds,
+    on a full audit) run once, over all of them."""
+    first = parts[0]
+    report, problems = first.report, list(first.problems)
+    newer, checked = dict(first.newer), first.checked
+    folders, most_open = set(first.folders), first.most_open
+    keys = {name: KeySet.of(*buckets) for name, buckets in first.keys.items()}
+    for part in parts[1:]:
+        report = VerifyReport(
+            report.checked + part.report.checked,
+            part.report.head,
+            part.report.first_broken,
+            part.report.reason,
+        )
+        problems += part.problems
+        for what, n in part.newer.items():
+            newer[what] = newer.get(what, 0) + n
+        checked += part.checked
+        folders |= part.folders
+        most_open = max(most_open, part.most_open)
+        for name, buckets in part.keys.items():
+            keys[name].add(KeySet.of(*buckets))
+    problems = _last_stored(store, report.head.position, problems)
+    if not begin and report.first_broken is None:
+        for name, cache in caches().items():
+            if name in compare:
+                problems.extend(_extra(store, report.head.position, cache, keys[name], name))
+    problems.sort(key=_rank)
+    return Scan(report, problems, newer, checked, {Path(f) for f in folders}, most_open)
+
+
+_ORDER = {"invariant": 0, "image_missing": 1, "image_modified": 1, "sidecar": 1}
+_TABLES = {"jobs": 0, "usage": 1, "spend": 2}
+
+
+def _rank(problem: Problem) -> int:
+    """Findings by kind, cached rows last, table by table; else in the order jobs were
+    settled (the same in one pass as in two halves)."""
+    if problem["kind"] == "projection":
+        return 3 + _TABLES.get(problem.get("projection", "jobs"), 3)
+    return _ORDER.get(problem["kind"], 2)
+
+
+def _extra(store: Any, head: int, cache: Cache, folded: KeySet, name: str) -> list[Problem]:
+    """Rows cached that the chain's fold does not have (a full audit only): the cached
+    keys are read a page at a time into a KeySet; in the few buckets where it differs
+    from the keys folded, each cached key's job is folded again to tell."""
+    cached = KeySet()
+    for page in _keys(store, cache):
+        for k in page:
+            cached.flip(k)
+    differ = folded.differing(cached)
+    if not differ:
+        return []
+    problems = []
+    for page in _keys(store, cache):
+        for k in page:
+            if folded.bucket(k) in differ and not _folds(store, head, k, name):
+                problems.append(_differ(k, None, {}, cache))  # type: ignore[arg-type]
+    return [p for p in problems if p is not None]
+
+
+def _folds(store: Any, head: int, key: str, name: str) -> bool:
+    """Whether the chain's fold has `key` in cache `name` (its job folded again)."""
+    for jid in dict.fromkeys((key, key.rpartition(":")[0])):
+        if not jid or jid.startswith("$"):
+            continue
+        job = _Job.read(store, jid, head + 1)
+        if job.row is not None and key in _rows(jid, job)[name]:
+            return True
+    return False
+
+
+def _continued(store: Any, job_ids: list[str], after: int) -> list[str]:
+    """Those of the jobs that have events after position `after`. (`position + 0`: looked up
+    through each stream's index, not a range of positions that may be half the ledger.)"""
+    found: list[str] = []
+    for i in range(0, len(job_ids), 500):
+        part = job_ids[i : i + 500]
+        names = {f"j{n}": jid for n, jid in enumerate(part)}
+        rows = store.query(
+            f"SELECT DISTINCT stream_id FROM events WHERE stream_id IN "
+            f"({', '.join(':' + n for n in names)}) AND position + 0 > :after",
+            {**names, "after": after},
+        )
+        found += [r[0] for r in rows]
+    return found
 
 
 _ENDS = frozenset(("JobSucceeded", "JobFailed", "JobCancelled"))
@@ -462,11 +568,114 @@ def scan(
     compare: Iterable[str] = (),
     progress: Callable[[int], None] | None = None,
     open_limit: int = OPEN_LIMIT,
+    parallel_from: int = PARALLEL_FROM,
 ) -> Scan:
     """The chain up to `head` verified (from `start`, a checkpoint an earlier audit verified,
     or from the genesis), its jobs folded and checked, and compared with the cached tables
-    named in `compare` (see `comparable`)."""
-    return Audit(store, start, set(compare), open_limit=open_limit).run(head.position, progress)
+    named in `compare` (see `comparable`). From `parallel_from` events on, in two processes
+    (`_scan_in_halves`)."""
+    wanted = set(compare)
+    begin = start.position if start else 0
+    if head.position - begin >= max(parallel_from, 2) and _can_fork():
+        return _scan_in_halves(store, head, start, wanted, progress, open_limit)
+    part = Audit(store, start, wanted, open_limit=open_limit).run(head.position, progress)
+    return _finish(store, begin, wanted, [part])
+
+
+def _scan_in_halves(
+    store: Any,
+    head: Head,
+    start: Head | None,
+    compare: set[str],
+    progress: Callable[[int], None] | None,
+    open_limit: int,
+) -> Scan:
+    """The chain's two halves audited side by side: this process takes the first (and the
+    bar), a forked one the second, from the first's last event (whose hash the first half
+    verifies). A job belongs to the half with its last event: the first drops a job that
+    goes on after the middle, and the second reads that job's earlier events. Each half's
+    findings, counts and cached-row keys then merge as one pass's (`_finish`). A chain broken
+    in either half, or a second half that failed, is audited again in one pass, so every
+    verdict is the one-pass audit's."""
+    import multiprocessing
+
+    begin = start.position if start else 0
+    middle = begin + (head.position - begin) // 2
+    second = Head(middle, store.hashes_at([middle])[middle])
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # (or the child would write what is buffered a second time)
+    child = context.Process(
+        target=_second_half,
+        args=(store, second, head.position, compare, open_limit, send, os.getpid()),
+        daemon=True,
+    )
+    child.start()
+    send.close()
+    try:
+        scaled = None
+        if progress is not None:
+
+            def scaled(position: int) -> None:  # both halves go at about the same pace
+                progress(min(begin + 2 * (position - begin), head.position))
+
+        first = Audit(store, start, compare, open_limit=open_limit, handoff=middle).run(
+            middle, scaled
+        )
+        try:
+            outcome, last = receive.recv()
+        except EOFError:  # the process died
+            outcome, last = "failed", None
+        child.join(timeout=30)
+    finally:
+        receive.close()
+        if child.is_alive():
+            child.terminate()
+            child.join(timeout=30)
+    if outcome == "ok" and first.report.first_broken is None and last.report.first_broken is None:
+        return dataclasses.replace(_finish(store, begin, compare, [first, last]), halves=True)
+    part = Audit(store, start, compare, open_limit=open_limit).run(head.position, progress)
+    return _finish(store, begin, compare, [part])
+
+
+def _second_half(
+    store: Any,
+    start: Head,
+    until: int,
+    compare: set[str],
+    open_limit: int,
+    send: Any,
+    parent: int,
+) -> None:
+    """In the forked process: the chain after `start` audited, the part sent back."""
+    store.engine.dispose(close=False)  # the parent's connections stay the parent's
+
+    def orphaned(_position: int) -> None:
+        if os.getppid() != parent:  # the audit that asked is gone: stop
+            raise SystemExit(1)
+
+    try:
+        part = Audit(store, start, compare, open_limit=open_limit).run(until, orphaned)
+        send.send(("ok", part))
+    except BaseException as exc:  # noqa: BLE001 - the parent audits this half itself
+        with contextlib.suppress(BaseException):
+            send.send(("failed", f"{type(exc).__name__}: {exc}"))
+    finally:
+        send.close()
+
+
+def _can_fork() -> bool:
+    """Two processes only where forking is safe and pays: POSIX fork, no other thread (a
+    fork copies none of them, nor what they hold), two CPUs this process may use."""
+    import threading
+
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return False
+    cpus = (
+        os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    )
+    return len(cpus) >= 2
 
 
 def _rows(jid: str, job: _Job) -> dict[str, dict[str, dict[str, Any]]]:

@@ -129,9 +129,17 @@ def audit(
         except Exception:  # noqa: BLE001 - a ledger this process may only read: nothing cached
             pass
         compare = checks.comparable(store, head.position)
+    parallel_from = _parallel_from(context.session().env.env)
     progress = event_bar("audit", start.position if start else 0, head.position, json_output)
     try:
-        scanned = checks.scan(store, head, start=start, compare=compare, progress=progress)
+        scanned = checks.scan(
+            store,
+            head,
+            start=start,
+            compare=compare,
+            progress=progress,
+            parallel_from=parallel_from,
+        )
     finally:
         if progress is not None:
             progress(None)
@@ -267,6 +275,21 @@ def _output_folders() -> list[Path]:
         return [Path(context.session().config().output.directory).expanduser()]
     except UserError:
         return []
+
+
+def _parallel_from(env: Any) -> int:
+    """IMAGEN_AUDIT_PARALLEL_FROM: the events from which audit runs in two processes."""
+    from imagen.app import audit as checks
+    from imagen.app.errors import UserError
+
+    text = env.get("IMAGEN_AUDIT_PARALLEL_FROM")
+    if text is None or text == "":
+        return checks.PARALLEL_FROM
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise UserError(
+            f"IMAGEN_AUDIT_PARALLEL_FROM={text[:40]!r}: give a number of events, e.g. 200000"
+        )
+    return int(text)
 
 
 def _max_time(text: str | None, provider: bool) -> float | None:
