@@ -35,6 +35,7 @@ from typing import Any
 from imagen.core.events import current_shapes, newer_than_this, payload_of
 from imagen.projections.jobs import fold as projection
 from imagen.projections.jobs.query import CHECKPOINT
+from imagen.projections.usage.fold import READS as USAGE_READS
 from imagen.repository import payload
 from ledger.chain import ChainWalk, Head, VerifyReport
 from ledger.events import RecordedEvent
@@ -211,10 +212,12 @@ class KeySet:
 
 @dataclass(slots=True)
 class _Job:
-    """A job while it is open: its last version, its row so far, its events (each with its
-    decoded data) and the images it stored (path -> sha256, position)."""
+    """A job while it is open: its last version and event, its row so far, the events its
+    usage and spend rows are folded from (each with its decoded data: `_rows`) and the images
+    it stored (path -> sha256, position)."""
 
     version: int = 0
+    last: RecordedEvent | None = None
     row: dict[str, Any] | None = None
     events: list[tuple[RecordedEvent, Any]] = field(default_factory=list)
     images: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -222,12 +225,14 @@ class _Job:
     def add(self, jid: str, e: RecordedEvent, data: Any) -> None:
         """One more of the job's events, folded as the jobs projection folds it."""
         self.version = e.stream_version
+        self.last = e
         row = self.row
         if row is None:
             row = self.row = projection.new_row(jid, e.recorded_at)
         # In place and unpriced: the cost is set once, when the row is compared (`_rows`).
         projection.step(row, e.type, data, e.recorded_at, e.position, e.schema_version)
-        self.events.append((e, data))
+        if e.type in USAGE_READS:
+            self.events.append((e, data))
         if e.type == "ImageStored":
             self.images[str(data.get("path"))] = (str(data.get("sha256")), e.position)
 
@@ -307,7 +312,7 @@ class Audit:
                 if progress is not None:
                     progress(self.walk.head.position)
             for jid, job in list(self.held.items()):
-                if job.events:  # (not one opened by an event the chain broke at)
+                if job.last is not None:  # (not one opened by an event the chain broke at)
                     self._release(jid)
             self._settle()
         return self.part()
@@ -346,7 +351,7 @@ class Audit:
             if e.type in _ENDS:
                 self._release(sid)  # ended: settled now, its state dropped
             elif len(held) > self.open_limit:
-                idle = sorted(held, key=lambda j: held[j].events[-1][0].position)
+                idle = sorted(held, key=lambda j: held[j].last.position)  # type: ignore[union-attr]
                 for jid in idle[: len(held) - self.open_limit // 2]:
                     self._release(jid)
         return True
@@ -369,7 +374,7 @@ class Audit:
         earlier in this audit or begun before the checkpoint it started from. Those events
         were verified by this walk, or are vouched for by the checkpoint's hash."""
         job = _Job.read(self.store, jid, position)
-        if job.events and job.events[-1][0].position > self.begin:
+        if job.last is not None and job.last.position > self.begin:
             # Settled before in this audit: what it counted then is taken back.
             settled = self.pending.pop(jid, None)
             if settled is None:
@@ -394,7 +399,8 @@ class Audit:
         rows = _rows(jid, job)
         assert job.row is not None
         problems = invariants(job.row)
-        last, _ = job.events[-1]
+        last = job.last
+        assert last is not None
         if job.row["terminal_events"] and last.type in _ENDS:
             end = spend.End(jid, last.position, last.data_json, last.recorded_at)
             if (found := spend.recorded_difference(end, rows["spend"].get(jid))) is not None:
@@ -682,11 +688,11 @@ def _rows(jid: str, job: _Job) -> dict[str, dict[str, dict[str, Any]]]:
     """The rows each cached table holds for the job, keyed as there: its jobs row, its usage
     rows and its spend row (none before its request), folded as the projections fold them."""
     from imagen.projections import spend
-    from imagen.projections.usage.fold import READS, usage_rows
+    from imagen.projections.usage.fold import usage_rows
 
-    # Folded from the types usage and spend rows come from, as the usage table reads them
-    # when caught up alone (the rows are the same: tests/support/properties.py).
-    state = _fold_job(jid, [(e, d) for e, d in job.events if e.type in READS])
+    # Folded from the types usage and spend rows come from (`_Job.events`), as the usage
+    # table reads them when caught up alone (the rows are the same: tests/support/properties.py).
+    state = _fold_job(jid, job.events)
     usage = usage_rows(state)
     spend_row = spend.row(state, usage)
     return {
