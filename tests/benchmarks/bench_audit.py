@@ -8,6 +8,10 @@ Ledgers come from `bench_jobs.build`, with each job's image and sidecar written 
 chain says, so the audit is clean (findings would grow with the ledger and are not what is
 measured). The projections are caught up first (`imagen jobs`, `imagen usage`): that is
 catch-up's cost (bench_jobs, bench_usage), not audit's; the spend table's too.
+
+Audit is timed as it runs (two processes from `audit.PARALLEL_FROM` events, on two CPUs) and in
+one process (IMAGEN_AUDIT_PARALLEL_FROM past the ledger), interleaved with the baseline; CPU
+time is the process's and its children's.
 """
 
 from __future__ import annotations
@@ -156,13 +160,18 @@ def run() -> None:
             # The built ledger, images and sidecars written out now: audit's fsync of its
             # checkpoint would otherwise flush them into its system time (bench_bigledger).
             os.sync()
-            base, ours = [], []
-            for _ in range(RUNS):  # interleaved: a load that comes and goes falls on both
+            # As run (two processes from PARALLEL_FROM events), and in one process.
+            one = {**env, "IMAGEN_AUDIT_PARALLEL_FROM": str(10**15)}
+            base, ours, ones = [], [], []
+            for _ in range(RUNS):  # interleaved: a load that comes and goes falls on all
                 base.append(_run([sys.executable, "-c", BASELINE, f"sqlite:///{db}"], env))
                 ours.append(_run([*imagen, "audit", "--json"], env, ok=(0, 4)))
+                ones.append(_run([*imagen, "audit", "--json"], one, ok=(0, 4)))
             base_s, base_mb, n, base_cpu = _median(base)
             assert int(n) == events, n
             ours_s, ours_mb, out, ours_cpu = _median(ours)
+            one_s, _, one_out, one_cpu = _median(ones)
+            assert json.loads(one_out)["problems"] == json.loads(out)["problems"]
             report = json.loads(out)
             if report["problems"]:
                 print(
@@ -181,6 +190,22 @@ def run() -> None:
             line(
                 f"audit {jobs:,} jobs (CPU, s)",
                 ours_cpu,
+                base_cpu,
+                "s",
+                higher_is_better=False,
+                target="<= 3x",
+            )
+            line(
+                f"audit {jobs:,} jobs, one process (wall, s)",
+                one_s,
+                base_s,
+                "s",
+                higher_is_better=False,
+                target="<= 3x",
+            )
+            line(
+                f"audit {jobs:,} jobs, one process (CPU, s)",
+                one_cpu,
                 base_cpu,
                 "s",
                 higher_is_better=False,
