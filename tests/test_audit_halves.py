@@ -7,6 +7,7 @@ extra, and a chain broken in either half."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -114,13 +115,9 @@ def _same(path: Path, open_limit: int = 2000) -> tuple[Scan, Scan]:
 
 
 def _sql(path: Path, *statements: str) -> None:
-    db = sqlite3.connect(path)
-    try:
-        for s in statements:
-            db.execute(s)
-        db.commit()
-    finally:
-        db.close()
+    with contextlib.closing(sqlite3.connect(path)) as db, db:  # (committed, then closed)
+        for statement in statements:
+            db.execute(statement)
 
 
 @pytest.mark.parametrize("open_limit", [2000, 2])
