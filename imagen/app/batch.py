@@ -36,6 +36,7 @@ from imagen.core.batch import Input, Member, inputs_from_lines, inputs_from_prom
 from imagen.core.events import JobRequested
 from imagen.core.inputs import BadInput, GenerateInputs, parse_options, parse_size
 from imagen.core.job import JobState, image_count, image_path
+from imagen.runner import signals
 from imagen.runner.environment import Environment
 
 DEFAULT_CONCURRENCY = {"replicate": 12, "comfyui": 2}  # ComfyUI: one running, the next queued
@@ -528,7 +529,7 @@ def start_workers(
             t = threading.Thread(
                 target=work, args=(queue,), name=f"imagen-{backend}-{n}", daemon=True
             )
-            t.start()
+            signals.start(t)  # a stop signal is the main thread's: it tells the workers
             threads.append(t)
     return threads
 

@@ -27,6 +27,7 @@ from imagen.app.errors import UserError
 from imagen.app.exit_codes import ExitCode
 from imagen.app.session import Session
 from imagen.core.job import JobState
+from imagen.runner import signals
 
 POLL_S = 1.0  # between looks at the ledger for new work
 
@@ -182,7 +183,7 @@ def run_worker(
         threading.Thread(target=work, name=f"imagen-worker-{n}", daemon=True) for n in range(width)
     ]
     for t in threads:
-        t.start()
+        signals.start(t)  # a stop signal is the main thread's (imagen/runner/signals.py)
     try:
         while stop.get() is None:
             found = claimable(session, store, options)

@@ -55,7 +55,10 @@ class BatchProgress:
             transient=True,
             refresh_per_second=8,
         )
-        self._live.start()
+        from imagen.runner import signals
+
+        with signals.blocked():  # its refresh thread never takes a stop signal
+            self._live.start()
 
     def _render(self) -> Any:
         rows = [

@@ -55,7 +55,10 @@ class RichReporter:
                 transient=True,
             )
             self._task = self._progress.add_task("starting", total=None)
-            self._progress.start()
+            from imagen.runner import signals
+
+            with signals.blocked():  # its refresh thread never takes a stop signal
+                self._progress.start()
 
     def _say(self, text: str) -> None:
         if self._progress is not None:

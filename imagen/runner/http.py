@@ -28,6 +28,7 @@ from urllib3.exceptions import (
 )
 
 from imagen import __version__
+from imagen.runner import signals
 
 USER_AGENT = f"imagen/{__version__} (+urllib3)"
 
@@ -192,8 +193,8 @@ class Http:
         timer = threading.Timer(timeout_s, watch.expire)
         timer.daemon = True
         _current.watch = watch
-        timer.start()
         try:
+            signals.start(timer)  # a stop signal is the main thread's (runner/signals.py)
             return self._send(method, url, headers, body, timeout, max_bytes, keep_bytes, watch)
         except TransportFailure as failure:
             if watch.expired and failure.kind != "too_large":

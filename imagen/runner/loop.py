@@ -61,7 +61,7 @@ from imagen.core.events import (
 from imagen.core.failures import Failure
 from imagen.core.job import JobState, Recorded, evolve, parse_time
 from imagen.repository import load, to_recorded
-from imagen.runner import redact
+from imagen.runner import redact, signals
 from imagen.runner.admission import Admission, HeldIds, Refused
 from imagen.runner.environment import Environment, proc_start
 from imagen.runner.transports import (
@@ -866,16 +866,13 @@ class Runner:
 @contextmanager
 def _signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM/SIGHUP while an append commits and the state catches up, so an
-    interruption never lands between the database and our view of it."""
+    interruption never lands between the database and our view of it. Blocking them here holds
+    them only because no other thread of the process takes them (runner/signals.py)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-    try:
+    with signals.blocked():
         yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _has_userinfo(url: str) -> bool:

@@ -64,25 +64,36 @@ class Websockets:
         from websockets.exceptions import InvalidHandshake
         from websockets.sync.client import connect
 
+        from imagen.runner import signals
+
+        connection: Any = None
         try:
-            connection = connect(
-                url,
-                open_timeout=timeout_s,
-                close_timeout=1,
-                additional_headers=headers or None,
-                max_size=2**24,
-                # Unbounded: with the default queue a paused reader makes close() wait out
-                # its timeout when unread messages (status, executing null) are pending.
-                max_queue=None,
-                ping_interval=self.ping_interval,
-                ping_timeout=self.ping_timeout,
-                # The library logs a keepalive timeout on a silent network as an error with its
-                # traceback (on stderr when nothing is configured). The runner records the
-                # closed stream as one event and says it in one line: the library says nothing.
-                logger=_silent_logger(),
-            )
+            # Its reader and keepalive threads are started in here: blocked, they inherit the
+            # block (a stop signal is the main thread's, runner/signals.py). One that comes
+            # during the handshake (open_timeout at most) is handled as this returns.
+            with signals.blocked():
+                connection = connect(
+                    url,
+                    open_timeout=timeout_s,
+                    close_timeout=1,
+                    additional_headers=headers or None,
+                    max_size=2**24,
+                    # Unbounded: with the default queue a paused reader makes close() wait out
+                    # its timeout when unread messages (status, executing null) are pending.
+                    max_queue=None,
+                    ping_interval=self.ping_interval,
+                    ping_timeout=self.ping_timeout,
+                    # The library logs a keepalive timeout on a silent network as an error with its
+                    # traceback (on stderr when nothing is configured). The runner records the
+                    # closed stream as one event and says it in one line: the library says nothing.
+                    logger=_silent_logger(),
+                )
         except InvalidHandshake as exc:
             raise StreamRejected(f"{type(exc).__name__}: {exc}") from None
+        except BaseException:
+            if connection is not None:  # opened, then the held signal came: nobody will close it
+                connection.close()
+            raise
         return _Websocket(connection)
 
 
