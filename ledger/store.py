@@ -131,12 +131,17 @@ class EventStore:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A write transaction holding the ledger's write lock (for appends and checkpoints)."""
-        with self.engine.connect() as conn:
-            conn.info.pop(_HEAD_INFO, None)  # never a head left by a rolled-back transaction
-            with conn.begin():
-                self._dialect.lock(conn)
-                yield conn
-            committed: Head | None = conn.info.pop(_HEAD_INFO, None)
+        try:
+            with self.engine.connect() as conn:
+                conn.info.pop(_HEAD_INFO, None)  # never a head left by a rolled-back transaction
+                with conn.begin():
+                    self._dialect.lock(conn)
+                    yield conn
+                committed: Head | None = conn.info.pop(_HEAD_INFO, None)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                _let_go(exc)
+            raise
         self.commits.add()
         if committed is not None and self.head_path is not None:
             HeadFile(self.head_path).write(committed)
@@ -570,6 +575,18 @@ _IN_LIMIT = 500  # keys in one IN list (SQLite allows 32,766 parameters; Postgre
 
 
 _PROTECTED = "ledger_protected_streams"
+
+
+def _let_go(exc: BaseException) -> None:
+    """An exit (Ctrl-C; SIGTERM's exception) taken inside a statement: SQLAlchemy gives the
+    connection up without a rollback, and SQLite keeps the write lock until the interrupted
+    statement is finalized, which the traceback's frames keep alive for as long as the caller
+    handles the exception. This process's next append (a job's JobInterrupted or
+    CancelRequested) would wait out the busy timeout. So the frames' locals are dropped here:
+    the statement goes, and the lock with it (the traceback's lines are kept)."""
+    import traceback
+
+    traceback.clear_frames(exc.__traceback__)
 
 
 def _insufficient_privilege(exc: DBAPIError) -> bool:

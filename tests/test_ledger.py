@@ -397,3 +397,34 @@ def test_a_sqlite_ledger_below_head_is_migrated_then_appended_to(tmp_path: Path)
     store = open_store(url)
     store.append("s", [NewEvent("A", {})], 0)
     assert store.verify().ok
+
+
+def test_an_exit_taken_inside_a_statement_leaves_the_ledger_writable(store_url: str) -> None:
+    """Ctrl-C (or SIGTERM's exception) arriving while a write transaction's statement is open:
+    SQLAlchemy drops the connection without a rollback, and SQLite kept its write lock while
+    the caller handled the exception, so the next append (a job's CancelRequested) waited out
+    the busy timeout. The store lets the interrupted statement go as the exception leaves."""
+    from sqlalchemy import event
+
+    store = open_store(store_url, busy_timeout=2.0)
+    store.append("s", [NewEvent("A", {})], 0)
+    armed = [True]
+
+    def interrupt(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        # The read that opens an append, its rows not yet fetched: the statement is open.
+        if armed and statement.startswith("SELECT coalesce((SELECT max(stream_version)"):
+            armed.clear()
+            raise KeyboardInterrupt
+
+    event.listen(store.engine, "after_cursor_execute", interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught:
+            store.append("s", [NewEvent("B", {})], 1)
+        assert not armed  # (the interruption came where this test puts it)
+        # The exception still held, as by a runner recording the cancel in its handler.
+        store.append("s", [NewEvent("Cancelled", {})], 1)
+        assert caught.value.__traceback__ is not None
+    finally:
+        event.remove(store.engine, "after_cursor_execute", interrupt)
+    assert [e.type for e in store.read_stream("s")] == ["A", "Cancelled"]
+    assert store.verify().ok
