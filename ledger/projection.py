@@ -137,6 +137,8 @@ def catch_up_all(
     transaction each, only if its checkpoint did not move meanwhile), so a crash between
     batches or writes leaves every projection at a checkpoint its rows match. Returns the
     events applied per checkpoint name."""
+    if not projections:
+        return {}  # (nothing would ever move a checkpoint: the pass would not end)
     for p in projections:
         store.ensure_projection(p.table, p.checkpoint)
     with no_cycle_collection():
