@@ -309,7 +309,7 @@ def test_the_digest_of_a_regular_file_is_sha256_of_its_bytes_at_any_size(tmp_pat
         path = tmp_path / f"f{size}"
         data = (b"imagen" * (size // 6 + 1))[:size]
         path.write_bytes(data)
-        assert audit.regular_file_sha256(str(path)) == hashlib.sha256(data).hexdigest(), size
-    assert audit.regular_file_sha256(str(tmp_path / "none")) is None
-    assert audit.regular_file_sha256(str(tmp_path / "f0" / "below")) is None
-    assert audit.regular_file_sha256(str(tmp_path)) is None
+        assert audit.file_sha256(str(path)) == hashlib.sha256(data).hexdigest(), size
+    assert audit.file_sha256(str(tmp_path / "none")) is None
+    assert audit.file_sha256(str(tmp_path / "f0" / "below")) is None
+    assert audit.file_sha256(str(tmp_path)) is None

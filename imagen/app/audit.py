@@ -50,20 +50,15 @@ SETTLE = 500  # settled jobs compared with the cached tables per query
 Problem = dict[str, Any]
 
 
-def file_sha256(path: Path | str) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _WHOLE = 1 << 24  # a file up to this size is hashed from one read
 
 
-def regular_file_sha256(path: str) -> str | None:
+def file_sha256(path: Path | str) -> str | None:
     """The sha256 of the regular file at `path`, None if there is none (missing, a directory,
-    a FIFO: opened without blocking, so one never hangs the audit). One open, fstat and read
-    for an image-sized file: audit hashes every image, and the stat before and the 256 KiB
-    buffer `file_digest` allocates per file were half of it (measured)."""
+    a FIFO: opened without blocking, so one never hangs audit or the gallery). One open,
+    fstat and read for an image-sized file: audit hashes every image, and a stat before and
+    the 256 KiB buffer `file_digest` allocates per file were half of it (measured)."""
     opened = _open_regular(path)
     if opened is None:
         return None
@@ -94,7 +89,7 @@ def _small_regular_file(path: str, limit: int = _WHOLE) -> bytes | None:
         os.close(fd)
 
 
-def _open_regular(path: str) -> tuple[int, int] | None:
+def _open_regular(path: Path | str) -> tuple[int, int] | None:
     """A descriptor open on the regular file at `path` (the caller closes it) and its size,
     or None."""
     try:
@@ -189,12 +184,6 @@ class KeySet:
 
     def bucket(self, key: str) -> int:
         return hash(key) % self.BUCKETS
-
-    @classmethod
-    def of(cls, count: list[int], xor: list[int]) -> KeySet:
-        keys = cls()
-        keys.count, keys.xor = list(count), list(xor)
-        return keys
 
     def add(self, other: KeySet) -> None:
         """The keys of both (a key's hash is the same in a process forked from this one)."""
@@ -454,7 +443,7 @@ class Audit:
             self.checked,
             self.folders,
             self.most_open,
-            {name: (keys.count, keys.xor) for name, keys in self.keys.items()},
+            self.keys,
         )
 
 
@@ -469,7 +458,7 @@ class Part:
     checked: int
     folders: set[str]
     most_open: int
-    keys: dict[str, tuple[list[int], list[int]]]  # cache name -> its KeySet's buckets
+    keys: dict[str, KeySet]  # cache name -> the keys of the rows folded
 
 
 def _finish(store: Any, begin: int, compare: set[str], parts: Sequence[Part]) -> Scan:
@@ -480,7 +469,7 @@ def _finish(store: Any, begin: int, compare: set[str], parts: Sequence[Part]) ->
     report, problems = first.report, list(first.problems)
     newer, checked = dict(first.newer), first.checked
     folders, most_open = set(first.folders), first.most_open
-    keys = {name: KeySet.of(*buckets) for name, buckets in first.keys.items()}
+    keys = first.keys
     for part in parts[1:]:
         report = VerifyReport(
             report.checked + part.report.checked,
@@ -494,8 +483,8 @@ def _finish(store: Any, begin: int, compare: set[str], parts: Sequence[Part]) ->
         checked += part.checked
         folders |= part.folders
         most_open = max(most_open, part.most_open)
-        for name, buckets in part.keys.items():
-            keys[name].add(KeySet.of(*buckets))
+        for name, more in part.keys.items():
+            keys[name].add(more)
     problems = _last_stored(store, report.head.position, problems)
     if not begin and report.first_broken is None:
         for name, cache in caches().items():
@@ -761,7 +750,7 @@ def invariants(row: dict[str, Any]) -> list[Problem]:
 def check_image(jid: str, path_text: str, sha: str, position: int) -> list[Problem]:
     """A succeeded job's image (the chain's path and sha256, stored at `position`) and its
     sidecar."""
-    digest = regular_file_sha256(path_text)  # (strings, not Paths: audit checks every image)
+    digest = file_sha256(path_text)  # (strings, not Paths: audit checks every image)
     if digest is None:
         path = Path(path_text)
         return [
