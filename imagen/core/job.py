@@ -265,7 +265,8 @@ class JobState:
         history has several), never of anything recorded after; None while under way."""
         if self.terminal is None:
             return None
-        return next((r.at for r in reversed(self.history) if r.kind in TERMINAL_TYPES), None)
+        ends = (r.at for r in reversed(self.history) if r.kind in TERMINAL_TYPES)
+        return next(ends, self.now)  # (a terminal event is always in the history)
 
     @property
     def status(self) -> str:

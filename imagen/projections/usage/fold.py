@@ -101,8 +101,7 @@ def usage_rows(state: JobState) -> list[dict[str, Any]]:
     if req is None or state.terminal is None:
         return []
     bill = of_job(state)
-    ended = state.ended_at  # (nothing recorded after the end moves it: see READS)
-    assert ended is not None
+    ended = state.ended_at or state.history[-1].at  # (not moved by what came after: READS)
     latency = (
         safe.integer(round((ended - state.started_at).total_seconds() * 1000), safe.INT32)
         if state.started_at
