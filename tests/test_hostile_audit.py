@@ -195,6 +195,48 @@ def test_files_of_a_job_the_ledger_does_not_have_are_a_finding(sandbox: Sandbox)
     assert str(copy) in found["message"]
 
 
+def _sidecar(image: Path, job_id: str) -> None:
+    """An imagen sidecar beside `image` naming `job_id`."""
+    Path(f"{image}.json").write_text(json.dumps({"job_id": job_id, "image": {"path": str(image)}}))
+
+
+def test_the_search_for_unknown_jobs_files_reads_only_sidecars_the_scan_did_not_match(
+    sandbox: Sandbox,
+) -> None:
+    """The scan keeps (in constant memory) the sidecars it found naming their own job; the
+    search for files of jobs the chain lacks reads the rest, not those again."""
+    from imagen.app import audit
+    from ledger import open_store
+
+    image, other = _generate(sandbox, "a cat"), _generate(sandbox, "a dog")
+    _sidecar(other, "1" * 26)  # no longer names its job: a finding, and read again
+    stray = image.with_name("stray.png")
+    stray.write_bytes(b"png")
+    _sidecar(stray, "0" * 26)
+    store = open_store(f"sqlite:///{sandbox.root / 'ledger.db'}", create=False)
+    try:
+        scanned = audit.scan(store, store.head())
+        only = audit.KeySet()
+        only.flip(f"{image}.json")
+        assert scanned.sidecars is not None and not only.differing(scanned.sidecars)
+
+        def unknown(known: audit.KeySet | None) -> list[str]:
+            found = audit.check_unknown_files(
+                store, store.head().position, scanned.folders, [], known
+            )
+            return sorted(p["job_id"] for p in found)
+
+        assert unknown(scanned.sidecars) == unknown(None) == ["0" * 26, "1" * 26]
+        # What the set holds is not read again: one that (falsely) holds the stray sidecar
+        # hides it, which without the set would be read.
+        forged = audit.KeySet()
+        forged.add(scanned.sidecars)
+        forged.flip(f"{stray}.json")
+        assert unknown(forged) == ["1" * 26]
+    finally:
+        store.close()
+
+
 def test_a_new_ledger_records_its_head_file_and_no_crash_leaves_it_without_one(
     tmp_path: Path,
 ) -> None:

@@ -182,8 +182,9 @@ class KeySet:
         self.count[b] += n
         self.xor[b] ^= h
 
-    def bucket(self, key: str) -> int:
-        return hash(key) % self.BUCKETS
+    @classmethod
+    def bucket(cls, key: str) -> int:
+        return hash(key) % cls.BUCKETS
 
     def add(self, other: KeySet) -> None:
         """The keys of both (a key's hash is the same in a process forked from this one)."""
@@ -242,6 +243,7 @@ class _Settled:
     jid: str
     rows: dict[str, dict[str, dict[str, Any]]]  # cache name -> key -> row folded
     images: int = 0  # images it counted as checked
+    sidecars: tuple[str, ...] = ()  # sidecars it found naming it (`Audit.sidecars`)
 
 
 @dataclass
@@ -253,6 +255,7 @@ class Scan:
     folders: set[Path]  # where the chain's images are
     most_open: int  # the most jobs held at once (flat memory: bounded by OPEN_LIMIT)
     halves: bool = False  # audited in two processes (`_scan_in_halves`)
+    sidecars: KeySet | None = None  # the sidecars found naming their job (`Audit.sidecars`)
 
 
 class Audit:
@@ -284,6 +287,9 @@ class Audit:
         self.checked = 0  # images checked
         self.pending: dict[str, _Settled] = {}
         self.keys = {name: KeySet() for name in self.compare}
+        # The sidecars found naming their own job (checked with its image): known, so the
+        # search for files of unknown jobs need not read them again (`check_unknown_files`).
+        self.sidecars = KeySet()
         self.folders: set[str] = set()
         self.most_open = 0
 
@@ -377,6 +383,8 @@ class Audit:
         """Undo what settling a job counted: its findings, images checked and keys."""
         self.found.pop(settled.jid, None)
         self.checked -= settled.images
+        for side in settled.sidecars:
+            self.sidecars.flip(side, -1)
         for name, rows in settled.rows.items():
             for key in rows:
                 self.keys[name].flip(key, -1)
@@ -394,16 +402,21 @@ class Audit:
             end = spend.End(jid, last.position, last.data_json, last.recorded_at)
             if (found := spend.recorded_difference(end, rows["spend"].get(jid))) is not None:
                 problems.append(found)
-        checked = 0
+        checked, sidecars = 0, []
         if job.row["status"] == "succeeded":
             for path, (sha, position) in job.images.items():
-                problems.extend(check_image(jid, path, sha, position))
+                found, side = check_image(jid, path, sha, position)
+                problems.extend(found)
+                if side is not None:
+                    self.sidecars.flip(side)
+                    sidecars.append(side)
             checked = len(job.images)
             self.checked += checked
         self.folders.update(os.path.dirname(p) for p in job.images)  # (a Path per image: slow)
         if problems:
             self.found[jid] = problems
-        return _Settled(jid, {n: r for n, r in rows.items() if n in self.compare}, checked)
+        rows = {n: r for n, r in rows.items() if n in self.compare}
+        return _Settled(jid, rows, checked, tuple(sidecars))
 
     def _release(self, jid: str) -> None:
         settled = self._settled(jid, self.held.pop(jid))
@@ -444,6 +457,7 @@ class Audit:
             self.folders,
             self.most_open,
             self.keys,
+            self.sidecars,
         )
 
 
@@ -459,6 +473,7 @@ class Part:
     folders: set[str]
     most_open: int
     keys: dict[str, KeySet]  # cache name -> the keys of the rows folded
+    sidecars: KeySet
 
 
 def _finish(store: Any, begin: int, compare: set[str], parts: Sequence[Part]) -> Scan:
@@ -469,7 +484,7 @@ def _finish(store: Any, begin: int, compare: set[str], parts: Sequence[Part]) ->
     report, problems = first.report, list(first.problems)
     newer, checked = dict(first.newer), first.checked
     folders, most_open = set(first.folders), first.most_open
-    keys = first.keys
+    keys, sidecars = first.keys, first.sidecars
     for part in parts[1:]:
         report = VerifyReport(
             report.checked + part.report.checked,
@@ -485,13 +500,15 @@ def _finish(store: Any, begin: int, compare: set[str], parts: Sequence[Part]) ->
         most_open = max(most_open, part.most_open)
         for name, more in part.keys.items():
             keys[name].add(more)
+        sidecars.add(part.sidecars)
     problems = _last_stored(store, report.head.position, problems)
     if not begin and report.first_broken is None:
         for name, cache in caches().items():
             if name in compare:
                 problems.extend(_extra(store, report.head.position, cache, keys[name], name))
     problems.sort(key=_rank)
-    return Scan(report, problems, newer, checked, {Path(f) for f in folders}, most_open)
+    folder_paths = {Path(f) for f in folders}
+    return Scan(report, problems, newer, checked, folder_paths, most_open, sidecars=sidecars)
 
 
 _ORDER = {"invariant": 0, "image_missing": 1, "image_modified": 1, "sidecar": 1}
@@ -747,10 +764,13 @@ def invariants(row: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-def check_image(jid: str, path_text: str, sha: str, position: int) -> list[Problem]:
+def check_image(
+    jid: str, path_text: str, sha: str, position: int
+) -> tuple[list[Problem], str | None]:
     """A succeeded job's image (the chain's path and sha256, stored at `position`) and its
-    sidecar."""
+    sidecar: the findings, and the sidecar's path when it names this job and image."""
     digest = file_sha256(path_text)  # (strings, not Paths: audit checks every image)
+    side_text = f"{path_text}.json"
     if digest is None:
         path = Path(path_text)
         return [
@@ -761,7 +781,7 @@ def check_image(jid: str, path_text: str, sha: str, position: int) -> list[Probl
                 "position": position,
                 "message": f"job {jid}: image missing: {path}",
             }
-        ]
+        ], None
     problems: list[Problem] = []
     if digest != sha:
         path = Path(path_text)
@@ -775,7 +795,7 @@ def check_image(jid: str, path_text: str, sha: str, position: int) -> list[Probl
             }
         )
     try:
-        text = _small_regular_file(f"{path_text}.json")
+        text = _small_regular_file(side_text)
         data = None if text is None else json.loads(text)
         ok = (
             isinstance(data, dict)
@@ -786,24 +806,25 @@ def check_image(jid: str, path_text: str, sha: str, position: int) -> list[Probl
         )
     except (OSError, ValueError):
         ok = False
-    if not ok:
-        side = Path(f"{path_text}.json")
-        missing = not side.exists()
-        problems.append(
-            {
-                "kind": "sidecar",
-                "job_id": jid,
-                "path": str(side),
-                "position": position,
-                # A crash right after JobSucceeded leaves no sidecar: name the fix.
-                "message": f"job {jid}: sidecar missing: {side} (`imagen resume {jid}` "
-                "or `imagen rebuild` writes it)"
-                if missing
-                else f"job {jid}: sidecar differs from the ledger: {side} "
-                "(`imagen rebuild` rewrites it)",
-            }
-        )
-    return problems
+    if ok:
+        return problems, side_text
+    side = Path(side_text)
+    missing = not side.exists()
+    problems.append(
+        {
+            "kind": "sidecar",
+            "job_id": jid,
+            "path": str(side),
+            "position": position,
+            # A crash right after JobSucceeded leaves no sidecar: name the fix.
+            "message": f"job {jid}: sidecar missing: {side} (`imagen resume {jid}` "
+            "or `imagen rebuild` writes it)"
+            if missing
+            else f"job {jid}: sidecar differs from the ledger: {side} "
+            "(`imagen rebuild` rewrites it)",
+        }
+    )
+    return problems, None
 
 
 _FILE_KINDS = ("image_missing", "image_modified", "sidecar")
@@ -845,23 +866,37 @@ def _last_stored(store: Any, head: int, problems: list[Problem]) -> list[Problem
 
 
 def check_unknown_files(
-    store: Any, head: int, parents: Iterable[Path], folders: Sequence[Path]
+    store: Any,
+    head: int,
+    parents: Iterable[Path],
+    folders: Sequence[Path],
+    known: KeySet | None = None,
 ) -> list[Problem]:
     """Sidecars (and their images) for jobs the chain does not have, in the folders the chain's
     images are in and in `folders` (the configured output directory): what a removed tail
     leaves on disk, whatever the projections and the head file were made to say. A job
-    recorded after `head` (one running while audit reads) is not unknown."""
+    recorded after `head` (one running while audit reads) is not unknown.
+
+    `known`: the sidecars the scan found naming their own job (`Audit.sidecars`). The folders'
+    `.json` files are listed first (names only): where a bucket of them holds exactly the
+    known ones, none is read again; the others are read as every one is without `known`."""
     problems: list[Problem] = []
     found: list[tuple[Path, str]] = []
-    for folder in sorted(set(parents) | set(folders)):
+    places = sorted(set(parents) | set(folders))
+    unread = None if known is None else _unknown_buckets(places, known)
+    for folder in places:
         try:
-            entries = (e for e in os.scandir(folder) if e.name.endswith(".json"))
+            entries = (
+                e
+                for e in os.scandir(folder)
+                if e.name.endswith(".json") and (unread is None or KeySet.bucket(e.path) in unread)
+            )
             sides = ((folder / e.name, jid) for e in entries if (jid := _sidecar_job(e)))
             # Any event of the job (those after `head` too: a job running while audit reads,
             # or past a break in the chain) makes it known; asked in chunks, never all at once.
             for chunk in _batched(sides, 500):
-                known = _streams_present(store, {jid for _, jid in chunk})
-                found.extend((side, jid) for side, jid in chunk if jid not in known)
+                known_ids = _streams_present(store, {jid for _, jid in chunk})
+                found.extend((side, jid) for side, jid in chunk if jid not in known_ids)
         except OSError:
             continue
     for side, jid in sorted(found):
@@ -881,6 +916,22 @@ def check_unknown_files(
             }
         )
     return problems
+
+
+def _unknown_buckets(places: Sequence[Path], known: KeySet) -> set[int] | None:
+    """The buckets whose `.json` files in `places` are not exactly the `known` sidecars (None:
+    a folder could not be listed, so every file is read)."""
+    listed = KeySet()
+    for folder in places:
+        try:
+            for e in os.scandir(folder):
+                if e.name.endswith(".json"):
+                    listed.flip(e.path)
+        except FileNotFoundError:
+            continue  # (no files there to read either)
+        except OSError:
+            return None
+    return listed.differing(known)
 
 
 def _sidecar_job(side: os.DirEntry[str]) -> str | None:

@@ -168,7 +168,11 @@ def audit(
     problems.extend(
         p for p in scanned.problems if trusted or p["kind"] not in ("projection", "spend_recorded")
     )
-    problems.extend(checks.check_unknown_files(store, head, scanned.folders, _output_folders()))
+    problems.extend(
+        checks.check_unknown_files(
+            store, head, scanned.folders, _output_folders(), scanned.sidecars
+        )
+    )
     checked_images = scanned.images_checked
     if remote:
         from imagen.app.usage_sync import audit_remote
