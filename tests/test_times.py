@@ -10,6 +10,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imagen.core.inputs import BadInput, GenerateInputs
 from imagen.core.times import file_stamp, human, iso, parse_iso, parse_moment, parse_since
@@ -21,6 +23,35 @@ from tests.support.inprocess import environment, prepared
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 NOW = datetime(2026, 11, 25, 23, 30, 5, 123456, tzinfo=UTC)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(timezones=st.just(UTC)),
+    st.sampled_from(["iso", "isoformat", "offset", "text"]),
+    st.text(alphabet="0123456789-:.TZ+", max_size=30),
+)
+def test_a_recorded_times_iso_text_is_iso_of_its_time(
+    moment: datetime, form: str, other: str
+) -> None:
+    """`Recorded.at_iso` skips formatting a time recorded in `iso`'s form, and agrees with
+    `iso(at)` for any recorded text (raising where `at` raises)."""
+    from imagen.core.job import UNREAD, DamagedRecord, Recorded
+
+    text = {
+        "iso": iso(moment),  # (a year below 1000 writes fewer digits: not a time parse reads)
+        "isoformat": moment.isoformat(),
+        "offset": moment.astimezone(BERLIN).isoformat() if moment.year > 1 else iso(moment),
+        "text": other,
+    }[form]
+    rec = Recorded.stored("JobSucceeded", 1, UNREAD, "{}", 1, text, 1)
+    try:
+        want = iso(parse_iso(text))
+    except (ValueError, TypeError, AttributeError, OverflowError):
+        with pytest.raises(DamagedRecord):
+            rec.at_iso  # noqa: B018
+        return
+    assert rec.at_iso == want
 
 
 def test_one_machine_form_the_ledgers() -> None:

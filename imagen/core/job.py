@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from imagen.core.times import iso, parse_iso
+from imagen.core.times import is_iso_text, iso, parse_iso
 
 __all__ = ["iso", "parse_time"]
 
@@ -44,7 +44,17 @@ class DamagedRecord(ValueError):
 
 
 class _Fields:
-    __slots__ = ("_event", "_unknown", "_at", "_payload", "_schema", "version", "position", "kind")
+    __slots__ = (
+        "_event",
+        "_unknown",
+        "_at",
+        "_text",
+        "_payload",
+        "_schema",
+        "version",
+        "position",
+        "kind",
+    )
 
 
 class _Building(_Fields):
@@ -77,6 +87,7 @@ class Recorded(_Fields):
         _set(self, "_event", event)
         _set(self, "_unknown", unknown_fields)
         _set(self, "_at", at)
+        _set(self, "_text", None)
         _set(self, "_payload", None)
         _set(self, "_schema", 0)
         _set(self, "version", version)
@@ -99,7 +110,7 @@ class Recorded(_Fields):
         rec = _new(_Building)
         rec._event = None
         rec._unknown = ()
-        rec._at = at
+        rec._at = rec._text = at
         rec._payload = text if payload is UNREAD else (payload,)
         rec._schema = schema_version
         rec.version = version
@@ -166,6 +177,14 @@ class Recorded(_Fields):
                 ) from None
             _set(self, "_at", at)
         return at
+
+    @property
+    def at_iso(self) -> str:
+        """`iso(self.at)`: the recorded text itself when it is in that form already (the
+        ledger's own), without formatting the time again (twice per job in a usage catch-up)."""
+        at = self.at  # (a text that is no time raises here, as always)
+        text = self._text
+        return text if type(text) is str and is_iso_text(text) else iso(at)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Recorded is immutable: cannot set {name!r}")
@@ -265,8 +284,22 @@ class JobState:
         history has several), never of anything recorded after; None while under way."""
         if self.terminal is None:
             return None
-        ends = (r.at for r in reversed(self.history) if r.kind in TERMINAL_TYPES)
-        return next(ends, self.now)  # (a terminal event is always in the history)
+        end = self._end()
+        return self.now if end is None else end.at  # (a terminal is always in a history)
+
+    @property
+    def ended_iso(self) -> str | None:
+        """`ended_at` in `iso`'s form."""
+        if self.terminal is None:
+            return None
+        end = self._end()
+        if end is None:
+            return None if self.now is None else iso(self.now)
+        return end.at_iso
+
+    def _end(self) -> Recorded | None:
+        """The event that ended the job: the last, if a hostile history has several."""
+        return next((r for r in reversed(self.history) if r.kind in TERMINAL_TYPES), None)
 
     @property
     def status(self) -> str:

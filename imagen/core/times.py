@@ -32,6 +32,16 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(ISO_FORMAT)
 
 
+# `iso`'s form as text (a year from 1000: below, strftime writes fewer digits).
+_ISO_TEXT = re.compile(r"[1-9]\d{3}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)
+
+
+def is_iso_text(text: str) -> bool:
+    """Whether `text`, a time `parse_iso` reads, is `iso`'s form of it already (then
+    `iso(parse_iso(text)) == text`)."""
+    return _ISO_TEXT.fullmatch(text) is not None
+
+
 def parse_iso(text: str) -> datetime:
     """An ISO 8601 time as recorded (a `Z` or an offset) as an aware UTC datetime."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))

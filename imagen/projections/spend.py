@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from imagen.core.events import TERMINAL_TYPES
 from imagen.core.job import JobState
-from imagen.core.times import iso, parse_iso
+from imagen.core.times import is_iso_text, iso, parse_iso
 from imagen.projections.usage.fold import micros, usage_rows
 from ledger.events import RecordedEvent
 from ledger.projection import (
@@ -89,7 +88,7 @@ def row(state: JobState, billed: list[Row] | None = None) -> Row | None:
     if state.terminal is not None:
         billed = usage_rows(state) if billed is None else billed
         out["spent_micros"] = sum(max(r["cost_micros"] or 0, 0) for r in billed)
-        out["ended_at"] = iso(state.ended_at or state.now)  # as usage_rows dates the job
+        out["ended_at"] = state.ended_iso  # as usage_rows dates the job
     return out
 
 
@@ -114,16 +113,14 @@ class End(NamedTuple):
     data_json: str
     recorded_at: str
 
-    def spend(self) -> Any:
-        try:
-            data = json.loads(self.data_json)
-        except ValueError:
-            return None
-        return data.get("spend") if isinstance(data, dict) else None
-
-
-# The ledger's own timestamp form (ledger.chain.format_timestamp), which is also `iso`'s.
-_CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)
+    def spend(self, payload: Any = None) -> Any:
+        """The figure the end recorded; `payload`: its data, when the caller has decoded it."""
+        if payload is None:
+            try:
+                payload = json.loads(self.data_json)
+            except ValueError:
+                return None
+        return payload.get("spend") if isinstance(payload, dict) else None
 
 
 def _recorded_row(e: End, spend: Any = None) -> Row | None:
@@ -139,7 +136,7 @@ def _recorded_row(e: End, spend: Any = None) -> Row | None:
         return None
     # As `row` dates the job: its last event's time, in `iso`'s form (the ledger's own).
     at = e.recorded_at
-    ended = at if _CANONICAL.fullmatch(at) else iso(parse_iso(at))
+    ended = at if is_iso_text(at) else iso(parse_iso(at))
     return {"job_id": e.stream_id, **spend, "ended_at": ended}
 
 
@@ -170,10 +167,11 @@ def recorded_differences(view: Any, position: int, folded: dict[str, Row]) -> li
     return [p for p in found if p is not None]
 
 
-def recorded_difference(e: End, want: Row | None) -> dict[str, Any] | None:
+def recorded_difference(e: End, want: Row | None, payload: Any = None) -> dict[str, Any] | None:
     """One job's terminal event (its last) against the job's row folded whole; None when its
-    recorded figure agrees, or it recorded none (an older imagen's end: folded, not summed)."""
-    spend = e.spend()
+    recorded figure agrees, or it recorded none (an older imagen's end: folded, not summed).
+    `payload`: the event's data, when the caller has decoded it."""
+    spend = e.spend(payload)
     if spend is None:
         return None
     recorded = _recorded_row(e, spend)

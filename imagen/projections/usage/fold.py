@@ -108,7 +108,7 @@ def usage_rows(state: JobState) -> list[dict[str, Any]]:
         else None
     )
     base = {
-        "created_at": iso(ended),
+        "created_at": state.ended_iso or iso(ended),
         "backend": safe.text(req.backend) or "",
         "model": safe.text(req.model) or "",
         "seed": None if (seed := _seed(state)) is None else str(seed),
