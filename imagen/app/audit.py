@@ -220,7 +220,11 @@ class _Job:
         if row is None:
             row = self.row = projection.new_row(jid, e.recorded_at)
         # In place and unpriced: the cost is set once, when the row is compared (`_rows`).
-        projection.step(row, e.type, data, e.recorded_at, e.position, e.schema_version)
+        # An event that only moves the row's times is folded here, as `fold_into` does.
+        if e.type in projection.READS or row["terminal_events"]:
+            projection.step(row, e.type, data, e.recorded_at, e.position, e.schema_version)
+        else:
+            row["updated_at"], row["last_position"] = e.recorded_at, e.position
         if e.type in USAGE_READS:
             self.events.append((e, data))
         if e.type == "ImageStored":
@@ -400,7 +404,9 @@ class Audit:
         assert last is not None
         if job.row["terminal_events"] and last.type in _ENDS:
             end = spend.End(jid, last.position, last.data_json, last.recorded_at)
-            if (found := spend.recorded_difference(end, rows["spend"].get(jid))) is not None:
+            # Its data as decoded already (an end is one of the events `_Job.events` keeps).
+            data = job.events[-1][1] if job.events and job.events[-1][0] is last else None
+            if (found := spend.recorded_difference(end, rows["spend"].get(jid), data)) is not None:
                 problems.append(found)
         checked, sidecars = 0, []
         if job.row["status"] == "succeeded":
@@ -436,14 +442,16 @@ class Audit:
             want = {k: r for s in self.pending.values() for k, r in s.rows[name].items()}
             if not want:
                 continue
-            have = _cached(self.store, cache, want)
-            values = itemgetter(*cache.columns)
+            columns, need = cache.columns, frozenset(cache.columns)
+            have = self.store.row_values(cache.spec, want)  # (tuples: no dict per row)
+            values = _values_of(columns)
             for s in self.pending.values():
                 for k, w in s.rows[name].items():
                     h = have.get(k)
-                    if h is not None and w.keys() >= h.keys() and values(w) == values(h):
+                    if h is not None and w.keys() >= need and values(w) == h:
                         continue  # the same, exactly: most rows
-                    if (p := _differ(k, w, h, cache)) is not None:
+                    cached = None if h is None else dict(zip(columns, h, strict=True))
+                    if (p := _differ(k, w, cached, cache)) is not None:
                         self.found.setdefault(s.jid, []).append(p)
         self.pending.clear()
 
@@ -1034,10 +1042,6 @@ def check_checkpoints(store: Reader, head: int) -> list[Problem]:
     return problems
 
 
-def _cached(store: Any, cache: Cache, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
-    return store.rows(cache.spec, keys)  # type: ignore[no-any-return]
-
-
 def _keys(store: Any, cache: Cache, size: int = 5000) -> Iterator[list[str]]:
     """The cached table's keys in order, a page at a time."""
     after = ""
@@ -1051,6 +1055,12 @@ def _keys(store: Any, cache: Cache, size: int = 5000) -> Iterator[list[str]]:
     ]:
         yield keys
         after = keys[-1]
+
+
+def _values_of(columns: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A row's values in `columns` order, as a tuple (itemgetter's, also for one column)."""
+    get = itemgetter(*columns)
+    return get if len(columns) > 1 else lambda row: (get(row),)
 
 
 def _differ(
