@@ -21,7 +21,6 @@ import json
 import os
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from tests.benchmarks.bench_jobs import _job_events, build
 from tests.benchmarks.report import line
+from tests.benchmarks.sandbox import measured
 
 SIZES = [int(n) for n in os.environ.get("IMAGEN_BENCH_AUDIT_JOBS", "10000,40000").split(",")]
 RUNS = int(os.environ.get("IMAGEN_BENCH_AUDIT_RUNS", "3"))
@@ -62,32 +62,14 @@ store.close()
 """
 
 
-# Linux keeps a process's peak RSS across exec, from the process it was forked from: a child
-# forked by this benchmark (which holds the ledger it built) would report this process's peak.
-# So a small launcher forks the measured command and reports its peak and CPU time.
-LAUNCH = """
-import os, subprocess, sys
-proc = subprocess.Popen(sys.argv[1:])
-_, status, usage = os.wait4(proc.pid, 0)
-sys.stderr.write(f"\\nrusage {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}\\n")
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
 def _run(
     argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)
 ) -> tuple[float, float, str, float]:
     """Wall time, peak RSS (MB), stdout, and CPU time (user + system: steadier than wall
     on a loaded machine)."""
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", LAUNCH, *argv], env=env, capture_output=True, check=False
-    )
-    wall = time.perf_counter() - start
-    err = proc.stderr.decode(errors="replace")
-    assert proc.returncode in ok, (argv, proc.returncode, err[-2000:])
-    _, peak_kb, cpu = err.rstrip().rsplit("\n", 1)[-1].split()
-    return wall, int(peak_kb) / 1024, proc.stdout.decode(), float(cpu)
+    run = measured(argv, env)
+    assert run.returncode in ok, (argv, run.returncode, run.stderr[-2000:])
+    return run.wall, run.peak_mb, run.stdout, run.cpu
 
 
 def _median(runs: list[tuple[float, float, str, float]]) -> tuple[float, float, str, float]:

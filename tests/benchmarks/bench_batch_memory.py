@@ -4,28 +4,21 @@ Memory must not grow with the lines already done: issue 15's target is a flat ra
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from imagen.testing.replicate import ReplicateDouble
 from tests.benchmarks.report import line
-from tests.benchmarks.sandbox import TOKEN, replicate_env
+from tests.benchmarks.sandbox import TOKEN, measured, replicate_env
 
 
 def _peak_rss_mb(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(peak RSS in MB, wall s) of one child process, from the kernel's own accounting."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    assert proc.returncode == 0, err.decode(errors="replace")
-    return usage.ru_maxrss / 1024, time.perf_counter() - start
+    """(peak RSS in MB, wall s) of the command alone: measured by a launcher, not forked from
+    this process, whose double holds every prediction it served (`sandbox.measured`)."""
+    run = measured(argv, env)
+    assert run.returncode == 0, run.stderr
+    return run.peak_mb, run.wall
 
 
 def run() -> None:

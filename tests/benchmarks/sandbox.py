@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,41 @@ def generate(env: dict[str, str], *args: str) -> tuple[float, list[dict[str, Any
     elapsed = time.perf_counter() - start
     assert r.returncode == 0, r.stderr
     return elapsed, [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+
+
+# Linux keeps a process's peak RSS across exec, from the process it was forked from: a child
+# forked by a benchmark (which holds a ledger it built, or a double whose state grows with
+# every request it serves) would report the benchmark's own peak if that is higher. So a
+# small launcher, a fresh interpreter, forks the measured command and reports its peak and
+# CPU time.
+_LAUNCH = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(proc.pid, 0)
+sys.stderr.write(f"\\nrusage {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@dataclass(frozen=True)
+class Measured:
+    wall: float  # s
+    peak_mb: float  # the command's peak RSS
+    cpu: float  # s, user + system: steadier than wall on a loaded machine
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def measured(argv: list[str], env: dict[str, str]) -> Measured:
+    """`argv` run to its end, with its own peak memory and CPU time (see `_LAUNCH`)."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _LAUNCH, *argv], env=env, capture_output=True, check=False
+    )
+    wall = time.perf_counter() - start
+    err, _, report = proc.stderr.decode(errors="replace").rstrip().rpartition("\n")
+    _, peak_kb, cpu = report.split()
+    return Measured(
+        wall, int(peak_kb) / 1024, float(cpu), proc.returncode, proc.stdout.decode(), err
+    )
