@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tests.benchmarks.bench_jobs import _job_events, build
 from tests.benchmarks.report import line
-from tests.benchmarks.sandbox import measured
+from tests.benchmarks.sandbox import bytecode_cached, measured
 
 SIZES = [int(n) for n in os.environ.get("IMAGEN_BENCH_AUDIT_JOBS", "10000,40000").split(",")]
 RUNS = int(os.environ.get("IMAGEN_BENCH_AUDIT_RUNS", "3"))
@@ -126,15 +126,14 @@ def run() -> None:
                 flush=True,
             )
             env = {
-                # With a bytecode cache in a temporary prefix, as bench_bigledger says why.
-                **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
-                "PYTHONPYCACHEPREFIX": str(root / "pycache"),
+                **os.environ,
                 "IMAGEN_LEDGER_URL": f"sqlite:///{db}",
                 "IMAGEN_CONFIG": "",
                 "PYTHONPATH": str(ROOT),
                 "XDG_CONFIG_HOME": tmp,
                 "HOME": tmp,
             }
+            env = bytecode_cached(env, root)
             imagen = [sys.executable, "-m", "imagen"]
             _run([*imagen, "jobs", "--limit", "1"], env)
             _run([*imagen, "usage"], env)

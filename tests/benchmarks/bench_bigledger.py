@@ -32,6 +32,7 @@ from ledger import open_store
 from ledger.events import canonical_json, event_hash
 from tests.benchmarks.bench_jobs import _job_events, build
 from tests.benchmarks.report import line
+from tests.benchmarks.sandbox import bytecode_cached
 
 SIZES = [
     int(n or 0) for n in os.environ.get("IMAGEN_BENCH_BIGLEDGER_JOBS", "10000,40000").split(",")
@@ -70,20 +71,14 @@ RAW_FOLD = inspect.getsource(raw_fold) + "\nimport sys\nraw_fold(sys.argv[1], in
 
 
 def _env(db: Path, tmp: Path) -> dict[str, str]:
-    # With Python's bytecode cache, as an installed imagen runs (pip compiles it), kept in a
-    # temporary prefix so no checkout is written to. PYTHONDONTWRITEBYTECODE (set where these
-    # benchmarks are run) compiled imagen's ~100 modules from source on every command, ~50 ms
-    # the raw fold, all of it SQLAlchemy's compiled site-packages, never paid; and a checkout's
-    # own stale __pycache__ made two checkouts differ by more than their code.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    return {
-        **env,
+    env = {
+        **os.environ,
         "IMAGEN_LEDGER_URL": f"sqlite:///{db}",
         "IMAGEN_CONFIG": "",
         "PYTHONPATH": CODE,
-        "PYTHONPYCACHEPREFIX": str(tmp / "pycache"),
         "XDG_CONFIG_HOME": str(tmp),
     }
+    return bytecode_cached(env, tmp)
 
 
 def _run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:

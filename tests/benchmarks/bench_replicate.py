@@ -16,7 +16,7 @@ from pathlib import Path
 
 from imagen.testing.replicate import ReplicateDouble
 from tests.benchmarks.report import line, timed
-from tests.benchmarks.sandbox import replicate_env
+from tests.benchmarks.sandbox import bytecode_cached, replicate_env
 
 TOKEN = "r8_benchmark_token_0123456789"
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,8 +113,7 @@ def run() -> None:
         # as this environment runs Python (PYTHONDONTWRITEBYTECODE compiles imagen's ~100
         # modules from source on every run; the script's urllib3 is compiled either way).
         rep.behaviour(duration=0.0)
-        cached = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        cached["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+        cached = bytecode_cached(env, root)
         settings = [("bytecode cached", cached)]
         if env.get("PYTHONDONTWRITEBYTECODE"):
             settings.append(("no bytecode cache", dict(env)))
