@@ -327,17 +327,22 @@ def test_an_image_replaced_by_a_fifo_or_a_directory_is_missing_and_never_hangs(
     there, missing; one in a sidecar's place, a sidecar that differs."""
     import os
 
-    fifo, folder, side = (_generate(sandbox, p) for p in ("a cat", "a dog", "a fox"))
+    fifo, folder, side, loop = (
+        _generate(sandbox, p) for p in ("a cat", "a dog", "a fox", "an owl")
+    )
     fifo.unlink()
     os.mkfifo(fifo)
     folder.unlink()
     folder.mkdir()
+    loop.unlink()
+    loop.symlink_to(loop.name)  # a link to itself: opening it fails (ELOOP), never raises here
     sidecar = Path(f"{side}.json")
     sidecar.unlink()
     os.mkfifo(sidecar)
     report = _audit(sandbox)
-    missing = {p["path"] for p in report["problems"] if p["kind"] == "image_missing"}
-    assert missing == {str(fifo), str(folder)}
+    missing = {p["path"]: p["message"] for p in report["problems"] if p["kind"] == "image_missing"}
+    assert missing.keys() == {str(fifo), str(folder), str(loop)}
+    assert "unreadable" in missing[str(loop)] and "unreadable" in missing[str(fifo)]
     [differs] = [p for p in report["problems"] if p["kind"] == "sidecar"]
     assert differs["path"] == str(sidecar) and "differs" in differs["message"]
 
@@ -355,3 +360,7 @@ def test_the_digest_of_a_regular_file_is_sha256_of_its_bytes_at_any_size(tmp_pat
     assert audit.file_sha256(str(tmp_path / "none")) is None
     assert audit.file_sha256(str(tmp_path / "f0" / "below")) is None
     assert audit.file_sha256(str(tmp_path)) is None
+    (tmp_path / "loop").symlink_to("loop")
+    assert audit.file_sha256(str(tmp_path / "loop")) is None  # ELOOP
+    assert audit.file_sha256(str(tmp_path / ("n" * 5000))) is None  # ENAMETOOLONG
+    assert audit.file_sha256(f"{tmp_path}/a\x00b") is None  # a NUL: no path at all

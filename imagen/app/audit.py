@@ -55,10 +55,11 @@ _WHOLE = 1 << 24  # a file up to this size is hashed from one read
 
 
 def file_sha256(path: Path | str) -> str | None:
-    """The sha256 of the regular file at `path`, None if there is none (missing, a directory,
-    a FIFO: opened without blocking, so one never hangs audit or the gallery). One open,
-    fstat and read for an image-sized file: audit hashes every image, and a stat before and
-    the 256 KiB buffer `file_digest` allocates per file were half of it (measured)."""
+    """The sha256 of the regular file at `path`, None if there is none this process can read
+    (missing, a directory, a FIFO: opened without blocking, so one never hangs audit or the
+    gallery; a link loop, a name too long, no permission, a read error). One open, fstat and
+    read for an image-sized file: audit hashes every image, and a stat before and the 256 KiB
+    buffer `file_digest` allocates per file were half of it (measured)."""
     opened = _open_regular(path)
     if opened is None:
         return None
@@ -71,6 +72,8 @@ def file_sha256(path: Path | str) -> str | None:
             os.lseek(fd, 0, os.SEEK_SET)
         with open(fd, "rb", closefd=False) as fh:
             return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
     finally:
         os.close(fd)
 
@@ -85,16 +88,19 @@ def _small_regular_file(path: str, limit: int = _WHOLE) -> bytes | None:
     try:
         data = os.read(fd, min(size, limit) + 1)
         return data if len(data) <= limit else None
+    except OSError:
+        return None
     finally:
         os.close(fd)
 
 
 def _open_regular(path: Path | str) -> tuple[int, int] | None:
     """A descriptor open on the regular file at `path` (the caller closes it) and its size,
-    or None."""
+    or None (no such file, or one that cannot be opened: whatever the chain names, never an
+    error that ends the audit)."""
     try:
         fd = os.open(path, _READ_FLAGS)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+    except (OSError, ValueError):  # (ValueError: a NUL in a hostile path)
         return None
     info = os.fstat(fd)
     if stat.S_ISREG(info.st_mode):
@@ -781,13 +787,16 @@ def check_image(
     side_text = f"{path_text}.json"
     if digest is None:
         path = Path(path_text)
+        # Something there that is no readable file (a directory, a FIFO, a link loop, no
+        # permission) is not missing: the message says so.
+        what = "unreadable (no regular file it may read)" if os.path.lexists(path) else "missing"
         return [
             {
                 "kind": "image_missing",
                 "job_id": jid,
                 "path": path_text,
                 "position": position,
-                "message": f"job {jid}: image missing: {path}",
+                "message": f"job {jid}: image {what}: {path}",
             }
         ], None
     problems: list[Problem] = []
