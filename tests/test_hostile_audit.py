@@ -364,3 +364,22 @@ def test_the_digest_of_a_regular_file_is_sha256_of_its_bytes_at_any_size(tmp_pat
     assert audit.file_sha256(str(tmp_path / "loop")) is None  # ELOOP
     assert audit.file_sha256(str(tmp_path / ("n" * 5000))) is None  # ENAMETOOLONG
     assert audit.file_sha256(f"{tmp_path}/a\x00b") is None  # a NUL: no path at all
+
+
+def test_an_audit_checkpoint_is_recorded_whatever_sits_at_a_temporary_name(tmp_path: Path) -> None:
+    """The checkpoint is written through a temporary file of its own: a FIFO (which would
+    block a plain open for writing) or a directory at `<checkpoint>.tmp`, say another
+    audit's, neither hangs nor loses the record."""
+    import os
+
+    from imagen.app import audit
+    from ledger.chain import Head
+
+    path = tmp_path / "ledger.db.audit"
+    os.mkfifo(tmp_path / "ledger.db.audit.tmp")
+    audit.record_checkpoint(path, Head(7, "a" * 64), "2026-12-06T12:00:00.000000Z")
+    (tmp_path / "ledger.db.audit.tmp").unlink()
+    (tmp_path / "ledger.db.audit.tmp").mkdir()
+    audit.record_checkpoint(path, Head(9, "b" * 64), "2026-12-06T12:01:00.000000Z")
+    assert [c["position"] for c in audit.read_checkpoints(path)] == [7, 9]
+    assert audit.choose_checkpoint(path, "last") == Head(9, "b" * 64)

@@ -1007,11 +1007,11 @@ def record_checkpoint(path: Path, head: Head, at: str) -> None:
         return
     kept = [c for c in read_checkpoints(path) if c.get("position") != head.position][-99:]
     kept.append({"position": head.position, "hash": head.hash, "verified_at": at})
+    from imagen.runner.files import atomic_write
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"verified": kept}, indent=1) + "\n")
-        os.replace(tmp, path)
+        # A temporary file of its own (two audits at once never write one file), synced.
+        atomic_write(path, (json.dumps({"verified": kept}, indent=1) + "\n").encode())
     except OSError:
         pass  # the audit stands; the next one starts from the genesis
 
